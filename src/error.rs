@@ -1,0 +1,108 @@
+//! Errors of the board, each mapped to one of `vine`'s documented exit codes.
+
+use std::path::PathBuf;
+
+/// The exit code `vine` uses for each kind of outcome (documented in `vine --help`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    /// 0: done.
+    Done = 0,
+    /// 1: anything else (I/O failure, bug, unexpected reply).
+    Other = 1,
+    /// 2: bad usage or invalid input (including unknown task ids).
+    Invalid = 2,
+    /// 3: nothing to do: no claimable task, the worker should stop, a wait timed out.
+    NothingToDo = 3,
+    /// 4: conflict: not your task, wrong state, claim taken back.
+    Conflict = 4,
+    /// 5: a board file is damaged; run `vine repair`.
+    Damaged = 5,
+}
+
+impl ExitCode {
+    /// The numeric process exit code.
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+}
+
+/// Everything that can go wrong with a board operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The caller gave input the board cannot accept (bad id, bad path, oversized field...).
+    #[error("{0}")]
+    Invalid(String),
+    /// A task id that is neither on the queue nor in the archive.
+    #[error("no task with id {0} on this board; list tasks with `vine tasks --all`")]
+    UnknownTask(u64),
+    /// The operation is valid but the board is not in a state that allows it.
+    #[error("{0}")]
+    Conflict(String),
+    /// Nothing to do (used by waits that time out).
+    #[error("{0}")]
+    NothingToDo(String),
+    /// A board file does not parse; it is never overwritten.
+    #[error("board file {} is damaged ({detail}); nothing was changed. Run `vine repair` to keep a copy and rebuild it", path.display())]
+    Damaged {
+        /// The damaged file.
+        path: PathBuf,
+        /// What the parser said.
+        detail: String,
+    },
+    /// No board was found where one was expected.
+    #[error("{0}")]
+    NoBoard(String),
+    /// An I/O error on a board file.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        /// What was being done ("reading", "writing", ...).
+        action: &'static str,
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A reply of the wrong shape for the request (a bug or a mismatched server).
+    #[error("unexpected reply: {0}")]
+    Protocol(String),
+}
+
+impl Error {
+    /// The exit code `vine` uses for this error.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Error::Invalid(_) | Error::UnknownTask(_) | Error::NoBoard(_) => ExitCode::Invalid,
+            Error::Conflict(_) => ExitCode::Conflict,
+            Error::NothingToDo(_) => ExitCode::NothingToDo,
+            Error::Damaged { .. } => ExitCode::Damaged,
+            Error::Io { .. } | Error::Protocol(_) => ExitCode::Other,
+        }
+    }
+
+    /// A short machine-readable name of the error kind, used in `--json` output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Invalid(_) => "invalid",
+            Error::UnknownTask(_) => "unknown-task",
+            Error::Conflict(_) => "conflict",
+            Error::NothingToDo(_) => "nothing-to-do",
+            Error::Damaged { .. } => "damaged",
+            Error::NoBoard(_) => "no-board",
+            Error::Io { .. } => "io",
+            Error::Protocol(_) => "protocol",
+        }
+    }
+
+    /// Shorthand for an I/O error on `path`.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Result type of the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

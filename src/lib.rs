@@ -1,0 +1,31 @@
+//! agentvine: a board of JSON files that lets one coordinator and many workers (Claude Code
+//! sessions, or any program) share work: a task queue with atomic claims, leases, retries,
+//! priorities, dependencies and capabilities; worker status; progress; and a message log with
+//! questions and answers.
+//!
+//! Start with [`Board`]. The rules live in [`rules`] (pure, no I/O); the files in [`store`].
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod board;
+pub mod error;
+pub mod message;
+pub mod op;
+pub mod progress;
+pub mod rules;
+pub mod settings;
+pub mod store;
+pub mod task;
+pub mod time;
+pub mod validate;
+pub mod worker;
+
+pub use board::{Board, Decision};
+pub use error::{Error, ExitCode, Result};
+pub use message::{Message, MessageKind};
+pub use op::{Claim, MessageFilter, NewTask, Op, PlanTask, Reply, StatusReport, TaskView, WorkerView};
+pub use progress::Progress;
+pub use settings::Settings;
+pub use task::{Priority, Task, TaskStatus};
+pub use worker::{Worker, WorkerState};

@@ -1,0 +1,76 @@
+//! One line of `agent-comms.jsonl`: a message, question, answer or kept result.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::time::{Timestamp, ts};
+
+/// What a log entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageKind {
+    /// A plain note from an agent or human (the original plan's only kind).
+    #[default]
+    Message,
+    /// A question from a worker, waiting for an answer.
+    Question,
+    /// An answer to a question (`reply_to` names it).
+    Answer,
+    /// A result or error a worker sent for a claim it no longer held, kept so nothing is lost.
+    Result,
+}
+
+impl MessageKind {
+    /// The name used in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Message => "message",
+            MessageKind::Question => "question",
+            MessageKind::Answer => "answer",
+            MessageKind::Result => "result",
+        }
+    }
+}
+
+/// One entry of the message log. Unknown fields are kept in `extra`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// When it was written.
+    #[serde(with = "ts")]
+    pub timestamp: Timestamp,
+    /// Who wrote it (worker id, `coordinator`, a human's name).
+    pub agent: String,
+    /// The text.
+    pub message: String,
+    /// Position in the log, increasing by one per entry (absent on the original plan's lines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// What kind of entry this is.
+    #[serde(default)]
+    pub kind: MessageKind,
+    /// The task it is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<u64>,
+    /// The question this answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
+    /// Fields this version does not know; kept as they were.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Message {
+    /// A new entry (its `seq` is set when it is appended).
+    pub fn new(kind: MessageKind, agent: &str, text: &str, now: Timestamp) -> Self {
+        Message {
+            timestamp: now,
+            agent: agent.to_string(),
+            message: text.to_string(),
+            seq: None,
+            kind,
+            task_id: None,
+            reply_to: None,
+            extra: Map::new(),
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The pure core: one [`State`], one [`apply`]. No I/O happens here; the store loads the
+//! state, calls `apply`, and writes back what is marked dirty.
+
+mod claim;
+mod messages;
+mod tasks;
+mod views;
+mod workers;
+
+use std::collections::BTreeMap;
+
+pub use claim::{Ineligible, eligibility};
+pub use tasks::{archivable, backoff_secs};
+pub use views::{blocked_ids, status_report, task_views, worker_views};
+
+use crate::error::{Error, Result};
+use crate::message::Message;
+use crate::op::{Op, Reply};
+use crate::progress::Progress;
+use crate::settings::Settings;
+use crate::task::{Task, TaskStatus};
+use crate::time::Timestamp;
+use crate::worker::Worker;
+
+/// Which parts of the state an op changed and the store must write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dirty {
+    /// `task-queue.json` (written durably).
+    pub tasks: bool,
+    /// `worker-status.json` (soft state: atomic, not fsynced).
+    pub workers: bool,
+    /// `progress.json`.
+    pub progress: bool,
+}
+
+/// Everything an op may look at or change, loaded by the store before [`apply`].
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    /// The queue (active tasks and recently finished ones).
+    pub tasks: Vec<Task>,
+    /// Workers by id.
+    pub workers: BTreeMap<String, Worker>,
+    /// The progress record.
+    pub progress: Progress,
+    /// Board settings.
+    pub settings: Settings,
+    /// The sequence number the next log entry gets.
+    pub next_seq: u64,
+    /// The smallest id a new task may get (above every id the board has used).
+    pub min_next_id: u64,
+    /// Statuses of archived tasks that the op refers to.
+    pub archived: BTreeMap<u64, TaskStatus>,
+    /// The message log, loaded only for ops that need it (answer).
+    pub log: Vec<Message>,
+    /// Log entries to append, even when the op fails (kept results).
+    pub outbox: Vec<Message>,
+    /// Instruction files to write (board path, content) before the queue is committed.
+    pub files: Vec<(String, String)>,
+    /// What must be written back.
+    pub dirty: Dirty,
+}
+
+impl State {
+    /// The index of task `id` on the queue.
+    pub fn position(&self, id: u64) -> Option<usize> {
+        self.tasks.iter().position(|t| t.id == id)
+    }
+
+    /// True if `worker` holds at least one task.
+    pub fn holds_task(&self, worker: &str) -> bool {
+        self.tasks
+            .iter()
+            .any(|t| t.status == TaskStatus::InProgress && t.claimed_by.as_deref() == Some(worker))
+    }
+
+    /// Queues a log entry, giving it the next sequence number.
+    pub(crate) fn log(&mut self, mut m: Message) -> Message {
+        m.seq = Some(self.next_seq);
+        self.next_seq += 1;
+        self.outbox.push(m.clone());
+        m
+    }
+
+    /// Looks a task up on the queue, or fails with the right error if it is archived or unknown.
+    pub(crate) fn task_index(&self, id: u64) -> Result<usize> {
+        if let Some(i) = self.position(id) {
+            return Ok(i);
+        }
+        match self.archived.get(&id) {
+            Some(st) => Err(Error::Conflict(format!(
+                "task {id} is {st} and archived; it can no longer change"
+            ))),
+            None => Err(Error::UnknownTask(id)),
+        }
+    }
+}
+
+/// Applies `op` to `state` at time `now`.
+///
+/// On success the store writes the dirty parts. On error it writes nothing but the outbox:
+/// validation happens before any change, and changes made before a late error are discarded.
+pub fn apply(state: &mut State, op: Op, now: Timestamp) -> Result<Reply> {
+    match op {
+        Op::Add { task } => {
+            let reply = tasks::add(
+                state,
+                vec![crate::op::PlanTask {
+                    key: None,
+                    task,
+                    after_keys: vec![],
+                }],
+                now,
+            )?;
+            tasks::requeue_expired(state, now);
+            Ok(reply)
+        }
+        Op::AddPlan { tasks: plan } => {
+            let reply = tasks::add(state, plan, now)?;
+            tasks::requeue_expired(state, now);
+            Ok(reply)
+        }
+        Op::Claim { worker } => {
+            tasks::requeue_expired(state, now);
+            claim::claim(state, &worker, now)
+        }
+        Op::Complete {
+            task,
+            worker,
+            attempt,
+            result,
+        } => after(state, now, |s| tasks::complete(s, task, &worker, attempt, result, now)),
+        Op::Fail {
+            task,
+            worker,
+            attempt,
+            error,
+            no_retry,
+        } => after(state, now, |s| {
+            tasks::fail(s, task, &worker, attempt, &error, no_retry, now)
+        }),
+        Op::Release {
+            task,
+            worker,
+            attempt,
+        } => after(state, now, |s| tasks::release(s, task, &worker, attempt, now)),
+        Op::Cancel { task, reason } => after(state, now, |s| tasks::cancel(s, task, reason, now)),
+        Op::Retry { task } => after(state, now, |s| tasks::retry(s, task)),
+        Op::Register {
+            worker,
+            capabilities,
+            session_id,
+        } => after(state, now, |s| {
+            workers::register(s, &worker, capabilities, session_id, now)
+        }),
+        Op::Heartbeat { worker } => after(state, now, |s| workers::heartbeat(s, &worker, now)),
+        Op::Deregister { worker } => after(state, now, |s| workers::deregister(s, &worker, now)),
+        Op::ShouldContinue {
+            worker,
+            max_idle_secs,
+        } => {
+            tasks::requeue_expired(state, now);
+            workers::should_continue(state, &worker, max_idle_secs, now)
+        }
+        Op::SetProgress {
+            current_step,
+            total_steps,
+            status,
+            metadata,
+        } => messages::set_progress(state, current_step, total_steps, status, metadata, now),
+        Op::Send {
+            agent,
+            message,
+            task,
+        } => messages::send(state, crate::message::MessageKind::Message, &agent, &message, task, now),
+        Op::Ask {
+            agent,
+            question,
+            task,
+        } => messages::send(state, crate::message::MessageKind::Question, &agent, &question, task, now),
+        Op::Answer {
+            agent,
+            question,
+            answer,
+        } => messages::answer(state, &agent, question, &answer, now),
+        Op::RequeueStale => {
+            let ids = tasks::requeue_expired(state, now);
+            Ok(Reply::Requeued { tasks: ids })
+        }
+        Op::Compact | Op::Repair => Err(Error::Protocol(format!(
+            "{} is carried out by the store, not by the rules",
+            op.name()
+        ))),
+        Op::Status
+        | Op::Tasks { .. }
+        | Op::Show { .. }
+        | Op::Workers
+        | Op::Progress
+        | Op::ReadMessages { .. }
+        | Op::Questions { .. } => Err(Error::Protocol(format!(
+            "{} is a read; it is answered by the store",
+            op.name()
+        ))),
+    }
+}
+
+/// Runs a write op, then requeues expired leases (the claimant's own late write wins first).
+fn after(
+    state: &mut State,
+    now: Timestamp,
+    f: impl FnOnce(&mut State) -> Result<Reply>,
+) -> Result<Reply> {
+    let reply = f(state)?;
+    tasks::requeue_expired(state, now);
+    Ok(reply)
+}
+
+/// Sets the worker's `current_task` to the latest task it still holds.
+pub(crate) fn refresh_current_task(state: &mut State, worker: &str) {
+    let current = state
+        .tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::InProgress && t.claimed_by.as_deref() == Some(worker))
+        .max_by_key(|t| (t.claimed_at, t.id))
+        .map(|t| t.id);
+    if let Some(w) = state.workers.get_mut(worker)
+        && w.current_task != current
+    {
+        w.current_task = current;
+        state.dirty.workers = true;
+    }
+}
+
+#[cfg(test)]
+mod tests;

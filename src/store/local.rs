@@ -1,0 +1,418 @@
+//! A board in a directory on this machine.
+//!
+//! Every change takes the exclusive lock on `board.lock`, reads the files it needs, applies
+//! the op with the pure rules, writes what changed (temp file, fsync, rename, directory fsync)
+//! and unlocks. Reads take no lock: every file is replaced atomically, so a reader sees the
+//! old or the new version, never a mix within one file.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::paths::{self, ARCHIVE, BOARD, LOCK, LOG, PROGRESS, QUEUE, TASKS_DIR, WORKERS};
+use super::{Transport, archive, durable, log, repair};
+use crate::error::{Error, Result};
+use crate::op::{Op, Reply, TaskView};
+use crate::progress::Progress;
+use crate::rules::{self, State};
+use crate::settings::{BoardFile, Settings};
+use crate::task::{Task, TaskStatus};
+use crate::worker::Worker;
+
+/// A board in a local directory.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    dir: PathBuf,
+}
+
+/// The exclusive board lock; released when dropped.
+pub struct LockGuard {
+    _file: File,
+}
+
+impl LocalStore {
+    /// Opens the board in `dir`, which must exist and hold a board (see [`LocalStore::init`]).
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        if !dir.is_dir() {
+            return Err(Error::NoBoard(format!(
+                "no board at {}: the directory does not exist. Create one with `vine init {}`",
+                dir.display(),
+                dir.display()
+            )));
+        }
+        if !dir.join(BOARD).exists() && !dir.join(QUEUE).exists() {
+            return Err(Error::NoBoard(format!(
+                "{} is not a board (it has neither {BOARD} nor {QUEUE}). Create one with `vine init {}`",
+                dir.display(),
+                dir.display()
+            )));
+        }
+        Ok(LocalStore { dir })
+    }
+
+    /// Creates a board in `dir` (and the directory), keeping any board files already there.
+    pub fn init(dir: impl Into<PathBuf>, settings: Option<Settings>) -> Result<Self> {
+        let dir = dir.into();
+        fs::create_dir_all(dir.join(TASKS_DIR)).map_err(|e| Error::io("creating", &dir, e))?;
+        let store = LocalStore { dir };
+        let _lock = store.lock()?;
+        let d = &store.dir;
+        if !d.join(BOARD).exists() {
+            let board = BoardFile {
+                settings: settings.unwrap_or_default(),
+                ..BoardFile::default()
+            };
+            durable::replace(d, BOARD, &to_pretty(&board)?, true)?;
+        }
+        if !d.join(QUEUE).exists() {
+            durable::replace(d, QUEUE, b"[]\n", true)?;
+        }
+        if !d.join(WORKERS).exists() {
+            durable::replace(d, WORKERS, b"{}\n", true)?;
+        }
+        if !d.join(PROGRESS).exists() {
+            durable::replace(d, PROGRESS, &to_pretty(&Progress::default())?, true)?;
+        }
+        if !d.join(LOG).exists() {
+            durable::append_lines(&d.join(LOG), b"", true)?;
+        }
+        durable::sync_dir(d)?;
+        Ok(store)
+    }
+
+    /// The board directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Takes the board's exclusive lock (blocks until it is free).
+    pub fn lock(&self) -> Result<LockGuard> {
+        let path = self.dir.join(LOCK);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io("opening the lock", &path, e))?;
+        file.lock().map_err(|e| Error::io("locking", &path, e))?;
+        Ok(LockGuard { _file: file })
+    }
+
+    /// The board's settings (defaults when `board.json` is absent).
+    pub fn settings(&self) -> Result<Settings> {
+        Ok(read_json::<BoardFile>(&self.dir, BOARD)?.settings)
+    }
+
+    /// The tasks on the queue.
+    pub fn queue(&self) -> Result<Vec<Task>> {
+        read_json(&self.dir, QUEUE)
+    }
+
+    /// Reads a board file by board-relative path, confined to the board.
+    pub fn read_board_file(&self, rel: &str) -> Result<String> {
+        let p = paths::resolve(&self.dir, rel)?;
+        fs::read_to_string(&p).map_err(|e| Error::io("reading", p, e))
+    }
+
+    fn load(&self, op: &Op) -> Result<State> {
+        let settings = self.settings()?;
+        let tasks: Vec<Task> = read_json(&self.dir, QUEUE)?;
+        let workers: BTreeMap<String, Worker> = read_json(&self.dir, WORKERS)?;
+        let progress = if matches!(op, Op::SetProgress { .. }) {
+            read_json(&self.dir, PROGRESS)?
+        } else {
+            Progress::default()
+        };
+        let mut st = State {
+            tasks,
+            workers,
+            progress,
+            settings,
+            ..State::default()
+        };
+        if matches!(op, Op::Add { .. } | Op::AddPlan { .. }) {
+            let max_queue = st.tasks.iter().map(|t| t.id).max().unwrap_or(0);
+            let max_arch = archive::totals(&self.dir.join(ARCHIVE))?.max_id;
+            st.min_next_id = max_queue.max(max_arch) + 1;
+        }
+        if matches!(op, Op::Send { .. } | Op::Ask { .. } | Op::Answer { .. }) {
+            st.next_seq = log::next_seq(&self.dir.join(LOG))?;
+        }
+        if matches!(op, Op::Answer { .. }) {
+            st.log = log::all(&self.dir.join(LOG))?;
+        }
+        let missing: HashSet<u64> = referenced_ids(op)
+            .into_iter()
+            .filter(|id| st.position(*id).is_none())
+            .collect();
+        if !missing.is_empty() {
+            let found = archive::find(&self.dir.join(ARCHIVE), &missing)?;
+            st.archived = found.into_iter().map(|(id, t)| (id, t.status)).collect();
+        }
+        Ok(st)
+    }
+
+    /// Checks what the rules cannot: that a named instruction file exists on the board.
+    fn precheck(&self, op: &Op) -> Result<()> {
+        let files: Vec<&String> = match op {
+            Op::Add { task } => task.instruction_file.iter().collect(),
+            Op::AddPlan { tasks } => tasks
+                .iter()
+                .filter_map(|p| p.task.instruction_file.as_ref())
+                .collect(),
+            _ => vec![],
+        };
+        for f in files {
+            crate::validate::board_path("instruction file", f)?;
+            let p = paths::resolve(&self.dir, f)?;
+            if !p.is_file() {
+                return Err(Error::Invalid(format!(
+                    "instruction file {f:?} is not on the board; write it first, or pass the text with --instructions-from"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what the op changed, archiving finished tasks first when there are too many.
+    fn commit(&self, st: &mut State) -> Result<()> {
+        let d = &self.dir;
+        let mut synced_dirs = false;
+        if !st.files.is_empty() {
+            let tasks_dir = d.join(TASKS_DIR);
+            fs::create_dir_all(&tasks_dir).map_err(|e| Error::io("creating", &tasks_dir, e))?;
+            for (rel, text) in &st.files {
+                let p = paths::resolve(d, rel)?;
+                let (Some(parent), Some(name)) = (p.parent(), p.file_name().and_then(|n| n.to_str())) else {
+                    return Err(Error::Invalid(format!("bad instruction path {rel:?}")));
+                };
+                durable::replace(parent, name, text.as_bytes(), true)?;
+                durable::sync_dir(parent)?;
+            }
+        }
+        if st.dirty.tasks {
+            let (take, _kept) = rules::archivable(&st.tasks);
+            if take.len() > st.settings.archive_after {
+                self.archive(st, &take)?;
+            }
+        }
+        if st.dirty.progress {
+            durable::replace(d, PROGRESS, &to_pretty(&st.progress)?, true)?;
+            synced_dirs = true;
+        }
+        if st.dirty.workers {
+            durable::replace(d, WORKERS, &to_pretty(&st.workers)?, false)?;
+        }
+        if st.dirty.tasks {
+            durable::replace(d, QUEUE, &to_pretty(&st.tasks)?, true)?;
+            synced_dirs = true;
+        }
+        if synced_dirs {
+            durable::sync_dir(d)?;
+        }
+        log::append(&d.join(LOG), &mut st.outbox)?;
+        Ok(())
+    }
+
+    /// Moves the tasks at `take` from the queue to the archive (archive written first).
+    fn archive(&self, st: &mut State, take: &[usize]) -> Result<usize> {
+        let set: HashSet<usize> = take.iter().copied().collect();
+        let moving: Vec<Task> = take.iter().map(|&i| st.tasks[i].clone()).collect();
+        archive::append(&self.dir.join(ARCHIVE), &moving, Utc::now())?;
+        let mut i = 0;
+        st.tasks.retain(|_| {
+            let keep = !set.contains(&i);
+            i += 1;
+            keep
+        });
+        st.dirty.tasks = true;
+        Ok(moving.len())
+    }
+
+    fn write(&self, op: Op) -> Result<Reply> {
+        let _lock = self.lock()?;
+        if let Op::Repair = op {
+            return repair::repair(self);
+        }
+        let mut st = self.load(&op)?;
+        if let Op::Compact = op {
+            let (take, kept) = rules::archivable(&st.tasks);
+            let archived = self.archive(&mut st, &take)?;
+            if archived > 0 {
+                durable::replace(&self.dir, QUEUE, &to_pretty(&st.tasks)?, true)?;
+                durable::sync_dir(&self.dir)?;
+            }
+            return Ok(Reply::Compacted { archived, kept });
+        }
+        self.precheck(&op)?;
+        let now = Utc::now();
+        match rules::apply(&mut st, op, now) {
+            Ok(mut reply) => {
+                self.commit(&mut st)?;
+                if let Reply::Claimed { claim: Some(c), .. } = &mut reply
+                    && let Some(f) = c.task.instruction_file.clone()
+                {
+                    match self.read_board_file(&f) {
+                        Ok(text) => c.instructions = Some(text),
+                        Err(e) => c.instructions_error = Some(e.to_string()),
+                    }
+                }
+                Ok(reply)
+            }
+            Err(e) => {
+                log::append(&self.dir.join(LOG), &mut st.outbox)?;
+                Err(e)
+            }
+        }
+    }
+
+    fn read(&self, op: Op) -> Result<Reply> {
+        let now = Utc::now();
+        let load_state = || -> Result<State> {
+            Ok(State {
+                tasks: read_json(&self.dir, QUEUE)?,
+                workers: read_json(&self.dir, WORKERS)?,
+                progress: read_json(&self.dir, PROGRESS)?,
+                settings: self.settings()?,
+                ..State::default()
+            })
+        };
+        match op {
+            Op::Status => {
+                let st = load_state()?;
+                let totals = archive::totals(&self.dir.join(ARCHIVE))?;
+                let open = log::questions(&self.dir.join(LOG), false)?.len();
+                Ok(Reply::Status {
+                    report: rules::status_report(&st, &totals.by_status(), open, now),
+                })
+            }
+            Op::Tasks { status, all } => {
+                if let Some(s) = status.as_deref()
+                    && s != "blocked"
+                    && TaskStatus::parse(s).is_none()
+                {
+                    return Err(Error::Invalid(format!(
+                        "unknown status {s:?}; use pending, in_progress, completed, failed, cancelled or blocked"
+                    )));
+                }
+                let st = load_state()?;
+                let mut tasks = Vec::new();
+                if all {
+                    let on_queue: HashSet<u64> = st.tasks.iter().map(|t| t.id).collect();
+                    for t in archive::all(&self.dir.join(ARCHIVE))? {
+                        let matches = match status.as_deref() {
+                            None => true,
+                            Some(s) => TaskStatus::parse(s) == Some(t.status),
+                        };
+                        if matches && !on_queue.contains(&t.id) {
+                            tasks.push(TaskView {
+                                task: t,
+                                blocked: false,
+                                archived: true,
+                            });
+                        }
+                    }
+                }
+                tasks.extend(rules::task_views(&st, status.as_deref()));
+                tasks.sort_by_key(|v| v.task.id);
+                Ok(Reply::Tasks { tasks })
+            }
+            Op::Show { task } => {
+                let st = load_state()?;
+                if let Some(v) = rules::task_views(&st, None)
+                    .into_iter()
+                    .find(|v| v.task.id == task)
+                {
+                    return Ok(Reply::Task { task: v });
+                }
+                let found = archive::find(&self.dir.join(ARCHIVE), &HashSet::from([task]))?;
+                match found.into_values().next() {
+                    Some(t) => Ok(Reply::Task {
+                        task: TaskView {
+                            task: t,
+                            blocked: false,
+                            archived: true,
+                        },
+                    }),
+                    None => Err(Error::UnknownTask(task)),
+                }
+            }
+            Op::Workers => {
+                let st = load_state()?;
+                Ok(Reply::Workers {
+                    workers: rules::worker_views(&st, now),
+                })
+            }
+            Op::Progress => Ok(Reply::Progress {
+                progress: read_json(&self.dir, PROGRESS)?,
+            }),
+            Op::ReadMessages { filter } => Ok(Reply::Messages {
+                messages: log::read(&self.dir.join(LOG), &filter)?,
+            }),
+            Op::Questions { all } => Ok(Reply::Questions {
+                questions: log::questions(&self.dir.join(LOG), all)?,
+            }),
+            other => Err(Error::Protocol(format!("{} is not a read", other.name()))),
+        }
+    }
+}
+
+impl Transport for LocalStore {
+    fn execute(&self, op: Op) -> Result<Reply> {
+        if op.is_read_only() {
+            self.read(op)
+        } else {
+            self.write(op)
+        }
+    }
+
+    fn location(&self) -> String {
+        self.dir.display().to_string()
+    }
+}
+
+/// Task ids an op refers to, whose status the rules need even when they are archived.
+fn referenced_ids(op: &Op) -> Vec<u64> {
+    match op {
+        Op::Add { task } => task.after.clone(),
+        Op::AddPlan { tasks } => tasks.iter().flat_map(|p| p.task.after.clone()).collect(),
+        Op::Complete { task, .. }
+        | Op::Fail { task, .. }
+        | Op::Release { task, .. }
+        | Op::Cancel { task, .. }
+        | Op::Retry { task } => vec![*task],
+        Op::Send { task, .. } | Op::Ask { task, .. } => task.iter().copied().collect(),
+        _ => vec![],
+    }
+}
+
+/// Reads and parses a board file; a missing file reads as the default, a bad one is damage.
+pub(crate) fn read_json<T: DeserializeOwned + Default>(dir: &Path, name: &str) -> Result<T> {
+    let path = dir.join(name);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(T::default()),
+        Err(e) => return Err(Error::io("reading", path, e)),
+    };
+    serde_json::from_slice(&bytes).map_err(|e| Error::Damaged {
+        path,
+        detail: if bytes.iter().all(u8::is_ascii_whitespace) {
+            "the file is empty".into()
+        } else {
+            e.to_string()
+        },
+    })
+}
+
+/// Serializes a board file: pretty JSON (2-space indent) with a final newline.
+pub(crate) fn to_pretty<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    let mut out = serde_json::to_vec_pretty(v).map_err(|e| Error::Protocol(e.to_string()))?;
+    out.push(b'\n');
+    Ok(out)
+}

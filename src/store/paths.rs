@@ -1,0 +1,70 @@
+//! The names of the board's files, and keeping board paths inside the board.
+
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::validate;
+
+/// The task queue: a JSON array of tasks (the original plan's file).
+pub const QUEUE: &str = "task-queue.json";
+/// Worker status: a JSON object of worker id to worker (the original plan's file).
+pub const WORKERS: &str = "worker-status.json";
+/// The progress record (the original plan's file).
+pub const PROGRESS: &str = "progress.json";
+/// The message log, one JSON object a line (the original plan's file).
+pub const LOG: &str = "agent-comms.jsonl";
+/// The board's settings (ours).
+pub const BOARD: &str = "board.json";
+/// The lock every change takes; never renamed or rewritten (ours).
+pub const LOCK: &str = "board.lock";
+/// Finished tasks moved off the queue, one JSON object a line, append-only (ours).
+pub const ARCHIVE: &str = "task-archive.jsonl";
+/// The folder of instruction files.
+pub const TASKS_DIR: &str = "tasks";
+/// The folder `vine init` creates when given no directory, and `vine` looks for upward.
+pub const DEFAULT_DIR: &str = ".vine";
+
+/// Resolves a board-relative path to a real path inside `root`, refusing escapes through
+/// `..`, absolute paths or symlinks that lead outside. The path need not exist.
+pub fn resolve(root: &Path, rel: &str) -> Result<PathBuf> {
+    validate::board_path("path", rel)?;
+    let root = root
+        .canonicalize()
+        .map_err(|e| Error::io("opening the board", root, e))?;
+    let mut full = root.clone();
+    for c in Path::new(rel).components() {
+        match c {
+            Component::Normal(p) => full.push(p),
+            Component::CurDir => {}
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "path {rel:?} must stay inside the board"
+                )));
+            }
+        }
+    }
+    // Canonicalize the longest existing prefix, so a symlink anywhere on the way is seen.
+    let mut existing = full.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => break,
+        }
+    }
+    let mut real = existing
+        .canonicalize()
+        .map_err(|e| Error::io("resolving", existing, e))?;
+    for name in rest.iter().rev() {
+        real.push(name);
+    }
+    if !real.starts_with(&root) {
+        return Err(Error::Invalid(format!(
+            "path {rel:?} leads outside the board (through a symlink)"
+        )));
+    }
+    Ok(real)
+}

@@ -1,0 +1,320 @@
+//! `vine repair`: keeps a copy of every damaged board file and rebuilds it from every entry
+//! that can still be read, reporting what was dropped.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::path::Path;
+
+use chrono::Utc;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::local::{LocalStore, to_pretty};
+use super::paths::{ARCHIVE, BOARD, LOG, PROGRESS, QUEUE, WORKERS};
+use super::{archive::ArchiveLine, durable};
+use crate::error::{Error, Result};
+use crate::message::Message;
+use crate::op::{RepairedFile, Reply};
+use crate::progress::Progress;
+use crate::settings::BoardFile;
+use crate::task::Task;
+use crate::worker::Worker;
+
+/// Repairs every board file; the caller holds the board lock.
+pub fn repair(store: &LocalStore) -> Result<Reply> {
+    let dir = store.dir();
+    let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
+    let mut files = Vec::new();
+    if let Some(r) = repair_queue(dir, &stamp)? {
+        files.push(r);
+    }
+    if let Some(r) = repair_workers(dir, &stamp)? {
+        files.push(r);
+    }
+    for (name, default) in [
+        (PROGRESS, to_pretty(&Progress::default())?),
+        (BOARD, to_pretty(&BoardFile::default())?),
+    ] {
+        let ok = match name {
+            PROGRESS => parses::<Progress>(dir, name),
+            _ => parses::<BoardFile>(dir, name),
+        };
+        if !ok {
+            let backup = backup(dir, name, &stamp)?;
+            durable::replace(dir, name, &default, true)?;
+            files.push(RepairedFile {
+                file: name.into(),
+                backup,
+                kept: 0,
+                dropped: vec!["the whole file (reset to defaults)".into()],
+            });
+        }
+    }
+    if let Some(r) = repair_lines::<Message>(dir, LOG, &stamp)? {
+        files.push(r);
+    }
+    if let Some(r) = repair_lines::<ArchiveLine>(dir, ARCHIVE, &stamp)? {
+        files.push(r);
+    }
+    // Temp files a killed writer left behind.
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+    durable::sync_dir(dir)?;
+    Ok(Reply::Repaired { files })
+}
+
+fn parses<T: DeserializeOwned>(dir: &Path, name: &str) -> bool {
+    match fs::read(dir.join(name)) {
+        Ok(b) => serde_json::from_slice::<T>(&b).is_ok(),
+        Err(_) => true,
+    }
+}
+
+fn backup(dir: &Path, name: &str, stamp: &str) -> Result<String> {
+    let b = format!("{name}.damaged-{stamp}");
+    fs::copy(dir.join(name), dir.join(&b)).map_err(|e| Error::io("copying", dir.join(name), e))?;
+    Ok(b)
+}
+
+fn read_text(dir: &Path, name: &str) -> Result<Option<Vec<u8>>> {
+    match fs::read(dir.join(name)) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("reading", dir.join(name), e)),
+    }
+}
+
+fn repair_queue(dir: &Path, stamp: &str) -> Result<Option<RepairedFile>> {
+    let Some(bytes) = read_text(dir, QUEUE)? else {
+        return Ok(None);
+    };
+    let mut dropped = Vec::new();
+    let tasks: Vec<Task> = match serde_json::from_slice::<Vec<Task>>(&bytes) {
+        Ok(t) => t,
+        Err(_) => {
+            let mut out = Vec::new();
+            for (at, slice) in objects_at_depth(&bytes, 1) {
+                match serde_json::from_slice::<Task>(slice) {
+                    Ok(t) => out.push(t),
+                    Err(e) => dropped.push(format!("entry at byte {at}: {e}")),
+                }
+            }
+            if let Some(at) = unterminated(&bytes, 1) {
+                dropped.push(format!("entry at byte {at}: cut off"));
+            }
+            out
+        }
+    };
+    let mut seen = HashSet::new();
+    let mut kept = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        if seen.insert(t.id) {
+            kept.push(t);
+        } else {
+            dropped.push(format!("task {}: a second copy of the same id", t.id));
+        }
+    }
+    let clean = serde_json::from_slice::<Vec<Task>>(&bytes).is_ok() && dropped.is_empty();
+    if clean {
+        return Ok(None);
+    }
+    let backup = backup(dir, QUEUE, stamp)?;
+    durable::replace(dir, QUEUE, &to_pretty(&kept)?, true)?;
+    Ok(Some(RepairedFile {
+        file: QUEUE.into(),
+        backup,
+        kept: kept.len(),
+        dropped,
+    }))
+}
+
+fn repair_workers(dir: &Path, stamp: &str) -> Result<Option<RepairedFile>> {
+    let Some(bytes) = read_text(dir, WORKERS)? else {
+        return Ok(None);
+    };
+    if serde_json::from_slice::<BTreeMap<String, Worker>>(&bytes).is_ok() {
+        return Ok(None);
+    }
+    let mut dropped = Vec::new();
+    let mut kept: BTreeMap<String, Worker> = BTreeMap::new();
+    if let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&bytes) {
+        for (k, v) in map {
+            match serde_json::from_value::<Worker>(v) {
+                Ok(w) => {
+                    kept.insert(k, w);
+                }
+                Err(e) => dropped.push(format!("worker {k:?}: {e}")),
+            }
+        }
+    } else {
+        for (at, slice) in objects_at_depth(&bytes, 1) {
+            let key = key_before(&bytes, at);
+            match (key, serde_json::from_slice::<Worker>(slice)) {
+                (Some(k), Ok(w)) => {
+                    kept.insert(k, w);
+                }
+                (None, _) => dropped.push(format!("entry at byte {at}: no worker id before it")),
+                (Some(k), Err(e)) => dropped.push(format!("worker {k:?}: {e}")),
+            }
+        }
+        if let Some(at) = unterminated(&bytes, 1) {
+            dropped.push(format!("entry at byte {at}: cut off"));
+        }
+    }
+    let backup = backup(dir, WORKERS, stamp)?;
+    durable::replace(dir, WORKERS, &to_pretty(&kept)?, true)?;
+    Ok(Some(RepairedFile {
+        file: WORKERS.into(),
+        backup,
+        kept: kept.len(),
+        dropped,
+    }))
+}
+
+fn repair_lines<T: DeserializeOwned>(dir: &Path, name: &str, stamp: &str) -> Result<Option<RepairedFile>> {
+    let Some(bytes) = read_text(dir, name)? else {
+        return Ok(None);
+    };
+    let mut good = Vec::new();
+    let mut dropped = Vec::new();
+    let mut kept = 0;
+    let mut at = 0;
+    for line in bytes.split_inclusive(|&b| b == b'\n') {
+        let body = line.trim_ascii();
+        let complete = line.last() == Some(&b'\n');
+        if !body.is_empty() {
+            match serde_json::from_slice::<T>(body) {
+                Ok(_) if complete => {
+                    good.extend_from_slice(body);
+                    good.push(b'\n');
+                    kept += 1;
+                }
+                Ok(_) => dropped.push(format!("line at byte {at}: cut off (no newline)")),
+                Err(e) => dropped.push(format!("line at byte {at}: {e}")),
+            }
+        }
+        at += line.len();
+    }
+    if dropped.is_empty() {
+        return Ok(None);
+    }
+    let backup = backup(dir, name, stamp)?;
+    durable::replace(dir, name, &good, true)?;
+    Ok(Some(RepairedFile {
+        file: name.into(),
+        backup,
+        kept,
+        dropped,
+    }))
+}
+
+/// Byte offsets and slices of the JSON objects that open at nesting depth `depth`
+/// (depth 0 is the top level), found by bracket matching that respects strings.
+fn objects_at_depth(bytes: &[u8], depth: usize) -> Vec<(usize, &[u8])> {
+    let mut out = Vec::new();
+    let mut level = 0usize;
+    let mut in_str = false;
+    let mut esc = false;
+    let mut start = None;
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_str {
+            if esc {
+                esc = false;
+            } else if b == b'\\' {
+                esc = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'{' | b'[' => {
+                if b == b'{' && level == depth {
+                    start = Some(i);
+                }
+                level += 1;
+            }
+            b'}' | b']' => {
+                level = level.saturating_sub(1);
+                if b == b'}'
+                    && level == depth
+                    && let Some(s) = start.take()
+                {
+                    out.push((s, &bytes[s..=i]));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The offset of an object at `depth` that is opened but never closed (a cut-off file).
+fn unterminated(bytes: &[u8], depth: usize) -> Option<usize> {
+    let closed: HashSet<usize> = objects_at_depth(bytes, depth).into_iter().map(|(s, _)| s).collect();
+    let mut level = 0usize;
+    let mut in_str = false;
+    let mut esc = false;
+    let mut last_open = None;
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_str {
+            if esc {
+                esc = false;
+            } else if b == b'\\' {
+                esc = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'{' | b'[' => {
+                if b == b'{' && level == depth {
+                    last_open = Some(i);
+                }
+                level += 1;
+            }
+            b'}' | b']' => level = level.saturating_sub(1),
+            _ => {}
+        }
+    }
+    last_open.filter(|s| !closed.contains(s))
+}
+
+/// The JSON string key just before the object at `at` (`"key": {`), if there is one.
+fn key_before(bytes: &[u8], at: usize) -> Option<String> {
+    let head = bytes[..at].trim_ascii_end();
+    let head = head.strip_suffix(b":")?.trim_ascii_end();
+    let head = head.strip_suffix(b"\"")?;
+    let mut i = head.len();
+    while i > 0 {
+        i -= 1;
+        if head[i] == b'"' && (i == 0 || head[i - 1] != b'\\') {
+            let raw = &bytes[i..head.len() + 1];
+            return serde_json::from_slice::<String>(raw).ok();
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_objects_and_keys_in_cut_off_json() {
+        let text = br#"{"w1": {"status":"active","x":"}{"}, "w2": {"status":"act"#;
+        let objs = objects_at_depth(text, 1);
+        assert_eq!(objs.len(), 1);
+        assert_eq!(key_before(text, objs[0].0).as_deref(), Some("w1"));
+        assert!(unterminated(text, 1).is_some());
+    }
+}

@@ -1,0 +1,256 @@
+//! A task on the queue, as stored in `task-queue.json` (original fields plus ours).
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+
+use crate::time::{Timestamp, opt_ts};
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    /// Waiting to be claimed.
+    Pending,
+    /// Claimed by a worker that holds a lease on it.
+    InProgress,
+    /// Finished successfully.
+    Completed,
+    /// Out of retries (the dead-letter state); `vine retry` puts it back.
+    Failed,
+    /// Cancelled by the coordinator.
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// All statuses, in lifecycle order.
+    pub const ALL: [TaskStatus; 5] = [
+        TaskStatus::Pending,
+        TaskStatus::InProgress,
+        TaskStatus::Completed,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+    ];
+
+    /// The name used in files and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "pending",
+            TaskStatus::InProgress => "in_progress",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a status name (`in-progress` is accepted too).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s || st.as_str().replace('_', "-") == s)
+    }
+
+    /// True for completed, failed and cancelled.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled
+        )
+    }
+}
+
+impl std::fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How urgent a task is; claims take higher priorities first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Claimed before everything else.
+    High,
+    /// The default.
+    #[default]
+    Normal,
+    /// Claimed when nothing else is eligible.
+    Low,
+}
+
+impl Priority {
+    /// Sort rank: lower is claimed first.
+    pub fn rank(self) -> u8 {
+        match self {
+            Priority::High => 0,
+            Priority::Normal => 1,
+            Priority::Low => 2,
+        }
+    }
+
+    /// Parses `high`, `normal` or `low`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "high" => Some(Priority::High),
+            "normal" => Some(Priority::Normal),
+            "low" => Some(Priority::Low),
+            _ => None,
+        }
+    }
+
+    /// The name used in files and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+}
+
+/// One task of `task-queue.json`. Unknown fields are kept in `extra` and written back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// Unique id: epoch milliseconds at creation, bumped to stay increasing.
+    pub id: u64,
+    /// One line saying what the task is.
+    pub description: String,
+    /// Board path of the instruction file (`tasks/task-<id>-instructions.md`).
+    #[serde(default)]
+    pub instruction_file: Option<String>,
+    /// Board paths a worker must read before starting.
+    #[serde(default, deserialize_with = "null_default")]
+    pub context_files: Vec<String>,
+    /// The worker this task is meant for, if any.
+    #[serde(default)]
+    pub assigned_to: Option<String>,
+    /// Where the task is in its life.
+    pub status: TaskStatus,
+    /// When the task was added.
+    #[serde(default, with = "opt_ts")]
+    pub created_at: Option<Timestamp>,
+    /// The worker holding the current claim.
+    #[serde(default)]
+    pub claimed_by: Option<String>,
+    /// When the current claim was made.
+    #[serde(default, with = "opt_ts")]
+    pub claimed_at: Option<Timestamp>,
+    /// The worker that completed it.
+    #[serde(default)]
+    pub completed_by: Option<String>,
+    /// When it was completed.
+    #[serde(default, with = "opt_ts")]
+    pub completed_at: Option<Timestamp>,
+    /// What the worker reported (text or JSON).
+    #[serde(default)]
+    pub result: Option<Value>,
+    /// Free-form data from the coordinator (working directory, acceptance criteria...).
+    #[serde(default, deserialize_with = "null_default")]
+    pub metadata: Map<String, Value>,
+    /// Claim order: high before normal before low.
+    #[serde(default)]
+    pub priority: Priority,
+    /// Capabilities a worker must have to claim it.
+    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    pub requires: Vec<String>,
+    /// Tasks that must be completed before this one can be claimed.
+    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<u64>,
+    /// Claims made so far that were not released.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Retries allowed after the first attempt (board default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+    /// Lease length in seconds for this task (board default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_secs: Option<u64>,
+    /// When the current claim lapses unless the claimant heartbeats.
+    #[serde(default, with = "opt_ts", skip_serializing_if = "Option::is_none")]
+    pub lease_expires_at: Option<Timestamp>,
+    /// The error of the last failed attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Not claimable before this time (retry backoff).
+    #[serde(default, with = "opt_ts", skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Timestamp>,
+    /// When it failed for good or was cancelled.
+    #[serde(default, with = "opt_ts", skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Timestamp>,
+    /// Fields this version does not know; kept as they were.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Task {
+    /// A new pending task with only the required fields set.
+    pub fn new(id: u64, description: impl Into<String>, now: Timestamp) -> Self {
+        Task {
+            id,
+            description: description.into(),
+            instruction_file: None,
+            context_files: Vec::new(),
+            assigned_to: None,
+            status: TaskStatus::Pending,
+            created_at: Some(now),
+            claimed_by: None,
+            claimed_at: None,
+            completed_by: None,
+            completed_at: None,
+            result: None,
+            metadata: Map::new(),
+            priority: Priority::Normal,
+            requires: Vec::new(),
+            depends_on: Vec::new(),
+            attempts: 0,
+            max_retries: None,
+            lease_secs: None,
+            lease_expires_at: None,
+            last_error: None,
+            not_before: None,
+            ended_at: None,
+            extra: Map::new(),
+        }
+    }
+
+    /// The default instruction file path of task `id`.
+    pub fn instruction_path(id: u64) -> String {
+        format!("tasks/task-{id}-instructions.md")
+    }
+}
+
+/// Reads `null` as the type's default (the original files sometimes hold null lists).
+pub(crate) fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_original_shape_and_keeps_unknown_fields() {
+        let original = r#"{"id":1731159000123,"description":"Create user auth","instruction_file":"tasks/task-1731159000123-instructions.md","context_files":["docs/api-spec.md"],"assigned_to":null,"status":"pending","created_at":"2025-11-09T10:00:00","claimed_by":null,"claimed_at":null,"completed_by":null,"completed_at":null,"result":null,"metadata":{"working_directory":"src/api"},"error":"old","custom":{"a":1}}"#;
+        let t: Task = serde_json::from_str(original).unwrap();
+        assert_eq!(t.id, 1731159000123);
+        assert_eq!(t.status, TaskStatus::Pending);
+        assert_eq!(t.priority, Priority::Normal);
+        assert_eq!(t.extra.get("custom"), Some(&serde_json::json!({"a":1})));
+        let back = serde_json::to_value(&t).unwrap();
+        assert_eq!(back["created_at"], "2025-11-09T10:00:00.000Z");
+        assert_eq!(back["error"], "old");
+        assert_eq!(back["custom"]["a"], 1);
+        assert!(back["claimed_by"].is_null(), "original fields are always written");
+        assert!(back.get("lease_expires_at").is_none());
+    }
+
+    #[test]
+    fn statuses_parse() {
+        assert_eq!(TaskStatus::parse("in-progress"), Some(TaskStatus::InProgress));
+        assert_eq!(TaskStatus::parse("in_progress"), Some(TaskStatus::InProgress));
+        assert_eq!(TaskStatus::parse("done"), None);
+    }
+}
