@@ -12,6 +12,7 @@ pub mod board;
 pub mod error;
 pub mod message;
 pub mod op;
+pub mod plan;
 pub mod progress;
 pub mod rules;
 pub mod settings;

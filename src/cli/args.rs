@@ -1,0 +1,344 @@
+//! The command line of `vine`, as clap types. `vine --help` and `vine <command> --help` are
+//! generated from the doc comments here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  done
+  1  anything else (I/O error, unexpected failure)
+  2  bad usage or invalid input (unknown task id, bad worker id, bad path...)
+  3  nothing to do: no claimable task, the worker should stop, a wait timed out
+  4  conflict: not your task, wrong state, claim taken back
+  5  a board file is damaged: nothing was changed; run `vine repair`
+
+Board location: --dir DIR, else $VINE_DIR, else the nearest .vine/ at or above the current
+directory (`vine init` creates .vine/). Every command takes --json and then prints exactly one
+JSON object on stdout (\"ok\": true or false).";
+
+/// vine: share work between Claude Code sessions through a board of JSON files.
+///
+/// A coordinator adds tasks with self-contained instructions; workers register, claim a task
+/// atomically, heartbeat while they work, and complete or fail it; anyone can send messages,
+/// ask questions and answer them.
+#[derive(Debug, Parser)]
+#[command(name = "vine", version, after_long_help = EXIT_CODES, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// The board directory (default: $VINE_DIR, else the nearest .vine/ upward).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// Print exactly one JSON object on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The worker a command acts for.
+#[derive(Debug, Args, Clone)]
+pub struct WorkerArg {
+    /// Worker id ([A-Za-z0-9._-], at most 64). Default: $VINE_WORKER, else $WORKER_ID.
+    #[arg(long, short = 'w', value_name = "WORKER")]
+    pub worker: Option<String>,
+}
+
+/// A claimant's write: which worker, and optionally which attempt the claim was for.
+#[derive(Debug, Args, Clone)]
+pub struct ClaimantArgs {
+    /// The task id.
+    pub id: u64,
+    #[command(flatten)]
+    pub worker: WorkerArg,
+    /// The attempt number `vine claim` printed; if the claim was taken back since, exit 4.
+    #[arg(long)]
+    pub attempt: Option<u32>,
+}
+
+/// All `vine` commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a board (default ./.vine). Existing board files are kept.
+    Init {
+        /// Where to create it (default: --dir, $VINE_DIR, or ./.vine).
+        dir: Option<PathBuf>,
+        /// Default lease of a claim, e.g. 30m.
+        #[arg(long, value_name = "DURATION")]
+        lease: Option<String>,
+        /// A worker without heartbeat for this long is stale, e.g. 3m.
+        #[arg(long, value_name = "DURATION")]
+        stale_after: Option<String>,
+        /// Default retries after a task's first attempt.
+        #[arg(long)]
+        max_retries: Option<u32>,
+        /// Finished tasks kept on the queue before they are archived automatically.
+        #[arg(long, value_name = "N")]
+        archive_after: Option<usize>,
+    },
+    /// Add a task (or a batch with --plan FILE).
+    ///
+    /// A worker has no context but what the task gives it: put everything it needs in the
+    /// instructions (objective, steps, acceptance criteria) and list the files to read first
+    /// with --context.
+    ///
+    /// Plan files are JSON lists of objects with the keys key, description, instructions |
+    /// instructions_from | instruction_file, context_files, assign, priority, requires, after
+    /// (keys of the same plan or existing task ids), max_retries, lease, metadata. A plan is
+    /// added all or nothing.
+    #[command(after_help = "Examples:
+  vine add \"Create hello.txt\" --instructions \"Write 'Hello from VPS!' to test-output/hello.txt\"
+  vine add \"Add /hello endpoint\" --instructions-from hello.md --context flask-demo/app.py --after 1731159000123
+  vine add --plan plan.json")]
+    Add(AddArgs),
+    /// Claim the best task this worker may take; prints it with its instructions (exit 3 if none).
+    Claim {
+        #[command(flatten)]
+        worker: WorkerArg,
+    },
+    /// Mark a task you claimed as completed.
+    Complete {
+        #[command(flatten)]
+        claimant: ClaimantArgs,
+        /// The result, as text.
+        #[arg(long, conflicts_with = "result_json")]
+        result: Option<String>,
+        /// The result, as JSON.
+        #[arg(long, value_name = "JSON")]
+        result_json: Option<String>,
+    },
+    /// Report that an attempt failed; the task is retried with backoff unless out of retries.
+    Fail {
+        #[command(flatten)]
+        claimant: ClaimantArgs,
+        /// What went wrong.
+        #[arg(long)]
+        error: String,
+        /// Fail for good now instead of retrying.
+        #[arg(long)]
+        no_retry: bool,
+    },
+    /// Give a claimed task back to the queue without counting an attempt.
+    Release {
+        #[command(flatten)]
+        claimant: ClaimantArgs,
+    },
+    /// Cancel a task that has not completed (coordinator).
+    Cancel {
+        /// The task id.
+        id: u64,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Put a failed task back to pending with its attempts reset (coordinator).
+    Retry {
+        /// The task id.
+        id: u64,
+    },
+    /// Register a worker (again) with its capabilities; resets its idle clock.
+    Register {
+        #[command(flatten)]
+        worker: WorkerArg,
+        /// A capability (repeatable), e.g. --capability python --capability gpu.
+        #[arg(long = "capability", short = 'c', value_name = "CAP")]
+        capabilities: Vec<String>,
+        /// The Claude Code session id this worker runs in.
+        #[arg(long)]
+        session_id: Option<String>,
+    },
+    /// Record a sign of life; extends the leases of this worker's tasks.
+    Heartbeat {
+        #[command(flatten)]
+        worker: WorkerArg,
+    },
+    /// Take a worker offline; its claimed tasks go back to the queue.
+    Deregister {
+        #[command(flatten)]
+        worker: WorkerArg,
+    },
+    /// Should this worker keep its session alive? Exit 0 yes, 3 no (and it is marked offline).
+    ShouldContinue {
+        #[command(flatten)]
+        worker: WorkerArg,
+        /// Stop after this much idle time with nothing to claim.
+        #[arg(long, default_value = "10m", value_name = "DURATION")]
+        max_idle: String,
+    },
+    /// Counts of tasks and workers, open questions and progress.
+    Status,
+    /// List tasks (oldest first).
+    Tasks {
+        /// Only this status: pending, in_progress, completed, failed, cancelled, blocked.
+        #[arg(long)]
+        status: Option<String>,
+        /// Include archived tasks.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one task, from the queue or the archive.
+    Show {
+        /// The task id.
+        id: u64,
+    },
+    /// List workers with their state: working, idle, stale, offline.
+    Workers,
+    /// Show or set the progress record.
+    Progress {
+        #[command(subcommand)]
+        action: Option<ProgressCmd>,
+    },
+    /// Send or read messages.
+    Msg {
+        #[command(subcommand)]
+        action: MsgCmd,
+    },
+    /// Ask a question (about a task); with --wait, wait for the answer (exit 3 on timeout).
+    Ask {
+        /// The question.
+        question: String,
+        /// Who asks (default: $VINE_WORKER, $WORKER_ID, else "coordinator").
+        #[arg(long = "as", value_name = "AGENT")]
+        agent: Option<String>,
+        /// The worker asking (same as --as).
+        #[arg(long, short = 'w', conflicts_with = "agent")]
+        worker: Option<String>,
+        /// The task it is about.
+        #[arg(long)]
+        task: Option<u64>,
+        /// Wait for the answer and print it.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value = "10m", value_name = "DURATION")]
+        timeout: String,
+        /// How often --wait looks for the answer.
+        #[arg(long, default_value = "1s", value_name = "DURATION", hide = true)]
+        poll: String,
+    },
+    /// Answer a question by its number (see `vine questions`).
+    Answer {
+        /// The question's number.
+        question: u64,
+        /// The answer.
+        answer: String,
+        /// Who answers (default "coordinator").
+        #[arg(long = "as", value_name = "AGENT")]
+        agent: Option<String>,
+    },
+    /// List open questions (all questions with --all).
+    Questions {
+        /// Include answered questions with their answers.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Requeue every claim whose lease has expired (also done on every write).
+    RequeueStale,
+    /// Keep a copy of each damaged board file and rebuild it from what can be read.
+    Repair,
+    /// Move finished tasks to the archive (also done automatically past a threshold).
+    Compact,
+}
+
+/// Arguments of `vine add`.
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// One line saying what the task is.
+    #[arg(required_unless_present = "plan", conflicts_with = "plan")]
+    pub description: Option<String>,
+    /// Add every task of a plan file, all or nothing.
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
+    /// Instruction text (stored as tasks/task-<id>-instructions.md).
+    #[arg(long, group = "instr")]
+    pub instructions: Option<String>,
+    /// Read the instruction text from a local file.
+    #[arg(long, value_name = "LOCAL_FILE", group = "instr")]
+    pub instructions_from: Option<PathBuf>,
+    /// An instruction file already on the board (board-relative path).
+    #[arg(long, value_name = "BOARD_PATH", group = "instr")]
+    pub instruction_file: Option<String>,
+    /// A file the worker must read first (board-relative, repeatable).
+    #[arg(long = "context", value_name = "BOARD_PATH")]
+    pub context: Vec<String>,
+    /// Meant for this worker (another may take it if this one is offline or stale).
+    #[arg(long, value_name = "WORKER")]
+    pub assign: Option<String>,
+    /// high, normal or low.
+    #[arg(long, default_value = "normal")]
+    pub priority: String,
+    /// A capability the worker must have (repeatable).
+    #[arg(long, value_name = "CAP")]
+    pub requires: Vec<String>,
+    /// A task that must complete first (repeatable).
+    #[arg(long, value_name = "ID")]
+    pub after: Vec<u64>,
+    /// Retries after the first attempt (default: the board's, 3).
+    #[arg(long)]
+    pub max_retries: Option<u32>,
+    /// Lease of a claim on this task, e.g. 90s, 30m (default: the board's, 30m).
+    #[arg(long, value_name = "DURATION")]
+    pub lease: Option<String>,
+    /// A metadata entry (repeatable); VALUE is JSON if it parses, else text.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub meta: Vec<String>,
+    /// Metadata as a JSON object.
+    #[arg(long, value_name = "JSON")]
+    pub metadata: Option<String>,
+}
+
+/// `vine progress` actions.
+#[derive(Debug, Subcommand)]
+pub enum ProgressCmd {
+    /// Show the progress record (the default).
+    Show,
+    /// Change the progress record; fields not given stay as they are.
+    Set {
+        /// The current step.
+        #[arg(long)]
+        step: Option<String>,
+        /// The number of steps.
+        #[arg(long)]
+        total: Option<String>,
+        /// A status word or sentence.
+        #[arg(long)]
+        status: Option<String>,
+        /// A metadata entry to merge (repeatable); VALUE is JSON if it parses, else text.
+        #[arg(long, value_name = "KEY=VALUE")]
+        meta: Vec<String>,
+    },
+}
+
+/// `vine msg` actions.
+#[derive(Debug, Subcommand)]
+pub enum MsgCmd {
+    /// Append a message to the log.
+    Send {
+        /// The text.
+        message: String,
+        /// Who sends it (default: $VINE_WORKER, $WORKER_ID, else "coordinator").
+        #[arg(long = "as", value_name = "AGENT")]
+        agent: Option<String>,
+        /// The task it is about.
+        #[arg(long)]
+        task: Option<u64>,
+    },
+    /// Read the log (oldest first).
+    Read {
+        /// Only messages after this time (RFC 3339 or ISO, UTC).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only messages numbered above N.
+        #[arg(long, value_name = "N")]
+        after: Option<u64>,
+        /// Only answers to question N.
+        #[arg(long, value_name = "N")]
+        reply_to: Option<u64>,
+        /// Only the last N messages.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
+}

@@ -1,0 +1,384 @@
+//! Runs one `vine` command: resolves the board, builds the op, carries it out, and renders
+//! the reply as text or as one JSON object.
+
+pub mod args;
+mod render;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use agentvine::store::paths::DEFAULT_DIR;
+use agentvine::time::{parse_duration, parse_timestamp};
+use agentvine::{Board, Error, ExitCode, MessageFilter, NewTask, Op, Priority, Reply, Result, Settings};
+use serde_json::{Map, Value, json};
+
+use args::{AddArgs, Cli, Command, MsgCmd, ProgressCmd, WorkerArg};
+
+/// What a command produced: a JSON object, its text rendering, and the exit code.
+pub struct Output {
+    /// The `--json` form (without the `ok` field, which the caller adds).
+    pub json: Value,
+    /// The human form.
+    pub text: String,
+    /// The exit code.
+    pub exit: ExitCode,
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<Output> {
+    match cli.command {
+        Command::Init {
+            dir,
+            lease,
+            stale_after,
+            max_retries,
+            archive_after,
+        } => {
+            let dir = dir
+                .or(cli.dir)
+                .or_else(|| std::env::var_os("VINE_DIR").map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR));
+            let mut s = Settings::default();
+            if let Some(l) = lease {
+                s.lease_secs = duration(&l, "--lease")?;
+            }
+            if let Some(l) = stale_after {
+                s.stale_after_secs = duration(&l, "--stale-after")?;
+            }
+            if let Some(n) = max_retries {
+                s.max_retries = n;
+            }
+            if let Some(n) = archive_after {
+                s.archive_after = n;
+            }
+            let board = Board::init_with(&dir, s)?;
+            let shown = board.location();
+            Ok(Output {
+                json: json!({"board": shown}),
+                text: format!(
+                    "Board ready at {shown}\nNext: vine add \"<task>\" --instructions \"...\"  |  VINE_WORKER=w1 vine claim"
+                ),
+                exit: ExitCode::Done,
+            })
+        }
+        command => {
+            let board = open_board(cli.dir.as_deref())?;
+            run_on(&board, command)
+        }
+    }
+}
+
+/// Opens the board named by `--dir`, `$VINE_DIR`, or the nearest `.vine/` upward.
+fn open_board(dir: Option<&Path>) -> Result<Board> {
+    if let Some(d) = dir {
+        return Board::open(d);
+    }
+    if let Some(d) = std::env::var_os("VINE_DIR").filter(|d| !d.is_empty()) {
+        return Board::open(PathBuf::from(d));
+    }
+    let cwd = std::env::current_dir().map_err(|e| Error::io("reading", ".", e))?;
+    match Board::find_dir(&cwd) {
+        Some(d) => Board::open(d),
+        None => Err(Error::NoBoard(
+            "no board found: no .vine/ here or in any parent directory. Create one with `vine init`, \
+             or point at one with --dir DIR or VINE_DIR"
+                .into(),
+        )),
+    }
+}
+
+fn worker_id(w: &WorkerArg) -> Result<String> {
+    if let Some(id) = &w.worker {
+        return Ok(id.clone());
+    }
+    for var in ["VINE_WORKER", "WORKER_ID"] {
+        if let Ok(v) = std::env::var(var)
+            && !v.is_empty()
+        {
+            return Ok(v);
+        }
+    }
+    Err(Error::Invalid(
+        "which worker? give --worker ID or set VINE_WORKER".into(),
+    ))
+}
+
+fn agent_name(explicit: Option<String>, default: &str) -> String {
+    explicit
+        .or_else(|| std::env::var("VINE_WORKER").ok().filter(|v| !v.is_empty()))
+        .or_else(|| std::env::var("WORKER_ID").ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn duration(s: &str, flag: &str) -> Result<u64> {
+    parse_duration(s).map_err(|m| Error::Invalid(format!("{flag}: {m}")))
+}
+
+/// Parses `KEY=VALUE` pairs into a map; VALUE is JSON when it parses, text otherwise.
+fn meta_pairs(pairs: &[String], into: &mut Map<String, Value>) -> Result<()> {
+    for p in pairs {
+        let Some((k, v)) = p.split_once('=') else {
+            return Err(Error::Invalid(format!(
+                "--meta {p:?} is not KEY=VALUE, e.g. --meta estimated_minutes=30"
+            )));
+        };
+        if k.is_empty() {
+            return Err(Error::Invalid(format!("--meta {p:?} has an empty key")));
+        }
+        let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()));
+        into.insert(k.to_string(), value);
+    }
+    Ok(())
+}
+
+fn json_arg(flag: &str, text: &str) -> Result<Value> {
+    serde_json::from_str(text).map_err(|e| Error::Invalid(format!("{flag} is not valid JSON: {e}")))
+}
+
+fn add_op(a: AddArgs) -> Result<Op> {
+    if let Some(plan) = a.plan {
+        let text = std::fs::read_to_string(&plan).map_err(|e| {
+            Error::Invalid(format!("cannot read plan file {}: {e}", plan.display()))
+        })?;
+        let base = plan.parent().map(Path::to_path_buf).unwrap_or_default();
+        let tasks = agentvine::plan::parse(&text, &base)?;
+        return Ok(Op::AddPlan { tasks });
+    }
+    let description = a.description.unwrap_or_default();
+    let instructions = match (a.instructions, a.instructions_from) {
+        (Some(t), _) => Some(t),
+        (None, Some(f)) => Some(std::fs::read_to_string(&f).map_err(|e| {
+            Error::Invalid(format!("cannot read --instructions-from {}: {e}", f.display()))
+        })?),
+        (None, None) => None,
+    };
+    let priority = Priority::parse(&a.priority).ok_or_else(|| {
+        Error::Invalid(format!("--priority {:?}: use high, normal or low", a.priority))
+    })?;
+    let mut metadata = match a.metadata {
+        Some(m) => match json_arg("--metadata", &m)? {
+            Value::Object(o) => o,
+            _ => return Err(Error::Invalid("--metadata must be a JSON object".into())),
+        },
+        None => Map::new(),
+    };
+    meta_pairs(&a.meta, &mut metadata)?;
+    let lease_secs = a.lease.as_deref().map(|l| duration(l, "--lease")).transpose()?;
+    Ok(Op::Add {
+        task: NewTask {
+            description,
+            instructions,
+            instruction_file: a.instruction_file,
+            context_files: a.context,
+            assign: a.assign,
+            priority,
+            requires: a.requires,
+            after: a.after,
+            max_retries: a.max_retries,
+            lease_secs,
+            metadata,
+        },
+    })
+}
+
+/// Runs a board command.
+fn run_on(board: &Board, command: Command) -> Result<Output> {
+    let op = match command {
+        Command::Init { .. } => return Err(Error::Protocol("init handled earlier".into())),
+        Command::Add(a) => add_op(a)?,
+        Command::Claim { worker } => Op::Claim {
+            worker: worker_id(&worker)?,
+        },
+        Command::Complete {
+            claimant,
+            result,
+            result_json,
+        } => {
+            let result = match (result, result_json) {
+                (_, Some(j)) => Some(json_arg("--result-json", &j)?),
+                (Some(t), None) => Some(Value::String(t)),
+                (None, None) => None,
+            };
+            Op::Complete {
+                task: claimant.id,
+                worker: worker_id(&claimant.worker)?,
+                attempt: claimant.attempt,
+                result,
+            }
+        }
+        Command::Fail {
+            claimant,
+            error,
+            no_retry,
+        } => Op::Fail {
+            task: claimant.id,
+            worker: worker_id(&claimant.worker)?,
+            attempt: claimant.attempt,
+            error,
+            no_retry,
+        },
+        Command::Release { claimant } => Op::Release {
+            task: claimant.id,
+            worker: worker_id(&claimant.worker)?,
+            attempt: claimant.attempt,
+        },
+        Command::Cancel { id, reason } => Op::Cancel { task: id, reason },
+        Command::Retry { id } => Op::Retry { task: id },
+        Command::Register {
+            worker,
+            capabilities,
+            session_id,
+        } => Op::Register {
+            worker: worker_id(&worker)?,
+            capabilities,
+            session_id,
+        },
+        Command::Heartbeat { worker } => Op::Heartbeat {
+            worker: worker_id(&worker)?,
+        },
+        Command::Deregister { worker } => Op::Deregister {
+            worker: worker_id(&worker)?,
+        },
+        Command::ShouldContinue { worker, max_idle } => Op::ShouldContinue {
+            worker: worker_id(&worker)?,
+            max_idle_secs: duration(&max_idle, "--max-idle")?,
+        },
+        Command::Status => Op::Status,
+        Command::Tasks { status, all } => Op::Tasks { status, all },
+        Command::Show { id } => Op::Show { task: id },
+        Command::Workers => Op::Workers,
+        Command::Progress { action } => match action {
+            None | Some(ProgressCmd::Show) => Op::Progress,
+            Some(ProgressCmd::Set {
+                step,
+                total,
+                status,
+                meta,
+            }) => {
+                let mut metadata = Map::new();
+                meta_pairs(&meta, &mut metadata)?;
+                let num = |s: String| serde_json::from_str(&s).unwrap_or(Value::String(s));
+                Op::SetProgress {
+                    current_step: step.map(num),
+                    total_steps: total.map(num),
+                    status,
+                    metadata,
+                }
+            }
+        },
+        Command::Msg { action } => match action {
+            MsgCmd::Send {
+                message,
+                agent,
+                task,
+            } => Op::Send {
+                agent: agent_name(agent, "coordinator"),
+                message,
+                task,
+            },
+            MsgCmd::Read {
+                since,
+                after,
+                reply_to,
+                limit,
+            } => {
+                let since = since
+                    .map(|s| {
+                        parse_timestamp(&s).ok_or_else(|| {
+                            Error::Invalid(format!(
+                                "--since {s:?} is not a time; use e.g. 2026-11-21T08:00:00Z"
+                            ))
+                        })
+                    })
+                    .transpose()?;
+                Op::ReadMessages {
+                    filter: MessageFilter {
+                        since,
+                        after_seq: after,
+                        reply_to,
+                        limit,
+                    },
+                }
+            }
+        },
+        Command::Ask {
+            question,
+            agent,
+            worker,
+            task,
+            wait,
+            timeout,
+            poll,
+        } => {
+            let agent = agent_name(agent.or(worker), "coordinator");
+            let op = Op::Ask {
+                agent,
+                question,
+                task,
+            };
+            if wait {
+                let timeout = duration(&timeout, "--timeout")?;
+                let poll = duration(&poll, "--poll")?.max(1);
+                return ask_and_wait(board, op, timeout, poll);
+            }
+            op
+        }
+        Command::Answer {
+            question,
+            answer,
+            agent,
+        } => Op::Answer {
+            agent: agent.unwrap_or_else(|| "coordinator".into()),
+            question,
+            answer,
+        },
+        Command::Questions { all } => Op::Questions { all },
+        Command::RequeueStale => Op::RequeueStale,
+        Command::Repair => Op::Repair,
+        Command::Compact => Op::Compact,
+    };
+    let reply = board.execute(op)?;
+    let exit = match &reply {
+        Reply::Claimed { claim: None, .. } => ExitCode::NothingToDo,
+        Reply::Decision {
+            keep_going: false, ..
+        } => ExitCode::NothingToDo,
+        _ => ExitCode::Done,
+    };
+    let json = serde_json::to_value(&reply).map_err(|e| Error::Protocol(e.to_string()))?;
+    Ok(Output {
+        text: render::reply(&reply),
+        json,
+        exit,
+    })
+}
+
+/// Asks, then polls for an answer until `timeout` seconds pass.
+fn ask_and_wait(board: &Board, op: Op, timeout: u64, poll: u64) -> Result<Output> {
+    let question = match board.execute(op)? {
+        Reply::Message { message } => message,
+        other => return Err(Error::Protocol(format!("ask got {other:?}"))),
+    };
+    let seq = question.seq.unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    loop {
+        let answers = board.messages(MessageFilter {
+            reply_to: Some(seq),
+            ..MessageFilter::default()
+        })?;
+        if let Some(a) = answers.into_iter().next() {
+            return Ok(Output {
+                text: a.message.clone(),
+                json: json!({"reply": "answered", "question": question, "answer": a}),
+                exit: ExitCode::Done,
+            });
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::NothingToDo(format!(
+                "no answer to question {seq} within {}; it stays open. Read the answer later with `vine msg read --reply-to {seq}`",
+                agentvine::time::format_duration(timeout)
+            )));
+        }
+        std::thread::sleep(Duration::from_secs(poll).min(deadline.saturating_duration_since(Instant::now())));
+    }
+}

@@ -1,0 +1,334 @@
+//! Short human-readable renderings of replies.
+
+use std::fmt::Write;
+
+use agentvine::op::{QuestionView, RepairedFile, StatusReport, TaskView, WorkerView};
+use agentvine::time::format_timestamp;
+use agentvine::{Message, Progress, Reply, Task, TaskStatus};
+use serde_json::Value;
+
+/// Renders a reply for people.
+pub fn reply(r: &Reply) -> String {
+    match r {
+        Reply::Added { tasks } => added(tasks),
+        Reply::Claimed { claim: None, reason } => {
+            format!("Nothing to claim: {}", reason.as_deref().unwrap_or("no task"))
+        }
+        Reply::Claimed {
+            claim: Some(c), ..
+        } => {
+            let t = &c.task;
+            let worker = t.claimed_by.as_deref().unwrap_or("?");
+            let mut s = format!(
+                "Claimed task {} (attempt {}, lease until {}): {}\n",
+                t.id,
+                t.attempts,
+                t.lease_expires_at.as_ref().map(format_timestamp).unwrap_or_default(),
+                t.description
+            );
+            if let Some(f) = &t.instruction_file {
+                match (&c.instructions, &c.instructions_error) {
+                    (Some(text), _) => {
+                        let _ = write!(s, "\n--- instructions ({f}) ---\n{}\n--- end of instructions ---\n", text.trim_end());
+                    }
+                    (None, Some(e)) => {
+                        let _ = writeln!(s, "\nInstruction file {f} could not be read: {e}");
+                    }
+                    (None, None) => {}
+                }
+            }
+            if !t.context_files.is_empty() {
+                let _ = writeln!(s, "\nRead these context files first: {}", t.context_files.join(", "));
+            }
+            if !t.metadata.is_empty() {
+                let _ = writeln!(s, "Metadata: {}", Value::Object(t.metadata.clone()));
+            }
+            let _ = write!(
+                s,
+                "\nWhen done:   vine complete {id} --worker {worker} --attempt {a} --result \"<what you did>\"\n\
+                 If it fails: vine fail {id} --worker {worker} --attempt {a} --error \"<what went wrong>\"\n\
+                 To ask:      vine ask \"<question>\" --worker {worker} --task {id} --wait",
+                id = t.id,
+                a = t.attempts
+            );
+            s
+        }
+        Reply::Task { task } => task_detail(task),
+        Reply::Tasks { tasks } => task_table(tasks),
+        Reply::Worker { worker, released } => {
+            let mut s = worker_line(worker);
+            if !released.is_empty() {
+                let ids: Vec<String> = released.iter().map(u64::to_string).collect();
+                let _ = write!(s, "\nReturned to the queue: {}", ids.join(", "));
+            }
+            s
+        }
+        Reply::Workers { workers } => {
+            if workers.is_empty() {
+                return "No workers registered.".into();
+            }
+            workers.iter().map(worker_line).collect::<Vec<_>>().join("\n")
+        }
+        Reply::Decision {
+            keep_going, reason, ..
+        } => format!("{}: {reason}", if *keep_going { "continue" } else { "stop" }),
+        Reply::Progress { progress } => progress_line(progress),
+        Reply::Message { message } => format!(
+            "Wrote {} #{}{}",
+            message.kind.as_str(),
+            message.seq.unwrap_or(0),
+            message.reply_to.map(|q| format!(" (answer to #{q})")).unwrap_or_default()
+        ),
+        Reply::Messages { messages } => {
+            if messages.is_empty() {
+                return "No messages.".into();
+            }
+            messages.iter().map(message_line).collect::<Vec<_>>().join("\n")
+        }
+        Reply::Questions { questions } => questions_text(questions),
+        Reply::Requeued { tasks } => {
+            if tasks.is_empty() {
+                "No expired leases.".into()
+            } else {
+                let ids: Vec<String> = tasks.iter().map(u64::to_string).collect();
+                format!("Requeued {} task(s) whose lease expired: {}", tasks.len(), ids.join(", "))
+            }
+        }
+        Reply::Compacted { archived, kept } => {
+            let mut s = format!("Archived {archived} finished task(s).");
+            if *kept > 0 {
+                let _ = write!(s, " {kept} stay on the queue because unfinished tasks depend on them.");
+            }
+            s
+        }
+        Reply::Repaired { files } => repaired(files),
+        Reply::Status { report } => status(report),
+    }
+}
+
+fn added(tasks: &[Task]) -> String {
+    let mut s = String::new();
+    for t in tasks {
+        let _ = write!(s, "Added task {}: {}", t.id, t.description);
+        if let Some(f) = &t.instruction_file {
+            let _ = write!(s, " (instructions: {f})");
+        }
+        s.push('\n');
+    }
+    s.trim_end().to_string()
+}
+
+fn status_of(v: &TaskView) -> String {
+    let mut st = v.task.status.as_str().to_string();
+    if v.blocked {
+        st = "blocked".into();
+    }
+    st
+}
+
+fn task_table(tasks: &[TaskView]) -> String {
+    if tasks.is_empty() {
+        return "No tasks.".into();
+    }
+    let mut s = format!("{:<15} {:<11} {:<6} {:<14} DESCRIPTION\n", "ID", "STATUS", "PRIO", "WORKER");
+    for v in tasks {
+        let t = &v.task;
+        let who = t
+            .claimed_by
+            .as_deref()
+            .or(t.completed_by.as_deref())
+            .or(t.assigned_to.as_deref().map(|_| ""))
+            .unwrap_or("");
+        let who = if who.is_empty() {
+            t.assigned_to.as_deref().map(|a| format!("→{a}")).unwrap_or_default()
+        } else {
+            who.to_string()
+        };
+        let _ = writeln!(
+            s,
+            "{:<15} {:<11} {:<6} {:<14} {}{}",
+            t.id,
+            status_of(v),
+            t.priority.as_str(),
+            who,
+            t.description,
+            if v.archived { "  [archived]" } else { "" }
+        );
+    }
+    s.trim_end().to_string()
+}
+
+fn task_detail(v: &TaskView) -> String {
+    let t = &v.task;
+    let mut s = format!("Task {}: {}\n  status: {}", t.id, t.description, status_of(v));
+    if v.archived {
+        s.push_str(" (archived)");
+    }
+    let opt = |label: &str, val: Option<String>, s: &mut String| {
+        if let Some(v) = val {
+            let _ = write!(s, "\n  {label}: {v}");
+        }
+    };
+    opt("priority", Some(t.priority.as_str().into()), &mut s);
+    opt("instructions", t.instruction_file.clone(), &mut s);
+    if !t.context_files.is_empty() {
+        opt("context", Some(t.context_files.join(", ")), &mut s);
+    }
+    opt("assigned to", t.assigned_to.clone(), &mut s);
+    if !t.requires.is_empty() {
+        opt("requires", Some(t.requires.join(", ")), &mut s);
+    }
+    if !t.depends_on.is_empty() {
+        let ids: Vec<String> = t.depends_on.iter().map(u64::to_string).collect();
+        opt("after", Some(ids.join(", ")), &mut s);
+    }
+    opt("attempts", Some(t.attempts.to_string()), &mut s);
+    opt("claimed by", t.claimed_by.clone(), &mut s);
+    opt("lease until", t.lease_expires_at.as_ref().map(format_timestamp), &mut s);
+    opt("not before", t.not_before.as_ref().map(format_timestamp), &mut s);
+    opt("completed by", t.completed_by.clone(), &mut s);
+    opt("completed at", t.completed_at.as_ref().map(format_timestamp), &mut s);
+    opt("last error", t.last_error.clone(), &mut s);
+    opt(
+        "result",
+        t.result.as_ref().map(|r| match r {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }),
+        &mut s,
+    );
+    if !t.metadata.is_empty() {
+        opt("metadata", Some(Value::Object(t.metadata.clone()).to_string()), &mut s);
+    }
+    if t.status == TaskStatus::Failed {
+        let _ = write!(s, "\n  (failed for good: `vine retry {}` puts it back)", t.id);
+    }
+    s
+}
+
+fn worker_line(w: &WorkerView) -> String {
+    let mut s = format!("{:<16} {:<8}", w.id, w.state.as_str());
+    if !w.tasks.is_empty() {
+        let ids: Vec<String> = w.tasks.iter().map(u64::to_string).collect();
+        let _ = write!(s, " tasks: {}", ids.join(","));
+    }
+    if !w.worker.capabilities.is_empty() {
+        let _ = write!(s, " caps: {}", w.worker.capabilities.join(","));
+    }
+    if let Some(t) = &w.worker.last_heartbeat {
+        let _ = write!(s, " last seen {}", format_timestamp(t));
+    }
+    if let Some(r) = &w.worker.offline_reason {
+        let _ = write!(s, " ({r})");
+    }
+    s
+}
+
+fn progress_line(p: &Progress) -> String {
+    let show = |v: &Value| match v {
+        Value::Null => "?".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut s = format!("Progress: step {} of {}", show(&p.current_step), show(&p.total_steps));
+    if let Some(st) = &p.status {
+        let _ = write!(s, " — {st}");
+    }
+    if let Some(t) = &p.last_updated {
+        let _ = write!(s, " (updated {})", format_timestamp(t));
+    }
+    if !p.metadata.is_empty() {
+        let _ = write!(s, "\n  {}", Value::Object(p.metadata.clone()));
+    }
+    s
+}
+
+fn message_line(m: &Message) -> String {
+    let mut s = format!(
+        "#{} {} {}",
+        m.seq.map(|q| q.to_string()).unwrap_or_else(|| "-".into()),
+        format_timestamp(&m.timestamp),
+        m.agent
+    );
+    if m.kind != agentvine::MessageKind::Message {
+        let _ = write!(s, " [{}", m.kind.as_str());
+        if let Some(q) = m.reply_to {
+            let _ = write!(s, " to #{q}");
+        }
+        s.push(']');
+    }
+    if let Some(t) = m.task_id {
+        let _ = write!(s, " (task {t})");
+    }
+    let _ = write!(s, ": {}", m.message);
+    s
+}
+
+fn questions_text(qs: &[QuestionView]) -> String {
+    if qs.is_empty() {
+        return "No open questions.".into();
+    }
+    let mut s = String::new();
+    for q in qs {
+        let _ = writeln!(s, "{}", message_line(&q.question));
+        for a in &q.answers {
+            let _ = writeln!(s, "    ↳ {}", message_line(a));
+        }
+        if q.answers.is_empty() {
+            let _ = writeln!(
+                s,
+                "    answer with: vine answer {} \"<answer>\"",
+                q.question.seq.unwrap_or(0)
+            );
+        }
+    }
+    s.trim_end().to_string()
+}
+
+fn repaired(files: &[RepairedFile]) -> String {
+    if files.is_empty() {
+        return "Nothing to repair: every board file parses.".into();
+    }
+    let mut s = String::new();
+    for f in files {
+        let _ = writeln!(
+            s,
+            "Repaired {}: kept {} entr{}, dropped {}; the damaged original is in {}",
+            f.file,
+            f.kept,
+            if f.kept == 1 { "y" } else { "ies" },
+            f.dropped.len(),
+            f.backup
+        );
+        for d in &f.dropped {
+            let _ = writeln!(s, "  dropped {d}");
+        }
+    }
+    s.trim_end().to_string()
+}
+
+fn status(r: &StatusReport) -> String {
+    let mut s = format!(
+        "Tasks: {} total — {} pending, {} in progress, {} completed, {} failed, {} cancelled",
+        r.total, r.pending, r.in_progress, r.completed, r.failed, r.cancelled
+    );
+    if r.blocked > 0 {
+        let _ = write!(s, " ({} blocked)", r.blocked);
+    }
+    if r.archived > 0 {
+        let _ = write!(s, "; {} archived", r.archived);
+    }
+    let workers: Vec<String> = r.workers.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    let _ = write!(
+        s,
+        "\nWorkers: {}",
+        if workers.is_empty() { "none".into() } else { workers.join(", ") }
+    );
+    if r.open_questions > 0 {
+        let _ = write!(s, "\nOpen questions: {} (see `vine questions`)", r.open_questions);
+    }
+    if r.progress.last_updated.is_some() {
+        let _ = write!(s, "\n{}", progress_line(&r.progress));
+    }
+    s
+}
