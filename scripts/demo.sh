@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The agentvine demo: builds everything, then on a fresh local board a coordinator adds tasks,
+# three workers claim and complete them, and the board's status is printed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --quiet --bin vine --example coordinator --example worker
+bin=target/release
+board=$(mktemp -d /tmp/agentvine-demo.XXXXXX)
+export VINE_DIR="$board"
+echo "== board: $board"
+"$bin/examples/coordinator" "$board" 60 &
+sleep 0.5
+for w in w1 w2 w3; do "$bin/examples/worker" "$board" "$w" 2 & done
+wait
+echo
+echo "== vine status"
+"$bin/vine" status
+echo
+echo "== vine tasks"
+"$bin/vine" tasks
+echo
+echo "== vine workers"
+"$bin/vine" workers
+echo
+echo "The board is plain JSON: ls $board; try: VINE_DIR=$board $bin/vine show <id>"
