@@ -24,17 +24,46 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             instructions: Some(format!(
                 "# Task: {description}\n\n## Objective\n{text}\n\n## Acceptance criteria\n- The result names the number of words in this file.\n"
             )),
-            priority: if after.is_empty() { Priority::Normal } else { Priority::High },
+            priority: if after.is_empty() {
+                Priority::Normal
+            } else {
+                Priority::High
+            },
             ..NewTask::default()
         },
         after_keys: after.iter().map(|k| k.to_string()).collect(),
     };
     let plan = vec![
-        job("hello", "Create hello.txt", "Write 'Hello from the board!' to test-output/hello.txt.", &[]),
-        job("data", "Create data.json", "Write {\"test\": true} to test-output/data.json.", &[]),
-        job("readme", "Write the README", "Describe the project in three sentences.", &[]),
-        job("api", "Sketch the API", "List the endpoints /hello and /time with their replies.", &[]),
-        job("tests", "Write the tests", "One test per endpoint.", &["api"]),
+        job(
+            "hello",
+            "Create hello.txt",
+            "Write 'Hello from the board!' to test-output/hello.txt.",
+            &[],
+        ),
+        job(
+            "data",
+            "Create data.json",
+            "Write {\"test\": true} to test-output/data.json.",
+            &[],
+        ),
+        job(
+            "readme",
+            "Write the README",
+            "Describe the project in three sentences.",
+            &[],
+        ),
+        job(
+            "api",
+            "Sketch the API",
+            "List the endpoints /hello and /time with their replies.",
+            &[],
+        ),
+        job(
+            "tests",
+            "Write the tests",
+            "One test per endpoint.",
+            &["api"],
+        ),
         job(
             "manifest",
             "List created files",
@@ -43,7 +72,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
     ];
     let added = board.add_plan(plan)?;
-    println!("coordinator: added {} tasks to {}", added.len(), board.location());
+    println!(
+        "coordinator: added {} tasks to {}",
+        added.len(),
+        board.location()
+    );
 
     let deadline = Instant::now() + Duration::from_secs(wait_secs);
     loop {
@@ -52,7 +85,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             break;
         }
         if Instant::now() > deadline {
-            println!("coordinator: still {} pending, {} in progress; giving up waiting", s.pending, s.in_progress);
+            println!(
+                "coordinator: still {} pending, {} in progress; giving up waiting",
+                s.pending, s.in_progress
+            );
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -61,8 +97,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let v = board.show(t.id)?;
         let result = v.task.result.map(|r| r.to_string()).unwrap_or_default();
         let by = v.task.completed_by.unwrap_or_default();
-        let mark = if v.task.status == TaskStatus::Completed { "done" } else { v.task.status.as_str() };
-        println!("coordinator: [{mark}] {} by {by}: {result}", v.task.description);
+        let mark = if v.task.status == TaskStatus::Completed {
+            "done"
+        } else {
+            v.task.status.as_str()
+        };
+        println!(
+            "coordinator: [{mark}] {} by {by}: {result}",
+            v.task.description
+        );
     }
     Ok(())
 }

@@ -23,7 +23,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         match board.claim(&me)? {
             Some(claim) => {
                 let t = &claim.task;
-                let words = claim.instructions.as_deref().unwrap_or("").split_whitespace().count();
+                let words = claim
+                    .instructions
+                    .as_deref()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .count();
                 std::thread::sleep(Duration::from_millis(150)); // the "work"
                 board.heartbeat(&me)?;
                 board.complete(t.id, &me, Some(json!({"words": words})))?;

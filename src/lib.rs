@@ -25,7 +25,9 @@ pub mod worker;
 pub use board::{Board, Decision};
 pub use error::{Error, ExitCode, Result};
 pub use message::{Message, MessageKind};
-pub use op::{Claim, MessageFilter, NewTask, Op, PlanTask, Reply, StatusReport, TaskView, WorkerView};
+pub use op::{
+    Claim, MessageFilter, NewTask, Op, PlanTask, Reply, StatusReport, TaskView, WorkerView,
+};
 pub use progress::Progress;
 pub use settings::Settings;
 pub use task::{Priority, Task, TaskStatus};

@@ -13,7 +13,11 @@ fn main() {
             let is_error = e.use_stderr();
             if wants_json && is_error {
                 let msg = e.render().to_string();
-                let first = msg.lines().next().unwrap_or("bad usage").trim_start_matches("error: ");
+                let first = msg
+                    .lines()
+                    .next()
+                    .unwrap_or("bad usage")
+                    .trim_start_matches("error: ");
                 println!(
                     "{}",
                     json!({"ok": false, "error": {"kind": "usage", "code": 2, "message": first}})

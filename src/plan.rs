@@ -94,15 +94,17 @@ pub fn parse(text: &str, base: &Path) -> Result<Vec<PlanTask>> {
         let priority = match e.priority.as_deref() {
             None => Priority::Normal,
             Some(p) => Priority::parse(p).ok_or_else(|| {
-                Error::Invalid(format!("plan {name}: priority {p:?} is not high, normal or low"))
+                Error::Invalid(format!(
+                    "plan {name}: priority {p:?} is not high, normal or low"
+                ))
             })?,
         };
         let lease_secs = match e.lease {
             None => None,
             Some(Lease::Secs(s)) => Some(s),
-            Some(Lease::Text(t)) => Some(
-                parse_duration(&t).map_err(|m| Error::Invalid(format!("plan {name}: {m}")))?,
-            ),
+            Some(Lease::Text(t)) => {
+                Some(parse_duration(&t).map_err(|m| Error::Invalid(format!("plan {name}: {m}")))?)
+            }
         };
         let mut after = Vec::new();
         let mut after_keys = Vec::new();

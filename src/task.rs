@@ -257,9 +257,13 @@ impl<'de> serde::de::Visitor<'de> for TaskVisitor {
                 "completed_at" => t.completed_at = map.next_value::<OptTs>()?.0,
                 "result" => t.result = map.next_value()?,
                 "metadata" => {
-                    t.metadata = map.next_value::<Option<Map<String, Value>>>()?.unwrap_or_default()
+                    t.metadata = map
+                        .next_value::<Option<Map<String, Value>>>()?
+                        .unwrap_or_default()
                 }
-                "priority" => t.priority = map.next_value::<Option<Priority>>()?.unwrap_or_default(),
+                "priority" => {
+                    t.priority = map.next_value::<Option<Priority>>()?.unwrap_or_default()
+                }
                 "requires" => t.requires = list(map.next_value()?),
                 "depends_on" => t.depends_on = list(map.next_value()?),
                 "attempts" => t.attempts = map.next_value::<Option<u32>>()?.unwrap_or_default(),
@@ -313,7 +317,10 @@ mod tests {
         assert_eq!(back["created_at"], "2025-11-09T10:00:00.000Z");
         assert_eq!(back["error"], "old");
         assert_eq!(back["custom"]["a"], 1);
-        assert!(back["claimed_by"].is_null(), "original fields are always written");
+        assert!(
+            back["claimed_by"].is_null(),
+            "original fields are always written"
+        );
         assert!(back.get("lease_expires_at").is_none());
     }
 
@@ -325,15 +332,26 @@ mod tests {
         .unwrap();
         assert!(t.context_files.is_empty() && t.metadata.is_empty());
         assert!(serde_json::from_str::<Task>(r#"{"id":1,"status":"pending"}"#).is_err());
-        assert!(serde_json::from_str::<Task>(r#"{"id":"x","description":"d","status":"pending"}"#).is_err());
-        assert!(serde_json::from_str::<Task>(r#"{"id":1,"description":"d","status":"done"}"#).is_err());
+        assert!(
+            serde_json::from_str::<Task>(r#"{"id":"x","description":"d","status":"pending"}"#)
+                .is_err()
+        );
+        assert!(
+            serde_json::from_str::<Task>(r#"{"id":1,"description":"d","status":"done"}"#).is_err()
+        );
         assert!(serde_json::from_str::<Task>(r#"[1,2]"#).is_err());
     }
 
     #[test]
     fn statuses_parse() {
-        assert_eq!(TaskStatus::parse("in-progress"), Some(TaskStatus::InProgress));
-        assert_eq!(TaskStatus::parse("in_progress"), Some(TaskStatus::InProgress));
+        assert_eq!(
+            TaskStatus::parse("in-progress"),
+            Some(TaskStatus::InProgress)
+        );
+        assert_eq!(
+            TaskStatus::parse("in_progress"),
+            Some(TaskStatus::InProgress)
+        );
         assert_eq!(TaskStatus::parse("done"), None);
     }
 }

@@ -15,7 +15,11 @@ pub fn parse_timestamp(s: &str) -> Option<Timestamp> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
     }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
             return Some(t.and_utc());
         }
@@ -143,7 +147,8 @@ pub mod ts {
     /// Deserializes a timestamp from an RFC 3339 or naive ISO string.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
         let s = String::deserialize(d)?;
-        parse_timestamp(&s).ok_or_else(|| serde::de::Error::custom(format!("invalid timestamp {s:?}")))
+        parse_timestamp(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("invalid timestamp {s:?}")))
     }
 }
 

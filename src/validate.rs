@@ -89,7 +89,9 @@ pub fn list_len<T>(what: &str, list: &[T]) -> Result<()> {
 
 /// Checks that a JSON value serializes within `limit` bytes.
 pub fn json_size(what: &str, value: &serde_json::Value, limit: usize) -> Result<()> {
-    let n = serde_json::to_vec(value).map(|v| v.len()).unwrap_or(usize::MAX);
+    let n = serde_json::to_vec(value)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
     if n > limit {
         return Err(Error::Invalid(format!(
             "{what} is {n} bytes as JSON; the limit is {limit}"

@@ -95,10 +95,15 @@ impl Worker {
 
     /// The last time this worker showed any sign of life.
     pub fn last_seen(&self) -> Option<Timestamp> {
-        [self.last_heartbeat, self.last_task_claimed, self.last_task_completed, self.registered_at]
-            .into_iter()
-            .flatten()
-            .max()
+        [
+            self.last_heartbeat,
+            self.last_task_claimed,
+            self.last_task_completed,
+            self.registered_at,
+        ]
+        .into_iter()
+        .flatten()
+        .max()
     }
 
     /// The state of this worker at `now`, given whether it holds a task.
@@ -121,10 +126,14 @@ impl Worker {
 
     /// When this worker's idle time started: the later of last claim, last completion and registration.
     pub fn idle_since(&self) -> Option<Timestamp> {
-        [self.last_task_claimed, self.last_task_completed, self.registered_at]
-            .into_iter()
-            .flatten()
-            .max()
+        [
+            self.last_task_claimed,
+            self.last_task_completed,
+            self.registered_at,
+        ]
+        .into_iter()
+        .flatten()
+        .max()
     }
 
     /// True if the worker has every capability in `required`.

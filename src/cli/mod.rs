@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use agentvine::store::paths::DEFAULT_DIR;
 use agentvine::time::{parse_duration, parse_timestamp};
-use agentvine::{Board, Error, ExitCode, MessageFilter, NewTask, Op, Priority, Reply, Result, Settings};
+use agentvine::{
+    Board, Error, ExitCode, MessageFilter, NewTask, Op, Priority, Reply, Result, Settings,
+};
 use serde_json::{Map, Value, json};
 
 use args::{AddArgs, Cli, Command, MsgCmd, ProgressCmd, WorkerArg};
@@ -148,12 +150,18 @@ fn add_op(a: AddArgs) -> Result<Op> {
     let instructions = match (a.instructions, a.instructions_from) {
         (Some(t), _) => Some(t),
         (None, Some(f)) => Some(std::fs::read_to_string(&f).map_err(|e| {
-            Error::Invalid(format!("cannot read --instructions-from {}: {e}", f.display()))
+            Error::Invalid(format!(
+                "cannot read --instructions-from {}: {e}",
+                f.display()
+            ))
         })?),
         (None, None) => None,
     };
     let priority = Priority::parse(&a.priority).ok_or_else(|| {
-        Error::Invalid(format!("--priority {:?}: use high, normal or low", a.priority))
+        Error::Invalid(format!(
+            "--priority {:?}: use high, normal or low",
+            a.priority
+        ))
     })?;
     let mut metadata = match a.metadata {
         Some(m) => match json_arg("--metadata", &m)? {
@@ -163,7 +171,11 @@ fn add_op(a: AddArgs) -> Result<Op> {
         None => Map::new(),
     };
     meta_pairs(&a.meta, &mut metadata)?;
-    let lease_secs = a.lease.as_deref().map(|l| duration(l, "--lease")).transpose()?;
+    let lease_secs = a
+        .lease
+        .as_deref()
+        .map(|l| duration(l, "--lease"))
+        .transpose()?;
     Ok(Op::Add {
         task: NewTask {
             description,
@@ -379,6 +391,8 @@ fn ask_and_wait(board: &Board, op: Op, timeout: u64, poll: u64) -> Result<Output
                 agentvine::time::format_duration(timeout)
             )));
         }
-        std::thread::sleep(Duration::from_secs(poll).min(deadline.saturating_duration_since(Instant::now())));
+        std::thread::sleep(
+            Duration::from_secs(poll).min(deadline.saturating_duration_since(Instant::now())),
+        );
     }
 }

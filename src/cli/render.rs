@@ -11,25 +11,36 @@ use serde_json::Value;
 pub fn reply(r: &Reply) -> String {
     match r {
         Reply::Added { tasks } => added(tasks),
-        Reply::Claimed { claim: None, reason } => {
-            format!("Nothing to claim: {}", reason.as_deref().unwrap_or("no task"))
-        }
         Reply::Claimed {
-            claim: Some(c), ..
+            claim: None,
+            reason,
         } => {
+            format!(
+                "Nothing to claim: {}",
+                reason.as_deref().unwrap_or("no task")
+            )
+        }
+        Reply::Claimed { claim: Some(c), .. } => {
             let t = &c.task;
             let worker = t.claimed_by.as_deref().unwrap_or("?");
             let mut s = format!(
                 "Claimed task {} (attempt {}, lease until {}): {}\n",
                 t.id,
                 t.attempts,
-                t.lease_expires_at.as_ref().map(format_timestamp).unwrap_or_default(),
+                t.lease_expires_at
+                    .as_ref()
+                    .map(format_timestamp)
+                    .unwrap_or_default(),
                 t.description
             );
             if let Some(f) = &t.instruction_file {
                 match (&c.instructions, &c.instructions_error) {
                     (Some(text), _) => {
-                        let _ = write!(s, "\n--- instructions ({f}) ---\n{}\n--- end of instructions ---\n", text.trim_end());
+                        let _ = write!(
+                            s,
+                            "\n--- instructions ({f}) ---\n{}\n--- end of instructions ---\n",
+                            text.trim_end()
+                        );
                     }
                     (None, Some(e)) => {
                         let _ = writeln!(s, "\nInstruction file {f} could not be read: {e}");
@@ -38,7 +49,11 @@ pub fn reply(r: &Reply) -> String {
                 }
             }
             if !t.context_files.is_empty() {
-                let _ = writeln!(s, "\nRead these context files first: {}", t.context_files.join(", "));
+                let _ = writeln!(
+                    s,
+                    "\nRead these context files first: {}",
+                    t.context_files.join(", ")
+                );
             }
             if !t.metadata.is_empty() {
                 let _ = writeln!(s, "Metadata: {}", Value::Object(t.metadata.clone()));
@@ -67,23 +82,37 @@ pub fn reply(r: &Reply) -> String {
             if workers.is_empty() {
                 return "No workers registered.".into();
             }
-            workers.iter().map(worker_line).collect::<Vec<_>>().join("\n")
+            workers
+                .iter()
+                .map(worker_line)
+                .collect::<Vec<_>>()
+                .join("\n")
         }
         Reply::Decision {
             keep_going, reason, ..
-        } => format!("{}: {reason}", if *keep_going { "continue" } else { "stop" }),
+        } => format!(
+            "{}: {reason}",
+            if *keep_going { "continue" } else { "stop" }
+        ),
         Reply::Progress { progress } => progress_line(progress),
         Reply::Message { message } => format!(
             "Wrote {} #{}{}",
             message.kind.as_str(),
             message.seq.unwrap_or(0),
-            message.reply_to.map(|q| format!(" (answer to #{q})")).unwrap_or_default()
+            message
+                .reply_to
+                .map(|q| format!(" (answer to #{q})"))
+                .unwrap_or_default()
         ),
         Reply::Messages { messages } => {
             if messages.is_empty() {
                 return "No messages.".into();
             }
-            messages.iter().map(message_line).collect::<Vec<_>>().join("\n")
+            messages
+                .iter()
+                .map(message_line)
+                .collect::<Vec<_>>()
+                .join("\n")
         }
         Reply::Questions { questions } => questions_text(questions),
         Reply::Requeued { tasks } => {
@@ -91,13 +120,20 @@ pub fn reply(r: &Reply) -> String {
                 "No expired leases.".into()
             } else {
                 let ids: Vec<String> = tasks.iter().map(u64::to_string).collect();
-                format!("Requeued {} task(s) whose lease expired: {}", tasks.len(), ids.join(", "))
+                format!(
+                    "Requeued {} task(s) whose lease expired: {}",
+                    tasks.len(),
+                    ids.join(", ")
+                )
             }
         }
         Reply::Compacted { archived, kept } => {
             let mut s = format!("Archived {archived} finished task(s).");
             if *kept > 0 {
-                let _ = write!(s, " {kept} stay on the queue because unfinished tasks depend on them.");
+                let _ = write!(
+                    s,
+                    " {kept} stay on the queue because unfinished tasks depend on them."
+                );
             }
             s
         }
@@ -130,7 +166,10 @@ fn task_table(tasks: &[TaskView]) -> String {
     if tasks.is_empty() {
         return "No tasks.".into();
     }
-    let mut s = format!("{:<15} {:<11} {:<6} {:<14} DESCRIPTION\n", "ID", "STATUS", "PRIO", "WORKER");
+    let mut s = format!(
+        "{:<15} {:<11} {:<6} {:<14} DESCRIPTION\n",
+        "ID", "STATUS", "PRIO", "WORKER"
+    );
     for v in tasks {
         let t = &v.task;
         let who = t
@@ -140,7 +179,10 @@ fn task_table(tasks: &[TaskView]) -> String {
             .or(t.assigned_to.as_deref().map(|_| ""))
             .unwrap_or("");
         let who = if who.is_empty() {
-            t.assigned_to.as_deref().map(|a| format!("→{a}")).unwrap_or_default()
+            t.assigned_to
+                .as_deref()
+                .map(|a| format!("→{a}"))
+                .unwrap_or_default()
         } else {
             who.to_string()
         };
@@ -160,7 +202,12 @@ fn task_table(tasks: &[TaskView]) -> String {
 
 fn task_detail(v: &TaskView) -> String {
     let t = &v.task;
-    let mut s = format!("Task {}: {}\n  status: {}", t.id, t.description, status_of(v));
+    let mut s = format!(
+        "Task {}: {}\n  status: {}",
+        t.id,
+        t.description,
+        status_of(v)
+    );
     if v.archived {
         s.push_str(" (archived)");
     }
@@ -184,10 +231,22 @@ fn task_detail(v: &TaskView) -> String {
     }
     opt("attempts", Some(t.attempts.to_string()), &mut s);
     opt("claimed by", t.claimed_by.clone(), &mut s);
-    opt("lease until", t.lease_expires_at.as_ref().map(format_timestamp), &mut s);
-    opt("not before", t.not_before.as_ref().map(format_timestamp), &mut s);
+    opt(
+        "lease until",
+        t.lease_expires_at.as_ref().map(format_timestamp),
+        &mut s,
+    );
+    opt(
+        "not before",
+        t.not_before.as_ref().map(format_timestamp),
+        &mut s,
+    );
     opt("completed by", t.completed_by.clone(), &mut s);
-    opt("completed at", t.completed_at.as_ref().map(format_timestamp), &mut s);
+    opt(
+        "completed at",
+        t.completed_at.as_ref().map(format_timestamp),
+        &mut s,
+    );
     opt("last error", t.last_error.clone(), &mut s);
     opt(
         "result",
@@ -198,10 +257,18 @@ fn task_detail(v: &TaskView) -> String {
         &mut s,
     );
     if !t.metadata.is_empty() {
-        opt("metadata", Some(Value::Object(t.metadata.clone()).to_string()), &mut s);
+        opt(
+            "metadata",
+            Some(Value::Object(t.metadata.clone()).to_string()),
+            &mut s,
+        );
     }
     if t.status == TaskStatus::Failed {
-        let _ = write!(s, "\n  (failed for good: `vine retry {}` puts it back)", t.id);
+        let _ = write!(
+            s,
+            "\n  (failed for good: `vine retry {}` puts it back)",
+            t.id
+        );
     }
     s
 }
@@ -230,7 +297,11 @@ fn progress_line(p: &Progress) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    let mut s = format!("Progress: step {} of {}", show(&p.current_step), show(&p.total_steps));
+    let mut s = format!(
+        "Progress: step {} of {}",
+        show(&p.current_step),
+        show(&p.total_steps)
+    );
     if let Some(st) = &p.status {
         let _ = write!(s, " — {st}");
     }
@@ -322,10 +393,18 @@ fn status(r: &StatusReport) -> String {
     let _ = write!(
         s,
         "\nWorkers: {}",
-        if workers.is_empty() { "none".into() } else { workers.join(", ") }
+        if workers.is_empty() {
+            "none".into()
+        } else {
+            workers.join(", ")
+        }
     );
     if r.open_questions > 0 {
-        let _ = write!(s, "\nOpen questions: {} (see `vine questions`)", r.open_questions);
+        let _ = write!(
+            s,
+            "\nOpen questions: {} (see `vine questions`)",
+            r.open_questions
+        );
     }
     if r.progress.last_updated.is_some() {
         let _ = write!(s, "\n{}", progress_line(&r.progress));

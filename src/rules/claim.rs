@@ -42,7 +42,11 @@ pub fn eligibility(
     for dep in &task.depends_on {
         // A dependency that is no longer on the queue was archived after completing:
         // the archive never takes a finished task that an unfinished one depends on.
-        match statuses.get(dep).copied().or_else(|| state.archived.get(dep).copied()) {
+        match statuses
+            .get(dep)
+            .copied()
+            .or_else(|| state.archived.get(dep).copied())
+        {
             None | Some(TaskStatus::Completed) => {}
             Some(TaskStatus::Failed | TaskStatus::Cancelled) => return Err(Ineligible::Blocked),
             Some(TaskStatus::Pending | TaskStatus::InProgress) => {
@@ -96,7 +100,11 @@ pub(crate) fn nothing_reason(state: &State, worker_id: &str, now: Timestamp) -> 
     let worker = state.workers.get(worker_id);
     let mut counts: HashMap<Ineligible, usize> = HashMap::new();
     let mut pending = 0;
-    for t in state.tasks.iter().filter(|t| t.status == TaskStatus::Pending) {
+    for t in state
+        .tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::Pending)
+    {
         pending += 1;
         if let Err(why) = eligibility(t, worker_id, worker, state, &statuses, now) {
             *counts.entry(why).or_insert(0) += 1;
@@ -109,9 +117,18 @@ pub(crate) fn nothing_reason(state: &State, worker_id: &str, now: Timestamp) -> 
     for (why, label) in [
         (Ineligible::Waiting, "wait for dependencies"),
         (Ineligible::Backoff, "wait out a retry delay"),
-        (Ineligible::AssignedElsewhere, "are assigned to other workers"),
-        (Ineligible::MissingCapability, "need capabilities this worker lacks"),
-        (Ineligible::Blocked, "are blocked by failed or cancelled dependencies"),
+        (
+            Ineligible::AssignedElsewhere,
+            "are assigned to other workers",
+        ),
+        (
+            Ineligible::MissingCapability,
+            "need capabilities this worker lacks",
+        ),
+        (
+            Ineligible::Blocked,
+            "are blocked by failed or cancelled dependencies",
+        ),
     ] {
         if let Some(n) = counts.get(&why) {
             parts.push(format!("{n} {label}"));
@@ -133,7 +150,9 @@ pub(crate) fn claim(state: &mut State, worker_id: &str, now: Timestamp) -> Resul
             reason: Some(nothing_reason(state, worker_id, now)),
         });
     };
-    let lease = state.tasks[i].lease_secs.unwrap_or(state.settings.lease_secs);
+    let lease = state.tasks[i]
+        .lease_secs
+        .unwrap_or(state.settings.lease_secs);
     let task = &mut state.tasks[i];
     task.status = TaskStatus::InProgress;
     task.claimed_by = Some(worker_id.to_string());

@@ -21,7 +21,11 @@ pub(crate) fn set_progress(
     if let Some(s) = &status {
         validate::size("the progress status", s, validate::MAX_MESSAGE)?;
     }
-    validate::json_size("the progress metadata", &Value::Object(metadata.clone()), validate::MAX_RESULT)?;
+    validate::json_size(
+        "the progress metadata",
+        &Value::Object(metadata.clone()),
+        validate::MAX_RESULT,
+    )?;
     let p = &mut state.progress;
     if let Some(v) = current_step {
         p.current_step = v;
@@ -53,7 +57,11 @@ pub(crate) fn send(
     if text.trim().is_empty() {
         return Err(Error::Invalid(format!("the {} is empty", kind.as_str())));
     }
-    validate::size(&format!("the {}", kind.as_str()), text, validate::MAX_MESSAGE)?;
+    validate::size(
+        &format!("the {}", kind.as_str()),
+        text,
+        validate::MAX_MESSAGE,
+    )?;
     if let Some(id) = task
         && state.position(id).is_none()
         && !state.archived.contains_key(&id)

@@ -128,7 +128,9 @@ pub fn apply(state: &mut State, op: Op, now: Timestamp) -> Result<Reply> {
             worker,
             attempt,
             result,
-        } => after(state, now, |s| tasks::complete(s, task, &worker, attempt, result, now)),
+        } => after(state, now, |s| {
+            tasks::complete(s, task, &worker, attempt, result, now)
+        }),
         Op::Fail {
             task,
             worker,
@@ -142,7 +144,9 @@ pub fn apply(state: &mut State, op: Op, now: Timestamp) -> Result<Reply> {
             task,
             worker,
             attempt,
-        } => after(state, now, |s| tasks::release(s, task, &worker, attempt, now)),
+        } => after(state, now, |s| {
+            tasks::release(s, task, &worker, attempt, now)
+        }),
         Op::Cancel { task, reason } => after(state, now, |s| tasks::cancel(s, task, reason, now)),
         Op::Retry { task } => after(state, now, |s| tasks::retry(s, task)),
         Op::Register {
@@ -171,12 +175,26 @@ pub fn apply(state: &mut State, op: Op, now: Timestamp) -> Result<Reply> {
             agent,
             message,
             task,
-        } => messages::send(state, crate::message::MessageKind::Message, &agent, &message, task, now),
+        } => messages::send(
+            state,
+            crate::message::MessageKind::Message,
+            &agent,
+            &message,
+            task,
+            now,
+        ),
         Op::Ask {
             agent,
             question,
             task,
-        } => messages::send(state, crate::message::MessageKind::Question, &agent, &question, task, now),
+        } => messages::send(
+            state,
+            crate::message::MessageKind::Question,
+            &agent,
+            &question,
+            task,
+            now,
+        ),
         Op::Answer {
             agent,
             question,

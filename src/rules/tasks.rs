@@ -35,7 +35,10 @@ pub(crate) fn add(state: &mut State, plan: Vec<PlanTask>, now: Timestamp) -> Res
     for (i, entry) in plan.iter().enumerate() {
         if let Some(k) = entry.key.as_deref() {
             if k.is_empty() {
-                return Err(Error::Invalid(format!("plan entry {} has an empty key", i + 1)));
+                return Err(Error::Invalid(format!(
+                    "plan entry {} has an empty key",
+                    i + 1
+                )));
             }
             if keys.insert(k, i).is_some() {
                 return Err(Error::Invalid(format!("plan key {k:?} is used twice")));
@@ -118,7 +121,11 @@ fn check_new_task(state: &State, nt: &crate::op::NewTask) -> Result<()> {
             "a task needs a description: one line saying what to do".into(),
         ));
     }
-    validate::size("the description", &nt.description, validate::MAX_DESCRIPTION)?;
+    validate::size(
+        "the description",
+        &nt.description,
+        validate::MAX_DESCRIPTION,
+    )?;
     if nt.instructions.is_some() && nt.instruction_file.is_some() {
         return Err(Error::Invalid(
             "give instruction text or an instruction file, not both".into(),
@@ -224,11 +231,18 @@ fn check_claimant(state: &State, i: usize, worker: &str, attempt: Option<u32>) -
         return Ok(());
     }
     let why = match (t.status, t.claimed_by.as_deref()) {
-        (TaskStatus::InProgress, Some(other)) => format!("task {id} is claimed by {other}, not {worker}"),
-        (TaskStatus::Pending, _) if t.last_error.as_deref().is_some_and(|e| e.starts_with("lease expired")) => {
+        (TaskStatus::InProgress, Some(other)) => {
+            format!("task {id} is claimed by {other}, not {worker}")
+        }
+        (TaskStatus::Pending | TaskStatus::Failed, _)
+            if t.last_error
+                .as_deref()
+                .is_some_and(|e| e == format!("lease expired while claimed by {worker}")) =>
+        {
             format!(
-                "your claim on task {id} was taken back when its lease expired; it is pending again. \
-                 Claim again with `vine claim --worker {worker}`"
+                "your claim on task {id} was taken back when its lease expired; it is {} now. \
+                 Claim again with `vine claim --worker {worker}`",
+                t.status
             )
         }
         (st, _) => format!("task {id} is {st}, not claimed by {worker}"),
@@ -237,10 +251,21 @@ fn check_claimant(state: &State, i: usize, worker: &str, attempt: Option<u32>) -
 }
 
 /// Keeps a result or error that arrived for a claim the worker no longer holds.
-fn keep_orphan(state: &mut State, task: u64, worker: &str, what: &str, body: String, why: &str, now: Timestamp) {
+fn keep_orphan(
+    state: &mut State,
+    task: u64,
+    worker: &str,
+    what: &str,
+    body: String,
+    why: &str,
+    now: Timestamp,
+) {
     let mut m = Message::new(MessageKind::Result, worker, &body, now);
     m.task_id = Some(task);
-    m.extra.insert("note".into(), Value::String(format!("{what} kept from a refused write: {why}")));
+    m.extra.insert(
+        "note".into(),
+        Value::String(format!("{what} kept from a refused write: {why}")),
+    );
     state.log(m);
 }
 
@@ -274,7 +299,11 @@ pub(crate) fn complete(
     t.completed_at = Some(now);
     t.result = result;
     t.lease_expires_at = None;
-    let view = TaskView { task: t.clone(), blocked: false, archived: false };
+    let view = TaskView {
+        task: t.clone(),
+        blocked: false,
+        archived: false,
+    };
     state.dirty.tasks = true;
     if let Some(w) = state.workers.get_mut(worker) {
         w.last_task_completed = Some(now);
@@ -303,12 +332,30 @@ pub(crate) fn fail(
     validate::size("the error", error, validate::MAX_MESSAGE)?;
     let i = state.task_index(id)?;
     if let Err(e) = check_claimant(state, i, worker, attempt) {
-        keep_orphan(state, id, worker, "error", error.to_string(), &e.to_string(), now);
+        keep_orphan(
+            state,
+            id,
+            worker,
+            "error",
+            error.to_string(),
+            &e.to_string(),
+            now,
+        );
         return Err(e);
     }
     let settings = state.settings.clone();
-    end_attempt(&mut state.tasks[i], error.to_string(), no_retry, &settings, now);
-    let view = TaskView { task: state.tasks[i].clone(), blocked: false, archived: false };
+    end_attempt(
+        &mut state.tasks[i],
+        error.to_string(),
+        no_retry,
+        &settings,
+        now,
+    );
+    let view = TaskView {
+        task: state.tasks[i].clone(),
+        blocked: false,
+        archived: false,
+    };
     state.dirty.tasks = true;
     if let Some(w) = state.workers.get_mut(worker) {
         w.last_heartbeat = Some(now);
@@ -356,7 +403,11 @@ pub(crate) fn release(
     let i = state.task_index(id)?;
     check_claimant(state, i, worker, attempt)?;
     release_at(state, i);
-    let view = TaskView { task: state.tasks[i].clone(), blocked: false, archived: false };
+    let view = TaskView {
+        task: state.tasks[i].clone(),
+        blocked: false,
+        archived: false,
+    };
     if let Some(w) = state.workers.get_mut(worker) {
         w.last_heartbeat = Some(now);
         state.dirty.workers = true;
@@ -377,7 +428,12 @@ pub(crate) fn release_at(state: &mut State, i: usize) {
 }
 
 /// Cancels a task that has not completed.
-pub(crate) fn cancel(state: &mut State, id: u64, reason: Option<String>, now: Timestamp) -> Result<Reply> {
+pub(crate) fn cancel(
+    state: &mut State,
+    id: u64,
+    reason: Option<String>,
+    now: Timestamp,
+) -> Result<Reply> {
     if let Some(r) = &reason {
         validate::size("the reason", r, validate::MAX_MESSAGE)?;
     }
@@ -396,7 +452,11 @@ pub(crate) fn cancel(state: &mut State, id: u64, reason: Option<String>, now: Ti
     if let Some(r) = reason {
         t.last_error = Some(format!("cancelled: {r}"));
     }
-    let view = TaskView { task: t.clone(), blocked: false, archived: false };
+    let view = TaskView {
+        task: t.clone(),
+        blocked: false,
+        archived: false,
+    };
     state.dirty.tasks = true;
     if let Some(w) = claimant {
         refresh_current_task(state, &w);
@@ -418,7 +478,11 @@ pub(crate) fn retry(state: &mut State, id: u64) -> Result<Reply> {
     t.attempts = 0;
     t.not_before = None;
     t.ended_at = None;
-    let view = TaskView { task: t.clone(), blocked: false, archived: false };
+    let view = TaskView {
+        task: t.clone(),
+        blocked: false,
+        archived: false,
+    };
     state.dirty.tasks = true;
     Ok(Reply::Task { task: view })
 }
@@ -442,7 +506,13 @@ pub(crate) fn requeue_expired(state: &mut State, now: Timestamp) -> Vec<u64> {
         }
         if lease_end(t, &settings).is_some_and(|end| end <= now) {
             let who = t.claimed_by.clone().unwrap_or_else(|| "?".into());
-            end_attempt(t, format!("lease expired while claimed by {who}"), false, &settings, now);
+            end_attempt(
+                t,
+                format!("lease expired while claimed by {who}"),
+                false,
+                &settings,
+                now,
+            );
             ids.push(t.id);
             holders.push(who);
         }

@@ -132,7 +132,9 @@ pub(crate) fn should_continue(
     let Some(worker) = state.workers.get(id) else {
         return Ok(decision(
             false,
-            format!("worker {id} is not registered on this board; register with `vine register --worker {id}`"),
+            format!(
+                "worker {id} is not registered on this board; register with `vine register --worker {id}`"
+            ),
             None,
         ));
     };
@@ -168,7 +170,11 @@ pub(crate) fn should_continue(
             None,
         ));
     }
-    let idle_text = if idle == u64::MAX { "ever".to_string() } else { format_duration(idle) };
+    let idle_text = if idle == u64::MAX {
+        "ever".to_string()
+    } else {
+        format_duration(idle)
+    };
     if let Some(w) = state.workers.get_mut(id) {
         w.status = OFFLINE.into();
         w.offline_reason = Some(format!("idle for {idle_text}"));

@@ -52,12 +52,14 @@ pub struct ArchiveLine {
 /// The totals of the last readable line (zero for an empty archive).
 pub fn totals(path: &Path) -> Result<Totals> {
     let mut out = Totals::default();
-    jsonl::scan_back(path, |line| match serde_json::from_slice::<ArchiveLine>(line) {
-        Ok(l) => {
-            out = l.totals;
-            false
+    jsonl::scan_back(path, |line| {
+        match serde_json::from_slice::<ArchiveLine>(line) {
+            Ok(l) => {
+                out = l.totals;
+                false
+            }
+            Err(_) => true,
         }
-        Err(_) => true,
     })?;
     Ok(out)
 }
@@ -97,7 +99,8 @@ pub fn append(path: &Path, tasks: &[Task], now: Timestamp) -> Result<usize> {
             totals,
             task: t.clone(),
         };
-        serde_json::to_writer(&mut buf, &line).map_err(|e| crate::error::Error::Protocol(e.to_string()))?;
+        serde_json::to_writer(&mut buf, &line)
+            .map_err(|e| crate::error::Error::Protocol(e.to_string()))?;
         buf.push(b'\n');
         n += 1;
     }

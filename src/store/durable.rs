@@ -16,7 +16,8 @@ pub fn replace(dir: &Path, name: &str, bytes: &[u8], durable: bool) -> Result<()
     let tmp = dir.join(format!(".{name}.tmp"));
     let target = dir.join(name);
     let mut f = File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
-    f.write_all(bytes).map_err(|e| Error::io("writing", &tmp, e))?;
+    f.write_all(bytes)
+        .map_err(|e| Error::io("writing", &tmp, e))?;
     if durable {
         f.sync_data().map_err(|e| Error::io("syncing", &tmp, e))?;
     }
@@ -41,7 +42,8 @@ pub fn append_lines(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
         .open(path)
         .map_err(|e| Error::io("opening", path, e))?;
     cut_torn_tail(&mut f, path)?;
-    f.write_all(bytes).map_err(|e| Error::io("appending to", path, e))?;
+    f.write_all(bytes)
+        .map_err(|e| Error::io("appending to", path, e))?;
     if durable {
         f.sync_data().map_err(|e| Error::io("syncing", path, e))?;
     }
@@ -51,7 +53,10 @@ pub fn append_lines(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
 /// Truncates a file that does not end in a newline back to its last newline.
 fn cut_torn_tail(f: &mut File, path: &Path) -> Result<()> {
     use std::io::{Read, Seek, SeekFrom};
-    let len = f.metadata().map_err(|e| Error::io("reading", path, e))?.len();
+    let len = f
+        .metadata()
+        .map_err(|e| Error::io("reading", path, e))?
+        .len();
     if len == 0 {
         return Ok(());
     }
@@ -78,5 +83,6 @@ fn cut_torn_tail(f: &mut File, path: &Path) -> Result<()> {
         }
         end = start;
     }
-    f.set_len(keep).map_err(|e| Error::io("repairing a torn line in", path, e))
+    f.set_len(keep)
+        .map_err(|e| Error::io("repairing a torn line in", path, e))
 }

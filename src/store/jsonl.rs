@@ -58,7 +58,10 @@ pub fn scan_back(path: &Path, mut f: impl FnMut(&[u8]) -> bool) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(Error::io("reading", path, e)),
     };
-    let len = file.metadata().map_err(|e| Error::io("reading", path, e))?.len();
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("reading", path, e))?
+        .len();
     let mut end = len;
     let mut carry: Vec<u8> = Vec::new();
     let mut first_chunk = true;
@@ -85,7 +88,11 @@ pub fn scan_back(path: &Path, mut f: impl FnMut(&[u8]) -> bool) -> Result<()> {
         }
         // Lines fully inside buf except possibly the first (which may continue before `start`).
         let mut lines: Vec<&[u8]> = buf.split(|&b| b == b'\n').collect();
-        let head = if start > 0 { Some(lines.remove(0)) } else { None };
+        let head = if start > 0 {
+            Some(lines.remove(0))
+        } else {
+            None
+        };
         for l in lines.iter().rev() {
             let body = trim(l);
             if !body.is_empty() && !f(body) {
@@ -120,7 +127,10 @@ mod tests {
         let p = dir.path().join("x.jsonl");
         let mut text = String::new();
         for i in 0..5000 {
-            text.push_str(&format!("{{\"n\":{i},\"pad\":\"{}\"}}\n", "x".repeat(i % 50)));
+            text.push_str(&format!(
+                "{{\"n\":{i},\"pad\":\"{}\"}}\n",
+                "x".repeat(i % 50)
+            ));
         }
         text.push_str("{\"n\":99"); // torn
         std::fs::write(&p, &text).unwrap();
@@ -129,7 +139,11 @@ mod tests {
         assert_eq!(fwd.len(), 5000);
         let mut back = Vec::new();
         scan_back(&p, |l| {
-            back.push(serde_json::from_slice::<serde_json::Value>(l).unwrap()["n"].as_u64().unwrap());
+            back.push(
+                serde_json::from_slice::<serde_json::Value>(l).unwrap()["n"]
+                    .as_u64()
+                    .unwrap(),
+            );
             true
         })
         .unwrap();

@@ -189,7 +189,9 @@ impl LocalStore {
             fs::create_dir_all(&tasks_dir).map_err(|e| Error::io("creating", &tasks_dir, e))?;
             for (rel, text) in &st.files {
                 let p = paths::resolve(d, rel)?;
-                let (Some(parent), Some(name)) = (p.parent(), p.file_name().and_then(|n| n.to_str())) else {
+                let (Some(parent), Some(name)) =
+                    (p.parent(), p.file_name().and_then(|n| n.to_str()))
+                else {
                     return Err(Error::Invalid(format!("bad instruction path {rel:?}")));
                 };
                 durable::replace(parent, name, text.as_bytes(), true)?;
@@ -236,7 +238,7 @@ impl LocalStore {
     }
 
     fn write(&self, op: Op) -> Result<Reply> {
-        let _lock = self.lock()?;
+        let lock = self.lock()?;
         if let Op::Repair = op {
             return repair::repair(self);
         }
@@ -255,6 +257,7 @@ impl LocalStore {
         match rules::apply(&mut st, op, now) {
             Ok(mut reply) => {
                 self.commit(&mut st)?;
+                drop(lock);
                 if let Reply::Claimed { claim: Some(c), .. } = &mut reply
                     && let Some(f) = c.task.instruction_file.clone()
                 {

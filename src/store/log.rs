@@ -39,11 +39,10 @@ pub fn append(path: &Path, entries: &mut [Message]) -> Result<()> {
     if entries.is_empty() {
         return Ok(());
     }
-    let mut seq = next_seq(path)?;
+    let first = next_seq(path)?;
     let mut buf = Vec::new();
-    for m in entries.iter_mut() {
+    for (seq, m) in (first..).zip(entries.iter_mut()) {
         m.seq = Some(seq);
-        seq += 1;
         serde_json::to_writer(&mut buf, m).map_err(|e| Error::Protocol(e.to_string()))?;
         buf.push(b'\n');
     }
@@ -56,7 +55,9 @@ pub fn read(path: &Path, filter: &MessageFilter) -> Result<Vec<Message>> {
     jsonl::scan(path, |line| {
         if let Ok(m) = serde_json::from_slice::<Message>(line) {
             let keep = filter.since.is_none_or(|t| m.timestamp > t)
-                && filter.after_seq.is_none_or(|s| m.seq.is_some_and(|q| q > s))
+                && filter
+                    .after_seq
+                    .is_none_or(|s| m.seq.is_some_and(|q| q > s))
                 && filter.reply_to.is_none_or(|q| m.reply_to == Some(q));
             if keep {
                 out.push(m);

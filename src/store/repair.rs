@@ -177,7 +177,11 @@ fn repair_workers(dir: &Path, stamp: &str) -> Result<Option<RepairedFile>> {
     }))
 }
 
-fn repair_lines<T: DeserializeOwned>(dir: &Path, name: &str, stamp: &str) -> Result<Option<RepairedFile>> {
+fn repair_lines<T: DeserializeOwned>(
+    dir: &Path,
+    name: &str,
+    stamp: &str,
+) -> Result<Option<RepairedFile>> {
     let Some(bytes) = read_text(dir, name)? else {
         return Ok(None);
     };
@@ -258,7 +262,10 @@ fn objects_at_depth(bytes: &[u8], depth: usize) -> Vec<(usize, &[u8])> {
 
 /// The offset of an object at `depth` that is opened but never closed (a cut-off file).
 fn unterminated(bytes: &[u8], depth: usize) -> Option<usize> {
-    let closed: HashSet<usize> = objects_at_depth(bytes, depth).into_iter().map(|(s, _)| s).collect();
+    let closed: HashSet<usize> = objects_at_depth(bytes, depth)
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
     let mut level = 0usize;
     let mut in_str = false;
     let mut esc = false;
