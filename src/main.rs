@@ -9,18 +9,11 @@ fn main() {
     let cli = match cli::args::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let wants_json = std::env::args().any(|a| a == "--json");
-            let is_error = e.use_stderr();
-            if wants_json && is_error {
-                let msg = e.render().to_string();
-                let first = msg
-                    .lines()
-                    .next()
-                    .unwrap_or("bad usage")
-                    .trim_start_matches("error: ");
+            let wants_json = std::env::args_os().any(|a| a == "--json");
+            if wants_json && e.use_stderr() {
                 println!(
                     "{}",
-                    json!({"ok": false, "error": {"kind": "usage", "code": 2, "message": first}})
+                    json!({"ok": false, "error": {"kind": "usage", "code": 2, "message": usage_message(&e)}})
                 );
                 std::process::exit(2);
             }
@@ -55,4 +48,20 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// A clap error as one line for `--json` output: the whole error, without the help hints.
+fn usage_message(e: &clap::Error) -> String {
+    use clap::error::ErrorKind;
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        return "a subcommand is required here; see --help for the list".into();
+    }
+    let text = e.render().to_string();
+    let parts: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+        .map(|l| l.trim_start_matches("error: "))
+        .collect();
+    parts.join(" ")
 }

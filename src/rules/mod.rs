@@ -14,7 +14,7 @@ pub use tasks::{archivable, backoff_secs};
 pub use views::{blocked_ids, status_report, task_views, worker_views};
 
 use crate::error::{Error, Result};
-use crate::message::Message;
+use crate::message::{Message, MessageKind};
 use crate::op::{Op, Reply};
 use crate::progress::Progress;
 use crate::settings::Settings;
@@ -170,36 +170,30 @@ pub fn apply(state: &mut State, op: Op, now: Timestamp) -> Result<Reply> {
             total_steps,
             status,
             metadata,
-        } => messages::set_progress(state, current_step, total_steps, status, metadata, now),
+        } => after(state, now, |s| {
+            messages::set_progress(s, current_step, total_steps, status, metadata, now)
+        }),
         Op::Send {
             agent,
             message,
             task,
-        } => messages::send(
-            state,
-            crate::message::MessageKind::Message,
-            &agent,
-            &message,
-            task,
-            now,
-        ),
+        } => after(state, now, |s| {
+            messages::send(s, MessageKind::Message, &agent, &message, task, now)
+        }),
         Op::Ask {
             agent,
             question,
             task,
-        } => messages::send(
-            state,
-            crate::message::MessageKind::Question,
-            &agent,
-            &question,
-            task,
-            now,
-        ),
+        } => after(state, now, |s| {
+            messages::send(s, MessageKind::Question, &agent, &question, task, now)
+        }),
         Op::Answer {
             agent,
             question,
             answer,
-        } => messages::answer(state, &agent, question, &answer, now),
+        } => after(state, now, |s| {
+            messages::answer(s, &agent, question, &answer, now)
+        }),
         Op::RequeueStale => {
             let ids = tasks::requeue_expired(state, now);
             Ok(Reply::Requeued { tasks: ids })

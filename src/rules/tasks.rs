@@ -126,6 +126,13 @@ fn check_new_task(state: &State, nt: &crate::op::NewTask) -> Result<()> {
         &nt.description,
         validate::MAX_DESCRIPTION,
     )?;
+    if nt.description.trim().chars().any(char::is_control) {
+        return Err(Error::Invalid(
+            "the description must be one line (no newlines or control characters); \
+             put details in the instructions"
+                .into(),
+        ));
+    }
     if nt.instructions.is_some() && nt.instruction_file.is_some() {
         return Err(Error::Invalid(
             "give instruction text or an instruction file, not both".into(),

@@ -1,1 +1,2005 @@
+//! Unit tests of the pure rules: every op with a fixed clock and a hand-built state.
 
+use std::collections::HashMap;
+
+use chrono::{TimeZone, Utc};
+use serde_json::json;
+
+use super::*;
+use crate::message::MessageKind;
+use crate::op::{NewTask, PlanTask};
+use crate::task::Priority;
+use crate::time::{add_secs, epoch_ms};
+use crate::validate;
+use crate::worker::{ACTIVE, OFFLINE};
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// The fixed clock every test starts from.
+fn t0() -> Timestamp {
+    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap()
+}
+
+/// `t0` plus `secs` seconds.
+fn at(secs: u64) -> Timestamp {
+    add_secs(t0(), secs)
+}
+
+/// A board with short, round settings: 60 s leases, 120 s stale limit, 2 retries,
+/// backoff 10 s doubling up to 100 s.
+fn board() -> State {
+    State {
+        settings: Settings {
+            lease_secs: 60,
+            stale_after_secs: 120,
+            max_retries: 2,
+            retry_backoff_secs: 10,
+            retry_backoff_max_secs: 100,
+            ..Settings::default()
+        },
+        ..State::default()
+    }
+}
+
+fn nt(desc: &str) -> NewTask {
+    NewTask {
+        description: desc.into(),
+        ..NewTask::default()
+    }
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// Applies `op` the way the store does: on error, everything but the outbox is discarded.
+fn run(st: &mut State, op: Op, now: Timestamp) -> Result<Reply> {
+    let before = st.clone();
+    let r = apply(st, op, now);
+    if r.is_err() {
+        let outbox = std::mem::take(&mut st.outbox);
+        *st = before;
+        st.outbox = outbox;
+    }
+    r
+}
+
+/// Adds a task and returns its id.
+fn add_task(st: &mut State, task: NewTask, now: Timestamp) -> u64 {
+    match run(st, Op::Add { task }, now).expect("add") {
+        Reply::Added { tasks } => tasks[0].id,
+        other => panic!("unexpected reply {other:?}"),
+    }
+}
+
+fn add(st: &mut State, desc: &str, now: Timestamp) -> u64 {
+    add_task(st, nt(desc), now)
+}
+
+fn register(st: &mut State, worker: &str, caps: &[&str], now: Timestamp) {
+    run(
+        st,
+        Op::Register {
+            worker: worker.into(),
+            capabilities: strings(caps),
+            session_id: None,
+        },
+        now,
+    )
+    .expect("register");
+}
+
+/// Claims for `worker`; returns the claimed task's id, or None.
+fn claim(st: &mut State, worker: &str, now: Timestamp) -> Option<u64> {
+    match run(
+        st,
+        Op::Claim {
+            worker: worker.into(),
+        },
+        now,
+    )
+    .expect("claim")
+    {
+        Reply::Claimed { claim, .. } => claim.map(|c| c.task.id),
+        other => panic!("unexpected reply {other:?}"),
+    }
+}
+
+fn claim_reason(st: &mut State, worker: &str, now: Timestamp) -> String {
+    match run(
+        st,
+        Op::Claim {
+            worker: worker.into(),
+        },
+        now,
+    )
+    .expect("claim")
+    {
+        Reply::Claimed {
+            claim: None,
+            reason: Some(r),
+        } => r,
+        other => panic!("expected no claim, got {other:?}"),
+    }
+}
+
+fn complete(st: &mut State, id: u64, worker: &str, now: Timestamp) -> Result<Reply> {
+    run(
+        st,
+        Op::Complete {
+            task: id,
+            worker: worker.into(),
+            attempt: None,
+            result: None,
+        },
+        now,
+    )
+}
+
+fn fail(st: &mut State, id: u64, worker: &str, no_retry: bool, now: Timestamp) -> Result<Reply> {
+    run(
+        st,
+        Op::Fail {
+            task: id,
+            worker: worker.into(),
+            attempt: None,
+            error: "boom".into(),
+            no_retry,
+        },
+        now,
+    )
+}
+
+fn release(st: &mut State, id: u64, worker: &str, now: Timestamp) -> Result<Reply> {
+    run(
+        st,
+        Op::Release {
+            task: id,
+            worker: worker.into(),
+            attempt: None,
+        },
+        now,
+    )
+}
+
+fn cancel(st: &mut State, id: u64, now: Timestamp) -> Result<Reply> {
+    run(
+        st,
+        Op::Cancel {
+            task: id,
+            reason: None,
+        },
+        now,
+    )
+}
+
+fn retry(st: &mut State, id: u64, now: Timestamp) -> Result<Reply> {
+    run(st, Op::Retry { task: id }, now)
+}
+
+fn heartbeat(st: &mut State, worker: &str, now: Timestamp) {
+    run(
+        st,
+        Op::Heartbeat {
+            worker: worker.into(),
+        },
+        now,
+    )
+    .expect("heartbeat");
+}
+
+fn requeue(st: &mut State, now: Timestamp) -> Vec<u64> {
+    match run(st, Op::RequeueStale, now).expect("requeue") {
+        Reply::Requeued { tasks } => tasks,
+        other => panic!("unexpected reply {other:?}"),
+    }
+}
+
+/// (continue, reason, task) of a should-continue.
+fn should_continue(
+    st: &mut State,
+    worker: &str,
+    max_idle_secs: u64,
+    now: Timestamp,
+) -> (bool, String, Option<u64>) {
+    match run(
+        st,
+        Op::ShouldContinue {
+            worker: worker.into(),
+            max_idle_secs,
+        },
+        now,
+    )
+    .expect("should-continue")
+    {
+        Reply::Decision {
+            keep_going,
+            reason,
+            task,
+        } => (keep_going, reason, task),
+        other => panic!("unexpected reply {other:?}"),
+    }
+}
+
+fn task(st: &State, id: u64) -> &Task {
+    st.tasks
+        .iter()
+        .find(|t| t.id == id)
+        .expect("task on the queue")
+}
+
+fn status(st: &State, id: u64) -> TaskStatus {
+    task(st, id).status
+}
+
+fn is_invalid<T: std::fmt::Debug>(r: &Result<T>) -> bool {
+    matches!(r, Err(Error::Invalid(_)))
+}
+
+fn is_conflict<T: std::fmt::Debug>(r: &Result<T>) -> bool {
+    matches!(r, Err(Error::Conflict(_)))
+}
+
+/// The parts of the state an op may change (State itself is not comparable).
+type Snapshot = (
+    Vec<Task>,
+    BTreeMap<String, Worker>,
+    u64,
+    Vec<(String, String)>,
+    Dirty,
+);
+
+fn snapshot(st: &State) -> Snapshot {
+    (
+        st.tasks.clone(),
+        st.workers.clone(),
+        st.min_next_id,
+        st.files.clone(),
+        st.dirty,
+    )
+}
+
+/// Applies `op` directly (no store) and checks it fails as Invalid without changing anything.
+fn assert_invalid_untouched(st: &mut State, op: Op, now: Timestamp) {
+    let before = snapshot(st);
+    let what = format!("{op:?}");
+    let r = apply(st, op, now);
+    assert!(is_invalid(&r), "{what}: expected Invalid, got {r:?}");
+    assert!(
+        snapshot(st) == before,
+        "{what}: the state changed on a validation error"
+    );
+    assert!(st.outbox.is_empty(), "{what}: nothing is logged");
+}
+
+// ---------------------------------------------------------------------------------------------
+// add
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn add_creates_a_pending_task_with_every_field() {
+    let mut st = board();
+    let mut meta = serde_json::Map::new();
+    meta.insert("dir".into(), json!("src/api"));
+    let task = NewTask {
+        description: "  Build the API  ".into(),
+        instructions: Some("do it well".into()),
+        context_files: strings(&["docs/spec.md"]),
+        assign: Some("w1".into()),
+        priority: Priority::High,
+        requires: strings(&["rust"]),
+        max_retries: Some(5),
+        lease_secs: Some(300),
+        metadata: meta.clone(),
+        ..NewTask::default()
+    };
+    let r = run(&mut st, Op::Add { task }, t0()).unwrap();
+    let Reply::Added { tasks } = r else {
+        panic!("expected Added")
+    };
+    assert_eq!(tasks.len(), 1);
+    let t = &tasks[0];
+    assert_eq!(t.id, epoch_ms(&t0()));
+    assert_eq!(t.description, "Build the API", "the description is trimmed");
+    assert_eq!(t.status, TaskStatus::Pending);
+    assert_eq!(t.created_at, Some(t0()));
+    assert_eq!(t.assigned_to.as_deref(), Some("w1"));
+    assert_eq!(t.priority, Priority::High);
+    assert_eq!(t.requires, strings(&["rust"]));
+    assert_eq!(t.max_retries, Some(5));
+    assert_eq!(t.lease_secs, Some(300));
+    assert_eq!(t.metadata, meta);
+    assert_eq!(t.attempts, 0);
+    assert!(t.claimed_by.is_none() && t.lease_expires_at.is_none());
+    let path = Task::instruction_path(t.id);
+    assert_eq!(t.instruction_file.as_deref(), Some(path.as_str()));
+    assert_eq!(st.files, vec![(path, "do it well".to_string())]);
+    assert_eq!(st.tasks, tasks);
+    assert_eq!(st.min_next_id, t.id + 1);
+    assert!(st.dirty.tasks);
+}
+
+#[test]
+fn same_millisecond_adds_get_distinct_increasing_ids() {
+    let mut st = board();
+    let a = add(&mut st, "a", t0());
+    let b = add(&mut st, "b", t0());
+    let c = add(&mut st, "c", t0());
+    let ms = epoch_ms(&t0());
+    assert_eq!((a, b, c), (ms, ms + 1, ms + 2));
+    // A later clock that is still below the next free id does not reuse an id.
+    let d = add(
+        &mut st,
+        "d",
+        add_secs(t0(), 0) + chrono::TimeDelta::milliseconds(1),
+    );
+    assert_eq!(d, ms + 3);
+    // A clock further ahead wins.
+    let e = add(&mut st, "e", at(10));
+    assert_eq!(e, epoch_ms(&at(10)));
+    // min_next_id above the clock (ids the archive used) wins too.
+    let mut st = board();
+    st.min_next_id = ms + 1_000_000;
+    assert_eq!(add(&mut st, "x", t0()), ms + 1_000_000);
+    assert_eq!(add(&mut st, "y", t0()), ms + 1_000_001);
+}
+
+#[test]
+fn plan_ids_are_consecutive_and_keys_become_dependencies() {
+    let mut st = board();
+    let before = add(&mut st, "existing", t0());
+    let plan = vec![
+        PlanTask {
+            key: Some("a".into()),
+            task: nt("a"),
+            after_keys: vec![],
+        },
+        PlanTask {
+            key: Some("b".into()),
+            task: NewTask {
+                after: vec![before],
+                ..nt("b")
+            },
+            after_keys: strings(&["a"]),
+        },
+        PlanTask {
+            key: None,
+            task: nt("c"),
+            after_keys: strings(&["a", "b"]),
+        },
+    ];
+    let Reply::Added { tasks } = run(&mut st, Op::AddPlan { tasks: plan }, t0()).unwrap() else {
+        panic!("expected Added")
+    };
+    let ids: Vec<u64> = tasks.iter().map(|t| t.id).collect();
+    assert_eq!(ids, vec![before + 1, before + 2, before + 3]);
+    assert!(tasks[0].depends_on.is_empty());
+    assert_eq!(tasks[1].depends_on, vec![before, ids[0]]);
+    assert_eq!(tasks[2].depends_on, vec![ids[0], ids[1]]);
+    assert_eq!(st.tasks.len(), 4);
+    assert_eq!(st.min_next_id, ids[2] + 1);
+}
+
+#[test]
+fn bad_plans_are_rejected_and_leave_the_state_untouched() {
+    let mut st = board();
+    add(&mut st, "existing", t0());
+    st.dirty = Dirty::default();
+    let entry = |key: &str, after: &[&str]| PlanTask {
+        key: Some(key.into()),
+        task: nt(key),
+        after_keys: strings(after),
+    };
+    let bad_plans = vec![
+        // A cycle a -> b -> c -> a.
+        vec![entry("a", &["c"]), entry("b", &["a"]), entry("c", &["b"])],
+        // A two-entry cycle behind a good entry.
+        vec![entry("ok", &[]), entry("x", &["y"]), entry("y", &["x"])],
+        // An unknown key.
+        vec![entry("a", &[]), entry("b", &["nope"])],
+        // A self-dependency.
+        vec![entry("a", &["a"])],
+        // A key used twice.
+        vec![entry("a", &[]), entry("a", &[])],
+        // An empty key.
+        vec![entry("", &[])],
+        // An empty plan.
+        vec![],
+        // A bad entry after good ones: all or nothing.
+        vec![entry("a", &[]), PlanTask::default()],
+    ];
+    for plan in bad_plans {
+        assert_invalid_untouched(&mut st, Op::AddPlan { tasks: plan }, at(1));
+    }
+    assert_eq!(st.tasks.len(), 1);
+}
+
+#[test]
+fn add_validates_its_input_and_changes_nothing_on_error() {
+    let mut st = board();
+    add(&mut st, "existing", t0());
+    register(&mut st, "w1", &["rust"], t0());
+    st.dirty = Dirty::default();
+    let bad: Vec<NewTask> = vec![
+        nt(""),
+        nt("   \n"),
+        nt(&"x".repeat(validate::MAX_DESCRIPTION + 1)),
+        NewTask {
+            instruction_file: Some("/etc/passwd".into()),
+            ..nt("abs")
+        },
+        NewTask {
+            instruction_file: Some("../outside.md".into()),
+            ..nt("dotdot")
+        },
+        NewTask {
+            context_files: strings(&["docs/ok.md", "a/../../b"]),
+            ..nt("ctx dotdot")
+        },
+        NewTask {
+            context_files: strings(&["C:stuff"]),
+            ..nt("ctx drive")
+        },
+        NewTask {
+            context_files: strings(&["/abs"]),
+            ..nt("ctx abs")
+        },
+        NewTask {
+            instructions: Some("text".into()),
+            instruction_file: Some("tasks/x.md".into()),
+            ..nt("both")
+        },
+        NewTask {
+            assign: Some("bad worker".into()),
+            ..nt("assign")
+        },
+        NewTask {
+            requires: strings(&["ok", "no/slash"]),
+            ..nt("caps")
+        },
+        NewTask {
+            lease_secs: Some(0),
+            ..nt("lease 0")
+        },
+        NewTask {
+            lease_secs: Some(30 * 86_400 + 1),
+            ..nt("lease too long")
+        },
+        NewTask {
+            max_retries: Some(1001),
+            ..nt("retries")
+        },
+        NewTask {
+            context_files: vec!["a.md".to_string(); validate::MAX_LIST + 1],
+            ..nt("too many files")
+        },
+    ];
+    for task in bad {
+        assert_invalid_untouched(&mut st, Op::Add { task }, at(1));
+    }
+    // The limits themselves are accepted.
+    add(&mut st, &"x".repeat(validate::MAX_DESCRIPTION), at(1));
+    add_task(
+        &mut st,
+        NewTask {
+            lease_secs: Some(30 * 86_400),
+            max_retries: Some(1000),
+            ..nt("limits")
+        },
+        at(1),
+    );
+}
+
+#[test]
+fn dependencies_must_exist_or_be_archived_completed() {
+    let mut st = board();
+    let on_queue = add(&mut st, "dep", t0());
+    st.archived.insert(7, TaskStatus::Completed);
+    st.archived.insert(8, TaskStatus::Cancelled);
+    st.archived.insert(9, TaskStatus::Failed);
+    // On the queue (any status) or archived completed: accepted.
+    let a = add_task(
+        &mut st,
+        NewTask {
+            after: vec![on_queue, 7],
+            ..nt("a")
+        },
+        at(1),
+    );
+    assert_eq!(task(&st, a).depends_on, vec![on_queue, 7]);
+    // Archived cancelled or failed: the task could never run.
+    for dep in [8, 9] {
+        assert_invalid_untouched(
+            &mut st,
+            Op::Add {
+                task: NewTask {
+                    after: vec![dep],
+                    ..nt("never")
+                },
+            },
+            at(2),
+        );
+    }
+    // Unknown: UnknownTask, nothing added.
+    let before = snapshot(&st);
+    let r = run(
+        &mut st,
+        Op::Add {
+            task: NewTask {
+                after: vec![on_queue, 12345],
+                ..nt("unknown")
+            },
+        },
+        at(2),
+    );
+    assert!(matches!(r, Err(Error::UnknownTask(12345))), "{r:?}");
+    assert!(snapshot(&st) == before);
+}
+
+// ---------------------------------------------------------------------------------------------
+// claim
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn claim_takes_the_task_and_starts_a_lease() {
+    let mut st = board();
+    let a = add(&mut st, "a", t0());
+    let b = add_task(
+        &mut st,
+        NewTask {
+            lease_secs: Some(500),
+            ..nt("b")
+        },
+        t0(),
+    );
+    assert_eq!(claim(&mut st, "w1", at(5)), Some(a));
+    let t = task(&st, a);
+    assert_eq!(t.status, TaskStatus::InProgress);
+    assert_eq!(t.claimed_by.as_deref(), Some("w1"));
+    assert_eq!(t.claimed_at, Some(at(5)));
+    assert_eq!(t.attempts, 1);
+    assert_eq!(
+        t.lease_expires_at,
+        Some(at(65)),
+        "board lease when the task sets none"
+    );
+    // An unknown worker is registered by its first claim.
+    let w = &st.workers["w1"];
+    assert_eq!(w.status, ACTIVE);
+    assert_eq!(w.last_task_claimed, Some(at(5)));
+    assert_eq!(w.current_task, Some(a));
+    assert!(st.holds_task("w1"));
+
+    assert_eq!(claim(&mut st, "w1", at(6)), Some(b));
+    assert_eq!(
+        task(&st, b).lease_expires_at,
+        Some(at(506)),
+        "the task's own lease"
+    );
+    assert_eq!(st.workers["w1"].current_task, Some(b), "the latest claim");
+    assert_eq!(claim(&mut st, "w2", at(7)), None);
+}
+
+#[test]
+fn claim_with_nothing_to_do_says_why() {
+    let mut st = board();
+    assert_eq!(claim_reason(&mut st, "w1", t0()), "no pending tasks");
+    register(&mut st, "w1", &[], t0());
+    add_task(
+        &mut st,
+        NewTask {
+            requires: strings(&["gpu"]),
+            ..nt("gpu")
+        },
+        t0(),
+    );
+    let reason = claim_reason(&mut st, "w1", t0());
+    assert!(reason.contains("1 pending task"), "{reason}");
+    assert!(reason.contains("capabilities"), "{reason}");
+    let r = run(
+        &mut st,
+        Op::Claim {
+            worker: "no good".into(),
+        },
+        t0(),
+    );
+    assert!(is_invalid(&r));
+}
+
+#[test]
+fn priority_beats_age() {
+    let mut st = board();
+    let old_low = add_task(
+        &mut st,
+        NewTask {
+            priority: Priority::Low,
+            ..nt("old low")
+        },
+        t0(),
+    );
+    let normal = add(&mut st, "normal", at(1));
+    let new_high = add_task(
+        &mut st,
+        NewTask {
+            priority: Priority::High,
+            ..nt("new high")
+        },
+        at(2),
+    );
+    assert_eq!(claim(&mut st, "w1", at(3)), Some(new_high));
+    assert_eq!(claim(&mut st, "w1", at(3)), Some(normal));
+    assert_eq!(claim(&mut st, "w1", at(3)), Some(old_low));
+}
+
+#[test]
+fn age_breaks_ties_then_id() {
+    let mut st = board();
+    // Added out of id order: a hand-built queue where the older task has the larger id.
+    let mut newer = Task::new(10, "newer", at(5));
+    newer.priority = Priority::High;
+    let mut older = Task::new(20, "older", at(1));
+    older.priority = Priority::High;
+    st.tasks = vec![newer, older];
+    assert_eq!(claim(&mut st, "w1", at(6)), Some(20), "older first");
+    assert_eq!(claim(&mut st, "w1", at(6)), Some(10));
+    // Same created_at: the smaller id first.
+    let mut st = board();
+    let a = add(&mut st, "a", t0());
+    let b = add(&mut st, "b", t0());
+    assert!(a < b);
+    st.tasks.reverse();
+    assert_eq!(claim(&mut st, "w1", at(1)), Some(a));
+    assert_eq!(claim(&mut st, "w1", at(1)), Some(b));
+}
+
+#[test]
+fn capabilities_filter_claims() {
+    let mut st = board();
+    register(&mut st, "plain", &[], t0());
+    register(&mut st, "rusty", &["rust"], t0());
+    register(&mut st, "full", &["rust", "gpu"], t0());
+    let both = add_task(
+        &mut st,
+        NewTask {
+            requires: strings(&["rust", "gpu"]),
+            priority: Priority::High,
+            ..nt("both")
+        },
+        t0(),
+    );
+    let rust = add_task(
+        &mut st,
+        NewTask {
+            requires: strings(&["rust"]),
+            priority: Priority::High,
+            ..nt("rust")
+        },
+        t0(),
+    );
+    let any = add(&mut st, "any", t0());
+    assert_eq!(
+        claim(&mut st, "plain", at(1)),
+        Some(any),
+        "skips what it cannot do"
+    );
+    assert_eq!(claim(&mut st, "rusty", at(1)), Some(rust));
+    assert_eq!(claim(&mut st, "rusty", at(1)), None);
+    // An unregistered worker has no capabilities.
+    assert_eq!(claim(&mut st, "stranger", at(1)), None);
+    assert_eq!(claim(&mut st, "full", at(1)), Some(both));
+}
+
+#[test]
+fn dependencies_gate_claims() {
+    let mut st = board();
+    st.archived.insert(7, TaskStatus::Completed);
+    let dep = add_task(
+        &mut st,
+        NewTask {
+            priority: Priority::Low,
+            ..nt("dep")
+        },
+        t0(),
+    );
+    let after = add_task(
+        &mut st,
+        NewTask {
+            after: vec![dep, 7],
+            priority: Priority::High,
+            ..nt("after")
+        },
+        t0(),
+    );
+    assert_eq!(claim(&mut st, "w1", at(1)), Some(dep), "waits for dep");
+    assert_eq!(claim(&mut st, "w2", at(1)), None, "dep in progress");
+    complete(&mut st, dep, "w1", at(2)).unwrap();
+    assert_eq!(
+        claim(&mut st, "w2", at(3)),
+        Some(after),
+        "archived completed dep counts"
+    );
+
+    // A dependency absent from the queue and from the archive map was archived after completing.
+    let mut st = board();
+    let mut t = Task::new(50, "orphan dep", t0());
+    t.depends_on = vec![49];
+    st.tasks.push(t);
+    assert_eq!(claim(&mut st, "w1", at(1)), Some(50));
+
+    // An archived failed or cancelled dependency blocks.
+    for s in [TaskStatus::Cancelled, TaskStatus::Failed] {
+        let mut st = board();
+        st.archived.insert(49, s);
+        let mut t = Task::new(50, "blocked", t0());
+        t.depends_on = vec![49];
+        st.tasks.push(t);
+        let reason = claim_reason(&mut st, "w1", at(1));
+        assert!(reason.contains("blocked"), "{reason}");
+    }
+
+    // A dependency on the queue that failed or was cancelled blocks.
+    let mut st = board();
+    let dep = add(&mut st, "dep", t0());
+    let after = add_task(
+        &mut st,
+        NewTask {
+            after: vec![dep],
+            ..nt("after")
+        },
+        t0(),
+    );
+    cancel(&mut st, dep, at(1)).unwrap();
+    let statuses: HashMap<u64, TaskStatus> = st.tasks.iter().map(|t| (t.id, t.status)).collect();
+    assert_eq!(
+        eligibility(task(&st, after), "w1", None, &st, &statuses, at(2)),
+        Err(Ineligible::Blocked)
+    );
+}
+
+#[test]
+fn assigned_tasks_go_to_their_worker_unless_it_is_offline_or_stale() {
+    let mut st = board();
+    register(&mut st, "owner", &[], t0());
+    register(&mut st, "other", &[], t0());
+    let id = add_task(
+        &mut st,
+        NewTask {
+            assign: Some("owner".into()),
+            ..nt("mine")
+        },
+        t0(),
+    );
+    // The owner is alive: nobody else may take it.
+    assert_eq!(claim(&mut st, "other", at(1)), None);
+    assert!(claim_reason(&mut st, "other", at(1)).contains("assigned to other workers"));
+    // Just at the stale limit the owner is still alive...
+    assert_eq!(claim(&mut st, "other", at(120)), None);
+    // ...one second past it, the owner is stale and the task is up for grabs.
+    assert_eq!(claim(&mut st, "other", at(121)), Some(id));
+
+    // An offline owner: takeable at once.
+    let mut st = board();
+    register(&mut st, "owner", &[], t0());
+    let id = add_task(
+        &mut st,
+        NewTask {
+            assign: Some("owner".into()),
+            ..nt("mine")
+        },
+        t0(),
+    );
+    run(
+        &mut st,
+        Op::Deregister {
+            worker: "owner".into(),
+        },
+        at(1),
+    )
+    .unwrap();
+    assert_eq!(claim(&mut st, "other", at(2)), Some(id));
+
+    // The owner itself may always take it.
+    let mut st = board();
+    register(&mut st, "owner", &[], t0());
+    let id = add_task(
+        &mut st,
+        NewTask {
+            assign: Some("owner".into()),
+            ..nt("mine")
+        },
+        t0(),
+    );
+    assert_eq!(claim(&mut st, "owner", at(500)), Some(id));
+
+    // An owner that never registered is not stale: it may still come.
+    let mut st = board();
+    add_task(
+        &mut st,
+        NewTask {
+            assign: Some("later".into()),
+            ..nt("for later")
+        },
+        t0(),
+    );
+    assert_eq!(claim(&mut st, "other", at(10_000)), None);
+
+    // A heartbeat brings a stale owner back.
+    let mut st = board();
+    register(&mut st, "owner", &[], t0());
+    let id = add_task(
+        &mut st,
+        NewTask {
+            assign: Some("owner".into()),
+            ..nt("mine")
+        },
+        t0(),
+    );
+    heartbeat(&mut st, "owner", at(200));
+    assert_eq!(claim(&mut st, "other", at(201)), None);
+    assert_eq!(claim(&mut st, "owner", at(202)), Some(id));
+}
+
+#[test]
+fn backoff_delays_the_next_claim() {
+    let mut st = board();
+    let id = add(&mut st, "flaky", t0());
+    claim(&mut st, "w1", at(1));
+    fail(&mut st, id, "w1", false, at(2)).unwrap();
+    assert_eq!(task(&st, id).not_before, Some(at(12)));
+    assert_eq!(claim(&mut st, "w1", at(11)), None);
+    assert!(claim_reason(&mut st, "w1", at(11)).contains("retry delay"));
+    assert_eq!(claim(&mut st, "w1", at(12)), Some(id));
+    assert_eq!(task(&st, id).not_before, None);
+    assert_eq!(task(&st, id).attempts, 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// complete, fail, release, cancel, retry
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn complete_by_the_claimant() {
+    let mut st = board();
+    let id = add(&mut st, "a", t0());
+    claim(&mut st, "w1", at(1));
+    let r = run(
+        &mut st,
+        Op::Complete {
+            task: id,
+            worker: "w1".into(),
+            attempt: Some(1),
+            result: Some(json!({"ok": true})),
+        },
+        at(2),
+    )
+    .unwrap();
+    let Reply::Task { task: view } = r else {
+        panic!("expected Task")
+    };
+    assert_eq!(view.task.status, TaskStatus::Completed);
+    let t = task(&st, id);
+    assert_eq!(t.status, TaskStatus::Completed);
+    assert_eq!(t.completed_by.as_deref(), Some("w1"));
+    assert_eq!(t.completed_at, Some(at(2)));
+    assert_eq!(t.result, Some(json!({"ok": true})));
+    assert_eq!(t.lease_expires_at, None);
+    assert_eq!(t.attempts, 1);
+    let w = &st.workers["w1"];
+    assert_eq!(w.last_task_completed, Some(at(2)));
+    assert_eq!(w.current_task, None);
+    assert!(!st.holds_task("w1"));
+    assert!(st.outbox.is_empty());
+}
+
+#[test]
+fn only_the_claimant_may_finish_a_task() {
+    let mut st = board();
+    let id = add(&mut st, "a", t0());
+    let pending = add(&mut st, "b", t0());
+    st.archived.insert(7, TaskStatus::Completed);
+    claim(&mut st, "w1", at(1));
+    let before = snapshot(&st);
+    assert!(is_conflict(&complete(&mut st, id, "w2", at(2))));
+    assert!(is_conflict(&fail(&mut st, id, "w2", false, at(2))));
+    assert!(is_conflict(&release(&mut st, id, "w2", at(2))));
+    assert!(is_conflict(&complete(&mut st, pending, "w1", at(2))));
+    assert!(matches!(
+        complete(&mut st, 999, "w1", at(2)),
+        Err(Error::UnknownTask(999))
+    ));
+    assert!(
+        is_conflict(&complete(&mut st, 7, "w1", at(2))),
+        "archived tasks cannot change"
+    );
+    assert!(is_invalid(&complete(&mut st, id, "w 1", at(2))));
+    assert!(snapshot(&st) == before);
+    // The refused fail's error was kept in the outbox (from the fail by w2).
+    assert!(
+        st.outbox
+            .iter()
+            .any(|m| m.kind == MessageKind::Result && m.agent == "w2" && m.message == "boom")
+    );
+    complete(&mut st, id, "w1", at(3)).unwrap();
+    assert!(
+        is_conflict(&complete(&mut st, id, "w1", at(4))),
+        "no second completion"
+    );
+}
+
+#[test]
+fn a_stale_attempt_number_is_a_conflict() {
+    let mut st = board();
+    st.settings.retry_backoff_secs = 0;
+    let id = add(&mut st, "a", t0());
+    claim(&mut st, "w1", at(1));
+    // The lease lapses and the same worker claims again: attempt 2.
+    assert_eq!(requeue(&mut st, at(61)), vec![id]);
+    assert_eq!(claim(&mut st, "w1", at(61)), Some(id));
+    assert_eq!(task(&st, id).attempts, 2);
+    for op in [
+        Op::Complete {
+            task: id,
+            worker: "w1".into(),
+            attempt: Some(1),
+            result: None,
+        },
+        Op::Fail {
+            task: id,
+            worker: "w1".into(),
+            attempt: Some(1),
+            error: "e".into(),
+            no_retry: false,
+        },
+        Op::Release {
+            task: id,
+            worker: "w1".into(),
+            attempt: Some(1),
+        },
+    ] {
+        let r = run(&mut st, op, at(62));
+        assert!(is_conflict(&r), "{r:?}");
+        let Err(e) = r else { unreachable!() };
+        assert!(e.to_string().contains("attempt 2"), "{e}");
+        assert_eq!(status(&st, id), TaskStatus::InProgress);
+    }
+    run(
+        &mut st,
+        Op::Complete {
+            task: id,
+            worker: "w1".into(),
+            attempt: Some(2),
+            result: None,
+        },
+        at(62),
+    )
+    .unwrap();
+    assert_eq!(status(&st, id), TaskStatus::Completed);
+}
+
+#[test]
+fn backoff_doubles_and_is_capped() {
+    let s = board().settings; // 10 s doubling, capped at 100 s
+    let delays: Vec<u64> = (1..=7).map(|a| backoff_secs(&s, a)).collect();
+    assert_eq!(delays, vec![10, 20, 40, 80, 100, 100, 100]);
+    assert_eq!(backoff_secs(&s, 0), 10, "attempt 0 is treated as the first");
+    assert_eq!(backoff_secs(&s, u32::MAX), 100, "no overflow");
+
+    // Through the rules: each failed attempt waits twice as long, up to the cap.
+    let mut st = board();
+    let id = add_task(
+        &mut st,
+        NewTask {
+            max_retries: Some(10),
+            ..nt("flaky")
+        },
+        t0(),
+    );
+    let mut now = 0;
+    for expected in [10, 20, 40, 80, 100, 100] {
+        assert_eq!(claim(&mut st, "w1", at(now)), Some(id));
+        fail(&mut st, id, "w1", false, at(now)).unwrap();
+        let t = task(&st, id);
+        assert_eq!(t.status, TaskStatus::Pending);
+        assert_eq!(t.not_before, Some(at(now + expected)));
+        assert_eq!(t.last_error.as_deref(), Some("boom"));
+        assert!(t.claimed_by.is_none() && t.lease_expires_at.is_none());
+        now += expected;
+    }
+}
+
+#[test]
+fn failing_past_the_retries_fails_for_good() {
+    let mut st = board();
+    st.settings.retry_backoff_secs = 0;
+    // Board default: 2 retries, so the third failed attempt is final.
+    let id = add(&mut st, "flaky", t0());
+    for attempt in 1..=3 {
+        assert_eq!(claim(&mut st, "w1", at(attempt)), Some(id));
+        fail(&mut st, id, "w1", false, at(attempt)).unwrap();
+        let expected = if attempt <= 2 {
+            TaskStatus::Pending
+        } else {
+            TaskStatus::Failed
+        };
+        assert_eq!(status(&st, id), expected, "after attempt {attempt}");
+    }
+    let t = task(&st, id);
+    assert_eq!(t.attempts, 3);
+    assert_eq!(t.ended_at, Some(at(3)));
+    assert_eq!(t.not_before, None);
+    assert_eq!(claim(&mut st, "w1", at(100)), None);
+
+    // max_retries 0: the first failure is final.
+    let once = add_task(
+        &mut st,
+        NewTask {
+            max_retries: Some(0),
+            ..nt("once")
+        },
+        at(200),
+    );
+    claim(&mut st, "w1", at(200));
+    fail(&mut st, once, "w1", false, at(201)).unwrap();
+    assert_eq!(status(&st, once), TaskStatus::Failed);
+
+    // no_retry: final whatever the retries left.
+    let nr = add_task(
+        &mut st,
+        NewTask {
+            max_retries: Some(9),
+            ..nt("no retry")
+        },
+        at(300),
+    );
+    claim(&mut st, "w1", at(300));
+    fail(&mut st, nr, "w1", true, at(301)).unwrap();
+    assert_eq!(status(&st, nr), TaskStatus::Failed);
+    assert_eq!(task(&st, nr).attempts, 1);
+}
+
+#[test]
+fn fail_needs_an_error_text() {
+    let mut st = board();
+    let id = add(&mut st, "a", t0());
+    claim(&mut st, "w1", at(1));
+    for error in ["", "  ", &"e".repeat(validate::MAX_MESSAGE + 1)] {
+        assert_invalid_untouched(
+            &mut st,
+            Op::Fail {
+                task: id,
+                worker: "w1".into(),
+                attempt: None,
+                error: error.to_string(),
+                no_retry: false,
+            },
+            at(2),
+        );
+    }
+}
+
+#[test]
+fn release_gives_the_task_back_without_counting_the_attempt() {
+    let mut st = board();
+    let id = add(&mut st, "a", t0());
+    claim(&mut st, "w1", at(1));
+    release(&mut st, id, "w1", at(2)).unwrap();
+    let t = task(&st, id);
+    assert_eq!(t.status, TaskStatus::Pending);
+    assert_eq!(t.attempts, 0);
+    assert!(t.claimed_by.is_none() && t.claimed_at.is_none() && t.lease_expires_at.is_none());
+    assert_eq!(t.not_before, None, "no backoff after a release");
+    assert_eq!(st.workers["w1"].current_task, None);
+    assert_eq!(claim(&mut st, "w2", at(2)), Some(id));
+    assert_eq!(task(&st, id).attempts, 1);
+    assert!(is_conflict(&release(&mut st, id, "w1", at(3))));
+}
+
+#[test]
+fn cancel_ends_anything_not_finished() {
+    let mut st = board();
+    let pending = add(&mut st, "pending", t0());
+    let claimed = add_task(
+        &mut st,
+        NewTask {
+            priority: Priority::High,
+            ..nt("claimed")
+        },
+        t0(),
+    );
+    let failed = add_task(
+        &mut st,
+        NewTask {
+            max_retries: Some(0),
+            priority: Priority::High,
+            ..nt("failed")
+        },
+        t0(),
+    );
+    assert_eq!(claim(&mut st, "w1", at(1)), Some(claimed));
+    assert_eq!(claim(&mut st, "w2", at(1)), Some(failed));
+    fail(&mut st, failed, "w2", false, at(2)).unwrap();
+    assert_eq!(status(&st, failed), TaskStatus::Failed);
+
+    run(
+        &mut st,
+        Op::Cancel {
+            task: pending,
+            reason: Some("not needed".into()),
+        },
+        at(3),
+    )
+    .unwrap();
+    let t = task(&st, pending);
+    assert_eq!(t.status, TaskStatus::Cancelled);
+    assert_eq!(t.ended_at, Some(at(3)));
+    assert_eq!(t.last_error.as_deref(), Some("cancelled: not needed"));
+
+    cancel(&mut st, claimed, at(3)).unwrap();
+    let t = task(&st, claimed);
+    assert_eq!(t.status, TaskStatus::Cancelled);
+    assert!(t.claimed_by.is_none() && t.lease_expires_at.is_none());
+    assert_eq!(st.workers["w1"].current_task, None);
+    assert!(!st.holds_task("w1"));
+
+    cancel(&mut st, failed, at(3)).unwrap();
+    assert_eq!(status(&st, failed), TaskStatus::Cancelled);
+
+    // Already cancelled, or completed: conflict.
+    assert!(is_conflict(&cancel(&mut st, pending, at(4))));
+    let done = add(&mut st, "done", at(5));
+    claim(&mut st, "w1", at(5));
+    complete(&mut st, done, "w1", at(6)).unwrap();
+    assert!(is_conflict(&cancel(&mut st, done, at(7))));
+    assert!(matches!(
+        cancel(&mut st, 4242, at(7)),
+        Err(Error::UnknownTask(4242))
+    ));
+
+    // The former claimant's late result is refused but kept.
+    let r = run(
+        &mut st,
+        Op::Complete {
+            task: claimed,
+            worker: "w1".into(),
+            attempt: None,
+            result: Some(json!("late")),
+        },
+        at(8),
+    );
+    assert!(is_conflict(&r));
+    assert!(
+        st.outbox
+            .iter()
+            .any(|m| m.kind == MessageKind::Result && m.task_id == Some(claimed))
+    );
+}
+
+#[test]
+fn retry_puts_a_failed_task_back() {
+    let mut st = board();
+    let id = add_task(
+        &mut st,
+        NewTask {
+            max_retries: Some(0),
+            ..nt("a")
+        },
+        t0(),
+    );
+    assert!(
+        is_conflict(&retry(&mut st, id, at(1))),
+        "pending cannot be retried"
+    );
+    claim(&mut st, "w1", at(1));
+    assert!(
+        is_conflict(&retry(&mut st, id, at(1))),
+        "in progress cannot be retried"
+    );
+    fail(&mut st, id, "w1", false, at(2)).unwrap();
+    retry(&mut st, id, at(3)).unwrap();
+    let t = task(&st, id);
+    assert_eq!(t.status, TaskStatus::Pending);
+    assert_eq!(t.attempts, 0);
+    assert_eq!(t.not_before, None);
+    assert_eq!(t.ended_at, None);
+    assert_eq!(claim(&mut st, "w1", at(3)), Some(id));
+    complete(&mut st, id, "w1", at(4)).unwrap();
+    assert!(
+        is_conflict(&retry(&mut st, id, at(5))),
+        "completed cannot be retried"
+    );
+    assert!(matches!(
+        retry(&mut st, 4242, at(5)),
+        Err(Error::UnknownTask(4242))
+    ));
+    st.archived.insert(7, TaskStatus::Failed);
+    assert!(
+        is_conflict(&retry(&mut st, 7, at(5))),
+        "archived tasks cannot change"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// leases
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn an_expired_lease_counts_an_attempt_and_requeues_with_backoff() {
+    let mut st = board();
+    let id = add(&mut st, "a", t0());
+    claim(&mut st, "w1", at(0));
+    assert_eq!(
+        requeue(&mut st, at(59)),
+        Vec::<u64>::new(),
+        "not yet expired"
+    );
+    assert_eq!(
+        requeue(&mut st, at(60)),
+        vec![id],
+        "expired at the lease end"
+    );
+    let t = task(&st, id);
+    assert_eq!(t.status, TaskStatus::Pending);
+    assert_eq!(t.attempts, 1, "the lapsed attempt counts");
+    assert_eq!(t.not_before, Some(at(70)));
+    assert!(t.claimed_by.is_none() && t.lease_expires_at.is_none());
+    assert_eq!(
+        t.last_error.as_deref(),
+        Some("lease expired while claimed by w1")
+    );
+    assert_eq!(st.workers["w1"].current_task, None);
+}
+
+#[test]
+fn lease_expiry_ends_in_failed_when_retries_are_exhausted() {
+    let mut st = board();
+    st.settings.retry_backoff_secs = 0;
+    let id = add_task(
+        &mut st,
+        NewTask {
+            max_retries: Some(1),
+            ..nt("a")
+        },
+        t0(),
+    );
+    claim(&mut st, "w1", at(0));
+    assert_eq!(requeue(&mut st, at(60)), vec![id]);
+    assert_eq!(status(&st, id), TaskStatus::Pending);
+    claim(&mut st, "w1", at(60));
+    assert_eq!(requeue(&mut st, at(120)), vec![id]);
+    let t = task(&st, id);
+    assert_eq!(t.status, TaskStatus::Failed);
+    assert_eq!(t.attempts, 2);
+    assert_eq!(t.ended_at, Some(at(120)));
+}
+
+#[test]
+fn a_requeued_claimants_result_is_refused_but_kept() {
+    let mut st = board();
+    let id = add(&mut st, "a", t0());
+    claim(&mut st, "w1", at(0));
+    requeue(&mut st, at(61));
+    let before = snapshot(&st);
+    let r = run(
+        &mut st,
+        Op::Complete {
+            task: id,
+            worker: "w1".into(),
+            attempt: Some(1),
+            result: Some(json!("all done")),
+        },
+        at(62),
+    );
+    let Err(Error::Conflict(msg)) = r else {
+        panic!("expected Conflict, got {r:?}")
+    };
+    assert!(msg.contains("lease expired"), "{msg}");
+    assert!(snapshot(&st) == before, "the task is not completed");
+    assert_eq!(st.outbox.len(), 1);
+    let m = &st.outbox[0];
+    assert_eq!(m.kind, MessageKind::Result);
+    assert_eq!(m.task_id, Some(id));
+    assert_eq!(m.agent, "w1");
+    assert_eq!(m.message, "all done");
+    assert_eq!(m.seq, Some(0));
+    assert!(m.extra.contains_key("note"));
+
+    // A JSON result is kept as its JSON text.
+    let r = run(
+        &mut st,
+        Op::Complete {
+            task: id,
+            worker: "w1".into(),
+            attempt: None,
+            result: Some(json!({"n": 1})),
+        },
+        at(63),
+    );
+    assert!(is_conflict(&r));
+    assert_eq!(st.outbox[1].message, r#"{"n":1}"#);
+}
+
+#[test]
+fn the_claimants_own_late_write_wins_before_the_requeue() {
+    // Expired, but no write op has requeued it yet: the claimant's complete goes through.
+    let mut st = board();
+    let id = add(&mut st, "a", t0());
+    claim(&mut st, "w1", at(0));
+    complete(&mut st, id, "w1", at(100)).unwrap();
+    assert_eq!(status(&st, id), TaskStatus::Completed);
+
+    // Same for a heartbeat: it extends the lapsed lease instead of losing the claim.
+    let mut st = board();
+    let id = add(&mut st, "a", t0());
+    claim(&mut st, "w1", at(0));
+    heartbeat(&mut st, "w1", at(100));
+    let t = task(&st, id);
+    assert_eq!(t.status, TaskStatus::InProgress);
+    assert_eq!(t.lease_expires_at, Some(at(160)));
+}
+
+#[test]
+fn every_write_op_requeues_expired_leases() {
+    let ops: Vec<(&str, Op)> = vec![
+        (
+            "add",
+            Op::Add {
+                task: nt("another"),
+            },
+        ),
+        (
+            "claim",
+            Op::Claim {
+                worker: "w2".into(),
+            },
+        ),
+        (
+            "heartbeat",
+            Op::Heartbeat {
+                worker: "w2".into(),
+            },
+        ),
+        (
+            "register",
+            Op::Register {
+                worker: "w2".into(),
+                capabilities: vec![],
+                session_id: None,
+            },
+        ),
+        (
+            "should-continue",
+            Op::ShouldContinue {
+                worker: "w2".into(),
+                max_idle_secs: 600,
+            },
+        ),
+        ("requeue-stale", Op::RequeueStale),
+    ];
+    for (name, op) in ops {
+        let mut st = board();
+        let id = add(&mut st, "a", t0());
+        let other = add(&mut st, "b", t0());
+        claim(&mut st, "w1", at(0));
+        run(&mut st, op, at(60)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let t = task(&st, id);
+        assert_eq!(t.status, TaskStatus::Pending, "{name} requeues");
+        assert_eq!(t.attempts, 1, "{name}");
+        let _ = other;
+    }
+    // Ops on other tasks too: cancel, complete, fail, release, retry.
+    let mut st = board();
+    st.settings.retry_backoff_secs = 0;
+    let a = add(&mut st, "a", t0());
+    let b = add_task(
+        &mut st,
+        NewTask {
+            lease_secs: Some(1000),
+            ..nt("b")
+        },
+        t0(),
+    );
+    let c = add(&mut st, "c", t0());
+    claim(&mut st, "w1", at(0));
+    claim(&mut st, "w2", at(0));
+    complete(&mut st, b, "w2", at(60)).unwrap();
+    assert_eq!(status(&st, a), TaskStatus::Pending, "complete requeues");
+    claim(&mut st, "w1", at(60)); // a again, attempt 2
+    cancel(&mut st, c, at(120)).unwrap();
+    assert_eq!(status(&st, a), TaskStatus::Pending, "cancel requeues");
+    assert_eq!(task(&st, a).attempts, 2);
+}
+
+#[test]
+fn a_claim_requeues_before_it_picks() {
+    let mut st = board();
+    st.settings.retry_backoff_secs = 0;
+    let id = add(&mut st, "a", t0());
+    claim(&mut st, "w1", at(0));
+    assert_eq!(
+        claim(&mut st, "w2", at(60)),
+        Some(id),
+        "the lapsed task is taken over"
+    );
+    let t = task(&st, id);
+    assert_eq!(t.claimed_by.as_deref(), Some("w2"));
+    assert_eq!(t.attempts, 2);
+    assert_eq!(st.workers["w1"].current_task, None);
+    assert_eq!(st.workers["w2"].current_task, Some(id));
+    // The first claimant is refused, with its attempt or without.
+    assert!(is_conflict(&complete(&mut st, id, "w1", at(61))));
+}
+
+#[test]
+fn heartbeats_extend_leases_by_a_tenth_or_more() {
+    let mut st = board();
+    let id = add(&mut st, "a", t0());
+    let other = add(&mut st, "b", t0());
+    claim(&mut st, "w1", at(0));
+    claim(&mut st, "w2", at(0));
+    st.dirty = Dirty::default();
+    // 5 s later the lease would move by 5 s < 6 s: only the worker file is written.
+    heartbeat(&mut st, "w1", at(5));
+    assert_eq!(task(&st, id).lease_expires_at, Some(at(60)));
+    assert!(!st.dirty.tasks && st.dirty.workers);
+    assert_eq!(st.workers["w1"].last_heartbeat, Some(at(5)));
+    // 6 s later it moves by 6 s = lease/10: extended.
+    heartbeat(&mut st, "w1", at(6));
+    assert_eq!(task(&st, id).lease_expires_at, Some(at(66)));
+    assert!(st.dirty.tasks);
+    // Only the heartbeating worker's tasks are extended.
+    assert_eq!(task(&st, other).lease_expires_at, Some(at(60)));
+    // w2's lease lapses at 60 and is requeued by w1's heartbeat; w1's survives.
+    heartbeat(&mut st, "w1", at(60));
+    assert_eq!(status(&st, other), TaskStatus::Pending);
+    assert_eq!(task(&st, id).lease_expires_at, Some(at(120)));
+    assert!(is_invalid(&run(
+        &mut st,
+        Op::Heartbeat {
+            worker: String::new()
+        },
+        at(61)
+    )));
+}
+
+// ---------------------------------------------------------------------------------------------
+// workers
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn register_sets_and_replaces_capabilities() {
+    let mut st = board();
+    register(&mut st, "w1", &["rust", "py"], t0());
+    let w = &st.workers["w1"];
+    assert_eq!(w.capabilities, strings(&["rust", "py"]));
+    assert_eq!(w.status, ACTIVE);
+    assert_eq!(w.registered_at, Some(t0()));
+    register(&mut st, "w1", &["go"], at(10));
+    let w = &st.workers["w1"];
+    assert_eq!(w.capabilities, strings(&["go"]));
+    assert_eq!(w.registered_at, Some(at(10)), "the idle clock restarts");
+    for (worker, caps) in [
+        ("", vec![]),
+        ("a b", vec![]),
+        ("w1", vec!["bad cap".to_string()]),
+    ] {
+        assert_invalid_untouched(
+            &mut st,
+            Op::Register {
+                worker: worker.into(),
+                capabilities: caps,
+                session_id: None,
+            },
+            at(11),
+        );
+    }
+}
+
+#[test]
+fn deregister_releases_the_workers_tasks() {
+    let mut st = board();
+    let a = add(&mut st, "a", t0());
+    let b = add(&mut st, "b", t0());
+    let c = add(&mut st, "c", t0());
+    claim(&mut st, "w1", at(0));
+    claim(&mut st, "w1", at(0));
+    claim(&mut st, "w2", at(0));
+    let r = run(
+        &mut st,
+        Op::Deregister {
+            worker: "w1".into(),
+        },
+        at(5),
+    )
+    .unwrap();
+    let Reply::Worker { worker, released } = r else {
+        panic!("expected Worker")
+    };
+    assert_eq!(released, vec![a, b]);
+    assert_eq!(worker.state, crate::worker::WorkerState::Offline);
+    for id in [a, b] {
+        let t = task(&st, id);
+        assert_eq!(t.status, TaskStatus::Pending);
+        assert_eq!(t.attempts, 0);
+        assert!(t.claimed_by.is_none());
+    }
+    assert_eq!(status(&st, c), TaskStatus::InProgress, "w2 keeps its task");
+    let w = &st.workers["w1"];
+    assert_eq!(w.status, OFFLINE);
+    assert_eq!(w.offline_reason.as_deref(), Some("deregistered"));
+    assert_eq!(w.current_task, None);
+    assert_invalid_untouched(
+        &mut st,
+        Op::Deregister {
+            worker: "ghost".into(),
+        },
+        at(6),
+    );
+}
+
+#[test]
+fn should_continue_while_holding_or_with_work_or_not_idle_long() {
+    let mut st = board();
+    register(&mut st, "w1", &[], t0());
+    // Idle since registration: 100 s < 300 s.
+    let (go, reason, task_id) = should_continue(&mut st, "w1", 300, at(100));
+    assert!(go && task_id.is_none(), "{reason}");
+    assert!(reason.starts_with("idle for 1m40s of 5m"), "{reason}");
+    // Heartbeats do not reset the idle clock; at 300 s it stops and goes offline.
+    heartbeat(&mut st, "w1", at(250));
+    let (go, reason, _) = should_continue(&mut st, "w1", 300, at(300));
+    assert!(!go, "{reason}");
+    assert!(reason.contains("now offline"), "{reason}");
+    let w = &st.workers["w1"];
+    assert_eq!(w.status, OFFLINE);
+    assert_eq!(w.offline_reason.as_deref(), Some("idle for 5m"));
+
+    // Work appears: continue, naming the task, and the worker is active again.
+    let id = add(&mut st, "work", at(301));
+    let (go, _, task_id) = should_continue(&mut st, "w1", 300, at(302));
+    assert!(go);
+    assert_eq!(task_id, Some(id));
+    assert_eq!(st.workers["w1"].status, ACTIVE);
+    assert_eq!(
+        status(&st, id),
+        TaskStatus::Pending,
+        "should-continue does not claim"
+    );
+
+    // Holding a task: continue, naming it, however long ago the claim was.
+    claim(&mut st, "w1", at(303));
+    heartbeat(&mut st, "w1", at(340));
+    let (go, reason, task_id) = should_continue(&mut st, "w1", 1, at(350));
+    assert!(go && task_id == Some(id), "{reason}");
+    assert!(reason.contains("holds task"), "{reason}");
+
+    // The idle clock starts again at the last completion.
+    complete(&mut st, id, "w1", at(360)).unwrap();
+    assert!(should_continue(&mut st, "w1", 100, at(459)).0);
+    assert!(!should_continue(&mut st, "w1", 100, at(460)).0);
+
+    // An unregistered worker is told to stop and is not created.
+    let (go, reason, _) = should_continue(&mut st, "ghost", 100, at(500));
+    assert!(!go && reason.contains("not registered"), "{reason}");
+    assert!(!st.workers.contains_key("ghost"));
+}
+
+#[test]
+fn should_continue_requeues_first() {
+    let mut st = board();
+    let id = add_task(
+        &mut st,
+        NewTask {
+            max_retries: Some(0),
+            ..nt("a")
+        },
+        t0(),
+    );
+    claim(&mut st, "w1", at(0));
+    // The lease lapsed: w1 no longer holds it, it failed for good, and w1 idles since the claim.
+    let (go, reason, task_id) = should_continue(&mut st, "w1", 30, at(60));
+    assert!(!go, "{reason}");
+    assert_eq!(task_id, None);
+    assert_eq!(status(&st, id), TaskStatus::Failed);
+    assert_eq!(st.workers["w1"].status, OFFLINE);
+}
+
+#[test]
+fn an_offline_worker_comes_back_by_claiming_or_heartbeating() {
+    let mut st = board();
+    register(&mut st, "w1", &[], t0());
+    run(
+        &mut st,
+        Op::Deregister {
+            worker: "w1".into(),
+        },
+        at(1),
+    )
+    .unwrap();
+    heartbeat(&mut st, "w1", at(2));
+    assert_eq!(st.workers["w1"].status, ACTIVE);
+    assert_eq!(st.workers["w1"].offline_reason, None);
+    run(
+        &mut st,
+        Op::Deregister {
+            worker: "w1".into(),
+        },
+        at(3),
+    )
+    .unwrap();
+    add(&mut st, "a", at(4));
+    claim(&mut st, "w1", at(5));
+    assert_eq!(st.workers["w1"].status, ACTIVE);
+}
+
+// ---------------------------------------------------------------------------------------------
+// views and archiving
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn blocked_ids_are_transitive() {
+    let mk = |id: u64, status: TaskStatus, deps: &[u64]| {
+        let mut t = Task::new(id, format!("t{id}"), t0());
+        t.status = status;
+        t.depends_on = deps.to_vec();
+        t
+    };
+    let tasks = vec![
+        mk(1, TaskStatus::Cancelled, &[]),
+        mk(2, TaskStatus::Pending, &[1]),    // directly blocked
+        mk(3, TaskStatus::Pending, &[2]),    // through 2
+        mk(4, TaskStatus::Pending, &[3, 6]), // through 3
+        mk(5, TaskStatus::Failed, &[]),
+        mk(6, TaskStatus::Pending, &[]),     // free
+        mk(7, TaskStatus::Pending, &[6]),    // waiting, not blocked
+        mk(8, TaskStatus::Pending, &[5]),    // failed dep
+        mk(9, TaskStatus::Pending, &[100]),  // archived cancelled
+        mk(10, TaskStatus::Pending, &[101]), // archived completed
+        mk(11, TaskStatus::Pending, &[102]), // absent: counts as completed
+        mk(12, TaskStatus::InProgress, &[]),
+        mk(13, TaskStatus::Pending, &[12, 9]), // through 9
+        mk(14, TaskStatus::Cancelled, &[1]),   // not pending: never "blocked"
+    ];
+    let mut archived = BTreeMap::new();
+    archived.insert(100, TaskStatus::Cancelled);
+    archived.insert(101, TaskStatus::Completed);
+    let mut got: Vec<u64> = blocked_ids(&tasks, &archived).into_iter().collect();
+    got.sort_unstable();
+    assert_eq!(got, vec![2, 3, 4, 8, 9, 13]);
+
+    // Order on the queue does not matter (dependents before their dependencies).
+    let mut reversed = tasks.clone();
+    reversed.reverse();
+    let mut got2: Vec<u64> = blocked_ids(&reversed, &archived).into_iter().collect();
+    got2.sort_unstable();
+    assert_eq!(got2, got);
+
+    let mut st = board();
+    st.tasks = tasks;
+    st.archived = archived;
+    let views = task_views(&st, Some("blocked"));
+    assert_eq!(views.len(), 6);
+    assert!(views.iter().all(|v| v.blocked));
+    let report = status_report(&st, &BTreeMap::new(), 0, t0());
+    assert_eq!(report.blocked, 6);
+}
+
+#[test]
+fn archivable_keeps_what_unfinished_tasks_need_and_never_failed_tasks() {
+    let mk = |id: u64, status: TaskStatus, deps: &[u64]| {
+        let mut t = Task::new(id, format!("t{id}"), t0());
+        t.status = status;
+        t.depends_on = deps.to_vec();
+        t
+    };
+    let tasks = vec![
+        mk(1, TaskStatus::Completed, &[]), // needed by pending 5: kept
+        mk(2, TaskStatus::Completed, &[]), // needed by in-progress 6: kept
+        mk(3, TaskStatus::Completed, &[]), // needed only by completed 7: taken
+        mk(4, TaskStatus::Failed, &[]),    // failed: never taken
+        mk(5, TaskStatus::Pending, &[1, 8]),
+        mk(6, TaskStatus::InProgress, &[2]),
+        mk(7, TaskStatus::Completed, &[3]), // taken
+        mk(8, TaskStatus::Cancelled, &[]),  // needed by pending 5: kept
+        mk(9, TaskStatus::Cancelled, &[]),  // taken
+        mk(10, TaskStatus::Failed, &[11]),  // failed, and its dep is not needed
+        mk(11, TaskStatus::Completed, &[]), // taken: only a failed task depends on it
+    ];
+    let (take, kept) = archivable(&tasks);
+    let taken: Vec<u64> = take.iter().map(|&i| tasks[i].id).collect();
+    assert_eq!(taken, vec![3, 7, 9, 11]);
+    assert_eq!(kept, 3);
+    assert!(taken.iter().all(|id| {
+        let t = tasks.iter().find(|t| t.id == *id).unwrap();
+        t.status != TaskStatus::Failed
+    }));
+}
+
+#[test]
+fn archived_dependencies_after_compaction_still_work() {
+    // Compaction takes completed tasks nothing unfinished needs; the dependents that stay
+    // behind see them as archived (or absent) and are claimable.
+    let mut st = board();
+    let dep = add(&mut st, "dep", t0());
+    claim(&mut st, "w1", at(1));
+    complete(&mut st, dep, "w1", at(2)).unwrap();
+    let after = add_task(
+        &mut st,
+        NewTask {
+            after: vec![dep],
+            ..nt("after")
+        },
+        at(3),
+    );
+    let (take, kept) = archivable(&st.tasks);
+    assert!(
+        take.is_empty() && kept == 1,
+        "dep is needed by a pending task"
+    );
+    // Pretend the store archived it anyway (as if loaded for another op): still claimable.
+    st.tasks.retain(|t| t.id != dep);
+    st.archived.insert(dep, TaskStatus::Completed);
+    assert_eq!(claim(&mut st, "w2", at(4)), Some(after));
+}
+
+// ---------------------------------------------------------------------------------------------
+// validation and misc
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn validation_errors_are_invalid_and_change_nothing() {
+    let mut st = board();
+    let id = add(&mut st, "a", t0());
+    register(&mut st, "w1", &[], t0());
+    claim(&mut st, "w1", at(1));
+    st.dirty = Dirty::default();
+    let long = "w".repeat(validate::MAX_NAME + 1);
+    let bad_ops = vec![
+        Op::Claim {
+            worker: "bad/id".into(),
+        },
+        Op::Claim { worker: long },
+        Op::Complete {
+            task: id,
+            worker: "".into(),
+            attempt: None,
+            result: None,
+        },
+        Op::Complete {
+            task: id,
+            worker: "w1".into(),
+            attempt: None,
+            result: Some(json!("r".repeat(validate::MAX_RESULT + 1))),
+        },
+        Op::Release {
+            task: id,
+            worker: "w 1".into(),
+            attempt: None,
+        },
+        Op::Cancel {
+            task: id,
+            reason: Some("r".repeat(validate::MAX_MESSAGE + 1)),
+        },
+        Op::Heartbeat {
+            worker: "w\n1".into(),
+        },
+        Op::ShouldContinue {
+            worker: "w:1".into(),
+            max_idle_secs: 10,
+        },
+        Op::Send {
+            agent: "w1".into(),
+            message: " ".into(),
+            task: None,
+        },
+        Op::Ask {
+            agent: "bad agent".into(),
+            question: "q".into(),
+            task: None,
+        },
+    ];
+    for op in bad_ops {
+        assert_invalid_untouched(&mut st, op, at(2));
+    }
+    assert_eq!(status(&st, id), TaskStatus::InProgress);
+}
+
+#[test]
+fn messages_and_answers() {
+    let mut st = board();
+    let id = add(&mut st, "a", t0());
+    st.next_seq = 5;
+    let Reply::Message { message: q } = run(
+        &mut st,
+        Op::Ask {
+            agent: "w1".into(),
+            question: "which db?".into(),
+            task: Some(id),
+        },
+        at(1),
+    )
+    .unwrap() else {
+        panic!("expected Message")
+    };
+    assert_eq!(q.seq, Some(5));
+    assert_eq!(q.kind, MessageKind::Question);
+    assert!(matches!(
+        run(
+            &mut st,
+            Op::Send {
+                agent: "w1".into(),
+                message: "hi".into(),
+                task: Some(999)
+            },
+            at(1)
+        ),
+        Err(Error::UnknownTask(999))
+    ));
+    st.log = st.outbox.clone();
+    let Reply::Message { message: a } = run(
+        &mut st,
+        Op::Answer {
+            agent: "lead".into(),
+            question: 5,
+            answer: "postgres".into(),
+        },
+        at(2),
+    )
+    .unwrap() else {
+        panic!("expected Message")
+    };
+    assert_eq!(a.reply_to, Some(5));
+    assert_eq!(a.task_id, Some(id));
+    assert_eq!(a.seq, Some(6));
+    st.log = st.outbox.clone();
+    assert!(is_invalid(&run(
+        &mut st,
+        Op::Answer {
+            agent: "lead".into(),
+            question: 6,
+            answer: "x".into()
+        },
+        at(3)
+    )));
+    assert!(is_invalid(&run(
+        &mut st,
+        Op::Answer {
+            agent: "lead".into(),
+            question: 77,
+            answer: "x".into()
+        },
+        at(3)
+    )));
+}
+
+#[test]
+fn reads_and_store_ops_are_not_rules() {
+    let mut st = board();
+    for op in [Op::Status, Op::Compact, Op::Repair, Op::Workers] {
+        assert!(matches!(apply(&mut st, op, t0()), Err(Error::Protocol(_))));
+    }
+}
+
+#[test]
+fn claims_of_the_original_plan_expire_from_their_claim_time() {
+    // The original plan's files have claimed_at but no lease_expires_at.
+    let mut st = board();
+    let mut t = Task::new(5, "old claim", t0());
+    t.status = TaskStatus::InProgress;
+    t.claimed_by = Some("w1".into());
+    t.claimed_at = Some(t0());
+    t.attempts = 1;
+    st.tasks.push(t.clone());
+    assert_eq!(requeue(&mut st, at(59)), Vec::<u64>::new());
+    assert_eq!(requeue(&mut st, at(60)), vec![5]);
+    assert_eq!(status(&st, 5), TaskStatus::Pending);
+
+    // A heartbeat gives such a claim a lease.
+    let mut st = board();
+    st.tasks.push(t);
+    heartbeat(&mut st, "w1", at(10));
+    assert_eq!(task(&st, 5).lease_expires_at, Some(at(70)));
+}
+
+#[test]
+fn a_worker_entry_without_any_time_is_stale() {
+    let mut st = board();
+    let mut w = Worker::new(vec![], t0());
+    w.registered_at = None;
+    w.last_heartbeat = None;
+    st.workers.insert("ghost".into(), w);
+    let id = add_task(
+        &mut st,
+        NewTask {
+            assign: Some("ghost".into()),
+            ..nt("for ghost")
+        },
+        t0(),
+    );
+    assert_eq!(claim(&mut st, "other", at(1)), Some(id));
+}
+
+/// "Expired leases requeue on every write op" (rule text; ARCHITECTURE.md: "Expiry is applied
+/// lazily by every write"). Message and progress ops are writes too.
+#[test]
+fn message_and_progress_writes_requeue_expired_leases_too() {
+    let ops: Vec<(&str, Op)> = vec![
+        (
+            "send",
+            Op::Send {
+                agent: "w2".into(),
+                message: "hi".into(),
+                task: None,
+            },
+        ),
+        (
+            "ask",
+            Op::Ask {
+                agent: "w2".into(),
+                question: "why?".into(),
+                task: None,
+            },
+        ),
+        (
+            "set-progress",
+            Op::SetProgress {
+                current_step: Some(json!(1)),
+                total_steps: None,
+                status: None,
+                metadata: serde_json::Map::new(),
+            },
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (name, op) in ops {
+        let mut st = board();
+        let id = add(&mut st, "a", t0());
+        claim(&mut st, "w1", at(0));
+        run(&mut st, op, at(60)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        if status(&st, id) != TaskStatus::Pending {
+            wrong.push(name);
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "these write ops left an expired lease in place: {wrong:?}"
+    );
+}
+
+/// A claimant whose lease expired and was requeued gets a conflict and its result is kept, even
+/// when the task has since been finished by another worker and moved to the archive.
+#[test]
+fn a_late_result_for_a_since_archived_task_is_kept() {
+    let mut st = board();
+    st.settings.retry_backoff_secs = 0;
+    let id = add(&mut st, "a", t0());
+    claim(&mut st, "w1", at(0));
+    assert_eq!(
+        claim(&mut st, "w2", at(60)),
+        Some(id),
+        "requeued and taken over"
+    );
+    complete(&mut st, id, "w2", at(61)).unwrap();
+    // The store archives it (compaction) and loads its archived status for w1's late write.
+    st.tasks.clear();
+    st.archived.insert(id, TaskStatus::Completed);
+    let r = run(
+        &mut st,
+        Op::Complete {
+            task: id,
+            worker: "w1".into(),
+            attempt: Some(1),
+            result: Some(json!("w1's work")),
+        },
+        at(62),
+    );
+    assert!(is_conflict(&r), "{r:?}");
+    assert!(
+        st.outbox
+            .iter()
+            .any(|m| m.kind == MessageKind::Result && m.task_id == Some(id)),
+        "the late result was dropped: {:?}",
+        st.outbox
+    );
+}

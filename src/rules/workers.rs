@@ -60,7 +60,11 @@ pub(crate) fn heartbeat(state: &mut State, id: &str, now: Timestamp) -> Result<R
             let new_end = add_secs(now, lease);
             let due = match t.lease_expires_at {
                 None => true,
-                Some(end) => end <= now || secs_between(end, new_end) >= (lease / 10).max(1),
+                Some(end) => {
+                    let moved_ms = (new_end - end).num_milliseconds();
+                    let tenth_ms = i64::try_from(lease.saturating_mul(100)).unwrap_or(i64::MAX);
+                    end <= now || moved_ms >= tenth_ms
+                }
             };
             if due {
                 t.lease_expires_at = Some(new_end);
@@ -144,14 +148,18 @@ pub(crate) fn should_continue(
         .iter()
         .find(|t| t.status == TaskStatus::InProgress && t.claimed_by.as_deref() == Some(id))
     {
-        let reason = format!("{id} holds task {}: {}", t.id, t.description);
+        let reason = format!("{id} holds task {}: {}", t.id, one_line(&t.description));
         let task = Some(t.id);
         touch(state, id, now);
         return Ok(decision(true, reason, task));
     }
     if let Some(i) = best(state, id, now) {
         let t = &state.tasks[i];
-        let reason = format!("task {} is ready for {id}: {}", t.id, t.description);
+        let reason = format!(
+            "task {} is ready for {id}: {}",
+            t.id,
+            one_line(&t.description)
+        );
         let task = Some(t.id);
         touch(state, id, now);
         return Ok(decision(true, reason, task));
@@ -201,4 +209,9 @@ fn touch(state: &mut State, id: &str, now: Timestamp) {
         }
         state.dirty.workers = true;
     }
+}
+
+/// A description folded onto one line (files written by others may hold newlines).
+pub(crate) fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

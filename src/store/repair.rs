@@ -108,6 +108,12 @@ fn repair_queue(dir: &Path, stamp: &str) -> Result<Option<RepairedFile>> {
             if let Some(at) = unterminated(&bytes, 1) {
                 dropped.push(format!("entry at byte {at}: cut off"));
             }
+            if out.is_empty() && dropped.is_empty() && !bytes.trim_ascii().is_empty() {
+                dropped.push(format!(
+                    "unreadable content ({} bytes), no task found in it",
+                    bytes.len()
+                ));
+            }
             out
         }
     };
@@ -166,6 +172,12 @@ fn repair_workers(dir: &Path, stamp: &str) -> Result<Option<RepairedFile>> {
         if let Some(at) = unterminated(&bytes, 1) {
             dropped.push(format!("entry at byte {at}: cut off"));
         }
+    }
+    if kept.is_empty() && dropped.is_empty() && !bytes.trim_ascii().is_empty() {
+        dropped.push(format!(
+            "unreadable content ({} bytes), no worker found in it",
+            bytes.len()
+        ));
     }
     let backup = backup(dir, WORKERS, stamp)?;
     durable::replace(dir, WORKERS, &to_pretty(&kept)?, true)?;
