@@ -289,17 +289,23 @@ pub(crate) fn complete(
     if let Some(r) = &result {
         validate::json_size("the result", r, validate::MAX_RESULT)?;
     }
-    let i = state.task_index(id)?;
-    if let Err(e) = check_claimant(state, i, worker, attempt) {
-        if let Some(r) = &result {
-            let body = match r {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            keep_orphan(state, id, worker, "result", body, &e.to_string(), now);
+    let checked = state
+        .task_index(id)
+        .and_then(|i| check_claimant(state, i, worker, attempt).map(|()| i));
+    let i = match checked {
+        Ok(i) => i,
+        Err(e) => {
+            // A refused result is kept in the log, also when its task has been archived since.
+            if let (Error::Conflict(why), Some(r)) = (&e, &result) {
+                let body = match r {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                keep_orphan(state, id, worker, "result", body, why, now);
+            }
+            return Err(e);
         }
-        return Err(e);
-    }
+    };
     let t = &mut state.tasks[i];
     t.status = TaskStatus::Completed;
     t.completed_by = Some(worker.to_string());
@@ -337,19 +343,18 @@ pub(crate) fn fail(
         return Err(Error::Invalid("say what went wrong with --error".into()));
     }
     validate::size("the error", error, validate::MAX_MESSAGE)?;
-    let i = state.task_index(id)?;
-    if let Err(e) = check_claimant(state, i, worker, attempt) {
-        keep_orphan(
-            state,
-            id,
-            worker,
-            "error",
-            error.to_string(),
-            &e.to_string(),
-            now,
-        );
-        return Err(e);
-    }
+    let checked = state
+        .task_index(id)
+        .and_then(|i| check_claimant(state, i, worker, attempt).map(|()| i));
+    let i = match checked {
+        Ok(i) => i,
+        Err(e) => {
+            if let Error::Conflict(why) = &e {
+                keep_orphan(state, id, worker, "error", error.to_string(), why, now);
+            }
+            return Err(e);
+        }
+    };
     let settings = state.settings.clone();
     end_attempt(
         &mut state.tasks[i],

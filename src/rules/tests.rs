@@ -1950,10 +1950,21 @@ fn message_and_progress_writes_requeue_expired_leases_too() {
                 metadata: serde_json::Map::new(),
             },
         ),
+        (
+            "answer",
+            Op::Answer {
+                agent: "lead".into(),
+                question: 0,
+                answer: "because".into(),
+            },
+        ),
     ];
     let mut wrong = Vec::new();
     for (name, op) in ops {
         let mut st = board();
+        let mut q = Message::new(MessageKind::Question, "w2", "why?", t0());
+        q.seq = Some(0);
+        st.log = vec![q];
         let id = add(&mut st, "a", t0());
         claim(&mut st, "w1", at(0));
         run(&mut st, op, at(60)).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -2002,4 +2013,34 @@ fn a_late_result_for_a_since_archived_task_is_kept() {
         "the late result was dropped: {:?}",
         st.outbox
     );
+}
+
+#[test]
+fn the_heartbeat_threshold_is_an_exact_tenth_of_the_lease() {
+    // A 15 s lease: a tenth is 1.5 s, so a 1 s move is not enough and a 2 s move is.
+    let mut st = board();
+    let id = add_task(
+        &mut st,
+        NewTask {
+            lease_secs: Some(15),
+            ..nt("short")
+        },
+        t0(),
+    );
+    claim(&mut st, "w1", at(0));
+    heartbeat(&mut st, "w1", at(1));
+    assert_eq!(task(&st, id).lease_expires_at, Some(at(15)));
+    heartbeat(&mut st, "w1", at(2));
+    assert_eq!(task(&st, id).lease_expires_at, Some(at(17)));
+}
+
+#[test]
+fn descriptions_are_one_line() {
+    let mut st = board();
+    for desc in ["two\nlines", "tab\there", "bell\u{7}"] {
+        assert_invalid_untouched(&mut st, Op::Add { task: nt(desc) }, t0());
+    }
+    // Surrounding whitespace (including a trailing newline) is trimmed, not refused.
+    let id = add(&mut st, "  one line\n", t0());
+    assert_eq!(task(&st, id).description, "one line");
 }
