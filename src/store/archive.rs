@@ -110,6 +110,23 @@ pub fn append(path: &Path, tasks: &[Task], now: Timestamp) -> Result<usize> {
     Ok(n)
 }
 
+/// Ids of the last `n` readable lines of the archive.
+pub fn tail_ids(path: &Path, n: usize) -> Result<HashSet<u64>> {
+    let mut ids = HashSet::new();
+    if n == 0 {
+        return Ok(ids);
+    }
+    let mut seen = 0;
+    jsonl::scan_back(path, |line| {
+        if let Ok(l) = serde_json::from_slice::<ArchiveLine>(line) {
+            ids.insert(l.task.id);
+        }
+        seen += 1;
+        seen < n
+    })?;
+    Ok(ids)
+}
+
 /// Finds archived tasks by id (the last line wins if an id appears twice).
 pub fn find(path: &Path, ids: &HashSet<u64>) -> Result<BTreeMap<u64, Task>> {
     let mut out = BTreeMap::new();

@@ -198,12 +198,6 @@ impl LocalStore {
                 durable::sync_dir(parent)?;
             }
         }
-        if st.dirty.tasks {
-            let (take, _kept) = rules::archivable(&st.tasks);
-            if take.len() > st.settings.archive_after {
-                self.archive(st, &take)?;
-            }
-        }
         if st.dirty.progress {
             durable::replace(d, PROGRESS, &to_pretty(&st.progress)?, true)?;
             synced_dirs = true;
@@ -219,10 +213,31 @@ impl LocalStore {
             durable::sync_dir(d)?;
         }
         log::append(&d.join(LOG), &mut st.outbox)?;
+        // Only what is committed may be archived: the op's own change is on disk by now.
+        // The op has succeeded; a compaction that fails here is retried by the next write,
+        // and the board is consistent either way, so its error does not fail the op.
+        if st.dirty.tasks {
+            let (take, _kept) = rules::archivable(&st.tasks);
+            if take.len() > st.settings.archive_after {
+                let _ = self.compact(st, &take);
+            }
+        }
         Ok(())
     }
 
-    /// Moves the tasks at `take` from the queue to the archive (archive written first).
+    /// Moves the committed tasks at `take` to the archive, then rewrites the queue without them.
+    /// A crash in between leaves identical copies in both places; readers count them once and
+    /// the next compaction does not append them again.
+    fn compact(&self, st: &mut State, take: &[usize]) -> Result<usize> {
+        let archived = self.archive(st, take)?;
+        if archived > 0 {
+            durable::replace(&self.dir, QUEUE, &to_pretty(&st.tasks)?, true)?;
+            durable::sync_dir(&self.dir)?;
+        }
+        Ok(archived)
+    }
+
+    /// Appends the tasks at `take` to the archive and drops them from the in-memory queue.
     fn archive(&self, st: &mut State, take: &[usize]) -> Result<usize> {
         let set: HashSet<usize> = take.iter().copied().collect();
         let moving: Vec<Task> = take.iter().map(|&i| st.tasks[i].clone()).collect();
@@ -245,11 +260,7 @@ impl LocalStore {
         let mut st = self.load(&op)?;
         if let Op::Compact = op {
             let (take, kept) = rules::archivable(&st.tasks);
-            let archived = self.archive(&mut st, &take)?;
-            if archived > 0 {
-                durable::replace(&self.dir, QUEUE, &to_pretty(&st.tasks)?, true)?;
-                durable::sync_dir(&self.dir)?;
-            }
+            let archived = self.compact(&mut st, &take)?;
             return Ok(Reply::Compacted { archived, kept });
         }
         self.precheck(&op)?;
@@ -288,8 +299,17 @@ impl LocalStore {
         };
         match op {
             Op::Status => {
-                let st = load_state()?;
+                let mut st = load_state()?;
                 let totals = archive::totals(&self.dir.join(ARCHIVE))?;
+                // Tasks on the queue that are also at the archive's tail (a compaction that
+                // was cut off, or one that ran between our two reads) are counted once.
+                let finished = st
+                    .tasks
+                    .iter()
+                    .filter(|t| matches!(t.status, TaskStatus::Completed | TaskStatus::Cancelled))
+                    .count();
+                let tail = archive::tail_ids(&self.dir.join(ARCHIVE), finished)?;
+                st.tasks.retain(|t| !tail.contains(&t.id));
                 let open = log::questions(&self.dir.join(LOG), false)?.len();
                 Ok(Reply::Status {
                     report: rules::status_report(&st, &totals.by_status(), open, now),
