@@ -65,7 +65,7 @@ impl Board {
         Ok(Self::with_transport(LocalStore::init(dir, None)?))
     }
 
-    /// Creates a board with the given settings (existing files are kept as they are).
+    /// Creates a board with the given settings (other existing files are kept as they are).
     pub fn init_with(dir: impl Into<PathBuf>, settings: Settings) -> Result<Self> {
         Ok(Self::with_transport(LocalStore::init(dir, Some(settings))?))
     }
@@ -83,6 +83,14 @@ impl Board {
             .ancestors()
             .map(|d| d.join(DEFAULT_DIR))
             .find(|d| d.is_dir())
+    }
+
+    /// The board's settings.
+    pub fn settings(&self) -> Result<Settings> {
+        match self.execute(Op::Settings)? {
+            Reply::Settings { settings } => Ok(settings),
+            other => Err(unexpected("settings", &other)),
+        }
     }
 
     /// Where the board is (a directory or a URL).

@@ -250,6 +250,8 @@ pub enum Op {
     Workers,
     /// The progress record.
     Progress,
+    /// The board's settings.
+    Settings,
     /// Read the message log.
     ReadMessages {
         /// Which entries.
@@ -274,6 +276,7 @@ impl Op {
                 | Op::Show { .. }
                 | Op::Workers
                 | Op::Progress
+                | Op::Settings
                 | Op::ReadMessages { .. }
                 | Op::Questions { .. }
         )
@@ -306,6 +309,7 @@ impl Op {
             Op::Show { .. } => "show",
             Op::Workers => "workers",
             Op::Progress => "progress",
+            Op::Settings => "settings",
             Op::ReadMessages { .. } => "read-messages",
             Op::Questions { .. } => "questions",
         }
@@ -493,6 +497,11 @@ pub enum Reply {
     Repaired {
         /// Files that were rebuilt.
         files: Vec<RepairedFile>,
+    },
+    /// The board's settings.
+    Settings {
+        /// The settings.
+        settings: crate::settings::Settings,
     },
     /// The board summary.
     Status {

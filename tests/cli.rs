@@ -2674,3 +2674,27 @@ fn finished_tasks_are_archived_automatically_past_the_threshold() {
     // Ids stay above the archived ones.
     assert!(b.add("later", &[]) > ids[2]);
 }
+
+#[test]
+fn init_flags_change_the_settings_of_an_existing_board_and_keep_the_rest() {
+    let b = TestBoard::with_init(&["--lease", "5m", "--archive-after", "7"]);
+    let id = b.add("keep me", &[]);
+    let v = b.ok(&["init", "--max-retries", "1", "--retry-backoff", "2s"]);
+    let s = &v["settings"];
+    assert_eq!(s["lease_secs"], 300, "{v}");
+    assert_eq!(s["archive_after"], 7, "{v}");
+    assert_eq!(s["max_retries"], 1, "{v}");
+    assert_eq!(s["retry_backoff_secs"], 2, "{v}");
+    // Without flags, init changes nothing.
+    let before = b.snapshot();
+    b.ok(&["init"]);
+    assert_eq!(before, b.snapshot());
+    assert_eq!(
+        b.ok(&["show", &id.to_string()])["task"]["description"],
+        "keep me"
+    );
+    // A bad duration is refused and board.json is untouched.
+    let before = b.snapshot();
+    b.expect(2, &["init", "--retry-backoff", "soon"]);
+    assert_eq!(before, b.snapshot());
+}

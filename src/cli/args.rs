@@ -78,6 +78,12 @@ pub enum Command {
         /// Finished tasks kept on the queue before they are archived automatically.
         #[arg(long, value_name = "N")]
         archive_after: Option<usize>,
+        /// First retry delay after a failed attempt (doubles each attempt), e.g. 10s.
+        #[arg(long, value_name = "DURATION")]
+        retry_backoff: Option<String>,
+        /// Longest retry delay, e.g. 15m.
+        #[arg(long, value_name = "DURATION")]
+        retry_backoff_max: Option<String>,
     },
     /// Add a task (or a batch with --plan FILE).
     ///

@@ -35,12 +35,25 @@ pub fn run(cli: Cli) -> Result<Output> {
             stale_after,
             max_retries,
             archive_after,
+            retry_backoff,
+            retry_backoff_max,
         } => {
             let dir = dir
                 .or(cli.dir)
                 .or_else(|| std::env::var_os("VINE_DIR").map(PathBuf::from))
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR));
-            let mut s = Settings::default();
+            let given = lease.is_some()
+                || stale_after.is_some()
+                || max_retries.is_some()
+                || archive_after.is_some()
+                || retry_backoff.is_some()
+                || retry_backoff_max.is_some();
+            // Flags change the existing settings (or the defaults for a new board).
+            let mut s = if dir.join(agentvine::store::paths::BOARD).exists() {
+                Board::open(&dir)?.settings()?
+            } else {
+                Settings::default()
+            };
             if let Some(l) = lease {
                 s.lease_secs = duration(&l, "--lease")?;
             }
@@ -53,13 +66,25 @@ pub fn run(cli: Cli) -> Result<Output> {
             if let Some(n) = archive_after {
                 s.archive_after = n;
             }
-            let board = Board::init_with(&dir, s)?;
+            if let Some(d) = retry_backoff {
+                s.retry_backoff_secs = duration(&d, "--retry-backoff")?;
+            }
+            if let Some(d) = retry_backoff_max {
+                s.retry_backoff_max_secs = duration(&d, "--retry-backoff-max")?;
+            }
+            let board = if given {
+                Board::init_with(&dir, s)?
+            } else {
+                Board::init(&dir)?
+            };
             let shown = board.location();
+            let settings = board.settings()?;
             Ok(Output {
-                json: json!({"board": shown}),
                 text: format!(
-                    "Board ready at {shown}\nNext: vine add \"<task>\" --instructions \"...\"  |  VINE_WORKER=w1 vine claim"
+                    "Board ready at {shown}\n{}\nNext: vine add \"<task>\" --instructions \"...\"  |  VINE_WORKER=w1 vine claim",
+                    render::settings_line(&settings)
                 ),
+                json: json!({"board": shown, "settings": settings}),
                 exit: ExitCode::Done,
             })
         }

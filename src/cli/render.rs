@@ -139,7 +139,22 @@ pub fn reply(r: &Reply) -> String {
         }
         Reply::Repaired { files } => repaired(files),
         Reply::Status { report } => status(report),
+        Reply::Settings { settings } => settings_line(settings),
     }
+}
+
+/// One line describing board settings.
+pub fn settings_line(s: &agentvine::Settings) -> String {
+    use agentvine::time::format_duration as d;
+    format!(
+        "Settings: lease {}, stale after {}, max retries {}, retry backoff {} doubling up to {}, archive after {} finished tasks",
+        d(s.lease_secs),
+        d(s.stale_after_secs),
+        s.max_retries,
+        d(s.retry_backoff_secs),
+        d(s.retry_backoff_max_secs),
+        s.archive_after
+    )
 }
 
 fn added(tasks: &[Task]) -> String {

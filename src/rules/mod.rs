@@ -207,6 +207,7 @@ pub fn apply(state: &mut State, op: Op, now: Timestamp) -> Result<Reply> {
         | Op::Show { .. }
         | Op::Workers
         | Op::Progress
+        | Op::Settings
         | Op::ReadMessages { .. }
         | Op::Questions { .. } => Err(Error::Protocol(format!(
             "{} is a read; it is answered by the store",

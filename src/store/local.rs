@@ -55,14 +55,15 @@ impl LocalStore {
         Ok(LocalStore { dir })
     }
 
-    /// Creates a board in `dir` (and the directory), keeping any board files already there.
+    /// Creates a board in `dir` (and the directory), keeping any board files already there;
+    /// `settings`, when given, replace those in `board.json`.
     pub fn init(dir: impl Into<PathBuf>, settings: Option<Settings>) -> Result<Self> {
         let dir = dir.into();
         fs::create_dir_all(dir.join(TASKS_DIR)).map_err(|e| Error::io("creating", &dir, e))?;
         let store = LocalStore { dir };
         let _lock = store.lock()?;
         let d = &store.dir;
-        if !d.join(BOARD).exists() {
+        if settings.is_some() || !d.join(BOARD).exists() {
             let board = BoardFile {
                 settings: settings.unwrap_or_default(),
                 ..BoardFile::default()
@@ -372,6 +373,9 @@ impl LocalStore {
                     workers: rules::worker_views(&st, now),
                 })
             }
+            Op::Settings => Ok(Reply::Settings {
+                settings: self.settings()?,
+            }),
             Op::Progress => Ok(Reply::Progress {
                 progress: read_json(&self.dir, PROGRESS)?,
             }),
