@@ -1,1 +1,1318 @@
-fn main() {}
+//! Benchmark of the board: claim latency against the durable-write floor, claim cost as the
+//! history grows, worker throughput with several processes, the cost of one `vine` process
+//! per op, and a breakdown of where a claim's time goes.
+//!
+//! Run with `cargo bench --bench board` (1 to 2 minutes). See BENCHMARKS.md for what is
+//! measured and how, and for the latest numbers.
+//!
+//! `AGENTVINE_BENCH_HISTORIES=100,1000` measures other history sizes (comma-separated).
+//! When the environment variable `AGENTVINE_BENCH_WORKER` is set, this binary is a worker
+//! process of the throughput test instead (see [`worker_main`]).
+
+use std::collections::{BTreeMap, HashSet};
+use std::error::Error;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use agentvine::op::{NewTask, Op, PlanTask, Reply};
+use agentvine::rules::{self, Dirty, State};
+use agentvine::settings::{BoardFile, Settings};
+use agentvine::store::local::LocalStore;
+use agentvine::store::{archive, durable, paths};
+use agentvine::task::{Task, TaskStatus};
+use agentvine::worker::Worker;
+use agentvine::{Board, Claim};
+use chrono::{TimeDelta, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+type R<T> = Result<T, Box<dyn Error>>;
+
+/// Pending tasks kept on the board while claims are measured.
+const POOL: usize = 50;
+/// Tasks of history (added, claimed and completed before the measurement).
+const HISTORIES: [usize; 3] = [100, 10_000, 100_000];
+/// Workers the history was spread over (they stay in worker-status.json).
+const HISTORY_WORKERS: usize = 4;
+/// The worker whose claims are measured (one of the history workers).
+const ME: &str = "worker-1";
+/// Unrecorded claim cycles before each measurement.
+const WARMUP: usize = 20;
+/// Recorded claims per history size, in periods of the archive sawtooth (see `period`).
+const MEASURED_PERIODS: usize = 3;
+/// Claims measured phase by phase (one period).
+const BREAKDOWN_PERIODS: usize = 1;
+/// `vine` process claim+complete cycles (one period).
+const PROCESS_PERIODS: usize = 1;
+/// Runs of `vine --version` (process start and exit only).
+const VERSION_RUNS: usize = 50;
+/// Worker processes of the throughput test.
+const WORKER_COUNTS: [usize; 3] = [1, 4, 16];
+/// Rounds of throughput runs (each round runs every worker count once).
+const THROUGHPUT_ROUNDS: usize = 3;
+/// Wall time window of each throughput run.
+const WINDOW_SECS: u64 = 3;
+/// The informational variant board: this history...
+const VARIANT_HISTORY: usize = 10_000;
+/// ...with this `archive_after` instead of the default 200.
+const VARIANT_ARCHIVE_AFTER: usize = 20;
+/// History of the board the throughput and process tests use.
+const THROUGHPUT_HISTORY: usize = 10_000;
+/// The environment variable that turns this binary into a throughput worker.
+const WORKER_ENV: &str = "AGENTVINE_BENCH_WORKER";
+/// The instruction file the throughput feeder's tasks point at.
+const SHARED_INSTRUCTIONS: &str = "tasks/bench-shared-instructions.md";
+
+fn main() -> R<()> {
+    if let Ok(spec) = std::env::var(WORKER_ENV) {
+        return worker_main(&spec);
+    }
+    let total = Instant::now();
+    let root = tempfile::Builder::new()
+        .prefix("agentvine-bench-")
+        .tempdir_in("/tmp")?;
+    let settings = Settings::default();
+    let period = settings.archive_after + 1;
+    let machine = machine(root.path());
+    let vine = vine_binary()?;
+    eprintln!("agentvine bench: boards under {}", root.path().display());
+    let vine_line = format!(
+        "vine binary: {} ({})",
+        vine.display(),
+        if option_env!("CARGO_BIN_EXE_vine").is_some() {
+            "CARGO_BIN_EXE_vine, built by cargo bench"
+        } else {
+            "target/release/vine"
+        }
+    );
+    eprintln!("{vine_line}");
+
+    let histories: Vec<usize> = match std::env::var("AGENTVINE_BENCH_HISTORIES") {
+        Ok(v) => v
+            .split(',')
+            .map(|h| h.trim().parse())
+            .collect::<Result<_, _>>()?,
+        Err(_) => HISTORIES.to_vec(),
+    };
+    let load_start = loadavg();
+    // Build every board first, then measure them interleaved (one cycle on each board in
+    // turn), so that slow periods of the shared disk hit every history size alike.
+    let mut benches = Vec::new();
+    // The boards: one per history size with default settings, plus one variant with a smaller
+    // `archive_after` (informational: how much the finished tasks kept on the queue cost).
+    let mut boards: Vec<(usize, Settings, bool)> = histories
+        .iter()
+        .map(|&h| (h, settings.clone(), false))
+        .collect();
+    boards.push((
+        VARIANT_HISTORY,
+        Settings {
+            archive_after: VARIANT_ARCHIVE_AFTER,
+            ..settings.clone()
+        },
+        true,
+    ));
+    for (history, board_settings, variant) in boards {
+        let label = if variant {
+            format!("{history}/a{}", board_settings.archive_after)
+        } else {
+            history.to_string()
+        };
+        let dir = root
+            .path()
+            .join(format!("board-{}", label.replace('/', "-")));
+        let floor_dir = root
+            .path()
+            .join(format!("floor-{}", label.replace('/', "-")));
+        fs::create_dir_all(&floor_dir)?;
+        let t = Instant::now();
+        let built = build_board(&dir, history, &board_settings)?;
+        let build_secs = t.elapsed().as_secs_f64();
+        eprintln!(
+            "board {label}: built in {build_secs:.1}s (queue: {} finished + {} pending, archive: {})",
+            built.queue_finished, built.pending, built.archived
+        );
+        benches.push(LatencyRun {
+            history,
+            label,
+            variant,
+            built,
+            build_secs,
+            board: Some(Board::open(&dir)?),
+            dir,
+            floor_dir,
+            next_task: 10_000_000,
+            ..LatencyRun::default()
+        });
+    }
+    // Breakdown cycles are spread evenly among the measured ones (one every
+    // MEASURED_PERIODS / BREAKDOWN_PERIODS rounds), so both see the same disk conditions.
+    let every = MEASURED_PERIODS / BREAKDOWN_PERIODS;
+    for i in 0..WARMUP + period * MEASURED_PERIODS {
+        for b in benches.iter_mut() {
+            latency_cycle(b, i >= WARMUP)?;
+            if i >= WARMUP && (i - WARMUP).is_multiple_of(every) {
+                breakdown_cycle(b)?;
+            }
+        }
+    }
+    for b in &benches {
+        eprintln!(
+            "board {}: claim p50 {:.0} us, floor p50 {:.0} us",
+            b.label,
+            pct(&b.claim, 0.5),
+            pct(&b.floor, 0.5)
+        );
+    }
+    let process = match benches.iter_mut().find(|b| b.history == THROUGHPUT_HISTORY) {
+        Some(b) => Some(measure_processes(&vine, b, period * PROCESS_PERIODS)?),
+        None => None,
+    };
+    eprintln!("vine process cycles done");
+    for b in benches.iter_mut() {
+        b.board = None;
+        fs::remove_dir_all(&b.dir)?;
+        fs::remove_dir_all(&b.floor_dir)?;
+    }
+    let runs = benches;
+
+    let tdir = root.path().join("board-throughput");
+    build_board(&tdir, THROUGHPUT_HISTORY, &settings)?;
+    durable::replace(
+        &tdir.join(paths::TASKS_DIR),
+        "bench-shared-instructions.md",
+        instructions_text(0).as_bytes(),
+        true,
+    )?;
+    durable::sync_dir(&tdir.join(paths::TASKS_DIR))?;
+    // Rounds of 1, 4, 16 workers in turn, so a slow period of the shared machine does not
+    // fall on one worker count only.
+    let mut throughput = Vec::new();
+    for round in 1..=THROUGHPUT_ROUNDS {
+        for &n in &WORKER_COUNTS {
+            let t = measure_throughput(&tdir, n)?;
+            eprintln!(
+                "round {round}, {n} workers: {:.0} cycles/s",
+                t.cycles as f64 / t.window
+            );
+            throughput.push(t);
+        }
+    }
+
+    let machine = [
+        machine,
+        vec![
+            vine_line,
+            format!("load average at start: {load_start}; at end: {}", loadavg()),
+        ],
+    ]
+    .concat();
+    report(
+        &machine,
+        &runs,
+        process.as_ref(),
+        &throughput,
+        period,
+        total.elapsed(),
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Task shapes
+
+/// A realistic task as a coordinator adds it: description, instruction text (written to
+/// `tasks/task-<id>-instructions.md`), two context files and some metadata.
+fn new_task(n: u64) -> NewTask {
+    let mut metadata = Map::new();
+    metadata.insert(
+        "working_directory".into(),
+        Value::String(format!("src/module_{n}")),
+    );
+    metadata.insert(
+        "acceptance".into(),
+        Value::String("cargo test passes; no new warnings".into()),
+    );
+    NewTask {
+        description: format!("Implement module {n}: the endpoint, its tests and its docs"),
+        instructions: Some(instructions_text(n)),
+        context_files: vec!["docs/api-spec.md".into(), format!("src/module_{n}/mod.rs")],
+        metadata,
+        ..NewTask::default()
+    }
+}
+
+/// The same task, pointing at one shared instruction file instead of writing its own (the
+/// throughput feeder uses it so that adding tasks does not fsync one file per task).
+fn shared_task(n: u64) -> PlanTask {
+    let mut t = new_task(n);
+    t.instructions = None;
+    t.instruction_file = Some(SHARED_INSTRUCTIONS.into());
+    PlanTask {
+        task: t,
+        ..PlanTask::default()
+    }
+}
+
+/// About 700 bytes of instructions.
+fn instructions_text(n: u64) -> String {
+    format!(
+        "# Module {n}\n\n\
+         Implement the endpoint described in docs/api-spec.md, section {n}.\n\n\
+         1. Read docs/api-spec.md and the existing handlers in src/.\n\
+         2. Add the handler in src/module_{n}/mod.rs; validate every input field.\n\
+         3. Write unit tests for the happy path and for each validation error.\n\
+         4. Document the endpoint in docs/endpoints.md (request, response, errors).\n\
+         5. Run `cargo test` and `cargo clippy -- -D warnings`; both must pass.\n\n\
+         When done, complete the task with a one-line summary of what changed and the number\n\
+         of tests added. If the spec is unclear, ask the coordinator with `vine ask` instead of\n\
+         guessing, and keep working on the parts that are clear while you wait.\n"
+    )
+}
+
+fn result_of(id: u64) -> Value {
+    Value::String(format!(
+        "Done: task {id} implemented, 12 tests added, docs updated"
+    ))
+}
+
+fn pretty<T: Serialize>(v: &T) -> R<Vec<u8>> {
+    let mut out = serde_json::to_vec_pretty(v)?;
+    out.push(b'\n');
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building a board with history
+
+/// What a built board holds.
+#[derive(Debug, Default, Clone, Copy)]
+struct Built {
+    queue_finished: usize,
+    pending: usize,
+    archived: usize,
+}
+
+/// Builds a board that has seen `history` tasks added, claimed and completed one at a time,
+/// with `POOL` pending tasks, exactly as the library would have left it, but without doing
+/// the file I/O of each op:
+///
+/// * the board is created with `Board::init_with` (default settings, `archive_after` 200);
+/// * a `rules::State` is driven through the library's own pure `rules::apply` for every op of
+///   the history: an `AddPlan` of `POOL` tasks, then `history` times {claim by worker-(i%4+1),
+///   complete with a result, add one new task}, on a simulated clock advancing 1 s per op;
+/// * after each op, exactly as `LocalStore::commit` does, when more than `archive_after`
+///   finished tasks are archivable they are appended to `task-archive.jsonl` with
+///   `archive::append` (stamped with the simulated time) and removed from the queue;
+/// * at the end the queue and worker status are written with the store's format (pretty JSON
+///   plus a newline) through `durable::replace`, and the instruction files of the pending tasks
+///   are written. Instruction files of finished tasks are not written (nothing reads them).
+fn build_board(dir: &Path, history: usize, settings: &Settings) -> R<Built> {
+    Board::init_with(dir, settings.clone())?;
+    let archive_path = dir.join(paths::ARCHIVE);
+    let mut clock = Utc::now() - TimeDelta::seconds(3 * history as i64 + 10);
+    let mut st = State {
+        settings: settings.clone(),
+        min_next_id: 1,
+        ..State::default()
+    };
+    let mut files: BTreeMap<String, String> = BTreeMap::new();
+    let mut n = 0u64;
+    let plan = (0..POOL)
+        .map(|_| {
+            n += 1;
+            PlanTask {
+                task: new_task(n),
+                ..PlanTask::default()
+            }
+        })
+        .collect();
+    sim(
+        &mut st,
+        Op::AddPlan { tasks: plan },
+        clock,
+        &archive_path,
+        &mut files,
+    )?;
+    for i in 0..history {
+        let worker = format!("worker-{}", i % HISTORY_WORKERS + 1);
+        clock += TimeDelta::seconds(1);
+        let claim = match sim(
+            &mut st,
+            Op::Claim {
+                worker: worker.clone(),
+            },
+            clock,
+            &archive_path,
+            &mut files,
+        )? {
+            Reply::Claimed { claim: Some(c), .. } => c,
+            other => return Err(format!("history claim {i} got {other:?}").into()),
+        };
+        if let Some(f) = &claim.task.instruction_file {
+            files.remove(f);
+        }
+        clock += TimeDelta::seconds(1);
+        let id = claim.task.id;
+        sim(
+            &mut st,
+            Op::Complete {
+                task: id,
+                worker,
+                attempt: None,
+                result: Some(result_of(id)),
+            },
+            clock,
+            &archive_path,
+            &mut files,
+        )?;
+        clock += TimeDelta::seconds(1);
+        n += 1;
+        sim(
+            &mut st,
+            Op::Add { task: new_task(n) },
+            clock,
+            &archive_path,
+            &mut files,
+        )?;
+    }
+    durable::replace(dir, paths::QUEUE, &pretty(&st.tasks)?, true)?;
+    durable::replace(dir, paths::WORKERS, &pretty(&st.workers)?, false)?;
+    let tasks_dir = dir.join(paths::TASKS_DIR);
+    for (rel, text) in &files {
+        let name = rel
+            .strip_prefix("tasks/")
+            .ok_or_else(|| format!("unexpected instruction path {rel}"))?;
+        durable::replace(&tasks_dir, name, text.as_bytes(), true)?;
+    }
+    durable::sync_dir(&tasks_dir)?;
+    durable::sync_dir(dir)?;
+
+    // Check the board reads back as intended.
+    let status = Board::open(dir)?.status()?;
+    let queue = LocalStore::open(dir)?.queue()?;
+    let totals = archive::totals(&archive_path)?;
+    let built = Built {
+        queue_finished: queue
+            .iter()
+            .filter(|t| t.status == TaskStatus::Completed)
+            .count(),
+        pending: status.pending,
+        archived: totals.completed,
+    };
+    if status.completed != history || status.pending != POOL || status.in_progress != 0 {
+        return Err(format!("built board is off: {status:?}").into());
+    }
+    Ok(built)
+}
+
+/// Applies one op to the in-memory state as `LocalStore::write` would, archiving like
+/// `LocalStore::commit`, and keeps the instruction files the op would write.
+fn sim(
+    st: &mut State,
+    op: Op,
+    now: agentvine::time::Timestamp,
+    archive_path: &Path,
+    files: &mut BTreeMap<String, String>,
+) -> R<Reply> {
+    let reply = rules::apply(st, op, now)?;
+    files.extend(st.files.drain(..));
+    if st.dirty.tasks {
+        let (take, _kept) = rules::archivable(&st.tasks);
+        if take.len() > st.settings.archive_after {
+            let moving: Vec<Task> = take.iter().map(|&i| st.tasks[i].clone()).collect();
+            archive::append(archive_path, &moving, now)?;
+            let set: HashSet<usize> = take.into_iter().collect();
+            let mut i = 0;
+            st.tasks.retain(|_| {
+                let keep = !set.contains(&i);
+                i += 1;
+                keep
+            });
+        }
+    }
+    st.dirty = Dirty::default();
+    st.outbox.clear();
+    Ok(reply)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Latency: in-process claims, the floor, and the breakdown
+
+/// Phases of a claim, in the order `LocalStore::write` runs them.
+const PHASES: [&str; 18] = [
+    "lock (open board.lock + flock)",
+    "read + parse board.json",
+    "read task-queue.json",
+    "parse task-queue.json",
+    "read + parse worker-status.json",
+    "rules: requeue + pick + archivable",
+    "serialize worker-status.json",
+    "worker-status: create temp (O_CREAT)",
+    "worker-status: write + close",
+    "worker-status: rename (soft, no fsync)",
+    "serialize task-queue.json (pretty)",
+    "task-queue: create temp (O_CREAT)",
+    "task-queue: write",
+    "task-queue: fdatasync",
+    "task-queue: close + rename",
+    "fsync board dir",
+    "unlock",
+    "read instruction file (after unlock)",
+];
+
+/// Phases of the floor (`durable::replace` + `durable::sync_dir`, split).
+const FLOOR_PHASES: [&str; 5] = [
+    "floor: create temp (O_CREAT)",
+    "floor: write",
+    "floor: fdatasync",
+    "floor: close + rename",
+    "floor: fsync dir",
+];
+
+#[derive(Default)]
+struct LatencyRun {
+    history: usize,
+    /// The history, or history/a<archive_after> for the variant board.
+    label: String,
+    /// Not default settings: left out of the targets.
+    variant: bool,
+    dir: PathBuf,
+    floor_dir: PathBuf,
+    board: Option<Board>,
+    /// Number for the next task added to keep the pool.
+    next_task: u64,
+    built: Built,
+    build_secs: f64,
+    queue_bytes: Vec<f64>,
+    queue_tasks: Vec<f64>,
+    claim: Vec<f64>,
+    floor: Vec<f64>,
+    complete: Vec<f64>,
+    /// Per breakdown claim: the phases in microseconds.
+    phases: Vec<[f64; PHASES.len()]>,
+    /// Per breakdown claim: the replica's total.
+    replica: Vec<f64>,
+    /// Per breakdown claim: compact serialization of the queue (not what the store does).
+    compact_ser: Vec<f64>,
+    /// Per breakdown claim: parsing the queue bytes as untyped `serde_json::Value`s.
+    value_parse: Vec<f64>,
+    /// Per breakdown claim: the floor's phases.
+    floor_phases: Vec<[f64; FLOOR_PHASES.len()]>,
+    /// Per breakdown claim: the floor plus a soft replace of worker-status.json before the
+    /// directory fsync (the claim's real write pattern).
+    floor_soft: Vec<f64>,
+}
+
+/// One measured cycle on a board: claim (timed), the floor on a copy of the queue just written
+/// (timed), complete (timed), add one new task (not timed), so the pool stays at `POOL`.
+fn latency_cycle(b: &mut LatencyRun, record: bool) -> R<()> {
+    let board = b.board.clone().ok_or("board closed")?;
+    let t = Instant::now();
+    let c = board.claim(ME)?.ok_or("the pool ran dry")?;
+    let claim = us(t.elapsed());
+    check_claim(&c)?;
+    let bytes = fs::read(b.dir.join(paths::QUEUE))?;
+    let t = Instant::now();
+    durable::replace(&b.floor_dir, paths::QUEUE, &bytes, true)?;
+    durable::sync_dir(&b.floor_dir)?;
+    let floor = us(t.elapsed());
+    let tasks = serde_json::from_slice::<Vec<Value>>(&bytes)?.len();
+    let t = Instant::now();
+    board.complete(c.task.id, ME, Some(result_of(c.task.id)))?;
+    let complete = us(t.elapsed());
+    b.next_task += 1;
+    board.add(new_task(b.next_task))?;
+    if record {
+        b.claim.push(claim);
+        b.floor.push(floor);
+        b.complete.push(complete);
+        b.queue_bytes.push(bytes.len() as f64);
+        b.queue_tasks.push(tasks as f64);
+    }
+    Ok(())
+}
+
+/// One breakdown cycle: the claim replica with its phases, the floor split into its steps,
+/// the floor plus a soft replace of worker-status.json, then complete and add as above.
+fn breakdown_cycle(b: &mut LatencyRun) -> R<()> {
+    let board = b.board.clone().ok_or("board closed")?;
+    let (c, phases, [compact, value]) = claim_replica(&b.dir, ME)?;
+    b.replica.push(phases.iter().sum());
+    b.phases.push(phases);
+    b.compact_ser.push(compact);
+    b.value_parse.push(value);
+    let bytes = fs::read(b.dir.join(paths::QUEUE))?;
+    b.floor_phases.push(floor_replica(&b.floor_dir, &bytes)?);
+    let wbytes = fs::read(b.dir.join(paths::WORKERS))?;
+    let t = Instant::now();
+    durable::replace(&b.floor_dir, paths::WORKERS, &wbytes, false)?;
+    durable::replace(&b.floor_dir, paths::QUEUE, &bytes, true)?;
+    durable::sync_dir(&b.floor_dir)?;
+    b.floor_soft.push(us(t.elapsed()));
+    board.complete(c.task.id, ME, Some(result_of(c.task.id)))?;
+    b.next_task += 1;
+    board.add(new_task(b.next_task))?;
+    Ok(())
+}
+
+fn check_claim(c: &Claim) -> R<()> {
+    if c.instructions.is_none() {
+        return Err(format!(
+            "claimed task {} came without instructions: {:?}",
+            c.task.id, c.instructions_error
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// A claim done step by step the way `LocalStore::write` + `commit` do it, with each step
+/// timed (as of the library's code when this bench was written: compare its total with
+/// `Board::claim`). Returns the claimed task, the phase times, and two alternatives measured
+/// after the claim, not part of the sum: a compact (non-pretty) serialization of the queue and
+/// an untyped `serde_json::Value` parse of the queue bytes.
+fn claim_replica(dir: &Path, worker: &str) -> R<(Claim, [f64; PHASES.len()], [f64; 2])> {
+    let mut ph = [0.0; PHASES.len()];
+    let mut t = Instant::now();
+    let lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(paths::LOCK))?;
+    lock.lock()?;
+    ph[0] = lap(&mut t);
+    let settings =
+        serde_json::from_slice::<BoardFile>(&fs::read(dir.join(paths::BOARD))?)?.settings;
+    ph[1] = lap(&mut t);
+    let raw = fs::read(dir.join(paths::QUEUE))?;
+    ph[2] = lap(&mut t);
+    let tasks: Vec<Task> = serde_json::from_slice(&raw)?;
+    ph[3] = lap(&mut t);
+    let workers: BTreeMap<String, Worker> =
+        serde_json::from_slice(&fs::read(dir.join(paths::WORKERS))?)?;
+    ph[4] = lap(&mut t);
+    let archive_after = settings.archive_after;
+    let mut st = State {
+        tasks,
+        workers,
+        settings,
+        ..State::default()
+    };
+    let reply = rules::apply(
+        &mut st,
+        Op::Claim {
+            worker: worker.into(),
+        },
+        Utc::now(),
+    )?;
+    let (take, _) = rules::archivable(&st.tasks);
+    if take.len() > archive_after {
+        return Err("a claim would archive; the replica does not do that".into());
+    }
+    let Reply::Claimed {
+        claim: Some(mut claim),
+        ..
+    } = reply
+    else {
+        return Err(format!("replica claim got {reply:?}").into());
+    };
+    ph[5] = lap(&mut t);
+    let wbytes = pretty(&st.workers)?;
+    ph[6] = lap(&mut t);
+    // durable::replace(dir, WORKERS, .., false), split into its steps.
+    let tmp = dir.join(format!(".{}.tmp", paths::WORKERS));
+    let mut f = File::create(&tmp)?;
+    ph[7] = lap(&mut t);
+    f.write_all(&wbytes)?;
+    drop(f);
+    ph[8] = lap(&mut t);
+    fs::rename(&tmp, dir.join(paths::WORKERS))?;
+    ph[9] = lap(&mut t);
+    let qbytes = pretty(&st.tasks)?;
+    ph[10] = lap(&mut t);
+    // durable::replace(dir, QUEUE, .., true), split into its steps.
+    let tmp = dir.join(format!(".{}.tmp", paths::QUEUE));
+    let mut f = File::create(&tmp)?;
+    ph[11] = lap(&mut t);
+    f.write_all(&qbytes)?;
+    ph[12] = lap(&mut t);
+    f.sync_data()?;
+    ph[13] = lap(&mut t);
+    drop(f);
+    fs::rename(&tmp, dir.join(paths::QUEUE))?;
+    ph[14] = lap(&mut t);
+    durable::sync_dir(dir)?;
+    ph[15] = lap(&mut t);
+    drop(lock);
+    ph[16] = lap(&mut t);
+    if let Some(file) = claim.task.instruction_file.clone() {
+        let p = paths::resolve(dir, &file)?;
+        claim.instructions = Some(fs::read_to_string(p)?);
+    }
+    ph[17] = lap(&mut t);
+    let t = Instant::now();
+    let compact = serde_json::to_vec(&st.tasks)?;
+    let compact_us = us(t.elapsed());
+    std::hint::black_box(compact);
+    let t = Instant::now();
+    let values: Vec<Value> = serde_json::from_slice(&raw)?;
+    let value_us = us(t.elapsed());
+    std::hint::black_box(values);
+    Ok((claim, ph, [compact_us, value_us]))
+}
+
+/// The floor split into its steps: create temp, write, fdatasync, close + rename, dir fsync.
+fn floor_replica(dir: &Path, bytes: &[u8]) -> R<[f64; FLOOR_PHASES.len()]> {
+    let mut ph = [0.0; FLOOR_PHASES.len()];
+    let mut t = Instant::now();
+    let tmp = dir.join(format!(".{}.tmp", paths::QUEUE));
+    let mut f = File::create(&tmp)?;
+    ph[0] = lap(&mut t);
+    f.write_all(bytes)?;
+    ph[1] = lap(&mut t);
+    f.sync_data()?;
+    ph[2] = lap(&mut t);
+    drop(f);
+    fs::rename(&tmp, dir.join(paths::QUEUE))?;
+    ph[3] = lap(&mut t);
+    durable::sync_dir(dir)?;
+    ph[4] = lap(&mut t);
+    Ok(ph)
+}
+
+// ---------------------------------------------------------------------------------------------
+// One `vine` process per op
+
+struct ProcessRun {
+    version: Vec<f64>,
+    status: Vec<f64>,
+    claim: Vec<f64>,
+    complete: Vec<f64>,
+    /// In-process claims and completes on the same board, each right after a process cycle.
+    lib_claim: Vec<f64>,
+    lib_complete: Vec<f64>,
+}
+
+/// The `vine` binary Cargo built for this bench (`cargo bench` builds the package's binaries
+/// and sets `CARGO_BIN_EXE_vine`); falls back to target/release/vine, building it if missing.
+fn vine_binary() -> R<PathBuf> {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_vine") {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let p = manifest.join("target/release/vine");
+    if !p.is_file() {
+        let ok = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "--bin", "vine"])
+            .current_dir(manifest)
+            .status()?
+            .success();
+        if !ok {
+            return Err("cargo build --release --bin vine failed".into());
+        }
+    }
+    Ok(p)
+}
+
+/// Times `vine --dir D --json claim --worker W` and `vine --dir D --json complete ID --worker W
+/// --result ...` as separate processes, each cycle followed by the same cycle in-process on
+/// the same board.
+fn measure_processes(vine: &Path, b: &mut LatencyRun, cycles: usize) -> R<ProcessRun> {
+    let board = b.board.clone().ok_or("board closed")?;
+    let dir = b.dir.clone();
+    let dir = dir.as_path();
+    let mut run = ProcessRun {
+        version: Vec::new(),
+        status: Vec::new(),
+        claim: Vec::new(),
+        complete: Vec::new(),
+        lib_claim: Vec::new(),
+        lib_complete: Vec::new(),
+    };
+    for i in 0..VERSION_RUNS + 5 {
+        let t = Instant::now();
+        let out = Command::new(vine).arg("--version").output()?;
+        let e = us(t.elapsed());
+        if !out.status.success() {
+            return Err("vine --version failed".into());
+        }
+        let t = Instant::now();
+        let out = Command::new(vine)
+            .arg("--dir")
+            .arg(dir)
+            .arg("status")
+            .output()?;
+        let s = us(t.elapsed());
+        if !out.status.success() {
+            return Err("vine status failed".into());
+        }
+        if i >= 5 {
+            run.version.push(e);
+            run.status.push(s);
+        }
+    }
+    let mut n = b.next_task;
+    for i in 0..5 + cycles {
+        let t = Instant::now();
+        let out = Command::new(vine)
+            .arg("--dir")
+            .arg(dir)
+            .args(["--json", "claim", "--worker", ME])
+            .stderr(Stdio::inherit())
+            .output()?;
+        let claim = us(t.elapsed());
+        if !out.status.success() {
+            return Err(format!(
+                "vine claim failed: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+            .into());
+        }
+        let v: Value = serde_json::from_slice(&out.stdout)?;
+        let id = v["claim"]["task"]["id"]
+            .as_u64()
+            .ok_or_else(|| format!("no task id in {v}"))?;
+        let t = Instant::now();
+        let out = Command::new(vine)
+            .arg("--dir")
+            .arg(dir)
+            .args(["--json", "complete", &id.to_string(), "--worker", ME])
+            .args([
+                "--result",
+                &format!("Done: task {id} implemented, 12 tests added, docs updated"),
+            ])
+            .stderr(Stdio::inherit())
+            .output()?;
+        let complete = us(t.elapsed());
+        if !out.status.success() {
+            return Err(format!(
+                "vine complete failed: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+            .into());
+        }
+        n += 1;
+        board.add(new_task(n))?;
+        // The same cycle in-process, right after, so both see the same disk conditions.
+        let t = Instant::now();
+        let c = board.claim(ME)?.ok_or("the pool ran dry")?;
+        let lib_claim = us(t.elapsed());
+        let t = Instant::now();
+        board.complete(c.task.id, ME, Some(result_of(c.task.id)))?;
+        let lib_complete = us(t.elapsed());
+        n += 1;
+        board.add(new_task(n))?;
+        if i >= 5 {
+            run.claim.push(claim);
+            run.complete.push(complete);
+            run.lib_claim.push(lib_claim);
+            run.lib_complete.push(lib_complete);
+        }
+    }
+    b.next_task = n;
+    Ok(run)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Throughput with worker processes
+
+struct ThroughputRun {
+    workers: usize,
+    window: f64,
+    cycles: u64,
+    empty: u64,
+    per_worker: Vec<u64>,
+    feeder_adds: u64,
+    pending_min: usize,
+    pending_max: usize,
+}
+
+/// Starts `workers` copies of this binary as worker processes on the board in `dir`; they all
+/// start at the same instant and run claim + complete for `WINDOW_SECS`. A feeder thread in
+/// this process keeps 50 to 100 pending tasks on the board (adding 50 with one `add_plan`
+/// whenever fewer than 50 are pending, checked every 10 ms by reading the queue without the
+/// lock), so the queue keeps its realistic size instead of starting with thousands of tasks.
+fn measure_throughput(dir: &Path, workers: usize) -> R<ThroughputRun> {
+    let exe = std::env::current_exe()?;
+    let start_at = epoch_ms() + 400 + 20 * workers as u64;
+    let mut children = Vec::new();
+    for w in 1..=workers {
+        let spec = format!("{}:tp-w{w}:{WINDOW_SECS}:{start_at}", dir.display());
+        children.push(
+            Command::new(&exe)
+                .env(WORKER_ENV, spec)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()?,
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let feeder = {
+        let stop = stop.clone();
+        let dir = dir.to_path_buf();
+        std::thread::spawn(move || -> Result<(u64, usize, usize), String> {
+            let board = Board::open(&dir).map_err(|e| e.to_string())?;
+            let store = LocalStore::open(&dir).map_err(|e| e.to_string())?;
+            let mut adds = 0;
+            let mut n = 30_000_000u64 + 1_000_000 * workers as u64;
+            let (mut lo, mut hi) = (usize::MAX, 0);
+            while !stop.load(Ordering::Relaxed) {
+                let pending = store
+                    .queue()
+                    .map_err(|e| e.to_string())?
+                    .iter()
+                    .filter(|t| t.status == TaskStatus::Pending)
+                    .count();
+                if epoch_ms() >= start_at {
+                    lo = lo.min(pending);
+                    hi = hi.max(pending);
+                }
+                if pending < POOL {
+                    let plan = (0..POOL)
+                        .map(|_| {
+                            n += 1;
+                            shared_task(n)
+                        })
+                        .collect();
+                    board.add_plan(plan).map_err(|e| e.to_string())?;
+                    adds += 1;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok((adds, lo, hi))
+        })
+    };
+    let mut per_worker = Vec::new();
+    let mut empty = 0;
+    for c in children {
+        let out = c.wait_with_output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            return Err(format!("worker failed: {text}").into());
+        }
+        let get = |key: &str| -> R<u64> {
+            text.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(key))
+                .ok_or_else(|| format!("worker printed {text:?}"))?
+                .parse()
+                .map_err(Into::into)
+        };
+        per_worker.push(get("cycles=")?);
+        empty += get("empty=")?;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (feeder_adds, pending_min, pending_max) =
+        feeder.join().map_err(|_| "feeder panicked")??;
+    Ok(ThroughputRun {
+        workers,
+        window: WINDOW_SECS as f64,
+        cycles: per_worker.iter().sum(),
+        empty,
+        per_worker,
+        feeder_adds,
+        pending_min,
+        pending_max,
+    })
+}
+
+/// A throughput worker: `AGENTVINE_BENCH_WORKER=<dir>:<worker-id>:<seconds>:<start-epoch-ms>`.
+/// Waits for the common start instant, then claims and completes until the window is over
+/// and prints `cycles=N empty=M` (cycles finished inside the window; claims that found
+/// nothing, which would mean the feeder fell behind).
+fn worker_main(spec: &str) -> R<()> {
+    let mut parts = spec.rsplitn(4, ':');
+    let start_at: u64 = parts.next().ok_or("bad spec")?.parse()?;
+    let secs: u64 = parts.next().ok_or("bad spec")?.parse()?;
+    let me = parts.next().ok_or("bad spec")?.to_string();
+    let dir = parts.next().ok_or("bad spec")?;
+    let board = Board::open(dir)?;
+    let now = epoch_ms();
+    if start_at > now {
+        std::thread::sleep(Duration::from_millis(start_at - now));
+    }
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let (mut cycles, mut empty) = (0u64, 0u64);
+    while Instant::now() < deadline {
+        match board.claim(&me)? {
+            Some(c) => {
+                board.complete(c.task.id, &me, Some(result_of(c.task.id)))?;
+                if Instant::now() <= deadline {
+                    cycles += 1;
+                }
+            }
+            None => {
+                empty += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+    println!("cycles={cycles} empty={empty}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Numbers
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn lap(t: &mut Instant) -> f64 {
+    let now = Instant::now();
+    let d = now - *t;
+    *t = now;
+    us(d)
+}
+
+fn epoch_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The `q` quantile by nearest rank.
+fn pct(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let rank = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len());
+    s[rank - 1]
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+fn min_max(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        })
+}
+
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "MET" } else { "NOT MET" }
+}
+
+fn machine(dir: &Path) -> Vec<String> {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".into());
+    let model = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "?".into());
+    let df = Command::new("df")
+        .arg("-T")
+        .arg(dir)
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .nth(1)
+                .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        })
+        .unwrap_or_else(|| "?".into());
+    vec![
+        format!("cpus: {cpus} ({model})"),
+        format!("kernel: {kernel}"),
+        format!("boards on: {df} ({})", dir.display()),
+    ]
+}
+
+fn report(
+    machine: &[String],
+    runs: &[LatencyRun],
+    process: Option<&ProcessRun>,
+    throughput: &[ThroughputRun],
+    period: usize,
+    elapsed: Duration,
+) {
+    println!();
+    println!("agentvine board benchmark");
+    for m in machine {
+        println!("  {m}");
+    }
+    println!(
+        "  pool: {POOL} pending tasks; {} recorded claims per history ({MEASURED_PERIODS} archive periods of {period}), {WARMUP} warm-up",
+        period * MEASURED_PERIODS
+    );
+
+    println!();
+    println!(
+        "1+2. In-process Board::claim vs the floor (one durable replace of the same queue bytes), us"
+    );
+    println!(
+        "{:>9} {:>22} {:>14} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9}",
+        "history",
+        "queue at claim (tasks)",
+        "KiB min-max",
+        "floor50",
+        "floor99",
+        "claim50",
+        "claim90",
+        "claim99",
+        "c/f p50",
+        "c/f p99"
+    );
+    for r in runs {
+        let (tlo, thi) = min_max(&r.queue_tasks);
+        let (blo, bhi) = min_max(&r.queue_bytes);
+        println!(
+            "{:>9} {:>22} {:>14} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>8.2}x {:>8.2}x",
+            r.label,
+            format!("{tlo:.0}-{thi:.0} (avg {:.0})", mean(&r.queue_tasks)),
+            format!("{:.0}-{:.0}", blo / 1024.0, bhi / 1024.0),
+            pct(&r.floor, 0.5),
+            pct(&r.floor, 0.99),
+            pct(&r.claim, 0.5),
+            pct(&r.claim, 0.9),
+            pct(&r.claim, 0.99),
+            pct(&r.claim, 0.5) / pct(&r.floor, 0.5),
+            pct(&r.claim, 0.99) / pct(&r.floor, 0.99),
+        );
+    }
+    println!();
+    println!("   board contents before measuring (built from history, see BENCHMARKS.md):");
+    for r in runs {
+        println!(
+            "{:>9}: queue {} finished + {} pending, archive {} tasks; built in {:.1}s",
+            r.label, r.built.queue_finished, r.built.pending, r.built.archived, r.build_secs
+        );
+    }
+    println!();
+    println!("   Board::complete on the same boards (not timed inside the claim), us");
+    println!("{:>9} {:>8} {:>8} {:>8}", "history", "p50", "p90", "p99");
+    for r in runs {
+        println!(
+            "{:>9} {:>8.0} {:>8.0} {:>8.0}",
+            r.label,
+            pct(&r.complete, 0.5),
+            pct(&r.complete, 0.9),
+            pct(&r.complete, 0.99)
+        );
+    }
+
+    println!();
+    let variants: Vec<&LatencyRun> = runs.iter().filter(|r| r.variant).collect();
+    for r in &variants {
+        println!(
+            "   {}: history {} with archive_after {} instead of {} (informational, not a target)",
+            r.label,
+            r.history,
+            r.label.rsplit("/a").next().unwrap_or("?"),
+            Settings::default().archive_after
+        );
+    }
+    let defaults: Vec<&LatencyRun> = runs.iter().filter(|r| !r.variant).collect();
+    println!("   targets (default settings):");
+    for r in &defaults {
+        let ratio = pct(&r.claim, 0.5) / pct(&r.floor, 0.5);
+        println!(
+            "     history {:>6}: claim p50 / floor p50 = {ratio:.2}x (target <= 1.2x): {}",
+            r.history,
+            met(ratio <= 1.2)
+        );
+    }
+    if let (Some(first), Some(last)) = (defaults.first(), defaults.last()) {
+        for (q, name) in [(0.5, "p50"), (0.9, "p90"), (0.99, "p99")] {
+            let ratio = pct(&last.claim, q) / pct(&first.claim, q);
+            let line = format!(
+                "     claim {name} at history {} / at history {} = {ratio:.2}x",
+                last.history, first.history
+            );
+            if q == 0.5 {
+                println!("{line} (target <= 1.5x): {}", met(ratio <= 1.5));
+            } else {
+                println!("{line}");
+            }
+        }
+    }
+
+    println!();
+    println!(
+        "3. Throughput: claim+complete cycles/s, worker processes, {WINDOW_SECS} s windows, {THROUGHPUT_ROUNDS} rounds (board history {THROUGHPUT_HISTORY})"
+    );
+    println!(
+        "{:>8} {:>20} {:>9} {:>12} {:>20} {:>13} {:>18}",
+        "workers",
+        "cycles/s per round",
+        "median",
+        "ms/cycle",
+        "per worker min-max",
+        "empty claims",
+        "pending min-max"
+    );
+    for &n in &WORKER_COUNTS {
+        let ts: Vec<&ThroughputRun> = throughput.iter().filter(|t| t.workers == n).collect();
+        let rates: Vec<f64> = ts.iter().map(|t| t.cycles as f64 / t.window).collect();
+        let median = pct(&rates, 0.5);
+        let lo = ts
+            .iter()
+            .flat_map(|t| t.per_worker.iter())
+            .min()
+            .copied()
+            .unwrap_or(0);
+        let hi = ts
+            .iter()
+            .flat_map(|t| t.per_worker.iter())
+            .max()
+            .copied()
+            .unwrap_or(0);
+        println!(
+            "{:>8} {:>20} {:>9.0} {:>12.2} {:>20} {:>13} {:>18}",
+            n,
+            rates
+                .iter()
+                .map(|r| format!("{r:.0}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            median,
+            1000.0 / median,
+            format!("{lo}-{hi}"),
+            ts.iter().map(|t| t.empty).sum::<u64>(),
+            format!(
+                "{}-{}",
+                ts.iter().map(|t| t.pending_min).min().unwrap_or(0),
+                ts.iter().map(|t| t.pending_max).max().unwrap_or(0)
+            ),
+        );
+    }
+    println!(
+        "   per-worker counts are cycles in one {WINDOW_SECS} s window; the feeder added 50 tasks {} times in all",
+        throughput.iter().map(|t| t.feeder_adds).sum::<u64>()
+    );
+
+    if let Some(p) = process {
+        println!();
+        println!(
+            "4. One vine process per op vs in-process, same board (history {THROUGHPUT_HISTORY}), {} cycles, us",
+            p.claim.len()
+        );
+        println!(
+            "{:>28} {:>8} {:>8} {:>8} {:>8} {:>14}",
+            "op", "p50", "p99", "lib p50", "lib p99", "overhead p50"
+        );
+        for (name, procs, lib) in [
+            ("vine claim", &p.claim, &p.lib_claim),
+            ("vine complete", &p.complete, &p.lib_complete),
+        ] {
+            println!(
+                "{:>28} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>14.0}",
+                name,
+                pct(procs, 0.5),
+                pct(procs, 0.99),
+                pct(lib, 0.5),
+                pct(lib, 0.99),
+                pct(procs, 0.5) - pct(lib, 0.5)
+            );
+        }
+        println!(
+            "{:>28} {:>8.0} {:>8.0}",
+            "vine --version (spawn only)",
+            pct(&p.version, 0.5),
+            pct(&p.version, 0.99)
+        );
+        println!(
+            "{:>28} {:>8.0} {:>8.0}",
+            "vine status (read, no lock)",
+            pct(&p.status, 0.5),
+            pct(&p.status, 0.99)
+        );
+    }
+
+    println!();
+    println!(
+        "5. Breakdown of a claim (replica of LocalStore::write step by step, {} claims per history), p50 / mean us",
+        runs.first().map_or(0, |r| r.phases.len())
+    );
+    print!("{:>42}", "phase");
+    for r in runs {
+        print!(" {:>17}", format!("h={}", r.label));
+    }
+    println!();
+    for (i, name) in PHASES.iter().enumerate() {
+        print!("{name:>42}");
+        for r in runs {
+            let v: Vec<f64> = r.phases.iter().map(|p| p[i]).collect();
+            print!(" {:>17}", format!("{:.0} / {:.0}", pct(&v, 0.5), mean(&v)));
+        }
+        println!();
+    }
+    let row = |name: &str, f: &dyn Fn(&LatencyRun) -> Vec<f64>| {
+        print!("{name:>42}");
+        for r in runs {
+            let v = f(r);
+            print!(" {:>17}", format!("{:.0} / {:.0}", pct(&v, 0.5), mean(&v)));
+        }
+        println!();
+    };
+    row("replica total", &|r| r.replica.clone());
+    row("Board::claim (section 2)", &|r| r.claim.clone());
+    println!("   the replica's phases grouped:");
+    row("A. queue replace (the floor's own steps)", &|r| {
+        r.phases.iter().map(|p| p[11..=15].iter().sum()).collect()
+    });
+    row("B. CPU: parse + rules + serialize", &|r| {
+        r.phases
+            .iter()
+            .map(|p| p[1] + p[3] + p[4] + p[5] + p[6] + p[10])
+            .collect()
+    });
+    row("C. worker-status soft replace", &|r| {
+        r.phases.iter().map(|p| p[7] + p[8] + p[9]).collect()
+    });
+    row("D. lock, reads, unlock, instructions", &|r| {
+        r.phases
+            .iter()
+            .map(|p| p[0] + p[2] + p[16] + p[17])
+            .collect()
+    });
+    println!("   alternatives, measured outside the lock (not what the store does):");
+    row("parse queue as untyped serde_json::Value", &|r| {
+        r.value_parse.clone()
+    });
+    row("serialize queue compact (no indent)", &|r| {
+        r.compact_ser.clone()
+    });
+    println!("   the floor, step by step (same iterations as the breakdown):");
+    for (i, name) in FLOOR_PHASES.iter().enumerate() {
+        row(name, &|r| r.floor_phases.iter().map(|p| p[i]).collect());
+    }
+    row("floor total", &|r| {
+        r.floor_phases.iter().map(|p| p.iter().sum()).collect()
+    });
+    row("floor + soft worker-status replace", &|r| {
+        r.floor_soft.clone()
+    });
+    println!();
+    println!("total bench time: {:.0} s", elapsed.as_secs_f64());
+}
