@@ -27,6 +27,13 @@ pub fn parse_timestamp(s: &str) -> Option<Timestamp> {
     None
 }
 
+/// The current time at the precision the board stores (milliseconds), so that a value read
+/// back from a file equals the one that was written.
+pub fn now() -> Timestamp {
+    let t = Utc::now();
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
 /// Formats a timestamp the way the board writes it.
 pub fn format_timestamp(t: &Timestamp) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)

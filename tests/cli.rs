@@ -2698,3 +2698,27 @@ fn init_flags_change_the_settings_of_an_existing_board_and_keep_the_rest() {
     b.expect(2, &["init", "--retry-backoff", "soon"]);
     assert_eq!(before, b.snapshot());
 }
+
+#[test]
+fn worker_facts_recorded_only_in_the_queue_are_never_lost() {
+    // Claims and completions may reach worker-status.json late (they are durable in the
+    // queue); readers merge them, and an op that erases them from the queue persists them.
+    let b = TestBoard::new();
+    let id = b.add("one", &[]);
+    b.ok(&["register", "--worker", "w1"]);
+    let t = b.claim("w1");
+    let claimed_at = t["claimed_at"].clone();
+    let workers = b.ok(&["workers"]);
+    let w = &workers["workers"][0];
+    assert_eq!(w["last_task_claimed"], claimed_at, "{workers}");
+    assert_eq!(w["current_task"], id, "{workers}");
+    assert_eq!(w["state"], "working", "{workers}");
+    // Failing erases the claim from the queue (claimed_by/claimed_at are cleared) ...
+    b.ok(&["fail", &id.to_string(), "--worker", "w1", "--error", "boom"]);
+    let queue: Value = serde_json::from_slice(&fs::read(b.dir.join(QUEUE)).unwrap()).unwrap();
+    assert!(queue[0]["claimed_at"].is_null(), "{queue}");
+    // ... so the worker file now holds the claim time itself.
+    let file: Value = serde_json::from_slice(&fs::read(b.dir.join(WORKERS)).unwrap()).unwrap();
+    assert_eq!(file["w1"]["last_task_claimed"], claimed_at, "{file}");
+    assert!(file["w1"]["current_task"].is_null(), "{file}");
+}

@@ -163,15 +163,23 @@ pub(crate) fn claim(state: &mut State, worker_id: &str, now: Timestamp) -> Resul
     let claimed = task.clone();
     state.dirty.tasks = true;
 
+    // The claim itself is recorded in the queue; the worker file must be written only when
+    // the worker is new or comes back from offline (see `merge_queue_facts`).
+    let is_new = !state.workers.contains_key(worker_id);
     let w = state
         .workers
         .entry(worker_id.to_string())
         .or_insert_with(|| Worker::new(Vec::new(), now));
+    let was_offline = w.status != crate::worker::ACTIVE;
     w.status = crate::worker::ACTIVE.into();
     w.offline_reason = None;
     w.last_task_claimed = Some(now);
     w.last_heartbeat = Some(now);
-    state.dirty.workers = true;
+    if is_new || was_offline {
+        state.dirty.workers = true;
+    } else {
+        state.dirty.workers_soft = true;
+    }
     refresh_current_task(state, worker_id);
     Ok(Reply::Claimed {
         claim: Some(Claim {

@@ -27,8 +27,11 @@ use crate::worker::Worker;
 pub struct Dirty {
     /// `task-queue.json` (written durably).
     pub tasks: bool,
-    /// `worker-status.json` (soft state: atomic, not fsynced).
+    /// `worker-status.json` must be written (soft state: atomic rename, not fsynced).
     pub workers: bool,
+    /// Worker entries changed only in what the queue also records (claim and completion
+    /// times, current task): the store may defer the write, see [`merge_queue_facts`].
+    pub workers_soft: bool,
     /// `progress.json`.
     pub progress: bool,
 }
@@ -239,7 +242,47 @@ pub(crate) fn refresh_current_task(state: &mut State, worker: &str) {
         && w.current_task != current
     {
         w.current_task = current;
-        state.dirty.workers = true;
+        state.dirty.workers_soft = true;
+    }
+}
+
+/// Brings worker entries up to date with what the queue records about them: the latest claim
+/// and completion times (also signs of life) and the task each holds.
+///
+/// Claims and completions are durable in the queue, so their copies in `worker-status.json`
+/// may lag; every load merges them back. Ops that erase such a record from the queue (fail,
+/// release, cancel, lease expiry, archiving) write the worker file with the merged values.
+pub fn merge_queue_facts(state: &mut State) {
+    let mut holds: BTreeMap<&str, (Option<Timestamp>, u64)> = BTreeMap::new();
+    for t in &state.tasks {
+        if let (Some(w), Some(at)) = (t.claimed_by.as_deref(), t.claimed_at)
+            && let Some(worker) = state.workers.get_mut(w)
+        {
+            bump(&mut worker.last_task_claimed, at);
+            bump(&mut worker.last_heartbeat, at);
+            if t.status == TaskStatus::InProgress {
+                let best = holds.entry(w).or_insert((None, 0));
+                if (Some(at), t.id) > (best.0, best.1) {
+                    *best = (Some(at), t.id);
+                }
+            }
+        }
+        if t.status == TaskStatus::Completed
+            && let (Some(w), Some(at)) = (t.completed_by.as_deref(), t.completed_at)
+            && let Some(worker) = state.workers.get_mut(w)
+        {
+            bump(&mut worker.last_task_completed, at);
+            bump(&mut worker.last_heartbeat, at);
+        }
+    }
+    for (id, w) in state.workers.iter_mut() {
+        w.current_task = holds.get(id.as_str()).map(|h| h.1);
+    }
+}
+
+fn bump(slot: &mut Option<Timestamp>, at: Timestamp) {
+    if slot.is_none_or(|s| s < at) {
+        *slot = Some(at);
     }
 }
 

@@ -319,9 +319,10 @@ pub(crate) fn complete(
     };
     state.dirty.tasks = true;
     if let Some(w) = state.workers.get_mut(worker) {
+        // Recorded in the queue too (completed_by/at): a soft change.
         w.last_task_completed = Some(now);
         w.last_heartbeat = Some(now);
-        state.dirty.workers = true;
+        state.dirty.workers_soft = true;
     }
     refresh_current_task(state, worker);
     Ok(Reply::Task { task: view })
@@ -471,6 +472,7 @@ pub(crate) fn cancel(
     };
     state.dirty.tasks = true;
     if let Some(w) = claimant {
+        state.dirty.workers = true;
         refresh_current_task(state, &w);
     }
     Ok(Reply::Task { task: view })
@@ -531,6 +533,8 @@ pub(crate) fn requeue_expired(state: &mut State, now: Timestamp) -> Vec<u64> {
     }
     if !ids.is_empty() {
         state.dirty.tasks = true;
+        // The claims leave the queue's record: persist the merged worker facts.
+        state.dirty.workers = true;
         for w in holders {
             refresh_current_task(state, &w);
         }

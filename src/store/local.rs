@@ -8,12 +8,13 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use chrono::Utc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::paths::{self, ARCHIVE, BOARD, LOCK, LOG, PROGRESS, QUEUE, TASKS_DIR, WORKERS};
+use super::queue_file::{self, QueueCache};
 use super::{Transport, archive, durable, log, repair};
 use crate::error::{Error, Result};
 use crate::op::{Op, Reply, TaskView};
@@ -23,10 +24,16 @@ use crate::settings::{BoardFile, Settings};
 use crate::task::{Task, TaskStatus};
 use crate::worker::Worker;
 
+/// Worker entries changed only in what the queue also records are written at most this often
+/// (seconds); readers merge the queue's records back (`rules::merge_queue_facts`).
+const SOFT_WRITE_EVERY: f64 = 1.0;
+
 /// A board in a local directory.
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     dir: PathBuf,
+    /// Tasks as last read or written, so unchanged ones are not parsed or serialized again.
+    queue_cache: Arc<Mutex<QueueCache>>,
 }
 
 /// The exclusive board lock; released when dropped.
@@ -52,7 +59,14 @@ impl LocalStore {
                 dir.display()
             )));
         }
-        Ok(LocalStore { dir })
+        Ok(LocalStore::at(dir))
+    }
+
+    fn at(dir: PathBuf) -> Self {
+        LocalStore {
+            dir,
+            queue_cache: Arc::default(),
+        }
     }
 
     /// Creates a board in `dir` (and the directory), keeping any board files already there;
@@ -60,7 +74,7 @@ impl LocalStore {
     pub fn init(dir: impl Into<PathBuf>, settings: Option<Settings>) -> Result<Self> {
         let dir = dir.into();
         fs::create_dir_all(dir.join(TASKS_DIR)).map_err(|e| Error::io("creating", &dir, e))?;
-        let store = LocalStore { dir };
+        let store = LocalStore::at(dir);
         let _lock = store.lock()?;
         let d = &store.dir;
         if settings.is_some() || !d.join(BOARD).exists() {
@@ -71,7 +85,7 @@ impl LocalStore {
             durable::replace(d, BOARD, &to_pretty(&board)?, true)?;
         }
         if !d.join(QUEUE).exists() {
-            durable::replace(d, QUEUE, b"[]\n", true)?;
+            durable::replace(d, QUEUE, &store.encode_queue(&[])?, true)?;
         }
         if !d.join(WORKERS).exists() {
             durable::replace(d, WORKERS, b"{}\n", true)?;
@@ -112,7 +126,20 @@ impl LocalStore {
 
     /// The tasks on the queue.
     pub fn queue(&self) -> Result<Vec<Task>> {
-        read_json(&self.dir, QUEUE)
+        let path = self.dir.join(QUEUE);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("reading", path, e)),
+        };
+        let mut cache = self.queue_cache.lock().unwrap_or_else(|p| p.into_inner());
+        queue_file::decode(&bytes, &mut cache).map_err(|e| damaged(path, &bytes, e))
+    }
+
+    /// The bytes of `task-queue.json` holding `tasks`.
+    fn encode_queue(&self, tasks: &[Task]) -> Result<Vec<u8>> {
+        let mut cache = self.queue_cache.lock().unwrap_or_else(|p| p.into_inner());
+        queue_file::encode(tasks, &mut cache).map_err(|e| Error::Protocol(e.to_string()))
     }
 
     /// Reads a board file by board-relative path, confined to the board.
@@ -123,7 +150,7 @@ impl LocalStore {
 
     fn load(&self, op: &Op) -> Result<State> {
         let settings = self.settings()?;
-        let tasks: Vec<Task> = read_json(&self.dir, QUEUE)?;
+        let tasks = self.queue()?;
         let workers: BTreeMap<String, Worker> = read_json(&self.dir, WORKERS)?;
         let progress = if matches!(op, Op::SetProgress { .. }) {
             read_json(&self.dir, PROGRESS)?
@@ -137,6 +164,7 @@ impl LocalStore {
             settings,
             ..State::default()
         };
+        rules::merge_queue_facts(&mut st);
         if matches!(op, Op::Add { .. } | Op::AddPlan { .. }) {
             let max_queue = st.tasks.iter().map(|t| t.id).max().unwrap_or(0);
             let max_arch = archive::totals(&self.dir.join(ARCHIVE))?.max_id;
@@ -203,11 +231,13 @@ impl LocalStore {
             durable::replace(d, PROGRESS, &to_pretty(&st.progress)?, true)?;
             synced_dirs = true;
         }
-        if st.dirty.workers {
+        if st.dirty.workers
+            || (st.dirty.workers_soft && self.workers_file_older_than(SOFT_WRITE_EVERY))
+        {
             durable::replace(d, WORKERS, &to_pretty(&st.workers)?, false)?;
         }
         if st.dirty.tasks {
-            durable::replace(d, QUEUE, &to_pretty(&st.tasks)?, true)?;
+            durable::replace(d, QUEUE, &self.encode_queue(&st.tasks)?, true)?;
             synced_dirs = true;
         }
         if synced_dirs {
@@ -232,17 +262,29 @@ impl LocalStore {
     fn compact(&self, st: &mut State, take: &[usize]) -> Result<usize> {
         let archived = self.archive(st, take)?;
         if archived > 0 {
-            durable::replace(&self.dir, QUEUE, &to_pretty(&st.tasks)?, true)?;
+            // The archived claims and completions leave the queue: keep their facts in the
+            // worker file first (merged at load).
+            durable::replace(&self.dir, WORKERS, &to_pretty(&st.workers)?, false)?;
+            durable::replace(&self.dir, QUEUE, &self.encode_queue(&st.tasks)?, true)?;
             durable::sync_dir(&self.dir)?;
         }
         Ok(archived)
+    }
+
+    /// True if `worker-status.json` was last written longer than `secs` ago (or is missing).
+    fn workers_file_older_than(&self, secs: f64) -> bool {
+        fs::metadata(self.dir.join(WORKERS))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age.as_secs_f64() >= secs)
     }
 
     /// Appends the tasks at `take` to the archive and drops them from the in-memory queue.
     fn archive(&self, st: &mut State, take: &[usize]) -> Result<usize> {
         let set: HashSet<usize> = take.iter().copied().collect();
         let moving: Vec<Task> = take.iter().map(|&i| st.tasks[i].clone()).collect();
-        archive::append(&self.dir.join(ARCHIVE), &moving, Utc::now())?;
+        archive::append(&self.dir.join(ARCHIVE), &moving, crate::time::now())?;
         let mut i = 0;
         st.tasks.retain(|_| {
             let keep = !set.contains(&i);
@@ -265,7 +307,7 @@ impl LocalStore {
             return Ok(Reply::Compacted { archived, kept });
         }
         self.precheck(&op)?;
-        let now = Utc::now();
+        let now = crate::time::now();
         match rules::apply(&mut st, op, now) {
             Ok(mut reply) => {
                 self.commit(&mut st)?;
@@ -288,15 +330,17 @@ impl LocalStore {
     }
 
     fn read(&self, op: Op) -> Result<Reply> {
-        let now = Utc::now();
+        let now = crate::time::now();
         let load_state = || -> Result<State> {
-            Ok(State {
-                tasks: read_json(&self.dir, QUEUE)?,
+            let mut st = State {
+                tasks: self.queue()?,
                 workers: read_json(&self.dir, WORKERS)?,
                 progress: read_json(&self.dir, PROGRESS)?,
                 settings: self.settings()?,
                 ..State::default()
-            })
+            };
+            rules::merge_queue_facts(&mut st);
+            Ok(st)
         };
         match op {
             Op::Status => {
@@ -427,14 +471,19 @@ pub(crate) fn read_json<T: DeserializeOwned + Default>(dir: &Path, name: &str) -
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(T::default()),
         Err(e) => return Err(Error::io("reading", path, e)),
     };
-    serde_json::from_slice(&bytes).map_err(|e| Error::Damaged {
+    serde_json::from_slice(&bytes).map_err(|e| damaged(path, &bytes, e))
+}
+
+/// The damage error for a file that did not parse.
+fn damaged(path: PathBuf, bytes: &[u8], e: serde_json::Error) -> Error {
+    Error::Damaged {
         path,
         detail: if bytes.iter().all(u8::is_ascii_whitespace) {
             "the file is empty".into()
         } else {
             e.to_string()
         },
-    })
+    }
 }
 
 /// Serializes a board file: pretty JSON (2-space indent) with a final newline.

@@ -7,6 +7,7 @@ pub mod jsonl;
 pub mod local;
 pub mod log;
 pub mod paths;
+pub mod queue_file;
 pub mod repair;
 
 use crate::error::Result;

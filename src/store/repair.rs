@@ -131,7 +131,9 @@ fn repair_queue(dir: &Path, stamp: &str) -> Result<Option<RepairedFile>> {
         return Ok(None);
     }
     let backup = backup(dir, QUEUE, stamp)?;
-    durable::replace(dir, QUEUE, &to_pretty(&kept)?, true)?;
+    let bytes = super::queue_file::encode(&kept, &mut Default::default())
+        .map_err(|e| Error::Protocol(e.to_string()))?;
+    durable::replace(dir, QUEUE, &bytes, true)?;
     Ok(Some(RepairedFile {
         file: QUEUE.into(),
         backup,
