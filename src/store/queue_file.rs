@@ -37,12 +37,11 @@ pub fn decode(bytes: &[u8], cache: &mut QueueCache) -> Result<Vec<Task>, serde_j
         for line in lines {
             if let Some(id) = leading_id(line)
                 && let Some(e) = cache.entries.remove(&id)
+                && e.line == line
             {
-                if e.line == line {
-                    out.push(e.task.clone());
-                    next.insert(id, e);
-                    continue;
-                }
+                out.push(e.task.clone());
+                next.insert(id, e);
+                continue;
             }
             match serde_json::from_slice::<Task>(line) {
                 Ok(task) => {
