@@ -205,16 +205,9 @@ pub fn apply(state: &mut State, op: Op, now: Timestamp) -> Result<Reply> {
             "{} is carried out by the store, not by the rules",
             op.name()
         ))),
-        Op::Status
-        | Op::Tasks { .. }
-        | Op::Show { .. }
-        | Op::Workers
-        | Op::Progress
-        | Op::Settings
-        | Op::ReadMessages { .. }
-        | Op::Questions { .. } => Err(Error::Protocol(format!(
+        read => Err(Error::Protocol(format!(
             "{} is a read; it is answered by the store",
-            op.name()
+            read.name()
         ))),
     }
 }

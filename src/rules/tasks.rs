@@ -257,6 +257,25 @@ fn check_claimant(state: &State, i: usize, worker: &str, attempt: Option<u32>) -
     Err(Error::Conflict(why))
 }
 
+/// The queue index of task `id` if `worker` holds its claim. On a conflict, what the worker
+/// sent (`(what, text)`) is kept in the log, also when the task has been archived since.
+fn claimed_index(
+    state: &mut State,
+    id: u64,
+    worker: &str,
+    attempt: Option<u32>,
+    sent: Option<(&str, String)>,
+    now: Timestamp,
+) -> Result<usize> {
+    let checked = state
+        .task_index(id)
+        .and_then(|i| check_claimant(state, i, worker, attempt).map(|()| i));
+    if let (Err(Error::Conflict(why)), Some((what, text))) = (&checked, sent) {
+        keep_orphan(state, id, worker, what, text, why, now);
+    }
+    checked
+}
+
 /// Keeps a result or error that arrived for a claim the worker no longer holds.
 fn keep_orphan(
     state: &mut State,
@@ -289,23 +308,11 @@ pub(crate) fn complete(
     if let Some(r) = &result {
         validate::json_size("the result", r, validate::MAX_RESULT)?;
     }
-    let checked = state
-        .task_index(id)
-        .and_then(|i| check_claimant(state, i, worker, attempt).map(|()| i));
-    let i = match checked {
-        Ok(i) => i,
-        Err(e) => {
-            // A refused result is kept in the log, also when its task has been archived since.
-            if let (Error::Conflict(why), Some(r)) = (&e, &result) {
-                let body = match r {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                keep_orphan(state, id, worker, "result", body, why, now);
-            }
-            return Err(e);
-        }
-    };
+    let body = result.as_ref().map(|r| match r {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    });
+    let i = claimed_index(state, id, worker, attempt, body.map(|b| ("result", b)), now)?;
     let t = &mut state.tasks[i];
     t.status = TaskStatus::Completed;
     t.completed_by = Some(worker.to_string());
@@ -344,18 +351,8 @@ pub(crate) fn fail(
         return Err(Error::Invalid("say what went wrong with --error".into()));
     }
     validate::size("the error", error, validate::MAX_MESSAGE)?;
-    let checked = state
-        .task_index(id)
-        .and_then(|i| check_claimant(state, i, worker, attempt).map(|()| i));
-    let i = match checked {
-        Ok(i) => i,
-        Err(e) => {
-            if let Error::Conflict(why) = &e {
-                keep_orphan(state, id, worker, "error", error.to_string(), why, now);
-            }
-            return Err(e);
-        }
-    };
+    let sent = Some(("error", error.to_string()));
+    let i = claimed_index(state, id, worker, attempt, sent, now)?;
     let settings = state.settings.clone();
     end_attempt(
         &mut state.tasks[i],

@@ -99,13 +99,14 @@ fn repair_queue(dir: &Path, stamp: &str) -> Result<Option<RepairedFile>> {
         Ok(t) => t,
         Err(_) => {
             let mut out = Vec::new();
-            for (at, slice) in objects_at_depth(&bytes, 1) {
+            let (objects, open) = objects_at_depth(&bytes, 1);
+            for (at, slice) in objects {
                 match serde_json::from_slice::<Task>(slice) {
                     Ok(t) => out.push(t),
                     Err(e) => dropped.push(format!("entry at byte {at}: {e}")),
                 }
             }
-            if let Some(at) = unterminated(&bytes, 1) {
+            if let Some(at) = open {
                 dropped.push(format!("entry at byte {at}: cut off"));
             }
             if out.is_empty() && dropped.is_empty() && !bytes.trim_ascii().is_empty() {
@@ -161,7 +162,8 @@ fn repair_workers(dir: &Path, stamp: &str) -> Result<Option<RepairedFile>> {
             }
         }
     } else {
-        for (at, slice) in objects_at_depth(&bytes, 1) {
+        let (objects, open) = objects_at_depth(&bytes, 1);
+        for (at, slice) in objects {
             let key = key_before(&bytes, at);
             match (key, serde_json::from_slice::<Worker>(slice)) {
                 (Some(k), Ok(w)) => {
@@ -171,7 +173,7 @@ fn repair_workers(dir: &Path, stamp: &str) -> Result<Option<RepairedFile>> {
                 (Some(k), Err(e)) => dropped.push(format!("worker {k:?}: {e}")),
             }
         }
-        if let Some(at) = unterminated(&bytes, 1) {
+        if let Some(at) = open {
             dropped.push(format!("entry at byte {at}: cut off"));
         }
     }
@@ -232,9 +234,10 @@ fn repair_lines<T: DeserializeOwned>(
     }))
 }
 
-/// Byte offsets and slices of the JSON objects that open at nesting depth `depth`
-/// (depth 0 is the top level), found by bracket matching that respects strings.
-fn objects_at_depth(bytes: &[u8], depth: usize) -> Vec<(usize, &[u8])> {
+/// The JSON objects that open at nesting depth `depth` (depth 0 is the top level), found by
+/// bracket matching that respects strings: each closed one with its byte offset, and the
+/// offset of one left open at the end (a cut-off file).
+fn objects_at_depth(bytes: &[u8], depth: usize) -> (Vec<(usize, &[u8])>, Option<usize>) {
     let mut out = Vec::new();
     let mut level = 0usize;
     let mut in_str = false;
@@ -271,43 +274,7 @@ fn objects_at_depth(bytes: &[u8], depth: usize) -> Vec<(usize, &[u8])> {
             _ => {}
         }
     }
-    out
-}
-
-/// The offset of an object at `depth` that is opened but never closed (a cut-off file).
-fn unterminated(bytes: &[u8], depth: usize) -> Option<usize> {
-    let closed: HashSet<usize> = objects_at_depth(bytes, depth)
-        .into_iter()
-        .map(|(s, _)| s)
-        .collect();
-    let mut level = 0usize;
-    let mut in_str = false;
-    let mut esc = false;
-    let mut last_open = None;
-    for (i, &b) in bytes.iter().enumerate() {
-        if in_str {
-            if esc {
-                esc = false;
-            } else if b == b'\\' {
-                esc = true;
-            } else if b == b'"' {
-                in_str = false;
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_str = true,
-            b'{' | b'[' => {
-                if b == b'{' && level == depth {
-                    last_open = Some(i);
-                }
-                level += 1;
-            }
-            b'}' | b']' => level = level.saturating_sub(1),
-            _ => {}
-        }
-    }
-    last_open.filter(|s| !closed.contains(s))
+    (out, start)
 }
 
 /// The JSON string key just before the object at `at` (`"key": {`), if there is one.
@@ -333,9 +300,9 @@ mod tests {
     #[test]
     fn finds_objects_and_keys_in_cut_off_json() {
         let text = br#"{"w1": {"status":"active","x":"}{"}, "w2": {"status":"act"#;
-        let objs = objects_at_depth(text, 1);
+        let (objs, open) = objects_at_depth(text, 1);
         assert_eq!(objs.len(), 1);
         assert_eq!(key_before(text, objs[0].0).as_deref(), Some("w1"));
-        assert!(unterminated(text, 1).is_some());
+        assert!(open.is_some());
     }
 }
