@@ -54,6 +54,9 @@ pub struct Message {
     /// The question this answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<u64>,
+    /// The request key of the op that wrote it (retried requests are answered, not repeated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     /// Fields this version does not know; kept as they were.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -70,6 +73,7 @@ impl Message {
             kind,
             task_id: None,
             reply_to: None,
+            key: None,
             extra: Map::new(),
         }
     }

@@ -171,6 +171,10 @@ pub struct Task {
     /// When it failed for good or was cancelled.
     #[serde(with = "opt_ts", skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<Timestamp>,
+    /// The request key of the last op that changed this task, so a retried request is
+    /// answered instead of applied twice (see `rules::apply_keyed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_key: Option<String>,
     /// Fields this version does not know; kept as they were.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -203,6 +207,7 @@ impl Task {
             last_error: None,
             not_before: None,
             ended_at: None,
+            request_key: None,
             extra: Map::new(),
         }
     }
@@ -273,6 +278,7 @@ impl<'de> serde::de::Visitor<'de> for TaskVisitor {
                 "last_error" => t.last_error = map.next_value()?,
                 "not_before" => t.not_before = map.next_value::<OptTs>()?.0,
                 "ended_at" => t.ended_at = map.next_value::<OptTs>()?.0,
+                "request_key" => t.request_key = map.next_value()?,
                 _ => {
                     let v: Value = map.next_value()?;
                     t.extra.insert(key.into_owned(), v);

@@ -3,6 +3,7 @@
 
 mod claim;
 mod messages;
+mod replay;
 mod tasks;
 mod views;
 mod workers;
@@ -10,6 +11,7 @@ mod workers;
 use std::collections::BTreeMap;
 
 pub use claim::{Ineligible, eligibility};
+pub use replay::{MAX_KEY, apply_keyed};
 pub use tasks::{archivable, backoff_secs};
 pub use views::{blocked_ids, status_report, task_views, worker_views};
 
@@ -53,7 +55,8 @@ pub struct State {
     pub min_next_id: u64,
     /// Statuses of archived tasks that the op refers to.
     pub archived: BTreeMap<u64, TaskStatus>,
-    /// The message log, loaded only for ops that need it (answer).
+    /// The message log, loaded only for ops that need it (answer; the recent entries for a
+    /// keyed send, ask or answer).
     pub log: Vec<Message>,
     /// Log entries to append, even when the op fails (kept results).
     pub outbox: Vec<Message>,

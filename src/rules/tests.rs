@@ -2044,3 +2044,113 @@ fn descriptions_are_one_line() {
     let id = add(&mut st, "  one line\n", t0());
     assert_eq!(task(&st, id).description, "one line");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Request keys: retried requests are answered, not applied twice
+// ---------------------------------------------------------------------------------------------
+
+fn keyed(st: &mut State, op: Op, key: &str, now: Timestamp) -> Result<Reply> {
+    let r = apply_keyed(st, op, Some(key), now);
+    // The store moves the outbox to the log; a keyed send searches the log.
+    let out = std::mem::take(&mut st.outbox);
+    st.log.extend(out);
+    r
+}
+
+#[test]
+fn a_retried_add_creates_one_task() {
+    let mut st = board();
+    let op = Op::Add { task: nt("once") };
+    let a = keyed(&mut st, op.clone(), "k1", t0()).unwrap();
+    let b = keyed(&mut st, op.clone(), "k1", at(1)).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(st.tasks.len(), 1);
+    keyed(&mut st, op, "k2", at(2)).unwrap();
+    assert_eq!(st.tasks.len(), 2, "another key is another request");
+}
+
+#[test]
+fn a_retried_claim_returns_the_same_task_and_claims_no_second() {
+    let mut st = board();
+    let a = add(&mut st, "a", t0());
+    add(&mut st, "b", t0());
+    let claim = |st: &mut State, key: &str| match keyed(
+        st,
+        Op::Claim {
+            worker: "w1".into(),
+        },
+        key,
+        at(1),
+    ) {
+        Ok(Reply::Claimed { claim: Some(c), .. }) => c.task,
+        other => panic!("{other:?}"),
+    };
+    let first = claim(&mut st, "c1");
+    let again = claim(&mut st, "c1");
+    assert_eq!(first.id, a);
+    assert_eq!(again, first);
+    assert_eq!(
+        st.tasks
+            .iter()
+            .filter(|t| t.status == TaskStatus::InProgress)
+            .count(),
+        1
+    );
+    assert_ne!(claim(&mut st, "c2").id, a, "a new key claims the next task");
+}
+
+#[test]
+fn a_retried_complete_succeeds_instead_of_conflicting() {
+    let mut st = board();
+    let id = add(&mut st, "a", t0());
+    keyed(
+        &mut st,
+        Op::Claim {
+            worker: "w1".into(),
+        },
+        "c",
+        at(1),
+    )
+    .unwrap();
+    let op = Op::Complete {
+        task: id,
+        worker: "w1".into(),
+        attempt: None,
+        result: Some(json!("done")),
+    };
+    let first = keyed(&mut st, op.clone(), "d", at(2)).unwrap();
+    assert_eq!(keyed(&mut st, op.clone(), "d", at(3)).unwrap(), first);
+    // Without the key, completing twice is a conflict.
+    assert!(matches!(run(&mut st, op, at(4)), Err(Error::Conflict(_))));
+}
+
+#[test]
+fn a_retried_send_writes_one_message() {
+    let mut st = board();
+    let op = Op::Send {
+        agent: "w1".into(),
+        message: "hello".into(),
+        task: None,
+    };
+    let a = keyed(&mut st, op.clone(), "m", t0()).unwrap();
+    let b = keyed(&mut st, op, "m", at(1)).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(st.log.len(), 1);
+    assert_eq!(st.log[0].key.as_deref(), Some("m"));
+}
+
+#[test]
+fn request_keys_are_bounded() {
+    let mut st = board();
+    let op = Op::Add { task: nt("x") };
+    assert!(matches!(
+        apply_keyed(&mut st, op.clone(), Some(""), t0()),
+        Err(Error::Invalid(_))
+    ));
+    let long = "k".repeat(MAX_KEY + 1);
+    assert!(matches!(
+        apply_keyed(&mut st, op, Some(&long), t0()),
+        Err(Error::Invalid(_))
+    ));
+    assert!(st.tasks.is_empty());
+}

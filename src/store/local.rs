@@ -28,6 +28,9 @@ use crate::worker::Worker;
 /// (seconds); readers merge the queue's records back (`rules::merge_queue_facts`).
 const SOFT_WRITE_EVERY: f64 = 1.0;
 
+/// How many of the log's last lines a keyed send or ask searches for an earlier application.
+const RECENT_KEYED: usize = 1000;
+
 /// A board in a local directory.
 #[derive(Debug, Clone)]
 pub struct LocalStore {
@@ -148,7 +151,7 @@ impl LocalStore {
         fs::read_to_string(&p).map_err(|e| Error::io("reading", p, e))
     }
 
-    fn load(&self, op: &Op) -> Result<State> {
+    fn load(&self, op: &Op, keyed: bool) -> Result<State> {
         let settings = self.settings()?;
         let tasks = self.queue()?;
         let workers: BTreeMap<String, Worker> = read_json(&self.dir, WORKERS)?;
@@ -175,6 +178,8 @@ impl LocalStore {
         }
         if matches!(op, Op::Answer { .. }) {
             st.log = log::all(&self.dir.join(LOG))?;
+        } else if keyed && matches!(op, Op::Send { .. } | Op::Ask { .. }) {
+            st.log = log::recent(&self.dir.join(LOG), RECENT_KEYED)?;
         }
         let missing: HashSet<u64> = referenced_ids(op)
             .into_iter()
@@ -295,12 +300,22 @@ impl LocalStore {
         Ok(moving.len())
     }
 
-    fn write(&self, op: Op) -> Result<Reply> {
+    /// Carries out `op` once per request key (see `rules::apply_keyed`): a retried request
+    /// gets the reply of its first application.
+    pub fn execute_keyed(&self, op: Op, key: Option<&str>) -> Result<Reply> {
+        if op.is_read_only() {
+            self.read(op)
+        } else {
+            self.write(op, key)
+        }
+    }
+
+    fn write(&self, op: Op, key: Option<&str>) -> Result<Reply> {
         let lock = self.lock()?;
         if let Op::Repair = op {
             return repair::repair(self);
         }
-        let mut st = self.load(&op)?;
+        let mut st = self.load(&op, key.is_some())?;
         if let Op::Compact = op {
             let (take, kept) = rules::archivable(&st.tasks);
             let archived = self.compact(&mut st, &take)?;
@@ -308,7 +323,7 @@ impl LocalStore {
         }
         self.precheck(&op)?;
         let now = crate::time::now();
-        match rules::apply(&mut st, op, now) {
+        match rules::apply_keyed(&mut st, op, key, now) {
             Ok(mut reply) => {
                 self.commit(&mut st)?;
                 drop(lock);
@@ -436,11 +451,7 @@ impl LocalStore {
 
 impl Transport for LocalStore {
     fn execute(&self, op: Op) -> Result<Reply> {
-        if op.is_read_only() {
-            self.read(op)
-        } else {
-            self.write(op)
-        }
+        self.execute_keyed(op, None)
     }
 
     fn location(&self) -> String {

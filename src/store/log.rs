@@ -73,6 +73,19 @@ pub fn read(path: &Path, filter: &MessageFilter) -> Result<Vec<Message>> {
     Ok(out)
 }
 
+/// The last `n` readable entries, oldest first.
+pub fn recent(path: &Path, n: usize) -> Result<Vec<Message>> {
+    let mut out = Vec::new();
+    jsonl::scan_back(path, |line| {
+        if let Ok(m) = serde_json::from_slice::<Message>(line) {
+            out.push(m);
+        }
+        out.len() < n
+    })?;
+    out.reverse();
+    Ok(out)
+}
+
 /// Every readable entry.
 pub fn all(path: &Path) -> Result<Vec<Message>> {
     Ok(jsonl::read_all::<Message>(path)?.0)

@@ -1,0 +1,115 @@
+//! Idempotent retries. A client that lost a reply sends the same op again with the same
+//! request key; the board answers with what the first application did instead of applying it
+//! twice: a retried add creates one task, a retried claim returns the same task.
+//!
+//! The key is kept where the op left its mark, committed with it: on the task an op changed
+//! (`Task::request_key`) or on the log entry it wrote (`Message::key`).
+
+use super::{State, apply};
+use crate::error::{Error, Result};
+use crate::op::{Claim, Op, Reply, TaskView};
+use crate::task::TaskStatus;
+use crate::time::Timestamp;
+
+/// Longest request key, in bytes.
+pub const MAX_KEY: usize = 128;
+
+/// Applies `op` once per request `key`: a repeat of an op already applied is answered from
+/// the board. Without a key this is [`apply`].
+pub fn apply_keyed(state: &mut State, op: Op, key: Option<&str>, now: Timestamp) -> Result<Reply> {
+    let Some(key) = key else {
+        return apply(state, op, now);
+    };
+    if key.is_empty() || key.len() > MAX_KEY {
+        return Err(Error::Invalid(format!(
+            "a request key must be 1 to {MAX_KEY} bytes"
+        )));
+    }
+    if let Some(reply) = replay(state, &op, key) {
+        return Ok(reply);
+    }
+    let mut reply = apply(state, op, now)?;
+    stamp(state, &mut reply, key);
+    Ok(reply)
+}
+
+/// The reply of an earlier application of `op` with `key`, if there was one.
+fn replay(state: &State, op: &Op, key: &str) -> Option<Reply> {
+    let keyed = |t: &&crate::task::Task| t.request_key.as_deref() == Some(key);
+    match op {
+        Op::Add { .. } | Op::AddPlan { .. } => {
+            let tasks: Vec<_> = state.tasks.iter().filter(keyed).cloned().collect();
+            (!tasks.is_empty()).then_some(Reply::Added { tasks })
+        }
+        Op::Claim { worker } => state
+            .tasks
+            .iter()
+            .filter(keyed)
+            .find(|t| t.status == TaskStatus::InProgress && t.claimed_by.as_deref() == Some(worker))
+            .map(|t| Reply::Claimed {
+                claim: Some(Claim {
+                    task: t.clone(),
+                    instructions: None,
+                    instructions_error: None,
+                }),
+                reason: None,
+            }),
+        Op::Complete { task, .. }
+        | Op::Fail { task, .. }
+        | Op::Release { task, .. }
+        | Op::Cancel { task, .. }
+        | Op::Retry { task } => state
+            .tasks
+            .iter()
+            .filter(keyed)
+            .find(|t| t.id == *task)
+            .map(|t| Reply::Task {
+                task: TaskView {
+                    task: t.clone(),
+                    blocked: false,
+                    archived: false,
+                },
+            }),
+        Op::Send { .. } | Op::Ask { .. } | Op::Answer { .. } => state
+            .log
+            .iter()
+            .rev()
+            .find(|m| m.key.as_deref() == Some(key))
+            .map(|m| Reply::Message { message: m.clone() }),
+        _ => None,
+    }
+}
+
+/// Records `key` where the op's effect was committed, and in the reply, so that the first
+/// answer and a replayed one are the same.
+fn stamp(state: &mut State, reply: &mut Reply, key: &str) {
+    let key = Some(key.to_string());
+    let mut ids = Vec::new();
+    match reply {
+        Reply::Added { tasks } => {
+            for t in tasks {
+                t.request_key.clone_from(&key);
+                ids.push(t.id);
+            }
+        }
+        Reply::Claimed { claim: Some(c), .. } => {
+            c.task.request_key.clone_from(&key);
+            ids.push(c.task.id);
+        }
+        Reply::Task { task } => {
+            task.task.request_key.clone_from(&key);
+            ids.push(task.task.id);
+        }
+        Reply::Message { message } => {
+            message.key.clone_from(&key);
+            if let Some(m) = state.outbox.last_mut() {
+                m.key.clone_from(&key);
+            }
+        }
+        _ => {}
+    }
+    for t in state.tasks.iter_mut().filter(|t| ids.contains(&t.id)) {
+        t.request_key.clone_from(&key);
+        state.dirty.tasks = true;
+    }
+}
