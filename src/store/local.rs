@@ -151,11 +151,13 @@ impl LocalStore {
         fs::read_to_string(&p).map_err(|e| Error::io("reading", p, e))
     }
 
-    fn load(&self, op: &Op, keyed: bool) -> Result<State> {
+    /// Loads what the ops in `ops` need (each with whether it carries a request key).
+    fn load(&self, ops: &[(Op, Option<String>)]) -> Result<State> {
+        let any = |f: &dyn Fn(&Op, bool) -> bool| ops.iter().any(|(op, k)| f(op, k.is_some()));
         let settings = self.settings()?;
         let tasks = self.queue()?;
         let workers: BTreeMap<String, Worker> = read_json(&self.dir, WORKERS)?;
-        let progress = if matches!(op, Op::SetProgress { .. }) {
+        let progress = if any(&|op, _| matches!(op, Op::SetProgress { .. })) {
             read_json(&self.dir, PROGRESS)?
         } else {
             Progress::default()
@@ -168,21 +170,23 @@ impl LocalStore {
             ..State::default()
         };
         rules::merge_queue_facts(&mut st);
-        if matches!(op, Op::Add { .. } | Op::AddPlan { .. }) {
+        if any(&|op, _| matches!(op, Op::Add { .. } | Op::AddPlan { .. })) {
             let max_queue = st.tasks.iter().map(|t| t.id).max().unwrap_or(0);
             let max_arch = archive::totals(&self.dir.join(ARCHIVE))?.max_id;
             st.min_next_id = max_queue.max(max_arch) + 1;
         }
-        if matches!(op, Op::Send { .. } | Op::Ask { .. } | Op::Answer { .. }) {
+        let message = |op: &Op| matches!(op, Op::Send { .. } | Op::Ask { .. } | Op::Answer { .. });
+        if any(&|op, _| message(op)) {
             st.next_seq = log::next_seq(&self.dir.join(LOG))?;
         }
-        if matches!(op, Op::Answer { .. }) {
+        if any(&|op, _| matches!(op, Op::Answer { .. })) {
             st.log = log::all(&self.dir.join(LOG))?;
-        } else if keyed && matches!(op, Op::Send { .. } | Op::Ask { .. }) {
+        } else if any(&|op, keyed| keyed && message(op)) {
             st.log = log::recent(&self.dir.join(LOG), RECENT_KEYED)?;
         }
-        let missing: HashSet<u64> = referenced_ids(op)
-            .into_iter()
+        let missing: HashSet<u64> = ops
+            .iter()
+            .flat_map(|(op, _)| referenced_ids(op))
             .filter(|id| st.position(*id).is_none())
             .collect();
         if !missing.is_empty() {
@@ -311,37 +315,133 @@ impl LocalStore {
     }
 
     fn write(&self, op: Op, key: Option<&str>) -> Result<Reply> {
-        let lock = self.lock()?;
-        if let Op::Repair = op {
-            return repair::repair(self);
+        let mut replies = self.execute_batch(vec![(op, key.map(str::to_string))]);
+        replies
+            .pop()
+            .unwrap_or_else(|| Err(Error::Protocol("a batch of one gave no reply".into())))
+    }
+
+    /// Carries out several ops under one lock and one commit (a group commit: one fsync for
+    /// all of them). Each op gets its own reply, as if it had run alone in order; a failed op
+    /// leaves no change but the log entries it must keep. Reads are answered without the lock.
+    pub fn execute_batch(&self, ops: Vec<(Op, Option<String>)>) -> Vec<Result<Reply>> {
+        let (reads, writes): (Vec<_>, Vec<_>) = ops
+            .into_iter()
+            .enumerate()
+            .partition(|(_, (op, _))| op.is_read_only());
+        let mut out: Vec<Option<Result<Reply>>> =
+            (0..reads.len() + writes.len()).map(|_| None).collect();
+        for (i, (op, _)) in reads {
+            out[i] = Some(self.read(op));
         }
-        let mut st = self.load(&op, key.is_some())?;
-        if let Op::Compact = op {
-            let (take, kept) = rules::archivable(&st.tasks);
-            let archived = self.compact(&mut st, &take)?;
-            return Ok(Reply::Compacted { archived, kept });
+        if !writes.is_empty() {
+            let (index, ops): (Vec<usize>, Vec<(Op, Option<String>)>) = writes.into_iter().unzip();
+            for (i, r) in index.into_iter().zip(self.write_batch(ops)) {
+                out[i] = Some(r);
+            }
         }
-        self.precheck(&op)?;
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::Protocol("an op got no reply".into()))))
+            .collect()
+    }
+
+    fn write_batch(&self, ops: Vec<(Op, Option<String>)>) -> Vec<Result<Reply>> {
+        let n = ops.len();
+        let fail_all = |e: Error| -> Vec<Result<Reply>> {
+            let msg = e.to_string();
+            let mut v = vec![Err(e)];
+            v.extend((1..n).map(|_| {
+                Err(Error::io(
+                    "committing",
+                    "",
+                    std::io::Error::other(msg.clone()),
+                ))
+            }));
+            v
+        };
+        let lock = match self.lock() {
+            Ok(l) => l,
+            Err(e) => return fail_all(e),
+        };
+        if n == 1 && matches!(ops[0].0, Op::Repair) {
+            return vec![repair::repair(self)];
+        }
+        let mut st = match self.load(&ops) {
+            Ok(st) => st,
+            Err(e) => return fail_all(e),
+        };
         let now = crate::time::now();
-        match rules::apply_keyed(&mut st, op, key, now) {
-            Ok(mut reply) => {
-                self.commit(&mut st)?;
-                drop(lock);
-                if let Reply::Claimed { claim: Some(c), .. } = &mut reply
-                    && let Some(f) = c.task.instruction_file.clone()
-                {
-                    match self.read_board_file(&f) {
-                        Ok(text) => c.instructions = Some(text),
-                        Err(e) => c.instructions_error = Some(e.to_string()),
-                    }
-                }
-                Ok(reply)
+        let mut replies = Vec::with_capacity(n);
+        let mut applied = 0;
+        for (op, key) in ops {
+            if let Op::Compact | Op::Repair = op {
+                let (take, kept) = rules::archivable(&st.tasks);
+                replies.push(match op {
+                    Op::Compact => self
+                        .compact(&mut st, &take)
+                        .map(|archived| Reply::Compacted { archived, kept }),
+                    _ => Err(Error::Invalid("repair runs alone, not in a batch".into())),
+                });
+                continue;
             }
-            Err(e) => {
-                log::append(&self.dir.join(LOG), &mut st.outbox)?;
-                Err(e)
+            if let Err(e) = self.precheck(&op) {
+                replies.push(Err(e));
+                continue;
+            }
+            // Alone, a failed op is simply not committed; in a batch, undo it before the next.
+            let snapshot = (n > 1).then(|| st.clone());
+            let logged = st.outbox.len();
+            match rules::apply_keyed(&mut st, op, key.as_deref(), now) {
+                Ok(reply) => {
+                    applied += 1;
+                    if !st.log.is_empty() || key.is_some() {
+                        let new: Vec<_> = st.outbox[logged..].to_vec();
+                        st.log.extend(new);
+                    }
+                    replies.push(Ok(reply));
+                }
+                Err(e) => {
+                    if let Some(mut before) = snapshot {
+                        // Keep what the op must log even when refused (a late result).
+                        before.outbox = std::mem::take(&mut st.outbox);
+                        before.next_seq = st.next_seq;
+                        st = before;
+                    }
+                    replies.push(Err(e));
+                }
             }
         }
+        let committed = if applied > 0 {
+            self.commit(&mut st)
+        } else {
+            log::append(&self.dir.join(LOG), &mut st.outbox)
+        };
+        drop(lock);
+        if let Err(e) = committed {
+            let msg = e.to_string();
+            return replies
+                .into_iter()
+                .map(|r| match r {
+                    Ok(_) => Err(Error::io(
+                        "committing",
+                        &self.dir,
+                        std::io::Error::other(msg.clone()),
+                    )),
+                    err => err,
+                })
+                .collect();
+        }
+        for r in replies.iter_mut() {
+            if let Ok(Reply::Claimed { claim: Some(c), .. }) = r
+                && let Some(f) = c.task.instruction_file.clone()
+            {
+                match self.read_board_file(&f) {
+                    Ok(text) => c.instructions = Some(text),
+                    Err(e) => c.instructions_error = Some(e.to_string()),
+                }
+            }
+        }
+        replies
     }
 
     fn read(&self, op: Op) -> Result<Reply> {
@@ -502,4 +602,101 @@ pub(crate) fn to_pretty<T: Serialize>(v: &T) -> Result<Vec<u8>> {
     let mut out = serde_json::to_vec_pretty(v).map_err(|e| Error::Protocol(e.to_string()))?;
     out.push(b'\n');
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::op::NewTask;
+
+    fn add(store: &LocalStore, d: &str) -> u64 {
+        let task = NewTask {
+            description: d.into(),
+            ..NewTask::default()
+        };
+        match store.execute(Op::Add { task }) {
+            Ok(Reply::Added { tasks }) => tasks[0].id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_batch_applies_each_op_as_if_alone_and_commits_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::init(dir.path(), None).unwrap();
+        let a = add(&store, "a");
+        let b = add(&store, "b");
+        let claim = |w: &str| (Op::Claim { worker: w.into() }, None);
+        let bad = (
+            Op::Complete {
+                task: a,
+                worker: "nobody".into(),
+                attempt: None,
+                result: Some("late".into()),
+            },
+            None,
+        );
+        let replies = store.execute_batch(vec![
+            claim("w1"),
+            bad,
+            claim("w2"),
+            claim("w3"),
+            (Op::Status, None),
+        ]);
+        let claimed: Vec<Option<u64>> = replies
+            .iter()
+            .map(|r| match r {
+                Ok(Reply::Claimed { claim, .. }) => claim.as_ref().map(|c| c.task.id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(claimed[0], Some(a));
+        assert!(matches!(replies[1], Err(Error::Conflict(_))));
+        assert_eq!(claimed[2], Some(b));
+        assert!(matches!(replies[3], Ok(Reply::Claimed { claim: None, .. })));
+        assert!(matches!(replies[4], Ok(Reply::Status { .. })));
+        // The committed board says the same: both claimed once, the refused result kept.
+        let queue = store.queue().unwrap();
+        assert_eq!(queue[0].claimed_by.as_deref(), Some("w1"));
+        assert_eq!(queue[1].claimed_by.as_deref(), Some("w2"));
+        let log = log::all(&store.dir().join(LOG)).unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].message, "late");
+    }
+
+    #[test]
+    fn a_failed_op_in_a_batch_is_undone_before_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::init(dir.path(), None).unwrap();
+        let bad_plan = Op::AddPlan {
+            tasks: vec![
+                crate::op::PlanTask {
+                    key: Some("x".into()),
+                    task: NewTask {
+                        description: "ok".into(),
+                        ..NewTask::default()
+                    },
+                    after_keys: vec![],
+                },
+                crate::op::PlanTask {
+                    key: None,
+                    task: NewTask::default(),
+                    after_keys: vec![],
+                },
+            ],
+        };
+        let good = Op::Add {
+            task: NewTask {
+                description: "good".into(),
+                ..NewTask::default()
+            },
+        };
+        let replies = store.execute_batch(vec![(bad_plan, None), (good, Some("k".into()))]);
+        assert!(matches!(replies[0], Err(Error::Invalid(_))));
+        assert!(matches!(replies[1], Ok(Reply::Added { .. })));
+        let queue = store.queue().unwrap();
+        assert_eq!(queue.len(), 1);
+        assert_eq!(queue[0].description, "good");
+        assert_eq!(queue[0].request_key.as_deref(), Some("k"));
+    }
 }
