@@ -386,7 +386,7 @@ fn build_board(dir: &Path, history: usize, settings: &Settings) -> R<Built> {
             &mut files,
         )?;
     }
-    let queue = queue_file::encode(&st.tasks, &mut QueueCache::default())?;
+    let queue = queue_file::encode(&st.tasks, &Default::default(), &QueueCache::default())?.bytes;
     durable::replace(dir, paths::QUEUE, &queue, true)?;
     durable::replace(dir, paths::WORKERS, &pretty(&st.workers)?, false)?;
     let tasks_dir = dir.join(paths::TASKS_DIR);
@@ -734,7 +734,7 @@ fn claim_replica(
     if !st.dirty.tasks {
         return Err("a claim that did not change the queue".into());
     }
-    let qbytes = queue_file::encode(&st.tasks, cache)?;
+    let qbytes = queue_file::encode(&st.tasks, &st.touched, cache)?.bytes;
     ph[9] = lap(&mut t);
     // durable::replace(dir, QUEUE, .., true), split into its steps.
     let tmp = dir.join(format!(".{}.tmp", paths::QUEUE));
@@ -775,7 +775,7 @@ fn claim_replica(
     alts[0] = us(t.elapsed());
     std::hint::black_box(cold);
     let t = Instant::now();
-    let cold = queue_file::encode(&tasks, &mut QueueCache::default())?;
+    let cold = queue_file::encode(&tasks, &Default::default(), &QueueCache::default())?.bytes;
     alts[1] = us(t.elapsed());
     std::hint::black_box(cold);
     let t = Instant::now();

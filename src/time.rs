@@ -13,7 +13,7 @@ pub type Timestamp = DateTime<Utc>;
 pub fn parse_timestamp(s: &str) -> Option<Timestamp> {
     let s = s.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.with_timezone(&Utc));
+        return Some(to_millis(t.with_timezone(&Utc)));
     }
     for fmt in [
         "%Y-%m-%dT%H:%M:%S%.f",
@@ -21,7 +21,7 @@ pub fn parse_timestamp(s: &str) -> Option<Timestamp> {
         "%Y-%m-%dT%H:%M",
     ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
-            return Some(t.and_utc());
+            return Some(to_millis(t.and_utc()));
         }
     }
     None
@@ -30,7 +30,12 @@ pub fn parse_timestamp(s: &str) -> Option<Timestamp> {
 /// The current time at the precision the board stores (milliseconds), so that a value read
 /// back from a file equals the one that was written.
 pub fn now() -> Timestamp {
-    let t = Utc::now();
+    to_millis(Utc::now())
+}
+
+/// `t` without its sub-millisecond part: the board keeps times to the millisecond, the
+/// precision it writes, so a value read back equals the one in memory.
+fn to_millis(t: Timestamp) -> Timestamp {
     DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
 }
 

@@ -161,7 +161,7 @@ pub(crate) fn claim(state: &mut State, worker_id: &str, now: Timestamp) -> Resul
     task.lease_expires_at = Some(add_secs(now, lease));
     task.not_before = None;
     let claimed = task.clone();
-    state.dirty.tasks = true;
+    state.touch(claimed.id);
 
     // The claim itself is recorded in the queue; the worker file must be written only when
     // the worker is new or comes back from offline (see `merge_queue_facts`).

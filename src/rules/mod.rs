@@ -8,7 +8,7 @@ mod tasks;
 mod views;
 mod workers;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub use claim::{Ineligible, eligibility};
 pub use replay::{MAX_KEY, apply_keyed};
@@ -64,12 +64,21 @@ pub struct State {
     pub files: Vec<(String, String)>,
     /// What must be written back.
     pub dirty: Dirty,
+    /// Ids of the queue tasks this op changed or added. The store re-serializes only these
+    /// (unchanged tasks keep their bytes), so every change to a task must record it here.
+    pub touched: BTreeSet<u64>,
 }
 
 impl State {
     /// The index of task `id` on the queue.
     pub fn position(&self, id: u64) -> Option<usize> {
         self.tasks.iter().position(|t| t.id == id)
+    }
+
+    /// Records that task `id` changed: the queue must be written and its line re-serialized.
+    pub(crate) fn touch(&mut self, id: u64) {
+        self.touched.insert(id);
+        self.dirty.tasks = true;
     }
 
     /// True if `worker` holds at least one task.

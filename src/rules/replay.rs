@@ -111,5 +111,6 @@ fn stamp(state: &mut State, reply: &mut Reply, key: &str) {
     for t in state.tasks.iter_mut().filter(|t| ids.contains(&t.id)) {
         t.request_key.clone_from(&key);
         state.dirty.tasks = true;
+        state.touched.insert(t.id);
     }
 }

@@ -110,7 +110,9 @@ pub(crate) fn add(state: &mut State, plan: Vec<PlanTask>, now: Timestamp) -> Res
     }
     state.min_next_id = ids[ids.len() - 1] + 1;
     state.tasks.extend(added.iter().cloned());
-    state.dirty.tasks = true;
+    for t in &added {
+        state.touch(t.id);
+    }
     Ok(Reply::Added { tasks: added })
 }
 
@@ -324,7 +326,7 @@ pub(crate) fn complete(
         blocked: false,
         archived: false,
     };
-    state.dirty.tasks = true;
+    state.touch(state.tasks[i].id);
     if let Some(w) = state.workers.get_mut(worker) {
         // Recorded in the queue too (completed_by/at): a soft change.
         w.last_task_completed = Some(now);
@@ -366,7 +368,7 @@ pub(crate) fn fail(
         blocked: false,
         archived: false,
     };
-    state.dirty.tasks = true;
+    state.touch(state.tasks[i].id);
     if let Some(w) = state.workers.get_mut(worker) {
         w.last_heartbeat = Some(now);
         state.dirty.workers = true;
@@ -434,7 +436,8 @@ pub(crate) fn release_at(state: &mut State, i: usize) {
     t.claimed_at = None;
     t.lease_expires_at = None;
     t.attempts = t.attempts.saturating_sub(1);
-    state.dirty.tasks = true;
+    let id = t.id;
+    state.touch(id);
 }
 
 /// Cancels a task that has not completed.
@@ -467,7 +470,7 @@ pub(crate) fn cancel(
         blocked: false,
         archived: false,
     };
-    state.dirty.tasks = true;
+    state.touch(state.tasks[i].id);
     if let Some(w) = claimant {
         state.dirty.workers = true;
         refresh_current_task(state, &w);
@@ -494,7 +497,7 @@ pub(crate) fn retry(state: &mut State, id: u64) -> Result<Reply> {
         blocked: false,
         archived: false,
     };
-    state.dirty.tasks = true;
+    state.touch(state.tasks[i].id);
     Ok(Reply::Task { task: view })
 }
 
@@ -527,6 +530,9 @@ pub(crate) fn requeue_expired(state: &mut State, now: Timestamp) -> Vec<u64> {
             ids.push(t.id);
             holders.push(who);
         }
+    }
+    for &id in &ids {
+        state.touched.insert(id);
     }
     if !ids.is_empty() {
         state.dirty.tasks = true;

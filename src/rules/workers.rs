@@ -69,6 +69,7 @@ pub(crate) fn heartbeat(state: &mut State, id: &str, now: Timestamp) -> Result<R
             if due {
                 t.lease_expires_at = Some(new_end);
                 state.dirty.tasks = true;
+                state.touched.insert(t.id);
             }
         }
     }

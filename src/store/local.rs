@@ -88,7 +88,7 @@ impl LocalStore {
             durable::replace(d, BOARD, &to_pretty(&board)?, true)?;
         }
         if !d.join(QUEUE).exists() {
-            durable::replace(d, QUEUE, &store.encode_queue(&[])?, true)?;
+            durable::replace(d, QUEUE, b"[]\n", true)?;
         }
         if !d.join(WORKERS).exists() {
             durable::replace(d, WORKERS, b"{}\n", true)?;
@@ -127,35 +127,74 @@ impl LocalStore {
         Ok(read_json::<BoardFile>(&self.dir, BOARD)?.settings)
     }
 
-    /// The tasks on the queue.
-    pub fn queue(&self) -> Result<Vec<Task>> {
-        let path = self.dir.join(QUEUE);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("reading", path, e)),
-        };
-        let mut cache = self.queue_cache.lock().unwrap_or_else(|p| p.into_inner());
-        queue_file::decode(&bytes, &mut cache).map_err(|e| damaged(path, &bytes, e))
-    }
-
-    /// The bytes of `task-queue.json` holding `tasks`.
-    fn encode_queue(&self, tasks: &[Task]) -> Result<Vec<u8>> {
-        let mut cache = self.queue_cache.lock().unwrap_or_else(|p| p.into_inner());
-        queue_file::encode(tasks, &mut cache).map_err(|e| Error::Protocol(e.to_string()))
-    }
-
     /// Reads a board file by board-relative path, confined to the board.
     pub fn read_board_file(&self, rel: &str) -> Result<String> {
         let p = paths::resolve(&self.dir, rel)?;
         fs::read_to_string(&p).map_err(|e| Error::io("reading", p, e))
     }
 
+    /// The tasks on the queue, for reading (the cache keeps its copy).
+    pub fn queue(&self) -> Result<Vec<Task>> {
+        let Some(bytes) = self.queue_bytes()? else {
+            return Ok(Vec::new());
+        };
+        let mut cache = self.cache();
+        queue_file::decode_shared(&bytes, &mut cache)
+            .map_err(|e| damaged(self.dir.join(QUEUE), &bytes, e))
+    }
+
+    /// The tasks on the queue, for changing under the lock (taken from the cache when the file
+    /// is what this handle last saw; given back by [`LocalStore::keep_queue`]).
+    fn take_queue(&self) -> Result<Vec<Task>> {
+        let Some(bytes) = self.queue_bytes()? else {
+            self.cache().clear();
+            return Ok(Vec::new());
+        };
+        let mut cache = self.cache();
+        queue_file::decode(&bytes, &mut cache).map_err(|e| damaged(self.dir.join(QUEUE), &bytes, e))
+    }
+
+    fn queue_bytes(&self) -> Result<Option<Vec<u8>>> {
+        let path = self.dir.join(QUEUE);
+        match fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("reading", path, e)),
+        }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, QueueCache> {
+        self.queue_cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the queue durably (the caller fsyncs the directory): only touched tasks are
+    /// serialized again. The cache then describes the new file.
+    fn write_queue(&self, st: &mut State) -> Result<()> {
+        let mut cache = self.cache();
+        let encoded = queue_file::encode(&st.tasks, &st.touched, &cache)
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+        cache.clear();
+        durable::replace(&self.dir, QUEUE, &encoded.bytes, true)?;
+        cache.set_written(encoded);
+        st.touched.clear();
+        Ok(())
+    }
+
+    /// Gives the tasks of a finished op back to the cache if they are what the file holds.
+    fn keep_queue(&self, st: &mut State, file_matches: bool) {
+        let mut cache = self.cache();
+        if file_matches && st.touched.is_empty() {
+            cache.keep(std::mem::take(&mut st.tasks));
+        } else {
+            cache.forget_tasks();
+        }
+    }
+
     /// Loads what the ops in `ops` need (each with whether it carries a request key).
     fn load(&self, ops: &[(Op, Option<String>)]) -> Result<State> {
         let any = |f: &dyn Fn(&Op, bool) -> bool| ops.iter().any(|(op, k)| f(op, k.is_some()));
         let settings = self.settings()?;
-        let tasks = self.queue()?;
+        let tasks = self.take_queue()?;
         let workers: BTreeMap<String, Worker> = read_json(&self.dir, WORKERS)?;
         let progress = if any(&|op, _| matches!(op, Op::SetProgress { .. })) {
             read_json(&self.dir, PROGRESS)?
@@ -246,7 +285,7 @@ impl LocalStore {
             durable::replace(d, WORKERS, &to_pretty(&st.workers)?, false)?;
         }
         if st.dirty.tasks {
-            durable::replace(d, QUEUE, &self.encode_queue(&st.tasks)?, true)?;
+            self.write_queue(st)?;
             synced_dirs = true;
         }
         if synced_dirs {
@@ -274,7 +313,7 @@ impl LocalStore {
             // The archived claims and completions leave the queue: keep their facts in the
             // worker file first (merged at load).
             durable::replace(&self.dir, WORKERS, &to_pretty(&st.workers)?, false)?;
-            durable::replace(&self.dir, QUEUE, &self.encode_queue(&st.tasks)?, true)?;
+            self.write_queue(st)?;
             durable::sync_dir(&self.dir)?;
         }
         Ok(archived)
@@ -416,6 +455,10 @@ impl LocalStore {
         } else {
             log::append(&self.dir.join(LOG), &mut st.outbox)
         };
+        match &committed {
+            Ok(()) => self.keep_queue(&mut st, true),
+            Err(_) => self.cache().clear(),
+        }
         drop(lock);
         if let Err(e) = committed {
             let msg = e.to_string();

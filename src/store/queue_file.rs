@@ -12,46 +12,70 @@
 //! grep and diff. Files in any other layout, such as the original plan's indented ones, are
 //! read with a full parse and rewritten in this layout by the next change.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Range;
 
 use crate::task::Task;
 
-/// Tasks as last read or written, with their exact line bytes.
+/// What a long-lived handle knows of the file: the bytes it last read or wrote, where each
+/// task's line is in them, and (between ops) the parsed tasks themselves.
 #[derive(Debug, Default)]
 pub struct QueueCache {
-    entries: HashMap<u64, Entry>,
+    bytes: Vec<u8>,
+    lines: HashMap<u64, Range<usize>>,
+    tasks: Option<Vec<Task>>,
 }
 
+impl QueueCache {
+    /// Gives the parsed tasks back after an op that did not change them, so the next decode of
+    /// the same bytes needs no parsing.
+    pub fn keep(&mut self, tasks: Vec<Task>) {
+        self.tasks = Some(tasks);
+    }
+
+    /// Records what was just written durably (the tasks come back with [`QueueCache::keep`]).
+    pub fn set_written(&mut self, encoded: Encoded) {
+        self.bytes = encoded.bytes;
+        self.lines = encoded.lines;
+        self.tasks = None;
+    }
+
+    /// Drops the parsed tasks but keeps the bytes and lines (still true of the file).
+    pub fn forget_tasks(&mut self) {
+        self.tasks = None;
+    }
+
+    /// Forgets everything (after a failed write, the file and memory may differ).
+    pub fn clear(&mut self) {
+        *self = QueueCache::default();
+    }
+}
+
+/// The bytes of a queue file and where each task's line is in them.
 #[derive(Debug)]
-struct Entry {
-    line: Vec<u8>,
-    task: Task,
+pub struct Encoded {
+    /// The whole file.
+    pub bytes: Vec<u8>,
+    lines: HashMap<u64, Range<usize>>,
 }
 
-/// Parses the queue file. Lines identical to cached ones are not parsed again.
+/// Parses the queue file. If it is byte for byte what the cache last saw and the cache holds
+/// the tasks, they are handed over without parsing.
 pub fn decode(bytes: &[u8], cache: &mut QueueCache) -> Result<Vec<Task>, serde_json::Error> {
+    if cache.bytes == bytes
+        && let Some(tasks) = cache.tasks.take()
+    {
+        return Ok(tasks);
+    }
+    cache.clear();
     if let Some(lines) = split_lines(bytes) {
         let mut out = Vec::with_capacity(lines.len());
-        let mut next = HashMap::with_capacity(lines.len());
+        let mut ranges = HashMap::with_capacity(lines.len());
         let mut ok = true;
-        for line in lines {
-            if let Some(id) = leading_id(line)
-                && let Some(e) = cache.entries.remove(&id)
-                && e.line == line
-            {
-                out.push(e.task.clone());
-                next.insert(id, e);
-                continue;
-            }
-            match serde_json::from_slice::<Task>(line) {
+        for range in lines {
+            match serde_json::from_slice::<Task>(&bytes[range.clone()]) {
                 Ok(task) => {
-                    next.insert(
-                        task.id,
-                        Entry {
-                            line: line.to_vec(),
-                            task: task.clone(),
-                        },
-                    );
+                    ranges.insert(task.id, range);
                     out.push(task);
                 }
                 Err(_) => {
@@ -61,70 +85,107 @@ pub fn decode(bytes: &[u8], cache: &mut QueueCache) -> Result<Vec<Task>, serde_j
             }
         }
         if ok {
-            cache.entries = next;
+            cache.bytes = bytes.to_vec();
+            cache.lines = ranges;
             return Ok(out);
         }
     }
     // Another layout, or a line that does not parse: a full parse gives the exact answer.
-    cache.entries.clear();
     serde_json::from_slice(bytes)
 }
 
-/// Serializes the queue one task per line, reusing the bytes of unchanged cached tasks.
-pub fn encode(tasks: &[Task], cache: &mut QueueCache) -> Result<Vec<u8>, serde_json::Error> {
-    if tasks.is_empty() {
-        cache.entries.clear();
-        return Ok(b"[]\n".to_vec());
+/// Parses the queue file for reading: the cache's tasks are copied, not taken, and a parse
+/// of other bytes leaves the cache as it was.
+pub fn decode_shared(bytes: &[u8], cache: &mut QueueCache) -> Result<Vec<Task>, serde_json::Error> {
+    if cache.bytes == bytes
+        && let Some(tasks) = &cache.tasks
+    {
+        return Ok(tasks.clone());
     }
-    let mut out = Vec::with_capacity(64 + tasks.len() * 1024);
-    out.extend_from_slice(b"[\n");
-    let mut next = HashMap::with_capacity(tasks.len());
-    let n = tasks.len();
-    for (i, t) in tasks.iter().enumerate() {
-        let entry = match cache.entries.remove(&t.id) {
-            Some(e) if e.task == *t => e,
-            _ => Entry {
-                line: serde_json::to_vec(t)?,
-                task: t.clone(),
-            },
-        };
-        out.extend_from_slice(&entry.line);
-        out.extend_from_slice(if i + 1 < n { b",\n" } else { b"\n" });
-        next.insert(t.id, entry);
-    }
-    out.extend_from_slice(b"]\n");
-    cache.entries = next;
-    Ok(out)
+    decode(bytes, &mut QueueCache::default())
 }
 
-/// The task lines of a file in this module's layout, or `None` for any other layout.
-fn split_lines(bytes: &[u8]) -> Option<Vec<&[u8]>> {
-    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+/// Serializes the queue one task per line. Tasks not in `touched` whose line the cache knows
+/// keep their bytes; the others are serialized.
+pub fn encode(
+    tasks: &[Task],
+    touched: &BTreeSet<u64>,
+    cache: &QueueCache,
+) -> Result<Encoded, serde_json::Error> {
+    if tasks.is_empty() {
+        return Ok(Encoded {
+            bytes: b"[]\n".to_vec(),
+            lines: HashMap::new(),
+        });
+    }
+    let mut out = Vec::with_capacity(cache.bytes.len() + 4096);
+    let mut lines = HashMap::with_capacity(tasks.len());
+    out.extend_from_slice(b"[\n");
+    let n = tasks.len();
+    for (i, t) in tasks.iter().enumerate() {
+        let start = out.len();
+        match cache.lines.get(&t.id) {
+            Some(r) if !touched.contains(&t.id) => {
+                let line = &cache.bytes[r.clone()];
+                // Every change to a task must be in `touched`; tests check that the kept
+                // bytes are what serializing the task gives.
+                debug_assert_eq!(
+                    serde_json::from_slice::<Task>(line).ok().as_ref(),
+                    Some(t),
+                    "task {} changed without being marked touched",
+                    t.id
+                );
+                out.extend_from_slice(line);
+            }
+            _ => serde_json::to_writer(&mut out, t)?,
+        }
+        lines.insert(t.id, start..out.len());
+        out.extend_from_slice(if i + 1 < n { b",\n" } else { b"\n" });
+    }
+    out.extend_from_slice(b"]\n");
+    Ok(Encoded { bytes: out, lines })
+}
+
+/// The byte ranges of the task lines of a file in this module's layout, or `None` for any
+/// other layout.
+fn split_lines(bytes: &[u8]) -> Option<Vec<Range<usize>>> {
+    let end = bytes.strip_suffix(b"\n").map_or(bytes.len(), <[u8]>::len);
+    let body = &bytes[..end];
     if body == b"[]" {
         return Some(Vec::new());
     }
-    let body = body.strip_prefix(b"[\n")?.strip_suffix(b"]")?;
-    let body = body.strip_suffix(b"\n")?;
-    let mut lines: Vec<&[u8]> = body.split(|&b| b == b'\n').collect();
-    let last = lines.len() - 1;
-    for (i, line) in lines.iter_mut().enumerate() {
-        if i < last {
-            *line = line.strip_suffix(b",")?;
-        } else if line.ends_with(b",") {
-            return None;
-        }
-        if !line.starts_with(b"{") || !line.ends_with(b"}") {
-            return None;
-        }
+    if !body.starts_with(b"[\n") || !body.ends_with(b"\n]") {
+        return None;
     }
-    Some(lines)
-}
-
-/// The id at the start of a line this module wrote (`{"id":123,`).
-fn leading_id(line: &[u8]) -> Option<u64> {
-    let rest = line.strip_prefix(b"{\"id\":")?;
-    let end = rest.iter().position(|b| !b.is_ascii_digit())?;
-    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+    let (from, to) = (2, end - 2);
+    if from > to {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut start = from;
+    while start < to {
+        let stop = bytes[start..to]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(to, |p| start + p);
+        let last = stop == to;
+        let mut line = start..stop;
+        if !last {
+            if stop == start || bytes[stop - 1] != b',' {
+                return None;
+            }
+            line = start..stop - 1;
+        } else if bytes[start..stop].ends_with(b",") {
+            return None;
+        }
+        let l = &bytes[line.clone()];
+        if !l.starts_with(b"{") || !l.ends_with(b"}") {
+            return None;
+        }
+        out.push(line);
+        start = stop + 1;
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -136,32 +197,43 @@ mod tests {
             .collect()
     }
 
+    fn none() -> BTreeSet<u64> {
+        BTreeSet::new()
+    }
+
     #[test]
     fn round_trips_and_is_plain_json() {
         for n in [0, 1, 3] {
             let t = tasks(n);
-            let bytes = encode(&t, &mut QueueCache::default()).unwrap();
+            let bytes = encode(&t, &none(), &QueueCache::default()).unwrap().bytes;
             let plain: Vec<Task> = serde_json::from_slice(&bytes).unwrap();
             assert_eq!(plain, t);
             assert_eq!(decode(&bytes, &mut QueueCache::default()).unwrap(), t);
-            let mut warm = QueueCache::default();
-            encode(&t, &mut warm).unwrap();
-            assert_eq!(decode(&bytes, &mut warm).unwrap(), t);
         }
     }
 
     #[test]
-    fn cached_lines_follow_changes() {
+    fn a_warm_cache_hands_over_its_tasks_and_reuses_untouched_lines() {
         let mut cache = QueueCache::default();
         let mut t = tasks(3);
-        let a = encode(&t, &mut cache).unwrap();
+        let e = encode(&t, &none(), &cache).unwrap();
+        let first = e.bytes.clone();
+        cache.set_written(e);
+        cache.keep(t.clone());
+        assert_eq!(decode(&first, &mut cache).unwrap(), t);
         t[1].description = "changed".into();
-        let b = encode(&t, &mut cache).unwrap();
-        assert_ne!(a, b);
-        // A cache that saw `b` reads `a` (written by someone else) correctly.
-        let back = decode(&a, &mut cache).unwrap();
+        let touched = BTreeSet::from([t[1].id]);
+        let e = encode(&t, &touched, &cache).unwrap();
+        let second = e.bytes.clone();
+        assert_eq!(serde_json::from_slice::<Vec<Task>>(&second).unwrap(), t);
+        cache.set_written(e);
+        cache.keep(t.clone());
+        // Someone else wrote the first version back: it is parsed, not taken from the cache.
+        let back = decode(&first, &mut cache).unwrap();
         assert_eq!(back[1].description, "task 1");
-        assert_eq!(decode(&b, &mut cache).unwrap(), t);
+        // And the lines of what was parsed are reused for untouched tasks.
+        let again = encode(&back, &none(), &cache).unwrap();
+        assert_eq!(again.bytes, first);
     }
 
     #[test]
@@ -169,7 +241,7 @@ mod tests {
         let t = tasks(2);
         let pretty = serde_json::to_vec_pretty(&t).unwrap();
         assert_eq!(decode(&pretty, &mut QueueCache::default()).unwrap(), t);
-        let good = encode(&t, &mut QueueCache::default()).unwrap();
+        let good = encode(&t, &none(), &QueueCache::default()).unwrap().bytes;
         // Missing comma between lines: not valid JSON, must not be accepted line by line.
         let s = String::from_utf8(good.clone())
             .unwrap()
@@ -177,5 +249,8 @@ mod tests {
         assert!(decode(s.as_bytes(), &mut QueueCache::default()).is_err());
         // Cut off.
         assert!(decode(&good[..good.len() / 2], &mut QueueCache::default()).is_err());
+        // Empty lines are not this layout.
+        let s = String::from_utf8(good).unwrap().replacen(",\n", ",\n\n", 1);
+        assert_eq!(decode(s.as_bytes(), &mut QueueCache::default()).unwrap(), t);
     }
 }

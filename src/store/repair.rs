@@ -132,8 +132,9 @@ fn repair_queue(dir: &Path, stamp: &str) -> Result<Option<RepairedFile>> {
         return Ok(None);
     }
     let backup = backup(dir, QUEUE, stamp)?;
-    let bytes = super::queue_file::encode(&kept, &mut Default::default())
-        .map_err(|e| Error::Protocol(e.to_string()))?;
+    let bytes = super::queue_file::encode(&kept, &Default::default(), &Default::default())
+        .map_err(|e| Error::Protocol(e.to_string()))?
+        .bytes;
     durable::replace(dir, QUEUE, &bytes, true)?;
     Ok(Some(RepairedFile {
         file: QUEUE.into(),
