@@ -17,12 +17,34 @@ pub enum ExitCode {
     Conflict = 4,
     /// 5: a board file is damaged; run `vine repair`.
     Damaged = 5,
+    /// 6: the server could not be reached (connection refused, timed out, TLS failure).
+    Unreachable = 6,
+    /// 7: the server refused the API key (or none was given).
+    Unauthorized = 7,
+    /// 8: the server refused a path outside its base directory.
+    Forbidden = 8,
 }
 
 impl ExitCode {
     /// The numeric process exit code.
     pub fn code(self) -> i32 {
         self as i32
+    }
+
+    /// The exit code with this number, if it is one of ours.
+    pub fn from_code(code: i64) -> Option<Self> {
+        Some(match code {
+            0 => ExitCode::Done,
+            1 => ExitCode::Other,
+            2 => ExitCode::Invalid,
+            3 => ExitCode::NothingToDo,
+            4 => ExitCode::Conflict,
+            5 => ExitCode::Damaged,
+            6 => ExitCode::Unreachable,
+            7 => ExitCode::Unauthorized,
+            8 => ExitCode::Forbidden,
+            _ => return None,
+        })
     }
 }
 
@@ -66,6 +88,25 @@ pub enum Error {
     /// A reply of the wrong shape for the request (a bug or a mismatched server).
     #[error("unexpected reply: {0}")]
     Protocol(String),
+    /// The server could not be reached after retries.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The server refused the API key.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The server refused a path (outside its base directory, or through a symlink that leads out).
+    #[error("{0}")]
+    Forbidden(String),
+    /// An error the server reported, with its kind and exit code as the server gave them.
+    #[error("{message}")]
+    Remote {
+        /// The error kind, as in `--json` output.
+        kind: String,
+        /// The exit code the error maps to.
+        exit: ExitCode,
+        /// The server's message.
+        message: String,
+    },
 }
 
 impl Error {
@@ -77,11 +118,15 @@ impl Error {
             Error::NothingToDo(_) => ExitCode::NothingToDo,
             Error::Damaged { .. } => ExitCode::Damaged,
             Error::Io { .. } | Error::Protocol(_) => ExitCode::Other,
+            Error::Unreachable(_) => ExitCode::Unreachable,
+            Error::Unauthorized(_) => ExitCode::Unauthorized,
+            Error::Forbidden(_) => ExitCode::Forbidden,
+            Error::Remote { exit, .. } => *exit,
         }
     }
 
     /// A short machine-readable name of the error kind, used in `--json` output.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> &str {
         match self {
             Error::Invalid(_) => "invalid",
             Error::UnknownTask(_) => "unknown-task",
@@ -91,6 +136,10 @@ impl Error {
             Error::NoBoard(_) => "no-board",
             Error::Io { .. } => "io",
             Error::Protocol(_) => "protocol",
+            Error::Unreachable(_) => "unreachable",
+            Error::Unauthorized(_) => "unauthorized",
+            Error::Forbidden(_) => "forbidden",
+            Error::Remote { kind, .. } => kind,
         }
     }
 

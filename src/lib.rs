@@ -8,13 +8,19 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "remote")]
+pub mod apikey;
 pub mod board;
 pub mod error;
 pub mod message;
 pub mod op;
 pub mod plan;
 pub mod progress;
+#[cfg(feature = "remote")]
+pub mod remote;
 pub mod rules;
+#[cfg(feature = "remote")]
+pub mod server;
 pub mod settings;
 pub mod store;
 pub mod task;

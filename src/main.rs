@@ -2,6 +2,8 @@
 
 mod cli;
 
+use std::io::Write;
+
 use clap::Parser;
 use serde_json::{Value, json};
 
@@ -28,18 +30,18 @@ fn main() {
                 if let Value::Object(m) = &mut v {
                     m.insert("ok".into(), Value::Bool(true));
                 }
-                println!("{v}");
+                say(&v.to_string());
             } else if !out.text.is_empty() {
-                println!("{}", out.text);
+                say(&out.text);
             }
             out.exit.code()
         }
         Err(e) => {
             let code = e.exit_code().code();
             if as_json {
-                println!(
-                    "{}",
-                    json!({"ok": false, "error": {"kind": e.kind(), "code": code, "message": e.to_string()}})
+                say(
+                    &json!({"ok": false, "error": {"kind": e.kind(), "code": code, "message": e.to_string()}})
+                        .to_string(),
                 );
             } else {
                 eprintln!("vine: {e}");
@@ -64,4 +66,11 @@ fn usage_message(e: &clap::Error) -> String {
         .map(|l| l.trim_start_matches("error: "))
         .collect();
     parts.join(" ")
+}
+
+/// Prints a line on stdout; a closed pipe (`vine tasks | head`) is not an error.
+fn say(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
 }

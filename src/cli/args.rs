@@ -13,9 +13,13 @@ Exit codes:
   3  nothing to do: no claimable task, the worker should stop, a wait timed out
   4  conflict: not your task, wrong state, claim taken back
   5  a board file is damaged: nothing was changed; run `vine repair`
+  6  the server cannot be reached (after retries)
+  7  the server refused the API key
+  8  the server refused a path (outside its base directory)
 
-Board location: --dir DIR, else $VINE_DIR, else the nearest .vine/ at or above the current
-directory (`vine init` creates .vine/). Every command takes --json and then prints exactly one
+Board location: --url URL or $VINE_URL for a board on a server (vine serve), else --dir DIR,
+else $VINE_DIR, else the nearest .vine/ at or above the current directory (`vine init`
+creates .vine/). Every command takes --json and then prints exactly one
 JSON object on stdout (\"ok\": true or false).";
 
 /// vine: share work between Claude Code sessions through a board of JSON files.
@@ -33,6 +37,15 @@ pub struct Cli {
     /// Print exactly one JSON object on stdout instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// A board on a server (`vine serve`), e.g. https://vps.example.com:5555 (default: $VINE_URL).
+    /// The API key comes from $VINE_API_KEY, $VPS_API_KEY or --key-file, never the command line.
+    #[arg(long, global = true, env = "VINE_URL", value_name = "URL")]
+    pub url: Option<String>,
+
+    /// A file holding the server's API key (default: $VINE_API_KEY_FILE).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
 
     /// What to do.
     #[command(subcommand)]
@@ -247,6 +260,112 @@ pub enum Command {
     Repair,
     /// Move finished tasks to the archive (also done automatically past a threshold).
     Compact,
+    /// Serve the board in BASE_DIR and the VPS API over HTTP(S): the server workers and the
+    /// coordinator reach with --url.
+    ///
+    /// The API key comes from --key-file, $VINE_API_KEY or $VPS_API_KEY (never an argument).
+    /// Without a key the server only listens on loopback.
+    #[command(after_help = "Example:
+  VINE_API_KEY=$(cat /etc/vine/key) vine serve --root /srv/board --listen 0.0.0.0:5555 \\
+      --tls-cert /etc/vine/cert.pem --tls-key /etc/vine/key.pem")]
+    Serve(ServeArgs),
+    /// The VPS helpers: test, ls, read, deploy, exec, find, grep (needs --url).
+    Vps {
+        #[command(subcommand)]
+        action: VpsCmd,
+    },
+    /// Run one board op given as JSON and print the reply as JSON (used through /execute).
+    #[command(hide = true)]
+    Op {
+        /// `{"op": {...}, "key": "..."}`.
+        request: String,
+    },
+}
+
+/// Arguments of `vine serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The base directory: the board's files live at its top; every path is confined to it.
+    #[arg(long, value_name = "BASE_DIR")]
+    pub root: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:5555", value_name = "ADDR")]
+    pub listen: String,
+    /// PEM certificate chain for HTTPS (with --tls-key).
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS (with --tls-cert).
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Switch /execute off.
+    #[arg(long)]
+    pub no_exec: bool,
+    /// Kill a command's whole process group after this long.
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub exec_timeout: String,
+    /// Bytes of stdout and of stderr kept per command.
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
+    pub exec_max_output: usize,
+    /// Commands running at once; more are refused with 429.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub exec_max_concurrent: usize,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
+    pub max_body: usize,
+    /// Serve only the original plan's /test, /list, /deploy, /execute (for testing old clients).
+    #[arg(long, hide = true)]
+    pub original_only: bool,
+}
+
+/// `vine vps` actions.
+#[derive(Debug, Subcommand)]
+pub enum VpsCmd {
+    /// Check that the server answers (and whether it has the board endpoint).
+    Test,
+    /// List a folder on the server.
+    Ls {
+        /// The folder (default: the base directory).
+        #[arg(default_value = ".")]
+        path: String,
+    },
+    /// Print a file from the server.
+    Read {
+        /// The file.
+        file: String,
+    },
+    /// Copy local files to the server: `deploy LOCAL REMOTE`, or `deploy LOCAL... --to DIR`.
+    Deploy {
+        /// LOCAL REMOTE, or several LOCAL files with --to.
+        #[arg(required = true, num_args = 1..)]
+        paths: Vec<PathBuf>,
+        /// The server folder to put several files in (each keeps its file name).
+        #[arg(long, value_name = "DIR")]
+        to: Option<String>,
+    },
+    /// Run a shell command on the server (exit 0 if it succeeded, else 1; its status is in --json).
+    Exec {
+        /// The command.
+        command: String,
+        /// The folder to run it in (inside the base directory).
+        #[arg(long, value_name = "DIR")]
+        workdir: Option<String>,
+    },
+    /// Find files by name pattern (`*`, `?`).
+    Find {
+        /// The name pattern, e.g. '*.py'.
+        pattern: String,
+        /// Where to look.
+        #[arg(default_value = ".", value_name = "DIR")]
+        directory: String,
+    },
+    /// Find lines containing a text.
+    Grep {
+        /// The text.
+        pattern: String,
+        /// Where to look.
+        #[arg(default_value = ".", value_name = "DIR")]
+        directory: String,
+    },
 }
 
 /// Arguments of `vine add`.

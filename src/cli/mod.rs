@@ -2,6 +2,7 @@
 //! the reply as text or as one JSON object.
 
 pub mod args;
+mod remote;
 mod render;
 
 use std::path::{Path, PathBuf};
@@ -29,6 +30,9 @@ pub struct Output {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<Output> {
     match cli.command {
+        Command::Init { .. } if cli.url.is_some() => Err(Error::Invalid(
+            "vine init creates a local board; a server's board is created by `vine serve --root DIR`".into(),
+        )),
         Command::Init {
             dir,
             lease,
@@ -88,11 +92,42 @@ pub fn run(cli: Cli) -> Result<Output> {
                 exit: ExitCode::Done,
             })
         }
+        Command::Serve(a) => serve(a, cli.key_file.as_deref()),
+        Command::Vps { action } => remote::vps(action, cli.url.as_deref(), cli.key_file.as_deref()),
+        Command::Op { request } => remote::op(&request, cli.dir.as_deref()),
         command => {
-            let board = open_board(cli.dir.as_deref())?;
+            let board = match &cli.url {
+                Some(url) => remote::board(url, cli.key_file.as_deref())?,
+                None => open_board(cli.dir.as_deref())?,
+            };
             run_on(&board, command)
         }
     }
+}
+
+/// `vine serve`.
+fn serve(a: args::ServeArgs, key_file: Option<&Path>) -> Result<Output> {
+    let listen: std::net::SocketAddr = a.listen.parse().map_err(|_| {
+        Error::Invalid(format!(
+            "--listen {:?} is not an address; use IP:PORT, e.g. 127.0.0.1:5555 or 0.0.0.0:5555",
+            a.listen
+        ))
+    })?;
+    let mut cfg = agentvine::server::ServeConfig::new(a.root, listen);
+    cfg.key = agentvine::apikey::ApiKey::from_env_or_file(key_file)?;
+    cfg.tls = a.tls_cert.zip(a.tls_key);
+    cfg.exec.enabled = !a.no_exec;
+    cfg.exec.timeout = Duration::from_secs(duration(&a.exec_timeout, "--exec-timeout")?.max(1));
+    cfg.exec.max_output = a.exec_max_output;
+    cfg.exec.max_concurrent = a.exec_max_concurrent.max(1);
+    cfg.max_body = a.max_body;
+    cfg.original_only = a.original_only;
+    agentvine::server::serve(cfg)?;
+    Ok(Output {
+        json: json!({}),
+        text: String::new(),
+        exit: ExitCode::Done,
+    })
 }
 
 /// Opens the board named by `--dir`, `$VINE_DIR`, or the nearest `.vine/` upward.
@@ -221,7 +256,9 @@ fn add_op(a: AddArgs) -> Result<Op> {
 /// Runs a board command.
 fn run_on(board: &Board, command: Command) -> Result<Output> {
     let op = match command {
-        Command::Init { .. } => return Err(Error::Protocol("init handled earlier".into())),
+        Command::Init { .. } | Command::Serve(_) | Command::Vps { .. } | Command::Op { .. } => {
+            return Err(Error::Protocol("handled earlier".into()));
+        }
         Command::Add(a) => add_op(a)?,
         Command::Claim { worker } => Op::Claim {
             worker: worker_id(&worker)?,

@@ -1,0 +1,230 @@
+//! HTTP to `vine serve` (or the original server): the API key on every request, a timeout on
+//! every request, and retries with exponential backoff and jitter when the server cannot be
+//! reached or a proxy says it is unavailable.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::apikey::ApiKey;
+use crate::error::{Error, Result};
+
+/// How a client talks to a server.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Longest wait for one request (`$VINE_TIMEOUT`, default 30 s).
+    pub timeout: Duration,
+    /// How long to keep retrying a request the server did not answer (`$VINE_RETRY_FOR`, default 30 s).
+    pub retry_for: Duration,
+    /// A PEM file with extra trusted certificates, for servers with their own CA (`$VINE_CA_CERT`).
+    pub ca_cert: Option<std::path::PathBuf>,
+}
+
+impl HttpOptions {
+    /// Options from the environment, with defaults.
+    pub fn from_env() -> Result<Self> {
+        let secs = |var: &str, default: u64| -> Result<Duration> {
+            match std::env::var(var) {
+                Ok(v) if !v.trim().is_empty() => crate::time::parse_duration(&v)
+                    .map(Duration::from_secs)
+                    .map_err(|m| Error::Invalid(format!("${var}: {m}"))),
+                _ => Ok(Duration::from_secs(default)),
+            }
+        };
+        Ok(HttpOptions {
+            timeout: secs("VINE_TIMEOUT", 30)?,
+            retry_for: secs("VINE_RETRY_FOR", 30)?,
+            ca_cert: std::env::var_os("VINE_CA_CERT")
+                .filter(|v| !v.is_empty())
+                .map(Into::into),
+        })
+    }
+}
+
+/// A server's answer: HTTP status and JSON body.
+#[derive(Debug, Clone)]
+pub struct HttpReply {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body, parsed (a non-JSON body becomes a string value).
+    pub body: Value,
+}
+
+/// A client for one server.
+#[derive(Debug, Clone)]
+pub struct Http {
+    base: String,
+    key: Option<ApiKey>,
+    agent: ureq::Agent,
+    opts: HttpOptions,
+}
+
+impl Http {
+    /// A client for the server at `url` (http:// or https://).
+    pub fn new(url: &str, key: Option<ApiKey>, opts: HttpOptions) -> Result<Self> {
+        let base = url.trim().trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(Error::Invalid(format!(
+                "server URL {url:?} must start with http:// or https://, e.g. https://vps.example.com:5555"
+            )));
+        }
+        let mut cfg = ureq::Agent::config_builder()
+            .timeout_global(Some(opts.timeout))
+            .http_status_as_error(false);
+        if let Some(ca) = &opts.ca_cert {
+            let pem = std::fs::read(ca).map_err(|e| {
+                Error::Invalid(format!("cannot read VINE_CA_CERT {}: {e}", ca.display()))
+            })?;
+            let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            if certs.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "VINE_CA_CERT {} holds no PEM certificate",
+                    ca.display()
+                )));
+            }
+            let tls = ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+                .build();
+            cfg = cfg.tls_config(tls);
+        }
+        Ok(Http {
+            base,
+            key,
+            agent: cfg.build().into(),
+            opts,
+        })
+    }
+
+    /// The server's base URL.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET path?query`.
+    pub fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<HttpReply> {
+        self.send(|| {
+            let mut req = self.agent.get(format!("{}{path}", self.base));
+            for (k, v) in query {
+                req = req.query(*k, *v);
+            }
+            if let Some(key) = &self.key {
+                req = req.header("X-API-Key", key.secret());
+            }
+            req.call()
+        })
+    }
+
+    /// `POST path` with a JSON body.
+    pub fn post(&self, path: &str, body: &Value) -> Result<HttpReply> {
+        self.send(|| {
+            let mut req = self.agent.post(format!("{}{path}", self.base));
+            if let Some(key) = &self.key {
+                req = req.header("X-API-Key", key.secret());
+            }
+            req.send_json(body)
+        })
+    }
+
+    fn send(
+        &self,
+        call: impl Fn() -> std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<HttpReply> {
+        let started = Instant::now();
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let outcome = match call() {
+                Ok(mut resp) => {
+                    let status = resp.status().as_u16();
+                    match resp
+                        .body_mut()
+                        .with_config()
+                        .limit(64 * 1024 * 1024)
+                        .read_to_string()
+                    {
+                        Ok(text) => Ok((status, text)),
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            let why = match outcome {
+                Ok((502..=504, text)) => {
+                    format!("the server (or a proxy) answered: {}", first_line(&text))
+                }
+                Ok((status, text)) => return self.answer(status, &text),
+                Err(e) if permanent(&e) => {
+                    return Err(Error::Unreachable(format!(
+                        "cannot talk to {}: {e}",
+                        self.base
+                    )));
+                }
+                Err(e) => e.to_string(),
+            };
+            let waited = started.elapsed();
+            if waited >= self.opts.retry_for {
+                return Err(Error::Unreachable(format!(
+                    "cannot reach {} ({attempt} attempts over {}s): {why}. Is `vine serve` running there, and is VINE_URL right?",
+                    self.base,
+                    waited.as_secs()
+                )));
+            }
+            let backoff = Duration::from_millis(50u64.saturating_mul(1 << attempt.min(6)))
+                .min(Duration::from_secs(2));
+            let sleep = jitter(backoff).min(self.opts.retry_for.saturating_sub(waited));
+            std::thread::sleep(sleep);
+        }
+    }
+
+    fn answer(&self, status: u16, text: &str) -> Result<HttpReply> {
+        let body: Value =
+            serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()));
+        let message = body
+            .get("message")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| first_line(text));
+        match status {
+            401 => Err(Error::Unauthorized(format!(
+                "the server at {} refused the API key ({message}); set VINE_API_KEY (or VPS_API_KEY, or VINE_API_KEY_FILE) to the server's key",
+                self.base
+            ))),
+            403 => Err(Error::Forbidden(format!("the server refused: {message}"))),
+            _ => Ok(HttpReply { status, body }),
+        }
+    }
+}
+
+/// Errors that retrying cannot fix.
+fn permanent(e: &ureq::Error) -> bool {
+    matches!(
+        e,
+        ureq::Error::BadUri(_)
+            | ureq::Error::Tls(_)
+            | ureq::Error::Rustls(_)
+            | ureq::Error::InvalidProxyUrl
+    )
+}
+
+fn first_line(text: &str) -> String {
+    text.lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(300)
+        .collect()
+}
+
+/// `d` scaled by a pseudo-random factor in [0.5, 1.5).
+fn jitter(d: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    let r = (h.finish() % 1000) as f64 / 1000.0;
+    d.mul_f64(0.5 + r)
+}

@@ -1,0 +1,430 @@
+//! Files under the base directory: `/list`, `/read`, `/deploy`, `/search/files`,
+//! `/search/content`. Every path is resolved at request time and refused with 403 when it
+//! leaves the base directory (absolute, `..`, or a symlink leading out, even a new one).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::App;
+use super::reply::{error, forbidden, parse_body, parse_query, success};
+use crate::store::{durable, paths};
+use crate::time::format_timestamp;
+
+/// Most directory entries `/list` returns.
+const MAX_LIST: usize = 10_000;
+/// Most results a search returns.
+const MAX_RESULTS: usize = 1_000;
+/// Most directory entries a search visits.
+const MAX_VISIT: usize = 100_000;
+/// Largest file `/search/content` looks into.
+const MAX_SEARCH_FILE: u64 = 1024 * 1024;
+
+/// Resolves a client path inside the base directory, or the 403 reply.
+fn inside(app: &App, rel: &str) -> Result<PathBuf, Response> {
+    let rel = if rel.is_empty() { "." } else { rel };
+    paths::resolve(&app.root, rel).map_err(|e| forbidden(&e))
+}
+
+/// The path relative to the base directory, for replies.
+fn relative(app: &App, p: &Path) -> String {
+    p.strip_prefix(&app.root)
+        .map(|r| r.to_string_lossy().to_string())
+        .unwrap_or_default()
+}
+
+fn modified(m: &std::fs::Metadata) -> Value {
+    m.modified()
+        .ok()
+        .map(|t| Value::String(format_timestamp(&chrono::DateTime::<chrono::Utc>::from(t))))
+        .unwrap_or(Value::Null)
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    path: String,
+}
+
+/// `GET /list?path=DIR`.
+pub async fn list(
+    State(app): State<Arc<App>>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Response {
+    let q = match parse_query(q) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
+    let dir = match inside(&app, &q.path) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) => return io_error(&q.path, &e),
+    };
+    let mut files = Vec::new();
+    let mut truncated = false;
+    for e in entries.flatten() {
+        if files.len() >= MAX_LIST {
+            truncated = true;
+            break;
+        }
+        let Ok(m) = e.metadata() else { continue };
+        files.push(json!({
+            "name": e.file_name().to_string_lossy(),
+            "is_directory": m.is_dir(),
+            "size": m.len(),
+            "modified": modified(&m),
+        }));
+    }
+    files.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    success(json!({"path": dir.to_string_lossy(), "files": files, "truncated": truncated}))
+}
+
+fn io_error(what: &str, e: &std::io::Error) -> Response {
+    let status = match e.kind() {
+        std::io::ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        std::io::ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    error(status, format!("{what}: {e}"))
+}
+
+#[derive(Deserialize)]
+pub struct ReadQuery {
+    filepath: String,
+}
+
+/// `GET /read?filepath=FILE` -> `{"content": ..., "encoding": "utf-8"|"base64", "size": n}`.
+pub async fn read(
+    State(app): State<Arc<App>>,
+    q: Result<Query<ReadQuery>, QueryRejection>,
+) -> Response {
+    let q = match parse_query(q) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
+    let path = match inside(&app, &q.filepath) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_dir() => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("{} is a directory; use /list", q.filepath),
+            );
+        }
+        Ok(m) if m.len() > app.max_read as u64 => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "{} is {} bytes; /read returns at most {}",
+                    q.filepath,
+                    m.len(),
+                    app.max_read
+                ),
+            );
+        }
+        Ok(_) => {}
+        Err(e) => return io_error(&q.filepath, &e),
+    }
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let size = bytes.len();
+            match String::from_utf8(bytes) {
+                Ok(text) => success(json!({"content": text, "encoding": "utf-8", "size": size})),
+                Err(e) => success(json!({
+                    "content": super::base64::encode(e.as_bytes()),
+                    "encoding": "base64",
+                    "size": size,
+                })),
+            }
+        }
+        Err(e) => io_error(&q.filepath, &e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct DeployBody {
+    filepath: String,
+    content: String,
+    #[serde(default)]
+    encoding: Option<String>,
+}
+
+/// `POST /deploy {"filepath","content","encoding"}`: writes the file atomically (temp file,
+/// fsync, rename). Board files are written under the board lock and must parse.
+pub async fn deploy(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let b: DeployBody = match parse_body(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let path = match inside(&app, &b.filepath) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let bytes = match b
+        .encoding
+        .as_deref()
+        .unwrap_or("utf-8")
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "utf-8" | "utf8" | "text" => b.content.into_bytes(),
+        "base64" => match super::base64::decode(&b.content) {
+            Some(v) => v,
+            None => return error(StatusCode::BAD_REQUEST, "content is not valid base64"),
+        },
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown encoding {other:?}; use utf-8 or base64"),
+            );
+        }
+    };
+    if path == app.root || path.is_dir() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{} is a directory", b.filepath),
+        );
+    }
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{} is not a file path", b.filepath),
+        );
+    };
+    let app2 = app.clone();
+    let (parent, name) = (parent.to_path_buf(), name.to_string());
+    let full = path.clone();
+    let res = tokio::task::spawn_blocking(move || -> Result<(), Response> {
+        std::fs::create_dir_all(&parent).map_err(|e| io_error("creating the folder", &e))?;
+        // Re-check after creating folders: nothing on the way may lead outside.
+        paths::resolve(&app2.root, &relative(&app2, &full)).map_err(|e| forbidden(&e))?;
+        let board_file = parent == app2.root && super::BOARD_FILES.contains(&name.as_str());
+        let _lock = if board_file {
+            check_board_file(&name, &bytes)?;
+            Some(
+                app2.store
+                    .lock()
+                    .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        durable::replace(&parent, &name, &bytes, true)
+            .and_then(|()| durable::sync_dir(&parent))
+            .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    })
+    .await;
+    match res {
+        Ok(Ok(())) => success(json!({
+            "message": "File deployed successfully",
+            "full_path": path.to_string_lossy(),
+        })),
+        Ok(Err(r)) => r,
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Refuses a deploy that would put an unreadable board file in place.
+fn check_board_file(name: &str, bytes: &[u8]) -> Result<(), Response> {
+    use crate::store::paths::{PROGRESS, QUEUE, WORKERS};
+    let ok = match name {
+        QUEUE => serde_json::from_slice::<Vec<crate::task::Task>>(bytes).map(|_| ()),
+        WORKERS => serde_json::from_slice::<
+            std::collections::BTreeMap<String, crate::worker::Worker>,
+        >(bytes)
+        .map(|_| ()),
+        PROGRESS => serde_json::from_slice::<crate::progress::Progress>(bytes).map(|_| ()),
+        _ => Ok(()),
+    };
+    ok.map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("refusing to deploy {name}: it would not parse as a board file ({e}); prefer the board API (vine add, vine claim ...)"),
+        )
+    })
+}
+
+#[derive(Deserialize)]
+pub struct SearchQuery {
+    pattern: String,
+    #[serde(default)]
+    directory: String,
+}
+
+/// `GET /search/files?pattern=*.py&directory=DIR`: file names matching a `*`/`?` pattern.
+pub async fn search_files(
+    State(app): State<Arc<App>>,
+    q: Result<Query<SearchQuery>, QueryRejection>,
+) -> Response {
+    let q = match parse_query(q) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
+    let dir = match inside(&app, &q.directory) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    if q.pattern.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "give a pattern, e.g. pattern=*.py");
+    }
+    let app2 = app.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        let mut found = Vec::new();
+        let truncated = walk(&dir, &mut |p, _| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default();
+            if glob(&q.pattern, &name) {
+                found.push(json!(relative(&app2, p)));
+            }
+            found.len() < MAX_RESULTS
+        });
+        json!({"files": found, "truncated": truncated})
+    })
+    .await;
+    match res {
+        Ok(v) => success(v),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `GET /search/content?pattern=TEXT&directory=DIR`: lines containing TEXT.
+pub async fn search_content(
+    State(app): State<Arc<App>>,
+    q: Result<Query<SearchQuery>, QueryRejection>,
+) -> Response {
+    let q = match parse_query(q) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
+    let dir = match inside(&app, &q.directory) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    if q.pattern.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "give a pattern: the text to look for",
+        );
+    }
+    let app2 = app.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        let mut matches = Vec::new();
+        let truncated = walk(&dir, &mut |p, m| {
+            if m.len() > MAX_SEARCH_FILE {
+                return true;
+            }
+            let Ok(bytes) = std::fs::read(p) else {
+                return true;
+            };
+            if bytes.iter().take(8192).any(|&b| b == 0) {
+                return true;
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            for (n, line) in text.lines().enumerate() {
+                if line.contains(&q.pattern) {
+                    let shown: String = line.chars().take(500).collect();
+                    matches.push(json!({"file": relative(&app2, p), "line": n + 1, "text": shown}));
+                    if matches.len() >= MAX_RESULTS {
+                        return false;
+                    }
+                }
+            }
+            true
+        });
+        json!({"matches": matches, "truncated": truncated})
+    })
+    .await;
+    match res {
+        Ok(v) => success(v),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Visits regular files under `dir` (symlinks are not followed), sorted; `f` returns false to
+/// stop. Returns true if the walk stopped early (results cut off).
+fn walk(dir: &Path, f: &mut dyn FnMut(&Path, &std::fs::Metadata) -> bool) -> bool {
+    let mut stack = vec![dir.to_path_buf()];
+    let mut visited = 0;
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        let mut entries: Vec<_> = rd.flatten().map(|e| e.path()).collect();
+        entries.sort();
+        let mut subdirs = Vec::new();
+        for p in entries {
+            visited += 1;
+            if visited > MAX_VISIT {
+                return true;
+            }
+            let Ok(m) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            if m.is_dir() {
+                subdirs.push(p);
+            } else if m.is_file() && !f(&p, &m) {
+                return true;
+            }
+        }
+        stack.extend(subdirs.into_iter().rev());
+    }
+    false
+}
+
+/// Matches a file name against a pattern with `*` (any run) and `?` (any one character).
+fn glob(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    let (mut pi, mut ni) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn globs() {
+        assert!(glob("*.py", "app.py"));
+        assert!(!glob("*.py", "app.pyc"));
+        assert!(glob("a?c", "abc"));
+        assert!(glob("*", ""));
+        assert!(glob("t*-*.md", "task-1-instructions.md"));
+        assert!(!glob("x*", "yx"));
+    }
+}

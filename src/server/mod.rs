@@ -1,0 +1,240 @@
+//! `vine serve`: the VPS. One process serves the board in its base directory and the original
+//! plan's file and command API over HTTP (optionally HTTPS), behind an API key.
+//!
+//! Routes (see `openapi.json`, served at `/openapi.json`):
+//! `GET /test`, `GET /list`, `GET /read`, `POST /deploy`, `POST /execute` (the original API),
+//! `GET /search/files`, `GET /search/content`, and `POST /v1/op` (one board op per request,
+//! atomic on the server, batched into group commits).
+
+// Handlers return a ready error `Response` as their `Err`: it is built once and sent at once,
+// so boxing it would only add noise.
+#![allow(clippy::result_large_err)]
+
+mod auth;
+mod base64;
+mod board;
+mod exec;
+mod files;
+mod reply;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+use crate::apikey::ApiKey;
+use crate::error::{Error, Result};
+use crate::store::local::LocalStore;
+
+pub use board::{OpRequest, parse_reply, remote_error};
+pub use reply::ErrorBody;
+
+/// The OpenAPI document of the whole API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Every route the server answers: (method, path). Kept equal to `openapi.json` by a test.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/test"),
+    ("GET", "/openapi.json"),
+    ("GET", "/list"),
+    ("GET", "/read"),
+    ("POST", "/deploy"),
+    ("POST", "/execute"),
+    ("GET", "/search/files"),
+    ("GET", "/search/content"),
+    ("POST", "/v1/op"),
+];
+
+/// Board files at the top of the base directory: a `/deploy` over one of them is written
+/// under the board lock and must parse (the lock file itself cannot be deployed over).
+const BOARD_FILES: &[&str] = &[
+    crate::store::paths::QUEUE,
+    crate::store::paths::WORKERS,
+    crate::store::paths::PROGRESS,
+    crate::store::paths::BOARD,
+    crate::store::paths::LOG,
+    crate::store::paths::ARCHIVE,
+];
+
+/// Limits and switches of `/execute`.
+#[derive(Debug, Clone)]
+pub struct ExecConfig {
+    /// Whether `/execute` runs commands at all (`--no-exec` turns it off).
+    pub enabled: bool,
+    /// A command's whole process group is killed after this long.
+    pub timeout: Duration,
+    /// Bytes of stdout and of stderr kept per command; the rest is dropped.
+    pub max_output: usize,
+    /// Commands running at once; more are refused with 429.
+    pub max_concurrent: usize,
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        ExecConfig {
+            enabled: true,
+            timeout: Duration::from_secs(60),
+            max_output: 1024 * 1024,
+            max_concurrent: 4,
+        }
+    }
+}
+
+/// How `vine serve` runs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The base directory: the board's files live at its top level; every path is confined to it.
+    pub root: PathBuf,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The API key; required unless listening on loopback.
+    pub key: Option<ApiKey>,
+    /// PEM certificate chain and private key, for HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// `/execute` settings.
+    pub exec: ExecConfig,
+    /// Largest request body, in bytes.
+    pub max_body: usize,
+    /// Largest file `/read` returns, in bytes.
+    pub max_read: usize,
+    /// Serve only the original plan's four endpoints (a stand-in for the original server).
+    pub original_only: bool,
+}
+
+impl ServeConfig {
+    /// A configuration with default limits.
+    pub fn new(root: PathBuf, listen: SocketAddr) -> Self {
+        ServeConfig {
+            root,
+            listen,
+            key: None,
+            tls: None,
+            exec: ExecConfig::default(),
+            max_body: 16 * 1024 * 1024,
+            max_read: 16 * 1024 * 1024,
+            original_only: false,
+        }
+    }
+}
+
+/// What every handler shares.
+pub(crate) struct App {
+    pub(crate) root: PathBuf,
+    pub(crate) store: LocalStore,
+    pub(crate) key: Option<ApiKey>,
+    pub(crate) exec: ExecConfig,
+    pub(crate) exec_slots: tokio::sync::Semaphore,
+    pub(crate) throttle: auth::Throttle,
+    pub(crate) batcher: board::Batcher,
+    pub(crate) max_read: usize,
+    pub(crate) original_only: bool,
+    /// Test hook: drop every Nth `/v1/op` reply after applying the op (`VINE_TEST_DROP_REPLIES`).
+    pub(crate) drop_every: Option<u64>,
+    pub(crate) op_count: std::sync::atomic::AtomicU64,
+}
+
+/// Runs the server until the process is stopped. Prints `listening on ADDR` once ready.
+pub fn serve(cfg: ServeConfig) -> Result<()> {
+    if cfg.key.is_none() && !cfg.listen.ip().is_loopback() {
+        return Err(Error::Invalid(format!(
+            "refusing to listen on {} without an API key: set VINE_API_KEY (or VPS_API_KEY), or --key-file FILE; \
+             without a key only a loopback address (127.0.0.1) is allowed",
+            cfg.listen
+        )));
+    }
+    if !cfg.root.is_dir() {
+        return Err(Error::Invalid(format!(
+            "--root {} is not a directory",
+            cfg.root.display()
+        )));
+    }
+    let root = cfg
+        .root
+        .canonicalize()
+        .map_err(|e| Error::io("opening", &cfg.root, e))?;
+    let store = LocalStore::init(&root, None)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting the server runtime", &root, e))?;
+    let listener = std::net::TcpListener::bind(cfg.listen)
+        .map_err(|e| Error::io("listening on", cfg.listen.to_string(), e))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| Error::io("listening on", cfg.listen.to_string(), e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::io("listening on", cfg.listen.to_string(), e))?;
+    let drop_every = std::env::var("VINE_TEST_DROP_REPLIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n: &u64| *n > 0);
+    let app = Arc::new(App {
+        root,
+        batcher: board::Batcher::start(store.clone()),
+        store,
+        key: cfg.key.clone(),
+        exec_slots: tokio::sync::Semaphore::new(cfg.exec.max_concurrent.max(1)),
+        exec: cfg.exec.clone(),
+        throttle: auth::Throttle::default(),
+        max_read: cfg.max_read,
+        original_only: cfg.original_only,
+        drop_every,
+        op_count: Default::default(),
+    });
+    let router = router(app.clone(), cfg.max_body);
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+    runtime.block_on(async move {
+        let make = router.into_make_service_with_connect_info::<SocketAddr>();
+        println!("listening on {scheme}://{local}");
+        if cfg.key.is_none() {
+            eprintln!("vine serve: no API key set; anyone who can reach {local} can use the board");
+        }
+        match &cfg.tls {
+            Some((cert, key)) => {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .map_err(|e| Error::io("loading the TLS certificate and key", cert, e))?;
+                axum_server::from_tcp_rustls(listener, tls)
+                    .map_err(|e| Error::io("listening on", local.to_string(), e))?
+                    .serve(make)
+                    .await
+                    .map_err(|e| Error::io("serving on", local.to_string(), e))
+            }
+            None => axum_server::from_tcp(listener)
+                .map_err(|e| Error::io("listening on", local.to_string(), e))?
+                .serve(make)
+                .await
+                .map_err(|e| Error::io("serving on", local.to_string(), e)),
+        }
+    })
+}
+
+fn router(app: Arc<App>, max_body: usize) -> Router {
+    let mut r = Router::new()
+        .route("/test", get(board::test))
+        .route("/list", get(files::list))
+        .route("/deploy", post(files::deploy))
+        .route("/execute", post(exec::execute));
+    if !app.original_only {
+        r = r
+            .route("/openapi.json", get(board::openapi))
+            .route("/read", get(files::read))
+            .route("/search/files", get(files::search_files))
+            .route("/search/content", get(files::search_content))
+            .route("/v1/op", post(board::op));
+    }
+    r.fallback(reply::not_found)
+        .method_not_allowed_fallback(reply::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::check,
+        ))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(app)
+}
