@@ -9,14 +9,14 @@
 //! When the environment variable `AGENTVINE_BENCH_WORKER` is set, this binary is a worker
 //! process of the throughput test instead (see [`worker_main`]).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::error::Error;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use agentvine::op::{NewTask, Op, PlanTask, Reply};
@@ -72,6 +72,12 @@ const SHARED_INSTRUCTIONS: &str = "tasks/bench-shared-instructions.md";
 fn main() -> R<()> {
     if let Ok(spec) = std::env::var(WORKER_ENV) {
         return worker_main(&spec);
+    }
+    let mut grouped: Vec<usize> =
+        [&GROUP_REPLACE[..], &GROUP_CPU, &GROUP_WORKERS, &GROUP_IO].concat();
+    grouped.sort_unstable();
+    if grouped != (0..PHASES.len()).collect::<Vec<_>>() {
+        return Err("the breakdown groups must cover every phase once".into());
     }
     let total = Instant::now();
     let root = tempfile::Builder::new()
@@ -450,29 +456,42 @@ fn sim(
 // ---------------------------------------------------------------------------------------------
 // Latency: in-process claims, the floor, and the breakdown
 
-/// Phases of a claim, in the order `LocalStore::write_batch` (lock, load, `rules::apply_keyed`,
-/// commit, unlock, instruction file) runs them for one claim.
-const PHASES: [&str; 19] = [
+/// Phases of a claim, in the order `LocalStore::write_batch` (lock, `load` with `take_queue`,
+/// `rules::apply_keyed`, `commit` with `write_queue`, `keep_queue`, unlock, instruction file)
+/// runs them for one claim.
+const PHASES: [&str; 22] = [
     "lock (open board.lock + flock)",
     "read + parse board.json",
     "read task-queue.json",
-    "decode task-queue.json (warm cache)",
+    "take_queue: compare bytes, take tasks",
     "read + parse worker-status.json",
     "merge_queue_facts",
     "rules::apply_keyed(Claim) (requeue+pick)",
     "worker-status: age check (stat)",
     "worker-status: soft write when due",
-    "encode task-queue.json (warm cache)",
+    "write_queue: encode (touched only)",
+    "write_queue: cache.clear()",
     "task-queue: create temp (O_CREAT)",
     "task-queue: write",
     "task-queue: fdatasync",
     "task-queue: close + rename",
+    "write_queue: set_written",
     "fsync board dir",
     "log append (empty) + archivable",
+    "keep_queue: tasks back to the cache",
     "unlock",
     "read instruction file (after unlock)",
     "drop the op's state (end of write)",
 ];
+
+/// The replica's phases grouped: A, the queue replace (the floor's own steps).
+const GROUP_REPLACE: [usize; 5] = [11, 12, 13, 14, 16];
+/// B, CPU work on the queue and the state.
+const GROUP_CPU: [usize; 9] = [3, 5, 6, 9, 10, 15, 17, 18, 21];
+/// C, the worker-status file.
+const GROUP_WORKERS: [usize; 2] = [7, 8];
+/// D, the lock, the small reads and the instruction file.
+const GROUP_IO: [usize; 6] = [0, 1, 2, 4, 19, 20];
 
 /// Phases of the floor (`durable::replace` + `durable::sync_dir`, split).
 const FLOOR_PHASES: [&str; 5] = [
@@ -487,13 +506,11 @@ const FLOOR_PHASES: [&str; 5] = [
 /// it), so that the floor and the claim replace a file in the same directory.
 const FLOOR_FILE: &str = "floor.json";
 
-/// Alternatives measured after a replica claim, outside the lock (not part of its total).
-const ALTERNATIVES: [&str; 5] = [
-    "catch-up decode before the replica claim",
-    "decode with a cold cache (full parse)",
-    "encode with a cold cache (serialize all)",
-    "clone of the task list (Vec<Task>)",
-    "compare task list with a copy (==)",
+/// Alternatives measured outside the replica's total.
+const ALTERNATIVES: [&str; 3] = [
+    "catch-up: full parse + keep (before)",
+    "decode with an empty cache (full parse)",
+    "encode with an empty cache (serialize all)",
 ];
 
 #[derive(Default)]
@@ -517,10 +534,15 @@ struct LatencyRun {
     complete: Vec<f64>,
     /// `Board::open` + `Board::claim` on a fresh handle (cold queue cache), per claim.
     cold: Vec<f64>,
-    /// The replica's queue cache, kept across its claims as `LocalStore` keeps its own.
-    replica_cache: QueueCache,
-    /// Time of the replica cache's catch-up decode, waiting for the next breakdown cycle.
+    /// The replica's queue cache, kept across its claims behind a mutex, as `LocalStore` keeps
+    /// its own (`Arc<Mutex<QueueCache>>`).
+    replica_cache: Mutex<QueueCache>,
+    /// Time of the replica cache's catch-up (full parse + keep), waiting for the next
+    /// breakdown cycle.
     catch_up: Option<f64>,
+    /// During warm-up only: the queue bytes the catch-up saw, checked against the file right
+    /// before the replica claim (the take must find the file unchanged).
+    catch_up_bytes: Option<Vec<u8>>,
     /// Per breakdown claim: the phases in microseconds.
     phases: Vec<[f64; PHASES.len()]>,
     /// Per breakdown claim: the replica's total.
@@ -562,8 +584,9 @@ fn floor(dir: &Path, bytes: &[u8]) -> R<f64> {
 
 /// One measured cycle on a board, all through the long-lived `Board` handle: claim (timed),
 /// the floor on a copy of the queue just written (timed), complete (timed), add one new task
-/// (not timed), so the pool stays at `POOL`. With `catch_up`, the replica's cache then reads
-/// the queue file the handle has just written (see [`breakdown_cycle`]).
+/// (not timed), so the pool stays at `POOL`. With `catch_up`, the replica's cache then parses
+/// the queue file the handle has just written and keeps the tasks, as the handle's own cache
+/// holds them after that write (see [`breakdown_cycle`]).
 fn latency_cycle(b: &mut LatencyRun, record: bool, catch_up: bool) -> R<()> {
     let board = b.board()?;
     let t = Instant::now();
@@ -576,9 +599,15 @@ fn latency_cycle(b: &mut LatencyRun, record: bool, catch_up: bool) -> R<()> {
     if catch_up {
         let raw = fs::read(b.dir.join(paths::QUEUE))?;
         let t = Instant::now();
-        let tasks = queue_file::decode(&raw, &mut b.replica_cache)?;
+        {
+            // The file is not what the replica's cache last saw (the handle wrote it): a full
+            // parse, then the tasks are kept, as `keep_queue` does after an op.
+            let mut cache = lock_cache(&b.replica_cache);
+            let tasks = queue_file::decode(&raw, &mut cache)?;
+            cache.keep(tasks);
+        }
         b.catch_up = Some(us(t.elapsed()));
-        std::hint::black_box(tasks);
+        b.catch_up_bytes = (!record).then_some(raw);
     }
     if record {
         b.claim.push(claim);
@@ -617,16 +646,22 @@ fn cold_cycle(b: &mut LatencyRun, record: bool) -> R<()> {
 /// The replica keeps its own `QueueCache` across cycles. Since its last claim the long-lived
 /// handle has written the queue several times (claims, completes, adds), so right after the
 /// handle's last write (the add at the end of this board's measured cycle of the same round)
-/// the replica's cache decodes that file, outside the replica's total (reported as "catch-up
-/// decode"). Its cache then holds what the long-lived handle's cache holds after writing that
-/// file, every line with its task, and the replica's claim comes after the other boards' cycles
-/// exactly like a measured claim does.
+/// the replica's cache parses that file and keeps the tasks, outside the replica's total
+/// (reported as "catch-up"). Its cache then holds what the long-lived handle's cache holds
+/// after writing that file (the bytes, each task's line, the parsed tasks), so the replica's
+/// `take_queue` hands the tasks over without parsing, as the measured claim's does; and the
+/// replica's claim comes after the other boards' cycles exactly like a measured claim does.
 fn breakdown_cycle(b: &mut LatencyRun, record: bool) -> R<()> {
     let catch_up = b
         .catch_up
         .take()
         .ok_or("no catch-up decode before the replica")?;
-    let (c, phases, soft, alts) = claim_replica(&b.dir, ME, &mut b.replica_cache)?;
+    if let Some(seen) = b.catch_up_bytes.take()
+        && fs::read(b.dir.join(paths::QUEUE))? != seen
+    {
+        return Err("the queue changed between the catch-up and the replica claim".into());
+    }
+    let (c, phases, soft, alts) = claim_replica(&b.dir, ME, &b.replica_cache)?;
     let bytes = fs::read(b.dir.join(paths::QUEUE))?;
     let floor_phases = floor_replica(&b.dir, &bytes)?;
     b.complete_and_refill(c.task.id)?;
@@ -653,20 +688,28 @@ fn check_claim(c: &Claim) -> R<()> {
     Ok(())
 }
 
+/// The store's `cache()`: the mutex guard of the queue cache (a poisoned lock is taken anyway).
+fn lock_cache(cache: &Mutex<QueueCache>) -> MutexGuard<'_, QueueCache> {
+    cache.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A claim done step by step the way `Board::claim` runs it in `LocalStore` as of commit
-/// b2c5795 (`write` -> `execute_batch` -> `write_batch` with one op: lock, `load`,
-/// `rules::apply_keyed` without a key, `commit`, unlock, instruction file), with each step
-/// timed: compare its total with `Board::claim`.
+/// d42ac12 (`write` -> `execute_batch` -> `write_batch` with one op: lock, `load` with
+/// `take_queue`, `rules::apply_keyed` without a key, `commit` with `write_queue`, `keep_queue`,
+/// unlock, instruction file), with each step timed: compare its total with `Board::claim`.
 ///
-/// `cache` plays the store's `QueueCache`. Returns the claimed task, the phase times, whether
+/// `cache` plays the store's `QueueCache`: `take_queue` decodes with it (handing its tasks over
+/// when the file is byte for byte what it last saw), `write_queue` encodes only the touched
+/// tasks against it, clears it, replaces the file and records what it wrote (`set_written`),
+/// and `keep_queue` gives the tasks back. Returns the claimed task, the phase times, whether
 /// the deferred worker-status write was due and done, and alternatives measured after the
-/// claim, outside the lock, not part of the sum: decode and encode of the same queue with a
-/// cold cache, a clone of the task list, and a comparison of the task list with a copy.
+/// claim, outside the lock, not part of the sum: decode and encode of the same queue with an
+/// empty cache.
 fn claim_replica(
     dir: &Path,
     worker: &str,
-    cache: &mut QueueCache,
-) -> R<(Claim, [f64; PHASES.len()], bool, [f64; 4])> {
+    cache: &Mutex<QueueCache>,
+) -> R<(Claim, [f64; PHASES.len()], bool, [f64; 2])> {
     let mut ph = [0.0; PHASES.len()];
     let mut t = Instant::now();
     // LocalStore::lock
@@ -678,14 +721,19 @@ fn claim_replica(
         .open(dir.join(paths::LOCK))?;
     lock.lock()?;
     ph[0] = lap(&mut t);
-    // LocalStore::load: settings, queue (cache-aware), workers, then merge_queue_facts.
+    // LocalStore::load: settings, queue (take_queue), workers, then merge_queue_facts.
     // (No progress, next id, log or archive lookups for a claim.)
     let settings =
         serde_json::from_slice::<BoardFile>(&fs::read(dir.join(paths::BOARD))?)?.settings;
     ph[1] = lap(&mut t);
+    // take_queue: queue_bytes, then decode under the cache's mutex; the bytes read are dropped
+    // when take_queue returns.
     let raw = fs::read(dir.join(paths::QUEUE))?;
     ph[2] = lap(&mut t);
-    let tasks = queue_file::decode(&raw, cache)?;
+    let tasks = {
+        let mut c = lock_cache(cache);
+        queue_file::decode(&raw, &mut c)?
+    };
     drop(raw);
     ph[3] = lap(&mut t);
     let workers: BTreeMap<String, Worker> =
@@ -731,61 +779,73 @@ fn claim_replica(
         durable::replace(dir, paths::WORKERS, &pretty(&st.workers)?, false)?;
     }
     ph[8] = lap(&mut t);
-    if !st.dirty.tasks {
-        return Err("a claim that did not change the queue".into());
+    if !st.dirty.tasks || !st.touched.contains(&claim.task.id) {
+        return Err("a claim that did not touch its task".into());
     }
-    let qbytes = queue_file::encode(&st.tasks, &st.touched, cache)?.bytes;
+    // LocalStore::write_queue, under the cache's mutex: encode against the cache, clear it,
+    // durable::replace(dir, QUEUE, .., true) split into its steps, set_written.
+    let mut c = lock_cache(cache);
+    let encoded = queue_file::encode(&st.tasks, &st.touched, &c)?;
     ph[9] = lap(&mut t);
-    // durable::replace(dir, QUEUE, .., true), split into its steps.
-    let tmp = dir.join(format!(".{}.tmp", paths::QUEUE));
-    let mut f = File::create(&tmp)?;
+    c.clear();
     ph[10] = lap(&mut t);
-    f.write_all(&qbytes)?;
+    let tmp = dir.join(format!(".{}.tmp", paths::QUEUE));
+    let target = dir.join(paths::QUEUE);
+    let mut f = File::create(&tmp)?;
     ph[11] = lap(&mut t);
-    f.sync_data()?;
+    f.write_all(&encoded.bytes)?;
     ph[12] = lap(&mut t);
-    drop(f);
-    fs::rename(&tmp, dir.join(paths::QUEUE))?;
-    drop(qbytes);
+    f.sync_data()?;
     ph[13] = lap(&mut t);
-    durable::sync_dir(dir)?;
+    drop(f);
+    fs::rename(&tmp, &target)?;
+    drop((tmp, target));
     ph[14] = lap(&mut t);
+    c.set_written(encoded);
+    st.touched.clear();
+    drop(c);
+    ph[15] = lap(&mut t);
+    durable::sync_dir(dir)?;
+    ph[16] = lap(&mut t);
     log::append(&dir.join(paths::LOG), &mut st.outbox)?;
     let (take, _) = rules::archivable(&st.tasks);
     if take.len() > st.settings.archive_after {
         return Err("a claim would archive; the replica does not do that".into());
     }
-    ph[15] = lap(&mut t);
+    ph[17] = lap(&mut t);
+    // write_batch: keep_queue(st, true) after a successful commit, still under the lock.
+    {
+        let mut c = lock_cache(cache);
+        if st.touched.is_empty() {
+            c.keep(std::mem::take(&mut st.tasks));
+        } else {
+            c.forget_tasks();
+        }
+    }
+    ph[18] = lap(&mut t);
     drop(lock);
-    ph[16] = lap(&mut t);
+    ph[19] = lap(&mut t);
     if let Some(file) = claim.task.instruction_file.clone() {
         let p = paths::resolve(dir, &file)?;
         claim.instructions = Some(fs::read_to_string(p)?);
     }
-    ph[17] = lap(&mut t);
-    // LocalStore::write_batch returns here: the loaded state (tasks, workers) is dropped.
+    ph[20] = lap(&mut t);
+    // LocalStore::write_batch returns here: what is left of the loaded state (workers,
+    // settings; the tasks are in the cache) is dropped.
     drop(st);
-    ph[18] = lap(&mut t);
+    ph[21] = lap(&mut t);
 
+    // Alternatives, outside the total: what the queue costs without the cache.
     let qbytes = fs::read(dir.join(paths::QUEUE))?;
+    let mut alts = [0.0; 2];
+    let t = Instant::now();
     let tasks = queue_file::decode(&qbytes, &mut QueueCache::default())?;
-    let mut alts = [0.0; 4];
-    let t = Instant::now();
-    let cold = queue_file::decode(&qbytes, &mut QueueCache::default())?;
     alts[0] = us(t.elapsed());
-    std::hint::black_box(cold);
     let t = Instant::now();
-    let cold = queue_file::encode(&tasks, &Default::default(), &QueueCache::default())?.bytes;
+    let all = queue_file::encode(&tasks, &BTreeSet::new(), &QueueCache::default())?;
     alts[1] = us(t.elapsed());
-    std::hint::black_box(cold);
-    let t = Instant::now();
-    let copy = tasks.clone();
-    alts[2] = us(t.elapsed());
-    let t = Instant::now();
-    let same = std::hint::black_box(&copy) == &tasks;
-    alts[3] = us(t.elapsed());
-    if !same {
-        return Err("a cloned task list differs".into());
+    if all.bytes != qbytes {
+        return Err("encoding every task differs from the file the replica wrote".into());
     }
     Ok((claim, ph, wrote_workers, alts))
 }
@@ -1434,20 +1494,26 @@ fn report(
                 .collect()
         })
     };
-    group(
-        "A. queue replace (the floor's own steps)",
-        &[10, 11, 12, 13, 14],
+    group("A. queue replace (the floor's own steps)", &GROUP_REPLACE);
+    group("B. CPU: take, merge, rules, encode, cache", &GROUP_CPU);
+    group("C. worker-status: age check + soft write", &GROUP_WORKERS);
+    group("D. lock, reads, unlock, instructions", &GROUP_IO);
+    print!("{:>42}", "replica p50 / Board::claim p50");
+    for r in runs {
+        print!(
+            " {:>17}",
+            format!("{:.3}", pct(&r.replica, 0.5) / pct(&r.claim, 0.5))
+        );
+    }
+    println!();
+    print!("{:>42}", "Board::claim p50 - floor p50 (section 1+2)");
+    for r in runs {
+        print!(" {:>17.0}", pct(&r.claim, 0.5) - pct(&r.floor, 0.5));
+    }
+    println!();
+    println!(
+        "   alternatives, measured outside the replica's total (the catch-up right after the handle's last write before the replica claim; the others after the replica claim):"
     );
-    group(
-        "B. CPU: decode, merge, rules, encode, drop",
-        &[3, 5, 6, 9, 15, 18],
-    );
-    group("C. worker-status: age check + soft write", &[7, 8]);
-    group(
-        "D. lock, reads, unlock, instructions",
-        &[0, 1, 2, 4, 16, 17],
-    );
-    println!("   alternatives, measured outside the lock (not part of the replica's total):");
     for (i, name) in ALTERNATIVES.iter().enumerate() {
         row(name, &|r| r.alternatives.iter().map(|a| a[i]).collect());
     }
