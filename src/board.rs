@@ -70,6 +70,12 @@ impl Board {
         Ok(Self::with_transport(LocalStore::init(dir, Some(settings))?))
     }
 
+    /// The board on a server (`vine serve`, or the original API through `/execute`).
+    #[cfg(feature = "remote")]
+    pub fn connect(url: &str, key: Option<crate::apikey::ApiKey>) -> Result<Self> {
+        Ok(Self::with_transport(crate::remote::RemoteStore::connect(url, key)?))
+    }
+
     /// A board reached through any transport (local files, a server).
     pub fn with_transport(t: impl Transport + 'static) -> Self {
         Board {

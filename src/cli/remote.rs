@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use agentvine::apikey::ApiKey;
-use agentvine::remote::{Http, HttpOptions, RemoteStore, Vps};
+use agentvine::remote::{Http, HttpOptions, Vps};
 use agentvine::server::OpRequest;
 use agentvine::{Board, Error, ExitCode, Result};
 use serde_json::{Value, json};
@@ -14,8 +14,7 @@ use super::args::VpsCmd;
 
 /// The board on the server at `url`.
 pub fn board(url: &str, key_file: Option<&Path>) -> Result<Board> {
-    let key = ApiKey::from_env_or_file(key_file)?;
-    Ok(Board::with_transport(RemoteStore::connect(url, key)?))
+    Board::connect(url, ApiKey::from_env_or_file(key_file)?)
 }
 
 fn vps_client(url: Option<&str>, key_file: Option<&Path>) -> Result<Vps> {
