@@ -12,6 +12,7 @@
 pub mod apikey;
 pub mod board;
 pub mod error;
+pub mod hook;
 pub mod message;
 pub mod op;
 pub mod plan;

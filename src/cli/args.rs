@@ -274,6 +274,16 @@ pub enum Command {
         #[command(subcommand)]
         action: VpsCmd,
     },
+    /// Claude Code hooks (called from .claude/settings.json): stop, session-start, post-tool-use.
+    ///
+    /// The worker id comes from $VINE_WORKER (or $WORKER_ID); the Stop hook also reads
+    /// $VINE_MAX_IDLE (default 10m) and $VINE_HOOK_WAIT (how long it waits for work inside the
+    /// hook before handing a turn back, default 60s; keep it well below the hook's timeout).
+    /// A hook never fails a session: on any error it explains on stderr and exits 0.
+    Hook {
+        #[command(subcommand)]
+        event: HookCmd,
+    },
     /// Run one board op given as JSON and print the reply as JSON (used through /execute).
     #[command(hide = true)]
     Op {
@@ -466,4 +476,17 @@ pub enum MsgCmd {
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
     },
+}
+
+/// `vine hook` events.
+#[derive(Debug, Subcommand, Clone, Copy)]
+pub enum HookCmd {
+    /// Stop: hands the worker its next task, waits for work, or lets the session end after
+    /// the idle limit (marking the worker offline).
+    Stop,
+    /// SessionStart: registers the worker (capabilities from $VINE_CAPABILITIES) with its
+    /// session id and prints who it is and how to work.
+    SessionStart,
+    /// PostToolUse: a cheap heartbeat that keeps the worker's leases alive.
+    PostToolUse,
 }

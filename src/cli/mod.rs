@@ -2,6 +2,7 @@
 //! the reply as text or as one JSON object.
 
 pub mod args;
+mod hook;
 mod remote;
 mod render;
 
@@ -95,6 +96,14 @@ pub fn run(cli: Cli) -> Result<Output> {
         Command::Serve(a) => serve(a, cli.key_file.as_deref()),
         Command::Vps { action } => remote::vps(action, cli.url.as_deref(), cli.key_file.as_deref()),
         Command::Op { request } => remote::op(&request, cli.dir.as_deref()),
+        Command::Hook { event } => {
+            let (url, dir, key_file) = (cli.url.clone(), cli.dir.clone(), cli.key_file.clone());
+            Ok(hook::run(event, move |quick| match &url {
+                Some(u) if quick => remote::quick_board(u, key_file.as_deref()),
+                Some(u) => remote::board(u, key_file.as_deref()),
+                None => open_board(dir.as_deref()),
+            }))
+        }
         command => {
             let board = match &cli.url {
                 Some(url) => remote::board(url, cli.key_file.as_deref())?,
@@ -256,7 +265,11 @@ fn add_op(a: AddArgs) -> Result<Op> {
 /// Runs a board command.
 fn run_on(board: &Board, command: Command) -> Result<Output> {
     let op = match command {
-        Command::Init { .. } | Command::Serve(_) | Command::Vps { .. } | Command::Op { .. } => {
+        Command::Init { .. }
+        | Command::Serve(_)
+        | Command::Vps { .. }
+        | Command::Op { .. }
+        | Command::Hook { .. } => {
             return Err(Error::Protocol("handled earlier".into()));
         }
         Command::Add(a) => add_op(a)?,

@@ -17,6 +17,19 @@ pub fn board(url: &str, key_file: Option<&Path>) -> Result<Board> {
     Board::connect(url, ApiKey::from_env_or_file(key_file)?)
 }
 
+/// The board on a server, for hooks that must not hold Claude up: 2 s timeout, no retries.
+pub fn quick_board(url: &str, key_file: Option<&Path>) -> Result<Board> {
+    let key = ApiKey::from_env_or_file(key_file)?;
+    let opts = HttpOptions {
+        timeout: std::time::Duration::from_secs(2),
+        retry_for: std::time::Duration::ZERO,
+        ..HttpOptions::from_env()?
+    };
+    Ok(Board::with_transport(
+        agentvine::remote::RemoteStore::connect_with(url, key, opts)?,
+    ))
+}
+
 fn vps_client(url: Option<&str>, key_file: Option<&Path>) -> Result<Vps> {
     let Some(url) = url else {
         return Err(Error::Invalid(

@@ -41,8 +41,13 @@ pub struct RemoteStore {
 impl RemoteStore {
     /// A board at `url`; the transport is chosen on first use from what `/test` says.
     pub fn connect(url: &str, key: Option<ApiKey>) -> Result<Self> {
+        Self::connect_with(url, key, HttpOptions::from_env()?)
+    }
+
+    /// A board at `url` with explicit timeouts and retries.
+    pub fn connect_with(url: &str, key: Option<ApiKey>, opts: HttpOptions) -> Result<Self> {
         Ok(RemoteStore {
-            http: Http::new(url, key, HttpOptions::from_env()?)?,
+            http: Http::new(url, key, opts)?,
             mode: OnceLock::new(),
             remote_bin: std::env::var("VINE_REMOTE_BIN")
                 .ok()

@@ -1,0 +1,200 @@
+//! Claude Code hooks: what `vine hook stop`, `vine hook session-start` and
+//! `vine hook post-tool-use` decide. The CLI reads Claude Code's JSON from stdin and prints
+//! the reply; this module holds the decisions, so programs and tests can call them directly.
+//!
+//! The Stop hook keeps a worker's session alive only while there is something for it to do,
+//! and waits for work inside the hook (bounded well below the hook's timeout) instead of
+//! making the model spin. It never traps a session: the CLI lets the stop through on any error.
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::board::Board;
+use crate::error::Result;
+use crate::op::Claim;
+
+/// What Claude Code sends to every hook (the fields agentvine reads; others are ignored).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct HookInput {
+    /// The Claude Code session.
+    pub session_id: Option<String>,
+    /// The event name (`Stop`, `SessionStart`, `PostToolUse`).
+    pub hook_event_name: Option<String>,
+    /// Stop: Claude is already continuing because a Stop hook blocked.
+    pub stop_hook_active: Option<bool>,
+    /// SessionStart: `startup`, `resume`, `clear` or `compact`.
+    pub source: Option<String>,
+    /// Everything else Claude Code sent.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl HookInput {
+    /// Parses hook input leniently: empty or broken input reads as no fields.
+    pub fn parse(bytes: &[u8]) -> Self {
+        serde_json::from_slice(bytes).unwrap_or_default()
+    }
+}
+
+/// How the Stop hook behaves.
+#[derive(Debug, Clone)]
+pub struct StopConfig {
+    /// The worker id.
+    pub worker: String,
+    /// Idle time after which the worker may stop (`$VINE_MAX_IDLE`, default 10 min).
+    pub max_idle_secs: u64,
+    /// How long to wait inside the hook for work before handing a turn back (`$VINE_HOOK_WAIT`,
+    /// default 60 s; keep it well below the hook's timeout in settings.json, 120 s).
+    pub wait: Duration,
+    /// How often to look for work while waiting.
+    pub poll: Duration,
+}
+
+/// The Stop hook's decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopDecision {
+    /// Let the session stop.
+    Allow {
+        /// Why (for stderr and logs).
+        why: String,
+    },
+    /// Keep it going; `reason` becomes Claude's next instruction.
+    Block {
+        /// The instruction.
+        reason: String,
+    },
+}
+
+/// Decides whether a worker's session stops, claiming work for it when there is some.
+pub fn stop(board: &Board, cfg: &StopConfig) -> Result<StopDecision> {
+    let me = cfg.worker.as_str();
+    if let Some(held) = board
+        .tasks(Some("in_progress"), false)?
+        .into_iter()
+        .find(|v| v.task.claimed_by.as_deref() == Some(me))
+    {
+        let t = held.task;
+        return Ok(StopDecision::Block {
+            reason: format!(
+                "You still hold task {id}: {desc}. Finish it, then run `vine complete {id} --worker {me} --attempt {a} --result \"<what you did>\"` \
+                 (or `vine fail {id} --worker {me} --attempt {a} --error \"<why>\"` if it cannot be done, or `vine release {id} --worker {me}` to give it back).",
+                id = t.id,
+                desc = one_line(&t.description),
+                a = t.attempts,
+            ),
+        });
+    }
+    let deadline = Instant::now() + cfg.wait;
+    loop {
+        if let Some(claim) = board.claim(me)? {
+            return Ok(StopDecision::Block {
+                reason: claimed_reason(&claim, me),
+            });
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(
+            cfg.poll
+                .min(deadline.saturating_duration_since(Instant::now())),
+        );
+    }
+    let d = board.should_continue(me, cfg.max_idle_secs)?;
+    if d.keep_going {
+        Ok(StopDecision::Block {
+            reason: format!(
+                "No task for {me} yet ({}). There is nothing to do now: reply with one short line and end your turn; \
+                 the Stop hook keeps waiting for work and will hand you the next task.",
+                d.reason
+            ),
+        })
+    } else {
+        Ok(StopDecision::Allow { why: d.reason })
+    }
+}
+
+/// The instruction handed to Claude for a task just claimed for it.
+pub fn claimed_reason(c: &Claim, me: &str) -> String {
+    let t = &c.task;
+    let mut s = format!(
+        "Task {id} is claimed for you: {desc}.",
+        id = t.id,
+        desc = one_line(&t.description)
+    );
+    match (&c.instructions, &t.instruction_file) {
+        (Some(text), Some(f)) => {
+            s.push_str(&format!("\n\nInstructions ({f}):\n{}\n", text.trim_end()));
+        }
+        (None, Some(f)) => s.push_str(&format!(
+            " Its instruction file {f} could not be read here; read it with `vine vps read {f}` or from the board."
+        )),
+        _ => {}
+    }
+    if !t.context_files.is_empty() {
+        s.push_str(&format!(
+            "\nRead these context files first: {}.",
+            t.context_files.join(", ")
+        ));
+    }
+    if !t.metadata.is_empty() {
+        s.push_str(&format!(
+            "\nMetadata: {}.",
+            Value::Object(t.metadata.clone())
+        ));
+    }
+    s.push_str(&format!(
+        "\nWhen done run `vine complete {id} --worker {me} --attempt {a} --result \"<what you did>\"`. \
+         If it cannot be done run `vine fail {id} --worker {me} --attempt {a} --error \"<why>\"`. \
+         To ask the coordinator: `vine ask \"<question>\" --worker {me} --task {id} --wait`.",
+        id = t.id,
+        a = t.attempts
+    ));
+    s
+}
+
+/// The context block `vine hook session-start` prints for a worker or the coordinator.
+pub fn session_context(worker: Option<&str>, board_location: &str) -> String {
+    match worker {
+        Some(me) => format!(
+            "You are agentvine worker `{me}` on the board at {board_location}. You have no other context: everything \
+             you need is in the task's instruction and context files.\n\
+             - Get work: `vine claim --worker {me}` (prints the task and its instructions; exit 3 = nothing to do).\n\
+             - Finish: `vine complete ID --worker {me} --attempt N --result \"...\"`; give up: `vine fail ID --worker {me} --error \"...\"`.\n\
+             - Ask: `vine ask \"question\" --worker {me} --task ID --wait` (waits for the answer).\n\
+             - When you have nothing to do, end your turn: the Stop hook hands you the next task or lets you stop after the idle limit."
+        ),
+        None => format!(
+            "agentvine board at {board_location}. You coordinate: break the goal into tasks with self-contained \
+             instructions (`vine add \"...\" --instructions-from FILE --context PATH`), watch with `vine status`, \
+             `vine tasks`, `vine workers`, answer workers with `vine questions` and `vine answer N \"...\"`."
+        ),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hook_input_is_lenient() {
+        let i =
+            HookInput::parse(br#"{"session_id":"abc","stop_hook_active":true,"new_field":[1]}"#);
+        assert_eq!(i.session_id.as_deref(), Some("abc"));
+        assert_eq!(i.stop_hook_active, Some(true));
+        assert!(i.extra.contains_key("new_field"));
+        assert!(HookInput::parse(b"").session_id.is_none());
+        assert!(HookInput::parse(b"garbage{").session_id.is_none());
+        assert!(
+            HookInput::parse(br#"{"session_id": 5}"#)
+                .session_id
+                .is_none()
+        );
+    }
+}
