@@ -73,7 +73,9 @@ impl Board {
     /// The board on a server (`vine serve`, or the original API through `/execute`).
     #[cfg(feature = "remote")]
     pub fn connect(url: &str, key: Option<crate::apikey::ApiKey>) -> Result<Self> {
-        Ok(Self::with_transport(crate::remote::RemoteStore::connect(url, key)?))
+        Ok(Self::with_transport(crate::remote::RemoteStore::connect(
+            url, key,
+        )?))
     }
 
     /// A board reached through any transport (local files, a server).

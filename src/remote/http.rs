@@ -154,7 +154,9 @@ impl Http {
                 Err(e) => Err(e),
             };
             let why = match outcome {
-                Ok((502..=504, text)) => {
+                // Unavailable (a proxy), or too busy to run the request (429): nothing was
+                // done, so trying again is safe.
+                Ok((429 | 502..=504, text)) => {
                     format!("the server (or a proxy) answered: {}", first_line(&text))
                 }
                 Ok((status, text)) => return self.answer(status, &text),

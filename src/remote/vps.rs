@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::http::Http;
+use super::http::{Http, HttpReply};
 use super::shell_quote;
 use crate::error::{Error, Result};
 
@@ -27,15 +27,22 @@ pub struct ExecOutput {
     pub message: Option<String>,
 }
 
-fn check(body: &Value, what: &str) -> Result<()> {
-    match body.get("status").and_then(Value::as_str) {
+/// Turns an error reply into an error: a bad request (missing file, bad input) exits 2 like
+/// other invalid input, anything else 1.
+fn check(r: &HttpReply, what: &str) -> Result<()> {
+    match r.body.get("status").and_then(Value::as_str) {
         Some("success") => Ok(()),
         _ => Err(Error::Remote {
             kind: "remote".into(),
-            exit: crate::error::ExitCode::Other,
+            exit: if (400..500).contains(&r.status) {
+                crate::error::ExitCode::Invalid
+            } else {
+                crate::error::ExitCode::Other
+            },
             message: format!(
                 "{what}: {}",
-                body.get("message")
+                r.body
+                    .get("message")
                     .and_then(Value::as_str)
                     .unwrap_or("the server reported an error")
             ),
@@ -52,14 +59,14 @@ impl Vps {
     /// `GET /test`: the server's own reply.
     pub fn test(&self) -> Result<Value> {
         let r = self.http.get("/test", &[])?;
-        check(&r.body, "test")?;
+        check(&r, "test")?;
         Ok(r.body)
     }
 
     /// `GET /list?path=`: the entries of a folder.
     pub fn list(&self, path: &str) -> Result<Value> {
         let r = self.http.get("/list", &[("path", path)])?;
-        check(&r.body, &format!("list {path}"))?;
+        check(&r, &format!("list {path}"))?;
         Ok(r.body)
     }
 
@@ -81,7 +88,7 @@ impl Vps {
             }
             return Ok(out.stdout);
         }
-        check(&r.body, &format!("read {path}"))?;
+        check(&r, &format!("read {path}"))?;
         let content = r.body.get("content").and_then(Value::as_str).unwrap_or("");
         Ok(content.to_string())
     }
@@ -92,7 +99,7 @@ impl Vps {
             "/deploy",
             &json!({"filepath": path, "content": content, "encoding": "utf-8"}),
         )?;
-        check(&r.body, &format!("deploy {path}"))?;
+        check(&r, &format!("deploy {path}"))?;
         Ok(r.body)
     }
 
@@ -114,7 +121,7 @@ impl Vps {
                 .to_string()
         };
         if r.body.get("returncode").is_none() {
-            check(&r.body, "execute")?;
+            check(&r, "execute")?;
         }
         Ok(ExecOutput {
             stdout: get("stdout"),
@@ -152,7 +159,7 @@ impl Vps {
                 .map(|l| l.trim_start_matches("./").to_string())
                 .collect());
         }
-        check(&r.body, "find")?;
+        check(&r, "find")?;
         Ok(r.body["files"]
             .as_array()
             .map(|a| {
@@ -189,7 +196,7 @@ impl Vps {
                 })
                 .collect());
         }
-        check(&r.body, "grep")?;
+        check(&r, "grep")?;
         Ok(r.body["matches"]
             .as_array()
             .map(|a| {

@@ -55,6 +55,9 @@ pub struct State {
     pub min_next_id: u64,
     /// Statuses of archived tasks that the op refers to.
     pub archived: BTreeMap<u64, TaskStatus>,
+    /// Archived tasks that the op refers to by id, whole (a retried op whose task was archived
+    /// by the same commit is answered from here).
+    pub archived_tasks: BTreeMap<u64, Task>,
     /// The message log, loaded only for ops that need it (answer; the recent entries for a
     /// keyed send, ask or answer).
     pub log: Vec<Message>,

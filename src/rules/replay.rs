@@ -58,18 +58,20 @@ fn replay(state: &State, op: &Op, key: &str) -> Option<Reply> {
         | Op::Fail { task, .. }
         | Op::Release { task, .. }
         | Op::Cancel { task, .. }
-        | Op::Retry { task } => state
-            .tasks
-            .iter()
-            .filter(keyed)
-            .find(|t| t.id == *task)
-            .map(|t| Reply::Task {
-                task: TaskView {
-                    task: t.clone(),
-                    blocked: false,
-                    archived: false,
-                },
-            }),
+        | Op::Retry { task } => {
+            let on_queue = state.tasks.iter().filter(keyed).find(|t| t.id == *task);
+            let archived = state.archived_tasks.get(task).filter(keyed);
+            on_queue
+                .map(|t| (t, false))
+                .or(archived.map(|t| (t, true)))
+                .map(|(t, archived)| Reply::Task {
+                    task: TaskView {
+                        task: t.clone(),
+                        blocked: false,
+                        archived,
+                    },
+                })
+        }
         Op::Send { .. } | Op::Ask { .. } | Op::Answer { .. } => state
             .log
             .iter()

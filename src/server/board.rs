@@ -52,10 +52,17 @@ impl Batcher {
     pub fn start(store: LocalStore) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::spawn(move || {
-            while let Ok(first) = rx.recv() {
+            // The store runs a repair only alone, so a repair is never batched with other ops.
+            let alone = |j: &Job| matches!(j.op, Op::Repair);
+            let mut held: Option<Job> = None;
+            while let Some(first) = held.take().or_else(|| rx.recv().ok()) {
                 let mut jobs = vec![first];
-                while jobs.len() < MAX_BATCH {
+                while jobs.len() < MAX_BATCH && !alone(&jobs[0]) {
                     match rx.try_recv() {
+                        Ok(j) if alone(&j) => {
+                            held = Some(j);
+                            break;
+                        }
                         Ok(j) => jobs.push(j),
                         Err(_) => break,
                     }

@@ -123,6 +123,13 @@ pub async fn read(
                 format!("{} is a directory; use /list", q.filepath),
             );
         }
+        Ok(m) if !m.is_file() => {
+            // A FIFO or device would block the reader (and a server thread) forever.
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("{} is not a regular file", q.filepath),
+            );
+        }
         Ok(m) if m.len() > app.max_read as u64 => {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -211,6 +218,15 @@ pub async fn deploy(State(app): State<Arc<App>>, body: Result<Bytes, BytesReject
         std::fs::create_dir_all(&parent).map_err(|e| io_error("creating the folder", &e))?;
         // Re-check after creating folders: nothing on the way may lead outside.
         paths::resolve(&app2.root, &relative(&app2, &full)).map_err(|e| forbidden(&e))?;
+        if parent == app2.root && name == paths::LOCK {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{} is the board's lock file; it cannot be deployed over",
+                    paths::LOCK
+                ),
+            ));
+        }
         let board_file = parent == app2.root && super::BOARD_FILES.contains(&name.as_str());
         let _lock = if board_file {
             check_board_file(&name, &bytes)?;
@@ -222,8 +238,9 @@ pub async fn deploy(State(app): State<Arc<App>>, body: Result<Bytes, BytesReject
         } else {
             None
         };
-        durable::replace(&parent, &name, &bytes, true)
-            .and_then(|()| durable::sync_dir(&parent))
+        replace(&parent, &name, &bytes)
+            .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        durable::sync_dir(&parent)
             .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     })
     .await;
@@ -237,10 +254,36 @@ pub async fn deploy(State(app): State<Arc<App>>, body: Result<Bytes, BytesReject
     }
 }
 
+/// Writes `dir/name` atomically: a new temporary file beside it, fsync, rename. The temporary
+/// file is created with `O_EXCL` under a name of its own, so a symlink planted at the temporary
+/// name cannot redirect the write outside the base directory, and two deploys of the same file
+/// at once cannot write into each other's temporary file.
+fn replace(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.{}-{n}.deploy", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_data()
+        })
+        .and_then(|()| std::fs::rename(&tmp, dir.join(name)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
 /// Refuses a deploy that would put an unreadable board file in place.
 fn check_board_file(name: &str, bytes: &[u8]) -> Result<(), Response> {
-    use crate::store::paths::{PROGRESS, QUEUE, WORKERS};
+    use crate::store::paths::{BOARD, PROGRESS, QUEUE, WORKERS};
     let ok = match name {
+        BOARD => serde_json::from_slice::<crate::settings::BoardFile>(bytes).map(|_| ()),
         QUEUE => serde_json::from_slice::<Vec<crate::task::Task>>(bytes).map(|_| ()),
         WORKERS => serde_json::from_slice::<
             std::collections::BTreeMap<String, crate::worker::Worker>,

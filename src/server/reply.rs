@@ -100,6 +100,13 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(
             },
         )
     })?;
+    // Serde would also take a struct from a JSON array; the API takes objects only.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "the request body is not the JSON this endpoint takes: it must be a JSON object",
+        ));
+    }
     serde_json::from_slice(&bytes).map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,

@@ -230,7 +230,8 @@ impl LocalStore {
             .collect();
         if !missing.is_empty() {
             let found = archive::find(&self.dir.join(ARCHIVE), &missing)?;
-            st.archived = found.into_iter().map(|(id, t)| (id, t.status)).collect();
+            st.archived = found.iter().map(|(id, t)| (*id, t.status)).collect();
+            st.archived_tasks = found;
         }
         Ok(st)
     }
