@@ -1342,7 +1342,7 @@ fn report(
     for r in &defaults {
         let ratio = pct(&r.claim, 0.5) / pct(&r.floor, 0.5);
         println!(
-            "     history {:>6}: claim p50 / floor p50 = {ratio:.2}x (target <= 1.2x): {}",
+            "     history {:>6}: claim p50 / floor p50 = {ratio:.3}x (target <= 1.2x): {}",
             r.history,
             met(ratio <= 1.2)
         );
@@ -1351,7 +1351,7 @@ fn report(
         for (q, name) in [(0.5, "p50"), (0.9, "p90"), (0.99, "p99")] {
             let ratio = pct(&last.claim, q) / pct(&first.claim, q);
             let line = format!(
-                "     claim {name} at history {} / at history {} = {ratio:.2}x",
+                "     claim {name} at history {} / at history {} = {ratio:.3}x",
                 last.history, first.history
             );
             if q == 0.5 {

@@ -200,19 +200,35 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
                 let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                     .await
                     .map_err(|e| Error::io("loading the TLS certificate and key", cert, e))?;
-                axum_server::from_tcp_rustls(listener, tls)
-                    .map_err(|e| Error::io("listening on", local.to_string(), e))?
+                let mut server = axum_server::from_tcp_rustls(listener, tls)
+                    .map_err(|e| Error::io("listening on", local.to_string(), e))?;
+                slow_clients_time_out(server.http_builder());
+                server
                     .serve(make)
                     .await
                     .map_err(|e| Error::io("serving on", local.to_string(), e))
             }
-            None => axum_server::from_tcp(listener)
-                .map_err(|e| Error::io("listening on", local.to_string(), e))?
-                .serve(make)
-                .await
-                .map_err(|e| Error::io("serving on", local.to_string(), e)),
+            None => {
+                let mut server = axum_server::from_tcp(listener)
+                    .map_err(|e| Error::io("listening on", local.to_string(), e))?;
+                slow_clients_time_out(server.http_builder());
+                server
+                    .serve(make)
+                    .await
+                    .map_err(|e| Error::io("serving on", local.to_string(), e))
+            }
         }
     })
+}
+
+/// A client that does not finish sending its request headers within 30 s is dropped, so slow
+/// or stuck connections cannot pile up.
+fn slow_clients_time_out(
+    b: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+) {
+    b.http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
 }
 
 fn router(app: Arc<App>, max_body: usize) -> Router {

@@ -15,7 +15,14 @@ use crate::error::{Error, Result};
 pub fn replace(dir: &Path, name: &str, bytes: &[u8], durable: bool) -> Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let target = dir.join(name);
-    let mut f = File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
+    // A leftover temp file (or anything planted at its name, such as a symlink) is removed,
+    // and the new one is created exclusively, which never follows a symlink.
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| Error::io("creating", &tmp, e))?;
     f.write_all(bytes)
         .map_err(|e| Error::io("writing", &tmp, e))?;
     if durable {

@@ -37,6 +37,18 @@ pub struct LocalStore {
     dir: PathBuf,
     /// Tasks as last read or written, so unchanged ones are not parsed or serialized again.
     queue_cache: Arc<Mutex<QueueCache>>,
+    /// `board.json` and `worker-status.json` as last parsed, reused while their bytes match.
+    settings_cache: Arc<Mutex<Option<Parsed<BoardFile>>>>,
+    workers_cache: Arc<Mutex<Option<Parsed<BTreeMap<String, Worker>>>>>,
+    /// The board directory, canonical (resolved once).
+    canonical: Arc<std::sync::OnceLock<PathBuf>>,
+}
+
+/// A small board file as last parsed, with the bytes it was parsed from.
+#[derive(Debug)]
+struct Parsed<T> {
+    bytes: Vec<u8>,
+    value: T,
 }
 
 /// The exclusive board lock; released when dropped.
@@ -69,6 +81,9 @@ impl LocalStore {
         LocalStore {
             dir,
             queue_cache: Arc::default(),
+            settings_cache: Arc::default(),
+            workers_cache: Arc::default(),
+            canonical: Arc::default(),
         }
     }
 
@@ -124,12 +139,60 @@ impl LocalStore {
 
     /// The board's settings (defaults when `board.json` is absent).
     pub fn settings(&self) -> Result<Settings> {
-        Ok(read_json::<BoardFile>(&self.dir, BOARD)?.settings)
+        Ok(self
+            .read_cached::<BoardFile>(BOARD, &self.settings_cache)?
+            .settings)
+    }
+
+    /// The workers, as stored.
+    fn workers(&self) -> Result<BTreeMap<String, Worker>> {
+        self.read_cached(WORKERS, &self.workers_cache)
+    }
+
+    /// Reads a small JSON board file, reusing the last parse while the bytes are the same.
+    fn read_cached<T: DeserializeOwned + Default + Clone>(
+        &self,
+        name: &str,
+        slot: &Mutex<Option<Parsed<T>>>,
+    ) -> Result<T> {
+        let path = self.dir.join(name);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(T::default()),
+            Err(e) => return Err(Error::io("reading", path, e)),
+        };
+        let mut cached = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = cached.as_ref()
+            && p.bytes == bytes
+        {
+            return Ok(p.value.clone());
+        }
+        let value: T = serde_json::from_slice(&bytes).map_err(|e| damaged(path, &bytes, e))?;
+        *cached = Some(Parsed {
+            bytes,
+            value: value.clone(),
+        });
+        Ok(value)
+    }
+
+    /// Resolves a board-relative path inside this board (see [`paths::resolve`]).
+    fn resolve(&self, rel: &str) -> Result<PathBuf> {
+        let root = match self.canonical.get() {
+            Some(r) => r,
+            None => {
+                let r = self
+                    .dir
+                    .canonicalize()
+                    .map_err(|e| Error::io("opening the board", &self.dir, e))?;
+                self.canonical.get_or_init(|| r)
+            }
+        };
+        paths::resolve_in(root, rel)
     }
 
     /// Reads a board file by board-relative path, confined to the board.
     pub fn read_board_file(&self, rel: &str) -> Result<String> {
-        let p = paths::resolve(&self.dir, rel)?;
+        let p = self.resolve(rel)?;
         fs::read_to_string(&p).map_err(|e| Error::io("reading", p, e))
     }
 
@@ -195,7 +258,7 @@ impl LocalStore {
         let any = |f: &dyn Fn(&Op, bool) -> bool| ops.iter().any(|(op, k)| f(op, k.is_some()));
         let settings = self.settings()?;
         let tasks = self.take_queue()?;
-        let workers: BTreeMap<String, Worker> = read_json(&self.dir, WORKERS)?;
+        let workers = self.workers()?;
         let progress = if any(&|op, _| matches!(op, Op::SetProgress { .. })) {
             read_json(&self.dir, PROGRESS)?
         } else {
@@ -248,7 +311,7 @@ impl LocalStore {
         };
         for f in files {
             crate::validate::board_path("instruction file", f)?;
-            let p = paths::resolve(&self.dir, f)?;
+            let p = self.resolve(f)?;
             if !p.is_file() {
                 return Err(Error::Invalid(format!(
                     "instruction file {f:?} is not on the board; write it first, or pass the text with --instructions-from"
@@ -266,7 +329,7 @@ impl LocalStore {
             let tasks_dir = d.join(TASKS_DIR);
             fs::create_dir_all(&tasks_dir).map_err(|e| Error::io("creating", &tasks_dir, e))?;
             for (rel, text) in &st.files {
-                let p = paths::resolve(d, rel)?;
+                let p = self.resolve(rel)?;
                 let (Some(parent), Some(name)) =
                     (p.parent(), p.file_name().and_then(|n| n.to_str()))
                 else {
@@ -493,7 +556,7 @@ impl LocalStore {
         let load_state = || -> Result<State> {
             let mut st = State {
                 tasks: self.queue()?,
-                workers: read_json(&self.dir, WORKERS)?,
+                workers: self.workers()?,
                 progress: read_json(&self.dir, PROGRESS)?,
                 settings: self.settings()?,
                 ..State::default()

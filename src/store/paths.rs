@@ -27,11 +27,16 @@ pub const DEFAULT_DIR: &str = ".vine";
 /// Resolves a board-relative path to a real path inside `root`, refusing escapes through
 /// `..`, absolute paths or symlinks that lead outside. The path need not exist.
 pub fn resolve(root: &Path, rel: &str) -> Result<PathBuf> {
-    validate::board_path("path", rel)?;
     let root = root
         .canonicalize()
         .map_err(|e| Error::io("opening the board", root, e))?;
-    let mut full = root.clone();
+    resolve_in(&root, rel)
+}
+
+/// [`resolve`] for a root that is already canonical (saves resolving it again).
+pub fn resolve_in(root: &Path, rel: &str) -> Result<PathBuf> {
+    validate::board_path("path", rel)?;
+    let mut full = root.to_path_buf();
     for c in Path::new(rel).components() {
         match c {
             Component::Normal(p) => full.push(p),
@@ -61,7 +66,7 @@ pub fn resolve(root: &Path, rel: &str) -> Result<PathBuf> {
     for name in rest.iter().rev() {
         real.push(name);
     }
-    if !real.starts_with(&root) {
+    if !real.starts_with(root) {
         return Err(Error::Invalid(format!(
             "path {rel:?} leads outside the board (through a symlink)"
         )));
