@@ -38,11 +38,14 @@ pub struct LocalStore {
     /// Tasks as last read or written, so unchanged ones are not parsed or serialized again.
     queue_cache: Arc<Mutex<QueueCache>>,
     /// `board.json` and `worker-status.json` as last parsed, reused while their bytes match.
-    settings_cache: Arc<Mutex<Option<Parsed<BoardFile>>>>,
-    workers_cache: Arc<Mutex<Option<Parsed<BTreeMap<String, Worker>>>>>,
+    settings_cache: Slot<BoardFile>,
+    workers_cache: Slot<BTreeMap<String, Worker>>,
     /// The board directory, canonical (resolved once).
     canonical: Arc<std::sync::OnceLock<PathBuf>>,
 }
+
+/// A shared place for a parsed board file.
+type Slot<T> = Arc<Mutex<Option<Parsed<T>>>>;
 
 /// A small board file as last parsed, with the bytes it was parsed from.
 #[derive(Debug)]
