@@ -11,6 +11,7 @@
 #[cfg(feature = "remote")]
 pub mod apikey;
 pub mod board;
+pub mod claude;
 pub mod error;
 pub mod hook;
 pub mod message;

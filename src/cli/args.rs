@@ -75,7 +75,8 @@ pub struct ClaimantArgs {
 /// All `vine` commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create a board (default ./.vine). Existing board files are kept.
+    /// Create a board (default ./.vine), or with --claude set up a Claude Code project.
+    /// Existing board files are kept.
     Init {
         /// Where to create it (default: --dir, $VINE_DIR, or ./.vine).
         dir: Option<PathBuf>,
@@ -97,6 +98,17 @@ pub enum Command {
         /// Longest retry delay, e.g. 15m.
         #[arg(long, value_name = "DURATION")]
         retry_backoff_max: Option<String>,
+        /// Set up the Claude Code project in DIR (default: here): the agentvine skill, the
+        /// hooks in .claude/settings.json (merged, idempotent) and CLAUDE.md for --role. The
+        /// board goes to DIR/.vine unless --url or --dir names another.
+        #[arg(long)]
+        claude: bool,
+        /// With --claude: worker or coordinator.
+        #[arg(long, default_value = "worker", requires = "claude")]
+        role: String,
+        /// With --claude: the command hooks run (default `vine`, found on PATH).
+        #[arg(long, default_value = "vine", value_name = "CMD", requires = "claude")]
+        hook_command: String,
     },
     /// Add a task (or a batch with --plan FILE).
     ///

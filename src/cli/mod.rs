@@ -31,6 +31,13 @@ pub struct Output {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<Output> {
     match cli.command {
+        Command::Init {
+            claude: true,
+            dir,
+            role,
+            hook_command,
+            ..
+        } => init_claude(dir, cli.dir, cli.url.is_some(), &role, &hook_command),
         Command::Init { .. } if cli.url.is_some() => Err(Error::Invalid(
             "vine init creates a local board; a server's board is created by `vine serve --root DIR`".into(),
         )),
@@ -42,6 +49,7 @@ pub fn run(cli: Cli) -> Result<Output> {
             archive_after,
             retry_backoff,
             retry_backoff_max,
+            ..
         } => {
             let dir = dir
                 .or(cli.dir)
@@ -112,6 +120,52 @@ pub fn run(cli: Cli) -> Result<Output> {
             run_on(&board, command)
         }
     }
+}
+
+/// `vine init --claude`: the Claude Code side of a project, and its board unless it is remote.
+fn init_claude(
+    project: Option<PathBuf>,
+    board_dir: Option<PathBuf>,
+    remote: bool,
+    role: &str,
+    hook_command: &str,
+) -> Result<Output> {
+    let role = agentvine::claude::Role::parse(role)
+        .ok_or_else(|| Error::Invalid(format!("--role {role:?}: use worker or coordinator")))?;
+    let project = match project {
+        Some(p) => p,
+        None => std::env::current_dir().map_err(|e| Error::io("reading", ".", e))?,
+    };
+    let installed = agentvine::claude::install(&project, role, hook_command)?;
+    let board = if remote {
+        None
+    } else {
+        let dir = board_dir.unwrap_or_else(|| project.join(DEFAULT_DIR));
+        Some(Board::init(&dir)?.location())
+    };
+    let mut text = String::new();
+    for f in &installed.written {
+        text.push_str(&format!("Wrote {}\n", f.display()));
+    }
+    if installed.written.is_empty() {
+        text.push_str("Already set up: nothing to change.\n");
+    }
+    if let Some(b) = &board {
+        text.push_str(&format!("Board: {b}\n"));
+    }
+    text.push_str(match role {
+        agentvine::claude::Role::Worker => {
+            "Start a worker: VINE_WORKER=w1 CLAUDE_CODE_STOP_HOOK_BLOCK_CAP=0 claude -p \"Work on the agentvine board.\" --allowedTools Bash"
+        }
+        agentvine::claude::Role::Coordinator => {
+            "Start the coordinator: claude, then describe the goal; it adds tasks with `vine add`."
+        }
+    });
+    Ok(Output {
+        json: json!({"written": installed.written, "hooks_added": installed.hooks_added, "board": board}),
+        text,
+        exit: ExitCode::Done,
+    })
 }
 
 /// `vine serve`.

@@ -1,0 +1,261 @@
+//! Setting up a Claude Code project for agentvine (`vine init --claude`): the skill, the hooks
+//! in `.claude/settings.json` (merged into what is there, idempotently), and the role's
+//! `CLAUDE.md` section.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value, json};
+
+use crate::error::{Error, Result};
+use crate::store::durable;
+
+/// The skill file, `.claude/skills/agentvine/SKILL.md`.
+pub const SKILL: &str = include_str!("../templates/SKILL.md");
+/// The worker's `CLAUDE.md` instructions.
+pub const WORKER_CLAUDE: &str = include_str!("../templates/WORKER_CLAUDE.md");
+/// The coordinator's `CLAUDE.md` instructions.
+pub const COORDINATOR_CLAUDE: &str = include_str!("../templates/COORDINATOR_CLAUDE.md");
+
+const BEGIN: &str = "<!-- agentvine:begin (vine init --claude rewrites this section) -->";
+const END: &str = "<!-- agentvine:end -->";
+
+/// Which instructions a project gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Claims and does tasks.
+    Worker,
+    /// Adds tasks and watches.
+    Coordinator,
+}
+
+impl Role {
+    /// Parses `worker` or `coordinator`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "worker" => Some(Role::Worker),
+            "coordinator" => Some(Role::Coordinator),
+            _ => None,
+        }
+    }
+}
+
+/// What `install` wrote.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Installed {
+    /// Files written or changed.
+    pub written: Vec<PathBuf>,
+    /// Hooks added to settings.json (events already set up are left alone).
+    pub hooks_added: Vec<String>,
+}
+
+/// The hooks agentvine needs: (event, matcher, subcommand, timeout in seconds).
+const HOOKS: &[(&str, Option<&str>, &str, u64)] = &[
+    (
+        "SessionStart",
+        Some("startup|resume|clear|compact"),
+        "session-start",
+        10,
+    ),
+    ("PostToolUse", None, "post-tool-use", 5),
+    ("Stop", None, "stop", 120),
+];
+
+/// Writes the skill, merges the hooks into `.claude/settings.json` and writes the role's
+/// section of `CLAUDE.md`. `vine` is the command hooks run (a name on PATH or a full path).
+pub fn install(project: &Path, role: Role, vine: &str) -> Result<Installed> {
+    if !project.is_dir() {
+        return Err(Error::Invalid(format!(
+            "{} is not a folder; give the Claude Code project's folder",
+            project.display()
+        )));
+    }
+    let mut out = Installed {
+        written: Vec::new(),
+        hooks_added: Vec::new(),
+    };
+    let claude = project.join(".claude");
+    let skill_dir = claude.join("skills").join("agentvine");
+    std::fs::create_dir_all(&skill_dir).map_err(|e| Error::io("creating", &skill_dir, e))?;
+    write(&skill_dir, "SKILL.md", SKILL.as_bytes())?;
+    out.written.push(skill_dir.join("SKILL.md"));
+
+    let settings_path = claude.join("settings.json");
+    let mut settings = match std::fs::read(&settings_path) {
+        Ok(b) => serde_json::from_slice::<Value>(&b).map_err(|e| {
+            Error::Invalid(format!(
+                "{} is not valid JSON ({e}); fix it first — nothing was changed",
+                settings_path.display()
+            ))
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => json!({}),
+        Err(e) => return Err(Error::io("reading", &settings_path, e)),
+    };
+    let before = settings.clone();
+    out.hooks_added = merge_settings(&mut settings, role, vine)?;
+    if settings != before {
+        let mut bytes =
+            serde_json::to_vec_pretty(&settings).map_err(|e| Error::Protocol(e.to_string()))?;
+        bytes.push(b'\n');
+        write(&claude, "settings.json", &bytes)?;
+        out.written.push(settings_path);
+    }
+
+    let md_path = project.join("CLAUDE.md");
+    let existing = match std::fs::read_to_string(&md_path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(Error::io("reading", &md_path, e)),
+    };
+    let section = format!(
+        "{BEGIN}\n{}\n{END}\n",
+        match role {
+            Role::Worker => WORKER_CLAUDE,
+            Role::Coordinator => COORDINATOR_CLAUDE,
+        }
+        .trim_end()
+    );
+    let updated = replace_section(&existing, &section);
+    if updated != existing {
+        write(project, "CLAUDE.md", updated.as_bytes())?;
+        out.written.push(md_path);
+    }
+    Ok(out)
+}
+
+/// Adds agentvine's hooks, the permission to run `vine`, and (for workers) the Stop-hook
+/// block cap setting, keeping everything already in `settings`. Returns the events added.
+pub fn merge_settings(settings: &mut Value, role: Role, vine: &str) -> Result<Vec<String>> {
+    let Value::Object(root) = settings else {
+        return Err(Error::Invalid(
+            ".claude/settings.json must hold a JSON object; nothing was changed".into(),
+        ));
+    };
+    let hooks = object_at(root, "hooks")?;
+    let mut added = Vec::new();
+    for (event, matcher, sub, timeout) in HOOKS {
+        let command = format!("{vine} hook {sub}");
+        let groups = match hooks.entry(event.to_string()).or_insert_with(|| json!([])) {
+            Value::Array(a) => a,
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "hooks.{event} in .claude/settings.json is not a list; nothing was changed"
+                )));
+            }
+        };
+        let present = groups.iter().any(|g| {
+            g.get("hooks").and_then(Value::as_array).is_some_and(|hs| {
+                hs.iter().any(|h| {
+                    h.get("command")
+                        .and_then(Value::as_str)
+                        .is_some_and(|c| c.trim_end().ends_with(&format!("hook {sub}")))
+                })
+            })
+        });
+        if present {
+            continue;
+        }
+        let mut group = Map::new();
+        if let Some(m) = matcher {
+            group.insert("matcher".into(), json!(m));
+        }
+        group.insert(
+            "hooks".into(),
+            json!([{"type": "command", "command": command, "timeout": timeout}]),
+        );
+        groups.push(Value::Object(group));
+        added.push(event.to_string());
+    }
+    let permissions = object_at(root, "permissions")?;
+    let allow = match permissions.entry("allow").or_insert_with(|| json!([])) {
+        Value::Array(a) => a,
+        _ => {
+            return Err(Error::Invalid(
+                "permissions.allow in .claude/settings.json is not a list; nothing was changed"
+                    .into(),
+            ));
+        }
+    };
+    let rule = json!("Bash(vine:*)");
+    if !allow.contains(&rule) {
+        allow.push(rule);
+    }
+    if role == Role::Worker {
+        // Claude Code ends a turn after 8 consecutive Stop-hook blocks unless this is set; a
+        // worker kept alive by its Stop hook needs it off (0).
+        let env = object_at(root, "env")?;
+        env.entry("CLAUDE_CODE_STOP_HOOK_BLOCK_CAP")
+            .or_insert_with(|| json!("0"));
+    }
+    Ok(added)
+}
+
+fn object_at<'a>(m: &'a mut Map<String, Value>, key: &str) -> Result<&'a mut Map<String, Value>> {
+    match m.entry(key.to_string()).or_insert_with(|| json!({})) {
+        Value::Object(o) => Ok(o),
+        _ => Err(Error::Invalid(format!(
+            "{key} in .claude/settings.json is not an object; nothing was changed"
+        ))),
+    }
+}
+
+/// Replaces the agentvine section of a CLAUDE.md (or appends one).
+fn replace_section(existing: &str, section: &str) -> String {
+    if let (Some(b), Some(e)) = (existing.find(BEGIN), existing.find(END))
+        && b < e
+    {
+        let end = e + END.len();
+        let rest = existing[end..]
+            .strip_prefix('\n')
+            .unwrap_or(&existing[end..]);
+        return format!("{}{section}{rest}", &existing[..b]);
+    }
+    if existing.trim().is_empty() {
+        return section.to_string();
+    }
+    format!("{}\n\n{section}", existing.trim_end())
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    durable::replace(dir, name, bytes, true)?;
+    durable::sync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merging_keeps_what_is_there_and_is_idempotent() {
+        let mut s = json!({
+            "model": "x",
+            "hooks": {"Stop": [{"hooks": [{"type": "command", "command": "other"}]}]},
+            "permissions": {"allow": ["Read"]}
+        });
+        let added = merge_settings(&mut s, Role::Worker, "vine").unwrap();
+        assert_eq!(added, ["SessionStart", "PostToolUse", "Stop"]);
+        assert_eq!(s["model"], "x");
+        assert_eq!(s["hooks"]["Stop"].as_array().unwrap().len(), 2);
+        assert_eq!(s["env"]["CLAUDE_CODE_STOP_HOOK_BLOCK_CAP"], "0");
+        let once = s.clone();
+        assert!(
+            merge_settings(&mut s, Role::Worker, "vine")
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(s, once);
+        assert!(merge_settings(&mut json!([1]), Role::Worker, "vine").is_err());
+        assert!(merge_settings(&mut json!({"hooks": {"Stop": 3}}), Role::Worker, "vine").is_err());
+    }
+
+    #[test]
+    fn claude_md_section_is_replaced_not_repeated() {
+        let a = replace_section("# Mine\n", "S1\n");
+        assert_eq!(a, "# Mine\n\nS1\n");
+        let s1 = format!("{BEGIN}\none\n{END}\n");
+        let s2 = format!("{BEGIN}\ntwo\n{END}\n");
+        let doc = replace_section("# Mine\n", &s1);
+        let doc2 = replace_section(&doc, &s2);
+        assert!(doc2.contains("two") && !doc2.contains("one") && doc2.starts_with("# Mine"));
+        assert_eq!(replace_section(&doc2, &s2), doc2);
+    }
+}
