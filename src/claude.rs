@@ -250,7 +250,10 @@ mod tests {
     #[test]
     fn this_repository_ships_what_init_writes() {
         let skill = include_str!("../.claude/skills/agentvine/SKILL.md");
-        assert_eq!(skill, SKILL, "run `vine init --claude` here to refresh .claude/");
+        assert_eq!(
+            skill, SKILL,
+            "run `vine init --claude` here to refresh .claude/"
+        );
         let mut fresh = json!({});
         merge_settings(&mut fresh, Role::Worker, "vine").unwrap();
         let ours: Value = serde_json::from_str(include_str!("../.claude/settings.json")).unwrap();

@@ -296,6 +296,13 @@ pub enum Command {
         #[command(subcommand)]
         event: HookCmd,
     },
+    /// Start a Claude Code worker (`claude -p`) set up for the board: VINE_WORKER,
+    /// VINE_CAPABILITIES, VINE_MAX_IDLE, the board's location, and
+    /// CLAUDE_CODE_STOP_HOOK_BLOCK_CAP=0 (without it Claude Code ends the session after 8
+    /// Stop-hook blocks, cutting an idle worker off). The project needs `vine init --claude`.
+    #[command(after_help = "Example:
+  vine --url https://vps:5555 worker --worker w1 --capability python -- --model sonnet")]
+    Worker(WorkerStartArgs),
     /// Run one board op given as JSON and print the reply as JSON (used through /execute).
     #[command(hide = true)]
     Op {
@@ -501,4 +508,30 @@ pub enum HookCmd {
     SessionStart,
     /// PostToolUse: a cheap heartbeat that keeps the worker's leases alive.
     PostToolUse,
+}
+
+/// Arguments of `vine worker`.
+#[derive(Debug, Args)]
+pub struct WorkerStartArgs {
+    /// The worker id.
+    #[arg(long, short = 'w')]
+    pub worker: String,
+    /// A capability (repeatable).
+    #[arg(long = "capability", short = 'c', value_name = "CAP")]
+    pub capabilities: Vec<String>,
+    /// Stop after this much idle time with nothing to claim.
+    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    pub max_idle: String,
+    /// The Claude Code command.
+    #[arg(long, default_value = "claude", value_name = "CMD")]
+    pub claude: String,
+    /// The first prompt.
+    #[arg(
+        long,
+        default_value = "You are an agentvine worker. Claim your next task with `vine claim`, do it, complete it, then end your turn."
+    )]
+    pub prompt: String,
+    /// More arguments for claude (after --).
+    #[arg(last = true)]
+    pub claude_args: Vec<String>,
 }

@@ -104,6 +104,7 @@ pub fn run(cli: Cli) -> Result<Output> {
         Command::Serve(a) => serve(a, cli.key_file.as_deref()),
         Command::Vps { action } => remote::vps(action, cli.url.as_deref(), cli.key_file.as_deref()),
         Command::Op { request } => remote::op(&request, cli.dir.as_deref()),
+        Command::Worker(a) => worker_start(a, cli.url.as_deref(), cli.dir.as_deref()),
         Command::Hook { event } => {
             let (url, dir, key_file) = (cli.url.clone(), cli.dir.clone(), cli.key_file.clone());
             Ok(hook::run(event, move |quick| match &url {
@@ -165,6 +166,46 @@ fn init_claude(
         json: json!({"written": installed.written, "hooks_added": installed.hooks_added, "board": board}),
         text,
         exit: ExitCode::Done,
+    })
+}
+
+/// `vine worker`: runs `claude -p` with the environment a worker needs.
+fn worker_start(a: args::WorkerStartArgs, url: Option<&str>, dir: Option<&Path>) -> Result<Output> {
+    agentvine::validate::name("worker id", &a.worker)?;
+    for c in &a.capabilities {
+        agentvine::validate::name("capability", c)?;
+    }
+    duration(&a.max_idle, "--max-idle")?;
+    let mut cmd = std::process::Command::new(&a.claude);
+    cmd.arg("-p")
+        .arg(&a.prompt)
+        .args(["--allowedTools", "Bash"])
+        .args(&a.claude_args)
+        .env("VINE_WORKER", &a.worker)
+        .env("VINE_CAPABILITIES", a.capabilities.join(","))
+        .env("VINE_MAX_IDLE", &a.max_idle)
+        .env("CLAUDE_CODE_STOP_HOOK_BLOCK_CAP", "0");
+    if let Some(u) = url {
+        cmd.env("VINE_URL", u);
+    }
+    if let Some(d) = dir {
+        let d = d.canonicalize().map_err(|e| Error::io("opening", d, e))?;
+        cmd.env("VINE_DIR", d);
+    }
+    let status = cmd.status().map_err(|e| {
+        Error::Invalid(format!(
+            "cannot start {:?}: {e}. Install Claude Code (npm install -g @anthropic-ai/claude-code) or pass --claude PATH",
+            a.claude
+        ))
+    })?;
+    Ok(Output {
+        json: json!({"worker": a.worker, "exit": status.code()}),
+        text: String::new(),
+        exit: if status.success() {
+            ExitCode::Done
+        } else {
+            ExitCode::Other
+        },
     })
 }
 
@@ -323,6 +364,7 @@ fn run_on(board: &Board, command: Command) -> Result<Output> {
         | Command::Serve(_)
         | Command::Vps { .. }
         | Command::Op { .. }
+        | Command::Worker(_)
         | Command::Hook { .. } => {
             return Err(Error::Protocol("handled earlier".into()));
         }
