@@ -23,3 +23,13 @@ echo "== vine workers"
 "$bin/vine" workers
 echo
 echo "The board is plain JSON: ls $board; try: VINE_DIR=$board $bin/vine show <id>"
+
+echo
+echo "== The Claude Code side"
+project=$(mktemp -d /tmp/agentvine-project.XXXXXX)
+"$bin/vine" --dir "$board" init --claude "$project" --hook-command "$PWD/$bin/vine"
+echo
+echo "That project now has the agentvine skill, the hooks and a worker CLAUDE.md. With Claude Code"
+echo "installed, start a worker on this board with:"
+echo "  cd $project && $PWD/$bin/vine --dir $board worker --worker w4"
+echo "and a coordinator with: vine init --claude --role coordinator, then claude. See USAGE.md."

@@ -2722,3 +2722,68 @@ fn worker_facts_recorded_only_in_the_queue_are_never_lost() {
     assert_eq!(file["w1"]["last_task_claimed"], claimed_at, "{file}");
     assert!(file["w1"]["current_task"].is_null(), "{file}");
 }
+
+#[test]
+fn init_claude_sets_up_a_project_and_its_board_and_is_idempotent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("proj");
+    let board = tmp.path().join("board");
+    fs::create_dir_all(project.join(".claude")).unwrap();
+    fs::write(
+        project.join(".claude/settings.json"),
+        r#"{"model": "keep-me", "hooks": {"Stop": [{"hooks": [{"type": "command", "command": "mine"}]}]}}"#,
+    )
+    .unwrap();
+    fs::write(project.join("CLAUDE.md"), "# My project\n").unwrap();
+    let run = || {
+        run_cmd(
+            vine()
+                .arg("--json")
+                .arg("--dir")
+                .arg(&board)
+                .args(["init", "--claude"])
+                .arg(&project),
+        )
+    };
+    let r = run();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(board.join(QUEUE).is_file(), "the board went to --dir");
+    assert!(project.join(".claude/skills/agentvine/SKILL.md").is_file());
+    let settings: Value =
+        serde_json::from_slice(&fs::read(project.join(".claude/settings.json")).unwrap()).unwrap();
+    assert_eq!(settings["model"], "keep-me");
+    let stop = settings["hooks"]["Stop"].as_array().unwrap();
+    assert_eq!(
+        stop.len(),
+        2,
+        "ours added beside the existing one: {settings}"
+    );
+    assert_eq!(settings["env"]["CLAUDE_CODE_STOP_HOOK_BLOCK_CAP"], "0");
+    let md = fs::read_to_string(project.join("CLAUDE.md")).unwrap();
+    assert!(
+        md.starts_with("# My project") && md.contains("agentvine worker"),
+        "{md}"
+    );
+    // Again: nothing changes.
+    let before = (
+        fs::read(project.join(".claude/settings.json")).unwrap(),
+        fs::read(project.join("CLAUDE.md")).unwrap(),
+    );
+    let r = run();
+    assert_eq!(r.code, 0, "{r:?}");
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["hooks_added"], serde_json::json!([]));
+    let after = (
+        fs::read(project.join(".claude/settings.json")).unwrap(),
+        fs::read(project.join("CLAUDE.md")).unwrap(),
+    );
+    assert_eq!(before, after);
+    // A broken settings.json is refused and left as it is.
+    fs::write(project.join(".claude/settings.json"), "{ not json").unwrap();
+    let r = run();
+    assert_eq!(r.code, 2, "{r:?}");
+    assert_eq!(
+        fs::read_to_string(project.join(".claude/settings.json")).unwrap(),
+        "{ not json"
+    );
+}

@@ -78,8 +78,9 @@ pub enum Command {
     /// Create a board (default ./.vine), or with --claude set up a Claude Code project.
     /// Existing board files are kept.
     Init {
-        /// Where to create it (default: --dir, $VINE_DIR, or ./.vine).
-        dir: Option<PathBuf>,
+        /// Where to create it (default: --dir, $VINE_DIR, or ./.vine); with --claude, the project.
+        #[arg(value_name = "DIR")]
+        path: Option<PathBuf>,
         /// Default lease of a claim, e.g. 30m.
         #[arg(long, value_name = "DURATION")]
         lease: Option<String>,

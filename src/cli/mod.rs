@@ -33,16 +33,16 @@ pub fn run(cli: Cli) -> Result<Output> {
     match cli.command {
         Command::Init {
             claude: true,
-            dir,
+            path,
             role,
             hook_command,
             ..
-        } => init_claude(dir, cli.dir, cli.url.is_some(), &role, &hook_command),
+        } => init_claude(path, cli.dir, cli.url.is_some(), &role, &hook_command),
         Command::Init { .. } if cli.url.is_some() => Err(Error::Invalid(
             "vine init creates a local board; a server's board is created by `vine serve --root DIR`".into(),
         )),
         Command::Init {
-            dir,
+            path,
             lease,
             stale_after,
             max_retries,
@@ -51,7 +51,7 @@ pub fn run(cli: Cli) -> Result<Output> {
             retry_backoff_max,
             ..
         } => {
-            let dir = dir
+            let dir = path
                 .or(cli.dir)
                 .or_else(|| std::env::var_os("VINE_DIR").map(PathBuf::from))
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR));
