@@ -51,6 +51,8 @@ pub struct StopConfig {
     pub wait: Duration,
     /// How often to look for work while waiting.
     pub poll: Duration,
+    /// Claude Code's `stop_hook_active`: this turn already continued because a Stop hook blocked.
+    pub stop_hook_active: bool,
 }
 
 /// The Stop hook's decision.
@@ -69,23 +71,46 @@ pub enum StopDecision {
 }
 
 /// Decides whether a worker's session stops, claiming work for it when there is some.
+///
+/// A worker that ends its turn while holding a task is reminded once; if it ends the turn
+/// again in the same continuation (`stop_hook_active`) still holding it, that attempt is
+/// failed (retried later, up to the task's retries) so a session can never loop on it. A
+/// worker taken offline with `vine deregister` is let go.
 pub fn stop(board: &Board, cfg: &StopConfig) -> Result<StopDecision> {
     let me = cfg.worker.as_str();
+    if let Some(w) = board.workers()?.into_iter().find(|w| w.id == me)
+        && w.worker.status == crate::worker::OFFLINE
+        && w.worker.offline_reason.as_deref() == Some("deregistered")
+    {
+        return Ok(StopDecision::Allow {
+            why: format!("{me} was deregistered; letting the session end"),
+        });
+    }
     if let Some(held) = board
         .tasks(Some("in_progress"), false)?
         .into_iter()
         .find(|v| v.task.claimed_by.as_deref() == Some(me))
     {
         let t = held.task;
-        return Ok(StopDecision::Block {
-            reason: format!(
-                "You still hold task {id}: {desc}. Finish it, then run `vine complete {id} --worker {me} --attempt {a} --result \"<what you did>\"` \
+        if cfg.stop_hook_active {
+            board.execute(crate::op::Op::Fail {
+                task: t.id,
+                worker: me.to_string(),
+                attempt: Some(t.attempts),
+                error: "the worker ended its turn twice without completing the task".into(),
+                no_retry: false,
+            })?;
+        } else {
+            return Ok(StopDecision::Block {
+                reason: format!(
+                    "You still hold task {id}: {desc}. Finish it, then run `vine complete {id} --worker {me} --attempt {a} --result \"<what you did>\"` \
                  (or `vine fail {id} --worker {me} --attempt {a} --error \"<why>\"` if it cannot be done, or `vine release {id} --worker {me}` to give it back).",
-                id = t.id,
-                desc = one_line(&t.description),
-                a = t.attempts,
-            ),
-        });
+                    id = t.id,
+                    desc = one_line(&t.description),
+                    a = t.attempts,
+                ),
+            });
+        }
     }
     let deadline = Instant::now() + cfg.wait;
     loop {

@@ -302,3 +302,55 @@ fn post_tool_use_heartbeats_quietly_and_never_blocks_the_tool() {
         "no retries in post-tool-use"
     );
 }
+
+#[test]
+fn a_worker_that_stops_again_while_holding_its_task_cannot_loop() {
+    let b = board();
+    let id = add(b.path(), "Never finished");
+    decision(&hook(b.path(), "stop", STOP_INPUT.as_bytes(), FAST)).expect("handed over");
+    // Ends its turn again within the same continuation, still holding the task.
+    let again = STOP_INPUT.replace("\"stop_hook_active\":false", "\"stop_hook_active\":true");
+    let o = hook(b.path(), "stop", again.as_bytes(), FAST);
+    assert_eq!(o.status.code(), Some(0));
+    let show = vine()
+        .arg("--dir")
+        .arg(b.path())
+        .args(["--json", "show", &id.to_string()])
+        .output()
+        .expect("show");
+    let v: Value = serde_json::from_slice(&show.stdout).expect("json");
+    assert_eq!(
+        v["task"]["status"], "pending",
+        "the attempt was failed: {v}"
+    );
+    assert_eq!(v["task"]["attempts"], 1);
+    assert!(
+        v["task"]["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("ended its turn twice"),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_deregistered_worker_is_let_go() {
+    let b = board();
+    add(b.path(), "Work that remains");
+    let env = [("VINE_WORKER", "w1"), ("VINE_HOOK_WAIT", "0s")];
+    hook(
+        b.path(),
+        "session-start",
+        SESSION_START_INPUT.as_bytes(),
+        &env,
+    );
+    let out = vine()
+        .arg("--dir")
+        .arg(b.path())
+        .args(["deregister", "--worker", "w1"])
+        .output()
+        .expect("deregister");
+    assert!(out.status.success());
+    let o = hook(b.path(), "stop", STOP_INPUT.as_bytes(), &env);
+    assert_eq!((o.status.code(), decision(&o)), (Some(0), None), "{o:?}");
+}

@@ -291,7 +291,8 @@ pub enum Command {
     ///
     /// The worker id comes from $VINE_WORKER (or $WORKER_ID); the Stop hook also reads
     /// $VINE_MAX_IDLE (default 10m) and $VINE_HOOK_WAIT (how long it waits for work inside the
-    /// hook before handing a turn back, default 60s; keep it well below the hook's timeout).
+    /// hook before handing a turn back, default 60s; keep it well below the hook's timeout)
+    /// and $VINE_HOOK_POLL (how often it looks while waiting, default 2s).
     /// A hook never fails a session: on any error it explains on stderr and exits 0.
     Hook {
         #[command(subcommand)]

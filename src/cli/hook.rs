@@ -51,7 +51,7 @@ pub fn run(cmd: HookCmd, open: impl Fn(bool) -> Result<Board>) -> Output {
         HookCmd::PostToolUse => "post-tool-use",
     };
     let result = match cmd {
-        HookCmd::Stop => stop(&open),
+        HookCmd::Stop => stop(&open, input.stop_hook_active.unwrap_or(false)),
         HookCmd::SessionStart => session_start(&open, &input),
         HookCmd::PostToolUse => post_tool_use(&open),
     };
@@ -68,7 +68,7 @@ pub fn run(cmd: HookCmd, open: impl Fn(bool) -> Result<Board>) -> Output {
     }
 }
 
-fn stop(open: &dyn Fn(bool) -> Result<Board>) -> Result<String> {
+fn stop(open: &dyn Fn(bool) -> Result<Board>, stop_hook_active: bool) -> Result<String> {
     let Some(me) = worker() else {
         // Not a worker session (a coordinator or a person): nothing to keep alive.
         return Ok(String::new());
@@ -79,6 +79,7 @@ fn stop(open: &dyn Fn(bool) -> Result<Board>) -> Result<String> {
         max_idle_secs: env_secs("VINE_MAX_IDLE", 600),
         wait: Duration::from_secs(env_secs("VINE_HOOK_WAIT", 60)),
         poll: Duration::from_secs(env_secs("VINE_HOOK_POLL", 2).max(1)),
+        stop_hook_active,
     };
     match hook::stop(&board, &cfg)? {
         StopDecision::Block { reason } => {
