@@ -76,8 +76,11 @@ pub fn install(project: &Path, role: Role, vine: &str) -> Result<Installed> {
     let claude = project.join(".claude");
     let skill_dir = claude.join("skills").join("agentvine");
     std::fs::create_dir_all(&skill_dir).map_err(|e| Error::io("creating", &skill_dir, e))?;
-    write(&skill_dir, "SKILL.md", SKILL.as_bytes())?;
-    out.written.push(skill_dir.join("SKILL.md"));
+    let skill_path = skill_dir.join("SKILL.md");
+    if std::fs::read(&skill_path).ok().as_deref() != Some(SKILL.as_bytes()) {
+        write(&skill_dir, "SKILL.md", SKILL.as_bytes())?;
+        out.written.push(skill_path);
+    }
 
     let settings_path = claude.join("settings.json");
     let mut settings = match std::fs::read(&settings_path) {

@@ -104,7 +104,12 @@ pub fn run(cli: Cli) -> Result<Output> {
         Command::Serve(a) => serve(a, cli.key_file.as_deref()),
         Command::Vps { action } => remote::vps(action, cli.url.as_deref(), cli.key_file.as_deref()),
         Command::Op { request } => remote::op(&request, cli.dir.as_deref()),
-        Command::Worker(a) => worker_start(a, cli.url.as_deref(), cli.dir.as_deref()),
+        Command::Worker(a) => worker_start(
+            a,
+            cli.url.as_deref(),
+            cli.dir.as_deref(),
+            cli.key_file.as_deref(),
+        ),
         Command::Hook { event } => {
             let (url, dir, key_file) = (cli.url.clone(), cli.dir.clone(), cli.key_file.clone());
             Ok(hook::run(event, move |quick| match &url {
@@ -170,7 +175,12 @@ fn init_claude(
 }
 
 /// `vine worker`: runs `claude -p` with the environment a worker needs.
-fn worker_start(a: args::WorkerStartArgs, url: Option<&str>, dir: Option<&Path>) -> Result<Output> {
+fn worker_start(
+    a: args::WorkerStartArgs,
+    url: Option<&str>,
+    dir: Option<&Path>,
+    key_file: Option<&Path>,
+) -> Result<Output> {
     agentvine::validate::name("worker id", &a.worker)?;
     for c in &a.capabilities {
         agentvine::validate::name("capability", c)?;
@@ -187,6 +197,13 @@ fn worker_start(a: args::WorkerStartArgs, url: Option<&str>, dir: Option<&Path>)
         .env("CLAUDE_CODE_STOP_HOOK_BLOCK_CAP", "0");
     if let Some(u) = url {
         cmd.env("VINE_URL", u);
+    }
+    if let Some(k) = key_file {
+        // The hooks inside the session need the key too.
+        let k = k
+            .canonicalize()
+            .map_err(|e| Error::io("opening the key file", k, e))?;
+        cmd.env(agentvine::apikey::ENV_KEY_FILE, k);
     }
     if let Some(d) = dir {
         let d = d.canonicalize().map_err(|e| Error::io("opening", d, e))?;

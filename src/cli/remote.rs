@@ -82,7 +82,9 @@ pub fn vps(action: VpsCmd, url: Option<&str>, key_file: Option<&Path>) -> Result
         }
         VpsCmd::Read { file } => {
             let content = vps.read(&file)?;
-            done(json!({"content": content}), content)
+            // The file's own last newline ends the output; no second one.
+            let text = content.strip_suffix('\n').unwrap_or(&content).to_string();
+            done(json!({"content": content}), text)
         }
         VpsCmd::Deploy { paths, to } => {
             let pairs: Vec<(PathBuf, String)> = match to {

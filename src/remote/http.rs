@@ -107,7 +107,7 @@ impl Http {
 
     /// `GET path?query`.
     pub fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<HttpReply> {
-        self.send(|| {
+        self.send(true, || {
             let mut req = self.agent.get(format!("{}{path}", self.base));
             for (k, v) in query {
                 req = req.query(*k, *v);
@@ -119,9 +119,19 @@ impl Http {
         })
     }
 
-    /// `POST path` with a JSON body.
+    /// `POST path` with a JSON body; retried like every request (for idempotent requests).
     pub fn post(&self, path: &str, body: &Value) -> Result<HttpReply> {
-        self.send(|| {
+        self.post_with(path, body, true)
+    }
+
+    /// `POST path` for a request that must not run twice (a shell command): retried only when
+    /// it surely did not reach the server (no connection) or was refused before running (429).
+    pub fn post_once(&self, path: &str, body: &Value) -> Result<HttpReply> {
+        self.post_with(path, body, false)
+    }
+
+    fn post_with(&self, path: &str, body: &Value, idempotent: bool) -> Result<HttpReply> {
+        self.send(idempotent, || {
             let mut req = self.agent.post(format!("{}{path}", self.base));
             if let Some(key) = &self.key {
                 req = req.header("X-API-Key", key.secret());
@@ -132,6 +142,7 @@ impl Http {
 
     fn send(
         &self,
+        idempotent: bool,
         call: impl Fn() -> std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> Result<HttpReply> {
         let started = Instant::now();
@@ -154,9 +165,11 @@ impl Http {
                 Err(e) => Err(e),
             };
             let why = match outcome {
-                // Unavailable (a proxy), or too busy to run the request (429): nothing was
-                // done, so trying again is safe.
-                Ok((429 | 502..=504, text)) => {
+                // Too busy to run the request (429): nothing was done, so trying again is
+                // safe for any request.
+                Ok((429, text)) => format!("the server is busy: {}", first_line(&text)),
+                // A proxy saying the server is unavailable: the request may have run.
+                Ok((502..=504, text)) if idempotent => {
                     format!("the server (or a proxy) answered: {}", first_line(&text))
                 }
                 Ok((status, text)) => return self.answer(status, &text),
@@ -166,7 +179,13 @@ impl Http {
                         self.base
                     )));
                 }
-                Err(e) => e.to_string(),
+                Err(e) if idempotent || not_sent(&e) => e.to_string(),
+                Err(e) => {
+                    return Err(Error::Unreachable(format!(
+                        "no answer from {} ({e}); the command may or may not have run, so it was not sent again",
+                        self.base
+                    )));
+                }
             };
             let waited = started.elapsed();
             if waited >= self.opts.retry_for {
@@ -202,7 +221,7 @@ impl Http {
     }
 }
 
-/// Errors that retrying cannot fix.
+/// Errors that retrying cannot fix (bad URLs, certificate problems).
 fn permanent(e: &ureq::Error) -> bool {
     matches!(
         e,
@@ -210,7 +229,16 @@ fn permanent(e: &ureq::Error) -> bool {
             | ureq::Error::Tls(_)
             | ureq::Error::Rustls(_)
             | ureq::Error::InvalidProxyUrl
-    )
+    ) || {
+        let text = e.to_string().to_ascii_lowercase();
+        text.contains("certificate") || text.contains("unknownissuer")
+    }
+}
+
+/// Errors that mean the request never reached the server.
+fn not_sent(e: &ureq::Error) -> bool {
+    matches!(e, ureq::Error::ConnectionFailed | ureq::Error::HostNotFound)
+        || matches!(e, ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused)
 }
 
 fn first_line(text: &str) -> String {

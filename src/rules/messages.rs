@@ -94,7 +94,7 @@ pub(crate) fn answer(
     };
     if q.kind != MessageKind::Question {
         return Err(Error::Invalid(format!(
-            "message {question} is a {}, not a question; list open questions with `vine questions`",
+            "message {question} is not a question (it is a {} entry); list open questions with `vine questions`",
             q.kind.as_str()
         )));
     }

@@ -98,6 +98,10 @@ fn repair_queue(dir: &Path, stamp: &str) -> Result<Option<RepairedFile>> {
     let tasks: Vec<Task> = match serde_json::from_slice::<Vec<Task>>(&bytes) {
         Ok(t) => t,
         Err(_) => {
+            // The queue is written one task per line: each line that parses is a task, and a
+            // damaged line cannot swallow the next one. Bracket matching covers other layouts;
+            // whichever reads more tasks wins.
+            let (by_line, line_drops) = salvage_lines(&bytes);
             let mut out = Vec::new();
             let (objects, open) = objects_at_depth(&bytes, 1);
             for (at, slice) in objects {
@@ -108,6 +112,10 @@ fn repair_queue(dir: &Path, stamp: &str) -> Result<Option<RepairedFile>> {
             }
             if let Some(at) = open {
                 dropped.push(format!("entry at byte {at}: cut off"));
+            }
+            if by_line.len() > out.len() {
+                out = by_line;
+                dropped = line_drops;
             }
             if out.is_empty() && dropped.is_empty() && !bytes.trim_ascii().is_empty() {
                 dropped.push(format!(
@@ -235,6 +243,25 @@ fn repair_lines<T: DeserializeOwned>(
     }))
 }
 
+/// Tasks read line by line (the queue's own layout), and what each unreadable line was.
+fn salvage_lines(bytes: &[u8]) -> (Vec<Task>, Vec<String>) {
+    let mut tasks = Vec::new();
+    let mut dropped = Vec::new();
+    let mut at = 0;
+    for line in bytes.split_inclusive(|&b| b == b'\n') {
+        let body = line.trim_ascii();
+        let body = body.strip_suffix(b",").unwrap_or(body);
+        if body.starts_with(b"{") {
+            match serde_json::from_slice::<Task>(body) {
+                Ok(t) => tasks.push(t),
+                Err(e) => dropped.push(format!("line at byte {at}: {e}")),
+            }
+        }
+        at += line.len();
+    }
+    (tasks, dropped)
+}
+
 /// The JSON objects that open at nesting depth `depth` (depth 0 is the top level), found by
 /// bracket matching that respects strings: each closed one with its byte offset, and the
 /// offset of one left open at the end (a cut-off file).
@@ -297,6 +324,17 @@ fn key_before(bytes: &[u8], at: usize) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_cut_inside_a_string_does_not_swallow_the_next_task() {
+        let t = |id: u64| format!(r#"{{"id":{id},"description":"t{id}","status":"pending"}}"#);
+        let cut = &t(2)[..25];
+        let text = format!("[\n{},\n{cut}\n{},\n{}\n]\n", t(1), t(3), t(4));
+        let (tasks, dropped) = salvage_lines(text.as_bytes());
+        let ids: Vec<u64> = tasks.iter().map(|t| t.id).collect();
+        assert_eq!(ids, [1, 3, 4]);
+        assert_eq!(dropped.len(), 1);
+    }
 
     #[test]
     fn finds_objects_and_keys_in_cut_off_json() {
