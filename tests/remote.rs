@@ -2117,7 +2117,7 @@ fn vps_commands_against_a_server() {
 
     // read
     let r = remote(url, &[], &["vps", "read", "demo/many/b.txt"]);
-    assert_eq!((r.code, r.stdout.as_str()), (0, "bee\n\n"), "{r:?}");
+    assert_eq!((r.code, r.stdout.as_str()), (0, "bee\n"), "{r:?}");
     let v = remote_ok(url, &["vps", "read", "demo/many/c.md"]);
     assert_eq!(v["content"], json!("# sea\n"));
 
