@@ -1,0 +1,1308 @@
+//! End-to-end tests with the real Claude Code CLI (`claude -p`) as a worker.
+//!
+//! The CLI is installed from npm by `scripts/install-claude-code.sh` into `target/claude-code`
+//! (once per test run). It talks to a scripted stand-in for the Anthropic Messages API, an
+//! HTTP server on 127.0.0.1 inside this test, which plays the model: it answers a Stop-hook
+//! feedback "Task <id> is claimed for you" with a Bash tool call running `vine complete`, a
+//! tool result with a short text and `end_turn`, and so on. Everything else is real: Claude
+//! Code runs the hooks that `vine init --claude` wrote into `.claude/settings.json`, the Bash
+//! tool runs `vine`, and the board is a local `.vine/` in a temporary project.
+//!
+//! When the CLI cannot be installed (no npm, no network) the tests fail, unless
+//! `AGENTVINE_E2E_OPTIONAL=1` is set: then they print `SKIPPED: ...` and pass.
+//! `AGENTVINE_CLAUDE_CODE_DIR` installs the CLI somewhere else than `target/claude-code`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+const VINE: &str = env!("CARGO_BIN_EXE_vine");
+
+// ---------------------------------------------------------------------------------------------
+// Installing the CLI
+// ---------------------------------------------------------------------------------------------
+
+/// The `claude` binary, installed once per test run; `None` (after printing `SKIPPED: ...`)
+/// when it cannot be installed and `AGENTVINE_E2E_OPTIONAL=1` is set.
+fn claude_bin(test: &str) -> Option<PathBuf> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match BIN.get_or_init(install_claude) {
+        Ok(p) => Some(p.clone()),
+        Err(e) if std::env::var("AGENTVINE_E2E_OPTIONAL").as_deref() == Ok("1") => {
+            // Straight to the stream: libtest captures print macros of passing tests.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: {test}: the Claude Code CLI cannot be installed ({}); AGENTVINE_E2E_OPTIONAL=1",
+                e.lines().next().unwrap_or_default()
+            );
+            None
+        }
+        Err(e) => panic!(
+            "the Claude Code CLI cannot be installed: {e}\n(set AGENTVINE_E2E_OPTIONAL=1 to skip the end-to-end tests instead)"
+        ),
+    }
+}
+
+fn install_claude() -> Result<PathBuf, String> {
+    let dir = std::env::var_os("AGENTVINE_CLAUDE_CODE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .parent()
+                .expect("target dir")
+                .join("claude-code")
+        });
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-claude-code.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("running {}: {e}", script.display()))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!(
+            "{} exited with {}: {}",
+            script.display(),
+            out.status,
+            stderr.trim()
+        ));
+    }
+    let bin = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .map(PathBuf::from)
+        .ok_or("the install script printed no path")?;
+    if !bin.is_file() {
+        return Err(format!("{} is not a file", bin.display()));
+    }
+    Ok(bin)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The stand-in for the Messages API
+// ---------------------------------------------------------------------------------------------
+
+/// What a request to the stand-in was, judged from the last user message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// The first prompt.
+    Prompt,
+    /// Stop-hook feedback handing over a task ("Task <id> is claimed for you").
+    Claimed,
+    /// Stop-hook feedback reminding of a held task ("You still hold task <id>").
+    Holds,
+    /// Stop-hook feedback with nothing to do ("No task for ...", or the naive hook's reason).
+    Idle,
+    /// A tool result came back.
+    ToolResult,
+    /// A request without tools (a side request of the CLI), answered with plain text.
+    Aux,
+    /// Not a POST to /v1/messages (the CLI's HEAD / probe, count_tokens...).
+    Other,
+}
+
+/// One request the stand-in answered.
+#[derive(Debug, Clone)]
+struct Logged {
+    /// When it came, since the stand-in started.
+    at: Duration,
+    method: String,
+    path: String,
+    kind: Kind,
+    /// The text of the last user message (shortened).
+    text: String,
+    /// For a tool result: (is_error, its text).
+    tool_result: Option<(bool, String)>,
+    /// The `vine complete` the reply runs: (task id, worker, attempt).
+    complete: Option<(u64, String, u64)>,
+    /// What the stand-in replied, in short.
+    reply: String,
+    /// The size of the request body (grows with the conversation).
+    bytes: usize,
+    /// `worker-status.json` of the board when the request came (if the stand-in watches one).
+    workers: Option<Value>,
+    /// What the request carried of the project's setup: the SessionStart hook's context,
+    /// the CLAUDE.md section and the skill's description.
+    saw_session_context: bool,
+    saw_claude_md: bool,
+    saw_skill: bool,
+}
+
+impl Logged {
+    /// A request to /v1/messages: a model turn, the cost being measured.
+    fn is_model_request(&self) -> bool {
+        self.kind != Kind::Other
+    }
+
+    /// A turn of the worker's conversation (not a side request of the CLI).
+    fn is_turn(&self) -> bool {
+        self.is_model_request() && self.kind != Kind::Aux
+    }
+}
+
+struct Shared {
+    worker: String,
+    board: Option<PathBuf>,
+    latency: Duration,
+    started: Instant,
+    log: Mutex<Vec<Logged>>,
+    next_id: AtomicU64,
+}
+
+/// The scripted model: an HTTP/1.1 server on 127.0.0.1 speaking enough of the Messages API.
+struct StandIn {
+    port: u16,
+    shared: Arc<Shared>,
+}
+
+impl StandIn {
+    /// Starts a stand-in playing the model of `worker`. With `board`, it records the board's
+    /// worker-status.json with every request; `latency` delays every answer (a slow model).
+    fn start(worker: &str, board: Option<&Path>, latency: Duration) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let port = listener.local_addr().unwrap().port();
+        let shared = Arc::new(Shared {
+            worker: worker.to_string(),
+            board: board.map(Path::to_path_buf),
+            latency,
+            started: Instant::now(),
+            log: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(1),
+        });
+        let s = shared.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let s = s.clone();
+                std::thread::spawn(move || serve_connection(conn, &s));
+            }
+        });
+        StandIn { port, shared }
+    }
+
+    fn log(&self) -> Vec<Logged> {
+        self.shared.log.lock().unwrap().clone()
+    }
+
+    /// The turns of the worker's conversation so far.
+    fn turns(&self) -> Vec<Logged> {
+        self.log().into_iter().filter(Logged::is_turn).collect()
+    }
+
+    /// Every request to /v1/messages so far (turns and side requests).
+    fn model_requests(&self) -> Vec<Logged> {
+        self.log()
+            .into_iter()
+            .filter(Logged::is_model_request)
+            .collect()
+    }
+
+    /// The log, one line a request, for failure messages.
+    fn report(&self) -> String {
+        let mut s = format!("stand-in log ({}):\n", self.shared.worker);
+        for l in self.log() {
+            s.push_str(&format!(
+                "  {:>7.2}s {} {} {:?} bytes={} text={:?} tool_result={:?} -> {}\n",
+                l.at.as_secs_f64(),
+                l.method,
+                l.path,
+                l.kind,
+                l.bytes,
+                l.text,
+                l.tool_result,
+                l.reply
+            ));
+        }
+        s
+    }
+}
+
+struct Request {
+    method: String,
+    path: String,
+    body: Vec<u8>,
+}
+
+fn read_request(r: &mut BufReader<TcpStream>) -> Option<Request> {
+    let mut line = String::new();
+    if r.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let path = parts.next()?.to_string();
+    let mut length = 0usize;
+    let mut chunked = false;
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).ok()? == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+            if k == "content-length" {
+                length = v.parse().ok()?;
+            } else if k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked") {
+                chunked = true;
+            }
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size).ok()?;
+            let n = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+            let mut chunk = vec![0; n + 2];
+            r.read_exact(&mut chunk).ok()?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else {
+        body.resize(length, 0);
+        r.read_exact(&mut body).ok()?;
+    }
+    Some(Request { method, path, body })
+}
+
+fn serve_connection(conn: TcpStream, s: &Shared) {
+    let mut w = conn.try_clone().expect("clone stream");
+    let mut r = BufReader::new(conn);
+    while let Some(req) = read_request(&mut r) {
+        let (status, content_type, body) = answer(&req, s);
+        let head = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nrequest-id: req_standin\r\n\r\n",
+            body.len()
+        );
+        let mut out = head.into_bytes();
+        if req.method != "HEAD" {
+            out.extend_from_slice(body.as_bytes());
+        }
+        if w.write_all(&out).and_then(|_| w.flush()).is_err() {
+            return;
+        }
+    }
+}
+
+/// The text of a message's content (a string or a list of blocks), and its tool result.
+fn content_text(content: &Value) -> (String, Option<(bool, String)>) {
+    match content {
+        Value::String(s) => (s.clone(), None),
+        Value::Array(blocks) => {
+            let mut text = String::new();
+            let mut result = None;
+            for b in blocks {
+                match b["type"].as_str() {
+                    Some("text") => {
+                        text.push_str(b["text"].as_str().unwrap_or_default());
+                        text.push('\n');
+                    }
+                    Some("tool_result") => {
+                        let t = match &b["content"] {
+                            Value::String(s) => s.clone(),
+                            other => content_text(other).0,
+                        };
+                        result = Some((b["is_error"].as_bool().unwrap_or(false), t));
+                    }
+                    _ => {}
+                }
+            }
+            (text, result)
+        }
+        _ => (String::new(), None),
+    }
+}
+
+/// The number after `prefix` in `text`.
+fn number_after(text: &str, prefix: &str) -> Option<u64> {
+    let i = text.find(prefix)? + prefix.len();
+    let digits: String = text[i..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// The word after `prefix` in `text`.
+fn word_after<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let i = text.find(prefix)? + prefix.len();
+    text[i..].split_whitespace().next()
+}
+
+/// The reply blocks, stop reason and a summary for the log.
+struct Reply {
+    kind: Kind,
+    blocks: Vec<Value>,
+    stop: &'static str,
+    summary: String,
+    complete: Option<(u64, String, u64)>,
+}
+
+fn text_reply(kind: Kind, text: &str) -> Reply {
+    Reply {
+        kind,
+        blocks: vec![json!({"type": "text", "text": text})],
+        stop: "end_turn",
+        summary: format!("text {text:?}"),
+        complete: None,
+    }
+}
+
+fn bash_reply(kind: Kind, s: &Shared, command: &str, description: &str) -> Reply {
+    let id = format!(
+        "toolu_standin_{:06}",
+        s.next_id.fetch_add(1, Ordering::SeqCst)
+    );
+    Reply {
+        kind,
+        blocks: vec![json!({"type": "tool_use", "id": id, "name": "Bash",
+                   "input": {"command": command, "description": description}})],
+        stop: "tool_use",
+        summary: format!("Bash {command:?}"),
+        complete: None,
+    }
+}
+
+/// The scripted policy, decided from the last user message only.
+fn decide(body: &Value, s: &Shared) -> (Reply, String, Option<(bool, String)>) {
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let (text, tool_result) = messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .map(|m| content_text(&m["content"]))
+        .unwrap_or_default();
+    let has_tools = body["tools"].as_array().is_some_and(|t| !t.is_empty());
+    let reply = if !has_tools {
+        text_reply(Kind::Aux, "OK")
+    } else if text.contains("Stop hook feedback") {
+        let claimed = number_after(&text, "Task ")
+            .filter(|id| text.contains(&format!("Task {id} is claimed for you")));
+        let held = number_after(&text, "You still hold task ");
+        match (claimed, held) {
+            (Some(id), _) | (None, Some(id)) => {
+                let kind = if claimed.is_some() {
+                    Kind::Claimed
+                } else {
+                    Kind::Holds
+                };
+                let worker = word_after(&text, "--worker ")
+                    .unwrap_or(&s.worker)
+                    .to_string();
+                let attempt = number_after(&text, "--attempt ").unwrap_or(1);
+                let command = format!(
+                    "vine complete {id} --worker {worker} --attempt {attempt} --result 'done by the stand-in'"
+                );
+                let mut r = bash_reply(kind, s, &command, "Report the task as done");
+                r.complete = Some((id, worker, attempt));
+                r
+            }
+            (None, None) => text_reply(Kind::Idle, "Nothing to do now; ending my turn."),
+        }
+    } else if tool_result.is_some() {
+        text_reply(Kind::ToolResult, "Done.")
+    } else if text.contains("[warm-up]") {
+        bash_reply(
+            Kind::Prompt,
+            s,
+            "sleep 1 && echo warmed up",
+            "Warm up before the board work",
+        )
+    } else {
+        text_reply(Kind::Prompt, "Ready for work.")
+    };
+    let short: String = text.chars().take(300).collect();
+    (reply, short, tool_result)
+}
+
+/// A streamed (SSE) or plain Messages API answer.
+fn message_body(model: &str, id: &str, r: &Reply, stream: bool) -> String {
+    let usage = json!({"input_tokens": 10, "output_tokens": 5,
+                       "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0});
+    if !stream {
+        return json!({"id": id, "type": "message", "role": "assistant", "model": model,
+                      "content": r.blocks, "stop_reason": r.stop, "stop_sequence": null,
+                      "usage": usage})
+        .to_string();
+    }
+    let mut events = vec![(
+        "message_start",
+        json!({"type": "message_start", "message": {"id": id, "type": "message",
+               "role": "assistant", "model": model, "content": [], "stop_reason": null,
+               "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 1,
+               "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}}),
+    )];
+    for (i, b) in r.blocks.iter().enumerate() {
+        let (start, delta) = if b["type"] == "tool_use" {
+            (
+                json!({"type": "tool_use", "id": b["id"], "name": b["name"], "input": {}}),
+                json!({"type": "input_json_delta", "partial_json": b["input"].to_string()}),
+            )
+        } else {
+            (
+                json!({"type": "text", "text": ""}),
+                json!({"type": "text_delta", "text": b["text"]}),
+            )
+        };
+        events.push((
+            "content_block_start",
+            json!({"type": "content_block_start", "index": i, "content_block": start}),
+        ));
+        events.push((
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": i, "delta": delta}),
+        ));
+        events.push((
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": i}),
+        ));
+    }
+    events.push((
+        "message_delta",
+        json!({"type": "message_delta", "delta": {"stop_reason": r.stop, "stop_sequence": null},
+               "usage": {"output_tokens": 5}}),
+    ));
+    events.push(("message_stop", json!({"type": "message_stop"})));
+    events
+        .into_iter()
+        .map(|(name, data)| format!("event: {name}\ndata: {data}\n\n"))
+        .collect()
+}
+
+fn answer(req: &Request, s: &Shared) -> (&'static str, &'static str, String) {
+    let at = s.started.elapsed();
+    let workers = s
+        .board
+        .as_ref()
+        .and_then(|b| fs::read(b.join("worker-status.json")).ok())
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+    let mut entry = Logged {
+        at,
+        method: req.method.clone(),
+        path: req.path.clone(),
+        kind: Kind::Other,
+        text: String::new(),
+        tool_result: None,
+        complete: None,
+        reply: String::new(),
+        bytes: req.body.len(),
+        workers,
+        saw_session_context: false,
+        saw_claude_md: false,
+        saw_skill: false,
+    };
+    let raw = String::from_utf8_lossy(&req.body);
+    entry.saw_session_context = raw.contains(&format!("You are agentvine worker `{}`", s.worker));
+    entry.saw_claude_md = raw.contains("You are an agentvine worker");
+    entry.saw_skill = raw.contains("through an agentvine board with the `vine` command");
+    let path = req.path.split('?').next().unwrap_or_default();
+    let out = if req.method == "POST" && path == "/v1/messages/count_tokens" {
+        entry.reply = "count".into();
+        (
+            "200 OK",
+            "application/json",
+            json!({"input_tokens": 10}).to_string(),
+        )
+    } else if req.method == "POST" && path == "/v1/messages" {
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let (reply, text, tool_result) = decide(&body, s);
+        if !s.latency.is_zero() {
+            sleep(s.latency);
+        }
+        let id = format!(
+            "msg_standin_{:06}",
+            s.next_id.fetch_add(1, Ordering::SeqCst)
+        );
+        let model = body["model"].as_str().unwrap_or("claude-stand-in");
+        let stream = body["stream"].as_bool().unwrap_or(false);
+        let out = message_body(model, &id, &reply, stream);
+        entry.kind = reply.kind;
+        entry.text = text;
+        entry.tool_result = tool_result;
+        entry.complete = reply.complete.clone();
+        entry.reply = reply.summary;
+        (
+            "200 OK",
+            if stream {
+                "text/event-stream"
+            } else {
+                "application/json"
+            },
+            out,
+        )
+    } else {
+        entry.reply = "404".into();
+        (
+            "404 Not Found",
+            "application/json",
+            json!({"type": "error", "error": {"type": "not_found_error", "message": "stand-in"}})
+                .to_string(),
+        )
+    };
+    s.log.lock().unwrap().push(entry);
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Projects, boards and Claude Code processes
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `vine --json ARGS` in `project` and returns its JSON (asserting exit 0).
+fn vine(project: &Path, args: &[&str]) -> Value {
+    let out = Command::new(VINE)
+        .args(args)
+        .arg("--json")
+        .current_dir(project)
+        .env_remove("VINE_DIR")
+        .env_remove("VINE_URL")
+        .env_remove("VINE_WORKER")
+        .env_remove("WORKER_ID")
+        .output()
+        .expect("run vine");
+    assert!(
+        out.status.success(),
+        "vine {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("vine --json prints JSON")
+}
+
+/// A Claude Code project in `<tmp>/<name>` set up by `vine init --claude`, with hooks that
+/// call this build's `vine` by its absolute path, and a local board in `.vine/`.
+fn project(tmp: &Path, name: &str) -> PathBuf {
+    let p = tmp.join(name);
+    fs::create_dir_all(&p).unwrap();
+    let out = vine(&p, &["init", "--claude", "--hook-command", VINE]);
+    assert!(p.join(".vine/task-queue.json").is_file(), "board: {out}");
+    let settings: Value =
+        serde_json::from_slice(&fs::read(p.join(".claude/settings.json")).unwrap()).unwrap();
+    for (event, sub) in [
+        ("SessionStart", "session-start"),
+        ("PostToolUse", "post-tool-use"),
+        ("Stop", "stop"),
+    ] {
+        assert_eq!(
+            settings["hooks"][event][0]["hooks"][0]["command"],
+            format!("{VINE} hook {sub}"),
+            "{settings:#}"
+        );
+    }
+    assert!(p.join(".claude/skills/agentvine/SKILL.md").is_file());
+    assert!(p.join("CLAUDE.md").is_file());
+    p
+}
+
+/// Adds a task and returns its id.
+fn add(project: &Path, description: &str, instructions: &str) -> u64 {
+    let v = vine(
+        project,
+        &["add", description, "--instructions", instructions],
+    );
+    v["tasks"][0]["id"].as_u64().expect("task id")
+}
+
+fn tasks(project: &Path) -> Vec<Value> {
+    let v = vine(project, &["tasks", "--all"]);
+    v["tasks"].as_array().cloned().unwrap_or_default()
+}
+
+fn task(project: &Path, id: u64) -> Value {
+    tasks(project)
+        .into_iter()
+        .find(|t| t["id"] == id)
+        .unwrap_or_else(|| panic!("task {id} is on the board"))
+}
+
+fn workers(project: &Path) -> Value {
+    serde_json::from_slice(&fs::read(project.join(".vine/worker-status.json")).unwrap()).unwrap()
+}
+
+fn ts(v: &Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("a timestamp: {v}")))
+        .unwrap_or_else(|e| panic!("timestamp {v}: {e}"))
+        .with_timezone(&Utc)
+}
+
+/// A directory holding `vine` (a link to this build), put first on the workers' PATH so the
+/// model's Bash tool finds `vine` by name, as the instructions say.
+fn bin_dir(tmp: &Path) -> PathBuf {
+    let d = tmp.join("bin");
+    fs::create_dir_all(&d).unwrap();
+    let link = d.join("vine");
+    if !link.exists() {
+        std::os::unix::fs::symlink(VINE, &link).unwrap();
+    }
+    d
+}
+
+/// A running `claude -p` worker, killed with its process group if the test ends early.
+struct Claude {
+    child: Child,
+    name: String,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    status: Option<ExitStatus>,
+    started: Instant,
+    ended: Option<Instant>,
+}
+
+impl Claude {
+    /// Starts `claude -p PROMPT` in `project` against the stand-in on `port`, with a throwaway
+    /// HOME and CLAUDE_CONFIG_DIR in `<tmp>/home-<name>` and only the environment given here.
+    fn spawn(
+        bin: &Path,
+        tmp: &Path,
+        project: &Path,
+        name: &str,
+        port: u16,
+        env: &[(&str, &str)],
+        prompt: &str,
+    ) -> Self {
+        let home = tmp.join(format!("home-{name}"));
+        fs::create_dir_all(home.join(".claude")).unwrap();
+        let stdout = tmp.join(format!("{name}.stdout.json"));
+        let stderr = tmp.join(format!("{name}.stderr.txt"));
+        let path = format!(
+            "{}:{}",
+            bin_dir(tmp).display(),
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())
+        );
+        let mut c = Command::new(bin);
+        c.args([
+            "-p",
+            prompt,
+            "--output-format",
+            "json",
+            "--allowedTools",
+            "Bash",
+        ])
+        .current_dir(project)
+        .env_clear()
+        .env("PATH", path)
+        .env("HOME", &home)
+        .env("CLAUDE_CONFIG_DIR", home.join(".claude"))
+        .env("SHELL", "/bin/bash")
+        .env("LANG", "C.UTF-8")
+        .env("ANTHROPIC_BASE_URL", format!("http://127.0.0.1:{port}"))
+        .env("ANTHROPIC_API_KEY", "dummy")
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .env("DISABLE_AUTOUPDATER", "1")
+        .env("CLAUDE_CODE_STOP_HOOK_BLOCK_CAP", "0")
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&stdout).unwrap())
+        .stderr(fs::File::create(&stderr).unwrap())
+        .process_group(0);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let child = c.spawn().expect("start claude");
+        Claude {
+            child,
+            name: name.to_string(),
+            stdout,
+            stderr,
+            status: None,
+            started: Instant::now(),
+            ended: None,
+        }
+    }
+
+    /// The exit status, if it has ended.
+    fn poll(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().expect("try_wait");
+            if self.status.is_some() {
+                self.ended = Some(Instant::now());
+            }
+        }
+        self.status
+    }
+
+    /// Waits for the process to end by itself, at most `limit`.
+    fn wait_for(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.poll() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills claude and every process under it (Claude Code runs each hook in a session of its
+    /// own, so the hooks are found by parent id, with claude stopped while they are looked up).
+    fn kill(&mut self) {
+        if self.poll().is_some() {
+            return;
+        }
+        let pid = self.child.id();
+        let signal = |sig: &str, pids: &[u32]| {
+            let _ = Command::new("kill")
+                .arg(sig)
+                .arg("--")
+                .args(pids.iter().map(u32::to_string))
+                .stderr(Stdio::null())
+                .status();
+        };
+        signal("-STOP", &[pid]);
+        let mut all = vec![pid];
+        all.extend(descendants(pid));
+        signal("-KILL", &all);
+        self.status = self.child.wait().ok();
+        self.ended.get_or_insert_with(Instant::now);
+    }
+
+    /// The `--output-format json` result.
+    fn result(&self) -> Value {
+        let out = fs::read_to_string(&self.stdout).unwrap_or_default();
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| {
+            panic!(
+                "{}: stdout is not one JSON object ({e}): {out:?}\n{}",
+                self.name,
+                self.diagnostics()
+            )
+        })
+    }
+
+    fn diagnostics(&self) -> String {
+        format!(
+            "{} (started {:.1}s ago, status {:?})\nstdout: {}\nstderr: {}",
+            self.name,
+            self.started.elapsed().as_secs_f64(),
+            self.status,
+            fs::read_to_string(&self.stdout).unwrap_or_default(),
+            fs::read_to_string(&self.stderr).unwrap_or_default()
+        )
+    }
+}
+
+/// The processes below `pid`, from /proc.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        // /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces and parentheses.
+        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
+            .and_then(|s| s.parse::<u32>().ok());
+        if let Some(pp) = ppid {
+            parent_of.push((p, pp));
+        }
+    }
+    let mut out = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(p) = frontier.pop() {
+        for &(c, pp) in &parent_of {
+            if pp == p && !out.contains(&c) {
+                out.push(c);
+                frontier.push(c);
+            }
+        }
+    }
+    out
+}
+
+impl Drop for Claude {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits until task `id` is completed, failing early if the worker ends first.
+fn wait_completed(
+    project: &Path,
+    id: u64,
+    limit: Duration,
+    w: &mut Claude,
+    model: &StandIn,
+) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let t = task(project, id);
+        if t["status"] == "completed" {
+            return t;
+        }
+        if w.poll().is_some() || Instant::now() >= deadline {
+            panic!(
+                "task {id} not completed (status {}): {t:#}\n{}\n{}",
+                t["status"],
+                w.diagnostics(),
+                model.report()
+            );
+        }
+        sleep(Duration::from_millis(100));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests
+// ---------------------------------------------------------------------------------------------
+
+/// One worker: SessionStart registers it, PostToolUse heartbeats, the Stop hook hands over a
+/// task added before the start and one added while it runs, and ends the session once the
+/// worker has been idle past VINE_MAX_IDLE.
+#[test]
+fn a_claude_worker_takes_tasks_from_the_stop_hook_and_ends_when_idle() {
+    let Some(claude) = claude_bin("a_claude_worker_takes_tasks_from_the_stop_hook") else {
+        return;
+    };
+    let tmp = TempDir::new().unwrap();
+    let project = project(tmp.path(), "project");
+    let first = add(
+        &project,
+        "Write the greeting",
+        "Write 'hello' to greeting.txt. Acceptance: the file exists.",
+    );
+    let model = StandIn::start("w1", Some(&project.join(".vine")), Duration::ZERO);
+    let max_idle = 6;
+    let mut w = Claude::spawn(
+        &claude,
+        tmp.path(),
+        &project,
+        "w1",
+        model.port,
+        &[
+            ("VINE_WORKER", "w1"),
+            ("VINE_MAX_IDLE", &format!("{max_idle}s")),
+            ("VINE_HOOK_WAIT", "2s"),
+            ("VINE_HOOK_POLL", "1s"),
+        ],
+        "Work on the agentvine board. [warm-up]",
+    );
+
+    let t1 = wait_completed(&project, first, Duration::from_secs(60), &mut w, &model);
+    // A second task, added while the worker runs, once it has idled through a Stop hook round
+    // (the hook waited VINE_HOOK_WAIT for work, then handed the model a "no task yet" turn).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !model.turns().iter().any(|l| l.kind == Kind::Idle) {
+        assert!(
+            Instant::now() < deadline && w.poll().is_none(),
+            "no idle turn after the first task\n{}\n{}",
+            w.diagnostics(),
+            model.report()
+        );
+        sleep(Duration::from_millis(50));
+    }
+    let second = add(
+        &project,
+        "Write the farewell",
+        "Write 'bye' to farewell.txt. Acceptance: the file exists.",
+    );
+    let t2 = wait_completed(&project, second, Duration::from_secs(60), &mut w, &model);
+
+    let status = w.wait_for(Duration::from_secs(60)).unwrap_or_else(|| {
+        panic!(
+            "claude did not end by itself within 60 s of the last task\n{}\n{}",
+            w.diagnostics(),
+            model.report()
+        )
+    });
+    let ended = Utc::now();
+    let log = model.report();
+    assert!(
+        status.success(),
+        "claude exit status {status}\n{}\n{log}",
+        w.diagnostics()
+    );
+    let result = w.result();
+    assert_eq!(result["type"], "result", "{result:#}");
+    assert_eq!(result["is_error"], false, "{result:#}\n{log}");
+    let session = result["session_id"]
+        .as_str()
+        .expect("session_id")
+        .to_string();
+
+    // Both tasks were done by w1 through the Bash tool running `vine complete`.
+    for t in [&t1, &t2] {
+        assert_eq!(t["claimed_by"], "w1", "{t:#}");
+        assert_eq!(t["completed_by"], "w1", "{t:#}");
+        assert_eq!(t["attempts"], 1, "{t:#}");
+        assert_eq!(t["result"], "done by the stand-in", "{t:#}");
+    }
+
+    let turns = model.turns();
+    // SessionStart ran before the first model request and registered w1 with the session id.
+    let at_start = turns[0].workers.clone().expect("a board snapshot");
+    assert_eq!(turns[0].kind, Kind::Prompt, "{log}");
+    assert_eq!(
+        at_start["w1"]["session_id"],
+        session.as_str(),
+        "{at_start:#}\n{log}"
+    );
+    assert_eq!(at_start["w1"]["status"], "active", "{at_start:#}");
+    // The model saw what `vine init --claude` and the SessionStart hook set up.
+    assert!(
+        turns[0].saw_session_context,
+        "no SessionStart context\n{log}"
+    );
+    assert!(turns[0].saw_claude_md, "no CLAUDE.md section\n{log}");
+    assert!(
+        turns[0].saw_skill,
+        "the agentvine skill is not offered\n{log}"
+    );
+    // PostToolUse: after the warm-up tool call (which does not run vine), the heartbeat moved.
+    assert_eq!(turns[1].kind, Kind::ToolResult, "{log}");
+    let after_tool = turns[1].workers.clone().expect("a board snapshot");
+    assert!(
+        ts(&after_tool["w1"]["last_heartbeat"]) > ts(&at_start["w1"]["last_heartbeat"]),
+        "last_heartbeat did not advance after a tool call:\nbefore {at_start:#}\nafter {after_tool:#}\n{log}"
+    );
+
+    // The model was handed each task by the Stop hook, ran `vine complete` once for each,
+    // and the tool calls succeeded.
+    for id in [first, second] {
+        let handed: Vec<&Logged> = turns
+            .iter()
+            .filter(|l| l.kind == Kind::Claimed && l.complete.as_ref().map(|c| c.0) == Some(id))
+            .collect();
+        assert_eq!(handed.len(), 1, "task {id} handed over once:\n{log}");
+        assert_eq!(handed[0].complete, Some((id, "w1".into(), 1)), "{log}");
+    }
+    let results: Vec<&(bool, String)> = turns
+        .iter()
+        .filter_map(|l| l.tool_result.as_ref())
+        .collect();
+    assert_eq!(results.len(), 3, "warm-up + two completes:\n{log}");
+    assert!(
+        results.iter().all(|(err, _)| !err),
+        "a tool call failed:\n{log}"
+    );
+    // w1 idled between the two tasks, and went on afterwards.
+    let pos = |id| {
+        turns
+            .iter()
+            .position(|l| l.kind == Kind::Claimed && l.complete.as_ref().map(|c| c.0) == Some(id))
+            .unwrap()
+    };
+    assert!(
+        turns[pos(first)..pos(second)]
+            .iter()
+            .any(|l| l.kind == Kind::Idle),
+        "no idle turn between the two tasks:\n{log}"
+    );
+
+    // It stopped by itself after the idle limit, not before, and w1 is offline.
+    let idle_from = ts(&t2["completed_at"]);
+    let idle_for = (ended - idle_from).num_milliseconds() as f64 / 1000.0;
+    assert!(
+        idle_for >= max_idle as f64 - 0.5 && idle_for < 40.0,
+        "claude ended {idle_for:.1}s after the last task (idle limit {max_idle}s)\n{log}"
+    );
+    let ws = workers(&project);
+    assert_eq!(ws["w1"]["status"], "offline", "{ws:#}");
+    assert_eq!(ws["w1"]["session_id"], session.as_str(), "{ws:#}");
+    eprintln!(
+        "single worker: {} model turns, {} of them idle; ended {idle_for:.1}s after its last task\n{log}",
+        turns.len(),
+        turns.iter().filter(|l| l.kind == Kind::Idle).count()
+    );
+}
+
+/// Three workers at once over ten tasks: every task is completed exactly once, by the worker
+/// that claimed it.
+#[test]
+fn three_claude_workers_share_ten_tasks() {
+    let Some(claude) = claude_bin("three_claude_workers_share_ten_tasks") else {
+        return;
+    };
+    let tmp = TempDir::new().unwrap();
+    let project = project(tmp.path(), "project");
+    let ids: Vec<u64> = (1..=10)
+        .map(|i| {
+            add(
+                &project,
+                &format!("Task number {i}"),
+                &format!("Write {i} to out-{i}.txt."),
+            )
+        })
+        .collect();
+    let names = ["w1", "w2", "w3"];
+    let models: Vec<StandIn> = names
+        .iter()
+        .map(|w| StandIn::start(w, None, Duration::ZERO))
+        .collect();
+    let mut procs: Vec<Claude> = names
+        .iter()
+        .zip(&models)
+        .map(|(w, m)| {
+            Claude::spawn(
+                &claude,
+                tmp.path(),
+                &project,
+                w,
+                m.port,
+                &[
+                    ("VINE_WORKER", w),
+                    ("VINE_MAX_IDLE", "4s"),
+                    ("VINE_HOOK_WAIT", "1s"),
+                    ("VINE_HOOK_POLL", "1s"),
+                ],
+                "Work on the agentvine board.",
+            )
+        })
+        .collect();
+    let logs = || models.iter().map(StandIn::report).collect::<String>();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while procs.iter_mut().any(|p| p.poll().is_none()) && Instant::now() < deadline {
+        sleep(Duration::from_millis(50));
+    }
+    for p in &mut procs {
+        let status = p.poll();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{}\n{}",
+            p.diagnostics(),
+            logs()
+        );
+        assert_eq!(p.result()["is_error"], false, "{}", p.diagnostics());
+    }
+
+    // The board: every task completed once, by its claimant, on the first attempt.
+    let board: BTreeMap<u64, Value> = tasks(&project)
+        .into_iter()
+        .map(|t| (t["id"].as_u64().unwrap(), t))
+        .collect();
+    for id in &ids {
+        let t = &board[id];
+        assert_eq!(t["status"], "completed", "{t:#}\n{}", logs());
+        assert_eq!(t["attempts"], 1, "{t:#}");
+        assert!(names.contains(&t["claimed_by"].as_str().unwrap()), "{t:#}");
+        assert_eq!(t["completed_by"], t["claimed_by"], "{t:#}");
+    }
+    // The models: each task's `vine complete` was run exactly once, by the worker that had
+    // claimed it, and succeeded.
+    let mut runs: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    let mut per_worker: BTreeMap<String, usize> = BTreeMap::new();
+    for m in &models {
+        let turns = m.turns();
+        for (i, l) in turns.iter().enumerate() {
+            if let Some((id, worker, _)) = &l.complete {
+                assert_eq!(worker, &m.shared.worker, "{}", m.report());
+                runs.entry(*id).or_default().push(worker.clone());
+                *per_worker.entry(worker.clone()).or_default() += 1;
+                let next = turns
+                    .get(i + 1)
+                    .and_then(|n| n.tool_result.clone())
+                    .unwrap_or_else(|| panic!("no tool result after {l:?}\n{}", m.report()));
+                assert!(
+                    !next.0,
+                    "vine complete {id} failed: {next:?}\n{}",
+                    m.report()
+                );
+            }
+        }
+    }
+    assert_eq!(
+        runs.keys().copied().collect::<BTreeSet<u64>>(),
+        ids.iter().copied().collect::<BTreeSet<u64>>(),
+        "{}",
+        logs()
+    );
+    for (id, by) in &runs {
+        assert_eq!(by.len(), 1, "task {id} completed by {by:?}\n{}", logs());
+        assert_eq!(board[id]["completed_by"], by[0].as_str());
+    }
+    // No completion was refused and kept aside as a late result.
+    let comms = fs::read_to_string(project.join(".vine/agent-comms.jsonl")).unwrap_or_default();
+    assert!(
+        !comms
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|m| m["kind"] == "result"),
+        "refused results on the log:\n{comms}"
+    );
+    // All three registered through SessionStart and went offline after the idle limit.
+    let ws = workers(&project);
+    for w in names {
+        assert_eq!(ws[w]["status"], "offline", "{ws:#}");
+        assert!(ws[w]["session_id"].is_string(), "{ws:#}");
+    }
+    eprintln!(
+        "three workers: tasks per worker {per_worker:?}; run times {:?}",
+        procs
+            .iter()
+            .map(|p| format!(
+                "{:.1}s",
+                p.ended
+                    .map_or(p.started.elapsed(), |e| e - p.started)
+                    .as_secs_f64()
+            ))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// What idling costs: model turns while there is no work, for a worker kept alive by
+/// `vine hook stop` (waiting VINE_HOOK_WAIT=20s inside the hook) and one kept alive by a Stop
+/// hook that blocks at once, as the original plan had it. See docs/idle-cost.md.
+#[test]
+fn idling_with_the_vine_stop_hook_costs_far_fewer_model_turns() {
+    let Some(claude) = claude_bin("idling_with_the_vine_stop_hook_costs_far_fewer_model_turns")
+    else {
+        return;
+    };
+    let window = Duration::from_secs(
+        std::env::var("AGENTVINE_IDLE_WINDOW")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(45),
+    );
+    let tmp = TempDir::new().unwrap();
+    // The naive hook: always block, at once.
+    let naive_hook = tmp.path().join("block-stop.sh");
+    fs::write(
+        &naive_hook,
+        "#!/bin/sh\ncat >/dev/null\necho '{\"decision\":\"block\",\"reason\":\"keep waiting\"}'\n",
+    )
+    .unwrap();
+    fs::set_permissions(
+        &naive_hook,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+
+    struct Run {
+        label: String,
+        model: StandIn,
+        proc: Claude,
+    }
+    let mut runs = Vec::new();
+    for latency in [Duration::ZERO, Duration::from_secs(2)] {
+        for naive in [false, true] {
+            let name = format!(
+                "{}-{}ms",
+                if naive { "naive" } else { "vine" },
+                latency.as_millis()
+            );
+            let project = project(tmp.path(), &name);
+            if naive {
+                // Same project, but the Stop hook replaced by the naive one.
+                let path = project.join(".claude/settings.json");
+                let mut s: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+                s["hooks"]["Stop"] = json!([{"hooks": [{"type": "command",
+                    "command": naive_hook.display().to_string(), "timeout": 120}]}]);
+                fs::write(&path, serde_json::to_vec_pretty(&s).unwrap()).unwrap();
+            }
+            let model = StandIn::start("w1", None, latency);
+            let proc = Claude::spawn(
+                &claude,
+                tmp.path(),
+                &project,
+                &name,
+                model.port,
+                &[
+                    ("VINE_WORKER", "w1"),
+                    ("VINE_MAX_IDLE", "10m"),
+                    ("VINE_HOOK_WAIT", "20s"),
+                ],
+                "Work on the agentvine board.",
+            );
+            runs.push(Run {
+                label: name,
+                model,
+                proc,
+            });
+        }
+    }
+    // Each run's idle period starts with its first model turn (the prompt: the board is
+    // empty, so from then on it only idles) and lasts `window`.
+    let deadline = Instant::now() + window + Duration::from_secs(60);
+    loop {
+        let done = runs.iter_mut().all(|r| {
+            assert!(
+                r.proc.poll().is_none(),
+                "{} ended:\n{}\n{}",
+                r.label,
+                r.proc.diagnostics(),
+                r.model.report()
+            );
+            r.model
+                .model_requests()
+                .first()
+                .is_some_and(|t| r.model.shared.started.elapsed() > t.at + window)
+        });
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no first model turn within a minute"
+        );
+        sleep(Duration::from_millis(200));
+    }
+    let mut counts = BTreeMap::new();
+    let mut table = format!(
+        "{:<13} {:>6} {:>9} {:>13} {:>14} {:>13}\n",
+        "run", "turns", "turns/min", "mean gap (s)", "request MB", "last req KB"
+    );
+    for r in &mut runs {
+        r.proc.kill();
+        let turns = r.model.model_requests();
+        let t0 = turns[0].at;
+        let idle: Vec<&Logged> = turns
+            .iter()
+            .skip(1)
+            .filter(|t| t.at <= t0 + window)
+            .collect();
+        // Steady-state rate: 60 s over the mean time from one idle turn to the next (a count
+        // in a short window is coarse when turns come every 20 s).
+        let gap = idle
+            .last()
+            .map_or(f64::NAN, |l| (l.at - t0).as_secs_f64() / idle.len() as f64);
+        let per_min = 60.0 / gap;
+        let bytes: usize = idle.iter().map(|t| t.bytes).sum();
+        table.push_str(&format!(
+            "{:<13} {:>6} {:>9.1} {:>13.2} {:>14.1} {:>13.1}\n",
+            r.label,
+            idle.len(),
+            per_min,
+            gap,
+            bytes as f64 / 1e6,
+            idle.last().map_or(0.0, |t| t.bytes as f64 / 1e3)
+        ));
+        counts.insert(r.label.clone(), idle.len());
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "idle cost over {}s (vine: VINE_HOOK_WAIT=20s):\n{table}",
+        window.as_secs()
+    );
+    for latency in ["0ms", "2000ms"] {
+        let ours = counts[&format!("vine-{latency}")];
+        let naive = counts[&format!("naive-{latency}")];
+        assert!(
+            ours <= (window.as_secs() / 20 + 1) as usize,
+            "vine hook, latency {latency}: {ours} turns in {}s\n{table}",
+            window.as_secs()
+        );
+        assert!(
+            naive >= 3 * ours.max(1),
+            "the naive hook should spin: {naive} turns vs {ours}\n{table}"
+        );
+    }
+}
