@@ -24,6 +24,9 @@ use crate::store::local::LocalStore;
 /// Most ops applied in one group commit.
 const MAX_BATCH: usize = 256;
 
+/// Largest `/v1/op` reply, in bytes (a read of a huge archive is refused, not sent).
+const MAX_REPLY: usize = 32 * 1024 * 1024;
+
 /// The body of `POST /v1/op`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OpRequest {
@@ -144,7 +147,16 @@ pub(crate) async fn op(
     }
     match result {
         Ok(reply) => match serde_json::to_value(&reply) {
-            Ok(v) => success(json!({ "reply": v })),
+            Ok(v) => {
+                let size = serde_json::to_vec(&v).map_or(usize::MAX, |b| b.len());
+                if size > MAX_REPLY {
+                    return board_error(&Error::Invalid(format!(
+                        "the reply would be {size} bytes, over this server's limit of {MAX_REPLY}; \
+                         ask for less (e.g. `vine tasks --status pending` instead of `--all`, or `vine msg read --limit 100`)"
+                    )));
+                }
+                success(json!({ "reply": v }))
+            }
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         },
         Err(e) => board_error(&e),
