@@ -1,26 +1,31 @@
 //! Benchmark of the board: claim latency against the durable-write floor, claim cost as the
 //! history grows, worker throughput with several processes, the cost of one `vine` process
-//! per op, and a breakdown of where a claim's time goes.
+//! per op, a breakdown of where a claim's time goes, and the same board behind `vine serve`
+//! (remote cycle latency over loopback and throughput of remote worker processes, beside the
+//! local figures of the same run).
 //!
-//! Run with `cargo bench --bench board` (1 to 2 minutes). See BENCHMARKS.md for what is
+//! Run with `cargo bench --bench board` (90 to 110 s here). See BENCHMARKS.md for what is
 //! measured and how, and for the latest numbers.
 //!
 //! `AGENTVINE_BENCH_HISTORIES=100,1000` measures other history sizes (comma-separated).
 //! When the environment variable `AGENTVINE_BENCH_WORKER` is set, this binary is a worker
-//! process of the throughput test instead (see [`worker_main`]).
+//! process of the throughput test instead (see [`worker_main`]), on a board directory or on
+//! a server URL.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::error::Error;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use agentvine::op::{NewTask, Op, PlanTask, Reply};
+use agentvine::remote::{Http, HttpOptions};
 use agentvine::rules::{self, Dirty, State};
+use agentvine::server::{OpRequest, parse_reply};
 use agentvine::settings::{BoardFile, Settings};
 use agentvine::store::local::LocalStore;
 use agentvine::store::queue_file::{self, QueueCache};
@@ -183,35 +188,63 @@ fn main() -> R<()> {
         Some(b) => Some(measure_processes(&vine, b, period * PROCESS_PERIODS)?),
         None => None,
     };
-    eprintln!("vine process cycles done");
+    let at = || format!("[{:.0} s]", total.elapsed().as_secs_f64());
+    eprintln!("{} vine process cycles done", at());
+    // The handles are closed; the boards stay on disk until the end (deleting them here, with
+    // the 100k board's 100 MB archive, would put the disk's work for it under what follows).
     for b in benches.iter_mut() {
         b.board = None;
-        fs::remove_dir_all(&b.dir)?;
     }
     let runs = benches;
 
+    // Two boards built alike: one used through its files (local), one served by `vine serve`
+    // (remote). They serve the remote latency comparison first, then the throughput runs.
     let tdir = root.path().join("board-throughput");
-    build_board(&tdir, THROUGHPUT_HISTORY, &settings)?;
-    durable::replace(
-        &tdir.join(paths::TASKS_DIR),
-        "bench-shared-instructions.md",
-        instructions_text(0).as_bytes(),
-        true,
-    )?;
-    durable::sync_dir(&tdir.join(paths::TASKS_DIR))?;
-    // Rounds of 1, 4, 16 workers in turn, so a slow period of the shared machine does not
-    // fall on one worker count only.
+    let sdir = root.path().join("board-served");
+    for dir in [&tdir, &sdir] {
+        build_board(dir, THROUGHPUT_HISTORY, &settings)?;
+        durable::replace(
+            &dir.join(paths::TASKS_DIR),
+            "bench-shared-instructions.md",
+            instructions_text(0).as_bytes(),
+            true,
+        )?;
+        durable::sync_dir(&dir.join(paths::TASKS_DIR))?;
+    }
+    let server = Server::start(&vine, &sdir)?;
+    eprintln!(
+        "{} vine serve: {} (root {})",
+        at(),
+        server.url,
+        sdir.display()
+    );
+    let remote = measure_remote_latency(&tdir, &server.url, period * MEASURED_PERIODS)?;
+    eprintln!(
+        "{} remote cycle p50 {:.0} us, local cycle p50 {:.0} us, GET /test p50 {:.0} us",
+        at(),
+        pct(&remote.remote_cycle, 0.5),
+        pct(&remote.local_cycle, 0.5),
+        pct(&remote.round_trip, 0.5)
+    );
+    // Rounds of 1, 4, 16 workers in turn, each count local then remote, so a slow period of
+    // the shared machine does not fall on one worker count or one kind of board only.
     let mut throughput = Vec::new();
     for round in 1..=THROUGHPUT_ROUNDS {
         for &n in &WORKER_COUNTS {
-            let t = measure_throughput(&tdir, n)?;
-            eprintln!(
-                "round {round}, {n} workers: {:.0} cycles/s",
-                t.cycles as f64 / t.window
-            );
-            throughput.push(t);
+            for url in [None, Some(server.url.as_str())] {
+                let t = measure_throughput(if url.is_some() { &sdir } else { &tdir }, url, n)?;
+                eprintln!(
+                    "{} round {round}, {n} {} workers: {:.0} cycles/s",
+                    at(),
+                    if t.remote { "remote" } else { "local" },
+                    t.cycles as f64 / t.window
+                );
+                throughput.push(t);
+            }
         }
     }
+    let server_url = server.url.clone();
+    drop(server);
 
     let machine = [
         machine,
@@ -226,6 +259,7 @@ fn main() -> R<()> {
         &runs,
         process.as_ref(),
         &throughput,
+        (&remote, &server_url),
         period,
         total.elapsed(),
     );
@@ -461,17 +495,17 @@ fn sim(
 /// runs them for one claim.
 const PHASES: [&str; 22] = [
     "lock (open board.lock + flock)",
-    "read + parse board.json",
+    "read board.json (parse only if changed)",
     "read task-queue.json",
     "take_queue: compare bytes, take tasks",
-    "read + parse worker-status.json",
+    "read worker-status.json (parse if changed)",
     "merge_queue_facts",
     "rules::apply_keyed(Claim) (requeue+pick)",
     "worker-status: age check (stat)",
     "worker-status: soft write when due",
     "write_queue: encode (touched only)",
     "write_queue: cache.clear()",
-    "task-queue: create temp (O_CREAT)",
+    "task-queue: create temp (unlink, O_EXCL)",
     "task-queue: write",
     "task-queue: fdatasync",
     "task-queue: close + rename",
@@ -495,7 +529,7 @@ const GROUP_IO: [usize; 6] = [0, 1, 2, 4, 19, 20];
 
 /// Phases of the floor (`durable::replace` + `durable::sync_dir`, split).
 const FLOOR_PHASES: [&str; 5] = [
-    "floor: create temp (O_CREAT)",
+    "floor: create temp (unlink, O_EXCL)",
     "floor: write",
     "floor: fdatasync",
     "floor: close + rename",
@@ -507,11 +541,46 @@ const FLOOR_PHASES: [&str; 5] = [
 const FLOOR_FILE: &str = "floor.json";
 
 /// Alternatives measured outside the replica's total.
-const ALTERNATIVES: [&str; 3] = [
+const ALTERNATIVES: [&str; 4] = [
     "catch-up: full parse + keep (before)",
     "decode with an empty cache (full parse)",
     "encode with an empty cache (serialize all)",
+    "parse board.json + worker-status.json",
 ];
+
+/// A small board file as the replica last parsed it, with the bytes it was parsed from (the
+/// store's `Parsed<T>` behind its `Slot<T>`).
+type Parsed<T> = Mutex<Option<(Vec<u8>, T)>>;
+
+/// What the replica keeps across its claims besides the queue cache, as `LocalStore` does:
+/// `board.json` and `worker-status.json` as last parsed, and the canonical board root.
+#[derive(Default)]
+struct ReplicaFiles {
+    settings: Parsed<BoardFile>,
+    workers: Parsed<BTreeMap<String, Worker>>,
+    root: std::sync::OnceLock<PathBuf>,
+}
+
+/// The store's `read_cached`: reads the file, and reuses the last parse when the bytes are the
+/// same (a clone of the value); otherwise parses and keeps the bytes and the value.
+fn read_cached<T: serde::de::DeserializeOwned + Clone>(path: &Path, slot: &Parsed<T>) -> R<T> {
+    let bytes = fs::read(path)?;
+    let mut cached = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((b, v)) = cached.as_ref()
+        && *b == bytes
+    {
+        return Ok(v.clone());
+    }
+    let value: T = serde_json::from_slice(&bytes)?;
+    *cached = Some((bytes, value.clone()));
+    Ok(value)
+}
+
+/// `durable::replace`'s temp file: a leftover one is removed, then it is created exclusively.
+fn create_temp(tmp: &Path) -> R<File> {
+    let _ = fs::remove_file(tmp);
+    Ok(OpenOptions::new().write(true).create_new(true).open(tmp)?)
+}
 
 #[derive(Default)]
 struct LatencyRun {
@@ -537,6 +606,8 @@ struct LatencyRun {
     /// The replica's queue cache, kept across its claims behind a mutex, as `LocalStore` keeps
     /// its own (`Arc<Mutex<QueueCache>>`).
     replica_cache: Mutex<QueueCache>,
+    /// The replica's parsed `board.json` and `worker-status.json` and canonical root.
+    replica_files: ReplicaFiles,
     /// Time of the replica cache's catch-up (full parse + keep), waiting for the next
     /// breakdown cycle.
     catch_up: Option<f64>,
@@ -661,7 +732,7 @@ fn breakdown_cycle(b: &mut LatencyRun, record: bool) -> R<()> {
     {
         return Err("the queue changed between the catch-up and the replica claim".into());
     }
-    let (c, phases, soft, alts) = claim_replica(&b.dir, ME, &b.replica_cache)?;
+    let (c, phases, soft, alts) = claim_replica(&b.dir, ME, &b.replica_cache, &b.replica_files)?;
     let bytes = fs::read(b.dir.join(paths::QUEUE))?;
     let floor_phases = floor_replica(&b.dir, &bytes)?;
     b.complete_and_refill(c.task.id)?;
@@ -694,22 +765,25 @@ fn lock_cache(cache: &Mutex<QueueCache>) -> MutexGuard<'_, QueueCache> {
 }
 
 /// A claim done step by step the way `Board::claim` runs it in `LocalStore` as of commit
-/// d42ac12 (`write` -> `execute_batch` -> `write_batch` with one op: lock, `load` with
+/// 8d1a0a5 (`write` -> `execute_batch` -> `write_batch` with one op: lock, `load` with
 /// `take_queue`, `rules::apply_keyed` without a key, `commit` with `write_queue`, `keep_queue`,
 /// unlock, instruction file), with each step timed: compare its total with `Board::claim`.
 ///
 /// `cache` plays the store's `QueueCache`: `take_queue` decodes with it (handing its tasks over
 /// when the file is byte for byte what it last saw), `write_queue` encodes only the touched
 /// tasks against it, clears it, replaces the file and records what it wrote (`set_written`),
-/// and `keep_queue` gives the tasks back. Returns the claimed task, the phase times, whether
-/// the deferred worker-status write was due and done, and alternatives measured after the
-/// claim, outside the lock, not part of the sum: decode and encode of the same queue with an
-/// empty cache.
+/// and `keep_queue` gives the tasks back. `files` plays the store's parsed `board.json` and
+/// `worker-status.json` (reused while their bytes are unchanged) and its canonical root
+/// (resolved once). Returns the claimed task, the phase times, whether the deferred
+/// worker-status write was due and done, and alternatives measured after the claim, outside
+/// the lock, not part of the sum: decode and encode of the same queue with an empty cache, and
+/// a parse of the two small files.
 fn claim_replica(
     dir: &Path,
     worker: &str,
     cache: &Mutex<QueueCache>,
-) -> R<(Claim, [f64; PHASES.len()], bool, [f64; 2])> {
+    files: &ReplicaFiles,
+) -> R<(Claim, [f64; PHASES.len()], bool, [f64; 3])> {
     let mut ph = [0.0; PHASES.len()];
     let mut t = Instant::now();
     // LocalStore::lock
@@ -722,9 +796,9 @@ fn claim_replica(
     lock.lock()?;
     ph[0] = lap(&mut t);
     // LocalStore::load: settings, queue (take_queue), workers, then merge_queue_facts.
-    // (No progress, next id, log or archive lookups for a claim.)
-    let settings =
-        serde_json::from_slice::<BoardFile>(&fs::read(dir.join(paths::BOARD))?)?.settings;
+    // (No progress, next id, log or archive lookups for a claim.) The settings and the
+    // workers are `read_cached`: read, and parsed only when the bytes changed.
+    let settings = read_cached(&dir.join(paths::BOARD), &files.settings)?.settings;
     ph[1] = lap(&mut t);
     // take_queue: queue_bytes, then decode under the cache's mutex; the bytes read are dropped
     // when take_queue returns.
@@ -736,8 +810,7 @@ fn claim_replica(
     };
     drop(raw);
     ph[3] = lap(&mut t);
-    let workers: BTreeMap<String, Worker> =
-        serde_json::from_slice(&fs::read(dir.join(paths::WORKERS))?)?;
+    let workers = read_cached(&dir.join(paths::WORKERS), &files.workers)?;
     ph[4] = lap(&mut t);
     let mut st = State {
         tasks,
@@ -791,7 +864,7 @@ fn claim_replica(
     ph[10] = lap(&mut t);
     let tmp = dir.join(format!(".{}.tmp", paths::QUEUE));
     let target = dir.join(paths::QUEUE);
-    let mut f = File::create(&tmp)?;
+    let mut f = create_temp(&tmp)?;
     ph[11] = lap(&mut t);
     f.write_all(&encoded.bytes)?;
     ph[12] = lap(&mut t);
@@ -826,7 +899,15 @@ fn claim_replica(
     drop(lock);
     ph[19] = lap(&mut t);
     if let Some(file) = claim.task.instruction_file.clone() {
-        let p = paths::resolve(dir, &file)?;
+        // LocalStore::read_board_file: the canonical root is resolved once per handle.
+        let root = match files.root.get() {
+            Some(r) => r,
+            None => {
+                let r = dir.canonicalize()?;
+                files.root.get_or_init(|| r)
+            }
+        };
+        let p = paths::resolve_in(root, &file)?;
         claim.instructions = Some(fs::read_to_string(p)?);
     }
     ph[20] = lap(&mut t);
@@ -837,7 +918,7 @@ fn claim_replica(
 
     // Alternatives, outside the total: what the queue costs without the cache.
     let qbytes = fs::read(dir.join(paths::QUEUE))?;
-    let mut alts = [0.0; 2];
+    let mut alts = [0.0; 3];
     let t = Instant::now();
     let tasks = queue_file::decode(&qbytes, &mut QueueCache::default())?;
     alts[0] = us(t.elapsed());
@@ -847,6 +928,18 @@ fn claim_replica(
     if all.bytes != qbytes {
         return Err("encoding every task differs from the file the replica wrote".into());
     }
+    // What the reuse of the two small files saves: parsing them (the bytes are read already).
+    let (board_bytes, worker_bytes) = (
+        fs::read(dir.join(paths::BOARD))?,
+        fs::read(dir.join(paths::WORKERS))?,
+    );
+    let t = Instant::now();
+    let parsed: (BoardFile, BTreeMap<String, Worker>) = (
+        serde_json::from_slice(&board_bytes)?,
+        serde_json::from_slice(&worker_bytes)?,
+    );
+    alts[2] = us(t.elapsed());
+    drop(parsed);
     Ok((claim, ph, wrote_workers, alts))
 }
 
@@ -856,7 +949,7 @@ fn floor_replica(dir: &Path, bytes: &[u8]) -> R<[f64; FLOOR_PHASES.len()]> {
     let mut ph = [0.0; FLOOR_PHASES.len()];
     let mut t = Instant::now();
     let tmp = dir.join(format!(".{FLOOR_FILE}.tmp"));
-    let mut f = File::create(&tmp)?;
+    let mut f = create_temp(&tmp)?;
     ph[0] = lap(&mut t);
     f.write_all(bytes)?;
     ph[1] = lap(&mut t);
@@ -1007,9 +1100,204 @@ fn measure_processes(vine: &Path, b: &mut LatencyRun, cycles: usize) -> R<Proces
 }
 
 // ---------------------------------------------------------------------------------------------
+// The remote board: `vine serve` on loopback
+
+/// A `vine serve` process; killed (and reaped) when dropped, also when the bench fails.
+struct Server {
+    child: Child,
+    url: String,
+    /// Its stdout, kept open so that a late line would not meet a closed pipe.
+    _stdout: Option<BufReader<ChildStdout>>,
+}
+
+impl Server {
+    /// Starts `vine serve --root ROOT --listen 127.0.0.1:0` without an API key (the variables
+    /// that would give it one are removed) and waits for its `listening on URL` line.
+    fn start(vine: &Path, root: &Path) -> R<Server> {
+        let child = Command::new(vine)
+            .arg("serve")
+            .arg("--root")
+            .arg(root)
+            .args(["--listen", "127.0.0.1:0"])
+            .env_remove("VINE_API_KEY")
+            .env_remove("VPS_API_KEY")
+            .env_remove("VINE_API_KEY_FILE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let mut server = Server {
+            child,
+            url: String::new(),
+            _stdout: None,
+        };
+        let mut out = BufReader::new(server.child.stdout.take().ok_or("no stdout")?);
+        let mut line = String::new();
+        out.read_line(&mut line)?;
+        server.url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .ok_or_else(|| format!("vine serve printed {line:?}"))?
+            .to_string();
+        server._stdout = Some(out);
+        Ok(server)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Remote vs local cycles, one client, interleaved (all in microseconds).
+#[derive(Default)]
+struct RemoteLatency {
+    local_claim: Vec<f64>,
+    local_complete: Vec<f64>,
+    local_cycle: Vec<f64>,
+    remote_claim: Vec<f64>,
+    remote_complete: Vec<f64>,
+    remote_cycle: Vec<f64>,
+    local_settings: Vec<f64>,
+    remote_settings: Vec<f64>,
+    /// `GET /test`: a bare HTTP round trip (no board work).
+    round_trip: Vec<f64>,
+    /// The JSON work of one remote claim and one remote complete at both ends, in-process
+    /// (see [`json_work`]).
+    json_claim: Vec<f64>,
+    json_complete: Vec<f64>,
+}
+
+/// The JSON work one op costs at both ends of `POST /v1/op`, done here in-process: the client
+/// turns the request (op and request key) into a `Value`, then bytes; the server parses the
+/// bytes into an `OpRequest`, turns the reply into a `Value`, serializes that once to check its
+/// size (`MAX_REPLY`, as of commit 0de77df), puts it into `{"status":"success","reply":..}`
+/// and turns that into bytes; the client parses the bytes into a `Value`, then a `Reply`.
+fn json_work(op: Op, reply: &Reply) -> R<f64> {
+    let t = Instant::now();
+    let req = OpRequest {
+        op,
+        key: Some(agentvine::remote::new_request_key()),
+    };
+    let body = serde_json::to_vec(&serde_json::to_value(&req)?)?;
+    let on_server: OpRequest = serde_json::from_slice(&body)?;
+    let v = serde_json::to_value(reply)?;
+    let size = serde_json::to_vec(&v)?.len();
+    let out = serde_json::to_vec(&serde_json::json!({
+        "status": "success",
+        "reply": v,
+    }))?;
+    if out.len() < size {
+        return Err("the reply envelope is smaller than the reply".into());
+    }
+    let back = parse_reply(serde_json::from_slice(&out)?)?;
+    let e = us(t.elapsed());
+    drop((on_server, back));
+    Ok(e)
+}
+
+/// `rounds` recorded rounds (after `WARMUP` unrecorded ones); each runs one claim+complete
+/// cycle through a long-lived local handle on the board in `local_dir` and one through a
+/// remote handle on the server at `url` (which one goes first alternates), each followed by an
+/// untimed add through the same handle (so both pools stay at `POOL` pending) and a timed
+/// `settings` read, then one timed `GET /test` on its own HTTP client.
+fn measure_remote_latency(local_dir: &Path, url: &str, rounds: usize) -> R<RemoteLatency> {
+    let local = Board::open(local_dir)?;
+    let remote = Board::connect(url, None)?;
+    let http = Http::new(url, None, HttpOptions::from_env()?)?;
+    let mut m = RemoteLatency::default();
+    let mut n = 20_000_000u64;
+    for i in 0..WARMUP + rounds {
+        let record = i >= WARMUP;
+        for k in 0..2 {
+            let is_remote = (k == 0) == (i % 2 == 1);
+            let board = if is_remote { &remote } else { &local };
+            let t = Instant::now();
+            let c = board.claim(ME)?.ok_or("the pool ran dry")?;
+            let claim = us(t.elapsed());
+            let t2 = Instant::now();
+            let done = board.complete(c.task.id, ME, Some(result_of(c.task.id)))?;
+            let complete = us(t2.elapsed());
+            let cycle = us(t.elapsed());
+            check_claim(&c)?;
+            if is_remote && record {
+                let id = c.task.id;
+                m.json_complete.push(json_work(
+                    Op::Complete {
+                        task: id,
+                        worker: ME.into(),
+                        attempt: None,
+                        result: Some(result_of(id)),
+                    },
+                    &Reply::Task { task: done },
+                )?);
+                m.json_claim.push(json_work(
+                    Op::Claim { worker: ME.into() },
+                    &Reply::Claimed {
+                        claim: Some(c),
+                        reason: None,
+                    },
+                )?);
+            }
+            n += 1;
+            board.add(new_task(n))?;
+            let t = Instant::now();
+            board.settings()?;
+            let settings = us(t.elapsed());
+            if record {
+                let (cl, co, cy, se) = if is_remote {
+                    (
+                        &mut m.remote_claim,
+                        &mut m.remote_complete,
+                        &mut m.remote_cycle,
+                        &mut m.remote_settings,
+                    )
+                } else {
+                    (
+                        &mut m.local_claim,
+                        &mut m.local_complete,
+                        &mut m.local_cycle,
+                        &mut m.local_settings,
+                    )
+                };
+                cl.push(claim);
+                co.push(complete);
+                cy.push(cycle);
+                se.push(settings);
+            }
+        }
+        let t = Instant::now();
+        let r = http.get("/test", &[])?;
+        let rt = us(t.elapsed());
+        if r.status != 200 {
+            return Err(format!("GET /test answered {}: {}", r.status, r.body).into());
+        }
+        if record {
+            m.round_trip.push(rt);
+        }
+    }
+    Ok(m)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Throughput with worker processes
 
+/// A board directory, or the URL of a server (`http://` or `https://`).
+fn open_target(target: &str) -> R<Board> {
+    Ok(
+        if target.starts_with("http://") || target.starts_with("https://") {
+            Board::connect(target, None)?
+        } else {
+            Board::open(target)?
+        },
+    )
+}
+
 struct ThroughputRun {
+    /// Workers went through the server (`Board::connect`) instead of the files.
+    remote: bool,
     workers: usize,
     window: f64,
     cycles: u64,
@@ -1020,17 +1308,20 @@ struct ThroughputRun {
     pending_max: usize,
 }
 
-/// Starts `workers` copies of this binary as worker processes on the board in `dir`; they all
-/// start at the same instant and run claim + complete for `WINDOW_SECS`. A feeder thread in
-/// this process keeps 50 to 100 pending tasks on the board (adding 50 with one `add_plan`
-/// whenever fewer than 50 are pending, checked every 10 ms by reading the queue without the
-/// lock), so the queue keeps its realistic size instead of starting with thousands of tasks.
-fn measure_throughput(dir: &Path, workers: usize) -> R<ThroughputRun> {
+/// Starts `workers` copies of this binary as worker processes on the board in `dir` (through
+/// the server at `url` when given, else on the files); they all start at the same instant and
+/// run claim + complete for `WINDOW_SECS`. A feeder thread in this process keeps 50 to 100
+/// pending tasks on the board (adding 50 with one `add_plan` whenever fewer than 50 are
+/// pending, checked every 10 ms by reading the queue file without the lock; the adds go
+/// through the server too when there is one), so the queue keeps its realistic size instead
+/// of starting with thousands of tasks.
+fn measure_throughput(dir: &Path, url: Option<&str>, workers: usize) -> R<ThroughputRun> {
     let exe = std::env::current_exe()?;
     let start_at = epoch_ms() + 400 + 20 * workers as u64;
+    let target = url.map_or_else(|| dir.display().to_string(), str::to_string);
     let mut children = Vec::new();
     for w in 1..=workers {
-        let spec = format!("{}:tp-w{w}:{WINDOW_SECS}:{start_at}", dir.display());
+        let spec = format!("{target}:tp-w{w}:{WINDOW_SECS}:{start_at}");
         children.push(
             Command::new(&exe)
                 .env(WORKER_ENV, spec)
@@ -1043,11 +1334,15 @@ fn measure_throughput(dir: &Path, workers: usize) -> R<ThroughputRun> {
     let feeder = {
         let stop = stop.clone();
         let dir = dir.to_path_buf();
+        let target = target.clone();
+        let first_task = 30_000_000u64
+            + 1_000_000 * workers as u64
+            + if url.is_some() { 100_000_000 } else { 0 };
         std::thread::spawn(move || -> Result<(u64, usize, usize), String> {
-            let board = Board::open(&dir).map_err(|e| e.to_string())?;
+            let board = open_target(&target).map_err(|e| e.to_string())?;
             let store = LocalStore::open(&dir).map_err(|e| e.to_string())?;
             let mut adds = 0;
-            let mut n = 30_000_000u64 + 1_000_000 * workers as u64;
+            let mut n = first_task;
             let (mut lo, mut hi) = (usize::MAX, 0);
             while !stop.load(Ordering::Relaxed) {
                 let pending = store
@@ -1097,6 +1392,7 @@ fn measure_throughput(dir: &Path, workers: usize) -> R<ThroughputRun> {
     let (feeder_adds, pending_min, pending_max) =
         feeder.join().map_err(|_| "feeder panicked")??;
     Ok(ThroughputRun {
+        remote: url.is_some(),
         workers,
         window: WINDOW_SECS as f64,
         cycles: per_worker.iter().sum(),
@@ -1108,8 +1404,11 @@ fn measure_throughput(dir: &Path, workers: usize) -> R<ThroughputRun> {
     })
 }
 
-/// A throughput worker: `AGENTVINE_BENCH_WORKER=<dir>:<worker-id>:<seconds>:<start-epoch-ms>`.
-/// Waits for the common start instant, then claims and completes until the window is over
+/// A throughput worker: `AGENTVINE_BENCH_WORKER=<board>:<worker-id>:<seconds>:<start-epoch-ms>`,
+/// where `<board>` is a directory (`Board::open`) or a server URL `http://...`
+/// (`Board::connect`, no key: the bench's server listens on loopback without one).
+/// Reads the settings once (a remote board probes `/test` and opens its connection then),
+/// waits for the common start instant, then claims and completes until the window is over
 /// and prints `cycles=N empty=M` (cycles finished inside the window; claims that found
 /// nothing, which would mean the feeder fell behind).
 fn worker_main(spec: &str) -> R<()> {
@@ -1117,8 +1416,8 @@ fn worker_main(spec: &str) -> R<()> {
     let start_at: u64 = parts.next().ok_or("bad spec")?.parse()?;
     let secs: u64 = parts.next().ok_or("bad spec")?.parse()?;
     let me = parts.next().ok_or("bad spec")?.to_string();
-    let dir = parts.next().ok_or("bad spec")?;
-    let board = Board::open(dir)?;
+    let board = open_target(parts.next().ok_or("bad spec")?)?;
+    board.settings()?;
     let now = epoch_ms();
     if start_at > now {
         std::thread::sleep(Duration::from_millis(start_at - now));
@@ -1236,6 +1535,7 @@ fn report(
     runs: &[LatencyRun],
     process: Option<&ProcessRun>,
     throughput: &[ThroughputRun],
+    (remote, url): (&RemoteLatency, &str),
     period: usize,
     elapsed: Duration,
 ) {
@@ -1364,10 +1664,11 @@ fn report(
 
     println!();
     println!(
-        "3. Throughput: claim+complete cycles/s, worker processes, {WINDOW_SECS} s windows, {THROUGHPUT_ROUNDS} rounds (board history {THROUGHPUT_HISTORY})"
+        "3. Throughput: claim+complete cycles/s, worker processes, {WINDOW_SECS} s windows, {THROUGHPUT_ROUNDS} rounds (boards with history {THROUGHPUT_HISTORY})"
     );
     println!(
-        "{:>8} {:>20} {:>9} {:>12} {:>20} {:>13} {:>18}",
+        "{:>7} {:>8} {:>20} {:>9} {:>12} {:>20} {:>13} {:>18}",
+        "board",
         "workers",
         "cycles/s per round",
         "median",
@@ -1376,9 +1677,22 @@ fn report(
         "empty claims",
         "pending min-max"
     );
-    for &n in &WORKER_COUNTS {
-        let ts: Vec<&ThroughputRun> = throughput.iter().filter(|t| t.workers == n).collect();
-        let rates: Vec<f64> = ts.iter().map(|t| t.cycles as f64 / t.window).collect();
+    let rates_of = |remote: bool, n: usize| -> Vec<f64> {
+        throughput
+            .iter()
+            .filter(|t| t.remote == remote && t.workers == n)
+            .map(|t| t.cycles as f64 / t.window)
+            .collect()
+    };
+    for (remote, n) in [false, true]
+        .into_iter()
+        .flat_map(|r| WORKER_COUNTS.iter().map(move |&n| (r, n)))
+    {
+        let ts: Vec<&ThroughputRun> = throughput
+            .iter()
+            .filter(|t| t.remote == remote && t.workers == n)
+            .collect();
+        let rates = rates_of(remote, n);
         let median = pct(&rates, 0.5);
         let lo = ts
             .iter()
@@ -1393,7 +1707,8 @@ fn report(
             .copied()
             .unwrap_or(0);
         println!(
-            "{:>8} {:>20} {:>9.0} {:>12.2} {:>20} {:>13} {:>18}",
+            "{:>7} {:>8} {:>20} {:>9.0} {:>12.2} {:>20} {:>13} {:>18}",
+            if remote { "remote" } else { "local" },
             n,
             rates
                 .iter()
@@ -1415,6 +1730,23 @@ fn report(
         "   per-worker counts are cycles in one {WINDOW_SECS} s window; the feeder added 50 tasks {} times in all",
         throughput.iter().map(|t| t.feeder_adds).sum::<u64>()
     );
+    println!(
+        "   local: each worker process opens the board's files (Board::open); remote: each is a Board::connect client of one vine serve on {url} (group commit)"
+    );
+    let ratios = |a: &[f64], b: &[f64]| -> String {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| format!("{:.2}", x / y))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    for &n in &WORKER_COUNTS {
+        println!(
+            "   remote / local, {n:>2} workers, per round: {}; medians: {:.2}x",
+            ratios(&rates_of(true, n), &rates_of(false, n)),
+            pct(&rates_of(true, n), 0.5) / pct(&rates_of(false, n), 0.5)
+        );
+    }
 
     if let Some(p) = process {
         println!();
@@ -1526,6 +1858,105 @@ fn report(
     row("floor total", &|r| {
         r.floor_phases.iter().map(|p| p.iter().sum()).collect()
     });
+    println!();
+    println!(
+        "6. Remote board: vine serve on {url} (loopback), one Board::connect client in this process, vs a long-lived local handle, interleaved, boards with history {THROUGHPUT_HISTORY}, {} rounds, us",
+        remote.remote_cycle.len()
+    );
+    println!(
+        "{:>30} {:>10} {:>10} {:>11} {:>11} {:>10} {:>10} {:>11}",
+        "op",
+        "local p50",
+        "local p99",
+        "remote p50",
+        "remote p99",
+        "added p50",
+        "added p99",
+        "paired p50"
+    );
+    for (name, l, r) in [
+        ("claim", &remote.local_claim, &remote.remote_claim),
+        ("complete", &remote.local_complete, &remote.remote_complete),
+        (
+            "cycle (claim + complete)",
+            &remote.local_cycle,
+            &remote.remote_cycle,
+        ),
+        (
+            "settings (a read op)",
+            &remote.local_settings,
+            &remote.remote_settings,
+        ),
+    ] {
+        let paired: Vec<f64> = r.iter().zip(l.iter()).map(|(r, l)| r - l).collect();
+        println!(
+            "{:>30} {:>10.0} {:>10.0} {:>11.0} {:>11.0} {:>10.0} {:>10.0} {:>11.0}",
+            name,
+            pct(l, 0.5),
+            pct(l, 0.99),
+            pct(r, 0.5),
+            pct(r, 0.99),
+            pct(r, 0.5) - pct(l, 0.5),
+            pct(r, 0.99) - pct(l, 0.99),
+            pct(&paired, 0.5)
+        );
+    }
+    let rtt = pct(&remote.round_trip, 0.5);
+    println!(
+        "{:>30} {:>10} {:>10} {:>11.0} {:>11.0}",
+        "GET /test (bare round trip)",
+        "",
+        "",
+        rtt,
+        pct(&remote.round_trip, 0.99)
+    );
+    println!(
+        "{:>30} {:>10} {:>10} {:>11.0} {:>11.0}",
+        "JSON work of a claim, in-proc",
+        "",
+        "",
+        pct(&remote.json_claim, 0.5),
+        pct(&remote.json_claim, 0.99)
+    );
+    println!(
+        "{:>30} {:>10} {:>10} {:>11.0} {:>11.0}",
+        "JSON work of a complete",
+        "",
+        "",
+        pct(&remote.json_complete, 0.5),
+        pct(&remote.json_complete, 0.99)
+    );
+    println!(
+        "   added = remote percentile - local percentile; paired = median over the rounds of (remote - local) in the same round"
+    );
+    println!(
+        "   JSON work: encoding and decoding the op's request and reply as both ends do, timed in this process (part of what the server adds beyond a bare round trip)"
+    );
+    println!("   targets:");
+    for (name, l, r) in [
+        ("claim", &remote.local_claim, &remote.remote_claim),
+        ("complete", &remote.local_complete, &remote.remote_complete),
+    ] {
+        let paired: Vec<f64> = r.iter().zip(l.iter()).map(|(r, l)| r - l).collect();
+        let added = pct(&paired, 0.5);
+        println!(
+            "     {name:>8}: the server adds {added:.0} us (paired p50) = {:.2} bare round trips ({rtt:.0} us); p50 - p50: {:.0} us = {:.2} (target <= 1 round trip per op): {}",
+            added / rtt,
+            pct(r, 0.5) - pct(l, 0.5),
+            (pct(r, 0.5) - pct(l, 0.5)) / rtt,
+            met(added <= rtt)
+        );
+    }
+    let (remote16, local1) = (rates_of(true, 16), rates_of(false, 1));
+    let ratio = pct(&remote16, 0.5) / pct(&local1, 0.5);
+    println!(
+        "     16 remote workers vs 1 local worker: median {:.0} vs {:.0} cycles/s = {ratio:.2}x (target >= 1x): {}; per round: {}",
+        pct(&remote16, 0.5),
+        pct(&local1, 0.5),
+        met(ratio >= 1.0),
+        ratios(&remote16, &local1)
+    );
+
     println!();
     println!("total bench time: {:.0} s", elapsed.as_secs_f64());
 }
