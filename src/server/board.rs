@@ -146,21 +146,33 @@ pub(crate) async fn op(
         return Response::new(Body::from_stream(broken));
     }
     match result {
-        Ok(reply) => match serde_json::to_value(&reply) {
-            Ok(v) => {
-                let size = serde_json::to_vec(&v).map_or(usize::MAX, |b| b.len());
-                if size > MAX_REPLY {
-                    return board_error(&Error::Invalid(format!(
-                        "the reply would be {size} bytes, over this server's limit of {MAX_REPLY}; \
-                         ask for less (e.g. `vine tasks --status pending` instead of `--all`, or `vine msg read --limit 100`)"
-                    )));
-                }
-                success(json!({ "reply": v }))
-            }
+        // Serialized once, straight to the bytes that are sent (and whose size is checked).
+        Ok(reply) => match serde_json::to_vec(&Success {
+            status: "success",
+            reply: &reply,
+        }) {
+            Ok(bytes) if bytes.len() > MAX_REPLY => board_error(&Error::Invalid(format!(
+                "the reply would be {} bytes, over this server's limit of {MAX_REPLY}; \
+                 ask for less (e.g. `vine tasks --status pending` instead of `--all`, or `vine msg read --limit 100`)",
+                bytes.len()
+            ))),
+            Ok(bytes) => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                bytes,
+            )
+                .into_response(),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         },
         Err(e) => board_error(&e),
     }
+}
+
+/// The success body of `/v1/op`.
+#[derive(Serialize)]
+struct Success<'a> {
+    status: &'static str,
+    reply: &'a Reply,
 }
 
 /// Parses the body of a `/v1/op` (or `vine op`) reply back into the op's result.
