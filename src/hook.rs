@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use crate::board::Board;
 use crate::error::Result;
 use crate::op::Claim;
+use crate::rules::one_line;
 
 /// What Claude Code sends to every hook (the fields agentvine reads; others are ignored).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -197,10 +198,6 @@ pub fn session_context(worker: Option<&str>, board_location: &str) -> String {
              `vine tasks`, `vine workers`, answer workers with `vine questions` and `vine answer N \"...\"`."
         ),
     }
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub use claim::{Ineligible, eligibility};
 pub use replay::{MAX_KEY, apply_keyed};
 pub use tasks::{archivable, backoff_secs};
 pub use views::{blocked_ids, status_report, task_views, worker_views};
+pub(crate) use workers::one_line;
 
 use crate::error::{Error, Result};
 use crate::message::{Message, MessageKind};
