@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::App;
-use super::reply::{error, forbidden, parse_body, success};
+use super::reply::{error, forbidden, or_reply, parse_body, success};
 use crate::store::paths;
 
 #[derive(Deserialize)]
@@ -50,10 +50,7 @@ pub async fn execute(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejec
             "command execution is switched off on this server (vine serve --no-exec)",
         );
     }
-    let b: ExecBody = match parse_body(body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+    let b: ExecBody = or_reply!(parse_body(body));
     if b.command.trim().is_empty() {
         return error(StatusCode::BAD_REQUEST, "the command is empty");
     }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::App;
-use super::reply::{error, forbidden, parse_body, parse_query, success};
+use super::reply::{error, forbidden, or_reply, parse_body, parse_query, success};
 use crate::store::{durable, paths};
 use crate::time::format_timestamp;
 
@@ -58,14 +58,8 @@ pub async fn list(
     State(app): State<Arc<App>>,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
-    let q = match parse_query(q) {
-        Ok(q) => q,
-        Err(r) => return r,
-    };
-    let dir = match inside(&app, &q.path) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
+    let q = or_reply!(parse_query(q));
+    let dir = or_reply!(inside(&app, &q.path));
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) => return io_error(&q.path, &e),
@@ -108,14 +102,8 @@ pub async fn read(
     State(app): State<Arc<App>>,
     q: Result<Query<ReadQuery>, QueryRejection>,
 ) -> Response {
-    let q = match parse_query(q) {
-        Ok(q) => q,
-        Err(r) => return r,
-    };
-    let path = match inside(&app, &q.filepath) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+    let q = or_reply!(parse_query(q));
+    let path = or_reply!(inside(&app, &q.filepath));
     match std::fs::metadata(&path) {
         Ok(m) if m.is_dir() => {
             return error(
@@ -171,14 +159,8 @@ pub struct DeployBody {
 /// `POST /deploy {"filepath","content","encoding"}`: writes the file atomically (temp file,
 /// fsync, rename). Board files are written under the board lock and must parse.
 pub async fn deploy(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
-    let b: DeployBody = match parse_body(body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let path = match inside(&app, &b.filepath) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+    let b: DeployBody = or_reply!(parse_body(body));
+    let path = or_reply!(inside(&app, &b.filepath));
     let bytes = match b
         .encoding
         .as_deref()
@@ -312,14 +294,8 @@ pub async fn search_files(
     State(app): State<Arc<App>>,
     q: Result<Query<SearchQuery>, QueryRejection>,
 ) -> Response {
-    let q = match parse_query(q) {
-        Ok(q) => q,
-        Err(r) => return r,
-    };
-    let dir = match inside(&app, &q.directory) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
+    let q = or_reply!(parse_query(q));
+    let dir = or_reply!(inside(&app, &q.directory));
     if q.pattern.is_empty() {
         return error(StatusCode::BAD_REQUEST, "give a pattern, e.g. pattern=*.py");
     }
@@ -350,14 +326,8 @@ pub async fn search_content(
     State(app): State<Arc<App>>,
     q: Result<Query<SearchQuery>, QueryRejection>,
 ) -> Response {
-    let q = match parse_query(q) {
-        Ok(q) => q,
-        Err(r) => return r,
-    };
-    let dir = match inside(&app, &q.directory) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
+    let q = or_reply!(parse_query(q));
+    let dir = or_reply!(inside(&app, &q.directory));
     if q.pattern.is_empty() {
         return error(
             StatusCode::BAD_REQUEST,

@@ -9,6 +9,17 @@ use serde_json::{Value, json};
 
 use crate::error::Error;
 
+/// Unwraps a `Result<T, Response>` in a handler, returning the ready error reply.
+macro_rules! or_reply {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(reply) => return reply,
+        }
+    };
+}
+pub(crate) use or_reply;
+
 /// The body of every error reply.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
