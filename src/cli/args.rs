@@ -293,7 +293,10 @@ pub enum Command {
     /// $VINE_MAX_IDLE (default 10m) and $VINE_HOOK_WAIT (how long it waits for work inside the
     /// hook before handing a turn back, default 60s; keep it well below the hook's timeout)
     /// and $VINE_HOOK_POLL (how often it looks while waiting, default 2s).
-    /// A hook never fails a session: on any error it explains on stderr and exits 0.
+    /// A hook never keeps a session from ending: on any error it explains on stderr, exits 0,
+    /// and the stop goes through (SessionStart tells the session in its context instead).
+    /// The hooks keep per-session state (tool calls, reminders) and the keepalive's lock in
+    /// $VINE_RUNTIME_DIR (default $XDG_RUNTIME_DIR/agentvine, else /tmp/agentvine-UID).
     Hook {
         #[command(subcommand)]
         event: HookCmd,
@@ -503,13 +506,28 @@ pub enum MsgCmd {
 #[derive(Debug, Subcommand, Clone, Copy)]
 pub enum HookCmd {
     /// Stop: hands the worker its next task, waits for work, or lets the session end after
-    /// the idle limit (marking the worker offline).
+    /// the idle limit (marking the worker offline). A worker that ends its turn holding a task
+    /// is reminded of it; a second turn-end in a row with no tool call fails that attempt.
     Stop,
     /// SessionStart: registers the worker (capabilities from $VINE_CAPABILITIES) with its
-    /// session id and prints who it is and how to work.
+    /// session id, starts its keepalive (unless $VINE_KEEPALIVE=0) and prints who it is and how
+    /// to work, or, when the board cannot be reached, says so.
     SessionStart,
-    /// PostToolUse: a cheap heartbeat that keeps the worker's leases alive.
+    /// PostToolUse: counts the tool call (progress, for the Stop hook) and heartbeats, which
+    /// keeps the worker's leases alive.
     PostToolUse,
+    /// The background heartbeat the SessionStart hook starts: heartbeats the worker every third
+    /// of the board's stale limit while the `claude` process (pid and start time) lives.
+    #[command(hide = true)]
+    Keepalive {
+        /// The `claude` process's pid.
+        #[arg(long)]
+        pid: u32,
+        /// Its start time (clock ticks after boot, from /proc/PID/stat), so that a reused pid
+        /// is not taken for it.
+        #[arg(long)]
+        start: u64,
+    },
 }
 
 /// Arguments of `vine worker`.
