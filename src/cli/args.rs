@@ -101,7 +101,10 @@ pub enum Command {
         retry_backoff_max: Option<String>,
         /// Set up the Claude Code project in DIR (default: here): the agentvine skill, the
         /// hooks in .claude/settings.json (merged, idempotent) and CLAUDE.md for --role. The
-        /// board goes to DIR/.vine unless --url or --dir names another.
+        /// board is --url ($VINE_URL), else --dir ($VINE_DIR), else the one the settings
+        /// already record, else DIR/.vine (created); any other than DIR/.vine is recorded in
+        /// the settings' env as VINE_URL or VINE_DIR (never the key), so the hooks find it.
+        /// Prints start commands that work as pasted.
         #[arg(long)]
         claude: bool,
         /// With --claude: worker or coordinator.
@@ -301,10 +304,17 @@ pub enum Command {
         #[command(subcommand)]
         event: HookCmd,
     },
-    /// Start a Claude Code worker (`claude -p`) set up for the board: VINE_WORKER,
-    /// VINE_CAPABILITIES, VINE_MAX_IDLE, the board's location, and
+    /// Start a Claude Code worker (`claude -p --allowedTools Bash`) in this folder, set up for
+    /// the board: VINE_WORKER, VINE_CAPABILITIES, VINE_MAX_IDLE, the board's location,
     /// CLAUDE_CODE_STOP_HOOK_BLOCK_CAP=0 (without it Claude Code ends the session after 8
-    /// Stop-hook blocks, cutting an idle worker off). The project needs `vine init --claude`.
+    /// Stop-hook blocks, cutting an idle worker off) and VINE_KEEPALIVE=0 (this command
+    /// heartbeats the worker while claude runs, also through long tool calls).
+    ///
+    /// The folder needs `vine init --claude`. Before starting claude (which hides hook
+    /// errors) it checks that the folder's Claude Code settings have the agentvine hooks and
+    /// the `vine` they run exists, that the board the hooks will see (the settings' env wins
+    /// over the environment) opens and is the one given here, and that the worker id is
+    /// valid; otherwise it explains and exits 2.
     #[command(after_help = "Example:
   vine --url https://vps:5555 worker --worker w1 --capability python -- --model sonnet")]
     Worker(WorkerStartArgs),
