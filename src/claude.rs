@@ -1,7 +1,10 @@
 //! Setting up a Claude Code project for agentvine (`vine init --claude`): the skill, the hooks
-//! in `.claude/settings.json` (merged into what is there, idempotently), and the role's
-//! `CLAUDE.md` section.
+//! in `.claude/settings.json` (merged into what is there, idempotently), the board's location
+//! in the settings' `env` (so the hooks and the model's `vine` commands find it without any
+//! variable), and the role's `CLAUDE.md` section. Also reading back what a project's settings
+//! give the hooks ([`hook_setup`]), which `vine worker` checks before it starts `claude`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
@@ -60,9 +63,32 @@ const HOOKS: &[(&str, Option<&str>, &str, u64)] = &[
     ("Stop", None, "stop", 120),
 ];
 
-/// Writes the skill, merges the hooks into `.claude/settings.json` and writes the role's
-/// section of `CLAUDE.md`. `vine` is the command hooks run (a name on PATH or a full path).
-pub fn install(project: &Path, role: Role, vine: &str) -> Result<Installed> {
+/// The hook subcommands agentvine installs (`vine hook <sub>`).
+pub const HOOK_SUBCOMMANDS: [&str; 3] = ["session-start", "post-tool-use", "stop"];
+
+/// Where the project's board is, as recorded in the settings' `env` block. Claude Code applies
+/// that block to the `claude` process (over its environment, also in a folder the user has not
+/// trusted), so the hooks and the model's `vine` commands see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BoardEnv {
+    /// Found from the project folder (`.vine/` at or above it): nothing recorded, and a
+    /// `VINE_DIR` or `VINE_URL` recorded before is removed.
+    Discovered,
+    /// A local board elsewhere: `env.VINE_DIR` (an absolute path).
+    Dir(PathBuf),
+    /// A board on a server: `env.VINE_URL` (never the key).
+    Url(String),
+}
+
+/// Writes the skill, merges the hooks (and the board's location, when given) into
+/// `.claude/settings.json` and writes the role's section of `CLAUDE.md`. `vine` is the command
+/// hooks run (a name on PATH or a full path).
+pub fn install(
+    project: &Path,
+    role: Role,
+    vine: &str,
+    board: Option<&BoardEnv>,
+) -> Result<Installed> {
     if !project.is_dir() {
         return Err(Error::Invalid(format!(
             "{} is not a folder; give the Claude Code project's folder",
@@ -94,7 +120,7 @@ pub fn install(project: &Path, role: Role, vine: &str) -> Result<Installed> {
         Err(e) => return Err(Error::io("reading", &settings_path, e)),
     };
     let before = settings.clone();
-    out.hooks_added = merge_settings(&mut settings, role, vine)?;
+    out.hooks_added = merge_settings(&mut settings, role, vine, board)?;
     if settings != before {
         let mut bytes =
             serde_json::to_vec_pretty(&settings).map_err(|e| Error::Protocol(e.to_string()))?;
@@ -125,9 +151,15 @@ pub fn install(project: &Path, role: Role, vine: &str) -> Result<Installed> {
     Ok(out)
 }
 
-/// Adds agentvine's hooks, the permission to run `vine`, and (for workers) the Stop-hook
-/// block cap setting, keeping everything already in `settings`. Returns the events added.
-pub fn merge_settings(settings: &mut Value, role: Role, vine: &str) -> Result<Vec<String>> {
+/// Adds agentvine's hooks, the permission to run `vine`, (for workers) the Stop-hook block cap
+/// setting and (when given) the board's location, keeping everything else in `settings`.
+/// Returns the events added.
+pub fn merge_settings(
+    settings: &mut Value,
+    role: Role,
+    vine: &str,
+    board: Option<&BoardEnv>,
+) -> Result<Vec<String>> {
     let Value::Object(root) = settings else {
         return Err(Error::Invalid(
             ".claude/settings.json must hold a JSON object; nothing was changed".into(),
@@ -189,7 +221,130 @@ pub fn merge_settings(settings: &mut Value, role: Role, vine: &str) -> Result<Ve
         env.entry("CLAUDE_CODE_STOP_HOOK_BLOCK_CAP")
             .or_insert_with(|| json!("0"));
     }
+    if let Some(board) = board {
+        let env = object_at(root, "env")?;
+        // `VINE_URL` wins over `VINE_DIR`, so only one of them may stay.
+        match board {
+            BoardEnv::Discovered => {
+                env.remove("VINE_DIR");
+                env.remove("VINE_URL");
+            }
+            BoardEnv::Dir(d) => {
+                env.remove("VINE_URL");
+                env.insert("VINE_DIR".into(), json!(d.display().to_string()));
+            }
+            BoardEnv::Url(u) => {
+                env.remove("VINE_DIR");
+                env.insert("VINE_URL".into(), json!(u));
+            }
+        }
+        if env.is_empty() {
+            root.remove("env");
+        }
+    }
     Ok(added)
+}
+
+/// Reads a settings file: `None` if there is none; an error if it is not a JSON object.
+fn read_settings(path: &Path) -> Result<Option<Map<String, Value>>> {
+    match std::fs::read(path) {
+        Ok(b) => match serde_json::from_slice::<Value>(&b) {
+            Ok(Value::Object(m)) => Ok(Some(m)),
+            Ok(_) => Err(Error::Invalid(format!(
+                "{} must hold a JSON object",
+                path.display()
+            ))),
+            Err(e) => Err(Error::Invalid(format!(
+                "{} is not valid JSON ({e})",
+                path.display()
+            ))),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("reading", path, e)),
+    }
+}
+
+/// The board recorded in a project's `.claude/settings.json` `env`, if any.
+pub fn recorded_board(project: &Path) -> Result<Option<BoardEnv>> {
+    let path = project.join(".claude").join("settings.json");
+    let Some(root) = read_settings(&path)? else {
+        return Ok(None);
+    };
+    let get = |k: &str| {
+        root.get("env")
+            .and_then(|e| e.get(k))
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    Ok(match (get("VINE_URL"), get("VINE_DIR")) {
+        (Some(u), _) => Some(BoardEnv::Url(u.to_string())),
+        (None, Some(d)) => Some(BoardEnv::Dir(PathBuf::from(d))),
+        (None, None) => None,
+    })
+}
+
+/// What Claude Code's settings give the hooks of a session started in a project.
+#[derive(Debug, Clone, Default)]
+pub struct HookSetup {
+    /// The command of each agentvine hook found (`session-start` -> `vine hook session-start`).
+    pub commands: BTreeMap<String, String>,
+    /// The settings' `env`, merged (later files win), with the file each value comes from.
+    pub env: BTreeMap<String, (String, PathBuf)>,
+    /// The settings files read.
+    pub files: Vec<PathBuf>,
+}
+
+/// Reads the settings Claude Code applies to a session started in `project`: the user's
+/// (`user`, e.g. `~/.claude/settings.json`), then the project's `.claude/settings.json`, then
+/// `.claude/settings.local.json`; later ones win. Claude Code reads project settings from the
+/// folder it starts in only, not from its parents.
+pub fn hook_setup(project: &Path, user: Option<&Path>) -> Result<HookSetup> {
+    let claude = project.join(".claude");
+    let files = user.map(Path::to_path_buf).into_iter().chain([
+        claude.join("settings.json"),
+        claude.join("settings.local.json"),
+    ]);
+    let mut out = HookSetup::default();
+    for path in files {
+        let Some(root) = read_settings(&path)? else {
+            continue;
+        };
+        if let Some(env) = root.get("env").and_then(Value::as_object) {
+            for (k, v) in env {
+                let v = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                out.env.insert(k.clone(), (v, path.clone()));
+            }
+        }
+        let groups = root
+            .get("hooks")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flat_map(|h| h.values())
+            .filter_map(Value::as_array)
+            .flatten();
+        for g in groups {
+            for h in g
+                .get("hooks")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let Some(cmd) = h.get("command").and_then(Value::as_str) else {
+                    continue;
+                };
+                for sub in HOOK_SUBCOMMANDS {
+                    if cmd.trim_end().ends_with(&format!("hook {sub}")) {
+                        out.commands.insert(sub.to_string(), cmd.to_string());
+                    }
+                }
+            }
+        }
+        out.files.push(path);
+    }
+    Ok(out)
 }
 
 fn object_at<'a>(m: &'a mut Map<String, Value>, key: &str) -> Result<&'a mut Map<String, Value>> {
@@ -234,20 +389,38 @@ mod tests {
             "hooks": {"Stop": [{"hooks": [{"type": "command", "command": "other"}]}]},
             "permissions": {"allow": ["Read"]}
         });
-        let added = merge_settings(&mut s, Role::Worker, "vine").unwrap();
+        let added = merge_settings(&mut s, Role::Worker, "vine", None).unwrap();
         assert_eq!(added, ["SessionStart", "PostToolUse", "Stop"]);
         assert_eq!(s["model"], "x");
         assert_eq!(s["hooks"]["Stop"].as_array().unwrap().len(), 2);
         assert_eq!(s["env"]["CLAUDE_CODE_STOP_HOOK_BLOCK_CAP"], "0");
         let once = s.clone();
         assert!(
-            merge_settings(&mut s, Role::Worker, "vine")
+            merge_settings(&mut s, Role::Worker, "vine", None)
                 .unwrap()
                 .is_empty()
         );
         assert_eq!(s, once);
-        assert!(merge_settings(&mut json!([1]), Role::Worker, "vine").is_err());
-        assert!(merge_settings(&mut json!({"hooks": {"Stop": 3}}), Role::Worker, "vine").is_err());
+        assert!(merge_settings(&mut json!([1]), Role::Worker, "vine", None).is_err());
+        assert!(
+            merge_settings(
+                &mut json!({"hooks": {"Stop": 3}}),
+                Role::Worker,
+                "vine",
+                None
+            )
+            .is_err()
+        );
+        // The board: one of VINE_DIR and VINE_URL, replaced when it changes.
+        let dir = BoardEnv::Dir(PathBuf::from("/srv/board"));
+        merge_settings(&mut s, Role::Worker, "vine", Some(&dir)).unwrap();
+        assert_eq!(s["env"]["VINE_DIR"], "/srv/board");
+        let url = BoardEnv::Url("https://vps:5555".into());
+        merge_settings(&mut s, Role::Worker, "vine", Some(&url)).unwrap();
+        assert_eq!(s["env"]["VINE_URL"], "https://vps:5555");
+        assert!(s["env"].get("VINE_DIR").is_none(), "{s}");
+        merge_settings(&mut s, Role::Worker, "vine", Some(&BoardEnv::Discovered)).unwrap();
+        assert_eq!(s, once, "back to discovery");
     }
 
     #[test]
@@ -258,7 +431,7 @@ mod tests {
             "run `vine init --claude` here to refresh .claude/"
         );
         let mut fresh = json!({});
-        merge_settings(&mut fresh, Role::Worker, "vine").unwrap();
+        merge_settings(&mut fresh, Role::Worker, "vine", None).unwrap();
         let ours: Value = serde_json::from_str(include_str!("../.claude/settings.json")).unwrap();
         assert_eq!(ours, fresh);
     }

@@ -4,7 +4,16 @@
 //!
 //! The Stop hook keeps a worker's session alive only while there is something for it to do,
 //! and waits for work inside the hook (bounded well below the hook's timeout) instead of
-//! making the model spin. It never traps a session: the CLI lets the stop through on any error.
+//! making the model spin. It never traps a session: on any error the CLI lets the stop go
+//! through (the session is allowed to end).
+//!
+//! Beside the decisions: [`session`] (what a session's hooks remember between calls: tool
+//! calls and the last reminder), [`keepalive`] (heartbeats tied to the `claude` process, not
+//! to tool calls) and [`process`] (finding that process and telling whether it lives).
+
+pub mod keepalive;
+pub mod process;
+pub mod session;
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +24,7 @@ use crate::board::Board;
 use crate::error::Result;
 use crate::op::Claim;
 use crate::rules::one_line;
+use session::{Reminder, SessionFile};
 
 /// What Claude Code sends to every hook (the fields agentvine reads; others are ignored).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -52,8 +62,9 @@ pub struct StopConfig {
     pub wait: Duration,
     /// How often to look for work while waiting.
     pub poll: Duration,
-    /// Claude Code's `stop_hook_active`: this turn already continued because a Stop hook blocked.
-    pub stop_hook_active: bool,
+    /// The session's hook state: the tool calls made and the last reminder given, which decide
+    /// whether a worker holding a task is reminded or its attempt failed.
+    pub session: SessionFile,
 }
 
 /// The Stop hook's decision.
@@ -73,10 +84,13 @@ pub enum StopDecision {
 
 /// Decides whether a worker's session stops, claiming work for it when there is some.
 ///
-/// A worker that ends its turn while holding a task is reminded once; if it ends the turn
-/// again in the same continuation (`stop_hook_active`) still holding it, that attempt is
-/// failed (retried later, up to the task's retries) so a session can never loop on it. A
-/// worker taken offline with `vine deregister` is let go.
+/// A worker that ends its turn while holding a task is reminded of it, with the exact command
+/// to finish it. It is judged by its progress, not by Claude Code's `stop_hook_active` (which
+/// is true for every turn after a hand-over): while it makes tool calls between turn-ends it
+/// is reminded again; a second consecutive turn-end with no tool call since the reminder fails
+/// that attempt (retried later, up to the task's retries), so a session never loops on a task.
+/// Heartbeats that are not tool calls (the keepalive's) are no progress. A worker taken
+/// offline with `vine deregister` is let go.
 pub fn stop(board: &Board, cfg: &StopConfig) -> Result<StopDecision> {
     let me = cfg.worker.as_str();
     if let Some(w) = board.workers()?.into_iter().find(|w| w.id == me)
@@ -84,7 +98,7 @@ pub fn stop(board: &Board, cfg: &StopConfig) -> Result<StopDecision> {
         && w.worker.offline_reason.as_deref() == Some("deregistered")
     {
         return Ok(StopDecision::Allow {
-            why: format!("{me} was deregistered; letting the session end"),
+            why: format!("{me} was deregistered; the session may end"),
         });
     }
     if let Some(held) = board
@@ -93,7 +107,22 @@ pub fn stop(board: &Board, cfg: &StopConfig) -> Result<StopDecision> {
         .find(|v| v.task.claimed_by.as_deref() == Some(me))
     {
         let t = held.task;
-        if cfg.stop_hook_active {
+        let stalled = cfg.session.update(|s| {
+            let stalled = s.reminded.is_some_and(|r| {
+                r.task == t.id && r.attempt == t.attempts && r.tool_calls == s.tool_calls
+            });
+            s.reminded = if stalled {
+                None
+            } else {
+                Some(Reminder {
+                    task: t.id,
+                    attempt: t.attempts,
+                    tool_calls: s.tool_calls,
+                })
+            };
+            stalled
+        })?;
+        if stalled {
             board.execute(crate::op::Op::Fail {
                 task: t.id,
                 worker: me.to_string(),
@@ -105,7 +134,8 @@ pub fn stop(board: &Board, cfg: &StopConfig) -> Result<StopDecision> {
             return Ok(StopDecision::Block {
                 reason: format!(
                     "You still hold task {id}: {desc}. Finish it, then run `vine complete {id} --worker {me} --attempt {a} --result \"<what you did>\"` \
-                 (or `vine fail {id} --worker {me} --attempt {a} --error \"<why>\"` if it cannot be done, or `vine release {id} --worker {me}` to give it back).",
+                 (or `vine fail {id} --worker {me} --attempt {a} --error \"<why>\"` if it cannot be done, or `vine release {id} --worker {me}` to give it back). \
+                 If you end your turn again without running any command, this attempt is failed.",
                     id = t.id,
                     desc = one_line(&t.description),
                     a = t.attempts,
@@ -198,6 +228,25 @@ pub fn session_context(worker: Option<&str>, board_location: &str) -> String {
              `vine tasks`, `vine workers`, answer workers with `vine questions` and `vine answer N \"...\"`."
         ),
     }
+}
+
+/// The context `vine hook session-start` prints when it cannot work (no board found, the server
+/// unreachable, the key refused): Claude Code hides a hook's stderr in `-p` mode, so the model
+/// is told, and can tell the user.
+pub fn unreachable_context(worker: Option<&str>, error: &str) -> String {
+    let who = match worker {
+        Some(me) => format!(
+            "This session was meant to be agentvine worker `{me}`, but it is not registered and the Stop hook cannot hand it tasks."
+        ),
+        None => "The `vine` commands will fail the same way.".to_string(),
+    };
+    format!(
+        "agentvine: this session cannot reach its agentvine board: {error}\n{who} \
+         Tell the user this error as it is and stop; do not try to work around it. \
+         (To fix: run `vine status` in this folder to see the problem; `vine init --claude --dir BOARD` \
+         or `vine --url URL init --claude` records the board in .claude/settings.json.)",
+        error = one_line(error)
+    )
 }
 
 #[cfg(test)]

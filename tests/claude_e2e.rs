@@ -160,6 +160,8 @@ struct Shared {
     started: Instant,
     log: Mutex<Vec<Logged>>,
     next_id: AtomicU64,
+    /// Tasks handed over with `[ignore-once]` in their instructions that the model ignored.
+    ignored: Mutex<BTreeSet<u64>>,
 }
 
 /// The scripted model: an HTTP/1.1 server on 127.0.0.1 speaking enough of the Messages API.
@@ -181,6 +183,7 @@ impl StandIn {
             started: Instant::now(),
             log: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
+            ignored: Mutex::new(BTreeSet::new()),
         });
         let s = shared.clone();
         std::thread::spawn(move || {
@@ -396,6 +399,13 @@ fn decide(body: &Value, s: &Shared) -> (Reply, String, Option<(bool, String)>) {
             .filter(|id| text.contains(&format!("Task {id} is claimed for you")));
         let held = number_after(&text, "You still hold task ");
         match (claimed, held) {
+            // A hand-over whose instructions say `[ignore-once]`: the first time, the model
+            // ends its turn without doing anything.
+            (Some(id), _)
+                if text.contains("[ignore-once]") && s.ignored.lock().unwrap().insert(id) =>
+            {
+                text_reply(Kind::Claimed, "I will look at this later.")
+            }
             (Some(id), _) | (None, Some(id)) => {
                 let kind = if claimed.is_some() {
                     Kind::Claimed
@@ -417,6 +427,13 @@ fn decide(body: &Value, s: &Shared) -> (Reply, String, Option<(bool, String)>) {
         }
     } else if tool_result.is_some() {
         text_reply(Kind::ToolResult, "Done.")
+    } else if text.contains("[long-tool]") {
+        bash_reply(
+            Kind::Prompt,
+            s,
+            "sleep 8 && echo slept",
+            "A long tool call (a test run)",
+        )
     } else if text.contains("[warm-up]") {
         bash_reply(
             Kind::Prompt,
@@ -652,6 +669,17 @@ fn bin_dir(tmp: &Path) -> PathBuf {
     d
 }
 
+/// `bin_dir` with `claude` (a link to the installed CLI) beside `vine`, for commands that run
+/// `claude` by name as a user would.
+fn bin_dir_with_claude(tmp: &Path, claude: &Path) -> PathBuf {
+    let d = bin_dir(tmp);
+    let link = d.join("claude");
+    if !link.exists() {
+        std::os::unix::fs::symlink(claude, &link).unwrap();
+    }
+    d
+}
+
 /// A running `claude -p` worker, killed with its process group if the test ends early.
 struct Claude {
     child: Child,
@@ -675,15 +703,6 @@ impl Claude {
         env: &[(&str, &str)],
         prompt: &str,
     ) -> Self {
-        let home = tmp.join(format!("home-{name}"));
-        fs::create_dir_all(home.join(".claude")).unwrap();
-        let stdout = tmp.join(format!("{name}.stdout.json"));
-        let stderr = tmp.join(format!("{name}.stderr.txt"));
-        let path = format!(
-            "{}:{}",
-            bin_dir(tmp).display(),
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())
-        );
         let mut c = Command::new(bin);
         c.args([
             "-p",
@@ -693,22 +712,46 @@ impl Claude {
             "--allowedTools",
             "Bash",
         ])
-        .current_dir(project)
-        .env_clear()
-        .env("PATH", path)
-        .env("HOME", &home)
-        .env("CLAUDE_CONFIG_DIR", home.join(".claude"))
-        .env("SHELL", "/bin/bash")
-        .env("LANG", "C.UTF-8")
-        .env("ANTHROPIC_BASE_URL", format!("http://127.0.0.1:{port}"))
-        .env("ANTHROPIC_API_KEY", "dummy")
-        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-        .env("DISABLE_AUTOUPDATER", "1")
-        .env("CLAUDE_CODE_STOP_HOOK_BLOCK_CAP", "0")
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(&stdout).unwrap())
-        .stderr(fs::File::create(&stderr).unwrap())
-        .process_group(0);
+        .current_dir(project);
+        Self::start(c, tmp, name, port, env)
+    }
+
+    /// Runs a shell command line (such as one `vine init --claude` printed) with the same
+    /// environment as `spawn`, and `claude` and `vine` on the PATH.
+    fn shell(claude: &Path, tmp: &Path, cwd: &Path, name: &str, port: u16, line: &str) -> Self {
+        bin_dir_with_claude(tmp, claude);
+        let mut c = Command::new("bash");
+        c.args(["-c", line]).current_dir(cwd);
+        Self::start(c, tmp, name, port, &[])
+    }
+
+    fn start(mut c: Command, tmp: &Path, name: &str, port: u16, env: &[(&str, &str)]) -> Self {
+        let home = tmp.join(format!("home-{name}"));
+        fs::create_dir_all(home.join(".claude")).unwrap();
+        let stdout = tmp.join(format!("{name}.stdout.json"));
+        let stderr = tmp.join(format!("{name}.stderr.txt"));
+        let path = format!(
+            "{}:{}",
+            bin_dir(tmp).display(),
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())
+        );
+        c.env_clear()
+            .env("PATH", path)
+            .env("HOME", &home)
+            .env("CLAUDE_CONFIG_DIR", home.join(".claude"))
+            .env("SHELL", "/bin/bash")
+            .env("LANG", "C.UTF-8")
+            .env("ANTHROPIC_BASE_URL", format!("http://127.0.0.1:{port}"))
+            .env("ANTHROPIC_API_KEY", "dummy")
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            .env("DISABLE_AUTOUPDATER", "1")
+            .env("CLAUDE_CODE_STOP_HOOK_BLOCK_CAP", "0")
+            // The hooks' per-session state and keepalive locks, inside the test's directory.
+            .env("VINE_RUNTIME_DIR", tmp.join("hook-runtime"))
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&stdout).unwrap())
+            .stderr(fs::File::create(&stderr).unwrap())
+            .process_group(0);
         for (k, v) in env {
             c.env(k, v);
         }
@@ -1304,5 +1347,261 @@ fn idling_with_the_vine_stop_hook_costs_far_fewer_model_turns() {
             naive >= 3 * ours.max(1),
             "the naive hook should spin: {naive} turns vs {ours}\n{table}"
         );
+    }
+}
+
+/// A worker handed a task ends its turn without doing anything (the model's first answer to
+/// the hand-over is a line of text). Every Stop after a hand-over has `stop_hook_active: true`;
+/// the Stop hook reminds it of the task instead of failing the attempt, and the worker then
+/// completes the task on its first attempt.
+#[test]
+fn a_worker_that_ends_its_turn_on_a_handed_task_is_reminded_not_failed() {
+    let Some(claude) = claude_bin("a_worker_that_ends_its_turn_on_a_handed_task_is_reminded")
+    else {
+        return;
+    };
+    let tmp = TempDir::new().unwrap();
+    let project = project(tmp.path(), "project");
+    let id = add(
+        &project,
+        "Write the greeting",
+        "[ignore-once] Write 'hello' to greeting.txt.",
+    );
+    let model = StandIn::start("w1", None, Duration::ZERO);
+    let mut w = Claude::spawn(
+        &claude,
+        tmp.path(),
+        &project,
+        "w1",
+        model.port,
+        &[
+            ("VINE_WORKER", "w1"),
+            ("VINE_MAX_IDLE", "3s"),
+            ("VINE_HOOK_WAIT", "1s"),
+            ("VINE_HOOK_POLL", "1s"),
+        ],
+        "Work on the agentvine board.",
+    );
+    let t = wait_completed(&project, id, Duration::from_secs(60), &mut w, &model);
+    let log = model.report();
+    assert_eq!(
+        t["attempts"], 1,
+        "the early turn-end cost an attempt: {t:#}\n{log}"
+    );
+    assert_eq!(t["completed_by"], "w1", "{t:#}");
+    assert!(t["last_error"].is_null(), "{t:#}\n{log}");
+    let turns = model.turns();
+    let handed = turns
+        .iter()
+        .position(|l| l.kind == Kind::Claimed)
+        .unwrap_or_else(|| panic!("no hand-over\n{log}"));
+    assert!(
+        turns[handed].complete.is_none(),
+        "the model ignored the first hand-over\n{log}"
+    );
+    assert_eq!(
+        turns.get(handed + 1).map(|l| l.kind),
+        Some(Kind::Holds),
+        "the next turn is the reminder\n{log}"
+    );
+    w.kill();
+}
+
+/// The pids of running `vine hook keepalive` processes tied to process `owner`.
+fn keepalives_of(owner: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cmd) = fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmd
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).to_string())
+            .collect();
+        if args.iter().any(|a| a == "keepalive")
+            && args
+                .windows(2)
+                .any(|w| w[0] == "--pid" && w[1] == owner.to_string())
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// A live worker in a long tool call (here `sleep 8` with a 3 s stale limit) makes no
+/// PostToolUse heartbeat, yet never looks stale: the keepalive the SessionStart hook started
+/// heartbeats it while the `claude` process lives. After `claude` is killed the keepalive
+/// exits and the heartbeats stop.
+#[test]
+fn a_long_tool_call_keeps_the_worker_alive_until_claude_dies() {
+    let Some(claude) = claude_bin("a_long_tool_call_keeps_the_worker_alive_until_claude_dies")
+    else {
+        return;
+    };
+    let tmp = TempDir::new().unwrap();
+    let project = project(tmp.path(), "project");
+    vine(&project, &["init", "--stale-after", "3s"]);
+    let model = StandIn::start("w1", None, Duration::ZERO);
+    let mut w = Claude::spawn(
+        &claude,
+        tmp.path(),
+        &project,
+        "w1",
+        model.port,
+        &[
+            ("VINE_WORKER", "w1"),
+            ("VINE_MAX_IDLE", "10m"),
+            ("VINE_HOOK_WAIT", "2s"),
+        ],
+        "Work on the agentvine board. [long-tool]",
+    );
+    let heartbeat = || {
+        fs::read(project.join(".vine/worker-status.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| v["w1"]["last_heartbeat"].as_str().map(|s| ts(&json!(s))))
+    };
+    // Watch the heartbeat from the first model turn (the tool call starts) to its result.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut samples: Vec<(DateTime<Utc>, DateTime<Utc>)> = Vec::new();
+    loop {
+        let turns = model.turns();
+        if turns.iter().any(|l| l.kind == Kind::ToolResult) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && w.poll().is_none(),
+            "no tool result\n{}\n{}",
+            w.diagnostics(),
+            model.report()
+        );
+        if !turns.is_empty()
+            && let Some(hb) = heartbeat()
+        {
+            samples.push((Utc::now(), hb));
+        }
+        sleep(Duration::from_millis(200));
+    }
+    let log = model.report();
+    let span = samples
+        .last()
+        .zip(samples.first())
+        .map_or(0, |(l, f)| (l.0 - f.0).num_milliseconds());
+    assert!(
+        span >= 6000,
+        "watched the tool call for {span} ms only\n{log}"
+    );
+    let worst = samples
+        .iter()
+        .map(|(now, hb)| (*now - *hb).num_milliseconds())
+        .max()
+        .unwrap_or(i64::MAX);
+    assert!(
+        worst < 3000,
+        "during the 8 s tool call the worker went {worst} ms without a heartbeat (stale limit 3 s)\n{samples:?}\n{log}"
+    );
+    let ka = keepalives_of(w.child.id());
+    assert_eq!(
+        ka.len(),
+        1,
+        "one keepalive tied to the claude process: {ka:?}"
+    );
+
+    // claude (and its hooks) killed: the keepalive exits, no heartbeat after that.
+    w.kill();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !keepalives_of(w.child.id()).is_empty() {
+        assert!(Instant::now() < deadline, "the keepalive outlived claude");
+        sleep(Duration::from_millis(100));
+    }
+    let last = heartbeat();
+    sleep(Duration::from_millis(2500));
+    assert_eq!(heartbeat(), last, "a heartbeat after claude died");
+}
+
+/// `vine init --claude --dir BOARD` with the board outside the project prints start commands
+/// that work as printed: pasted into a shell (with `claude` and `vine` on the PATH and no board
+/// variable), the `vine worker` command and the `claude -p` command each start a worker that
+/// finds the board and does a task on it.
+#[test]
+fn the_start_commands_vine_init_prints_work_with_a_board_elsewhere() {
+    let Some(claude) = claude_bin("the_start_commands_vine_init_prints_work") else {
+        return;
+    };
+    let tmp = TempDir::new().unwrap();
+    let project = tmp.path().join("project");
+    let board = tmp.path().join("boards").join("main");
+    fs::create_dir_all(&project).unwrap();
+    fs::create_dir_all(board.parent().unwrap()).unwrap();
+    let out = Command::new(VINE)
+        .arg("--dir")
+        .arg(&board)
+        .args(["init", "--claude", "--hook-command", VINE])
+        .current_dir(&project)
+        .env_remove("VINE_DIR")
+        .env_remove("VINE_URL")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    // A printed command: a line holding `needle`, without a label such as "Start a worker: ".
+    let line = |needle: &str| {
+        let l = printed
+            .lines()
+            .map(str::trim)
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no command with {needle:?} in:\n{printed}"));
+        match l.split_once(": ") {
+            Some((_, command)) if !l.starts_with("cd ") => command.to_string(),
+            _ => l.to_string(),
+        }
+    };
+    for (i, needle) in ["claude -p ", "vine worker --worker w1"].iter().enumerate() {
+        let command = &line(needle);
+        let id = vine(
+            tmp.path(),
+            &[
+                "--dir",
+                &board.display().to_string(),
+                "add",
+                &format!("Task {i}"),
+                "--instructions",
+                "Write a file.",
+            ],
+        )["tasks"][0]["id"]
+            .as_u64()
+            .unwrap();
+        let model = StandIn::start("w1", None, Duration::ZERO);
+        let name = format!("pasted-{i}");
+        // Pasted in the project, where `vine init --claude` ran.
+        let mut w = Claude::shell(&claude, tmp.path(), &project, &name, model.port, command);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let t = vine(
+                tmp.path(),
+                &[
+                    "--dir",
+                    &board.display().to_string(),
+                    "show",
+                    &id.to_string(),
+                ],
+            );
+            if t["task"]["status"] == "completed" {
+                assert_eq!(t["task"]["completed_by"], "w1", "{t:#}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline && w.poll().is_none(),
+                "`{command}` did not do task {id}: {t:#}\n{}\n{}",
+                w.diagnostics(),
+                model.report()
+            );
+            sleep(Duration::from_millis(200));
+        }
+        w.kill();
     }
 }

@@ -25,7 +25,12 @@ fn hook(dir: &Path, event: &str, stdin: &[u8], env: &[(&str, &str)]) -> Output {
     c.env_remove("VINE_WORKER")
         .env_remove("WORKER_ID")
         .env_remove("VINE_URL")
-        .env_remove("VINE_DIR");
+        .env_remove("VINE_DIR")
+        .env_remove("VINE_KEEPALIVE")
+        .env_remove("CLAUDE_PROJECT_DIR")
+        .env_remove("CLAUDE_CODE_SESSION_ID")
+        // The hooks' per-session state of this test's sessions, away from every other test's.
+        .env("VINE_RUNTIME_DIR", runtime_dir(dir));
     for (k, v) in env {
         c.env(k, v);
     }
@@ -39,6 +44,11 @@ fn hook(dir: &Path, event: &str, stdin: &[u8], env: &[(&str, &str)]) -> Output {
     si.write_all(stdin).expect("write stdin");
     drop(si);
     child.wait_with_output().expect("wait")
+}
+
+/// The hooks' runtime directory for the sessions of the board in `dir`.
+fn runtime_dir(dir: &Path) -> std::path::PathBuf {
+    dir.join("hook-runtime")
 }
 
 fn board() -> tempfile::TempDir {
@@ -196,7 +206,8 @@ fn stop_never_traps_a_session() {
     let o = hook(&missing, "stop", STOP_INPUT.as_bytes(), FAST);
     assert_eq!((o.status.code(), decision(&o)), (Some(0), None));
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("vine hook stop"),
+        String::from_utf8_lossy(&o.stderr).contains("vine hook stop")
+            && String::from_utf8_lossy(&o.stderr).contains("the stop goes through"),
         "{o:?}"
     );
     std::fs::write(b.path().join("task-queue.json"), b"{{{ damaged").expect("damage");
@@ -303,34 +314,109 @@ fn post_tool_use_heartbeats_quietly_and_never_blocks_the_tool() {
     );
 }
 
+/// The Stop input of a turn that continued because a Stop hook blocked: after a hand-over,
+/// every Stop has `stop_hook_active: true`.
+fn stop_active() -> String {
+    STOP_INPUT.replace("\"stop_hook_active\":false", "\"stop_hook_active\":true")
+}
+
+fn show(dir: &Path, id: u64) -> Value {
+    let show = vine()
+        .arg("--dir")
+        .arg(dir)
+        .args(["--json", "show", &id.to_string()])
+        .output()
+        .expect("show");
+    let v: Value = serde_json::from_slice(&show.stdout).expect("json");
+    v["task"].clone()
+}
+
 #[test]
 fn a_worker_that_stops_again_while_holding_its_task_cannot_loop() {
     let b = board();
     let id = add(b.path(), "Never finished");
     decision(&hook(b.path(), "stop", STOP_INPUT.as_bytes(), FAST)).expect("handed over");
-    // Ends its turn again within the same continuation, still holding the task.
-    let again = STOP_INPUT.replace("\"stop_hook_active\":false", "\"stop_hook_active\":true");
-    let o = hook(b.path(), "stop", again.as_bytes(), FAST);
+    // Ends its turn at once: reminded (not failed), although stop_hook_active is true.
+    let r = decision(&hook(b.path(), "stop", stop_active().as_bytes(), FAST)).expect("reminder");
+    assert!(r.contains(&format!("You still hold task {id}")), "{r}");
+    // Ends it again with nothing done in between: that attempt is failed.
+    let o = hook(b.path(), "stop", stop_active().as_bytes(), FAST);
     assert_eq!(o.status.code(), Some(0));
-    let show = vine()
-        .arg("--dir")
-        .arg(b.path())
-        .args(["--json", "show", &id.to_string()])
-        .output()
-        .expect("show");
-    let v: Value = serde_json::from_slice(&show.stdout).expect("json");
-    assert_eq!(
-        v["task"]["status"], "pending",
-        "the attempt was failed: {v}"
-    );
-    assert_eq!(v["task"]["attempts"], 1);
+    let t = show(b.path(), id);
+    assert_eq!(t["status"], "pending", "the attempt was failed: {t}");
+    assert_eq!(t["attempts"], 1);
     assert!(
-        v["task"]["last_error"]
+        t["last_error"]
             .as_str()
             .unwrap_or("")
             .contains("ended its turn twice"),
-        "{v}"
+        "{t}"
     );
+}
+
+/// Recorded inputs of a worker handed a task: the first turn-end while holding it gets a
+/// reminder naming the task and the exact command; a tool call in between earns another
+/// reminder; only a second consecutive turn-end with no tool call fails the attempt. A
+/// heartbeat that is not a tool call (the keepalive's, `vine heartbeat`) is no progress.
+#[test]
+fn a_worker_handed_a_task_is_reminded_and_fails_only_without_progress() {
+    let b = board();
+    let id = add(b.path(), "Write hello.txt");
+    let handed = decision(&hook(b.path(), "stop", STOP_INPUT.as_bytes(), FAST)).expect("handed");
+    assert!(
+        handed.contains(&format!("Task {id} is claimed for you")),
+        "{handed}"
+    );
+    let holds = |t: &Value| t["status"] == "in_progress" && t["attempts"] == 1;
+
+    // 1. The model ends its turn at once (stop_hook_active: true): a reminder, not a failure.
+    let r = decision(&hook(b.path(), "stop", stop_active().as_bytes(), FAST))
+        .expect("a reminder, not a failed attempt");
+    assert!(r.contains(&format!("You still hold task {id}")), "{r}");
+    assert!(
+        r.contains(&format!(
+            "vine complete {id} --worker w1 --attempt 1 --result"
+        )),
+        "the exact command: {r}"
+    );
+    assert!(holds(&show(b.path(), id)), "{}", show(b.path(), id));
+
+    // 2. It makes a tool call, then ends its turn again: progress, so reminded again.
+    let o = hook(
+        b.path(),
+        "post-tool-use",
+        POST_TOOL_USE_INPUT.as_bytes(),
+        FAST,
+    );
+    assert_eq!(o.status.code(), Some(0));
+    let r = decision(&hook(b.path(), "stop", stop_active().as_bytes(), FAST))
+        .expect("reminded again after progress");
+    assert!(r.contains(&format!("You still hold task {id}")), "{r}");
+    assert!(holds(&show(b.path(), id)), "{}", show(b.path(), id));
+
+    // 3. A heartbeat that is no tool call is no progress: the next turn-end fails the attempt.
+    let hb = vine()
+        .arg("--dir")
+        .arg(b.path())
+        .args(["heartbeat", "--worker", "w1"])
+        .output()
+        .expect("heartbeat");
+    assert!(hb.status.success());
+    let o = hook(b.path(), "stop", stop_active().as_bytes(), FAST);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let t = show(b.path(), id);
+    assert_eq!(t["status"], "pending", "the attempt was failed: {t}");
+    assert_eq!(t["attempts"], 1, "{t}");
+
+    // The count is the session's: a reminder given in one session is not held against another
+    // session of the same worker (a resumed or restarted one).
+    let id2 = add(b.path(), "Second");
+    decision(&hook(b.path(), "stop", STOP_INPUT.as_bytes(), FAST)).expect("handed");
+    decision(&hook(b.path(), "stop", stop_active().as_bytes(), FAST)).expect("reminder");
+    let other = stop_active().replace("8c1f0a7e-1111", "9d2e1b8f-2222");
+    let r = decision(&hook(b.path(), "stop", other.as_bytes(), FAST)).expect("reminder");
+    assert!(r.contains(&format!("You still hold task {id2}")), "{r}");
+    assert_eq!(show(b.path(), id2)["status"], "in_progress");
 }
 
 #[test]
@@ -353,4 +439,211 @@ fn a_deregistered_worker_is_let_go() {
     assert!(out.status.success());
     let o = hook(b.path(), "stop", STOP_INPUT.as_bytes(), &env);
     assert_eq!((o.status.code(), decision(&o)), (Some(0), None), "{o:?}");
+}
+
+/// The pids of running `vine hook keepalive` processes tied to process `owner`.
+fn keepalives_of(owner: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmd
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).to_string())
+            .collect();
+        let state = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let zombie = state
+            .rfind(')')
+            .and_then(|i| state[i + 1..].split_whitespace().next())
+            == Some("Z");
+        if !zombie
+            && args.iter().any(|a| a == "keepalive")
+            && args
+                .windows(2)
+                .any(|w| w[0] == "--pid" && w[1] == owner.to_string())
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn last_heartbeat(dir: &Path, worker: &str) -> Option<String> {
+    let file: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("worker-status.json")).ok()?).ok()?;
+    file[worker]["last_heartbeat"].as_str().map(str::to_string)
+}
+
+/// Polls `f` every 100 ms until it is true or `limit` passes.
+fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A throwaway "Claude": a shell that runs the SessionStart hook `times` times in a session of
+/// its own (as Claude Code runs hooks), then `exec sleep 60` (same process, same start time),
+/// with its stdout and stderr on pipes the test reads to the end.
+fn fake_claude(dir: &Path, times: usize, env: &[(&str, &str)]) -> std::process::Child {
+    let input = dir.join("session-start-input.json");
+    std::fs::write(&input, SESSION_START_INPUT).expect("write input");
+    let hook = r#"setsid "$VINE" --dir "$BOARD" hook session-start < "$INPUT"; "#;
+    let script = format!("{}exec sleep 60 >/dev/null 2>&1", hook.repeat(times));
+    let mut c = Command::new("bash");
+    c.args(["-c", &script])
+        .env("VINE", env!("CARGO_BIN_EXE_vine"))
+        .env("BOARD", dir)
+        .env("INPUT", &input)
+        .env_remove("VINE_URL")
+        .env_remove("VINE_DIR")
+        .env_remove("VINE_KEEPALIVE")
+        .env_remove("WORKER_ID")
+        .env("VINE_RUNTIME_DIR", runtime_dir(dir))
+        // Claude Code sets this for every hook it runs.
+        .env("CLAUDE_PROJECT_DIR", dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.spawn().expect("spawn bash")
+}
+
+/// Reads a child's stdout to the end on a thread; the receiver gets it at EOF.
+fn read_to_eof(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::Read;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        let _ = err.read_to_string(&mut s);
+        let _ = tx.send(s);
+    });
+    rx
+}
+
+/// The SessionStart hook starts one detached keepalive per Claude process: it heartbeats the
+/// worker every stale limit / 3 while that process lives (a long tool call makes no
+/// PostToolUse heartbeat), holds none of the hook's pipes, is not started twice for one
+/// process, and exits when the process is gone (even while it is an unreaped zombie).
+#[test]
+fn the_session_start_keepalive_lives_and_dies_with_the_process_that_ran_the_hook() {
+    let b = tempfile::tempdir().expect("tempdir");
+    let init = vine()
+        .arg("init")
+        .arg(b.path())
+        .args(["--stale-after", "3s"])
+        .output()
+        .expect("init");
+    assert!(init.status.success());
+    let mut parent = fake_claude(b.path(), 2, &[("VINE_WORKER", "w1")]);
+    let owner = parent.id();
+    // The hooks' output reaches its end although the keepalive lives on: it holds no pipe.
+    let output = read_to_eof(&mut parent)
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the hooks' stdout and stderr reach EOF while the keepalive runs");
+    assert_eq!(
+        output.matches("You are agentvine worker `w1`").count(),
+        2,
+        "{output}"
+    );
+    let registered = last_heartbeat(b.path(), "w1").expect("registered");
+    assert!(
+        eventually(Duration::from_secs(5), || keepalives_of(owner).len() == 1),
+        "one keepalive for the process that ran the hook twice: {:?}",
+        keepalives_of(owner)
+    );
+    // It heartbeats (every 1 s with a 3 s stale limit): last_heartbeat moves, twice.
+    let mut seen = vec![registered.clone()];
+    assert!(
+        eventually(Duration::from_secs(6), || {
+            let now = last_heartbeat(b.path(), "w1").unwrap_or_default();
+            if !seen.contains(&now) {
+                seen.push(now);
+            }
+            seen.len() >= 3
+        }),
+        "no heartbeats from the keepalive: {seen:?}"
+    );
+    assert_eq!(keepalives_of(owner).len(), 1, "still exactly one");
+
+    // The "Claude" process dies (and stays an unreaped zombie for a while): the keepalive exits.
+    parent.kill().expect("kill");
+    assert!(
+        eventually(Duration::from_secs(5), || keepalives_of(owner).is_empty()),
+        "the keepalive outlived its process: {:?}",
+        keepalives_of(owner)
+    );
+    parent.wait().expect("reap");
+    let last = last_heartbeat(b.path(), "w1");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        last_heartbeat(b.path(), "w1"),
+        last,
+        "a heartbeat after the end"
+    );
+
+    // With VINE_KEEPALIVE=0 (set by `vine worker`, which heartbeats itself) none is started.
+    let mut parent = fake_claude(
+        b.path(),
+        1,
+        &[("VINE_WORKER", "w2"), ("VINE_KEEPALIVE", "0")],
+    );
+    let owner = parent.id();
+    let output = read_to_eof(&mut parent)
+        .recv_timeout(Duration::from_secs(20))
+        .expect("EOF");
+    assert!(output.contains("You are agentvine worker `w2`"), "{output}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(keepalives_of(owner).is_empty());
+    parent.kill().expect("kill");
+    parent.wait().expect("reap");
+}
+
+/// A SessionStart hook that cannot reach the board says so in the session's context (stdout),
+/// where the model sees it, and still exits 0; Claude Code would hide a line on stderr.
+#[test]
+fn session_start_tells_claude_when_the_board_cannot_be_reached() {
+    let b = board();
+    let missing = b.path().join("nope");
+    let o = hook(
+        &missing,
+        "session-start",
+        SESSION_START_INPUT.as_bytes(),
+        &[("VINE_WORKER", "w1")],
+    );
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let text = stdout(&o);
+    assert!(text.contains("cannot reach its agentvine board"), "{text}");
+    assert!(text.contains("no board at"), "the cause: {text}");
+    assert!(text.contains("w1"), "{text}");
+    let o = hook(
+        b.path(),
+        "session-start",
+        SESSION_START_INPUT.as_bytes(),
+        &[
+            ("VINE_WORKER", "w1"),
+            ("VINE_URL", "http://127.0.0.1:9"),
+            ("VINE_RETRY_FOR", "0s"),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(
+        stdout(&o).contains("cannot reach its agentvine board"),
+        "{o:?}"
+    );
 }

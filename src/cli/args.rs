@@ -101,7 +101,10 @@ pub enum Command {
         retry_backoff_max: Option<String>,
         /// Set up the Claude Code project in DIR (default: here): the agentvine skill, the
         /// hooks in .claude/settings.json (merged, idempotent) and CLAUDE.md for --role. The
-        /// board goes to DIR/.vine unless --url or --dir names another.
+        /// board is --url ($VINE_URL), else --dir ($VINE_DIR), else the one the settings
+        /// already record, else DIR/.vine (created); any other than DIR/.vine is recorded in
+        /// the settings' env as VINE_URL or VINE_DIR (never the key), so the hooks find it.
+        /// Prints start commands that work as pasted.
         #[arg(long)]
         claude: bool,
         /// With --claude: worker or coordinator.
@@ -293,15 +296,25 @@ pub enum Command {
     /// $VINE_MAX_IDLE (default 10m) and $VINE_HOOK_WAIT (how long it waits for work inside the
     /// hook before handing a turn back, default 60s; keep it well below the hook's timeout)
     /// and $VINE_HOOK_POLL (how often it looks while waiting, default 2s).
-    /// A hook never fails a session: on any error it explains on stderr and exits 0.
+    /// A hook never keeps a session from ending: on any error it explains on stderr, exits 0,
+    /// and the stop goes through (SessionStart tells the session in its context instead).
+    /// The hooks keep per-session state (tool calls, reminders) and the keepalive's lock in
+    /// $VINE_RUNTIME_DIR (default $XDG_RUNTIME_DIR/agentvine, else /tmp/agentvine-UID).
     Hook {
         #[command(subcommand)]
         event: HookCmd,
     },
-    /// Start a Claude Code worker (`claude -p`) set up for the board: VINE_WORKER,
-    /// VINE_CAPABILITIES, VINE_MAX_IDLE, the board's location, and
+    /// Start a Claude Code worker (`claude -p --allowedTools Bash`) in this folder, set up for
+    /// the board: VINE_WORKER, VINE_CAPABILITIES, VINE_MAX_IDLE, the board's location,
     /// CLAUDE_CODE_STOP_HOOK_BLOCK_CAP=0 (without it Claude Code ends the session after 8
-    /// Stop-hook blocks, cutting an idle worker off). The project needs `vine init --claude`.
+    /// Stop-hook blocks, cutting an idle worker off) and VINE_KEEPALIVE=0 (this command
+    /// heartbeats the worker while claude runs, also through long tool calls).
+    ///
+    /// The folder needs `vine init --claude`. Before starting claude (which hides hook
+    /// errors) it checks that the folder's Claude Code settings have the agentvine hooks and
+    /// the `vine` they run exists, that the board the hooks will see (the settings' env wins
+    /// over the environment) opens and is the one given here, and that the worker id is
+    /// valid; otherwise it explains and exits 2.
     #[command(after_help = "Example:
   vine --url https://vps:5555 worker --worker w1 --capability python -- --model sonnet")]
     Worker(WorkerStartArgs),
@@ -503,13 +516,28 @@ pub enum MsgCmd {
 #[derive(Debug, Subcommand, Clone, Copy)]
 pub enum HookCmd {
     /// Stop: hands the worker its next task, waits for work, or lets the session end after
-    /// the idle limit (marking the worker offline).
+    /// the idle limit (marking the worker offline). A worker that ends its turn holding a task
+    /// is reminded of it; a second turn-end in a row with no tool call fails that attempt.
     Stop,
     /// SessionStart: registers the worker (capabilities from $VINE_CAPABILITIES) with its
-    /// session id and prints who it is and how to work.
+    /// session id, starts its keepalive (unless $VINE_KEEPALIVE=0) and prints who it is and how
+    /// to work, or, when the board cannot be reached, says so.
     SessionStart,
-    /// PostToolUse: a cheap heartbeat that keeps the worker's leases alive.
+    /// PostToolUse: counts the tool call (progress, for the Stop hook) and heartbeats, which
+    /// keeps the worker's leases alive.
     PostToolUse,
+    /// The background heartbeat the SessionStart hook starts: heartbeats the worker every third
+    /// of the board's stale limit while the `claude` process (pid and start time) lives.
+    #[command(hide = true)]
+    Keepalive {
+        /// The `claude` process's pid.
+        #[arg(long)]
+        pid: u32,
+        /// Its start time (clock ticks after boot, from /proc/PID/stat), so that a reused pid
+        /// is not taken for it.
+        #[arg(long)]
+        start: u64,
+    },
 }
 
 /// Arguments of `vine worker`.

@@ -5,6 +5,7 @@ pub mod args;
 mod hook;
 mod remote;
 mod render;
+mod worker;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -37,7 +38,7 @@ pub fn run(cli: Cli) -> Result<Output> {
             role,
             hook_command,
             ..
-        } => init_claude(path, cli.dir, cli.url.is_some(), &role, &hook_command),
+        } => init_claude(path, cli.dir, cli.url, &role, &hook_command),
         Command::Init { .. } if cli.url.is_some() => Err(Error::Invalid(
             "vine init creates a local board; a server's board is created by `vine serve --root DIR`".into(),
         )),
@@ -112,7 +113,12 @@ pub fn run(cli: Cli) -> Result<Output> {
         ),
         Command::Hook { event } => {
             let (url, dir, key_file) = (cli.url.clone(), cli.dir.clone(), cli.key_file.clone());
-            Ok(hook::run(event, move |quick| match &url {
+            let global = hook::Global {
+                dir: cli.dir,
+                url: cli.url,
+                key_file: cli.key_file,
+            };
+            Ok(hook::run(event, &global, move |quick| match &url {
                 Some(u) if quick => remote::quick_board(u, key_file.as_deref()),
                 Some(u) => remote::board(u, key_file.as_deref()),
                 None => open_board(dir.as_deref()),
@@ -129,26 +135,63 @@ pub fn run(cli: Cli) -> Result<Output> {
 }
 
 /// `vine init --claude`: the Claude Code side of a project, and its board unless it is remote.
+///
+/// The board is `--url` (or `$VINE_URL`), else `--dir` (or `$VINE_DIR`), else the one the
+/// project's settings already record, else `PROJECT/.vine`; any board but that default is
+/// recorded in the settings' `env`, so the start commands printed work as they are.
 fn init_claude(
     project: Option<PathBuf>,
     board_dir: Option<PathBuf>,
-    remote: bool,
+    url: Option<String>,
     role: &str,
     hook_command: &str,
 ) -> Result<Output> {
-    let role = agentvine::claude::Role::parse(role)
+    use agentvine::claude::{BoardEnv, Role};
+    let role = Role::parse(role)
         .ok_or_else(|| Error::Invalid(format!("--role {role:?}: use worker or coordinator")))?;
     let project = match project {
         Some(p) => p,
         None => std::env::current_dir().map_err(|e| Error::io("reading", ".", e))?,
     };
-    let installed = agentvine::claude::install(&project, role, hook_command)?;
-    let board = if remote {
-        None
-    } else {
-        let dir = board_dir.unwrap_or_else(|| project.join(DEFAULT_DIR));
-        Some(Board::init(&dir)?.location())
+    if !project.is_dir() {
+        return Err(Error::Invalid(format!(
+            "{} is not a folder; give the Claude Code project's folder",
+            project.display()
+        )));
+    }
+    let project = project
+        .canonicalize()
+        .map_err(|e| Error::io("opening", &project, e))?;
+    let env_dir = std::env::var_os("VINE_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from);
+    let board = match (url, board_dir.or(env_dir)) {
+        (Some(u), _) => BoardEnv::Url(u),
+        (None, Some(d)) => BoardEnv::Dir(d),
+        (None, None) => agentvine::claude::recorded_board(&project)?
+            .unwrap_or_else(|| BoardEnv::Dir(project.join(DEFAULT_DIR))),
     };
+    // A local board is created (or kept) first, so its path can be recorded absolute.
+    let (board, shown) = match board {
+        BoardEnv::Dir(d) => {
+            Board::init(&d)?;
+            let d = d.canonicalize().map_err(|e| Error::io("opening", &d, e))?;
+            let shown = d.display().to_string();
+            if d == project.join(DEFAULT_DIR) {
+                (BoardEnv::Discovered, shown)
+            } else {
+                (BoardEnv::Dir(d), shown)
+            }
+        }
+        other => {
+            let shown = match &other {
+                BoardEnv::Url(u) => u.clone(),
+                _ => String::new(),
+            };
+            (other, shown)
+        }
+    };
+    let installed = agentvine::claude::install(&project, role, hook_command, Some(&board))?;
     let mut text = String::new();
     for f in &installed.written {
         text.push_str(&format!("Wrote {}\n", f.display()));
@@ -156,74 +199,68 @@ fn init_claude(
     if installed.written.is_empty() {
         text.push_str("Already set up: nothing to change.\n");
     }
-    if let Some(b) = &board {
-        text.push_str(&format!("Board: {b}\n"));
-    }
-    text.push_str(match role {
-        agentvine::claude::Role::Worker => {
-            "Start a worker: VINE_WORKER=w1 CLAUDE_CODE_STOP_HOOK_BLOCK_CAP=0 claude -p \"Work on the agentvine board.\" --allowedTools Bash"
-        }
-        agentvine::claude::Role::Coordinator => {
-            "Start the coordinator: claude, then describe the goal; it adds tasks with `vine add`."
-        }
+    text.push_str(&match &board {
+        BoardEnv::Discovered => format!("Board: {shown} (found from the project folder)\n"),
+        BoardEnv::Dir(_) => format!(
+            "Board: {shown} (recorded as VINE_DIR in .claude/settings.json, so the hooks and `vine` in sessions started here use it)\n"
+        ),
+        BoardEnv::Url(_) => format!(
+            "Board: {shown} (recorded as VINE_URL in .claude/settings.json; the API key is not: export VINE_API_KEY or VINE_API_KEY_FILE before starting claude)\n"
+        ),
     });
+    text.push_str(&start_commands(&project, role));
     Ok(Output {
-        json: json!({"written": installed.written, "hooks_added": installed.hooks_added, "board": board}),
+        json: json!({
+            "written": installed.written,
+            "hooks_added": installed.hooks_added,
+            "board": shown,
+            "project": project,
+        }),
         text,
         exit: ExitCode::Done,
     })
 }
 
-/// `vine worker`: runs `claude -p` with the environment a worker needs.
+/// The commands that start sessions in `project`, ready to paste.
+fn start_commands(project: &Path, role: agentvine::claude::Role) -> String {
+    let cd = format!("cd {} && ", shell_quote(&project.display().to_string()));
+    let trust = "Claude Code ignores permissions.allow (the Bash(vine:*) rule in .claude/settings.json) in a folder \
+                 you have not trusted, so these commands pass --allowedTools. To rely on the rule instead, start \
+                 `claude` in this folder once and accept the trust dialog.";
+    match role {
+        agentvine::claude::Role::Worker => format!(
+            "Start a worker (each needs its own id):\n  {cd}vine worker --worker w1\n\
+             the same by hand:\n  {cd}VINE_WORKER=w1 CLAUDE_CODE_STOP_HOOK_BLOCK_CAP=0 claude -p \"Work on the agentvine board.\" --allowedTools Bash\n\
+             an interactive worker session:\n  {cd}VINE_WORKER=w1 claude --allowedTools \"Bash(vine *)\"\n{trust}"
+        ),
+        agentvine::claude::Role::Coordinator => format!(
+            "Start the coordinator, then describe the goal (it adds tasks with `vine add`):\n  \
+             {cd}claude --allowedTools \"Bash(vine *)\"\n{trust}"
+        ),
+    }
+}
+
+/// Quotes a word for a POSIX shell when it needs it.
+fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// `vine worker`: checks the project's hooks will work, then runs `claude -p` with the
+/// environment a worker needs and heartbeats the worker while it runs.
 fn worker_start(
     a: args::WorkerStartArgs,
     url: Option<&str>,
     dir: Option<&Path>,
     key_file: Option<&Path>,
 ) -> Result<Output> {
-    agentvine::validate::name("worker id", &a.worker)?;
-    for c in &a.capabilities {
-        agentvine::validate::name("capability", c)?;
-    }
-    duration(&a.max_idle, "--max-idle")?;
-    let mut cmd = std::process::Command::new(&a.claude);
-    cmd.arg("-p")
-        .arg(&a.prompt)
-        .args(["--allowedTools", "Bash"])
-        .args(&a.claude_args)
-        .env("VINE_WORKER", &a.worker)
-        .env("VINE_CAPABILITIES", a.capabilities.join(","))
-        .env("VINE_MAX_IDLE", &a.max_idle)
-        .env("CLAUDE_CODE_STOP_HOOK_BLOCK_CAP", "0");
-    if let Some(u) = url {
-        cmd.env("VINE_URL", u);
-    }
-    if let Some(k) = key_file {
-        // The hooks inside the session need the key too.
-        let k = k
-            .canonicalize()
-            .map_err(|e| Error::io("opening the key file", k, e))?;
-        cmd.env(agentvine::apikey::ENV_KEY_FILE, k);
-    }
-    if let Some(d) = dir {
-        let d = d.canonicalize().map_err(|e| Error::io("opening", d, e))?;
-        cmd.env("VINE_DIR", d);
-    }
-    let status = cmd.status().map_err(|e| {
-        Error::Invalid(format!(
-            "cannot start {:?}: {e}. Install Claude Code (npm install -g @anthropic-ai/claude-code) or pass --claude PATH",
-            a.claude
-        ))
-    })?;
-    Ok(Output {
-        json: json!({"worker": a.worker, "exit": status.code()}),
-        text: String::new(),
-        exit: if status.success() {
-            ExitCode::Done
-        } else {
-            ExitCode::Other
-        },
-    })
+    worker::start(a, url, dir, key_file)
 }
 
 /// `vine serve`.

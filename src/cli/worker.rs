@@ -1,0 +1,295 @@
+//! `vine worker`: starts `claude -p` as a worker in the current folder. Claude Code shows no
+//! hook error in `-p` mode, so before it starts `claude` it checks what the session's hooks
+//! will see: the project's settings have the agentvine hooks and the `vine` they run exists;
+//! the board they will use (from the environment given to `claude`, overridden by the
+//! settings' `env`, as Claude Code does) opens and is the board `vine worker` was told to use;
+//! the worker id is valid. Anything wrong: a clear message and exit 2, and `claude` is not
+//! started. While `claude` runs, a thread heartbeats the worker (so a long tool call never
+//! makes it look stale), and `VINE_KEEPALIVE=0` tells the hooks not to start a keepalive.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use agentvine::claude::{self, HOOK_SUBCOMMANDS, HookSetup};
+use agentvine::hook::keepalive;
+use agentvine::{Board, Error, ExitCode, Result};
+use serde_json::json;
+
+use super::args::WorkerStartArgs;
+use super::{Output, duration, remote};
+
+/// Where the session's board is, as the hooks will find it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Location {
+    Url(String),
+    Dir(PathBuf),
+}
+
+impl Location {
+    fn dir(d: &Path) -> Self {
+        Location::Dir(d.canonicalize().unwrap_or_else(|_| d.to_path_buf()))
+    }
+
+    fn same(&self, other: &Location) -> bool {
+        match (self, other) {
+            (Location::Url(a), Location::Url(b)) => {
+                a.trim_end_matches('/') == b.trim_end_matches('/')
+            }
+            (a, b) => a == b,
+        }
+    }
+
+    fn show(&self) -> String {
+        match self {
+            Location::Url(u) => u.clone(),
+            Location::Dir(d) => d.display().to_string(),
+        }
+    }
+}
+
+/// Claude Code's user settings file: `$CLAUDE_CONFIG_DIR/settings.json`, else
+/// `~/.claude/settings.json`.
+fn user_settings() -> Option<PathBuf> {
+    let from = |v: &str| {
+        std::env::var_os(v)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+    };
+    from("CLAUDE_CONFIG_DIR")
+        .or_else(|| from("HOME").map(|h| h.join(".claude")))
+        .map(|d| d.join("settings.json"))
+}
+
+fn refuse(msg: String) -> Error {
+    Error::Invalid(format!("{msg}. claude was not started"))
+}
+
+/// True if the program a hook command runs can be found: a path that exists, or a name on
+/// `PATH`.
+fn program_exists(command: &str) -> Option<String> {
+    let program = command.split_whitespace().next()?.trim_matches(['"', '\'']);
+    let found = if program.contains('/') {
+        Path::new(program).is_file()
+    } else {
+        std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+    };
+    (!found).then(|| program.to_string())
+}
+
+/// Checks the hooks are there and runnable.
+fn check_hooks(setup: &HookSetup, project: &Path) -> Result<()> {
+    let missing: Vec<&str> = HOOK_SUBCOMMANDS
+        .iter()
+        .copied()
+        .filter(|s| !setup.commands.contains_key(*s))
+        .collect();
+    if !missing.is_empty() {
+        return Err(refuse(format!(
+            "{} is not set up for agentvine workers: Claude Code's settings there have no `vine hook {}` hook, so the \
+             session would never get a task. Run `vine init --claude` in that folder first (Claude Code reads \
+             .claude/settings.json from the folder it starts in)",
+            project.display(),
+            missing.join("`, `vine hook ")
+        )));
+    }
+    for (sub, command) in &setup.commands {
+        if let Some(p) = program_exists(command) {
+            return Err(refuse(format!(
+                "the {sub} hook runs `{command}`, but {p} cannot be found (not on PATH, or no such file). \
+                 Put vine on the PATH, or run `vine init --claude --hook-command /full/path/to/vine` again"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The board the hooks will use, and where that choice comes from.
+fn hooks_board(
+    setup: &HookSetup,
+    project: &Path,
+    given: &[(&str, String)],
+) -> Result<(Location, String)> {
+    let from_settings = |k: &str| setup.env.get(k).filter(|(v, _)| !v.is_empty());
+    let from_given = |k: &str| {
+        given
+            .iter()
+            .find(|(n, v)| *n == k && !v.is_empty())
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    };
+    let pick = |k: &str| -> Option<(String, String)> {
+        match from_settings(k) {
+            Some((v, file)) => Some((v.clone(), format!("{k} in {}", file.display()))),
+            None => from_given(k).map(|v| (v, format!("${k}"))),
+        }
+    };
+    if let Some((u, why)) = pick("VINE_URL") {
+        return Ok((Location::Url(u), why));
+    }
+    if let Some((d, why)) = pick("VINE_DIR") {
+        return Ok((Location::dir(Path::new(&d)), why));
+    }
+    match Board::find_dir(project) {
+        Some(d) => Ok((
+            Location::dir(&d),
+            format!("the .vine/ found from {}", project.display()),
+        )),
+        None => Err(refuse(format!(
+            "the hooks would find no board: no VINE_URL or VINE_DIR in the environment or in {}'s Claude Code \
+             settings, and no .vine/ at or above it. Give --dir or --url, or run `vine init --claude --dir BOARD` \
+             there to record the board",
+            project.display()
+        ))),
+    }
+}
+
+/// Runs `vine worker`.
+pub fn start(
+    a: WorkerStartArgs,
+    url: Option<&str>,
+    dir: Option<&Path>,
+    key_file: Option<&Path>,
+) -> Result<Output> {
+    agentvine::validate::name("worker id", &a.worker)?;
+    for c in &a.capabilities {
+        agentvine::validate::name("capability", c)?;
+    }
+    duration(&a.max_idle, "--max-idle")?;
+    let project = std::env::current_dir().map_err(|e| Error::io("reading", ".", e))?;
+    let setup = claude::hook_setup(&project, user_settings().as_deref())
+        .map_err(|e| refuse(format!("Claude Code's settings cannot be read: {e}")))?;
+    check_hooks(&setup, &project)?;
+
+    // What `claude` gets from here: the flags, canonical paths.
+    let mut given: Vec<(&str, String)> = Vec::new();
+    if let Some(u) = url {
+        given.push(("VINE_URL", u.to_string()));
+    }
+    if let Some(d) = dir {
+        let d = d
+            .canonicalize()
+            .map_err(|e| refuse(format!("--dir {}: {e}", d.display())))?;
+        given.push(("VINE_DIR", d.display().to_string()));
+    }
+    let key_file = key_file
+        .map(|k| {
+            k.canonicalize()
+                .map_err(|e| Error::io("opening the key file", k, e))
+        })
+        .transpose()?;
+
+    // The board the hooks will see, and the one this command was told to use, must be one.
+    let (hooks, why) = hooks_board(&setup, &project, &given)?;
+    let told = url.map(|u| Location::Url(u.to_string())).or_else(|| {
+        dir.map(Location::dir).or_else(|| {
+            std::env::var_os("VINE_DIR")
+                .filter(|d| !d.is_empty())
+                .map(|d| Location::dir(Path::new(&d)))
+        })
+    });
+    if let Some(told) = &told
+        && !told.same(&hooks)
+    {
+        return Err(refuse(format!(
+            "vine worker was told to use the board at {}, but the session's hooks would use {} ({why}; Claude Code \
+             applies the settings' env over the environment). Run `vine init --claude --dir BOARD` (or \
+             `vine --url URL init --claude`) here to record the board you mean, or leave out --dir/--url",
+            told.show(),
+            hooks.show()
+        )));
+    }
+    let open = || -> Result<Board> {
+        match &hooks {
+            Location::Url(u) => remote::board(u, key_file.as_deref()),
+            Location::Dir(d) => Board::open(d),
+        }
+    };
+    let settings = open().and_then(|b| b.settings()).map_err(|e| {
+        refuse(format!(
+            "the session's hooks could not use the board at {} ({why}): {e}",
+            hooks.show()
+        ))
+    })?;
+
+    let mut cmd = std::process::Command::new(&a.claude);
+    cmd.arg("-p")
+        .arg(&a.prompt)
+        .args(["--allowedTools", "Bash"])
+        .args(&a.claude_args)
+        .env("VINE_WORKER", &a.worker)
+        .env("VINE_CAPABILITIES", a.capabilities.join(","))
+        .env("VINE_MAX_IDLE", &a.max_idle)
+        .env("CLAUDE_CODE_STOP_HOOK_BLOCK_CAP", "0")
+        // This process heartbeats the worker; the hooks start no keepalive of their own.
+        .env("VINE_KEEPALIVE", "0");
+    for (k, v) in &given {
+        cmd.env(k, v);
+    }
+    if let Some(k) = &key_file {
+        // The hooks inside the session need the key too.
+        cmd.env(agentvine::apikey::ENV_KEY_FILE, k);
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        Error::Invalid(format!(
+            "cannot start {:?}: {e}. Install Claude Code (npm install -g @anthropic-ai/claude-code) or pass --claude PATH",
+            a.claude
+        ))
+    })?;
+
+    // Heartbeats while claude runs: quick requests, so the thread ends soon after claude.
+    let (stop, stopped) = mpsc::channel::<()>();
+    let every = keepalive::interval(&settings);
+    let worker = a.worker.clone();
+    let beat_board = match &hooks {
+        Location::Url(u) => remote::quick_board(u, key_file.as_deref()),
+        Location::Dir(d) => Board::open(d),
+    };
+    let beats = beat_board.ok().map(|board| {
+        std::thread::spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                let _ = keepalive::beat(&board, &worker);
+            }
+        })
+    });
+    let status = child
+        .wait()
+        .map_err(|e| Error::Invalid(format!("waiting for {:?}: {e}", a.claude)));
+    drop(stop);
+    if let Some(t) = beats {
+        let _ = t.join();
+    }
+    let status = status?;
+    Ok(Output {
+        json: json!({"worker": a.worker, "exit": status.code()}),
+        text: String::new(),
+        exit: if status.success() {
+            ExitCode::Done
+        } else {
+            ExitCode::Other
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_compare_without_a_trailing_slash() {
+        let a = Location::Url("http://h:1/".into());
+        assert!(a.same(&Location::Url("http://h:1".into())));
+        assert!(!a.same(&Location::Url("http://h:2".into())));
+        assert!(!a.same(&Location::Dir("/x".into())));
+    }
+
+    #[test]
+    fn hook_programs_are_looked_up() {
+        assert!(program_exists("/bin/sh -c x").is_none());
+        assert_eq!(
+            program_exists("/nonexistent/vine hook stop").as_deref(),
+            Some("/nonexistent/vine")
+        );
+        assert!(program_exists("sh hook stop").is_none(), "found on PATH");
+    }
+}
