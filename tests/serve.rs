@@ -2394,6 +2394,221 @@ fn execute_concurrency_is_capped() {
     s.assert_alive();
 }
 
+/// Live processes whose environment holds `VINE_TEST_TAG=` followed by `prefix` (what a command
+/// starts after `export VINE_TEST_TAG=...`), with the rest of each tag.
+fn tagged(prefix: &str) -> Vec<(u32, String)> {
+    let needle = format!("VINE_TEST_TAG={prefix}");
+    let mut found = vec![];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        for var in env.split(|b| *b == 0) {
+            let var = String::from_utf8_lossy(var);
+            if let Some(rest) = var.strip_prefix(&needle)
+                && pid_alive(pid)
+            {
+                found.push((pid, rest.to_string()));
+            }
+        }
+    }
+    found
+}
+
+/// Kills the tagged processes a test left behind, whatever the outcome of the test.
+struct KillTagged(String);
+
+impl Drop for KillTagged {
+    fn drop(&mut self) {
+        for (pid, _) in tagged(&self.0) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Ways a command can leave a process running past its own end.
+const DETACHED: &[(&str, &str)] = &[
+    ("setsid", "setsid sleep 300 &"),
+    (
+        "setsid, a shell ignoring signals",
+        "setsid sh -c 'trap \"\" HUP INT TERM; sleep 300' &",
+    ),
+    ("nohup", "nohup sleep 300 >/dev/null 2>&1 &"),
+    (
+        "nohup and disown",
+        "bash -c 'nohup sleep 300 >/dev/null 2>&1 & disown'",
+    ),
+    (
+        "a double fork",
+        "(sleep 300 &)\n(setsid sleep 300 </dev/null >/dev/null 2>&1 &)",
+    ),
+    (
+        "a daemon with a new session in a subshell",
+        "( setsid sh -c 'sleep 300 & sleep 300' >/dev/null 2>&1 & ) &",
+    ),
+];
+
+#[test]
+fn execute_kills_what_a_command_detached_when_it_returns() {
+    let mut s = Server::start();
+    let prefix = format!("detached-{}-", std::process::id());
+    let _cleanup = KillTagged(prefix.clone());
+    for (i, (how, cmd)) in DETACHED.iter().enumerate() {
+        let tag = format!("{prefix}{i}");
+        let started = Instant::now();
+        let v = s
+            .exec(&format!(
+                "export VINE_TEST_TAG={tag}\n{cmd}\nsleep 0.2\necho done"
+            ))
+            .ok();
+        assert_eq!(v["stdout"], "done\n", "{how}: {v}");
+        assert_eq!(v["returncode"], 0, "{how}: {v}");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{how}: the reply took {:?}",
+            started.elapsed()
+        );
+        let left = tagged(&tag);
+        assert!(
+            left.is_empty(),
+            "{how}: processes {left:?} outlived the request ({cmd})"
+        );
+    }
+    s.assert_alive();
+}
+
+#[test]
+fn execute_timeout_kills_what_a_command_detached() {
+    let mut s = Opts::new().arg("--exec-timeout").arg("1s").start();
+    let tag = format!("timeout-{}", std::process::id());
+    let _cleanup = KillTagged(tag.clone());
+    let detach: Vec<&str> = DETACHED.iter().map(|(_, c)| *c).collect();
+    let started = Instant::now();
+    let r = s.exec(&format!(
+        "export VINE_TEST_TAG={tag}\n{}\necho before; echo before-err >&2\nsleep 300\necho never",
+        detach.join("\n")
+    ));
+    let took = started.elapsed();
+    let v = r.json();
+    assert_eq!(v["status"], "error", "{v}");
+    assert_eq!(v["returncode"], -9, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("longer than 1s"),
+        "{v}"
+    );
+    assert_eq!(v["stdout"], "before\n", "the output read so far: {v}");
+    assert_eq!(v["stderr"], "before-err\n", "{v}");
+    assert!(
+        took < Duration::from_secs(5),
+        "the reply came {took:?} after a 1s timeout"
+    );
+    let left = tagged(&tag);
+    assert!(left.is_empty(), "processes {left:?} outlived the timeout");
+    s.assert_alive();
+}
+
+#[test]
+fn execute_returns_the_output_of_a_command_whose_detached_child_holds_the_pipe() {
+    let mut s = Server::start();
+    let tag = format!("pipe-{}", std::process::id());
+    let _cleanup = KillTagged(tag.clone());
+    let started = Instant::now();
+    // The detached sleep keeps stdout and stderr open after the shell has exited.
+    let v = s
+        .exec(&format!(
+            "export VINE_TEST_TAG={tag}; seq 1 3; echo warn >&2; setsid sleep 300 & exit 7"
+        ))
+        .json();
+    assert_eq!(v["stdout"], "1\n2\n3\n", "{v}");
+    assert_eq!(v["stderr"], "warn\n", "{v}");
+    assert_eq!(v["returncode"], 7, "{v}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(tagged(&tag).is_empty());
+    s.assert_alive();
+}
+
+#[test]
+fn execute_concurrency_cap_covers_detached_processes() {
+    const COMMANDS: usize = 10;
+    const CAP: usize = 4;
+    let mut s = Opts::new()
+        .arg("--exec-max-concurrent")
+        .arg(CAP.to_string())
+        .start();
+    let prefix = format!("cap-{}-", std::process::id());
+    let _cleanup = KillTagged(prefix.clone());
+    // Watch how many commands have processes alive at once.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (done, prefix) = (done.clone(), prefix.clone());
+        std::thread::spawn(move || {
+            let mut most = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let commands: BTreeSet<String> =
+                    tagged(&prefix).into_iter().map(|(_, t)| t).collect();
+                most = most.max(commands.len());
+                sleep(Duration::from_millis(5));
+            }
+            most
+        })
+    };
+    let addr = s.addr;
+    let clients: Vec<_> = (0..COMMANDS)
+        .map(|i| {
+            let tag = format!("{prefix}{i}");
+            std::thread::spawn(move || {
+                let body = json!({"command": format!(
+                    "export VINE_TEST_TAG={tag}\n\
+                     setsid sh -c 'while :; do sleep 0.05; done' >/dev/null 2>&1 &\n\
+                     sleep 0.3; echo ran"
+                )})
+                .to_string();
+                let req = request(
+                    addr,
+                    "POST",
+                    "/execute",
+                    &[("X-API-Key", KEY)],
+                    Some(body.as_bytes()),
+                );
+                loop {
+                    let r = send_raw(addr, &req).unwrap();
+                    check_reply("POST", "/execute", &r);
+                    if r.status != 429 {
+                        return r;
+                    }
+                    sleep(Duration::from_millis(20));
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().unwrap().ok()["stdout"], "ran\n");
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let most = watcher.join().unwrap();
+    assert!(most >= 1, "the watcher never saw a command's processes");
+    assert!(
+        most <= CAP,
+        "processes of {most} commands ran at once with --exec-max-concurrent {CAP}"
+    );
+    let left = tagged(&prefix);
+    assert!(
+        left.is_empty(),
+        "processes {left:?} outlived their requests"
+    );
+    s.assert_alive();
+}
+
 #[test]
 fn no_exec_switches_execute_off() {
     let mut s = Opts::new().arg("--no-exec").start();

@@ -16,6 +16,7 @@ mod board;
 mod exec;
 mod files;
 mod reply;
+mod supervisor;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +33,7 @@ use crate::store::local::LocalStore;
 
 pub use board::{OpRequest, parse_reply, remote_error};
 pub use reply::ErrorBody;
+pub use supervisor::{SUPERVISOR_ARG, supervise};
 
 /// The OpenAPI document of the whole API.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -65,12 +67,16 @@ const BOARD_FILES: &[&str] = &[
 pub struct ExecConfig {
     /// Whether `/execute` runs commands at all (`--no-exec` turns it off).
     pub enabled: bool,
-    /// A command's whole process group is killed after this long.
+    /// A command, and every process it started, is killed after this long.
     pub timeout: Duration,
     /// Bytes of stdout and of stderr kept per command; the rest is dropped.
     pub max_output: usize,
     /// Commands running at once; more are refused with 429.
     pub max_concurrent: usize,
+    /// The program each command runs under: started with [`SUPERVISOR_ARG`], it must call
+    /// [`supervise`] (`vine` does). Default: this very program (`/proc/self/exe`). `serve`
+    /// checks it at startup and refuses to start with `/execute` on if it does not answer.
+    pub supervisor: PathBuf,
 }
 
 impl Default for ExecConfig {
@@ -80,7 +86,18 @@ impl Default for ExecConfig {
             timeout: Duration::from_secs(60),
             max_output: 1024 * 1024,
             max_concurrent: 4,
+            supervisor: this_program(),
         }
+    }
+}
+
+/// The running program, as the supervisor of `/execute` commands.
+fn this_program() -> PathBuf {
+    if cfg!(target_os = "linux") {
+        // Still the right program if its file was replaced or deleted since it started.
+        PathBuf::from("/proc/self/exe")
+    } else {
+        std::env::current_exe().unwrap_or_else(|_| PathBuf::from("vine"))
     }
 }
 
@@ -127,7 +144,7 @@ pub(crate) struct App {
     pub(crate) store: LocalStore,
     pub(crate) key: Option<ApiKey>,
     pub(crate) exec: ExecConfig,
-    pub(crate) exec_slots: tokio::sync::Semaphore,
+    pub(crate) exec_slots: Arc<tokio::sync::Semaphore>,
     pub(crate) throttle: auth::Throttle,
     pub(crate) batcher: board::Batcher,
     pub(crate) max_read: usize,
@@ -156,6 +173,9 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
         .root
         .canonicalize()
         .map_err(|e| Error::io("opening", &cfg.root, e))?;
+    if cfg.exec.enabled {
+        exec::probe(&cfg.exec)?;
+    }
     let store = LocalStore::init(&root, None)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -178,7 +198,7 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
         batcher: board::Batcher::start(store.clone()),
         store,
         key: cfg.key.clone(),
-        exec_slots: tokio::sync::Semaphore::new(cfg.exec.max_concurrent.max(1)),
+        exec_slots: Arc::new(tokio::sync::Semaphore::new(cfg.exec.max_concurrent.max(1))),
         exec: cfg.exec.clone(),
         throttle: auth::Throttle::default(),
         max_read: cfg.max_read,
