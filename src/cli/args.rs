@@ -77,6 +77,10 @@ pub struct ClaimantArgs {
 pub enum Command {
     /// Create a board (default ./.vine), or with --claude set up a Claude Code project.
     /// Existing board files are kept.
+    ///
+    /// With --url (or $VINE_URL), the board is the server's base directory: `vine serve` made
+    /// it when it started; on a server with only the original API, `vine init` runs there
+    /// through /execute (vine must be installed there). Flags change the board's settings.
     Init {
         /// Where to create it (default: --dir, $VINE_DIR, or ./.vine); with --claude, the project.
         #[arg(value_name = "DIR")]

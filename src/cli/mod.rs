@@ -38,9 +38,28 @@ pub fn run(cli: Cli) -> Result<Output> {
             hook_command,
             ..
         } => init_claude(path, cli.dir, cli.url.is_some(), &role, &hook_command),
-        Command::Init { .. } if cli.url.is_some() => Err(Error::Invalid(
-            "vine init creates a local board; a server's board is created by `vine serve --root DIR`".into(),
-        )),
+        Command::Init {
+            path,
+            lease,
+            stale_after,
+            max_retries,
+            archive_after,
+            retry_backoff,
+            retry_backoff_max,
+            ..
+        } if cli.url.is_some() => remote::init(
+            cli.url.as_deref().unwrap_or_default(),
+            cli.key_file.as_deref(),
+            path.as_deref(),
+            &remote::InitFlags {
+                lease,
+                stale_after,
+                max_retries,
+                archive_after,
+                retry_backoff,
+                retry_backoff_max,
+            },
+        ),
         Command::Init {
             path,
             lease,

@@ -125,17 +125,20 @@ pub(crate) async fn op(
     State(app): State<Arc<App>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let (Some(store), Some(batcher)) = (app.store.clone(), app.batcher.as_ref()) else {
+        // Only with --original-only, which does not route /v1/op.
+        return super::reply::not_found().await;
+    };
     let req: OpRequest = match parse_body(body) {
         Ok(r) => r,
         Err(resp) => return resp,
     };
     let result = if req.op.is_read_only() {
-        let store = app.store.clone();
         tokio::task::spawn_blocking(move || store.execute(req.op))
             .await
             .unwrap_or_else(|e| Err(Error::Protocol(format!("the read failed: {e}"))))
     } else {
-        app.batcher.apply(req.op, req.key).await
+        batcher.apply(req.op, req.key).await
     };
     let n = app.op_count.fetch_add(1, Ordering::Relaxed) + 1;
     if app.drop_every.is_some_and(|every| n % every == 0) {

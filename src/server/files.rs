@@ -212,11 +212,8 @@ pub async fn deploy(State(app): State<Arc<App>>, body: Result<Bytes, BytesReject
         let board_file = parent == app2.root && super::BOARD_FILES.contains(&name.as_str());
         let _lock = if board_file {
             check_board_file(&name, &bytes)?;
-            Some(
-                app2.store
-                    .lock()
-                    .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
-            )
+            app2.board_lock()
+                .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         } else {
             None
         };

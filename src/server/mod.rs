@@ -29,7 +29,7 @@ use axum::routing::{get, post};
 
 use crate::apikey::ApiKey;
 use crate::error::{Error, Result};
-use crate::store::local::LocalStore;
+use crate::store::local::{LocalStore, LockGuard};
 
 pub use board::{OpRequest, parse_reply, remote_error};
 pub use reply::ErrorBody;
@@ -141,17 +141,36 @@ impl ServeConfig {
 /// What every handler shares.
 pub(crate) struct App {
     pub(crate) root: PathBuf,
-    pub(crate) store: LocalStore,
+    /// The board (absent with `--original-only`: the original server creates no board; one is
+    /// made with `vine --url URL init`).
+    pub(crate) store: Option<LocalStore>,
     pub(crate) key: Option<ApiKey>,
     pub(crate) exec: ExecConfig,
     pub(crate) exec_slots: Arc<tokio::sync::Semaphore>,
     pub(crate) throttle: auth::Throttle,
-    pub(crate) batcher: board::Batcher,
+    pub(crate) batcher: Option<board::Batcher>,
     pub(crate) max_read: usize,
     pub(crate) original_only: bool,
     /// Test hook: drop every Nth `/v1/op` reply after applying the op (`VINE_TEST_DROP_REPLIES`).
     pub(crate) drop_every: Option<u64>,
     pub(crate) op_count: std::sync::atomic::AtomicU64,
+}
+
+impl App {
+    /// Takes the board lock for a write beside the board's own ops (a deploy over a board
+    /// file). Without a board of its own (`--original-only`) the server locks the board made
+    /// in its base directory since it started, if there is one; with no board there is no
+    /// other writer to exclude.
+    pub(crate) fn board_lock(&self) -> Result<Option<LockGuard>> {
+        match &self.store {
+            Some(s) => s.lock().map(Some),
+            None => match LocalStore::open(&self.root) {
+                Ok(s) => s.lock().map(Some),
+                Err(Error::NoBoard(_)) => Ok(None),
+                Err(e) => Err(e),
+            },
+        }
+    }
 }
 
 /// Runs the server until the process is stopped. Prints `listening on ADDR` once ready.
@@ -176,7 +195,12 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
     if cfg.exec.enabled {
         exec::probe(&cfg.exec)?;
     }
-    let store = LocalStore::init(&root, None)?;
+    // The original server creates nothing in its base directory; `vine serve` makes its board.
+    let store = if cfg.original_only {
+        None
+    } else {
+        Some(LocalStore::init(&root, None)?)
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -195,7 +219,7 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
         .filter(|n: &u64| *n > 0);
     let app = Arc::new(App {
         root,
-        batcher: board::Batcher::start(store.clone()),
+        batcher: store.clone().map(board::Batcher::start),
         store,
         key: cfg.key.clone(),
         exec_slots: Arc::new(tokio::sync::Semaphore::new(cfg.exec.max_concurrent.max(1))),
