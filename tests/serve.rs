@@ -2610,6 +2610,72 @@ fn execute_concurrency_cap_covers_detached_processes() {
 }
 
 #[test]
+fn context_files_through_a_symlink_leading_outside_are_refused() {
+    let mut s = Server::start();
+    let (base, outside) = (s.base(), s.outside());
+    std::fs::create_dir_all(base.join("docs")).unwrap();
+    std::fs::write(base.join("docs/spec.md"), "spec\n").unwrap();
+    std::os::unix::fs::symlink(&outside, base.join("out")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.txt"), base.join("docs/secret.md")).unwrap();
+    std::os::unix::fs::symlink(base.join("docs"), base.join("alias")).unwrap();
+    for path in [
+        "out/secret.txt",
+        "docs/secret.md",
+        "out/sub/deeper.txt",
+    ] {
+        let add = json!({"op": "add", "task": {"description": "t", "context_files": [path]}});
+        let e = s.op(add).error(400);
+        assert_eq!(e["kind"], "invalid", "{path}: {e}");
+        assert!(
+            e["message"].as_str().unwrap().contains("leads outside"),
+            "{path}: {e}"
+        );
+        let plan = json!({"op": "add-plan", "tasks": [
+            {"task": {"description": "fine"}},
+            {"task": {"description": "t", "context_files": ["docs/spec.md", path]}}]});
+        s.op(plan).error(400);
+        // The command line says the same (exit 2), on the same board.
+        let out = vine()
+            .args(["--dir"])
+            .arg(&base)
+            .args(["add", "t", "--context", path])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "vine add --context {path}: {out:?}"
+        );
+    }
+    let status = s.op_ok(json!({"op": "status"}), "status");
+    assert_eq!(status["total"], 0, "nothing was added: {status}");
+    // Context files inside the board, through a symlink or not, and files not written yet.
+    for path in ["docs/spec.md", "alias/spec.md", "docs/later.md"] {
+        s.op_ok(
+            json!({"op": "add", "task": {"description": "t", "context_files": [path]}}),
+            "added",
+        );
+    }
+    s.assert_alive();
+}
+
+#[test]
+fn execute_refuses_a_command_no_shell_can_run() {
+    let mut s = Server::start();
+    let e = s.exec("echo a\u{0}b").error(400);
+    assert!(e["message"].as_str().unwrap().contains("NUL"), "{e}");
+    s.exec("").error(400);
+    s.exec(" \t\n").error(400);
+    // The longest command the system can hand to `sh -c` runs; one byte more is refused.
+    const MAX: usize = 128 * 1024 - 1;
+    let longest = format!(":{}", " ".repeat(MAX - 1));
+    assert_eq!(s.exec(&longest).ok()["returncode"], 0);
+    let e = s.exec(&format!("{longest} ")).error(400);
+    assert!(e["message"].as_str().unwrap().contains("at most"), "{e}");
+    s.assert_alive();
+}
+
+#[test]
 fn no_exec_switches_execute_off() {
     let mut s = Opts::new().arg("--no-exec").start();
     let e = s.exec("touch ran").error(403);
