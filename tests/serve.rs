@@ -145,8 +145,37 @@ fn parse_response(buf: &[u8]) -> std::io::Result<Resp> {
 
 /// Sends raw bytes on a new connection and reads until the server closes it.
 fn send_raw(addr: SocketAddr, req: &[u8]) -> std::io::Result<Resp> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
-    s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    send_from(None, addr, req, Duration::from_secs(120))
+}
+
+/// A loopback address of its own (127.x.y.z) each time, for requests that must come from
+/// different client addresses.
+fn fresh_loopback() -> std::net::IpAddr {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(2);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::net::Ipv4Addr::from(0x7f00_0000 | (n & 0x00ff_ffff)).into()
+}
+
+/// A connection to `addr` from the client address `from` (the system's choice if `None`).
+fn connect_from(from: Option<std::net::IpAddr>, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let Some(ip) = from else {
+        return TcpStream::connect_timeout(&addr, Duration::from_secs(10));
+    };
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    sock.bind(&SocketAddr::new(ip, 0).into())?;
+    sock.connect_timeout(&addr.into(), Duration::from_secs(10))?;
+    Ok(sock.into())
+}
+
+/// [`send_raw`] from a given client address, waiting at most `wait` for each read.
+fn send_from(
+    from: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    req: &[u8],
+    wait: Duration,
+) -> std::io::Result<Resp> {
+    let mut s = connect_from(from, addr)?;
+    s.set_read_timeout(Some(wait))?;
     s.set_write_timeout(Some(Duration::from_secs(30)))?;
     // The server may answer (413, 401) before it has read everything: a failed write is fine.
     let _ = s.write_all(req);
@@ -553,6 +582,18 @@ impl Server {
 
     /// Sends a request and checks the reply against openapi.json.
     fn call(&self, method: &str, target: &str, auth: Auth, body: Option<&[u8]>) -> Resp {
+        self.call_from(None, method, target, auth, body)
+    }
+
+    /// [`Server::call`] from a given client address.
+    fn call_from(
+        &self,
+        from: Option<std::net::IpAddr>,
+        method: &str,
+        target: &str,
+        auth: Auth,
+        body: Option<&[u8]>,
+    ) -> Resp {
         let mut headers = vec![];
         match auth {
             Auth::Key => {
@@ -564,7 +605,7 @@ impl Server {
             Auth::Header(k, v) => headers.push((k, v)),
         }
         let req = request(self.addr, method, target, &headers, body);
-        let r = send_raw(self.addr, &req).unwrap_or_else(|e| {
+        let r = send_from(from, self.addr, &req, Duration::from_secs(120)).unwrap_or_else(|e| {
             panic!(
                 "{method} {target}: no reply ({e}); server stderr: {}",
                 self.stderr.lock().unwrap()
@@ -605,12 +646,12 @@ impl Server {
         self.post("/execute", &json!({ "command": command }))
     }
 
-    /// A request refused with 401; then a good request, so that the next refusal is not slowed
-    /// down by this one (bad keys are answered more slowly each time).
+    /// A request refused with 401, sent from a client address of its own, so that it is not
+    /// slowed down by the refusals before it (bad keys from one address are answered more
+    /// slowly each time).
     fn refused(&self, method: &str, target: &str, auth: Auth, body: Option<&[u8]>) -> Value {
-        let e = self.call(method, target, auth, body).error(401);
-        self.get("/list").ok();
-        e
+        self.call_from(Some(fresh_loopback()), method, target, auth, body)
+            .error(401)
     }
 
     /// The server is still running and answers `/test`.
@@ -1576,12 +1617,12 @@ fn key_is_required_and_bad_keys_get_slower() {
         Some(br#"{"op":{"op":"status"}}"#),
     );
 
-    // Repeated bad keys are answered more and more slowly; a good key resets the count.
-    s.get("/list").ok();
+    // Repeated bad keys from one address are answered more and more slowly.
+    let me = Some(fresh_loopback());
     let mut took = vec![];
     for _ in 0..4 {
         let t = Instant::now();
-        s.call("GET", "/list", Auth::Header("X-API-Key", "wrong"), None)
+        s.call_from(me, "GET", "/list", Auth::Header("X-API-Key", "wrong"), None)
             .error(401);
         took.push(t.elapsed());
     }
@@ -1590,17 +1631,68 @@ fn key_is_required_and_bad_keys_get_slower() {
         "the 4th bad key should take much longer than the 1st: {took:?}"
     );
     assert!(took[0] >= Duration::from_millis(90), "{took:?}");
-    // The right key is not held back by the failures before it.
+    // The right key is not held back by the failures before it ...
     let t = Instant::now();
-    s.get("/list").ok();
+    s.call_from(me, "GET", "/list", Auth::Key, None).ok();
     assert!(t.elapsed() < took[3], "{:?} vs {took:?}", t.elapsed());
+    // ... and does not wipe them out (behind a proxy or NAT, one address is many clients).
     let t = Instant::now();
-    s.call("GET", "/list", Auth::Header("X-API-Key", "wrong"), None)
+    s.call_from(me, "GET", "/list", Auth::Header("X-API-Key", "wrong"), None)
         .error(401);
     assert!(
-        t.elapsed() < took[3],
-        "reset after success: {:?} vs {took:?}",
+        t.elapsed() > took[3],
+        "a good key reset the count: {:?} vs {took:?}",
         t.elapsed()
+    );
+    // Another address is not slowed down by this one's failures.
+    let t = Instant::now();
+    s.refused("GET", "/list", Auth::Header("X-API-Key", "wrong"), None);
+    assert!(t.elapsed() < took[3], "{:?} vs {took:?}", t.elapsed());
+    s.assert_alive();
+}
+
+#[test]
+fn parallel_bad_keys_from_one_address_are_answered_one_at_a_time() {
+    const GUESSES: usize = 40;
+    let mut s = Server::start();
+    let (addr, me) = (s.addr, fresh_loopback());
+    let started = Instant::now();
+    let guesses: Vec<_> = (0..GUESSES)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let key = format!("guess-{i}");
+                let req = request(addr, "GET", "/list", &[("X-API-Key", &key)], None);
+                // Whatever has not been answered after 7 s counts as held.
+                let r = send_from(Some(me), addr, &req, Duration::from_secs(7));
+                r.ok().map(|r| (r.status, started.elapsed()))
+            })
+        })
+        .collect();
+    // While they wait, the right key from the same address goes through at once.
+    sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    s.call_from(Some(me), "GET", "/list", Auth::Key, None).ok();
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "a good key was held {:?} behind the guesses",
+        t.elapsed()
+    );
+    let answers: Vec<_> = guesses.into_iter().map(|g| g.join().unwrap()).collect();
+    let early: Vec<Duration> = answers
+        .iter()
+        .flatten()
+        .filter(|(status, at)| *status == 401 && *at < Duration::from_secs(6))
+        .map(|(_, at)| *at)
+        .collect();
+    // One at a time, 100 ms doubling: 0.1, 0.3, 0.7, 1.5, 3.1 s, then 6.3 s.
+    assert!(
+        !early.is_empty() && early.len() <= 6,
+        "{} of {GUESSES} parallel bad keys from one address were answered within 6 s: {early:?}",
+        early.len()
+    );
+    assert!(
+        answers.iter().flatten().all(|(status, _)| *status == 401),
+        "{answers:?}"
     );
     s.assert_alive();
 }
@@ -2050,6 +2142,65 @@ fn oversized_bodies_get_413() {
         &json!({"filepath": "small.txt", "content": "x".repeat(900)}),
     )
     .ok();
+    s.assert_alive();
+}
+
+/// Sends a request's headers and then its body one byte every 200 ms, for at most `limit`;
+/// returns the reply (if one came, the server closing the connection after it) and when.
+fn trickle(addr: SocketAddr, path: &str, limit: Duration) -> Option<(Resp, Duration)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(200))).ok()?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nX-API-Key: {KEY}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{"
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while started.elapsed() < limit {
+        let _ = s.write_all(b" ");
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    let at = started.elapsed();
+    parse_response(&got).ok().map(|r| (r, at))
+}
+
+#[test]
+fn trickled_request_bodies_get_408() {
+    const CLIENTS: usize = 30;
+    let mut s = Opts::new().arg("--body-timeout").arg("1s").start();
+    let addr = s.addr;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let path = ["/deploy", "/execute", "/v1/op"][i % 3];
+            std::thread::spawn(move || (path, trickle(addr, path, Duration::from_secs(8))))
+        })
+        .collect();
+    for c in clients {
+        let (path, got) = c.join().unwrap();
+        let Some((r, at)) = got else {
+            panic!("POST {path}: a trickled body was held 8 s without a reply");
+        };
+        check_reply("POST", path, &r);
+        let e = r.error(408);
+        assert!(
+            e["message"].as_str().unwrap().contains("body-timeout"),
+            "{e}"
+        );
+        assert!(at < Duration::from_secs(5), "POST {path}: 408 after {at:?}");
+    }
+    // A body sent at once is not affected.
+    s.post("/deploy", &json!({"filepath": "fast.txt", "content": "x"}))
+        .ok();
     s.assert_alive();
 }
 
@@ -2618,11 +2769,7 @@ fn context_files_through_a_symlink_leading_outside_are_refused() {
     std::os::unix::fs::symlink(&outside, base.join("out")).unwrap();
     std::os::unix::fs::symlink(outside.join("secret.txt"), base.join("docs/secret.md")).unwrap();
     std::os::unix::fs::symlink(base.join("docs"), base.join("alias")).unwrap();
-    for path in [
-        "out/secret.txt",
-        "docs/secret.md",
-        "out/sub/deeper.txt",
-    ] {
+    for path in ["out/secret.txt", "docs/secret.md", "out/sub/deeper.txt"] {
         let add = json!({"op": "add", "task": {"description": "t", "context_files": [path]}});
         let e = s.op(add).error(400);
         assert_eq!(e["kind"], "invalid", "{path}: {e}");

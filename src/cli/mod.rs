@@ -261,6 +261,7 @@ fn serve(a: args::ServeArgs, key_file: Option<&Path>) -> Result<Output> {
     cfg.exec.max_output = a.exec_max_output;
     cfg.exec.max_concurrent = a.exec_max_concurrent.max(1);
     cfg.max_body = a.max_body;
+    cfg.body_timeout = Duration::from_secs(duration(&a.body_timeout, "--body-timeout")?.max(1));
     cfg.original_only = a.original_only;
     agentvine::server::serve(cfg)?;
     Ok(Output {

@@ -13,6 +13,7 @@
 mod auth;
 mod base64;
 mod board;
+mod body;
 mod exec;
 mod files;
 mod reply;
@@ -116,6 +117,8 @@ pub struct ServeConfig {
     pub exec: ExecConfig,
     /// Largest request body, in bytes.
     pub max_body: usize,
+    /// A request body must have arrived whole within this long (else 408).
+    pub body_timeout: Duration,
     /// Largest file `/read` returns, in bytes.
     pub max_read: usize,
     /// Serve only the original plan's four endpoints (a stand-in for the original server).
@@ -132,6 +135,7 @@ impl ServeConfig {
             tls: None,
             exec: ExecConfig::default(),
             max_body: 16 * 1024 * 1024,
+            body_timeout: Duration::from_secs(30),
             max_read: 16 * 1024 * 1024,
             original_only: false,
         }
@@ -150,6 +154,8 @@ pub(crate) struct App {
     pub(crate) throttle: auth::Throttle,
     pub(crate) batcher: Option<board::Batcher>,
     pub(crate) max_read: usize,
+    pub(crate) max_body: usize,
+    pub(crate) body_timeout: Duration,
     pub(crate) original_only: bool,
     /// Test hook: drop every Nth `/v1/op` reply after applying the op (`VINE_TEST_DROP_REPLIES`).
     pub(crate) drop_every: Option<u64>,
@@ -226,6 +232,8 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
         exec: cfg.exec.clone(),
         throttle: auth::Throttle::default(),
         max_read: cfg.max_read,
+        max_body: cfg.max_body,
+        body_timeout: cfg.body_timeout,
         original_only: cfg.original_only,
         drop_every,
         op_count: Default::default(),
@@ -266,7 +274,7 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
 }
 
 /// A client that does not finish sending its request headers within 30 s is dropped, so slow
-/// or stuck connections cannot pile up.
+/// or stuck connections cannot pile up (its body gets `--body-timeout`, see `body.rs`).
 fn slow_clients_time_out(
     b: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
 ) {
@@ -291,6 +299,10 @@ fn router(app: Arc<App>, max_body: usize) -> Router {
     }
     r.fallback(reply::not_found)
         .method_not_allowed_fallback(reply::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            body::read_in_time,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             auth::check,
