@@ -1094,6 +1094,163 @@ fn openapi_required_parameters_and_body_fields_are_required() {
     s.assert_alive();
 }
 
+/// A value for a string parameter or body field that the server takes, `len` characters long.
+fn value_of_length(name: &str, len: usize) -> String {
+    match name {
+        // "./././." resolves to the base directory at any length.
+        "path" | "directory" | "workdir" => "./".repeat(len.div_ceil(2))[..len].to_string(),
+        // Folders of 200 characters (a file name may have 255).
+        "filepath" => {
+            let mut p = String::new();
+            let mut left = len;
+            while left > 201 {
+                p.push_str(&"a".repeat(200));
+                p.push('/');
+                left -= 201;
+            }
+            p + &"a".repeat(left)
+        }
+        "pattern" => "h".repeat(len),
+        "content" => "x".repeat(len),
+        // `:` does nothing; the spaces after it make the length.
+        "command" if len > 0 => format!(":{}", " ".repeat(len - 1)),
+        "command" => String::new(),
+        "key" => "k".repeat(len),
+        other => panic!("no sample value of length {len} for {other}"),
+    }
+}
+
+#[test]
+fn openapi_length_limits_are_what_the_server_enforces() {
+    // For every string parameter and body field: a value shorter than its minLength (an empty
+    // one when it has none) or longer than its maxLength is refused with 400 exactly when the
+    // document says it is invalid.
+    let mut s = Server::start();
+    std::fs::write(s.base().join("f.txt"), "hello\n").unwrap();
+    let good = |name: &str| -> Value {
+        match name {
+            "path" | "directory" => json!("."),
+            "filepath" => json!("f.txt"),
+            "pattern" => json!("hello"),
+            "content" => json!("hello\n"),
+            "command" => json!("true"),
+            "op" => json!({"op": "status"}),
+            other => panic!("no sample value for {other}"),
+        }
+    };
+    let mut checked = BTreeSet::new();
+    for (m, p) in ROUTES {
+        let op = operation(m, p).unwrap();
+        // (name, schema) of each parameter and body field.
+        let mut fields: Vec<(String, Value)> = vec![];
+        let params = op.get("parameters").and_then(Value::as_array);
+        for q in params.into_iter().flatten() {
+            fields.push((q["name"].as_str().unwrap().into(), q["schema"].clone()));
+        }
+        let body = op
+            .pointer("/requestBody/content/application~1json/schema")
+            .map(|b| resolve(doc(), b).clone());
+        if let Some(b) = &body {
+            for (name, schema) in b["properties"].as_object().unwrap() {
+                fields.push((name.clone(), schema.clone()));
+            }
+        }
+        let send = |field: &str, value: &str| -> Resp {
+            let mut query = vec![];
+            for q in params.into_iter().flatten() {
+                let n = q["name"].as_str().unwrap();
+                let v = if n == field {
+                    value.to_string()
+                } else {
+                    good(n).as_str().unwrap().to_string()
+                };
+                query.push(format!("{n}={}", enc(&v)));
+            }
+            match &body {
+                None => s.get(&format!("{p}?{}", query.join("&"))),
+                Some(b) => {
+                    let mut full = serde_json::Map::new();
+                    for r in b["required"].as_array().unwrap() {
+                        let r = r.as_str().unwrap();
+                        full.insert(r.into(), good(r));
+                    }
+                    full.insert(field.into(), json!(value));
+                    s.post(p, &Value::Object(full))
+                }
+            }
+        };
+        for (name, schema) in &fields {
+            let is_text = match &schema["type"] {
+                Value::String(t) => t == "string",
+                Value::Array(ts) => ts.contains(&json!("string")),
+                _ => false,
+            };
+            if !is_text || schema.get("enum").is_some() {
+                continue;
+            }
+            checked.insert(name.clone());
+            let min = schema["minLength"].as_u64().unwrap_or(0) as usize;
+            let what = |len: usize| format!("{m} {p} with {name} of {len} characters");
+            if min > 0 {
+                let r = send(name, &value_of_length(name, min - 1));
+                assert_eq!(
+                    r.status,
+                    400,
+                    "{}: below minLength {min}: {r:?}",
+                    what(min - 1)
+                );
+            }
+            let r = send(name, &value_of_length(name, min));
+            assert_ne!(
+                r.status,
+                400,
+                "{}: the document allows it: {:?}",
+                what(min),
+                r.json()
+            );
+            if let Some(max) = schema["maxLength"].as_u64() {
+                let max = max as usize;
+                let r = send(name, &value_of_length(name, max));
+                assert_ne!(
+                    r.status,
+                    400,
+                    "{}: the document allows it: {:?}",
+                    what(max),
+                    r.json()
+                );
+                let r = send(name, &value_of_length(name, max + 1));
+                assert_eq!(r.status, 400, "{}: over maxLength {max}", what(max + 1));
+            }
+        }
+    }
+    assert_eq!(
+        checked.into_iter().collect::<Vec<_>>(),
+        [
+            "command",
+            "content",
+            "directory",
+            "filepath",
+            "key",
+            "path",
+            "pattern",
+            "workdir"
+        ],
+        "the text fields checked"
+    );
+    // The patterns: a command of spaces only, a key with a space or beyond ASCII.
+    s.exec(" \t ").error(400);
+    for key in ["a b", "clé", "tab\t"] {
+        s.post("/v1/op", &json!({"op": {"op": "status"}, "key": key}))
+            .error(400);
+    }
+    s.post(
+        "/v1/op",
+        &json!({"op": {"op": "status"}, "key": "w1-17_x.y~!"}),
+    )
+    .ok();
+    s.assert_alive();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Endpoints: success and error shapes
 // ---------------------------------------------------------------------------------------------
@@ -2322,8 +2479,9 @@ fn garbage_does_not_crash_the_server() {
             r.status
         );
     }
+    // Longer than any path (openapi.json: maxLength 1024): a bad request.
     s.get(&format!("/read?filepath={}", "a/".repeat(2000)))
-        .error(403);
+        .error(400);
     s.get("/search/files?pattern=************************************************a")
         .ok();
     s.assert_alive();

@@ -18,6 +18,7 @@ use super::App;
 use super::reply::{board_error, error, parse_body, success};
 use crate::error::{Error, Result};
 use crate::op::{Op, Reply};
+use crate::rules::MAX_KEY;
 use crate::store::Transport;
 use crate::store::local::LocalStore;
 
@@ -133,6 +134,14 @@ pub(crate) async fn op(
         Ok(r) => r,
         Err(resp) => return resp,
     };
+    if let Some(key) = &req.key
+        && (!(1..=MAX_KEY).contains(&key.len()) || !key.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("the request key must be 1 to {MAX_KEY} visible ASCII characters (no spaces)"),
+        );
+    }
     let result = if req.op.is_read_only() {
         tokio::task::spawn_blocking(move || store.execute(req.op))
             .await

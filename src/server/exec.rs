@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::oneshot;
 
-use super::reply::{error, forbidden, or_reply, parse_body, success};
+use super::reply::{check_len, error, forbidden, or_reply, parse_body, success};
 use super::supervisor::{PROBE_REPLY, SUPERVISOR_ARG};
 use super::{App, ExecConfig};
 use crate::error::{Error, Result};
@@ -119,6 +119,12 @@ pub async fn execute(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejec
     }
     let b: ExecBody = or_reply!(parse_body(body));
     or_reply!(check_command(&b.command));
+    or_reply!(check_len(
+        "workdir",
+        b.workdir.as_deref().unwrap_or(""),
+        0,
+        crate::validate::MAX_PATH
+    ));
     let dir = match paths::resolve(
         &app.root,
         b.workdir
