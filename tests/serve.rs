@@ -2828,10 +2828,13 @@ fn execute_returns_the_output_of_a_command_whose_detached_child_holds_the_pipe()
     let tag = format!("pipe-{}", std::process::id());
     let _cleanup = KillTagged(tag.clone());
     let started = Instant::now();
-    // The detached sleep keeps stdout and stderr open after the shell has exited.
+    // The detached shell keeps stdout and stderr open after the command's shell has exited
+    // (which waits until it has surely left the process group).
     let v = s
         .exec(&format!(
-            "export VINE_TEST_TAG={tag}; seq 1 3; echo warn >&2; setsid sleep 300 & exit 7"
+            "export VINE_TEST_TAG={tag}; seq 1 3; echo warn >&2
+             setsid sh -c 'echo > detached; exec sleep 300' &
+             while [ ! -e detached ]; do sleep 0.01; done; exit 7"
         ))
         .json();
     assert_eq!(v["stdout"], "1\n2\n3\n", "{v}");
