@@ -1066,10 +1066,11 @@ fn every_board_command_gives_the_same_output_remotely() {
     for (mode, cmp) in results {
         cmp.finish(&format!("{mode} mode"));
     }
-    // `init` is local only: a server's board is made by `vine serve`.
-    let r = remote("http://127.0.0.1:1", &[], &["init"]);
-    let line = assert_fails(&r, 2, "vine --url URL init");
-    assert!(line.contains("vine serve --root"), "{line}");
+    // `init` reaches the server like every board command (see
+    // init_creates_the_board_on_either_kind_of_server_and_keeps_an_existing_one).
+    let url = format!("http://127.0.0.1:{}", closed_port());
+    let r = remote(&url, &[("VINE_RETRY_FOR", "1s")], &["init"]);
+    assert_fails(&r, 6, "vine --url URL init against a closed port");
 }
 
 // ---------------------------------------------------------------------------------------------
