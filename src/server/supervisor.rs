@@ -146,8 +146,8 @@ fn wait_for_shell(shell: Pid, set: &SigSet) -> Option<WaitStatus> {
         }
         match set.wait() {
             Ok(Signal::SIGCHLD) => continue,
-            Ok(_) => return None,
-            Err(_) => continue,
+            // Told to stop (or unable to wait for signals at all): end it.
+            Ok(_) | Err(_) => return None,
         }
     }
 }
