@@ -8,6 +8,14 @@ use clap::Parser;
 use serde_json::{Value, json};
 
 fn main() {
+    // `vine serve` runs each /execute command under this same program as its supervisor.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a == agentvine::server::SUPERVISOR_ARG)
+    {
+        std::process::exit(agentvine::server::supervise(&args[2..]));
+    }
     let cli = match cli::args::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -430,9 +430,14 @@ impl Side {
         }
     }
 
-    /// A server started on an empty directory: it creates the board.
+    /// A server started on an empty directory. `vine serve` creates the board itself; on an
+    /// original server (`--original-only`) it is created with `vine --url URL init`.
     fn remote(name: &'static str, root: PathBuf, serve: &[&str], env: &[(&str, &str)]) -> Side {
         let server = Server::start(&root, serve, &[]);
+        if serve.contains(&"--original-only") {
+            let r = remote(&server.url, env, &["init"]);
+            assert_eq!(r.code, 0, "vine --url {} init: {r:?}", server.url);
+        }
         let dir = server.root.clone();
         let env = env
             .iter()
@@ -1061,10 +1066,11 @@ fn every_board_command_gives_the_same_output_remotely() {
     for (mode, cmp) in results {
         cmp.finish(&format!("{mode} mode"));
     }
-    // `init` is local only: a server's board is made by `vine serve`.
-    let r = remote("http://127.0.0.1:1", &[], &["init"]);
-    let line = assert_fails(&r, 2, "vine --url URL init");
-    assert!(line.contains("vine serve --root"), "{line}");
+    // `init` reaches the server like every board command (see
+    // init_creates_the_board_on_either_kind_of_server_and_keeps_an_existing_one).
+    let url = format!("http://127.0.0.1:{}", closed_port());
+    let r = remote(&url, &[("VINE_RETRY_FOR", "1s")], &["init"]);
+    assert_fails(&r, 6, "vine --url URL init against a closed port");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1889,6 +1895,142 @@ fn board_commands_work_through_execute_on_an_original_server() {
     assert!(line.contains("VINE_REMOTE_BIN"), "{line}");
 }
 
+/// The board files `vine init` makes, and their bytes.
+fn board_files(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    [
+        "board.json",
+        "task-queue.json",
+        "worker-status.json",
+        "progress.json",
+        "agent-comms.jsonl",
+    ]
+    .iter()
+    .map(|f| {
+        let bytes = fs::read(root.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        (f.to_string(), bytes)
+    })
+    .collect()
+}
+
+#[test]
+fn init_creates_the_board_on_either_kind_of_server_and_keeps_an_existing_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = [("VINE_REMOTE_BIN", VINE)];
+    let original = Server::start(&tmp.path().join("original"), &["--original-only"], &[]);
+    let url = original.url.as_str();
+    let made: Vec<_> = fs::read_dir(&original.root).unwrap().flatten().collect();
+    assert!(made.is_empty(), "the original server made {made:?}");
+
+    // Without a board, board commands say so, and exactly how to create it.
+    let how = format!("vine --url {url} init");
+    for args in [
+        &["status"][..],
+        &["add", "A task"][..],
+        &["claim", "-w", "w1"][..],
+    ] {
+        let r = remote(url, &env, args);
+        let line = assert_fails(&r, 2, &format!("{args:?} without a board"));
+        assert!(
+            line.contains("no board on the server") && line.contains(&how),
+            "{args:?}: {line}"
+        );
+        let r = remote(url, &env, &with_json(args));
+        let v = assert_json_fails(&r, 2, "no-board", &format!("{args:?} without a board"));
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(&how),
+            "{v}"
+        );
+    }
+
+    let native = Server::start(&tmp.path().join("native"), &[], &[]);
+    for server in [&original, &native] {
+        let url = server.url.as_str();
+        let what = |s: &str| format!("{s} on {url}");
+        // Create (or, on vine serve, find) the board.
+        let r = remote(url, &env, &["init"]);
+        assert_eq!(r.code, 0, "{}: {r:?}", what("init"));
+        assert!(
+            r.stdout.starts_with(&format!("Board ready at {url}\n")),
+            "{r:?}"
+        );
+        let r = remote(url, &env, &["--json", "init"]);
+        assert_eq!(r.code, 0, "{r:?}");
+        let v = r.json();
+        assert_eq!(v["board"], json!(url), "{v}");
+        assert_eq!(v["settings"]["lease_secs"], json!(1800), "{v}");
+        assert!(server.root.join("tasks").is_dir());
+        // Use it.
+        for args in [
+            &["add", "Kept task", "--instructions", "do it"][..],
+            &["register", "-w", "w1"][..],
+            &["msg", "send", "kept message"][..],
+        ] {
+            let r = remote(url, &env, args);
+            assert_eq!(r.code, 0, "{}: {r:?}", what(&format!("{args:?}")));
+        }
+        let before = board_files(&server.root);
+        // Again: nothing is overwritten.
+        let r = remote(url, &env, &["init"]);
+        assert_eq!(r.code, 0, "{r:?}");
+        assert_eq!(
+            board_files(&server.root),
+            before,
+            "{}",
+            what("a second init")
+        );
+        // Flags change the settings, and only them.
+        let r = remote(
+            url,
+            &env,
+            &["--json", "init", "--lease", "2s", "--max-retries", "5"],
+        );
+        assert_eq!(r.code, 0, "{r:?}");
+        let v = r.json();
+        assert_eq!(v["settings"]["lease_secs"], json!(2), "{v}");
+        assert_eq!(v["settings"]["max_retries"], json!(5), "{v}");
+        let r = remote(url, &env, &["--json", "init", "--stale-after", "1m"]);
+        let v = r.json();
+        assert_eq!(
+            (
+                &v["settings"]["lease_secs"],
+                &v["settings"]["stale_after_secs"]
+            ),
+            (&json!(2), &json!(60)),
+            "flags change the current settings: {v}"
+        );
+        let after = board_files(&server.root);
+        for (f, bytes) in &before {
+            if f != "board.json" {
+                assert_eq!(
+                    &after[f],
+                    bytes,
+                    "{}: init --lease changed {f}",
+                    what("init")
+                );
+            }
+        }
+        let tasks = remote(url, &env, &["--json", "tasks"]).json();
+        assert_eq!(
+            tasks["tasks"][0]["description"],
+            json!("Kept task"),
+            "{tasks}"
+        );
+        // The board is the server's base directory: a DIR makes no sense with --url.
+        let r = remote(url, &env, &["init", "elsewhere"]);
+        assert_fails(&r, 2, "init DIR with --url");
+    }
+
+    // An original server without vine: init says what to install.
+    let bare = Server::start(&tmp.path().join("bare"), &["--original-only"], &[]);
+    let r = remote(
+        &bare.url,
+        &[("VINE_REMOTE_BIN", "/nonexistent/vine")],
+        &["init"],
+    );
+    let line = assert_fails(&r, 1, "init without vine on the server");
+    assert!(line.contains("Install vine on the server"), "{line}");
+}
+
 #[test]
 fn exec_transport_clients_wait_for_a_free_command_slot() {
     // `/execute` refuses commands beyond its limit with 429 "try again shortly"; the command
@@ -1902,6 +2044,7 @@ fn exec_transport_clients_wait_for_a_free_command_slot() {
     );
     let url = server.url.as_str();
     let env = [("VINE_REMOTE_BIN", VINE), ("VINE_RETRY_FOR", "20s")];
+    assert_eq!(remote(url, &env, &["init"]).code, 0);
     let runs: Vec<Run> = thread::scope(|s| {
         let handles: Vec<_> = (0..CLIENTS)
             .map(|i| {

@@ -145,8 +145,37 @@ fn parse_response(buf: &[u8]) -> std::io::Result<Resp> {
 
 /// Sends raw bytes on a new connection and reads until the server closes it.
 fn send_raw(addr: SocketAddr, req: &[u8]) -> std::io::Result<Resp> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
-    s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    send_from(None, addr, req, Duration::from_secs(120))
+}
+
+/// A loopback address of its own (127.x.y.z) each time, for requests that must come from
+/// different client addresses.
+fn fresh_loopback() -> std::net::IpAddr {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(2);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::net::Ipv4Addr::from(0x7f00_0000 | (n & 0x00ff_ffff)).into()
+}
+
+/// A connection to `addr` from the client address `from` (the system's choice if `None`).
+fn connect_from(from: Option<std::net::IpAddr>, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let Some(ip) = from else {
+        return TcpStream::connect_timeout(&addr, Duration::from_secs(10));
+    };
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    sock.bind(&SocketAddr::new(ip, 0).into())?;
+    sock.connect_timeout(&addr.into(), Duration::from_secs(10))?;
+    Ok(sock.into())
+}
+
+/// [`send_raw`] from a given client address, waiting at most `wait` for each read.
+fn send_from(
+    from: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    req: &[u8],
+    wait: Duration,
+) -> std::io::Result<Resp> {
+    let mut s = connect_from(from, addr)?;
+    s.set_read_timeout(Some(wait))?;
     s.set_write_timeout(Some(Duration::from_secs(30)))?;
     // The server may answer (413, 401) before it has read everything: a failed write is fine.
     let _ = s.write_all(req);
@@ -553,6 +582,18 @@ impl Server {
 
     /// Sends a request and checks the reply against openapi.json.
     fn call(&self, method: &str, target: &str, auth: Auth, body: Option<&[u8]>) -> Resp {
+        self.call_from(None, method, target, auth, body)
+    }
+
+    /// [`Server::call`] from a given client address.
+    fn call_from(
+        &self,
+        from: Option<std::net::IpAddr>,
+        method: &str,
+        target: &str,
+        auth: Auth,
+        body: Option<&[u8]>,
+    ) -> Resp {
         let mut headers = vec![];
         match auth {
             Auth::Key => {
@@ -564,7 +605,7 @@ impl Server {
             Auth::Header(k, v) => headers.push((k, v)),
         }
         let req = request(self.addr, method, target, &headers, body);
-        let r = send_raw(self.addr, &req).unwrap_or_else(|e| {
+        let r = send_from(from, self.addr, &req, Duration::from_secs(120)).unwrap_or_else(|e| {
             panic!(
                 "{method} {target}: no reply ({e}); server stderr: {}",
                 self.stderr.lock().unwrap()
@@ -605,12 +646,12 @@ impl Server {
         self.post("/execute", &json!({ "command": command }))
     }
 
-    /// A request refused with 401; then a good request, so that the next refusal is not slowed
-    /// down by this one (bad keys are answered more slowly each time).
+    /// A request refused with 401, sent from a client address of its own, so that it is not
+    /// slowed down by the refusals before it (bad keys from one address are answered more
+    /// slowly each time).
     fn refused(&self, method: &str, target: &str, auth: Auth, body: Option<&[u8]>) -> Value {
-        let e = self.call(method, target, auth, body).error(401);
-        self.get("/list").ok();
-        e
+        self.call_from(Some(fresh_loopback()), method, target, auth, body)
+            .error(401)
     }
 
     /// The server is still running and answers `/test`.
@@ -1050,6 +1091,163 @@ fn openapi_required_parameters_and_body_fields_are_required() {
             }
         }
     }
+    s.assert_alive();
+}
+
+/// A value for a string parameter or body field that the server takes, `len` characters long.
+fn value_of_length(name: &str, len: usize) -> String {
+    match name {
+        // "./././." resolves to the base directory at any length.
+        "path" | "directory" | "workdir" => "./".repeat(len.div_ceil(2))[..len].to_string(),
+        // Folders of 200 characters (a file name may have 255).
+        "filepath" => {
+            let mut p = String::new();
+            let mut left = len;
+            while left > 201 {
+                p.push_str(&"a".repeat(200));
+                p.push('/');
+                left -= 201;
+            }
+            p + &"a".repeat(left)
+        }
+        "pattern" => "h".repeat(len),
+        "content" => "x".repeat(len),
+        // `:` does nothing; the spaces after it make the length.
+        "command" if len > 0 => format!(":{}", " ".repeat(len - 1)),
+        "command" => String::new(),
+        "key" => "k".repeat(len),
+        other => panic!("no sample value of length {len} for {other}"),
+    }
+}
+
+#[test]
+fn openapi_length_limits_are_what_the_server_enforces() {
+    // For every string parameter and body field: a value shorter than its minLength (an empty
+    // one when it has none) or longer than its maxLength is refused with 400 exactly when the
+    // document says it is invalid.
+    let mut s = Server::start();
+    std::fs::write(s.base().join("f.txt"), "hello\n").unwrap();
+    let good = |name: &str| -> Value {
+        match name {
+            "path" | "directory" => json!("."),
+            "filepath" => json!("f.txt"),
+            "pattern" => json!("hello"),
+            "content" => json!("hello\n"),
+            "command" => json!("true"),
+            "op" => json!({"op": "status"}),
+            other => panic!("no sample value for {other}"),
+        }
+    };
+    let mut checked = BTreeSet::new();
+    for (m, p) in ROUTES {
+        let op = operation(m, p).unwrap();
+        // (name, schema) of each parameter and body field.
+        let mut fields: Vec<(String, Value)> = vec![];
+        let params = op.get("parameters").and_then(Value::as_array);
+        for q in params.into_iter().flatten() {
+            fields.push((q["name"].as_str().unwrap().into(), q["schema"].clone()));
+        }
+        let body = op
+            .pointer("/requestBody/content/application~1json/schema")
+            .map(|b| resolve(doc(), b).clone());
+        if let Some(b) = &body {
+            for (name, schema) in b["properties"].as_object().unwrap() {
+                fields.push((name.clone(), schema.clone()));
+            }
+        }
+        let send = |field: &str, value: &str| -> Resp {
+            let mut query = vec![];
+            for q in params.into_iter().flatten() {
+                let n = q["name"].as_str().unwrap();
+                let v = if n == field {
+                    value.to_string()
+                } else {
+                    good(n).as_str().unwrap().to_string()
+                };
+                query.push(format!("{n}={}", enc(&v)));
+            }
+            match &body {
+                None => s.get(&format!("{p}?{}", query.join("&"))),
+                Some(b) => {
+                    let mut full = serde_json::Map::new();
+                    for r in b["required"].as_array().unwrap() {
+                        let r = r.as_str().unwrap();
+                        full.insert(r.into(), good(r));
+                    }
+                    full.insert(field.into(), json!(value));
+                    s.post(p, &Value::Object(full))
+                }
+            }
+        };
+        for (name, schema) in &fields {
+            let is_text = match &schema["type"] {
+                Value::String(t) => t == "string",
+                Value::Array(ts) => ts.contains(&json!("string")),
+                _ => false,
+            };
+            if !is_text || schema.get("enum").is_some() {
+                continue;
+            }
+            checked.insert(name.clone());
+            let min = schema["minLength"].as_u64().unwrap_or(0) as usize;
+            let what = |len: usize| format!("{m} {p} with {name} of {len} characters");
+            if min > 0 {
+                let r = send(name, &value_of_length(name, min - 1));
+                assert_eq!(
+                    r.status,
+                    400,
+                    "{}: below minLength {min}: {r:?}",
+                    what(min - 1)
+                );
+            }
+            let r = send(name, &value_of_length(name, min));
+            assert_ne!(
+                r.status,
+                400,
+                "{}: the document allows it: {:?}",
+                what(min),
+                r.json()
+            );
+            if let Some(max) = schema["maxLength"].as_u64() {
+                let max = max as usize;
+                let r = send(name, &value_of_length(name, max));
+                assert_ne!(
+                    r.status,
+                    400,
+                    "{}: the document allows it: {:?}",
+                    what(max),
+                    r.json()
+                );
+                let r = send(name, &value_of_length(name, max + 1));
+                assert_eq!(r.status, 400, "{}: over maxLength {max}", what(max + 1));
+            }
+        }
+    }
+    assert_eq!(
+        checked.into_iter().collect::<Vec<_>>(),
+        [
+            "command",
+            "content",
+            "directory",
+            "filepath",
+            "key",
+            "path",
+            "pattern",
+            "workdir"
+        ],
+        "the text fields checked"
+    );
+    // The patterns: a command of spaces only, a key with a space or beyond ASCII.
+    s.exec(" \t ").error(400);
+    for key in ["a b", "clé", "tab\t"] {
+        s.post("/v1/op", &json!({"op": {"op": "status"}, "key": key}))
+            .error(400);
+    }
+    s.post(
+        "/v1/op",
+        &json!({"op": {"op": "status"}, "key": "w1-17_x.y~!"}),
+    )
+    .ok();
     s.assert_alive();
 }
 
@@ -1576,12 +1774,12 @@ fn key_is_required_and_bad_keys_get_slower() {
         Some(br#"{"op":{"op":"status"}}"#),
     );
 
-    // Repeated bad keys are answered more and more slowly; a good key resets the count.
-    s.get("/list").ok();
+    // Repeated bad keys from one address are answered more and more slowly.
+    let me = Some(fresh_loopback());
     let mut took = vec![];
     for _ in 0..4 {
         let t = Instant::now();
-        s.call("GET", "/list", Auth::Header("X-API-Key", "wrong"), None)
+        s.call_from(me, "GET", "/list", Auth::Header("X-API-Key", "wrong"), None)
             .error(401);
         took.push(t.elapsed());
     }
@@ -1590,17 +1788,68 @@ fn key_is_required_and_bad_keys_get_slower() {
         "the 4th bad key should take much longer than the 1st: {took:?}"
     );
     assert!(took[0] >= Duration::from_millis(90), "{took:?}");
-    // The right key is not held back by the failures before it.
+    // The right key is not held back by the failures before it ...
     let t = Instant::now();
-    s.get("/list").ok();
+    s.call_from(me, "GET", "/list", Auth::Key, None).ok();
     assert!(t.elapsed() < took[3], "{:?} vs {took:?}", t.elapsed());
+    // ... and does not wipe them out (behind a proxy or NAT, one address is many clients).
     let t = Instant::now();
-    s.call("GET", "/list", Auth::Header("X-API-Key", "wrong"), None)
+    s.call_from(me, "GET", "/list", Auth::Header("X-API-Key", "wrong"), None)
         .error(401);
     assert!(
-        t.elapsed() < took[3],
-        "reset after success: {:?} vs {took:?}",
+        t.elapsed() > took[3],
+        "a good key reset the count: {:?} vs {took:?}",
         t.elapsed()
+    );
+    // Another address is not slowed down by this one's failures.
+    let t = Instant::now();
+    s.refused("GET", "/list", Auth::Header("X-API-Key", "wrong"), None);
+    assert!(t.elapsed() < took[3], "{:?} vs {took:?}", t.elapsed());
+    s.assert_alive();
+}
+
+#[test]
+fn parallel_bad_keys_from_one_address_are_answered_one_at_a_time() {
+    const GUESSES: usize = 40;
+    let mut s = Server::start();
+    let (addr, me) = (s.addr, fresh_loopback());
+    let started = Instant::now();
+    let guesses: Vec<_> = (0..GUESSES)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let key = format!("guess-{i}");
+                let req = request(addr, "GET", "/list", &[("X-API-Key", &key)], None);
+                // Whatever has not been answered after 7 s counts as held.
+                let r = send_from(Some(me), addr, &req, Duration::from_secs(7));
+                r.ok().map(|r| (r.status, started.elapsed()))
+            })
+        })
+        .collect();
+    // While they wait, the right key from the same address goes through at once.
+    sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    s.call_from(Some(me), "GET", "/list", Auth::Key, None).ok();
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "a good key was held {:?} behind the guesses",
+        t.elapsed()
+    );
+    let answers: Vec<_> = guesses.into_iter().map(|g| g.join().unwrap()).collect();
+    let early: Vec<Duration> = answers
+        .iter()
+        .flatten()
+        .filter(|(status, at)| *status == 401 && *at < Duration::from_secs(6))
+        .map(|(_, at)| *at)
+        .collect();
+    // One at a time, 100 ms doubling: 0.1, 0.3, 0.7, 1.5, 3.1 s, then 6.3 s.
+    assert!(
+        !early.is_empty() && early.len() <= 6,
+        "{} of {GUESSES} parallel bad keys from one address were answered within 6 s: {early:?}",
+        early.len()
+    );
+    assert!(
+        answers.iter().flatten().all(|(status, _)| *status == 401),
+        "{answers:?}"
     );
     s.assert_alive();
 }
@@ -2053,6 +2302,65 @@ fn oversized_bodies_get_413() {
     s.assert_alive();
 }
 
+/// Sends a request's headers and then its body one byte every 200 ms, for at most `limit`;
+/// returns the reply (if one came, the server closing the connection after it) and when.
+fn trickle(addr: SocketAddr, path: &str, limit: Duration) -> Option<(Resp, Duration)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(200))).ok()?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nX-API-Key: {KEY}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{"
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while started.elapsed() < limit {
+        let _ = s.write_all(b" ");
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    let at = started.elapsed();
+    parse_response(&got).ok().map(|r| (r, at))
+}
+
+#[test]
+fn trickled_request_bodies_get_408() {
+    const CLIENTS: usize = 30;
+    let mut s = Opts::new().arg("--body-timeout").arg("1s").start();
+    let addr = s.addr;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let path = ["/deploy", "/execute", "/v1/op"][i % 3];
+            std::thread::spawn(move || (path, trickle(addr, path, Duration::from_secs(8))))
+        })
+        .collect();
+    for c in clients {
+        let (path, got) = c.join().unwrap();
+        let Some((r, at)) = got else {
+            panic!("POST {path}: a trickled body was held 8 s without a reply");
+        };
+        check_reply("POST", path, &r);
+        let e = r.error(408);
+        assert!(
+            e["message"].as_str().unwrap().contains("body-timeout"),
+            "{e}"
+        );
+        assert!(at < Duration::from_secs(5), "POST {path}: 408 after {at:?}");
+    }
+    // A body sent at once is not affected.
+    s.post("/deploy", &json!({"filepath": "fast.txt", "content": "x"}))
+        .ok();
+    s.assert_alive();
+}
+
 #[test]
 fn malformed_requests_get_400_and_unknown_routes_404() {
     let mut s = Server::start();
@@ -2171,8 +2479,9 @@ fn garbage_does_not_crash_the_server() {
             r.status
         );
     }
+    // Longer than any path (openapi.json: maxLength 1024): a bad request.
     s.get(&format!("/read?filepath={}", "a/".repeat(2000)))
-        .error(403);
+        .error(400);
     s.get("/search/files?pattern=************************************************a")
         .ok();
     s.assert_alive();
@@ -2391,6 +2700,286 @@ fn execute_concurrency_is_capped() {
     assert_eq!(first["stdout"], "slow\n");
     // The slot is free again.
     assert_eq!(s.exec("echo third").ok()["stdout"], "third\n");
+    s.assert_alive();
+}
+
+/// Live processes whose environment holds `VINE_TEST_TAG=` followed by `prefix` (what a command
+/// starts after `export VINE_TEST_TAG=...`), with the rest of each tag.
+fn tagged(prefix: &str) -> Vec<(u32, String)> {
+    let needle = format!("VINE_TEST_TAG={prefix}");
+    let mut found = vec![];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        for var in env.split(|b| *b == 0) {
+            let var = String::from_utf8_lossy(var);
+            if let Some(rest) = var.strip_prefix(&needle)
+                && pid_alive(pid)
+            {
+                found.push((pid, rest.to_string()));
+            }
+        }
+    }
+    found
+}
+
+/// Kills the tagged processes a test left behind, whatever the outcome of the test.
+struct KillTagged(String);
+
+impl Drop for KillTagged {
+    fn drop(&mut self) {
+        for (pid, _) in tagged(&self.0) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Ways a command can leave a process running past its own end.
+const DETACHED: &[(&str, &str)] = &[
+    ("setsid", "setsid sleep 300 &"),
+    (
+        "setsid, a shell ignoring signals",
+        "setsid sh -c 'trap \"\" HUP INT TERM; sleep 300' &",
+    ),
+    ("nohup", "nohup sleep 300 >/dev/null 2>&1 &"),
+    (
+        "nohup and disown",
+        "bash -c 'nohup sleep 300 >/dev/null 2>&1 & disown'",
+    ),
+    (
+        "a double fork",
+        "(sleep 300 &)\n(setsid sleep 300 </dev/null >/dev/null 2>&1 &)",
+    ),
+    (
+        "a daemon with a new session in a subshell",
+        "( setsid sh -c 'sleep 300 & sleep 300' >/dev/null 2>&1 & ) &",
+    ),
+];
+
+#[test]
+fn execute_kills_what_a_command_detached_when_it_returns() {
+    let mut s = Server::start();
+    let prefix = format!("detached-{}-", std::process::id());
+    let _cleanup = KillTagged(prefix.clone());
+    for (i, (how, cmd)) in DETACHED.iter().enumerate() {
+        let tag = format!("{prefix}{i}");
+        let started = Instant::now();
+        let v = s
+            .exec(&format!(
+                "export VINE_TEST_TAG={tag}\n{cmd}\nsleep 0.2\necho done"
+            ))
+            .ok();
+        assert_eq!(v["stdout"], "done\n", "{how}: {v}");
+        assert_eq!(v["returncode"], 0, "{how}: {v}");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{how}: the reply took {:?}",
+            started.elapsed()
+        );
+        let left = tagged(&tag);
+        assert!(
+            left.is_empty(),
+            "{how}: processes {left:?} outlived the request ({cmd})"
+        );
+    }
+    s.assert_alive();
+}
+
+#[test]
+fn execute_timeout_kills_what_a_command_detached() {
+    let mut s = Opts::new().arg("--exec-timeout").arg("1s").start();
+    let tag = format!("timeout-{}", std::process::id());
+    let _cleanup = KillTagged(tag.clone());
+    let detach: Vec<&str> = DETACHED.iter().map(|(_, c)| *c).collect();
+    let started = Instant::now();
+    let r = s.exec(&format!(
+        "export VINE_TEST_TAG={tag}\n{}\necho before; echo before-err >&2\nsleep 300\necho never",
+        detach.join("\n")
+    ));
+    let took = started.elapsed();
+    let v = r.json();
+    assert_eq!(v["status"], "error", "{v}");
+    assert_eq!(v["returncode"], -9, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("longer than 1s"),
+        "{v}"
+    );
+    assert_eq!(v["stdout"], "before\n", "the output read so far: {v}");
+    assert_eq!(v["stderr"], "before-err\n", "{v}");
+    assert!(
+        took < Duration::from_secs(5),
+        "the reply came {took:?} after a 1s timeout"
+    );
+    let left = tagged(&tag);
+    assert!(left.is_empty(), "processes {left:?} outlived the timeout");
+    s.assert_alive();
+}
+
+#[test]
+fn execute_returns_the_output_of_a_command_whose_detached_child_holds_the_pipe() {
+    let mut s = Server::start();
+    let tag = format!("pipe-{}", std::process::id());
+    let _cleanup = KillTagged(tag.clone());
+    let started = Instant::now();
+    // The detached shell keeps stdout and stderr open after the command's shell has exited
+    // (which waits until it has surely left the process group).
+    let v = s
+        .exec(&format!(
+            "export VINE_TEST_TAG={tag}; seq 1 3; echo warn >&2
+             setsid sh -c 'echo > detached; exec sleep 300' &
+             while [ ! -e detached ]; do sleep 0.01; done; exit 7"
+        ))
+        .json();
+    assert_eq!(v["stdout"], "1\n2\n3\n", "{v}");
+    assert_eq!(v["stderr"], "warn\n", "{v}");
+    assert_eq!(v["returncode"], 7, "{v}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(tagged(&tag).is_empty());
+    s.assert_alive();
+}
+
+#[test]
+fn execute_concurrency_cap_covers_detached_processes() {
+    const COMMANDS: usize = 10;
+    const CAP: usize = 4;
+    let mut s = Opts::new()
+        .arg("--exec-max-concurrent")
+        .arg(CAP.to_string())
+        .start();
+    let prefix = format!("cap-{}-", std::process::id());
+    let _cleanup = KillTagged(prefix.clone());
+    // Watch how many commands have processes alive at once.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (done, prefix) = (done.clone(), prefix.clone());
+        std::thread::spawn(move || {
+            let mut most = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let commands: BTreeSet<String> =
+                    tagged(&prefix).into_iter().map(|(_, t)| t).collect();
+                most = most.max(commands.len());
+                sleep(Duration::from_millis(5));
+            }
+            most
+        })
+    };
+    let addr = s.addr;
+    let clients: Vec<_> = (0..COMMANDS)
+        .map(|i| {
+            let tag = format!("{prefix}{i}");
+            std::thread::spawn(move || {
+                let body = json!({"command": format!(
+                    "export VINE_TEST_TAG={tag}\n\
+                     setsid sh -c 'while :; do sleep 0.05; done' >/dev/null 2>&1 &\n\
+                     sleep 0.3; echo ran"
+                )})
+                .to_string();
+                let req = request(
+                    addr,
+                    "POST",
+                    "/execute",
+                    &[("X-API-Key", KEY)],
+                    Some(body.as_bytes()),
+                );
+                loop {
+                    let r = send_raw(addr, &req).unwrap();
+                    check_reply("POST", "/execute", &r);
+                    if r.status != 429 {
+                        return r;
+                    }
+                    sleep(Duration::from_millis(20));
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().unwrap().ok()["stdout"], "ran\n");
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let most = watcher.join().unwrap();
+    assert!(most >= 1, "the watcher never saw a command's processes");
+    assert!(
+        most <= CAP,
+        "processes of {most} commands ran at once with --exec-max-concurrent {CAP}"
+    );
+    let left = tagged(&prefix);
+    assert!(
+        left.is_empty(),
+        "processes {left:?} outlived their requests"
+    );
+    s.assert_alive();
+}
+
+#[test]
+fn context_files_through_a_symlink_leading_outside_are_refused() {
+    let mut s = Server::start();
+    let (base, outside) = (s.base(), s.outside());
+    std::fs::create_dir_all(base.join("docs")).unwrap();
+    std::fs::write(base.join("docs/spec.md"), "spec\n").unwrap();
+    std::os::unix::fs::symlink(&outside, base.join("out")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.txt"), base.join("docs/secret.md")).unwrap();
+    std::os::unix::fs::symlink(base.join("docs"), base.join("alias")).unwrap();
+    for path in ["out/secret.txt", "docs/secret.md", "out/sub/deeper.txt"] {
+        let add = json!({"op": "add", "task": {"description": "t", "context_files": [path]}});
+        let e = s.op(add).error(400);
+        assert_eq!(e["kind"], "invalid", "{path}: {e}");
+        assert!(
+            e["message"].as_str().unwrap().contains("leads outside"),
+            "{path}: {e}"
+        );
+        let plan = json!({"op": "add-plan", "tasks": [
+            {"task": {"description": "fine"}},
+            {"task": {"description": "t", "context_files": ["docs/spec.md", path]}}]});
+        s.op(plan).error(400);
+        // The command line says the same (exit 2), on the same board.
+        let out = vine()
+            .args(["--dir"])
+            .arg(&base)
+            .args(["add", "t", "--context", path])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "vine add --context {path}: {out:?}"
+        );
+    }
+    let status = s.op_ok(json!({"op": "status"}), "status");
+    assert_eq!(status["total"], 0, "nothing was added: {status}");
+    // Context files inside the board, through a symlink or not, and files not written yet.
+    for path in ["docs/spec.md", "alias/spec.md", "docs/later.md"] {
+        s.op_ok(
+            json!({"op": "add", "task": {"description": "t", "context_files": [path]}}),
+            "added",
+        );
+    }
+    s.assert_alive();
+}
+
+#[test]
+fn execute_refuses_a_command_no_shell_can_run() {
+    let mut s = Server::start();
+    let e = s.exec("echo a\u{0}b").error(400);
+    assert!(e["message"].as_str().unwrap().contains("NUL"), "{e}");
+    s.exec("").error(400);
+    s.exec(" \t\n").error(400);
+    // The longest command the system can hand to `sh -c` runs; one byte more is refused.
+    const MAX: usize = 128 * 1024 - 1;
+    let longest = format!(":{}", " ".repeat(MAX - 1));
+    assert_eq!(s.exec(&longest).ok()["returncode"], 0);
+    let e = s.exec(&format!("{longest} ")).error(400);
+    assert!(e["message"].as_str().unwrap().contains("at most"), "{e}");
     s.assert_alive();
 }
 

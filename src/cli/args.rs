@@ -77,6 +77,10 @@ pub struct ClaimantArgs {
 pub enum Command {
     /// Create a board (default ./.vine), or with --claude set up a Claude Code project.
     /// Existing board files are kept.
+    ///
+    /// With --url (or $VINE_URL), the board is the server's base directory: `vine serve` made
+    /// it when it started; on a server with only the original API, `vine init` runs there
+    /// through /execute (vine must be installed there). Flags change the board's settings.
     Init {
         /// Where to create it (default: --dir, $VINE_DIR, or ./.vine); with --claude, the project.
         #[arg(value_name = "DIR")]
@@ -344,18 +348,22 @@ pub struct ServeArgs {
     /// Switch /execute off.
     #[arg(long)]
     pub no_exec: bool,
-    /// Kill a command's whole process group after this long.
+    /// Kill a command, and every process it started, after this long.
     #[arg(long, default_value = "60s", value_name = "DURATION")]
     pub exec_timeout: String,
     /// Bytes of stdout and of stderr kept per command.
     #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
     pub exec_max_output: usize,
-    /// Commands running at once; more are refused with 429.
+    /// Commands running at once (one counts until every process it started is gone); more
+    /// are refused with 429.
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub exec_max_concurrent: usize,
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
     pub max_body: usize,
+    /// A client must send its whole request body within this long, else 408.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub body_timeout: String,
     /// Serve only the original plan's /test, /list, /deploy, /execute (for testing old clients).
     #[arg(long, hide = true)]
     pub original_only: bool,

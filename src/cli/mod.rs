@@ -39,9 +39,28 @@ pub fn run(cli: Cli) -> Result<Output> {
             hook_command,
             ..
         } => init_claude(path, cli.dir, cli.url, &role, &hook_command),
-        Command::Init { .. } if cli.url.is_some() => Err(Error::Invalid(
-            "vine init creates a local board; a server's board is created by `vine serve --root DIR`".into(),
-        )),
+        Command::Init {
+            path,
+            lease,
+            stale_after,
+            max_retries,
+            archive_after,
+            retry_backoff,
+            retry_backoff_max,
+            ..
+        } if cli.url.is_some() => remote::init(
+            cli.url.as_deref().unwrap_or_default(),
+            cli.key_file.as_deref(),
+            path.as_deref(),
+            &remote::InitFlags {
+                lease,
+                stale_after,
+                max_retries,
+                archive_after,
+                retry_backoff,
+                retry_backoff_max,
+            },
+        ),
         Command::Init {
             path,
             lease,
@@ -279,6 +298,7 @@ fn serve(a: args::ServeArgs, key_file: Option<&Path>) -> Result<Output> {
     cfg.exec.max_output = a.exec_max_output;
     cfg.exec.max_concurrent = a.exec_max_concurrent.max(1);
     cfg.max_body = a.max_body;
+    cfg.body_timeout = Duration::from_secs(duration(&a.body_timeout, "--body-timeout")?.max(1));
     cfg.original_only = a.original_only;
     agentvine::server::serve(cfg)?;
     Ok(Output {

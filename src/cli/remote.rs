@@ -4,9 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use agentvine::apikey::ApiKey;
-use agentvine::remote::{Http, HttpOptions, Vps};
+use agentvine::remote::{Http, HttpOptions, RemoteStore, Vps};
 use agentvine::server::OpRequest;
-use agentvine::{Board, Error, ExitCode, Result};
+use agentvine::store::Transport;
+use agentvine::{Board, Error, ExitCode, Op, Reply, Result, Settings};
 use serde_json::{Value, json};
 
 use super::Output;
@@ -15,6 +16,94 @@ use super::args::VpsCmd;
 /// The board on the server at `url`.
 pub fn board(url: &str, key_file: Option<&Path>) -> Result<Board> {
     Board::connect(url, ApiKey::from_env_or_file(key_file)?)
+}
+
+/// The settings flags of `vine init`.
+pub struct InitFlags {
+    /// `--lease`.
+    pub lease: Option<String>,
+    /// `--stale-after`.
+    pub stale_after: Option<String>,
+    /// `--max-retries`.
+    pub max_retries: Option<u32>,
+    /// `--archive-after`.
+    pub archive_after: Option<usize>,
+    /// `--retry-backoff`.
+    pub retry_backoff: Option<String>,
+    /// `--retry-backoff-max`.
+    pub retry_backoff_max: Option<String>,
+}
+
+impl InitFlags {
+    /// `base` with the flags given applied, or `None` when no flag was given.
+    fn apply(&self, base: impl FnOnce() -> Result<Settings>) -> Result<Option<Settings>> {
+        let given = self.lease.is_some()
+            || self.stale_after.is_some()
+            || self.max_retries.is_some()
+            || self.archive_after.is_some()
+            || self.retry_backoff.is_some()
+            || self.retry_backoff_max.is_some();
+        if !given {
+            return Ok(None);
+        }
+        let mut s = base()?;
+        if let Some(l) = &self.lease {
+            s.lease_secs = super::duration(l, "--lease")?;
+        }
+        if let Some(l) = &self.stale_after {
+            s.stale_after_secs = super::duration(l, "--stale-after")?;
+        }
+        if let Some(n) = self.max_retries {
+            s.max_retries = n;
+        }
+        if let Some(n) = self.archive_after {
+            s.archive_after = n;
+        }
+        if let Some(d) = &self.retry_backoff {
+            s.retry_backoff_secs = super::duration(d, "--retry-backoff")?;
+        }
+        if let Some(d) = &self.retry_backoff_max {
+            s.retry_backoff_max_secs = super::duration(d, "--retry-backoff-max")?;
+        }
+        Ok(Some(s))
+    }
+}
+
+/// `vine --url URL init [settings flags]`: creates the board on the server (on `vine serve` it
+/// is there already; on a server with only the original API, `vine init` runs there through
+/// `/execute`), keeping every board file already there; flags change the board's settings.
+pub fn init(
+    url: &str,
+    key_file: Option<&Path>,
+    dir: Option<&Path>,
+    flags: &InitFlags,
+) -> Result<Output> {
+    if let Some(d) = dir {
+        return Err(Error::Invalid(format!(
+            "with --url, `vine init` takes no DIR ({}): the board is the server's base directory",
+            d.display()
+        )));
+    }
+    let store = RemoteStore::connect(url, ApiKey::from_env_or_file(key_file)?)?;
+    // Flags change the board's current settings, or the defaults of a board not made yet.
+    let settings = flags.apply(|| match store.execute(Op::Settings) {
+        Ok(Reply::Settings { settings }) => Ok(settings),
+        Ok(other) => Err(Error::Protocol(format!(
+            "the server answered a settings request with {other:?}"
+        ))),
+        Err(e) if e.kind() == "no-board" => Ok(Settings::default()),
+        Err(e) => Err(e),
+    })?;
+    let settings = store.init(settings.as_ref())?;
+    let shown = store.location();
+    Ok(Output {
+        text: format!(
+            "Board ready at {shown}\n{}\nNext: vine add \"<task>\" --instructions \"...\"  |  VINE_WORKER=w1 vine claim",
+            super::render::settings_line(&settings)
+        ),
+        json: json!({"board": shown, "settings": settings}),
+        exit: ExitCode::Done,
+    })
 }
 
 /// The board on a server, for hooks that must not hold Claude up: 2 s timeout, no retries.
@@ -173,8 +262,9 @@ pub fn op(request: &str, dir: Option<&Path>) -> Result<Output> {
         Some(d) => d.to_path_buf(),
         None => std::env::current_dir().map_err(|e| Error::io("reading", ".", e))?,
     };
-    let store = agentvine::store::local::LocalStore::open(dir)?;
-    let result = store.execute_keyed(req.op, req.key.as_deref());
+    // Every outcome, a missing board included, is one JSON body the client can read.
+    let result = agentvine::store::local::LocalStore::open(dir)
+        .and_then(|store| store.execute_keyed(req.op, req.key.as_deref()));
     let (body, exit) = match result {
         Ok(reply) => (json!({"status": "success", "reply": reply}), ExitCode::Done),
         Err(e) => (

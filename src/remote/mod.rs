@@ -18,8 +18,10 @@ pub use vps::{ExecOutput, Vps};
 use crate::apikey::ApiKey;
 use crate::error::{Error, Result};
 use crate::op::{Op, Reply};
-use crate::server::{OpRequest, parse_reply};
+use crate::server::{OpRequest, parse_reply, remote_error};
+use crate::settings::{BoardFile, Settings};
 use crate::store::Transport;
+use crate::store::paths::BOARD;
 
 /// How ops reach the board on a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,13 +69,10 @@ impl RemoteStore {
         Ok(*self.mode.get_or_init(|| m))
     }
 
-    fn run_exec(&self, req: &OpRequest) -> Result<Reply> {
-        let json = serde_json::to_string(req).map_err(|e| Error::Protocol(e.to_string()))?;
-        let command = format!(
-            "{} --dir . op {}",
-            shell_quote(&self.remote_bin),
-            shell_quote(&json)
-        );
+    /// Runs `vine ARGS` in the server's base directory through `/execute` (servers without
+    /// the board endpoint); returns the JSON object it printed last.
+    fn exec_vine(&self, args: &str) -> Result<Value> {
+        let command = format!("{} {args}", shell_quote(&self.remote_bin));
         let r = self
             .http
             .post("/execute", &json!({"command": command, "workdir": null}))?;
@@ -83,12 +82,9 @@ impl RemoteStore {
             .rev()
             .find(|l| l.trim_start().starts_with('{'))
         {
-            Some(line) => {
-                let v: Value = serde_json::from_str(line).map_err(|e| {
-                    Error::Protocol(format!("`vine op` on the server printed {line:?}: {e}"))
-                })?;
-                parse_reply(v)
-            }
+            Some(line) => serde_json::from_str(line).map_err(|e| {
+                Error::Protocol(format!("`vine` on the server printed {line:?}: {e}"))
+            }),
             None => {
                 let stderr = r.body.get("stderr").and_then(Value::as_str).unwrap_or("");
                 let message = r.body.get("message").and_then(Value::as_str).unwrap_or("");
@@ -102,6 +98,67 @@ impl RemoteStore {
             }
         }
     }
+
+    fn run_exec(&self, req: &OpRequest) -> Result<Reply> {
+        let json = serde_json::to_string(req).map_err(|e| Error::Protocol(e.to_string()))?;
+        parse_reply(self.exec_vine(&format!("--dir . op {}", shell_quote(&json)))?)
+    }
+
+    /// Creates the board in the server's base directory, keeping every board file already
+    /// there (so it is safe to run again), and with `settings`, replaces the board's settings.
+    /// Returns the board's settings.
+    ///
+    /// `vine serve` made its board when it started, so there is nothing to create. A server
+    /// with only the original API gets it from `vine init` run there through `/execute` (the
+    /// `vine` every board command there needs anyway; it creates the missing files under the
+    /// board lock and never replaces one). Settings are written as `board.json` with `/deploy`,
+    /// which both kinds of server have.
+    pub fn init(&self, settings: Option<&Settings>) -> Result<Settings> {
+        if self.mode()? == Mode::Exec {
+            let v = self.exec_vine("--json init .")?;
+            if v.get("ok") != Some(&Value::Bool(true)) {
+                return Err(remote_error(v.get("error").unwrap_or(&v)));
+            }
+        }
+        if let Some(s) = settings {
+            let file = BoardFile {
+                settings: s.clone(),
+                ..BoardFile::default()
+            };
+            let mut text =
+                serde_json::to_string_pretty(&file).map_err(|e| Error::Protocol(e.to_string()))?;
+            text.push('\n');
+            let r = self.http.post(
+                "/deploy",
+                &json!({"filepath": BOARD, "content": text, "encoding": "utf-8"}),
+            )?;
+            if r.body.get("status").and_then(Value::as_str) != Some("success") {
+                return Err(Error::Protocol(format!(
+                    "the server refused the board's settings (HTTP {}): {}",
+                    r.status,
+                    r.body.get("message").and_then(Value::as_str).unwrap_or("")
+                )));
+            }
+        }
+        match self.execute(Op::Settings)? {
+            Reply::Settings { settings } => Ok(settings),
+            other => Err(Error::Protocol(format!(
+                "the server answered a settings request with {other:?}"
+            ))),
+        }
+    }
+
+    /// A board op's error, with the way out when the server has no board yet.
+    fn explain(&self, e: Error) -> Error {
+        if e.kind() != "no-board" {
+            return e;
+        }
+        let url = self.http.url();
+        Error::NoBoard(format!(
+            "there is no board on the server at {url} yet: its base directory has neither board.json nor task-queue.json. \
+             Create it with `vine --url {url} init` (safe to run again: it keeps what is there)"
+        ))
+    }
 }
 
 impl Transport for RemoteStore {
@@ -111,7 +168,7 @@ impl Transport for RemoteStore {
         }
         let key = (!op.is_read_only()).then(new_request_key);
         let req = OpRequest { op, key };
-        match self.mode()? {
+        let result = match self.mode()? {
             Mode::Native => {
                 let body =
                     serde_json::to_value(&req).map_err(|e| Error::Protocol(e.to_string()))?;
@@ -125,7 +182,8 @@ impl Transport for RemoteStore {
                 parse_reply(r.body)
             }
             Mode::Exec => self.run_exec(&req),
-        }
+        };
+        result.map_err(|e| self.explain(e))
     }
 
     fn location(&self) -> String {

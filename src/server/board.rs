@@ -18,6 +18,7 @@ use super::App;
 use super::reply::{board_error, error, parse_body, success};
 use crate::error::{Error, Result};
 use crate::op::{Op, Reply};
+use crate::rules::MAX_KEY;
 use crate::store::Transport;
 use crate::store::local::LocalStore;
 
@@ -125,17 +126,28 @@ pub(crate) async fn op(
     State(app): State<Arc<App>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let (Some(store), Some(batcher)) = (app.store.clone(), app.batcher.as_ref()) else {
+        // Only with --original-only, which does not route /v1/op.
+        return super::reply::not_found().await;
+    };
     let req: OpRequest = match parse_body(body) {
         Ok(r) => r,
         Err(resp) => return resp,
     };
+    if let Some(key) = &req.key
+        && (!(1..=MAX_KEY).contains(&key.len()) || !key.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("the request key must be 1 to {MAX_KEY} visible ASCII characters (no spaces)"),
+        );
+    }
     let result = if req.op.is_read_only() {
-        let store = app.store.clone();
         tokio::task::spawn_blocking(move || store.execute(req.op))
             .await
             .unwrap_or_else(|e| Err(Error::Protocol(format!("the read failed: {e}"))))
     } else {
-        app.batcher.apply(req.op, req.key).await
+        batcher.apply(req.op, req.key).await
     };
     let n = app.op_count.fetch_add(1, Ordering::Relaxed) + 1;
     if app.drop_every.is_some_and(|every| n % every == 0) {

@@ -14,9 +14,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::App;
-use super::reply::{error, forbidden, or_reply, parse_body, parse_query, success};
+use super::reply::{check_len, error, forbidden, or_reply, parse_body, parse_query, success};
 use crate::store::{durable, paths};
 use crate::time::format_timestamp;
+use crate::validate::MAX_PATH;
 
 /// Most directory entries `/list` returns.
 const MAX_LIST: usize = 10_000;
@@ -59,6 +60,7 @@ pub async fn list(
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
     let q = or_reply!(parse_query(q));
+    or_reply!(check_len("path", &q.path, 0, MAX_PATH));
     let dir = or_reply!(inside(&app, &q.path));
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
@@ -103,6 +105,7 @@ pub async fn read(
     q: Result<Query<ReadQuery>, QueryRejection>,
 ) -> Response {
     let q = or_reply!(parse_query(q));
+    or_reply!(check_len("filepath", &q.filepath, 1, MAX_PATH));
     let path = or_reply!(inside(&app, &q.filepath));
     match std::fs::metadata(&path) {
         Ok(m) if m.is_dir() => {
@@ -160,6 +163,7 @@ pub struct DeployBody {
 /// fsync, rename). Board files are written under the board lock and must parse.
 pub async fn deploy(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
     let b: DeployBody = or_reply!(parse_body(body));
+    or_reply!(check_len("filepath", &b.filepath, 1, MAX_PATH));
     let path = or_reply!(inside(&app, &b.filepath));
     let bytes = match b
         .encoding
@@ -212,11 +216,8 @@ pub async fn deploy(State(app): State<Arc<App>>, body: Result<Bytes, BytesReject
         let board_file = parent == app2.root && super::BOARD_FILES.contains(&name.as_str());
         let _lock = if board_file {
             check_board_file(&name, &bytes)?;
-            Some(
-                app2.store
-                    .lock()
-                    .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
-            )
+            app2.board_lock()
+                .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         } else {
             None
         };
@@ -289,12 +290,24 @@ pub struct SearchQuery {
     directory: String,
 }
 
+/// Longest search pattern, in characters.
+const MAX_PATTERN: usize = 1024;
+
+impl SearchQuery {
+    /// The lengths openapi.json gives (an empty pattern has its own message).
+    fn check(&self) -> Result<(), Response> {
+        check_len("pattern", &self.pattern, 0, MAX_PATTERN)?;
+        check_len("directory", &self.directory, 0, MAX_PATH)
+    }
+}
+
 /// `GET /search/files?pattern=*.py&directory=DIR`: file names matching a `*`/`?` pattern.
 pub async fn search_files(
     State(app): State<Arc<App>>,
     q: Result<Query<SearchQuery>, QueryRejection>,
 ) -> Response {
     let q = or_reply!(parse_query(q));
+    or_reply!(q.check());
     let dir = or_reply!(inside(&app, &q.directory));
     if q.pattern.is_empty() {
         return error(StatusCode::BAD_REQUEST, "give a pattern, e.g. pattern=*.py");
@@ -327,13 +340,14 @@ pub async fn search_content(
     q: Result<Query<SearchQuery>, QueryRejection>,
 ) -> Response {
     let q = or_reply!(parse_query(q));
-    let dir = or_reply!(inside(&app, &q.directory));
     if q.pattern.is_empty() {
         return error(
             StatusCode::BAD_REQUEST,
             "give a pattern: the text to look for",
         );
     }
+    or_reply!(q.check());
+    let dir = or_reply!(inside(&app, &q.directory));
     let app2 = app.clone();
     let res = tokio::task::spawn_blocking(move || {
         let mut matches = Vec::new();

@@ -13,9 +13,11 @@
 mod auth;
 mod base64;
 mod board;
+mod body;
 mod exec;
 mod files;
 mod reply;
+mod supervisor;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,10 +30,11 @@ use axum::routing::{get, post};
 
 use crate::apikey::ApiKey;
 use crate::error::{Error, Result};
-use crate::store::local::LocalStore;
+use crate::store::local::{LocalStore, LockGuard};
 
 pub use board::{OpRequest, parse_reply, remote_error};
 pub use reply::ErrorBody;
+pub use supervisor::{SUPERVISOR_ARG, supervise};
 
 /// The OpenAPI document of the whole API.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -65,12 +68,16 @@ const BOARD_FILES: &[&str] = &[
 pub struct ExecConfig {
     /// Whether `/execute` runs commands at all (`--no-exec` turns it off).
     pub enabled: bool,
-    /// A command's whole process group is killed after this long.
+    /// A command, and every process it started, is killed after this long.
     pub timeout: Duration,
     /// Bytes of stdout and of stderr kept per command; the rest is dropped.
     pub max_output: usize,
     /// Commands running at once; more are refused with 429.
     pub max_concurrent: usize,
+    /// The program each command runs under: started with [`SUPERVISOR_ARG`], it must call
+    /// [`supervise`] (`vine` does). Default: this very program (`/proc/self/exe`). `serve`
+    /// checks it at startup and refuses to start with `/execute` on if it does not answer.
+    pub supervisor: PathBuf,
 }
 
 impl Default for ExecConfig {
@@ -80,7 +87,18 @@ impl Default for ExecConfig {
             timeout: Duration::from_secs(60),
             max_output: 1024 * 1024,
             max_concurrent: 4,
+            supervisor: this_program(),
         }
+    }
+}
+
+/// The running program, as the supervisor of `/execute` commands.
+fn this_program() -> PathBuf {
+    if cfg!(target_os = "linux") {
+        // Still the right program if its file was replaced or deleted since it started.
+        PathBuf::from("/proc/self/exe")
+    } else {
+        std::env::current_exe().unwrap_or_else(|_| PathBuf::from("vine"))
     }
 }
 
@@ -99,6 +117,8 @@ pub struct ServeConfig {
     pub exec: ExecConfig,
     /// Largest request body, in bytes.
     pub max_body: usize,
+    /// A request body must have arrived whole within this long (else 408).
+    pub body_timeout: Duration,
     /// Largest file `/read` returns, in bytes.
     pub max_read: usize,
     /// Serve only the original plan's four endpoints (a stand-in for the original server).
@@ -115,6 +135,7 @@ impl ServeConfig {
             tls: None,
             exec: ExecConfig::default(),
             max_body: 16 * 1024 * 1024,
+            body_timeout: Duration::from_secs(30),
             max_read: 16 * 1024 * 1024,
             original_only: false,
         }
@@ -124,17 +145,38 @@ impl ServeConfig {
 /// What every handler shares.
 pub(crate) struct App {
     pub(crate) root: PathBuf,
-    pub(crate) store: LocalStore,
+    /// The board (absent with `--original-only`: the original server creates no board; one is
+    /// made with `vine --url URL init`).
+    pub(crate) store: Option<LocalStore>,
     pub(crate) key: Option<ApiKey>,
     pub(crate) exec: ExecConfig,
-    pub(crate) exec_slots: tokio::sync::Semaphore,
+    pub(crate) exec_slots: Arc<tokio::sync::Semaphore>,
     pub(crate) throttle: auth::Throttle,
-    pub(crate) batcher: board::Batcher,
+    pub(crate) batcher: Option<board::Batcher>,
     pub(crate) max_read: usize,
+    pub(crate) max_body: usize,
+    pub(crate) body_timeout: Duration,
     pub(crate) original_only: bool,
     /// Test hook: drop every Nth `/v1/op` reply after applying the op (`VINE_TEST_DROP_REPLIES`).
     pub(crate) drop_every: Option<u64>,
     pub(crate) op_count: std::sync::atomic::AtomicU64,
+}
+
+impl App {
+    /// Takes the board lock for a write beside the board's own ops (a deploy over a board
+    /// file). Without a board of its own (`--original-only`) the server locks the board made
+    /// in its base directory since it started, if there is one; with no board there is no
+    /// other writer to exclude.
+    pub(crate) fn board_lock(&self) -> Result<Option<LockGuard>> {
+        match &self.store {
+            Some(s) => s.lock().map(Some),
+            None => match LocalStore::open(&self.root) {
+                Ok(s) => s.lock().map(Some),
+                Err(Error::NoBoard(_)) => Ok(None),
+                Err(e) => Err(e),
+            },
+        }
+    }
 }
 
 /// Runs the server until the process is stopped. Prints `listening on ADDR` once ready.
@@ -156,7 +198,15 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
         .root
         .canonicalize()
         .map_err(|e| Error::io("opening", &cfg.root, e))?;
-    let store = LocalStore::init(&root, None)?;
+    if cfg.exec.enabled {
+        exec::probe(&cfg.exec)?;
+    }
+    // The original server creates nothing in its base directory; `vine serve` makes its board.
+    let store = if cfg.original_only {
+        None
+    } else {
+        Some(LocalStore::init(&root, None)?)
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -175,13 +225,15 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
         .filter(|n: &u64| *n > 0);
     let app = Arc::new(App {
         root,
-        batcher: board::Batcher::start(store.clone()),
+        batcher: store.clone().map(board::Batcher::start),
         store,
         key: cfg.key.clone(),
-        exec_slots: tokio::sync::Semaphore::new(cfg.exec.max_concurrent.max(1)),
+        exec_slots: Arc::new(tokio::sync::Semaphore::new(cfg.exec.max_concurrent.max(1))),
         exec: cfg.exec.clone(),
         throttle: auth::Throttle::default(),
         max_read: cfg.max_read,
+        max_body: cfg.max_body,
+        body_timeout: cfg.body_timeout,
         original_only: cfg.original_only,
         drop_every,
         op_count: Default::default(),
@@ -222,7 +274,7 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
 }
 
 /// A client that does not finish sending its request headers within 30 s is dropped, so slow
-/// or stuck connections cannot pile up.
+/// or stuck connections cannot pile up (its body gets `--body-timeout`, see `body.rs`).
 fn slow_clients_time_out(
     b: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
 ) {
@@ -247,6 +299,10 @@ fn router(app: Arc<App>, max_body: usize) -> Router {
     }
     r.fallback(reply::not_found)
         .method_not_allowed_fallback(reply::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            body::read_in_time,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             auth::check,

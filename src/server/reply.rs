@@ -137,3 +137,22 @@ pub fn parse_query<T: serde::de::DeserializeOwned>(
         )
     })
 }
+
+/// Refuses (400) a text parameter or field whose length in characters is outside `min..=max`,
+/// the `minLength`/`maxLength` openapi.json gives it.
+pub fn check_len(name: &str, value: &str, min: usize, max: usize) -> Result<(), Response> {
+    let n = value.chars().count();
+    if n < min {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("{name} is empty; give one"),
+        ));
+    }
+    if n > max {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("{name} is {n} characters long; the limit is {max}"),
+        ));
+    }
+    Ok(())
+}

@@ -302,7 +302,8 @@ impl LocalStore {
         Ok(st)
     }
 
-    /// Checks what the rules cannot: that a named instruction file exists on the board.
+    /// Checks what the rules cannot: that a named instruction file exists on the board, and
+    /// that no instruction or context file leads outside it through a symlink.
     fn precheck(&self, op: &Op) -> Result<()> {
         let files: Vec<&String> = match op {
             Op::Add { task } => task.instruction_file.iter().collect(),
@@ -320,6 +321,15 @@ impl LocalStore {
                     "instruction file {f:?} is not on the board; write it first, or pass the text with --instructions-from"
                 )));
             }
+        }
+        let context: Vec<&String> = match op {
+            Op::Add { task } => task.context_files.iter().collect(),
+            Op::AddPlan { tasks } => tasks.iter().flat_map(|p| &p.task.context_files).collect(),
+            _ => vec![],
+        };
+        for f in context {
+            crate::validate::board_path("context file", f)?;
+            self.resolve(f)?;
         }
         Ok(())
     }
