@@ -48,10 +48,13 @@ pub fn resolve_in(root: &Path, rel: &str) -> Result<PathBuf> {
             }
         }
     }
-    // Canonicalize the longest existing prefix, so a symlink anywhere on the way is seen.
+    // Canonicalize the longest existing prefix, so a symlink anywhere on the way is seen. A
+    // symlink counts as existing even when its target does not (`symlink_metadata`): a
+    // dangling link is refused below instead of being walked past, since whatever later
+    // appears at its target (possibly outside) is where the path would lead.
     let mut existing = full.as_path();
     let mut rest = Vec::new();
-    while !existing.exists() {
+    while existing.symlink_metadata().is_err() {
         match (existing.parent(), existing.file_name()) {
             (Some(parent), Some(name)) => {
                 rest.push(name.to_os_string());
@@ -60,9 +63,15 @@ pub fn resolve_in(root: &Path, rel: &str) -> Result<PathBuf> {
             _ => break,
         }
     }
-    let mut real = existing
-        .canonicalize()
-        .map_err(|e| Error::io("resolving", existing, e))?;
+    let mut real = match existing.canonicalize() {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::Invalid(format!(
+                "path {rel:?} goes through a symlink whose target does not exist"
+            )));
+        }
+        Err(e) => return Err(Error::io("resolving", existing, e)),
+    };
     for name in rest.iter().rev() {
         real.push(name);
     }
@@ -72,4 +81,31 @@ pub fn resolve_in(root: &Path, rel: &str) -> Result<PathBuf> {
         )));
     }
     Ok(real)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dangling_symlink_is_refused_whatever_its_target() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("board");
+        std::fs::create_dir(&root).unwrap();
+        let outside = tmp.path().join("outside");
+        std::os::unix::fs::symlink(outside.join("not-yet"), root.join("dangling")).unwrap();
+        std::os::unix::fs::symlink(root.join("nothing-here"), root.join("inner")).unwrap();
+        let root = root.canonicalize().unwrap();
+        for rel in ["dangling", "dangling/x.md", "inner", "inner/x.md"] {
+            match resolve_in(&root, rel) {
+                Err(Error::Invalid(m)) => assert!(m.contains("symlink"), "{rel}: {m}"),
+                other => panic!("{rel}: {other:?}"),
+            }
+        }
+        // Paths that do not exist yet, without links, are fine.
+        assert_eq!(
+            resolve_in(&root, "new/dir/file.md").unwrap(),
+            root.join("new/dir/file.md")
+        );
+    }
 }
