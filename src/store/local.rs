@@ -6,14 +6,15 @@
 //! old or the new version, never a mix within one file.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::paths::{self, ARCHIVE, BOARD, LOCK, LOG, PROGRESS, QUEUE, TASKS_DIR, WORKERS};
+pub use super::lock::LockGuard;
+use super::paths::{self, ARCHIVE, BOARD, LOG, PROGRESS, QUEUE, TASKS_DIR, WORKERS};
 use super::queue_file::{self, QueueCache};
 use super::{Transport, archive, durable, log, repair};
 use crate::error::{Error, Result};
@@ -52,11 +53,6 @@ type Slot<T> = Arc<Mutex<Option<Parsed<T>>>>;
 struct Parsed<T> {
     bytes: Vec<u8>,
     value: T,
-}
-
-/// The exclusive board lock; released when dropped.
-pub struct LockGuard {
-    _file: File,
 }
 
 impl LocalStore {
@@ -126,18 +122,9 @@ impl LocalStore {
         &self.dir
     }
 
-    /// Takes the board's exclusive lock (blocks until it is free).
+    /// Takes the board's exclusive lock (blocks until it is free). See [`lock`].
     pub fn lock(&self) -> Result<LockGuard> {
-        let path = self.dir.join(LOCK);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::io("opening the lock", &path, e))?;
-        file.lock().map_err(|e| Error::io("locking", &path, e))?;
-        Ok(LockGuard { _file: file })
+        super::lock::lock(&self.dir)
     }
 
     /// The board's settings (defaults when `board.json` is absent).

@@ -2,9 +2,11 @@
 //! this machine; a remote transport (the VPS) sends the same ops over the network.
 
 pub mod archive;
+pub mod clock;
 pub mod durable;
 pub mod jsonl;
 pub mod local;
+pub mod lock;
 pub mod log;
 pub mod paths;
 pub mod queue_file;
