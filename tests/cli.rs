@@ -1869,6 +1869,87 @@ fn heartbeat_extends_even_a_one_second_lease() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Clocks that are wrong
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `vine --json ARGS` in a process whose clock is `offset` seconds off (debug builds of
+/// `vine` honour `VINE_TEST_CLOCK_OFFSET`); returns the exit code, the JSON and stderr.
+fn skewed(b: &TestBoard, offset: i64, args: &[&str]) -> (i32, Value, String) {
+    let r = run_cmd(
+        b.cmd(args)
+            .arg("--json")
+            .env("VINE_TEST_CLOCK_OFFSET", offset.to_string()),
+    );
+    let v = one_object(&r);
+    (r.code, v, r.stderr)
+}
+
+#[test]
+fn a_clock_an_hour_ahead_neither_takes_back_a_live_claim_nor_strands_a_task() {
+    let b = TestBoard::with_init(&["--lease", "30m"]);
+    let held = b.add("held by w1", &[]);
+    b.claim("w1");
+    // A process an hour ahead sees w1's 30-minute lease as long expired: it must not act on it.
+    let (code, v, stderr) = skewed(&b, 3600, &["claim", "--worker", "w2"]);
+    let t = b.show(held);
+    assert_eq!(
+        (&t["status"], &t["claimed_by"], &t["attempts"]),
+        (&json!("in_progress"), &json!("w1"), &json!(1)),
+        "the live claim was taken back: {t}"
+    );
+    assert_eq!(code, 3, "{v}");
+    assert!(
+        stderr.contains("clock is 1h ahead of the board's file system"),
+        "one note says the clock is off: {stderr}"
+    );
+    let (code, v, _) = skewed(&b, 3600, &["requeue-stale"]);
+    assert_eq!((code, &v["tasks"]), (0, &json!([])), "{v}");
+    // A claim the fast process makes expires on the board's time, not an hour later.
+    let short = b.add("short lease", &["--lease", "2s"]);
+    let (code, v, _) = skewed(&b, 3600, &["claim", "--worker", "w3"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["claim"]["task"]["id"], short);
+    let until = ts(&v["claim"]["task"]["lease_expires_at"]);
+    assert!(
+        (until - Utc::now()).num_seconds() < 60,
+        "the lease runs on the fast clock: until {until}"
+    );
+    sleep(Duration::from_millis(2500));
+    assert_eq!(b.ok(&["requeue-stale"])["tasks"], json!([short]));
+    let t = b.show(short);
+    assert_eq!(t["status"], "pending", "{t}");
+    if !t["not_before"].is_null() {
+        let wait = ts(&t["not_before"]) - Utc::now();
+        assert!(wait.num_seconds() < 60, "claimable only in {wait}: {t}");
+    }
+}
+
+#[test]
+fn a_clock_behind_does_not_put_its_tasks_first() {
+    let b = TestBoard::new();
+    let first = b.add("added with a right clock", &[]);
+    let (code, v, stderr) = skewed(&b, -3600, &["add", "added with a clock an hour behind"]);
+    assert_eq!(code, 0, "{v}");
+    let second = v["tasks"][0]["id"].as_u64().unwrap();
+    assert!(second > first);
+    assert_eq!(
+        b.claim("w1")["id"],
+        first,
+        "tasks are claimed in the order added"
+    );
+    let created = |id: u64| ts(&b.show(id)["created_at"]);
+    assert!(
+        created(second) >= created(first),
+        "the slow process stamped its task an hour early"
+    );
+    assert!(stderr.contains("1h behind"), "{stderr}");
+    // Reads keep the reader's clock and change nothing: no note.
+    let (code, _, stderr) = skewed(&b, -3600, &["status"]);
+    assert_eq!(code, 0);
+    assert!(stderr.is_empty(), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Ids and plans
 // ---------------------------------------------------------------------------------------------
 

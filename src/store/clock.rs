@@ -36,7 +36,7 @@ pub fn now(lock_file: &File) -> Timestamp {
     }
     static NOTED: AtomicBool = AtomicBool::new(false);
     if !NOTED.swap(true, Ordering::Relaxed) {
-        let off = format_duration(ahead_ms.unsigned_abs() / 1000);
+        let off = format_duration(ahead_ms.unsigned_abs().saturating_add(500) / 1000);
         let dir = if ahead_ms > 0 { "ahead of" } else { "behind" };
         eprintln!(
             "vine: note: this process's clock is {off} {dir} the board's file system; \

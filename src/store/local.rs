@@ -23,6 +23,7 @@ use crate::progress::Progress;
 use crate::rules::{self, State};
 use crate::settings::{BoardFile, Settings};
 use crate::task::{Task, TaskStatus};
+use crate::time::Timestamp;
 use crate::worker::Worker;
 
 /// Worker entries changed only in what the queue also records are written at most this often
@@ -92,7 +93,10 @@ impl LocalStore {
         let dir = dir.into();
         fs::create_dir_all(dir.join(TASKS_DIR)).map_err(|e| Error::io("creating", &dir, e))?;
         let store = LocalStore::at(dir);
-        let _lock = store.lock()?;
+        let lock = store.lock()?;
+        // The lock file gets the byte the board clock rewrites, so that later changes leave
+        // its content as it is.
+        lock.now();
         let d = &store.dir;
         if settings.is_some() || !d.join(BOARD).exists() {
             let board = BoardFile {
@@ -312,7 +316,7 @@ impl LocalStore {
     }
 
     /// Writes what the op changed, archiving finished tasks first when there are too many.
-    fn commit(&self, st: &mut State) -> Result<()> {
+    fn commit(&self, st: &mut State, now: Timestamp) -> Result<()> {
         let d = &self.dir;
         let mut synced_dirs = false;
         if !st.files.is_empty() {
@@ -352,7 +356,7 @@ impl LocalStore {
         if st.dirty.tasks {
             let (take, _kept) = rules::archivable(&st.tasks);
             if take.len() > st.settings.archive_after {
-                let _ = self.compact(st, &take);
+                let _ = self.compact(st, &take, now);
             }
         }
         Ok(())
@@ -361,8 +365,8 @@ impl LocalStore {
     /// Moves the committed tasks at `take` to the archive, then rewrites the queue without them.
     /// A crash in between leaves identical copies in both places; readers count them once and
     /// the next compaction does not append them again.
-    fn compact(&self, st: &mut State, take: &[usize]) -> Result<usize> {
-        let archived = self.archive(st, take)?;
+    fn compact(&self, st: &mut State, take: &[usize], now: Timestamp) -> Result<usize> {
+        let archived = self.archive(st, take, now)?;
         if archived > 0 {
             // The archived claims and completions leave the queue: keep their facts in the
             // worker file first (merged at load).
@@ -383,10 +387,10 @@ impl LocalStore {
     }
 
     /// Appends the tasks at `take` to the archive and drops them from the in-memory queue.
-    fn archive(&self, st: &mut State, take: &[usize]) -> Result<usize> {
+    fn archive(&self, st: &mut State, take: &[usize], now: Timestamp) -> Result<usize> {
         let set: HashSet<usize> = take.iter().copied().collect();
         let moving: Vec<Task> = take.iter().map(|&i| st.tasks[i].clone()).collect();
-        archive::append(&self.dir.join(ARCHIVE), &moving, crate::time::now())?;
+        archive::append(&self.dir.join(ARCHIVE), &moving, now)?;
         let mut i = 0;
         st.tasks.retain(|_| {
             let keep = !set.contains(&i);
@@ -463,7 +467,8 @@ impl LocalStore {
             Ok(st) => st,
             Err(e) => return fail_all(e),
         };
-        let now = crate::time::now();
+        // The board clock (see `clock`): the file system's time when this process's is off.
+        let now = lock.now();
         let mut replies = Vec::with_capacity(n);
         let mut applied = 0;
         for (op, key) in ops {
@@ -471,7 +476,7 @@ impl LocalStore {
                 let (take, kept) = rules::archivable(&st.tasks);
                 replies.push(match op {
                     Op::Compact => self
-                        .compact(&mut st, &take)
+                        .compact(&mut st, &take, now)
                         .map(|archived| Reply::Compacted { archived, kept }),
                     _ => Err(Error::Invalid("repair runs alone, not in a batch".into())),
                 });
@@ -505,7 +510,7 @@ impl LocalStore {
             }
         }
         let committed = if applied > 0 {
-            self.commit(&mut st)
+            self.commit(&mut st, now)
         } else {
             log::append(&self.dir.join(LOG), &mut st.outbox)
         };
