@@ -836,6 +836,51 @@ fn empty_queue_file_is_damage_too() {
     assert!(b.read(QUEUE).is_empty());
 }
 
+/// Runs `vine --json ARGS` on `b` with the size of the files it writes limited to `blocks`
+/// (`ulimit -f`, SIGXFSZ ignored): a write past it fails with EFBIG, as on a full disk.
+fn with_file_limit(b: &TestBoard, blocks: u32, args: &[&str]) -> (i32, Value) {
+    let r = run_cmd(
+        Command::new("sh")
+            .arg("-c")
+            .arg("trap '' XFSZ; ulimit -f \"$0\" && exec \"$@\"")
+            .arg(blocks.to_string())
+            .arg(env!("CARGO_BIN_EXE_vine"))
+            .arg("--dir")
+            .arg(&b.dir)
+            .arg("--json")
+            .args(args)
+            .env_remove("VINE_DIR")
+            .env_remove("VINE_WORKER")
+            .env_remove("WORKER_ID"),
+    );
+    (r.code, one_object(&r))
+}
+
+#[test]
+fn a_write_that_fails_leaves_no_temp_file_and_no_half_line() {
+    let b = TestBoard::new();
+    let long = "x".repeat(3000);
+    let plan: Vec<Value> = (0..20)
+        .map(|i| json!({"description": format!("{i} {long}")}))
+        .collect();
+    let plan = b.outside("plan.json", &Value::Array(plan).to_string());
+    b.ok(&["add", "--plan", plan.to_str().unwrap()]);
+    assert!(b.read(QUEUE).len() > 60_000);
+    let before = b.snapshot();
+    // 16 blocks (8 or 16 KiB): the queue's rewrite cannot be written.
+    let (code, v) = with_file_limit(&b, 16, &["add", "one more"]);
+    assert_eq!((code, v["error"]["kind"].as_str()), (1, Some("io")), "{v}");
+    assert_unchanged(&before, &b, "an add whose queue write failed");
+    // A log append cut off by the limit is taken back whole.
+    let message = "m".repeat(60_000);
+    let (code, v) = with_file_limit(&b, 16, &["msg", "send", &message]);
+    assert_eq!((code, v["error"]["kind"].as_str()), (1, Some("io")), "{v}");
+    assert_unchanged(&before, &b, "a message whose append failed");
+    // Without the limit both go through.
+    b.add("one more", &[]);
+    b.ok(&["msg", "send", &message]);
+}
+
 #[test]
 fn io_errors_exit_1() {
     // A queue that cannot be read (it is a folder) is an I/O error, not damage.

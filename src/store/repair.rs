@@ -78,7 +78,11 @@ fn parses<T: DeserializeOwned>(dir: &Path, name: &str) -> bool {
 
 fn backup(dir: &Path, name: &str, stamp: &str) -> Result<String> {
     let b = format!("{name}.damaged-{stamp}");
-    fs::copy(dir.join(name), dir.join(&b)).map_err(|e| Error::io("copying", dir.join(name), e))?;
+    if let Err(e) = fs::copy(dir.join(name), dir.join(&b)) {
+        // A copy cut off (a full disk) is no backup.
+        let _ = fs::remove_file(dir.join(&b));
+        return Err(Error::io("copying", dir.join(name), e));
+    }
     Ok(b)
 }
 
