@@ -13,10 +13,11 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::damage::{self, Damages};
 pub use super::lock::LockGuard;
 use super::paths::{self, ARCHIVE, BOARD, LOG, PROGRESS, QUEUE, TASKS_DIR, WORKERS};
 use super::queue_file::{self, QueueCache};
-use super::{Transport, archive, durable, log, repair};
+use super::{Transport, archive, durable, log, repair, salvage};
 use crate::error::{Error, Result};
 use crate::op::{Op, Reply, TaskView};
 use crate::progress::Progress;
@@ -133,21 +134,31 @@ impl LocalStore {
 
     /// The board's settings (defaults when `board.json` is absent).
     pub fn settings(&self) -> Result<Settings> {
-        Ok(self
-            .read_cached::<BoardFile>(BOARD, &self.settings_cache)?
-            .settings)
+        self.settings_with(&mut Damages::refuse())
+    }
+
+    /// The board's settings; a damaged `board.json` gives the defaults (`vine repair` resets
+    /// it to them) when `dmg` salvages.
+    fn settings_with(&self, dmg: &mut Damages) -> Result<Settings> {
+        let board = self.read_cached(BOARD, &self.settings_cache, dmg, |_| BoardFile::default())?;
+        Ok(board.settings)
     }
 
     /// The workers, as stored.
-    fn workers(&self) -> Result<BTreeMap<String, Worker>> {
-        self.read_cached(WORKERS, &self.workers_cache)
+    fn workers(&self, dmg: &mut Damages) -> Result<BTreeMap<String, Worker>> {
+        self.read_cached(WORKERS, &self.workers_cache, dmg, |b| {
+            salvage::workers(b).value
+        })
     }
 
-    /// Reads a small JSON board file, reusing the last parse while the bytes are the same.
+    /// Reads a small JSON board file, reusing the last parse while the bytes are the same. A
+    /// file that does not parse is reported to `dmg`, and `salvage` reads what it can.
     fn read_cached<T: DeserializeOwned + Default + Clone>(
         &self,
         name: &str,
         slot: &Mutex<Option<Parsed<T>>>,
+        dmg: &mut Damages,
+        salvage: fn(&[u8]) -> T,
     ) -> Result<T> {
         let path = self.dir.join(name);
         let bytes = match fs::read(&path) {
@@ -161,7 +172,13 @@ impl LocalStore {
         {
             return Ok(p.value.clone());
         }
-        let value: T = serde_json::from_slice(&bytes).map_err(|e| damaged(path, &bytes, e))?;
+        let value: T = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                dmg.found(&path, damage::detail(&bytes, e))?;
+                return Ok(salvage(&bytes));
+            }
+        };
         *cached = Some(Parsed {
             bytes,
             value: value.clone(),
@@ -192,12 +209,22 @@ impl LocalStore {
 
     /// The tasks on the queue, for reading (the cache keeps its copy).
     pub fn queue(&self) -> Result<Vec<Task>> {
+        self.queue_with(&mut Damages::refuse())
+    }
+
+    /// The tasks on the queue, for reading; a damaged queue is salvaged when `dmg` salvages.
+    fn queue_with(&self, dmg: &mut Damages) -> Result<Vec<Task>> {
         let Some(bytes) = self.queue_bytes()? else {
             return Ok(Vec::new());
         };
-        let mut cache = self.cache();
-        queue_file::decode_shared(&bytes, &mut cache)
-            .map_err(|e| damaged(self.dir.join(QUEUE), &bytes, e))
+        let decoded = queue_file::decode_shared(&bytes, &mut self.cache());
+        match decoded {
+            Ok(tasks) => Ok(tasks),
+            Err(e) => {
+                dmg.found(&self.dir.join(QUEUE), damage::detail(&bytes, e))?;
+                Ok(salvage::queue(&bytes).value)
+            }
+        }
     }
 
     /// The tasks on the queue, for changing under the lock (taken from the cache when the file
@@ -208,7 +235,10 @@ impl LocalStore {
             return Ok(Vec::new());
         };
         let mut cache = self.cache();
-        queue_file::decode(&bytes, &mut cache).map_err(|e| damaged(self.dir.join(QUEUE), &bytes, e))
+        queue_file::decode(&bytes, &mut cache).map_err(|e| Error::Damaged {
+            path: self.dir.join(QUEUE),
+            detail: damage::detail(&bytes, e),
+        })
     }
 
     fn queue_bytes(&self) -> Result<Option<Vec<u8>>> {
@@ -250,11 +280,13 @@ impl LocalStore {
     /// Loads what the ops in `ops` need (each with whether it carries a request key).
     fn load(&self, ops: &[(Op, Option<String>)]) -> Result<State> {
         let any = |f: &dyn Fn(&Op, bool) -> bool| ops.iter().any(|(op, k)| f(op, k.is_some()));
-        let settings = self.settings()?;
+        // A change is never made from a damaged file.
+        let dmg = &mut Damages::refuse();
+        let settings = self.settings_with(dmg)?;
         let tasks = self.take_queue()?;
-        let workers = self.workers()?;
+        let workers = self.workers(dmg)?;
         let progress = if any(&|op, _| matches!(op, Op::SetProgress { .. })) {
-            read_json(&self.dir, PROGRESS)?
+            read_json(&self.dir, PROGRESS, dmg)?
         } else {
             Progress::default()
         };
@@ -268,17 +300,17 @@ impl LocalStore {
         rules::merge_queue_facts(&mut st);
         if any(&|op, _| matches!(op, Op::Add { .. } | Op::AddPlan { .. })) {
             let max_queue = st.tasks.iter().map(|t| t.id).max().unwrap_or(0);
-            let max_arch = archive::totals(&self.dir.join(ARCHIVE))?.max_id;
+            let max_arch = archive::totals(&self.dir.join(ARCHIVE), dmg)?.max_id;
             st.min_next_id = max_queue.max(max_arch) + 1;
         }
         let message = |op: &Op| matches!(op, Op::Send { .. } | Op::Ask { .. } | Op::Answer { .. });
         if any(&|op, _| message(op)) {
-            st.next_seq = log::next_seq(&self.dir.join(LOG))?;
+            st.next_seq = log::next_seq(&self.dir.join(LOG), dmg)?;
         }
         if any(&|op, _| matches!(op, Op::Answer { .. })) {
-            st.log = log::all(&self.dir.join(LOG))?;
+            st.log = log::all(&self.dir.join(LOG), dmg)?;
         } else if any(&|op, keyed| keyed && message(op)) {
-            st.log = log::recent(&self.dir.join(LOG), RECENT_KEYED)?;
+            st.log = log::recent(&self.dir.join(LOG), RECENT_KEYED, dmg)?;
         }
         let missing: HashSet<u64> = ops
             .iter()
@@ -286,7 +318,7 @@ impl LocalStore {
             .filter(|id| st.position(*id).is_none())
             .collect();
         if !missing.is_empty() {
-            let found = archive::find(&self.dir.join(ARCHIVE), &missing)?;
+            let found = archive::find(&self.dir.join(ARCHIVE), &missing, dmg)?;
             st.archived = found.iter().map(|(id, t)| (*id, t.status)).collect();
             st.archived_tasks = found;
         }
@@ -318,6 +350,8 @@ impl LocalStore {
     /// Writes what the op changed, archiving finished tasks first when there are too many.
     fn commit(&self, st: &mut State, now: Timestamp) -> Result<()> {
         let d = &self.dir;
+        // The log's end is read (and checked) before anything is written.
+        let log_bytes = log::encode(&d.join(LOG), &mut st.outbox)?;
         let mut synced_dirs = false;
         if !st.files.is_empty() {
             let tasks_dir = d.join(TASKS_DIR);
@@ -349,7 +383,9 @@ impl LocalStore {
         if synced_dirs {
             durable::sync_dir(d)?;
         }
-        log::append(&d.join(LOG), &mut st.outbox)?;
+        if !log_bytes.is_empty() {
+            durable::append_lines(&d.join(LOG), &log_bytes, true)?;
+        }
         // Only what is committed may be archived: the op's own change is on disk by now.
         // The op has succeeded; a compaction that fails here is retried by the next write,
         // and the board is consistent either way, so its error does not fail the op.
@@ -546,14 +582,40 @@ impl LocalStore {
         replies
     }
 
+    /// Answers a read. Damaged files do not stop it: it shows what can be read (salvaged as
+    /// `vine repair` would, nothing written) and returns [`Error::DamagedRead`] with the reply
+    /// and the damaged files.
     fn read(&self, op: Op) -> Result<Reply> {
+        let mut dmg = Damages::salvage();
+        let result = self.read_with(op, &mut dmg);
+        let damage = dmg.into_found();
+        match (result, damage.first()) {
+            (result, None) => result,
+            (Ok(reply), Some(_)) => Err(Error::DamagedRead {
+                reply: Box::new(reply),
+                damage,
+            }),
+            // Not found in what could be read: it may be in what could not.
+            (Err(Error::UnknownTask(id)), Some(d)) => Err(Error::Damaged {
+                path: self.dir.join(&d.file),
+                detail: format!(
+                    "{}; task {id} is not in what can be read, it may be in what cannot",
+                    d.detail
+                ),
+            }),
+            (Err(e), Some(_)) => Err(e),
+        }
+    }
+
+    /// A read, with damaged files reported to `dmg`.
+    fn read_with(&self, op: Op, dmg: &mut Damages) -> Result<Reply> {
         let now = crate::time::now();
-        let load_state = || -> Result<State> {
+        let load_state = |dmg: &mut Damages| -> Result<State> {
             let mut st = State {
-                tasks: self.queue()?,
-                workers: self.workers()?,
-                progress: read_json(&self.dir, PROGRESS)?,
-                settings: self.settings()?,
+                tasks: self.queue_with(dmg)?,
+                workers: self.workers(dmg)?,
+                progress: read_json(&self.dir, PROGRESS, dmg)?,
+                settings: self.settings_with(dmg)?,
                 ..State::default()
             };
             rules::merge_queue_facts(&mut st);
@@ -561,8 +623,8 @@ impl LocalStore {
         };
         match op {
             Op::Status => {
-                let mut st = load_state()?;
-                let totals = archive::totals(&self.dir.join(ARCHIVE))?;
+                let mut st = load_state(dmg)?;
+                let totals = archive::totals(&self.dir.join(ARCHIVE), dmg)?;
                 // Tasks on the queue that are also at the archive's tail (a compaction that
                 // was cut off, or one that ran between our two reads) are counted once.
                 let finished = st
@@ -570,9 +632,9 @@ impl LocalStore {
                     .iter()
                     .filter(|t| matches!(t.status, TaskStatus::Completed | TaskStatus::Cancelled))
                     .count();
-                let tail = archive::tail_ids(&self.dir.join(ARCHIVE), finished)?;
+                let tail = archive::tail_ids(&self.dir.join(ARCHIVE), finished, dmg)?;
                 st.tasks.retain(|t| !tail.contains(&t.id));
-                let open = log::questions(&self.dir.join(LOG), false)?.len();
+                let open = log::questions(&self.dir.join(LOG), false, dmg)?.len();
                 Ok(Reply::Status {
                     report: rules::status_report(&st, &totals.by_status(), open, now),
                 })
@@ -586,11 +648,11 @@ impl LocalStore {
                         "unknown status {s:?}; use pending, in_progress, completed, failed, cancelled or blocked"
                     )));
                 }
-                let st = load_state()?;
+                let st = load_state(dmg)?;
                 let mut tasks = Vec::new();
                 if all {
                     let on_queue: HashSet<u64> = st.tasks.iter().map(|t| t.id).collect();
-                    for t in archive::all(&self.dir.join(ARCHIVE))? {
+                    for t in archive::all(&self.dir.join(ARCHIVE), dmg)? {
                         let matches = match status.as_deref() {
                             None => true,
                             Some(s) => TaskStatus::parse(s) == Some(t.status),
@@ -609,14 +671,14 @@ impl LocalStore {
                 Ok(Reply::Tasks { tasks })
             }
             Op::Show { task } => {
-                let st = load_state()?;
+                let st = load_state(dmg)?;
                 if let Some(v) = rules::task_views(&st, None)
                     .into_iter()
                     .find(|v| v.task.id == task)
                 {
                     return Ok(Reply::Task { task: v });
                 }
-                let found = archive::find(&self.dir.join(ARCHIVE), &HashSet::from([task]))?;
+                let found = archive::find(&self.dir.join(ARCHIVE), &HashSet::from([task]), dmg)?;
                 match found.into_values().next() {
                     Some(t) => Ok(Reply::Task {
                         task: TaskView {
@@ -629,22 +691,22 @@ impl LocalStore {
                 }
             }
             Op::Workers => {
-                let st = load_state()?;
+                let st = load_state(dmg)?;
                 Ok(Reply::Workers {
                     workers: rules::worker_views(&st, now),
                 })
             }
             Op::Settings => Ok(Reply::Settings {
-                settings: self.settings()?,
+                settings: self.settings_with(dmg)?,
             }),
             Op::Progress => Ok(Reply::Progress {
-                progress: read_json(&self.dir, PROGRESS)?,
+                progress: read_json(&self.dir, PROGRESS, dmg)?,
             }),
             Op::ReadMessages { filter } => Ok(Reply::Messages {
-                messages: log::read(&self.dir.join(LOG), &filter)?,
+                messages: log::read(&self.dir.join(LOG), &filter, dmg)?,
             }),
             Op::Questions { all } => Ok(Reply::Questions {
-                questions: log::questions(&self.dir.join(LOG), all)?,
+                questions: log::questions(&self.dir.join(LOG), all, dmg)?,
             }),
             other => Err(Error::Protocol(format!("{} is not a read", other.name()))),
         }
@@ -676,26 +738,25 @@ fn referenced_ids(op: &Op) -> Vec<u64> {
     }
 }
 
-/// Reads and parses a board file; a missing file reads as the default, a bad one is damage.
-pub(crate) fn read_json<T: DeserializeOwned + Default>(dir: &Path, name: &str) -> Result<T> {
+/// Reads and parses a board file; a missing file reads as the default, a bad one is damage
+/// (read as the default when `dmg` salvages: `vine repair` resets it to that).
+pub(crate) fn read_json<T: DeserializeOwned + Default>(
+    dir: &Path,
+    name: &str,
+    dmg: &mut Damages,
+) -> Result<T> {
     let path = dir.join(name);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(T::default()),
         Err(e) => return Err(Error::io("reading", path, e)),
     };
-    serde_json::from_slice(&bytes).map_err(|e| damaged(path, &bytes, e))
-}
-
-/// The damage error for a file that did not parse.
-fn damaged(path: PathBuf, bytes: &[u8], e: serde_json::Error) -> Error {
-    Error::Damaged {
-        path,
-        detail: if bytes.iter().all(u8::is_ascii_whitespace) {
-            "the file is empty".into()
-        } else {
-            e.to_string()
-        },
+    match serde_json::from_slice(&bytes) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            dmg.found(&path, damage::detail(&bytes, e))?;
+            Ok(T::default())
+        }
     }
 }
 
@@ -761,7 +822,7 @@ mod tests {
         let queue = store.queue().unwrap();
         assert_eq!(queue[0].claimed_by.as_deref(), Some("w1"));
         assert_eq!(queue[1].claimed_by.as_deref(), Some("w2"));
-        let log = log::all(&store.dir().join(LOG)).unwrap();
+        let log = log::all(&store.dir().join(LOG), &mut Damages::refuse()).unwrap();
         assert_eq!(log.len(), 1);
         assert_eq!(log[0].message, "late");
     }

@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod clock;
+pub mod damage;
 pub mod durable;
 pub mod jsonl;
 pub mod local;
@@ -11,6 +12,7 @@ pub mod log;
 pub mod paths;
 pub mod queue_file;
 pub mod repair;
+pub mod salvage;
 
 use crate::error::Result;
 use crate::op::{Op, Reply};
