@@ -29,7 +29,7 @@ use agentvine::server::{OpRequest, parse_reply};
 use agentvine::settings::{BoardFile, Settings};
 use agentvine::store::local::LocalStore;
 use agentvine::store::queue_file::{self, QueueCache};
-use agentvine::store::{archive, durable, log, paths};
+use agentvine::store::{archive, damage, durable, log, paths};
 use agentvine::task::{Task, TaskStatus};
 use agentvine::worker::Worker;
 use agentvine::{Board, Claim};
@@ -442,7 +442,7 @@ fn build_board(dir: &Path, history: usize, settings: &Settings) -> R<Built> {
     // Check the board reads back as intended.
     let status = Board::open(dir)?.status()?;
     let queue = LocalStore::open(dir)?.queue()?;
-    let totals = archive::totals(&archive_path)?;
+    let totals = archive::totals(&archive_path, &mut damage::Damages::refuse())?;
     let built = Built {
         queue_finished: queue
             .iter()

@@ -71,6 +71,16 @@ pub enum Error {
         /// What the parser said.
         detail: String,
     },
+    /// A read found damaged board files: `reply` shows what could be read (salvaged as
+    /// `vine repair` would, nothing written), `damage` says which files are damaged. Exit 5,
+    /// like [`Error::Damaged`]; `vine` prints the reply and the damage both.
+    #[error("{}", damage_message(damage))]
+    DamagedRead {
+        /// What could be read.
+        reply: Box<crate::op::Reply>,
+        /// The damaged files.
+        damage: Vec<Damage>,
+    },
     /// No board was found where one was expected.
     #[error("{0}")]
     NoBoard(String),
@@ -116,7 +126,7 @@ impl Error {
             Error::Invalid(_) | Error::UnknownTask(_) | Error::NoBoard(_) => ExitCode::Invalid,
             Error::Conflict(_) => ExitCode::Conflict,
             Error::NothingToDo(_) => ExitCode::NothingToDo,
-            Error::Damaged { .. } => ExitCode::Damaged,
+            Error::Damaged { .. } | Error::DamagedRead { .. } => ExitCode::Damaged,
             Error::Io { .. } | Error::Protocol(_) => ExitCode::Other,
             Error::Unreachable(_) => ExitCode::Unreachable,
             Error::Unauthorized(_) => ExitCode::Unauthorized,
@@ -132,7 +142,7 @@ impl Error {
             Error::UnknownTask(_) => "unknown-task",
             Error::Conflict(_) => "conflict",
             Error::NothingToDo(_) => "nothing-to-do",
-            Error::Damaged { .. } => "damaged",
+            Error::Damaged { .. } | Error::DamagedRead { .. } => "damaged",
             Error::NoBoard(_) => "no-board",
             Error::Io { .. } => "io",
             Error::Protocol(_) => "protocol",
@@ -151,6 +161,31 @@ impl Error {
             source,
         }
     }
+}
+
+/// A damaged board file a read found, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Damage {
+    /// The file's name on the board (`task-queue.json`, `agent-comms.jsonl`, ...).
+    pub file: String,
+    /// What is wrong (the first problem found).
+    pub detail: String,
+}
+
+/// One message for the damaged files of a read: which, what is wrong, and that `vine repair`
+/// fixes them.
+pub fn damage_message(damage: &[Damage]) -> String {
+    let files: Vec<String> = damage
+        .iter()
+        .map(|d| format!("board file {} is damaged ({})", d.file, d.detail))
+        .collect();
+    format!(
+        "{}; this shows only what can be read, and changes are refused. \
+         Run `vine repair` to keep a copy of {} and rebuild {}",
+        files.join("; "),
+        if damage.len() == 1 { "it" } else { "each" },
+        if damage.len() == 1 { "it" } else { "them" },
+    )
 }
 
 /// Result type of the library.

@@ -31,7 +31,7 @@ pub mod validate;
 pub mod worker;
 
 pub use board::{Board, Decision};
-pub use error::{Error, ExitCode, Result};
+pub use error::{Damage, Error, ExitCode, Result};
 pub use message::{Message, MessageKind};
 pub use op::{
     Claim, MessageFilter, NewTask, Op, PlanTask, Reply, StatusReport, TaskView, WorkerView,

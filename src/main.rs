@@ -46,12 +46,27 @@ fn main() {
         }
         Err(e) => {
             let code = e.exit_code().code();
+            let mut error = json!({"kind": e.kind(), "code": code, "message": e.to_string()});
+            // A read of a damaged board still shows what could be read, with the damage.
+            let partial = match &e {
+                agentvine::Error::DamagedRead { reply, damage } => {
+                    error["damaged"] = json!(damage);
+                    Some(reply)
+                }
+                _ => None,
+            };
             if as_json {
-                say(
-                    &json!({"ok": false, "error": {"kind": e.kind(), "code": code, "message": e.to_string()}})
-                        .to_string(),
-                );
+                let mut v = partial
+                    .and_then(|r| serde_json::to_value(r).ok())
+                    .filter(Value::is_object)
+                    .unwrap_or_else(|| json!({}));
+                v["ok"] = Value::Bool(false);
+                v["error"] = error;
+                say(&v.to_string());
             } else {
+                if let Some(r) = partial {
+                    say(&cli::render_reply(r));
+                }
                 eprintln!("vine: {e}");
             }
             code

@@ -29,8 +29,27 @@ pub fn parse_timestamp(s: &str) -> Option<Timestamp> {
 
 /// The current time at the precision the board stores (milliseconds), so that a value read
 /// back from a file equals the one that was written.
+///
+/// Debug builds only: `$VINE_TEST_CLOCK_OFFSET` (seconds, may be negative) shifts this clock,
+/// so tests can run a process whose clock is wrong. Release builds ignore it.
 pub fn now() -> Timestamp {
-    to_millis(Utc::now())
+    let t = Utc::now();
+    #[cfg(debug_assertions)]
+    let t = t + test_clock_offset();
+    to_millis(t)
+}
+
+/// The test clock offset of debug builds (`$VINE_TEST_CLOCK_OFFSET` seconds), read once.
+#[cfg(debug_assertions)]
+fn test_clock_offset() -> chrono::TimeDelta {
+    static OFFSET: std::sync::OnceLock<chrono::TimeDelta> = std::sync::OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        std::env::var("VINE_TEST_CLOCK_OFFSET")
+            .ok()
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .and_then(chrono::TimeDelta::try_seconds)
+            .unwrap_or_default()
+    })
 }
 
 /// `t` without its sub-millisecond part: the board keeps times to the millisecond, the

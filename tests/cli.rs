@@ -780,11 +780,6 @@ fn damaged_board_refuses_every_change(damaged: &str) {
         &["answer", &q, "an answer"],
         &["requeue-stale"],
         &["compact"],
-        // Reads that need the file refuse too.
-        &["status"],
-        &["tasks"],
-        &["show", &id],
-        &["workers"],
     ];
     for args in cases {
         let stderr = b.fails(5, args);
@@ -806,11 +801,238 @@ fn damaged_board_refuses_every_change(damaged: &str) {
             &format!("vine {args:?} on a damaged {damaged}"),
         );
     }
+    // Reads show what they can, say which file is damaged, and exit 5 too.
+    for args in [&["status"][..], &["tasks"], &["workers"], &["show", &id]] {
+        if damaged == QUEUE && args[0] == "show" {
+            // Nothing of the queue can be read: the task is not shown, the damage is.
+            let (code, v) = b.json(args);
+            assert_eq!((code, &v["error"]["kind"]), (5, &json!("damaged")), "{v}");
+        } else {
+            damaged_read(&b, args, damaged);
+        }
+        assert_unchanged(
+            &before,
+            &b,
+            &format!("vine {args:?} on a damaged {damaged}"),
+        );
+    }
     assert_eq!(
         b.read(damaged),
         garbage,
         "{damaged} is byte-for-byte unchanged"
     );
+}
+
+/// Runs a read on a board with the damaged file `file` and checks it the way a coordinator
+/// needs it: exit 5; in text, what can be read on stdout and, on stderr, which file is damaged
+/// and that `vine repair` fixes it; in `--json`, one object with the reply's fields plus
+/// `ok: false` and an `error` naming the file. Returns the JSON.
+fn damaged_read(b: &TestBoard, args: &[&str], file: &str) -> Value {
+    let r = b.run(args);
+    assert_eq!(r.code, 5, "vine {args:?}: {r:?}");
+    assert!(
+        !r.stdout.trim().is_empty(),
+        "vine {args:?} shows what it can read: {r:?}"
+    );
+    assert!(
+        r.stderr.contains(file) && r.stderr.contains("damaged") && r.stderr.contains("vine repair"),
+        "vine {args:?}: stderr names {file} and `vine repair`: {r:?}"
+    );
+    let (code, v) = b.json(args);
+    assert_eq!(code, 5, "vine {args:?}: {v}");
+    assert_eq!(v["error"]["kind"], "damaged", "{v}");
+    assert!(
+        v["reply"].is_string(),
+        "the reply of the read is there: {v}"
+    );
+    let files: Vec<&str> = v["error"]["damaged"]
+        .as_array()
+        .unwrap_or_else(|| panic!("error.damaged lists the files: {v}"))
+        .iter()
+        .map(|d| d["file"].as_str().unwrap())
+        .collect();
+    assert!(files.contains(&file), "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains(file) && msg.contains("vine repair"), "{msg}");
+    v
+}
+
+#[test]
+fn reads_of_a_damaged_queue_show_what_can_be_read() {
+    let b = TestBoard::new();
+    let first = b.add("first task", &[]);
+    let lost = b.add("second task", &[]);
+    let third = b.add("third task", &["--priority", "high"]);
+    b.ok(&["register", "--worker", "w1"]);
+    assert_eq!(b.claim("w1")["id"], third);
+    // The second task's line is damaged; the others can still be read.
+    let text = String::from_utf8(b.read(QUEUE)).unwrap();
+    let damaged = text.replace("\"second task\"", "\"second task");
+    assert_ne!(damaged, text);
+    b.write(QUEUE, &damaged);
+    let before = b.snapshot();
+
+    let v = damaged_read(&b, &["tasks"], QUEUE);
+    assert_eq!(ids_of(&v["tasks"]), vec![first, third], "{v}");
+    let r = b.run(&["tasks"]);
+    assert!(
+        r.stdout.contains("first task") && r.stdout.contains("third task"),
+        "{r:?}"
+    );
+    let v = damaged_read(&b, &["status"], QUEUE);
+    assert_eq!(
+        (&v["total"], &v["pending"], &v["in_progress"]),
+        (&json!(2), &json!(1), &json!(1)),
+        "{v}"
+    );
+    let v = damaged_read(&b, &["workers"], QUEUE);
+    assert_eq!(v["workers"][0]["tasks"], json!([third]), "{v}");
+    let v = damaged_read(&b, &["show", &first.to_string()], QUEUE);
+    assert_eq!(v["task"]["description"], "first task");
+    // A task in the part that cannot be read is not "unknown": the board is damaged.
+    let (code, v) = b.json(&["show", &lost.to_string()]);
+    assert_eq!((code, &v["error"]["kind"]), (5, &json!("damaged")), "{v}");
+    // Writes stay refused; nothing changed.
+    b.expect(5, &["claim", "--worker", "w2"]);
+    assert_unchanged(&before, &b, "reads of a damaged queue");
+
+    b.ok(&["repair"]);
+    assert_eq!(ids_of(&b.ok(&["tasks"])["tasks"]), vec![first, third]);
+}
+
+#[test]
+fn a_queue_holding_one_id_twice_is_damage() {
+    for layout in ["one task a line", "indented"] {
+        let b = TestBoard::new();
+        let a = b.add("a", &[]);
+        b.add("b", &[]);
+        let mut tasks = b.queue();
+        let mut copy = tasks[0].clone();
+        copy["description"] = json!("a, second copy");
+        tasks.push(copy);
+        let bytes = match layout {
+            "indented" => serde_json::to_vec_pretty(&tasks).unwrap(),
+            _ => {
+                let lines: Vec<String> = tasks.iter().map(Value::to_string).collect();
+                format!("[\n{}\n]\n", lines.join(",\n")).into_bytes()
+            }
+        };
+        b.write(QUEUE, &bytes);
+        let before = b.snapshot();
+        for w in ["w1", "w2", "w3"] {
+            let (code, v) = b.json(&["claim", "--worker", w]);
+            assert_eq!(
+                code, 5,
+                "{layout}: a queue with id {a} twice hands it out: {v}"
+            );
+            let msg = v["error"]["message"].as_str().unwrap();
+            assert!(
+                msg.contains(&format!("task id {a} is on the queue twice")),
+                "{msg}"
+            );
+        }
+        assert_unchanged(&before, &b, layout);
+        // Reads show each id once (the first copy), and say so.
+        let v = damaged_read(&b, &["tasks"], QUEUE);
+        assert_eq!(v["tasks"].as_array().unwrap().len(), 2, "{v}");
+        assert_eq!(v["tasks"][0]["description"], "a");
+        // Repair keeps the first copy.
+        let report = b.ok(&["repair"]);
+        let f = repaired_file(&report, QUEUE);
+        assert_eq!(f["kept"], 2, "{report}");
+        assert_eq!(b.claim("w1")["id"], a);
+        assert_eq!(b.claim("w2")["description"], "b");
+    }
+}
+
+#[test]
+fn junk_lines_in_the_log_and_the_archive_are_damage() {
+    let b = TestBoard::new();
+    let done: Vec<u64> = (0..3).map(|i| b.add(&format!("done {i}"), &[])).collect();
+    for _ in &done {
+        let t = b.claim("w1");
+        b.ok(&["complete", &t["id"].to_string(), "--worker", "w1"]);
+    }
+    b.ok(&["compact"]);
+    b.add("open", &[]);
+    b.ok(&["msg", "send", "m1"]);
+    let q = b.ok(&["ask", "q2?"])["message"]["seq"].to_string();
+    b.ok(&["msg", "send", "m3"]);
+
+    // A junk line in the middle of each log: reads that reach it say so, and exit 5.
+    let insert_junk = |name: &str, at_line: usize| {
+        let text = String::from_utf8(b.read(name)).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.insert(at_line, "this is not json");
+        b.write(name, format!("{}\n", lines.join("\n")));
+    };
+    insert_junk(LOG, 1);
+    insert_junk(ARCHIVE, 1);
+    let before = b.snapshot();
+    let v = damaged_read(&b, &["msg", "read"], LOG);
+    let texts: Vec<&str> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["m1", "q2?", "m3"]);
+    let v = damaged_read(&b, &["questions"], LOG);
+    assert_eq!(v["questions"].as_array().unwrap().len(), 1, "{v}");
+    damaged_read(&b, &["status"], LOG);
+    let v = damaged_read(&b, &["tasks", "--all"], ARCHIVE);
+    assert_eq!(v["tasks"].as_array().unwrap().len(), 4, "{v}");
+    damaged_read(&b, &["show", &done[0].to_string()], ARCHIVE);
+    // A change that reads the damaged part is refused, and nothing changes.
+    let (code, v) = b.json(&["answer", &q, "yes"]);
+    assert_eq!((code, &v["error"]["kind"]), (5, &json!("damaged")), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains(LOG), "{v}");
+    assert_unchanged(&before, &b, "vine answer on a damaged log");
+
+    // Junk at the end is found by the changes that read only the end.
+    let b2 = TestBoard::new();
+    b2.ok(&["msg", "send", "m1"]);
+    let t = b2.add("t", &[]);
+    b2.claim("w1");
+    b2.ok(&["complete", &t.to_string(), "--worker", "w1"]);
+    b2.ok(&["compact"]);
+    for name in [LOG, ARCHIVE] {
+        let mut text = b2.read(name);
+        text.extend_from_slice(b"{\"half\": \"an entry\"}\n");
+        b2.write(name, text);
+    }
+    let before = b2.snapshot();
+    for (args, file) in [
+        (&["msg", "send", "m2"][..], LOG),
+        (&["ask", "q?"][..], LOG),
+        (&["add", "another"][..], ARCHIVE),
+    ] {
+        let (code, v) = b2.json(args);
+        assert_eq!(
+            (code, &v["error"]["kind"]),
+            (5, &json!("damaged")),
+            "vine {args:?}: {v}"
+        );
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(file),
+            "{v}"
+        );
+    }
+    assert_unchanged(&before, &b2, "changes on damaged logs");
+    damaged_read(&b2, &["status"], ARCHIVE);
+
+    // Repair keeps a copy of each and drops only the junk.
+    for board in [&b, &b2] {
+        let report = board.ok(&["repair"]);
+        for name in [LOG, ARCHIVE] {
+            let f = repaired_file(&report, name);
+            assert_eq!(f["dropped"].as_array().unwrap().len(), 1, "{report}");
+        }
+        board.ok(&["status"]);
+        board.ok(&["tasks", "--all"]);
+        board.ok(&["msg", "send", "after repair"]);
+    }
+    b.ok(&["answer", &q, "yes"]);
 }
 
 #[test]
@@ -834,6 +1056,51 @@ fn empty_queue_file_is_damage_too() {
         "{v}"
     );
     assert!(b.read(QUEUE).is_empty());
+}
+
+/// Runs `vine --json ARGS` on `b` with the size of the files it writes limited to `blocks`
+/// (`ulimit -f`, SIGXFSZ ignored): a write past it fails with EFBIG, as on a full disk.
+fn with_file_limit(b: &TestBoard, blocks: u32, args: &[&str]) -> (i32, Value) {
+    let r = run_cmd(
+        Command::new("sh")
+            .arg("-c")
+            .arg("trap '' XFSZ; ulimit -f \"$0\" && exec \"$@\"")
+            .arg(blocks.to_string())
+            .arg(env!("CARGO_BIN_EXE_vine"))
+            .arg("--dir")
+            .arg(&b.dir)
+            .arg("--json")
+            .args(args)
+            .env_remove("VINE_DIR")
+            .env_remove("VINE_WORKER")
+            .env_remove("WORKER_ID"),
+    );
+    (r.code, one_object(&r))
+}
+
+#[test]
+fn a_write_that_fails_leaves_no_temp_file_and_no_half_line() {
+    let b = TestBoard::new();
+    let long = "x".repeat(3000);
+    let plan: Vec<Value> = (0..20)
+        .map(|i| json!({"description": format!("{i} {long}")}))
+        .collect();
+    let plan = b.outside("plan.json", &Value::Array(plan).to_string());
+    b.ok(&["add", "--plan", plan.to_str().unwrap()]);
+    assert!(b.read(QUEUE).len() > 60_000);
+    let before = b.snapshot();
+    // 16 blocks (8 or 16 KiB): the queue's rewrite cannot be written.
+    let (code, v) = with_file_limit(&b, 16, &["add", "one more"]);
+    assert_eq!((code, v["error"]["kind"].as_str()), (1, Some("io")), "{v}");
+    assert_unchanged(&before, &b, "an add whose queue write failed");
+    // A log append cut off by the limit is taken back whole.
+    let message = "m".repeat(60_000);
+    let (code, v) = with_file_limit(&b, 16, &["msg", "send", &message]);
+    assert_eq!((code, v["error"]["kind"].as_str()), (1, Some("io")), "{v}");
+    assert_unchanged(&before, &b, "a message whose append failed");
+    // Without the limit both go through.
+    b.add("one more", &[]);
+    b.ok(&["msg", "send", &message]);
 }
 
 #[test]
@@ -1866,6 +2133,87 @@ fn heartbeat_extends_even_a_one_second_lease() {
         "a heartbeat 0.6 s into a 1 s lease did not extend it"
     );
     assert_eq!(b.show(id)["status"], "in_progress");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clocks that are wrong
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `vine --json ARGS` in a process whose clock is `offset` seconds off (debug builds of
+/// `vine` honour `VINE_TEST_CLOCK_OFFSET`); returns the exit code, the JSON and stderr.
+fn skewed(b: &TestBoard, offset: i64, args: &[&str]) -> (i32, Value, String) {
+    let r = run_cmd(
+        b.cmd(args)
+            .arg("--json")
+            .env("VINE_TEST_CLOCK_OFFSET", offset.to_string()),
+    );
+    let v = one_object(&r);
+    (r.code, v, r.stderr)
+}
+
+#[test]
+fn a_clock_an_hour_ahead_neither_takes_back_a_live_claim_nor_strands_a_task() {
+    let b = TestBoard::with_init(&["--lease", "30m"]);
+    let held = b.add("held by w1", &[]);
+    b.claim("w1");
+    // A process an hour ahead sees w1's 30-minute lease as long expired: it must not act on it.
+    let (code, v, stderr) = skewed(&b, 3600, &["claim", "--worker", "w2"]);
+    let t = b.show(held);
+    assert_eq!(
+        (&t["status"], &t["claimed_by"], &t["attempts"]),
+        (&json!("in_progress"), &json!("w1"), &json!(1)),
+        "the live claim was taken back: {t}"
+    );
+    assert_eq!(code, 3, "{v}");
+    assert!(
+        stderr.contains("clock is 1h ahead of the board's file system"),
+        "one note says the clock is off: {stderr}"
+    );
+    let (code, v, _) = skewed(&b, 3600, &["requeue-stale"]);
+    assert_eq!((code, &v["tasks"]), (0, &json!([])), "{v}");
+    // A claim the fast process makes expires on the board's time, not an hour later.
+    let short = b.add("short lease", &["--lease", "2s"]);
+    let (code, v, _) = skewed(&b, 3600, &["claim", "--worker", "w3"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["claim"]["task"]["id"], short);
+    let until = ts(&v["claim"]["task"]["lease_expires_at"]);
+    assert!(
+        (until - Utc::now()).num_seconds() < 60,
+        "the lease runs on the fast clock: until {until}"
+    );
+    sleep(Duration::from_millis(2500));
+    assert_eq!(b.ok(&["requeue-stale"])["tasks"], json!([short]));
+    let t = b.show(short);
+    assert_eq!(t["status"], "pending", "{t}");
+    if !t["not_before"].is_null() {
+        let wait = ts(&t["not_before"]) - Utc::now();
+        assert!(wait.num_seconds() < 60, "claimable only in {wait}: {t}");
+    }
+}
+
+#[test]
+fn a_clock_behind_does_not_put_its_tasks_first() {
+    let b = TestBoard::new();
+    let first = b.add("added with a right clock", &[]);
+    let (code, v, stderr) = skewed(&b, -3600, &["add", "added with a clock an hour behind"]);
+    assert_eq!(code, 0, "{v}");
+    let second = v["tasks"][0]["id"].as_u64().unwrap();
+    assert!(second > first);
+    assert_eq!(
+        b.claim("w1")["id"],
+        first,
+        "tasks are claimed in the order added"
+    );
+    let created = |id: u64| ts(&b.show(id)["created_at"]);
+    assert!(
+        created(second) >= created(first),
+        "the slow process stamped its task an hour early"
+    );
+    assert!(stderr.contains("1h behind"), "{stderr}");
+    // Reads keep the reader's clock and change nothing: no note.
+    let (code, _, stderr) = skewed(&b, -3600, &["status"]);
+    assert_eq!(code, 0);
+    assert!(stderr.is_empty(), "{stderr}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1485,3 +1485,104 @@ fn archive_totals_stay_right_after_a_cut_off_auto_archive() {
         "status counts a task twice for good: {s}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The lock file deleted under running workers.
+
+/// `board.lock` is removed every 2 ms while six workers claim and complete 150 tasks: every
+/// task is still claimed exactly once and every acknowledged completion is on the board.
+#[test]
+fn deleting_the_lock_file_under_workers_breaks_nothing() {
+    const TASKS: usize = 150;
+    const WORKERS: usize = 6;
+    let board = TestBoard::new(&["--archive-after", "100000"]);
+    let added = board.add_plan("plan.json", &plan_entries("lock task", 0..TASKS, None));
+    let stop = AtomicBool::new(false);
+    let seen = Mutex::new(Seen::default());
+    let removed = thread::scope(|s| {
+        let remover = {
+            let lock = board.dir.join("board.lock");
+            let stop = &stop;
+            s.spawn(move || {
+                let mut removed = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    if fs::remove_file(&lock).is_ok() {
+                        removed += 1;
+                    }
+                    thread::sleep(Duration::from_millis(2));
+                }
+                removed
+            })
+        };
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|w| {
+                let dir = board.dir.clone();
+                let seen = &seen;
+                s.spawn(move || {
+                    let worker = format!("w{w}");
+                    let mut local = Seen::default();
+                    loop {
+                        let out = run(&dir, &["claim", "--worker", &worker]);
+                        match out.code() {
+                            Some(0) => {}
+                            Some(3) => break,
+                            _ => {
+                                local.unexpected.push(format!(
+                                    "{worker} claim: {:?} {} {}",
+                                    out.status, out.stdout, out.stderr
+                                ));
+                                break;
+                            }
+                        }
+                        let c = claimed_of(&out.json(), &worker);
+                        local.claims.push(c.clone());
+                        let (id, attempt) = (c.id.to_string(), c.attempt.to_string());
+                        let args = ["complete", &id, "--worker", &worker, "--attempt", &attempt];
+                        let out = run(&dir, &args);
+                        match out.code() {
+                            Some(0) => local.completed.push(c),
+                            _ => local.unexpected.push(format!(
+                                "{worker} complete {id}: {:?} {} {}",
+                                out.status, out.stdout, out.stderr
+                            )),
+                        }
+                    }
+                    let mut s = seen.lock().unwrap();
+                    s.claims.extend(local.claims);
+                    s.completed.extend(local.completed);
+                    s.unexpected.extend(local.unexpected);
+                })
+            })
+            .collect();
+        let joined: Vec<_> = workers.into_iter().map(|h| h.join()).collect();
+        stop.store(true, Ordering::Relaxed);
+        let removed = remover.join().unwrap();
+        joined.into_iter().for_each(|r| r.unwrap());
+        removed
+    });
+    let seen = seen.into_inner().unwrap();
+    eprintln!(
+        "board.lock removed {removed} times; {} claims, {} completions",
+        seen.claims.len(),
+        seen.completed.len()
+    );
+    assert!(removed > 0, "the lock file was never removed");
+    let mut claimant: HashMap<u64, &str> = HashMap::new();
+    for c in &seen.claims {
+        if let Some(other) = claimant.insert(c.id, &c.worker) {
+            panic!(
+                "task {} was claimed twice, by {other} and {}",
+                c.id, c.worker
+            );
+        }
+    }
+    assert!(seen.unexpected.is_empty(), "{:#?}", seen.unexpected);
+    let files = Files::read(&board.dir);
+    assert_ids_once(&files, &added, "after deleting the lock file");
+    let finals = files.tasks_once();
+    assert_history(&seen, &finals, "after deleting the lock file");
+    for t in finals.values() {
+        assert_eq!(t["status"], json!("completed"), "{t}");
+    }
+    assert_eq!(seen.completed.len(), TASKS);
+}

@@ -2393,3 +2393,47 @@ fn wrong_or_missing_api_key_exits_7() {
     let tasks = board_tasks(&server.root);
     assert_eq!(tasks.len(), 1, "only the keyed add made a task: {tasks:#?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// A damaged board on the server.
+
+#[test]
+fn reads_of_a_damaged_remote_board_show_what_can_be_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let remote_bin = [("VINE_REMOTE_BIN", VINE)];
+    for (name, args) in [("native", &[][..]), ("original", &["--original-only"][..])] {
+        let server = Server::start(&tmp.path().join(name), args, &[]);
+        let url = server.url.as_str();
+        for d in ["kept task", "lost task"] {
+            let r = remote(url, &remote_bin, &["add", d]);
+            assert_eq!(r.code, 0, "{name}: {r:?}");
+        }
+        let queue = server.root.join("task-queue.json");
+        let text = fs::read_to_string(&queue).unwrap();
+        fs::write(&queue, text.replace("\"lost task\"", "\"lost task")).unwrap();
+        let before = fs::read(&queue).unwrap();
+
+        let r = remote(url, &remote_bin, &["tasks"]);
+        assert_eq!(r.code, 5, "{name}: {r:?}");
+        assert!(
+            r.stdout.contains("kept task"),
+            "{name}: what can be read is shown: {r:?}"
+        );
+        assert!(
+            r.stderr.contains("task-queue.json") && r.stderr.contains("vine repair"),
+            "{name}: {r:?}"
+        );
+        let r = remote(url, &remote_bin, &["--json", "status"]);
+        let v = assert_json_fails(&r, 5, "damaged", name);
+        assert_eq!(v["total"], 1, "{name}: {v}");
+        assert_eq!(
+            v["error"]["damaged"][0]["file"], "task-queue.json",
+            "{name}: {v}"
+        );
+        // Changes stay refused.
+        let r = remote(url, &remote_bin, &["--json", "claim", "-w", "w1"]);
+        let v = assert_json_fails(&r, 5, "damaged", name);
+        assert!(v.get("reply").is_none(), "{name}: {v}");
+        assert_eq!(fs::read(&queue).unwrap(), before, "{name}");
+    }
+}

@@ -2583,6 +2583,103 @@ fn deploy_guards_the_board_files() {
     s.assert_alive();
 }
 
+#[test]
+fn deploy_refuses_board_files_the_board_would_read_as_damaged() {
+    let s = Server::start();
+    let base = s.base();
+    let t = s.op_ok(
+        json!({"op": "add", "task": {"description": "one"}}),
+        "added",
+    );
+    let task = t["tasks"][0].clone();
+    s.op_ok(
+        json!({"op": "send", "agent": "c", "message": "hello"}),
+        "message",
+    );
+    let line = |v: &Value| format!("{v}\n");
+    let message = json!({"timestamp": "2026-01-01T00:00:00Z", "agent": "c", "message": "m"});
+    let archived = json!({"archived_at": "2026-01-01T00:00:00Z",
+        "totals": {"completed": 1, "cancelled": 0, "max_id": 5},
+        "task": {"id": 5, "description": "old", "status": "completed"}});
+    let twice = format!("[\n{task},\n{task}\n]\n");
+    for (file, bad) in [
+        // One id twice: two workers could be handed the same task.
+        ("task-queue.json", twice.clone()),
+        (
+            "agent-comms.jsonl",
+            format!("{}junk\n{}", line(&message), line(&message)),
+        ),
+        (
+            "agent-comms.jsonl",
+            format!("{}{}", line(&message), "{\"agent\": \"no time\"}\n"),
+        ),
+        // A last line without a newline would be read as cut off, and dropped.
+        ("agent-comms.jsonl", message.to_string()),
+        (
+            "task-archive.jsonl",
+            format!("{}not json\n", line(&archived)),
+        ),
+        ("task-archive.jsonl", line(&message)),
+    ] {
+        let path = base.join(file);
+        let was = std::fs::read(&path).ok();
+        let e = s
+            .post("/deploy", &json!({"filepath": file, "content": bad}))
+            .error(400);
+        let msg = e["message"].as_str().unwrap();
+        assert!(
+            msg.contains(file) && msg.contains("damaged"),
+            "{file} {bad:?}: {msg}"
+        );
+        assert_eq!(
+            std::fs::read(&path).ok(),
+            was,
+            "{file} untouched by {bad:?}"
+        );
+    }
+    // What the board reads whole is accepted.
+    for (file, good) in [
+        (
+            "agent-comms.jsonl",
+            format!("{}{}", line(&message), line(&message)),
+        ),
+        ("agent-comms.jsonl", String::new()),
+        ("task-archive.jsonl", line(&archived)),
+        ("task-queue.json", format!("[\n{task}\n]\n")),
+    ] {
+        s.post("/deploy", &json!({"filepath": file, "content": good}))
+            .ok();
+    }
+    s.op_ok(json!({"op": "status"}), "status");
+}
+
+#[test]
+fn a_read_of_a_damaged_board_answers_with_what_it_can_read() {
+    let s = Server::start();
+    let base = s.base();
+    for d in ["kept", "lost"] {
+        s.op_ok(json!({"op": "add", "task": {"description": d}}), "added");
+    }
+    let queue = base.join("task-queue.json");
+    let text = std::fs::read_to_string(&queue).unwrap();
+    std::fs::write(&queue, text.replace("\"lost\"", "\"lost")).unwrap();
+    let e = s.op(json!({"op": "tasks"})).error(500);
+    assert_eq!(
+        (&e["kind"], &e["code"]),
+        (&json!("damaged"), &json!(5)),
+        "{e}"
+    );
+    assert_eq!(e["damaged"][0]["file"], "task-queue.json", "{e}");
+    assert_eq!(e["reply"]["reply"], "tasks", "{e}");
+    let tasks = e["reply"]["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 1, "{e}");
+    assert_eq!(tasks[0]["description"], "kept", "{e}");
+    // A change is refused, without a reply.
+    let e = s.op(json!({"op": "claim", "worker": "w1"})).error(500);
+    assert_eq!(e["kind"], "damaged", "{e}");
+    assert!(e.get("reply").is_none(), "{e}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // /execute limits
 // ---------------------------------------------------------------------------------------------

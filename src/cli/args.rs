@@ -12,7 +12,7 @@ Exit codes:
   2  bad usage or invalid input (unknown task id, bad worker id, bad path...)
   3  nothing to do: no claimable task, the worker should stop, a wait timed out
   4  conflict: not your task, wrong state, claim taken back
-  5  a board file is damaged: nothing was changed; run `vine repair`
+  5  a board file is damaged: nothing was changed (reads show what they can); run `vine repair`
   6  the server cannot be reached (after retries)
   7  the server refused the API key
   8  the server refused a path (outside its base directory)

@@ -29,6 +29,11 @@ pub struct Output {
     pub exit: ExitCode,
 }
 
+/// A reply rendered for people (also what a read of a damaged board could read).
+pub fn render_reply(r: &Reply) -> String {
+    render::reply(r)
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<Output> {
     match cli.command {

@@ -268,7 +268,8 @@ pub fn op(request: &str, dir: Option<&Path>) -> Result<Output> {
     let (body, exit) = match result {
         Ok(reply) => (json!({"status": "success", "reply": reply}), ExitCode::Done),
         Err(e) => (
-            json!({"status": "error", "message": e.to_string(), "kind": e.kind(), "code": e.exit_code().code()}),
+            serde_json::to_value(agentvine::server::ErrorBody::of(&e))
+                .map_err(|e| Error::Protocol(e.to_string()))?,
             e.exit_code(),
         ),
     };

@@ -81,7 +81,8 @@ pub fn eligibility(
     Ok(())
 }
 
-/// The index of the best task `worker_id` may claim: priority first, then oldest.
+/// The index of the best task `worker_id` may claim: priority first, then oldest (ids follow
+/// the order tasks were added in, whatever the clocks of the processes that added them).
 pub(crate) fn best(state: &State, worker_id: &str, now: Timestamp) -> Option<usize> {
     let statuses: HashMap<u64, TaskStatus> = state.tasks.iter().map(|t| (t.id, t.status)).collect();
     let worker = state.workers.get(worker_id);
@@ -90,7 +91,7 @@ pub(crate) fn best(state: &State, worker_id: &str, now: Timestamp) -> Option<usi
         .iter()
         .enumerate()
         .filter(|(_, t)| eligibility(t, worker_id, worker, state, &statuses, now).is_ok())
-        .min_by_key(|(_, t)| (t.priority.rank(), t.created_at, t.id))
+        .min_by_key(|(_, t)| (t.priority.rank(), t.id))
         .map(|(i, _)| i)
 }
 

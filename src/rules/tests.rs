@@ -634,16 +634,21 @@ fn priority_beats_age() {
 }
 
 #[test]
-fn age_breaks_ties_then_id() {
+fn the_id_breaks_ties_whatever_the_timestamps() {
     let mut st = board();
-    // Added out of id order: a hand-built queue where the older task has the larger id.
-    let mut newer = Task::new(10, "newer", at(5));
-    newer.priority = Priority::High;
-    let mut older = Task::new(20, "older", at(1));
-    older.priority = Priority::High;
-    st.tasks = vec![newer, older];
-    assert_eq!(claim(&mut st, "w1", at(6)), Some(20), "older first");
-    assert_eq!(claim(&mut st, "w1", at(6)), Some(10));
+    // Ids follow the order tasks were added in; `created_at` follows the clock of whoever
+    // added them, which may be wrong: a task stamped an hour early is not put first.
+    let mut added_first = Task::new(10, "added first", at(5));
+    added_first.priority = Priority::High;
+    let mut stamped_early = Task::new(20, "added second, stamped early", at(1));
+    stamped_early.priority = Priority::High;
+    st.tasks = vec![stamped_early, added_first];
+    assert_eq!(
+        claim(&mut st, "w1", at(6)),
+        Some(10),
+        "the smaller id first"
+    );
+    assert_eq!(claim(&mut st, "w1", at(6)), Some(20));
     // Same created_at: the smaller id first.
     let mut st = board();
     let a = add(&mut st, "a", t0());

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::App;
-use super::reply::{board_error, error, parse_body, success};
+use super::reply::{ErrorBody, board_error, board_status, error, parse_body, success};
 use crate::error::{Error, Result};
 use crate::op::{Op, Reply};
 use crate::rules::MAX_KEY;
@@ -157,26 +157,26 @@ pub(crate) async fn op(
         )]);
         return Response::new(Body::from_stream(broken));
     }
-    match result {
-        // Serialized once, straight to the bytes that are sent (and whose size is checked).
-        Ok(reply) => match serde_json::to_vec(&Success {
-            status: "success",
-            reply: &reply,
-        }) {
-            Ok(bytes) if bytes.len() > MAX_REPLY => board_error(&Error::Invalid(format!(
-                "the reply would be {} bytes, over this server's limit of {MAX_REPLY}; \
-                 ask for less (e.g. `vine tasks --status pending` instead of `--all`, or `vine msg read --limit 100`)",
-                bytes.len()
-            ))),
-            Ok(bytes) => (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json")],
-                bytes,
-            )
-                .into_response(),
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        },
-        Err(e) => board_error(&e),
+    // Serialized once, straight to the bytes that are sent (and whose size is checked): a
+    // reply, or an error (which carries a reply too when a read found damaged files).
+    let (status, body) = match &result {
+        Ok(reply) => (
+            StatusCode::OK,
+            serde_json::to_vec(&Success {
+                status: "success",
+                reply,
+            }),
+        ),
+        Err(e) => (board_status(e), serde_json::to_vec(&ErrorBody::of(e))),
+    };
+    match body {
+        Ok(bytes) if bytes.len() > MAX_REPLY => board_error(&Error::Invalid(format!(
+            "the reply would be {} bytes, over this server's limit of {MAX_REPLY}; \
+             ask for less (e.g. `vine tasks --status pending` instead of `--all`, or `vine msg read --limit 100`)",
+            bytes.len()
+        ))),
+        Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -200,8 +200,18 @@ pub fn parse_reply(v: Value) -> Result<Reply> {
     }
 }
 
-/// The error a server reported, with its kind and exit code.
+/// The error a server reported, with its kind and exit code; a read of a damaged board comes
+/// back as [`Error::DamagedRead`] with what the server could read.
 pub fn remote_error(v: &Value) -> Error {
+    if let (Some(reply), Some(damage)) = (v.get("reply"), v.get("damaged"))
+        && let Ok(reply) = serde_json::from_value::<Reply>(reply.clone())
+        && let Ok(damage) = serde_json::from_value(damage.clone())
+    {
+        return Error::DamagedRead {
+            reply: Box::new(reply),
+            damage,
+        };
+    }
     let message = v
         .get("message")
         .and_then(Value::as_str)

@@ -262,23 +262,16 @@ fn replace(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     written
 }
 
-/// Refuses a deploy that would put an unreadable board file in place.
+/// Refuses a deploy that would put a board file in place that the board would read as damaged
+/// (checked by the parsers the board loads it with).
 fn check_board_file(name: &str, bytes: &[u8]) -> Result<(), Response> {
-    use crate::store::paths::{BOARD, PROGRESS, QUEUE, WORKERS};
-    let ok = match name {
-        BOARD => serde_json::from_slice::<crate::settings::BoardFile>(bytes).map(|_| ()),
-        QUEUE => serde_json::from_slice::<Vec<crate::task::Task>>(bytes).map(|_| ()),
-        WORKERS => serde_json::from_slice::<
-            std::collections::BTreeMap<String, crate::worker::Worker>,
-        >(bytes)
-        .map(|_| ()),
-        PROGRESS => serde_json::from_slice::<crate::progress::Progress>(bytes).map(|_| ()),
-        _ => Ok(()),
-    };
-    ok.map_err(|e| {
+    crate::store::damage::check_file(name, bytes).map_err(|detail| {
         error(
             StatusCode::BAD_REQUEST,
-            format!("refusing to deploy {name}: it would not parse as a board file ({e}); prefer the board API (vine add, vine claim ...)"),
+            format!(
+                "refusing to deploy {name}: the board would read it as damaged ({detail}); \
+                 nothing was changed. Prefer the board API (vine add, vine claim ...)"
+            ),
         )
     })
 }

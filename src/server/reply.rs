@@ -33,6 +33,31 @@ pub struct ErrorBody {
     /// The exit code `vine` gives this error (board errors only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<i32>,
+    /// A read of a damaged board: the damaged files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub damaged: Option<Vec<crate::error::Damage>>,
+    /// A read of a damaged board: what could be read, as the reply of the op.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<crate::op::Reply>,
+}
+
+impl ErrorBody {
+    /// The body of a board error: its message, kind and exit code, and for a read of a
+    /// damaged board what could be read and which files are damaged.
+    pub fn of(e: &Error) -> Self {
+        let (damaged, reply) = match e {
+            Error::DamagedRead { reply, damage } => (Some(damage.clone()), Some((**reply).clone())),
+            _ => (None, None),
+        };
+        ErrorBody {
+            status: "error".into(),
+            message: e.to_string(),
+            kind: Some(e.kind().to_string()),
+            code: Some(e.exit_code().code()),
+            damaged,
+            reply,
+        }
+    }
 }
 
 /// An error reply with `status` and `message`.
@@ -42,6 +67,8 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
         message: message.into(),
         kind: None,
         code: None,
+        damaged: None,
+        reply: None,
     };
     (status, Json(body)).into_response()
 }
@@ -57,7 +84,12 @@ pub fn success(fields: Value) -> Response {
 
 /// The reply for a board error: its kind and exit code, and an HTTP status that fits it.
 pub fn board_error(e: &Error) -> Response {
-    let status = match e {
+    (board_status(e), Json(ErrorBody::of(e))).into_response()
+}
+
+/// The HTTP status of a board error.
+pub fn board_status(e: &Error) -> StatusCode {
+    match e {
         Error::Invalid(_) | Error::NoBoard(_) => StatusCode::BAD_REQUEST,
         Error::UnknownTask(_) => StatusCode::NOT_FOUND,
         Error::Conflict(_) => StatusCode::CONFLICT,
@@ -65,14 +97,7 @@ pub fn board_error(e: &Error) -> Response {
         Error::Forbidden(_) => StatusCode::FORBIDDEN,
         Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    let body = ErrorBody {
-        status: "error".into(),
-        message: e.to_string(),
-        kind: Some(e.kind().to_string()),
-        code: Some(e.exit_code().code()),
-    };
-    (status, Json(body)).into_response()
+    }
 }
 
 /// A path outside the base directory: 403.

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::damage::Damages;
 use super::{durable, jsonl};
 use crate::error::Result;
 use crate::task::{Task, TaskStatus};
@@ -49,17 +50,12 @@ pub struct ArchiveLine {
     pub task: Task,
 }
 
-/// The totals of the last readable line (zero for an empty archive).
-pub fn totals(path: &Path) -> Result<Totals> {
+/// The totals of the last line (zero for an empty archive).
+pub fn totals(path: &Path, dmg: &mut Damages) -> Result<Totals> {
     let mut out = Totals::default();
-    jsonl::scan_back(path, |line| {
-        match serde_json::from_slice::<ArchiveLine>(line) {
-            Ok(l) => {
-                out = l.totals;
-                false
-            }
-            Err(_) => true,
-        }
+    jsonl::each_back::<ArchiveLine>(path, dmg, |l| {
+        out = l.totals;
+        false
     })?;
     Ok(out)
 }
@@ -74,13 +70,11 @@ pub fn append(path: &Path, tasks: &[Task], now: Timestamp) -> Result<usize> {
     let mut tail_ids = HashSet::new();
     let want = tasks.len();
     let mut seen = 0;
-    jsonl::scan_back(path, |line| {
-        if let Ok(l) = serde_json::from_slice::<ArchiveLine>(line) {
-            if totals.is_none() {
-                totals = Some(l.totals);
-            }
-            tail_ids.insert(l.task.id);
+    jsonl::each_back::<ArchiveLine>(path, &mut Damages::refuse(), |l| {
+        if totals.is_none() {
+            totals = Some(l.totals);
         }
+        tail_ids.insert(l.task.id);
         seen += 1;
         seen < want
     })?;
@@ -110,17 +104,15 @@ pub fn append(path: &Path, tasks: &[Task], now: Timestamp) -> Result<usize> {
     Ok(n)
 }
 
-/// Ids of the last `n` readable lines of the archive.
-pub fn tail_ids(path: &Path, n: usize) -> Result<HashSet<u64>> {
+/// Ids of the last `n` lines of the archive.
+pub fn tail_ids(path: &Path, n: usize, dmg: &mut Damages) -> Result<HashSet<u64>> {
     let mut ids = HashSet::new();
     if n == 0 {
         return Ok(ids);
     }
     let mut seen = 0;
-    jsonl::scan_back(path, |line| {
-        if let Ok(l) = serde_json::from_slice::<ArchiveLine>(line) {
-            ids.insert(l.task.id);
-        }
+    jsonl::each_back::<ArchiveLine>(path, dmg, |l| {
+        ids.insert(l.task.id);
         seen += 1;
         seen < n
     })?;
@@ -128,15 +120,13 @@ pub fn tail_ids(path: &Path, n: usize) -> Result<HashSet<u64>> {
 }
 
 /// Finds archived tasks by id (the last line wins if an id appears twice).
-pub fn find(path: &Path, ids: &HashSet<u64>) -> Result<BTreeMap<u64, Task>> {
+pub fn find(path: &Path, ids: &HashSet<u64>, dmg: &mut Damages) -> Result<BTreeMap<u64, Task>> {
     let mut out = BTreeMap::new();
     if ids.is_empty() {
         return Ok(out);
     }
-    jsonl::scan(path, |line| {
-        if let Ok(l) = serde_json::from_slice::<ArchiveLine>(line)
-            && ids.contains(&l.task.id)
-        {
+    jsonl::each::<ArchiveLine>(path, dmg, |l| {
+        if ids.contains(&l.task.id) {
             out.insert(l.task.id, l.task);
         }
         true
@@ -145,8 +135,8 @@ pub fn find(path: &Path, ids: &HashSet<u64>) -> Result<BTreeMap<u64, Task>> {
 }
 
 /// Every archived task, oldest archived first, each id once.
-pub fn all(path: &Path) -> Result<Vec<Task>> {
-    let (lines, _bad) = jsonl::read_all::<ArchiveLine>(path)?;
+pub fn all(path: &Path, dmg: &mut Damages) -> Result<Vec<Task>> {
+    let lines = jsonl::read_all::<ArchiveLine>(path, dmg)?;
     let mut seen = HashSet::new();
     let mut out: Vec<Task> = Vec::with_capacity(lines.len());
     for l in lines.into_iter().rev() {

@@ -12,6 +12,8 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 /// Replaces `dir/name` with `bytes` by write + (fsync) + rename. The caller fsyncs `dir`.
+/// When any step fails, the temp file is removed again: a failed write (a full disk) leaves
+/// the board as it was.
 pub fn replace(dir: &Path, name: &str, bytes: &[u8], durable: bool) -> Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let target = dir.join(name);
@@ -23,13 +25,22 @@ pub fn replace(dir: &Path, name: &str, bytes: &[u8], durable: bool) -> Result<()
         .create_new(true)
         .open(&tmp)
         .map_err(|e| Error::io("creating", &tmp, e))?;
-    f.write_all(bytes)
-        .map_err(|e| Error::io("writing", &tmp, e))?;
-    if durable {
-        f.sync_data().map_err(|e| Error::io("syncing", &tmp, e))?;
-    }
+    let written = f
+        .write_all(bytes)
+        .map_err(|e| Error::io("writing", &tmp, e))
+        .and_then(|()| match durable {
+            true => f.sync_data().map_err(|e| Error::io("syncing", &tmp, e)),
+            false => Ok(()),
+        });
     drop(f);
-    fs::rename(&tmp, &target).map_err(|e| Error::io("renaming into place", &target, e))
+    let done = written.and_then(|()| {
+        fs::rename(&tmp, &target).map_err(|e| Error::io("renaming into place", &target, e))
+    });
+    if done.is_err() {
+        // Ours (created exclusively above), and not renamed into place.
+        let _ = fs::remove_file(&tmp);
+    }
+    done
 }
 
 /// Fsyncs a directory so that renames in it survive a power loss.
@@ -40,7 +51,8 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 /// Appends `bytes` (whole lines) to `path` in one write, after cutting off a torn last line
-/// that a crashed writer may have left. Fsyncs when `durable`.
+/// that a crashed writer may have left. Fsyncs when `durable`. When the write fails part way
+/// (a full disk), the file is cut back to where it ended, so no part of `bytes` stays.
 pub fn append_lines(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     let mut f = OpenOptions::new()
         .read(true)
@@ -48,31 +60,37 @@ pub fn append_lines(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
         .create(true)
         .open(path)
         .map_err(|e| Error::io("opening", path, e))?;
-    cut_torn_tail(&mut f, path)?;
-    f.write_all(bytes)
-        .map_err(|e| Error::io("appending to", path, e))?;
-    if durable {
-        f.sync_data().map_err(|e| Error::io("syncing", path, e))?;
+    let end = cut_torn_tail(&mut f, path)?;
+    let written = f
+        .write_all(bytes)
+        .map_err(|e| Error::io("appending to", path, e))
+        .and_then(|()| match durable {
+            true => f.sync_data().map_err(|e| Error::io("syncing", path, e)),
+            false => Ok(()),
+        });
+    if written.is_err() {
+        let _ = f.set_len(end);
     }
-    Ok(())
+    written
 }
 
-/// Truncates a file that does not end in a newline back to its last newline.
-fn cut_torn_tail(f: &mut File, path: &Path) -> Result<()> {
+/// Truncates a file that does not end in a newline back to its last newline; returns the
+/// length it then has.
+fn cut_torn_tail(f: &mut File, path: &Path) -> Result<u64> {
     use std::io::{Read, Seek, SeekFrom};
     let len = f
         .metadata()
         .map_err(|e| Error::io("reading", path, e))?
         .len();
     if len == 0 {
-        return Ok(());
+        return Ok(0);
     }
     let mut last = [0u8; 1];
     f.seek(SeekFrom::Start(len - 1))
         .and_then(|_| f.read_exact(&mut last))
         .map_err(|e| Error::io("reading", path, e))?;
     if last[0] == b'\n' {
-        return Ok(());
+        return Ok(len);
     }
     // Walk back in chunks to the last newline.
     let mut end = len;
@@ -91,5 +109,6 @@ fn cut_torn_tail(f: &mut File, path: &Path) -> Result<()> {
         end = start;
     }
     f.set_len(keep)
-        .map_err(|e| Error::io("repairing a torn line in", path, e))
+        .map_err(|e| Error::io("repairing a torn line in", path, e))?;
+    Ok(keep)
 }

@@ -1,5 +1,11 @@
-//! Reading JSON-lines files (the message log and the archive): whole-file scans that skip
-//! unreadable lines, and cheap reads of the last lines.
+//! Reading JSON-lines files (the message log and the archive): forwards, backwards from the
+//! end (cheap reads of the last lines), or whole.
+//!
+//! A last line without a newline is what a writer killed mid-append leaves: it is skipped
+//! silently (and cut off by the next append). Any other line that does not parse is damage,
+//! reported to the caller's [`Damages`]: a change is refused, a read skips the line and says
+//! the file is damaged. Only the lines a read looks at are checked; a read of the last line
+//! does not scan the whole file.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -7,28 +13,94 @@ use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
+use super::damage::Damages;
 use crate::error::{Error, Result};
 
-/// Every line of `path` that parses as `T`, in order, plus how many lines did not parse.
-/// A missing file reads as empty. A torn last line (no newline) is skipped silently.
-pub fn read_all<T: DeserializeOwned>(path: &Path) -> Result<(Vec<T>, usize)> {
-    let mut out = Vec::new();
-    let mut bad = 0;
-    scan(path, |line| match serde_json::from_slice::<T>(line) {
-        Ok(v) => {
-            out.push(v);
-            true
-        }
-        Err(_) => {
-            bad += 1;
-            true
-        }
-    })?;
-    Ok((out, bad))
+/// Parses one line of a JSON-lines board file.
+pub fn parse_line<T: DeserializeOwned>(line: &[u8]) -> serde_json::Result<T> {
+    serde_json::from_slice(line)
 }
 
-/// Calls `f` with each complete non-empty line of `path`; stops early when `f` returns false.
-pub fn scan(path: &Path, mut f: impl FnMut(&[u8]) -> bool) -> Result<()> {
+/// Every line of `path` parsed as `T`, in order. A missing file reads as empty.
+pub fn read_all<T: DeserializeOwned>(path: &Path, dmg: &mut Damages) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    each(path, dmg, |v| {
+        out.push(v);
+        true
+    })?;
+    Ok(out)
+}
+
+/// Calls `f` with each line of `path` parsed as `T`, oldest first, until `f` returns false.
+pub fn each<T: DeserializeOwned>(
+    path: &Path,
+    dmg: &mut Damages,
+    mut f: impl FnMut(T) -> bool,
+) -> Result<()> {
+    let mut bad = None;
+    scan(path, |at, line| match parse_line::<T>(line) {
+        Ok(v) => f(v),
+        Err(e) => match dmg.found(path, bad_line(at, &e)) {
+            Ok(()) => true,
+            Err(err) => {
+                bad = Some(err);
+                false
+            }
+        },
+    })?;
+    bad.map_or(Ok(()), Err)
+}
+
+/// Calls `f` with each line of `path` parsed as `T`, newest first, until `f` returns false.
+pub fn each_back<T: DeserializeOwned>(
+    path: &Path,
+    dmg: &mut Damages,
+    mut f: impl FnMut(T) -> bool,
+) -> Result<()> {
+    let mut bad = None;
+    scan_back(path, |at, line| match parse_line::<T>(line) {
+        Ok(v) => f(v),
+        Err(e) => match dmg.found(path, bad_line(at, &e)) {
+            Ok(()) => true,
+            Err(err) => {
+                bad = Some(err);
+                false
+            }
+        },
+    })?;
+    bad.map_or(Ok(()), Err)
+}
+
+/// Checks the whole content of a JSON-lines board file (for a `/deploy` over one): every line
+/// must parse as `T`, and the last must end with a newline (the board would read it as cut
+/// off and drop it).
+pub fn check<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<(), String> {
+    let mut at = 0;
+    for line in bytes.split_inclusive(|&b| b == b'\n') {
+        let body = trim(line);
+        if !body.is_empty() {
+            if line.last() != Some(&b'\n') {
+                return Err(format!(
+                    "the last line (at byte {at}) does not end with a newline, so it would be read as cut off"
+                ));
+            }
+            if let Err(e) = parse_line::<T>(body) {
+                return Err(bad_line(at, &e));
+            }
+        }
+        at += line.len() as u64;
+    }
+    Ok(())
+}
+
+/// The damage detail of a line that does not parse.
+fn bad_line(at: u64, e: &serde_json::Error) -> String {
+    format!("the line at byte {at} does not parse: {e}")
+}
+
+/// Calls `f` with the byte offset and body of each complete non-empty line of `path`; stops
+/// early when `f` returns false.
+pub fn scan(path: &Path, mut f: impl FnMut(u64, &[u8]) -> bool) -> Result<()> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -36,6 +108,7 @@ pub fn scan(path: &Path, mut f: impl FnMut(&[u8]) -> bool) -> Result<()> {
     };
     let mut r = BufReader::with_capacity(256 * 1024, file);
     let mut line = Vec::new();
+    let mut at = 0u64;
     loop {
         line.clear();
         let n = r
@@ -45,14 +118,16 @@ pub fn scan(path: &Path, mut f: impl FnMut(&[u8]) -> bool) -> Result<()> {
             return Ok(());
         }
         let body = trim(&line);
-        if !body.is_empty() && !f(body) {
+        if !body.is_empty() && !f(at, body) {
             return Ok(());
         }
+        at += n as u64;
     }
 }
 
-/// The last complete lines of `path`, newest first, reading backwards until `f` returns false.
-pub fn scan_back(path: &Path, mut f: impl FnMut(&[u8]) -> bool) -> Result<()> {
+/// The last complete lines of `path` with their byte offsets, newest first, reading
+/// backwards until `f` returns false.
+pub fn scan_back(path: &Path, mut f: impl FnMut(u64, &[u8]) -> bool) -> Result<()> {
     let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -87,15 +162,22 @@ pub fn scan_back(path: &Path, mut f: impl FnMut(&[u8]) -> bool) -> Result<()> {
             first_chunk = false;
         }
         // Lines fully inside buf except possibly the first (which may continue before `start`).
-        let mut lines: Vec<&[u8]> = buf.split(|&b| b == b'\n').collect();
+        // `buf` holds the file's bytes from `start` on, so a line's offset is `start` plus
+        // its place in `buf`.
+        let mut lines: Vec<(u64, &[u8])> = Vec::new();
+        let mut pos = 0usize;
+        for l in buf.split(|&b| b == b'\n') {
+            lines.push((start + pos as u64, l));
+            pos += l.len() + 1;
+        }
         let head = if start > 0 {
-            Some(lines.remove(0))
+            Some(lines.remove(0).1)
         } else {
             None
         };
-        for l in lines.iter().rev() {
+        for (at, l) in lines.iter().rev() {
             let body = trim(l);
-            if !body.is_empty() && !f(body) {
+            if !body.is_empty() && !f(*at, body) {
                 return Ok(());
             }
         }
@@ -134,21 +216,62 @@ mod tests {
         }
         text.push_str("{\"n\":99"); // torn
         std::fs::write(&p, &text).unwrap();
-        let (fwd, bad) = read_all::<serde_json::Value>(&p).unwrap();
-        assert_eq!(bad, 0);
+        let fwd = read_all::<serde_json::Value>(&p, &mut Damages::refuse()).unwrap();
         assert_eq!(fwd.len(), 5000);
         let mut back = Vec::new();
-        scan_back(&p, |l| {
+        let mut offsets = Vec::new();
+        scan_back(&p, |at, l| {
             back.push(
                 serde_json::from_slice::<serde_json::Value>(l).unwrap()["n"]
                     .as_u64()
                     .unwrap(),
             );
+            offsets.push(at);
             true
         })
         .unwrap();
+        let mut fwd_offsets = Vec::new();
+        scan(&p, |at, _| {
+            fwd_offsets.push(at);
+            true
+        })
+        .unwrap();
+        offsets.reverse();
+        assert_eq!(
+            offsets, fwd_offsets,
+            "both directions give the same offsets"
+        );
+        assert_eq!(&text.as_bytes()[offsets[1] as usize..][..7], b"{\"n\":1,");
         assert_eq!(back.len(), 5000);
         assert_eq!(back[0], 4999);
         assert_eq!(back[4999], 0);
+    }
+
+    #[test]
+    fn a_line_that_does_not_parse_is_damage_but_a_torn_last_line_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.jsonl");
+        std::fs::write(&p, "{\"n\":1}\njunk\n{\"n\":3}\n{\"n\":4").unwrap();
+        let err = read_all::<serde_json::Value>(&p, &mut Damages::refuse()).unwrap_err();
+        assert!(
+            matches!(&err, Error::Damaged { detail, .. } if detail.contains("byte 8")),
+            "{err}"
+        );
+        let mut dmg = Damages::salvage();
+        let got = read_all::<serde_json::Value>(&p, &mut dmg).unwrap();
+        assert_eq!(got.len(), 2, "the junk line is skipped, the torn one too");
+        assert_eq!(dmg.into_found().len(), 1);
+        // Backwards, the junk is found only when reading reaches it.
+        let mut last = None;
+        each_back::<serde_json::Value>(&p, &mut Damages::refuse(), |v| {
+            last = Some(v);
+            false
+        })
+        .unwrap();
+        assert_eq!(last.unwrap()["n"], 3);
+        assert!(each_back::<serde_json::Value>(&p, &mut Damages::refuse(), |_| true).is_err());
+        assert!(check::<serde_json::Value>(b"{}\n{}\n").is_ok());
+        assert!(check::<serde_json::Value>(b"{}\njunk\n").is_err());
+        assert!(check::<serde_json::Value>(b"{}\n{}").is_err());
     }
 }

@@ -6,22 +6,25 @@
 //! old or the new version, never a mix within one file.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::paths::{self, ARCHIVE, BOARD, LOCK, LOG, PROGRESS, QUEUE, TASKS_DIR, WORKERS};
+use super::damage::{self, Damages};
+pub use super::lock::LockGuard;
+use super::paths::{self, ARCHIVE, BOARD, LOG, PROGRESS, QUEUE, TASKS_DIR, WORKERS};
 use super::queue_file::{self, QueueCache};
-use super::{Transport, archive, durable, log, repair};
+use super::{Transport, archive, durable, log, repair, salvage};
 use crate::error::{Error, Result};
 use crate::op::{Op, Reply, TaskView};
 use crate::progress::Progress;
 use crate::rules::{self, State};
 use crate::settings::{BoardFile, Settings};
 use crate::task::{Task, TaskStatus};
+use crate::time::Timestamp;
 use crate::worker::Worker;
 
 /// Worker entries changed only in what the queue also records are written at most this often
@@ -52,11 +55,6 @@ type Slot<T> = Arc<Mutex<Option<Parsed<T>>>>;
 struct Parsed<T> {
     bytes: Vec<u8>,
     value: T,
-}
-
-/// The exclusive board lock; released when dropped.
-pub struct LockGuard {
-    _file: File,
 }
 
 impl LocalStore {
@@ -96,7 +94,10 @@ impl LocalStore {
         let dir = dir.into();
         fs::create_dir_all(dir.join(TASKS_DIR)).map_err(|e| Error::io("creating", &dir, e))?;
         let store = LocalStore::at(dir);
-        let _lock = store.lock()?;
+        let lock = store.lock()?;
+        // The lock file gets the byte the board clock rewrites, so that later changes leave
+        // its content as it is.
+        lock.now();
         let d = &store.dir;
         if settings.is_some() || !d.join(BOARD).exists() {
             let board = BoardFile {
@@ -126,37 +127,38 @@ impl LocalStore {
         &self.dir
     }
 
-    /// Takes the board's exclusive lock (blocks until it is free).
+    /// Takes the board's exclusive lock (blocks until it is free). See [`lock`].
     pub fn lock(&self) -> Result<LockGuard> {
-        let path = self.dir.join(LOCK);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::io("opening the lock", &path, e))?;
-        file.lock().map_err(|e| Error::io("locking", &path, e))?;
-        Ok(LockGuard { _file: file })
+        super::lock::lock(&self.dir)
     }
 
     /// The board's settings (defaults when `board.json` is absent).
     pub fn settings(&self) -> Result<Settings> {
-        Ok(self
-            .read_cached::<BoardFile>(BOARD, &self.settings_cache)?
-            .settings)
+        self.settings_with(&mut Damages::refuse())
+    }
+
+    /// The board's settings; a damaged `board.json` gives the defaults (`vine repair` resets
+    /// it to them) when `dmg` salvages.
+    fn settings_with(&self, dmg: &mut Damages) -> Result<Settings> {
+        let board = self.read_cached(BOARD, &self.settings_cache, dmg, |_| BoardFile::default())?;
+        Ok(board.settings)
     }
 
     /// The workers, as stored.
-    fn workers(&self) -> Result<BTreeMap<String, Worker>> {
-        self.read_cached(WORKERS, &self.workers_cache)
+    fn workers(&self, dmg: &mut Damages) -> Result<BTreeMap<String, Worker>> {
+        self.read_cached(WORKERS, &self.workers_cache, dmg, |b| {
+            salvage::workers(b).value
+        })
     }
 
-    /// Reads a small JSON board file, reusing the last parse while the bytes are the same.
+    /// Reads a small JSON board file, reusing the last parse while the bytes are the same. A
+    /// file that does not parse is reported to `dmg`, and `salvage` reads what it can.
     fn read_cached<T: DeserializeOwned + Default + Clone>(
         &self,
         name: &str,
         slot: &Mutex<Option<Parsed<T>>>,
+        dmg: &mut Damages,
+        salvage: fn(&[u8]) -> T,
     ) -> Result<T> {
         let path = self.dir.join(name);
         let bytes = match fs::read(&path) {
@@ -170,7 +172,13 @@ impl LocalStore {
         {
             return Ok(p.value.clone());
         }
-        let value: T = serde_json::from_slice(&bytes).map_err(|e| damaged(path, &bytes, e))?;
+        let value: T = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                dmg.found(&path, damage::detail(&bytes, e))?;
+                return Ok(salvage(&bytes));
+            }
+        };
         *cached = Some(Parsed {
             bytes,
             value: value.clone(),
@@ -201,12 +209,22 @@ impl LocalStore {
 
     /// The tasks on the queue, for reading (the cache keeps its copy).
     pub fn queue(&self) -> Result<Vec<Task>> {
+        self.queue_with(&mut Damages::refuse())
+    }
+
+    /// The tasks on the queue, for reading; a damaged queue is salvaged when `dmg` salvages.
+    fn queue_with(&self, dmg: &mut Damages) -> Result<Vec<Task>> {
         let Some(bytes) = self.queue_bytes()? else {
             return Ok(Vec::new());
         };
-        let mut cache = self.cache();
-        queue_file::decode_shared(&bytes, &mut cache)
-            .map_err(|e| damaged(self.dir.join(QUEUE), &bytes, e))
+        let decoded = queue_file::decode_shared(&bytes, &mut self.cache());
+        match decoded {
+            Ok(tasks) => Ok(tasks),
+            Err(e) => {
+                dmg.found(&self.dir.join(QUEUE), damage::detail(&bytes, e))?;
+                Ok(salvage::queue(&bytes).value)
+            }
+        }
     }
 
     /// The tasks on the queue, for changing under the lock (taken from the cache when the file
@@ -217,7 +235,10 @@ impl LocalStore {
             return Ok(Vec::new());
         };
         let mut cache = self.cache();
-        queue_file::decode(&bytes, &mut cache).map_err(|e| damaged(self.dir.join(QUEUE), &bytes, e))
+        queue_file::decode(&bytes, &mut cache).map_err(|e| Error::Damaged {
+            path: self.dir.join(QUEUE),
+            detail: damage::detail(&bytes, e),
+        })
     }
 
     fn queue_bytes(&self) -> Result<Option<Vec<u8>>> {
@@ -259,11 +280,13 @@ impl LocalStore {
     /// Loads what the ops in `ops` need (each with whether it carries a request key).
     fn load(&self, ops: &[(Op, Option<String>)]) -> Result<State> {
         let any = |f: &dyn Fn(&Op, bool) -> bool| ops.iter().any(|(op, k)| f(op, k.is_some()));
-        let settings = self.settings()?;
+        // A change is never made from a damaged file.
+        let dmg = &mut Damages::refuse();
+        let settings = self.settings_with(dmg)?;
         let tasks = self.take_queue()?;
-        let workers = self.workers()?;
+        let workers = self.workers(dmg)?;
         let progress = if any(&|op, _| matches!(op, Op::SetProgress { .. })) {
-            read_json(&self.dir, PROGRESS)?
+            read_json(&self.dir, PROGRESS, dmg)?
         } else {
             Progress::default()
         };
@@ -277,17 +300,17 @@ impl LocalStore {
         rules::merge_queue_facts(&mut st);
         if any(&|op, _| matches!(op, Op::Add { .. } | Op::AddPlan { .. })) {
             let max_queue = st.tasks.iter().map(|t| t.id).max().unwrap_or(0);
-            let max_arch = archive::totals(&self.dir.join(ARCHIVE))?.max_id;
+            let max_arch = archive::totals(&self.dir.join(ARCHIVE), dmg)?.max_id;
             st.min_next_id = max_queue.max(max_arch) + 1;
         }
         let message = |op: &Op| matches!(op, Op::Send { .. } | Op::Ask { .. } | Op::Answer { .. });
         if any(&|op, _| message(op)) {
-            st.next_seq = log::next_seq(&self.dir.join(LOG))?;
+            st.next_seq = log::next_seq(&self.dir.join(LOG), dmg)?;
         }
         if any(&|op, _| matches!(op, Op::Answer { .. })) {
-            st.log = log::all(&self.dir.join(LOG))?;
+            st.log = log::all(&self.dir.join(LOG), dmg)?;
         } else if any(&|op, keyed| keyed && message(op)) {
-            st.log = log::recent(&self.dir.join(LOG), RECENT_KEYED)?;
+            st.log = log::recent(&self.dir.join(LOG), RECENT_KEYED, dmg)?;
         }
         let missing: HashSet<u64> = ops
             .iter()
@@ -295,7 +318,7 @@ impl LocalStore {
             .filter(|id| st.position(*id).is_none())
             .collect();
         if !missing.is_empty() {
-            let found = archive::find(&self.dir.join(ARCHIVE), &missing)?;
+            let found = archive::find(&self.dir.join(ARCHIVE), &missing, dmg)?;
             st.archived = found.iter().map(|(id, t)| (*id, t.status)).collect();
             st.archived_tasks = found;
         }
@@ -335,8 +358,10 @@ impl LocalStore {
     }
 
     /// Writes what the op changed, archiving finished tasks first when there are too many.
-    fn commit(&self, st: &mut State) -> Result<()> {
+    fn commit(&self, st: &mut State, now: Timestamp) -> Result<()> {
         let d = &self.dir;
+        // The log's end is read (and checked) before anything is written.
+        let log_bytes = log::encode(&d.join(LOG), &mut st.outbox)?;
         let mut synced_dirs = false;
         if !st.files.is_empty() {
             let tasks_dir = d.join(TASKS_DIR);
@@ -368,14 +393,16 @@ impl LocalStore {
         if synced_dirs {
             durable::sync_dir(d)?;
         }
-        log::append(&d.join(LOG), &mut st.outbox)?;
+        if !log_bytes.is_empty() {
+            durable::append_lines(&d.join(LOG), &log_bytes, true)?;
+        }
         // Only what is committed may be archived: the op's own change is on disk by now.
         // The op has succeeded; a compaction that fails here is retried by the next write,
         // and the board is consistent either way, so its error does not fail the op.
         if st.dirty.tasks {
             let (take, _kept) = rules::archivable(&st.tasks);
             if take.len() > st.settings.archive_after {
-                let _ = self.compact(st, &take);
+                let _ = self.compact(st, &take, now);
             }
         }
         Ok(())
@@ -384,8 +411,8 @@ impl LocalStore {
     /// Moves the committed tasks at `take` to the archive, then rewrites the queue without them.
     /// A crash in between leaves identical copies in both places; readers count them once and
     /// the next compaction does not append them again.
-    fn compact(&self, st: &mut State, take: &[usize]) -> Result<usize> {
-        let archived = self.archive(st, take)?;
+    fn compact(&self, st: &mut State, take: &[usize], now: Timestamp) -> Result<usize> {
+        let archived = self.archive(st, take, now)?;
         if archived > 0 {
             // The archived claims and completions leave the queue: keep their facts in the
             // worker file first (merged at load).
@@ -406,10 +433,10 @@ impl LocalStore {
     }
 
     /// Appends the tasks at `take` to the archive and drops them from the in-memory queue.
-    fn archive(&self, st: &mut State, take: &[usize]) -> Result<usize> {
+    fn archive(&self, st: &mut State, take: &[usize], now: Timestamp) -> Result<usize> {
         let set: HashSet<usize> = take.iter().copied().collect();
         let moving: Vec<Task> = take.iter().map(|&i| st.tasks[i].clone()).collect();
-        archive::append(&self.dir.join(ARCHIVE), &moving, crate::time::now())?;
+        archive::append(&self.dir.join(ARCHIVE), &moving, now)?;
         let mut i = 0;
         st.tasks.retain(|_| {
             let keep = !set.contains(&i);
@@ -486,7 +513,8 @@ impl LocalStore {
             Ok(st) => st,
             Err(e) => return fail_all(e),
         };
-        let now = crate::time::now();
+        // The board clock (see `clock`): the file system's time when this process's is off.
+        let now = lock.now();
         let mut replies = Vec::with_capacity(n);
         let mut applied = 0;
         for (op, key) in ops {
@@ -494,7 +522,7 @@ impl LocalStore {
                 let (take, kept) = rules::archivable(&st.tasks);
                 replies.push(match op {
                     Op::Compact => self
-                        .compact(&mut st, &take)
+                        .compact(&mut st, &take, now)
                         .map(|archived| Reply::Compacted { archived, kept }),
                     _ => Err(Error::Invalid("repair runs alone, not in a batch".into())),
                 });
@@ -528,7 +556,7 @@ impl LocalStore {
             }
         }
         let committed = if applied > 0 {
-            self.commit(&mut st)
+            self.commit(&mut st, now)
         } else {
             log::append(&self.dir.join(LOG), &mut st.outbox)
         };
@@ -564,14 +592,40 @@ impl LocalStore {
         replies
     }
 
+    /// Answers a read. Damaged files do not stop it: it shows what can be read (salvaged as
+    /// `vine repair` would, nothing written) and returns [`Error::DamagedRead`] with the reply
+    /// and the damaged files.
     fn read(&self, op: Op) -> Result<Reply> {
+        let mut dmg = Damages::salvage();
+        let result = self.read_with(op, &mut dmg);
+        let damage = dmg.into_found();
+        match (result, damage.first()) {
+            (result, None) => result,
+            (Ok(reply), Some(_)) => Err(Error::DamagedRead {
+                reply: Box::new(reply),
+                damage,
+            }),
+            // Not found in what could be read: it may be in what could not.
+            (Err(Error::UnknownTask(id)), Some(d)) => Err(Error::Damaged {
+                path: self.dir.join(&d.file),
+                detail: format!(
+                    "{}; task {id} is not in what can be read, it may be in what cannot",
+                    d.detail
+                ),
+            }),
+            (Err(e), Some(_)) => Err(e),
+        }
+    }
+
+    /// A read, with damaged files reported to `dmg`.
+    fn read_with(&self, op: Op, dmg: &mut Damages) -> Result<Reply> {
         let now = crate::time::now();
-        let load_state = || -> Result<State> {
+        let load_state = |dmg: &mut Damages| -> Result<State> {
             let mut st = State {
-                tasks: self.queue()?,
-                workers: self.workers()?,
-                progress: read_json(&self.dir, PROGRESS)?,
-                settings: self.settings()?,
+                tasks: self.queue_with(dmg)?,
+                workers: self.workers(dmg)?,
+                progress: read_json(&self.dir, PROGRESS, dmg)?,
+                settings: self.settings_with(dmg)?,
                 ..State::default()
             };
             rules::merge_queue_facts(&mut st);
@@ -579,8 +633,8 @@ impl LocalStore {
         };
         match op {
             Op::Status => {
-                let mut st = load_state()?;
-                let totals = archive::totals(&self.dir.join(ARCHIVE))?;
+                let mut st = load_state(dmg)?;
+                let totals = archive::totals(&self.dir.join(ARCHIVE), dmg)?;
                 // Tasks on the queue that are also at the archive's tail (a compaction that
                 // was cut off, or one that ran between our two reads) are counted once.
                 let finished = st
@@ -588,9 +642,9 @@ impl LocalStore {
                     .iter()
                     .filter(|t| matches!(t.status, TaskStatus::Completed | TaskStatus::Cancelled))
                     .count();
-                let tail = archive::tail_ids(&self.dir.join(ARCHIVE), finished)?;
+                let tail = archive::tail_ids(&self.dir.join(ARCHIVE), finished, dmg)?;
                 st.tasks.retain(|t| !tail.contains(&t.id));
-                let open = log::questions(&self.dir.join(LOG), false)?.len();
+                let open = log::questions(&self.dir.join(LOG), false, dmg)?.len();
                 Ok(Reply::Status {
                     report: rules::status_report(&st, &totals.by_status(), open, now),
                 })
@@ -604,11 +658,11 @@ impl LocalStore {
                         "unknown status {s:?}; use pending, in_progress, completed, failed, cancelled or blocked"
                     )));
                 }
-                let st = load_state()?;
+                let st = load_state(dmg)?;
                 let mut tasks = Vec::new();
                 if all {
                     let on_queue: HashSet<u64> = st.tasks.iter().map(|t| t.id).collect();
-                    for t in archive::all(&self.dir.join(ARCHIVE))? {
+                    for t in archive::all(&self.dir.join(ARCHIVE), dmg)? {
                         let matches = match status.as_deref() {
                             None => true,
                             Some(s) => TaskStatus::parse(s) == Some(t.status),
@@ -627,14 +681,14 @@ impl LocalStore {
                 Ok(Reply::Tasks { tasks })
             }
             Op::Show { task } => {
-                let st = load_state()?;
+                let st = load_state(dmg)?;
                 if let Some(v) = rules::task_views(&st, None)
                     .into_iter()
                     .find(|v| v.task.id == task)
                 {
                     return Ok(Reply::Task { task: v });
                 }
-                let found = archive::find(&self.dir.join(ARCHIVE), &HashSet::from([task]))?;
+                let found = archive::find(&self.dir.join(ARCHIVE), &HashSet::from([task]), dmg)?;
                 match found.into_values().next() {
                     Some(t) => Ok(Reply::Task {
                         task: TaskView {
@@ -647,22 +701,22 @@ impl LocalStore {
                 }
             }
             Op::Workers => {
-                let st = load_state()?;
+                let st = load_state(dmg)?;
                 Ok(Reply::Workers {
                     workers: rules::worker_views(&st, now),
                 })
             }
             Op::Settings => Ok(Reply::Settings {
-                settings: self.settings()?,
+                settings: self.settings_with(dmg)?,
             }),
             Op::Progress => Ok(Reply::Progress {
-                progress: read_json(&self.dir, PROGRESS)?,
+                progress: read_json(&self.dir, PROGRESS, dmg)?,
             }),
             Op::ReadMessages { filter } => Ok(Reply::Messages {
-                messages: log::read(&self.dir.join(LOG), &filter)?,
+                messages: log::read(&self.dir.join(LOG), &filter, dmg)?,
             }),
             Op::Questions { all } => Ok(Reply::Questions {
-                questions: log::questions(&self.dir.join(LOG), all)?,
+                questions: log::questions(&self.dir.join(LOG), all, dmg)?,
             }),
             other => Err(Error::Protocol(format!("{} is not a read", other.name()))),
         }
@@ -694,26 +748,25 @@ fn referenced_ids(op: &Op) -> Vec<u64> {
     }
 }
 
-/// Reads and parses a board file; a missing file reads as the default, a bad one is damage.
-pub(crate) fn read_json<T: DeserializeOwned + Default>(dir: &Path, name: &str) -> Result<T> {
+/// Reads and parses a board file; a missing file reads as the default, a bad one is damage
+/// (read as the default when `dmg` salvages: `vine repair` resets it to that).
+pub(crate) fn read_json<T: DeserializeOwned + Default>(
+    dir: &Path,
+    name: &str,
+    dmg: &mut Damages,
+) -> Result<T> {
     let path = dir.join(name);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(T::default()),
         Err(e) => return Err(Error::io("reading", path, e)),
     };
-    serde_json::from_slice(&bytes).map_err(|e| damaged(path, &bytes, e))
-}
-
-/// The damage error for a file that did not parse.
-fn damaged(path: PathBuf, bytes: &[u8], e: serde_json::Error) -> Error {
-    Error::Damaged {
-        path,
-        detail: if bytes.iter().all(u8::is_ascii_whitespace) {
-            "the file is empty".into()
-        } else {
-            e.to_string()
-        },
+    match serde_json::from_slice(&bytes) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            dmg.found(&path, damage::detail(&bytes, e))?;
+            Ok(T::default())
+        }
     }
 }
 
@@ -779,7 +832,7 @@ mod tests {
         let queue = store.queue().unwrap();
         assert_eq!(queue[0].claimed_by.as_deref(), Some("w1"));
         assert_eq!(queue[1].claimed_by.as_deref(), Some("w2"));
-        let log = log::all(&store.dir().join(LOG)).unwrap();
+        let log = log::all(&store.dir().join(LOG), &mut Damages::refuse()).unwrap();
         assert_eq!(log.len(), 1);
         assert_eq!(log[0].message, "late");
     }

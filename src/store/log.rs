@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use super::damage::Damages;
 use super::{durable, jsonl};
 use crate::error::{Error, Result};
 use crate::message::{Message, MessageKind};
@@ -10,14 +11,12 @@ use crate::op::{MessageFilter, QuestionView};
 
 /// The sequence number the next entry gets: one above the last numbered entry, or (for a log
 /// the original plan wrote, without numbers) one above its line count.
-pub fn next_seq(path: &Path) -> Result<u64> {
+pub fn next_seq(path: &Path, dmg: &mut Damages) -> Result<u64> {
     let mut last = None;
     let mut looked = 0;
-    jsonl::scan_back(path, |line| {
+    jsonl::each_back::<Message>(path, dmg, |m| {
         looked += 1;
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(line)
-            && let Some(s) = v.get("seq").and_then(|s| s.as_u64())
-        {
+        if let Some(s) = m.seq {
             last = Some(s);
             return false;
         }
@@ -27,41 +26,49 @@ pub fn next_seq(path: &Path) -> Result<u64> {
         return Ok(s + 1);
     }
     let mut lines = 0u64;
-    jsonl::scan(path, |_| {
+    jsonl::scan(path, |_, _| {
         lines += 1;
         true
     })?;
     Ok(lines + 1)
 }
 
-/// Appends entries in one write and fsyncs, numbering them from the log's current end.
-pub fn append(path: &Path, entries: &mut [Message]) -> Result<()> {
-    if entries.is_empty() {
-        return Ok(());
-    }
-    let first = next_seq(path)?;
+/// The bytes that append `entries` to the log, numbered from its current end. Reading the
+/// end of the log first means a damaged end is found before anything is written.
+pub fn encode(path: &Path, entries: &mut [Message]) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
+    if entries.is_empty() {
+        return Ok(buf);
+    }
+    let first = next_seq(path, &mut Damages::refuse())?;
     for (seq, m) in (first..).zip(entries.iter_mut()) {
         m.seq = Some(seq);
         serde_json::to_writer(&mut buf, m).map_err(|e| Error::Protocol(e.to_string()))?;
         buf.push(b'\n');
     }
+    Ok(buf)
+}
+
+/// Appends entries in one write and fsyncs, numbering them from the log's current end.
+pub fn append(path: &Path, entries: &mut [Message]) -> Result<()> {
+    let buf = encode(path, entries)?;
+    if buf.is_empty() {
+        return Ok(());
+    }
     durable::append_lines(path, &buf, true)
 }
 
 /// Entries matching `filter`, oldest first.
-pub fn read(path: &Path, filter: &MessageFilter) -> Result<Vec<Message>> {
+pub fn read(path: &Path, filter: &MessageFilter, dmg: &mut Damages) -> Result<Vec<Message>> {
     let mut out = Vec::new();
-    jsonl::scan(path, |line| {
-        if let Ok(m) = serde_json::from_slice::<Message>(line) {
-            let keep = filter.since.is_none_or(|t| m.timestamp > t)
-                && filter
-                    .after_seq
-                    .is_none_or(|s| m.seq.is_some_and(|q| q > s))
-                && filter.reply_to.is_none_or(|q| m.reply_to == Some(q));
-            if keep {
-                out.push(m);
-            }
+    jsonl::each::<Message>(path, dmg, |m| {
+        let keep = filter.since.is_none_or(|t| m.timestamp > t)
+            && filter
+                .after_seq
+                .is_none_or(|s| m.seq.is_some_and(|q| q > s))
+            && filter.reply_to.is_none_or(|q| m.reply_to == Some(q));
+        if keep {
+            out.push(m);
         }
         true
     })?;
@@ -73,46 +80,42 @@ pub fn read(path: &Path, filter: &MessageFilter) -> Result<Vec<Message>> {
     Ok(out)
 }
 
-/// The last `n` readable entries, oldest first.
-pub fn recent(path: &Path, n: usize) -> Result<Vec<Message>> {
+/// The last `n` entries, oldest first.
+pub fn recent(path: &Path, n: usize, dmg: &mut Damages) -> Result<Vec<Message>> {
     let mut out = Vec::new();
-    jsonl::scan_back(path, |line| {
-        if let Ok(m) = serde_json::from_slice::<Message>(line) {
-            out.push(m);
-        }
+    jsonl::each_back::<Message>(path, dmg, |m| {
+        out.push(m);
         out.len() < n
     })?;
     out.reverse();
     Ok(out)
 }
 
-/// Every readable entry.
-pub fn all(path: &Path) -> Result<Vec<Message>> {
-    Ok(jsonl::read_all::<Message>(path)?.0)
+/// Every entry.
+pub fn all(path: &Path, dmg: &mut Damages) -> Result<Vec<Message>> {
+    jsonl::read_all::<Message>(path, dmg)
 }
 
 /// Questions with their answers; only unanswered ones unless `all`.
-pub fn questions(path: &Path, all: bool) -> Result<Vec<QuestionView>> {
+pub fn questions(path: &Path, all: bool, dmg: &mut Damages) -> Result<Vec<QuestionView>> {
     let mut qs: BTreeMap<u64, QuestionView> = BTreeMap::new();
-    jsonl::scan(path, |line| {
-        if let Ok(m) = serde_json::from_slice::<Message>(line) {
-            match (m.kind, m.seq, m.reply_to) {
-                (MessageKind::Question, Some(s), _) => {
-                    qs.insert(
-                        s,
-                        QuestionView {
-                            question: m,
-                            answers: vec![],
-                        },
-                    );
-                }
-                (MessageKind::Answer, _, Some(q)) => {
-                    if let Some(v) = qs.get_mut(&q) {
-                        v.answers.push(m);
-                    }
-                }
-                _ => {}
+    jsonl::each::<Message>(path, dmg, |m| {
+        match (m.kind, m.seq, m.reply_to) {
+            (MessageKind::Question, Some(s), _) => {
+                qs.insert(
+                    s,
+                    QuestionView {
+                        question: m,
+                        answers: vec![],
+                    },
+                );
             }
+            (MessageKind::Answer, _, Some(q)) => {
+                if let Some(v) = qs.get_mut(&q) {
+                    v.answers.push(m);
+                }
+            }
+            _ => {}
         }
         true
     })?;

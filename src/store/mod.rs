@@ -2,13 +2,17 @@
 //! this machine; a remote transport (the VPS) sends the same ops over the network.
 
 pub mod archive;
+pub mod clock;
+pub mod damage;
 pub mod durable;
 pub mod jsonl;
 pub mod local;
+pub mod lock;
 pub mod log;
 pub mod paths;
 pub mod queue_file;
 pub mod repair;
+pub mod salvage;
 
 use crate::error::Result;
 use crate::op::{Op, Reply};

@@ -12,7 +12,7 @@
 //! grep and diff. Files in any other layout, such as the original plan's indented ones, are
 //! read with a full parse and rewritten in this layout by the next change.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::Range;
 
 use crate::task::Task;
@@ -59,9 +59,21 @@ pub struct Encoded {
     lines: HashMap<u64, Range<usize>>,
 }
 
+/// Why a queue file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// It is not a JSON array of tasks.
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    /// It holds one task id twice: two workers could be handed the same task.
+    #[error("task id {0} is on the queue twice")]
+    Duplicate(u64),
+}
+
 /// Parses the queue file. If it is byte for byte what the cache last saw and the cache holds
-/// the tasks, they are handed over without parsing.
-pub fn decode(bytes: &[u8], cache: &mut QueueCache) -> Result<Vec<Task>, serde_json::Error> {
+/// the tasks, they are handed over without parsing. A queue that holds an id twice is refused
+/// like one that does not parse.
+pub fn decode(bytes: &[u8], cache: &mut QueueCache) -> Result<Vec<Task>, QueueError> {
     if cache.bytes == bytes
         && let Some(tasks) = cache.tasks.take()
     {
@@ -75,7 +87,9 @@ pub fn decode(bytes: &[u8], cache: &mut QueueCache) -> Result<Vec<Task>, serde_j
         for range in lines {
             match serde_json::from_slice::<Task>(&bytes[range.clone()]) {
                 Ok(task) => {
-                    ranges.insert(task.id, range);
+                    if ranges.insert(task.id, range).is_some() {
+                        return Err(QueueError::Duplicate(task.id));
+                    }
                     out.push(task);
                 }
                 Err(_) => {
@@ -91,12 +105,17 @@ pub fn decode(bytes: &[u8], cache: &mut QueueCache) -> Result<Vec<Task>, serde_j
         }
     }
     // Another layout, or a line that does not parse: a full parse gives the exact answer.
-    serde_json::from_slice(bytes)
+    let tasks: Vec<Task> = serde_json::from_slice(bytes)?;
+    let mut ids = HashSet::with_capacity(tasks.len());
+    match tasks.iter().find(|t| !ids.insert(t.id)) {
+        Some(t) => Err(QueueError::Duplicate(t.id)),
+        None => Ok(tasks),
+    }
 }
 
 /// Parses the queue file for reading: the cache's tasks are copied, not taken, and a parse
 /// of other bytes leaves the cache as it was.
-pub fn decode_shared(bytes: &[u8], cache: &mut QueueCache) -> Result<Vec<Task>, serde_json::Error> {
+pub fn decode_shared(bytes: &[u8], cache: &mut QueueCache) -> Result<Vec<Task>, QueueError> {
     if cache.bytes == bytes
         && let Some(tasks) = &cache.tasks
     {
@@ -252,5 +271,21 @@ mod tests {
         // Empty lines are not this layout.
         let s = String::from_utf8(good).unwrap().replacen(",\n", ",\n\n", 1);
         assert_eq!(decode(s.as_bytes(), &mut QueueCache::default()).unwrap(), t);
+    }
+
+    #[test]
+    fn an_id_twice_is_refused_in_every_layout() {
+        let mut t = tasks(3);
+        t[2].id = t[0].id;
+        let lines = encode(&t, &none(), &QueueCache::default()).unwrap().bytes;
+        let pretty = serde_json::to_vec_pretty(&t).unwrap();
+        for bytes in [&lines, &pretty] {
+            let mut cache = QueueCache::default();
+            assert!(matches!(
+                decode(bytes, &mut cache),
+                Err(QueueError::Duplicate(id)) if id == t[0].id
+            ));
+            assert!(decode_shared(bytes, &mut cache).is_err());
+        }
     }
 }
