@@ -344,3 +344,71 @@ fn vine_worker_heartbeats_while_claude_runs() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(beats(), last, "no heartbeat after claude ended");
 }
+
+/// `vine --key-file F worker` passes the key on to `claude` (and so to its hooks and the
+/// model's `vine` commands) as `VINE_API_KEY_FILE` with F's absolute path; the key itself never
+/// appears in the settings or the command line.
+#[test]
+fn vine_worker_passes_the_key_file_on_to_claude() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("key");
+    fs::write(&key, "a-key-for-this-test-only\n").unwrap();
+    let root = tmp.path().join("served");
+    fs::create_dir_all(&root).unwrap();
+    let mut server = Command::new(VINE)
+        .args(["serve", "--root"])
+        .arg(&root)
+        .args(["--listen", "127.0.0.1:0", "--key-file"])
+        .arg(&key)
+        .env_remove("VINE_API_KEY")
+        .env_remove("VPS_API_KEY")
+        .env_remove("VINE_API_KEY_FILE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {first:?}"))
+        .to_string();
+    let project = tmp.path().join("project");
+    fs::create_dir_all(&project).unwrap();
+    let (fake, record) = fake_claude(tmp.path(), 0.2);
+    let o = vine_in(&project, &["--url", &url, "init", "--claude"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    // A relative key path: the session gets the absolute one.
+    let o = vine_in(
+        &project,
+        &[
+            "--url",
+            &url,
+            "--key-file",
+            "../key",
+            "worker",
+            "--worker",
+            "w1",
+            "--claude",
+            fake.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(o.status.success(), "{}", text(&o));
+    let rec = fs::read_to_string(&record).expect("claude was started");
+    assert!(
+        rec.lines()
+            .any(|l| l == format!("VINE_API_KEY_FILE={}", canonical(&key))),
+        "{rec}"
+    );
+    assert!(!rec.contains("a-key-for-this-test-only"), "{rec}");
+    let raw = fs::read_to_string(project.join(".claude/settings.json")).unwrap();
+    assert!(!raw.contains("a-key-for-this-test-only"), "{raw}");
+}
