@@ -263,6 +263,7 @@ impl Board {
                 agent: agent.into(),
                 question: question.into(),
                 task,
+                wait_secs: None,
             })?,
         )
     }

@@ -841,6 +841,7 @@ fn every_op() -> Vec<agentvine::Op> {
             agent: "a".into(),
             question: "q".into(),
             task: None,
+            wait_secs: Some(600),
         },
         Op::Answer {
             agent: "a".into(),

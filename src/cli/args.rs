@@ -84,9 +84,15 @@ pub enum Command {
         /// Default lease of a claim, e.g. 30m.
         #[arg(long, value_name = "DURATION")]
         lease: Option<String>,
-        /// A worker without heartbeat for this long is stale, e.g. 3m.
+        /// A worker without a sign of life for this long is stale, e.g. 3m; the tasks it holds
+        /// are taken back. Workers heartbeat at least this often (the hooks and `vine worker`
+        /// do; scripts run `vine heartbeat`).
         #[arg(long, value_name = "DURATION")]
         stale_after: Option<String>,
+        /// A task meant for a specialist (--assign, --requires) falls back to any worker when
+        /// no live specialist has been seen for this long, e.g. 10m (default: the stale limit).
+        #[arg(long, value_name = "DURATION")]
+        fallback_after: Option<String>,
         /// Default retries after a task's first attempt.
         #[arg(long)]
         max_retries: Option<u32>,
@@ -119,8 +125,8 @@ pub enum Command {
     ///
     /// Plan files are JSON lists of objects with the keys key, description, instructions |
     /// instructions_from | instruction_file, context_files, assign, priority, requires, after
-    /// (keys of the same plan or existing task ids), max_retries, lease, metadata. A plan is
-    /// added all or nothing.
+    /// (keys of the same plan or existing task ids), max_retries, lease, strict,
+    /// fallback_after, metadata. A plan is added all or nothing.
     #[command(after_help = "Examples:
   vine add \"Create hello.txt\" --instructions \"Write 'Hello from VPS!' to test-output/hello.txt\"
   vine add \"Add /hello endpoint\" --instructions-from hello.md --context flask-demo/app.py --after 1731159000123
@@ -216,7 +222,7 @@ pub enum Command {
         /// The task id.
         id: u64,
     },
-    /// List workers with their state: working, idle, stale, offline.
+    /// List workers with their state: working, idle, waiting (for an answer), stale, offline.
     Workers,
     /// Show or set the progress record.
     Progress {
@@ -229,6 +235,9 @@ pub enum Command {
         action: MsgCmd,
     },
     /// Ask a question (about a task); with --wait, wait for the answer (exit 3 on timeout).
+    ///
+    /// A worker waiting with --wait keeps its tasks until the answer or the timeout, however
+    /// long that outlasts their leases; it shows as `waiting` and heartbeats meanwhile.
     Ask {
         /// The question.
         question: String,
@@ -267,7 +276,8 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
-    /// Requeue every claim whose lease has expired (also done on every write).
+    /// Take back every claim whose lease has expired or whose holder is stale (also done on
+    /// every write, and shown by every read); the tasks are claimable again at once.
     RequeueStale,
     /// Keep a copy of each damaged board file and rebuild it from what can be read.
     Repair,
@@ -420,13 +430,15 @@ pub struct AddArgs {
     /// A file the worker must read first (board-relative, repeatable).
     #[arg(long = "context", value_name = "BOARD_PATH")]
     pub context: Vec<String>,
-    /// Meant for this worker (another may take it if this one is offline or stale).
+    /// Meant for this worker. Another may take it when this one is offline, or has shown no
+    /// sign of life for the fallback time (the board's, or --fallback-after), unless --strict.
     #[arg(long, value_name = "WORKER")]
     pub assign: Option<String>,
     /// high, normal or low.
     #[arg(long, default_value = "normal")]
     pub priority: String,
-    /// A capability the worker must have (repeatable).
+    /// A capability the worker must have (repeatable). Any worker may take the task when no
+    /// live worker with every one of them has been seen for the fallback time, unless --strict.
     #[arg(long, value_name = "CAP")]
     pub requires: Vec<String>,
     /// A task that must complete first (repeatable).
@@ -438,6 +450,15 @@ pub struct AddArgs {
     /// Lease of a claim on this task, e.g. 90s, 30m (default: the board's, 30m).
     #[arg(long, value_name = "DURATION")]
     pub lease: Option<String>,
+    /// Only the --assign worker / a worker with every --requires capability may ever claim it:
+    /// no fallback to other workers.
+    #[arg(long, conflicts_with = "fallback_after")]
+    pub strict: bool,
+    /// Any worker may claim it once no live specialist (the --assign worker, or one with the
+    /// --requires capabilities) has been seen for this long, e.g. 10m (default: the board's
+    /// fallback time, see `vine init --fallback-after`).
+    #[arg(long, value_name = "DURATION")]
+    pub fallback_after: Option<String>,
     /// A metadata entry (repeatable); VALUE is JSON if it parses, else text.
     #[arg(long, value_name = "KEY=VALUE")]
     pub meta: Vec<String>,

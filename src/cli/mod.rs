@@ -45,6 +45,7 @@ pub fn run(cli: Cli) -> Result<Output> {
             path,
             lease,
             stale_after,
+            fallback_after,
             max_retries,
             archive_after,
             retry_backoff,
@@ -57,6 +58,7 @@ pub fn run(cli: Cli) -> Result<Output> {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR));
             let given = lease.is_some()
                 || stale_after.is_some()
+                || fallback_after.is_some()
                 || max_retries.is_some()
                 || archive_after.is_some()
                 || retry_backoff.is_some()
@@ -72,6 +74,9 @@ pub fn run(cli: Cli) -> Result<Output> {
             }
             if let Some(l) = stale_after {
                 s.stale_after_secs = duration(&l, "--stale-after")?;
+            }
+            if let Some(l) = fallback_after {
+                s.fallback_after_secs = Some(duration(&l, "--fallback-after")?);
             }
             if let Some(n) = max_retries {
                 s.max_retries = n;
@@ -357,6 +362,11 @@ fn add_op(a: AddArgs) -> Result<Op> {
         .as_deref()
         .map(|l| duration(l, "--lease"))
         .transpose()?;
+    let fallback_after_secs = a
+        .fallback_after
+        .as_deref()
+        .map(|l| duration(l, "--fallback-after"))
+        .transpose()?;
     Ok(Op::Add {
         task: NewTask {
             description,
@@ -369,6 +379,8 @@ fn add_op(a: AddArgs) -> Result<Op> {
             after: a.after,
             max_retries: a.max_retries,
             lease_secs,
+            strict: a.strict,
+            fallback_after_secs,
             metadata,
         },
     })
@@ -511,17 +523,23 @@ fn run_on(board: &Board, command: Command) -> Result<Output> {
             poll,
         } => {
             let agent = agent_name(agent.or(worker), "coordinator");
-            let op = Op::Ask {
-                agent,
-                question,
-                task,
-            };
             if wait {
                 let timeout = duration(&timeout, "--timeout")?;
                 let poll = duration(&poll, "--poll")?.max(1);
+                let op = Op::Ask {
+                    agent,
+                    question,
+                    task,
+                    wait_secs: Some(timeout),
+                };
                 return ask_and_wait(board, op, timeout, poll);
             }
-            op
+            Op::Ask {
+                agent,
+                question,
+                task,
+                wait_secs: None,
+            }
         }
         Command::Answer {
             question,
@@ -553,14 +571,39 @@ fn run_on(board: &Board, command: Command) -> Result<Output> {
     })
 }
 
-/// Asks, then polls for an answer until `timeout` seconds pass.
+/// How often a waiting `agent` heartbeats: a third of the shorter of the board's lease and
+/// stale limit, between 1 and 30 s; `None` if `agent` is not a registered worker (a
+/// coordinator asking, say), which must not become one by heartbeating.
+fn heartbeat_while_waiting(board: &Board, agent: &str) -> Result<Option<Duration>> {
+    if !board.workers()?.iter().any(|w| w.id == agent) {
+        return Ok(None);
+    }
+    let s = board.settings()?;
+    let every = (s.lease_secs.min(s.stale_after_secs) / 3).clamp(1, 30);
+    Ok(Some(Duration::from_secs(every)))
+}
+
+/// Asks (saying the asker waits `timeout` seconds), then polls for an answer until
+/// `timeout` seconds pass.
+///
+/// A registered worker that asks this way keeps its tasks while it waits (the board records
+/// the wait and ends it at the answer or at the timeout, on its own clock); it also heartbeats
+/// meanwhile, and once more when it gives up, so it looks alive and its leases are fresh when
+/// the wait ends.
 fn ask_and_wait(board: &Board, op: Op, timeout: u64, poll: u64) -> Result<Output> {
+    let Op::Ask { agent, .. } = &op else {
+        return Err(Error::Protocol("ask_and_wait needs an ask".into()));
+    };
+    let agent = agent.clone();
     let question = match board.execute(op)? {
         Reply::Message { message } => message,
         other => return Err(Error::Protocol(format!("ask got {other:?}"))),
     };
-    let seq = question.seq.unwrap_or(0);
+    // Measured from after the ask: the board's wait (from when it applied the ask) ends first.
     let deadline = Instant::now() + Duration::from_secs(timeout);
+    let seq = question.seq.unwrap_or(0);
+    let heartbeat = heartbeat_while_waiting(board, &agent)?;
+    let mut last_beat = Instant::now();
     loop {
         let answers = board.messages(MessageFilter {
             reply_to: Some(seq),
@@ -573,7 +616,16 @@ fn ask_and_wait(board: &Board, op: Op, timeout: u64, poll: u64) -> Result<Output
                 exit: ExitCode::Done,
             });
         }
+        if let Some(every) = heartbeat
+            && last_beat.elapsed() >= every
+        {
+            board.heartbeat(&agent)?;
+            last_beat = Instant::now();
+        }
         if Instant::now() >= deadline {
+            if heartbeat.is_some() {
+                board.heartbeat(&agent)?;
+            }
             return Err(Error::NothingToDo(format!(
                 "no answer to question {seq} within {}; it stays open. Read the answer later with `vine msg read --reply-to {seq}`",
                 agentvine::time::format_duration(timeout)
