@@ -2411,3 +2411,376 @@ fn a_task_needing_an_absent_capability_falls_back_to_any_worker() {
     assert_eq!(claim(&mut st, "w1", at(220)), None);
     assert_eq!(claim(&mut st, "w1", at(221)), Some(id));
 }
+
+#[test]
+fn strict_tasks_never_fall_back_and_each_task_may_set_its_own_time() {
+    let mut st = board();
+    register(&mut st, "owner", &[], t0());
+    run(
+        &mut st,
+        Op::Deregister {
+            worker: "owner".into(),
+        },
+        t0(),
+    )
+    .unwrap();
+    let only_owner = add_task(
+        &mut st,
+        NewTask {
+            assign: Some("owner".into()),
+            strict: true,
+            ..nt("only the owner")
+        },
+        t0(),
+    );
+    let only_gpu = add_task(
+        &mut st,
+        NewTask {
+            requires: strings(&["gpu"]),
+            strict: true,
+            ..nt("only gpu")
+        },
+        t0(),
+    );
+    let soon = add_task(
+        &mut st,
+        NewTask {
+            assign: Some("ghost".into()),
+            fallback_after_secs: Some(5),
+            ..nt("soon")
+        },
+        t0(),
+    );
+    let late = add_task(
+        &mut st,
+        NewTask {
+            requires: strings(&["gpu"]),
+            fallback_after_secs: Some(3600),
+            ..nt("late")
+        },
+        t0(),
+    );
+    assert!(task(&st, only_owner).strict);
+    assert_eq!(task(&st, late).fallback_after_secs, Some(3600));
+    assert_eq!(claim(&mut st, "w1", at(5)), None);
+    assert_eq!(claim(&mut st, "w1", at(6)), Some(soon));
+    complete(&mut st, soon, "w1", at(7)).unwrap();
+    assert_eq!(claim(&mut st, "w1", at(3600)), None);
+    assert_eq!(claim(&mut st, "w1", at(3601)), Some(late));
+    complete(&mut st, late, "w1", at(3602)).unwrap();
+    // Even an offline assignee keeps a strict task; days later it still waits.
+    assert_eq!(claim(&mut st, "w1", at(999_999)), None);
+    let why = claim_reason(&mut st, "w1", at(999_999));
+    assert!(why.contains("only owner may take it (strict)"), "{why}");
+    assert!(
+        why.contains("only a worker with gpu may take it (strict)"),
+        "{why}"
+    );
+    // The specialists themselves still may.
+    register(&mut st, "gpu1", &["gpu"], at(999_999));
+    assert_eq!(claim(&mut st, "gpu1", at(999_999)), Some(only_gpu));
+    assert_eq!(claim(&mut st, "owner", at(999_999)), Some(only_owner));
+}
+
+#[test]
+fn strict_and_fallback_after_are_validated() {
+    let mut st = board();
+    for (task, what) in [
+        (
+            NewTask {
+                strict: true,
+                ..nt("x")
+            },
+            "strict without a specialist",
+        ),
+        (
+            NewTask {
+                fallback_after_secs: Some(60),
+                ..nt("x")
+            },
+            "fallback-after without a specialist",
+        ),
+        (
+            NewTask {
+                assign: Some("w1".into()),
+                strict: true,
+                fallback_after_secs: Some(60),
+                ..nt("x")
+            },
+            "strict and fallback-after",
+        ),
+        (
+            NewTask {
+                requires: strings(&["gpu"]),
+                fallback_after_secs: Some(31 * 86_400),
+                ..nt("x")
+            },
+            "a fallback time over 30 days",
+        ),
+    ] {
+        let r = run(&mut st, Op::Add { task }, t0());
+        assert!(is_invalid(&r), "{what}: {r:?}");
+    }
+    assert!(st.tasks.is_empty());
+}
+
+#[test]
+fn offline_workers_with_the_capability_do_not_hold_a_task_back() {
+    let mut st = board();
+    register(&mut st, "be", &["backend"], t0());
+    register(&mut st, "w1", &[], t0());
+    let id = add_task(
+        &mut st,
+        NewTask {
+            requires: strings(&["backend"]),
+            ..nt("api")
+        },
+        t0(),
+    );
+    // `be` is live: w1 waits.
+    assert_eq!(claim(&mut st, "w1", at(100)), None);
+    run(
+        &mut st,
+        Op::Deregister {
+            worker: "be".into(),
+        },
+        at(100),
+    )
+    .unwrap();
+    // `be` is offline: it no longer counts; the fallback runs from the task's creation.
+    assert_eq!(claim(&mut st, "w1", at(120)), None);
+    assert_eq!(claim(&mut st, "w1", at(121)), Some(id));
+}
+
+#[test]
+fn task_views_say_who_a_pending_task_waits_for() {
+    let mut st = board();
+    register(&mut st, "owner", &[], t0());
+    let live = add_task(
+        &mut st,
+        NewTask {
+            assign: Some("owner".into()),
+            ..nt("live owner")
+        },
+        t0(),
+    );
+    let ghost = add_task(
+        &mut st,
+        NewTask {
+            assign: Some("ghost".into()),
+            ..nt("ghost")
+        },
+        t0(),
+    );
+    let plain = add(&mut st, "anyone", t0());
+    let view = |st: &State, id: u64, now: Timestamp| {
+        task_views(st, None, now)
+            .into_iter()
+            .find(|v| v.task.id == id)
+            .unwrap()
+            .fallback
+    };
+    let f = view(&st, live, at(30)).unwrap();
+    assert_eq!(
+        f.note,
+        "assigned to owner, last seen 30s ago; any worker may take it in 1m31s unless it shows a sign of life"
+    );
+    assert_eq!(f.at, Some(at(121)));
+    let f = view(&st, ghost, at(200)).unwrap();
+    assert_eq!(
+        f.note,
+        "assigned to ghost, who has not been seen; any worker may take it now"
+    );
+    assert!(view(&st, plain, at(30)).is_none());
+    // Offline: at once.
+    run(
+        &mut st,
+        Op::Deregister {
+            worker: "owner".into(),
+        },
+        at(40),
+    )
+    .unwrap();
+    let f = view(&st, live, at(41)).unwrap();
+    assert_eq!(
+        f.note,
+        "assigned to owner, who is offline; any worker may take it now"
+    );
+    assert_eq!(f.at, None, "open from the start");
+    // A claimed task has no fallback.
+    claim(&mut st, "w1", at(41));
+    assert!(view(&st, live, at(42)).is_none());
+}
+
+/// Asks `question` as `worker`, waiting `wait` seconds; returns the question's number.
+fn ask_waiting(st: &mut State, worker: &str, wait: Option<u64>, now: Timestamp) -> u64 {
+    match run(
+        st,
+        Op::Ask {
+            agent: worker.into(),
+            question: "Which port?".into(),
+            task: None,
+            wait_secs: wait,
+        },
+        now,
+    )
+    .expect("ask")
+    {
+        Reply::Message { message } => message.seq.unwrap(),
+        other => panic!("unexpected reply {other:?}"),
+    }
+}
+
+/// Answers question `seq` (the store loads the log for answers; here: the outbox so far).
+fn answer(st: &mut State, seq: u64, now: Timestamp) {
+    st.log = st.outbox.clone();
+    run(
+        st,
+        Op::Answer {
+            agent: "coordinator".into(),
+            question: seq,
+            answer: "5000".into(),
+        },
+        now,
+    )
+    .expect("answer");
+}
+
+#[test]
+fn a_waiting_worker_keeps_its_tasks_until_the_answer() {
+    let mut st = board();
+    register(&mut st, "w1", &[], t0());
+    let id = add(&mut st, "needs a human", t0());
+    claim(&mut st, "w1", at(0));
+    let q = ask_waiting(&mut st, "w1", Some(600), at(10));
+    let w = &st.workers["w1"];
+    assert_eq!(w.waits_on(at(10)), Some(q));
+    assert_eq!(
+        w.state(true, 120, at(500)),
+        crate::worker::WorkerState::Waiting
+    );
+    // Far past the lease (60 s) and the stale limit (120 s): nothing is taken back.
+    assert_eq!(requeue(&mut st, at(500)), Vec::<u64>::new());
+    assert_eq!(claim(&mut st, "w2", at(500)), None);
+    // The answer ends the wait and restarts the clocks: a fresh lease, and a sign of life.
+    answer(&mut st, q, at(550));
+    let w = &st.workers["w1"];
+    assert_eq!(w.waiting, None);
+    assert_eq!(w.last_heartbeat, Some(at(550)));
+    assert_eq!(task(&st, id).lease_expires_at, Some(at(610)));
+    assert_eq!(status(&st, id), TaskStatus::InProgress);
+    assert_eq!(requeue(&mut st, at(609)), Vec::<u64>::new());
+    complete(&mut st, id, "w1", at(600)).unwrap();
+    assert_eq!(task(&st, id).attempts, 1);
+}
+
+#[test]
+fn a_wait_ends_at_its_timeout_and_at_the_workers_own_next_move() {
+    // The timeout: then the usual rules apply.
+    let mut st = board();
+    register(&mut st, "w1", &[], t0());
+    let id = add(&mut st, "a", t0());
+    claim(&mut st, "w1", at(0));
+    ask_waiting(&mut st, "w1", Some(100), at(0));
+    assert_eq!(requeue(&mut st, at(99)), Vec::<u64>::new());
+    assert_eq!(
+        st.workers["w1"].state(true, 120, at(100)),
+        crate::worker::WorkerState::Working
+    );
+    assert_eq!(
+        requeue(&mut st, at(100)),
+        vec![id],
+        "the lease ended at 60 s"
+    );
+
+    // Its own claim, complete, fail or release ends it.
+    for op in ["claim", "complete", "fail", "release"] {
+        let mut st = board();
+        register(&mut st, "w1", &[], t0());
+        let id = add(&mut st, "a", t0());
+        add(&mut st, "b", t0());
+        claim(&mut st, "w1", at(0));
+        ask_waiting(&mut st, "w1", Some(600), at(1));
+        let r = match op {
+            "claim" => run(
+                &mut st,
+                Op::Claim {
+                    worker: "w1".into(),
+                },
+                at(2),
+            ),
+            "complete" => complete(&mut st, id, "w1", at(2)),
+            "fail" => fail(&mut st, id, "w1", false, at(2)),
+            _ => release(&mut st, id, "w1", at(2)),
+        };
+        r.unwrap();
+        assert_eq!(st.workers["w1"].waiting, None, "{op} ends the wait");
+        assert!(
+            st.dirty.workers || op == "claim",
+            "{op}: the worker file is written"
+        );
+    }
+
+    // An answer after the wait timed out just clears the record, without restarting clocks.
+    let mut st = board();
+    register(&mut st, "w1", &[], t0());
+    let q = ask_waiting(&mut st, "w1", Some(10), at(0));
+    answer(&mut st, q, at(50));
+    assert_eq!(st.workers["w1"].waiting, None);
+    assert_eq!(st.workers["w1"].last_heartbeat, Some(at(0)));
+
+    // Deregistering ends it too.
+    let mut st = board();
+    register(&mut st, "w1", &[], t0());
+    ask_waiting(&mut st, "w1", Some(600), at(0));
+    run(
+        &mut st,
+        Op::Deregister {
+            worker: "w1".into(),
+        },
+        at(1),
+    )
+    .unwrap();
+    assert_eq!(st.workers["w1"].waiting, None);
+}
+
+#[test]
+fn only_registered_workers_wait_and_waits_are_bounded() {
+    let mut st = board();
+    ask_waiting(&mut st, "coordinator", Some(600), t0());
+    assert!(st.workers.is_empty(), "asking does not register anyone");
+    register(&mut st, "w1", &[], t0());
+    let r = run(
+        &mut st,
+        Op::Ask {
+            agent: "w1".into(),
+            question: "q".into(),
+            task: None,
+            wait_secs: Some(31 * 86_400),
+        },
+        t0(),
+    );
+    assert!(is_invalid(&r), "{r:?}");
+    // A question without a wait makes nobody wait.
+    ask_waiting(&mut st, "w1", None, t0());
+    assert_eq!(st.workers["w1"].waiting, None);
+}
+
+#[test]
+fn a_waiting_assignee_is_not_absent() {
+    let mut st = board();
+    register(&mut st, "owner", &[], t0());
+    let id = add_task(
+        &mut st,
+        NewTask {
+            assign: Some("owner".into()),
+            ..nt("mine")
+        },
+        t0(),
+    );
+    ask_waiting(&mut st, "owner", Some(10_000), at(1));
+    assert_eq!(claim(&mut st, "w1", at(5000)), None);
+    let why = claim_reason(&mut st, "w1", at(5000));
+    assert!(why.contains("owner, who waits for an answer"), "{why}");
+    assert_eq!(claim(&mut st, "w1", at(10_001 + 121)), Some(id));
+}
