@@ -189,6 +189,10 @@ pub enum Command {
         session_id: Option<String>,
     },
     /// Record a sign of life; extends the leases of this worker's tasks.
+    ///
+    /// A worker must show a sign of life at least once per stale limit (3m by default, see
+    /// `vine init --stale-after`), or the tasks it holds are taken back. The Claude Code hooks
+    /// and `vine worker` do it; a scripted worker runs this.
     Heartbeat {
         #[command(flatten)]
         worker: WorkerArg,
