@@ -232,7 +232,14 @@ pub(crate) fn fallback(task: &Task, state: &State, now: Timestamp) -> Option<Fal
     };
     Some(Fallback {
         note: format!("{}; {tail}", parts.join("; ")),
-        at: open_at.filter(|t| *t > LONG_AGO),
+        // Open from the start (an offline assignee): since the task exists.
+        at: open_at.map(|t| {
+            if t == LONG_AGO {
+                task.created_at.unwrap_or(now)
+            } else {
+                t
+            }
+        }),
     })
 }
 

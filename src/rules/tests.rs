@@ -2606,7 +2606,7 @@ fn task_views_say_who_a_pending_task_waits_for() {
         f.note,
         "assigned to owner, who is offline; any worker may take it now"
     );
-    assert_eq!(f.at, None, "open from the start");
+    assert_eq!(f.at, Some(t0()), "open since the task was added");
     // A claimed task has no fallback.
     claim(&mut st, "w1", at(41));
     assert!(view(&st, live, at(42)).is_none());
