@@ -263,6 +263,7 @@ impl Board {
                 agent: agent.into(),
                 question: question.into(),
                 task,
+                wait_secs: None,
             })?,
         )
     }
@@ -335,7 +336,7 @@ impl Board {
         }
     }
 
-    /// Requeues claims whose leases expired; returns their ids.
+    /// Takes back claims whose lease expired or whose holder is stale; returns their ids.
     pub fn requeue_stale(&self) -> Result<Vec<u64>> {
         match self.execute(Op::RequeueStale)? {
             Reply::Requeued { tasks } => Ok(tasks),

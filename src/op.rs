@@ -45,6 +45,13 @@ pub struct NewTask {
     /// Lease length in seconds (board default when absent).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease_secs: Option<u64>,
+    /// Only the assignee / a worker with every required capability may claim it, ever.
+    #[serde(skip_serializing_if = "is_false")]
+    pub strict: bool,
+    /// Seconds without a live specialist after which any worker may claim it (board default
+    /// when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_after_secs: Option<u64>,
     /// Free-form data kept with the task.
     #[serde(skip_serializing_if = "Map::is_empty")]
     pub metadata: Map<String, Value>,
@@ -214,6 +221,10 @@ pub enum Op {
         /// The task it is about.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         task: Option<u64>,
+        /// The asking worker waits for the answer for at most this many seconds: until the
+        /// answer (or this time) its tasks are not taken back, and it shows as `waiting`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wait_secs: Option<u64>,
     },
     /// Answer a question.
     Answer {
@@ -224,7 +235,7 @@ pub enum Op {
         /// The answer.
         answer: String,
     },
-    /// Requeue every claim whose lease has expired.
+    /// Take back every claim whose lease has expired or whose holder is stale.
     RequeueStale,
     /// Move finished tasks to the archive.
     Compact,
@@ -328,6 +339,45 @@ pub struct TaskView {
     /// Found in the archive, not on the queue.
     #[serde(default, skip_serializing_if = "is_false")]
     pub archived: bool,
+    /// A pending task meant for a specialist: who it waits for, and when any worker may take
+    /// it instead (derived when read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Fallback>,
+}
+
+impl TaskView {
+    /// The view of a task on the queue with nothing derived.
+    pub fn of(task: Task) -> Self {
+        TaskView {
+            task,
+            blocked: false,
+            archived: false,
+            fallback: None,
+        }
+    }
+
+    /// The view of an archived task.
+    pub fn archived(task: Task) -> Self {
+        TaskView {
+            archived: true,
+            ..TaskView::of(task)
+        }
+    }
+}
+
+/// Who a pending task meant for a specialist waits for, and until when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fallback {
+    /// One line for people, e.g. "assigned to ghost, who has not been seen; any worker may
+    /// take it in 2m 10s".
+    pub note: String,
+    /// From when any worker may claim it; absent for a strict task (never).
+    #[serde(
+        default,
+        with = "crate::time::opt_ts",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub at: Option<crate::time::Timestamp>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -352,7 +402,7 @@ pub struct Claim {
 pub struct WorkerView {
     /// The worker id.
     pub id: String,
-    /// Derived state: working, idle, stale or offline.
+    /// Derived state: working, idle, waiting, stale or offline.
     pub state: WorkerState,
     /// Tasks it holds now.
     pub tasks: Vec<u64>,
@@ -481,7 +531,8 @@ pub enum Reply {
         /// The questions, oldest first.
         questions: Vec<QuestionView>,
     },
-    /// Tasks whose expired leases were requeued (or failed for good).
+    /// Tasks taken back from their holders (expired lease or stale holder): requeued, or
+    /// failed for good when out of retries.
     Requeued {
         /// Their ids.
         tasks: Vec<u64>,

@@ -5,7 +5,9 @@
 //!   {"key": "structure", "description": "Create the Flask app structure",
 //!    "instructions_from": "tasks/flask-app-structure.md", "priority": "high"},
 //!   {"key": "hello", "description": "Add /hello", "after": ["structure"],
-//!    "context_files": ["flask-demo/app.py"], "requires": ["python"], "lease": "20m"}
+//!    "context_files": ["flask-demo/app.py"], "requires": ["python"], "lease": "20m",
+//!    "fallback_after": "10m"},
+//!   {"description": "Deploy", "assign": "ops", "strict": true}
 //! ]
 //! ```
 //! `after` holds keys of entries in the same plan or ids of tasks already on the board.
@@ -29,12 +31,24 @@ enum DepRef {
     Key(String),
 }
 
-/// A lease written as seconds or as a duration string.
+/// A duration (lease, fallback time) written as seconds or as a duration string.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-enum Lease {
+enum Duration {
     Secs(u64),
     Text(String),
+}
+
+impl Duration {
+    /// The duration in seconds; `name` says which plan entry, for the error.
+    fn secs(self, name: &str) -> Result<u64> {
+        match self {
+            Duration::Secs(s) => Ok(s),
+            Duration::Text(t) => {
+                parse_duration(&t).map_err(|m| Error::Invalid(format!("plan {name}: {m}")))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,7 +69,11 @@ struct Entry {
     #[serde(default, alias = "depends_on")]
     after: Vec<DepRef>,
     max_retries: Option<u32>,
-    lease: Option<Lease>,
+    lease: Option<Duration>,
+    #[serde(default)]
+    strict: bool,
+    #[serde(alias = "fallback_after_secs")]
+    fallback_after: Option<Duration>,
     #[serde(default)]
     metadata: Map<String, Value>,
 }
@@ -99,13 +117,8 @@ pub fn parse(text: &str, base: &Path) -> Result<Vec<PlanTask>> {
                 ))
             })?,
         };
-        let lease_secs = match e.lease {
-            None => None,
-            Some(Lease::Secs(s)) => Some(s),
-            Some(Lease::Text(t)) => {
-                Some(parse_duration(&t).map_err(|m| Error::Invalid(format!("plan {name}: {m}")))?)
-            }
-        };
+        let lease_secs = e.lease.map(|d| d.secs(&name)).transpose()?;
+        let fallback_after_secs = e.fallback_after.map(|d| d.secs(&name)).transpose()?;
         let mut after = Vec::new();
         let mut after_keys = Vec::new();
         for d in e.after {
@@ -127,6 +140,8 @@ pub fn parse(text: &str, base: &Path) -> Result<Vec<PlanTask>> {
                 after,
                 max_retries: e.max_retries,
                 lease_secs,
+                strict: e.strict,
+                fallback_after_secs,
                 metadata: e.metadata,
             },
             after_keys,

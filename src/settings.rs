@@ -9,8 +9,14 @@ use serde_json::{Map, Value};
 pub struct Settings {
     /// Lease of a claim, in seconds, when the task sets none (30 min).
     pub lease_secs: u64,
-    /// A worker without a heartbeat for this long is stale, in seconds (3 min).
+    /// A worker without a sign of life for this long is stale, in seconds (3 min); a task it
+    /// holds is taken back.
     pub stale_after_secs: u64,
+    /// A task meant for a specialist (an assignee, or required capabilities) falls back to
+    /// any worker when no live specialist has been seen for this long, in seconds, unless the
+    /// task is strict or sets its own. Absent: the stale limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_after_secs: Option<u64>,
     /// Retries after the first attempt, when the task sets none.
     pub max_retries: u32,
     /// First retry delay in seconds; doubles with each attempt.
@@ -29,12 +35,21 @@ impl Default for Settings {
         Settings {
             lease_secs: 30 * 60,
             stale_after_secs: 3 * 60,
+            fallback_after_secs: None,
             max_retries: 3,
             retry_backoff_secs: 10,
             retry_backoff_max_secs: 15 * 60,
             archive_after: 200,
             extra: Map::new(),
         }
+    }
+}
+
+impl Settings {
+    /// Seconds without a live specialist after which a task meant for one falls back to any
+    /// worker (the board's setting, else the stale limit).
+    pub fn fallback_after(&self) -> u64 {
+        self.fallback_after_secs.unwrap_or(self.stale_after_secs)
     }
 }
 

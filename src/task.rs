@@ -159,6 +159,14 @@ pub struct Task {
     /// Lease length in seconds for this task (board default when absent).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease_secs: Option<u64>,
+    /// Only the assignee, or only a worker with every required capability, may claim it: it
+    /// never falls back to any worker.
+    #[serde(skip_serializing_if = "is_false")]
+    pub strict: bool,
+    /// Seconds without a live specialist after which any worker may claim it (the board's
+    /// `fallback_after_secs` when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_after_secs: Option<u64>,
     /// When the current claim lapses unless the claimant heartbeats.
     #[serde(with = "opt_ts", skip_serializing_if = "Option::is_none")]
     pub lease_expires_at: Option<Timestamp>,
@@ -203,6 +211,8 @@ impl Task {
             attempts: 0,
             max_retries: None,
             lease_secs: None,
+            strict: false,
+            fallback_after_secs: None,
             lease_expires_at: None,
             last_error: None,
             not_before: None,
@@ -274,6 +284,8 @@ impl<'de> serde::de::Visitor<'de> for TaskVisitor {
                 "attempts" => t.attempts = map.next_value::<Option<u32>>()?.unwrap_or_default(),
                 "max_retries" => t.max_retries = map.next_value()?,
                 "lease_secs" => t.lease_secs = map.next_value()?,
+                "strict" => t.strict = map.next_value::<Option<bool>>()?.unwrap_or_default(),
+                "fallback_after_secs" => t.fallback_after_secs = map.next_value()?,
                 "lease_expires_at" => t.lease_expires_at = map.next_value::<OptTs>()?.0,
                 "last_error" => t.last_error = map.next_value()?,
                 "not_before" => t.not_before = map.next_value::<OptTs>()?.0,
@@ -296,6 +308,10 @@ impl<'de> Deserialize<'de> for Task {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_map(TaskVisitor)
     }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Reads `null` as the type's default (the original files sometimes hold null lists).

@@ -41,6 +41,10 @@ pub struct Worker {
     /// Why it went offline, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offline_reason: Option<String>,
+    /// The open question it waits on (`vine ask --wait`): while it waits, its tasks are not
+    /// taken back, whether or not it shows signs of life.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Waiting>,
     /// Fields this version does not know; kept as they were.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -48,6 +52,16 @@ pub struct Worker {
 
 fn active() -> String {
     ACTIVE.to_string()
+}
+
+/// A question a worker waits on, and until when it waits at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiting {
+    /// The question's sequence number in the message log.
+    pub question: u64,
+    /// When the wait ends without an answer (the asker's timeout, on the board's clock).
+    #[serde(with = "crate::time::ts")]
+    pub until: Timestamp,
 }
 
 /// What a worker is doing, derived from its entry, its tasks and the clock.
@@ -58,6 +72,8 @@ pub enum WorkerState {
     Working,
     /// Holds no task and heartbeats.
     Idle,
+    /// Waits for the answer to a question (`vine ask --wait`); keeps its tasks meanwhile.
+    Waiting,
     /// No heartbeat for longer than the board's stale limit.
     Stale,
     /// Deregistered or stopped.
@@ -70,6 +86,7 @@ impl WorkerState {
         match self {
             WorkerState::Working => "working",
             WorkerState::Idle => "idle",
+            WorkerState::Waiting => "waiting",
             WorkerState::Stale => "stale",
             WorkerState::Offline => "offline",
         }
@@ -89,6 +106,7 @@ impl Worker {
             current_task: None,
             session_id: None,
             offline_reason: None,
+            waiting: None,
             extra: Map::new(),
         }
     }
@@ -106,16 +124,39 @@ impl Worker {
         .max()
     }
 
+    /// The question this worker waits on at `now`, if its wait has not ended.
+    pub fn waits_on(&self, now: Timestamp) -> Option<u64> {
+        self.waiting.filter(|w| w.until > now).map(|w| w.question)
+    }
+
+    /// The last time this worker counts as alive at `now`: now while it waits on a question
+    /// (a parked worker shows no signs of life but is not gone), else its last sign of life.
+    pub fn alive_at(&self, now: Timestamp) -> Option<Timestamp> {
+        if self.waits_on(now).is_some() {
+            Some(now)
+        } else {
+            self.last_seen()
+        }
+    }
+
+    /// True if the worker showed no sign of life for longer than `stale_after_secs` (a worker
+    /// without any recorded time counts as stale; one waiting on a question never does).
+    pub fn is_stale(&self, stale_after_secs: u64, now: Timestamp) -> bool {
+        match self.alive_at(now) {
+            Some(t) => secs_between(t, now) > stale_after_secs,
+            None => true,
+        }
+    }
+
     /// The state of this worker at `now`, given whether it holds a task.
     pub fn state(&self, holds_task: bool, stale_after_secs: u64, now: Timestamp) -> WorkerState {
         if self.status == OFFLINE {
             return WorkerState::Offline;
         }
-        let stale = match self.last_seen() {
-            Some(t) => secs_between(t, now) > stale_after_secs,
-            None => true,
-        };
-        if stale {
+        if self.waits_on(now).is_some() {
+            return WorkerState::Waiting;
+        }
+        if self.is_stale(stale_after_secs, now) {
             WorkerState::Stale
         } else if holds_task {
             WorkerState::Working

@@ -1993,36 +1993,38 @@ fn expired_leases_are_requeued_unless_a_heartbeat_extends_them() {
     ]);
     assert_eq!(own.show(e)["status"], "completed");
 
-    // lazy: any other write requeues expired leases on the way (here: an add).
+    // lazy: reads show the expired claim taken back, as the next write will see it, but
+    // write nothing; any other write takes it back for good on the way (here: an add).
+    let queue_before = lazy.read(QUEUE);
     assert_eq!(
         lazy.show(c)["status"],
-        "in_progress",
-        "reads change nothing"
+        "pending",
+        "reads show the next write's view"
     );
+    assert_eq!(lazy.read(QUEUE), queue_before, "reads change nothing");
     lazy.add("unrelated", &[]);
     let t = lazy.show(c);
     assert_eq!(t["status"], "pending", "{t}");
-    assert_eq!(t["attempts"], 1);
+    assert_eq!(t["attempts"], 1, "a lapsed lease counts as an attempt");
     assert!(
         t["last_error"].as_str().unwrap().contains("lease expired"),
         "{t}"
     );
     assert!(t["claimed_by"].is_null());
     assert!(
-        ts(&t["not_before"]) > Utc::now(),
-        "a lapsed lease counts as a failed attempt"
+        t["not_before"].is_null(),
+        "claimable at once after a lapsed lease: {t}"
     );
     lazy.expect(4, &["complete", &c.to_string(), "--worker", "w2"]);
 
-    // b: requeue-stale reports what it requeued, and only that.
-    assert_eq!(b.show(a)["status"], "in_progress");
+    // b: requeue-stale reports what it took back, and only that.
     let v = b.ok(&["requeue-stale"]);
     assert_eq!(v["tasks"], json!([a]));
     assert_eq!(b.show(a)["status"], "pending");
     assert_eq!(b.show(long)["status"], "in_progress");
     assert_eq!(b.ok(&["requeue-stale"])["tasks"], json!([]));
     let r = b.run(&["requeue-stale"]);
-    assert!(r.stdout.contains("No expired leases"), "{r:?}");
+    assert!(r.stdout.contains("No claims to take back"), "{r:?}");
 
     // b: the old claimant's complete is refused; its result is kept in the log.
     let queue_before = b.read(QUEUE);
@@ -2885,8 +2887,13 @@ fn original_plan_worker_and_message_files_are_read_and_kept() {
     );
     let w = worker_state(&b, "worker-1");
     assert_eq!(w["state"], "stale", "an old heartbeat is stale: {w}");
-    // A task assigned to a stale worker may be taken by another.
-    let id = b.add("for worker-1", &["--assign", "worker-1"]);
+    // A task assigned to a stale worker falls back to another once the worker has not been
+    // seen for the fallback time since the task was added (here: longer than 0 s).
+    let id = b.add(
+        "for worker-1",
+        &["--assign", "worker-1", "--fallback-after", "0s"],
+    );
+    sleep(Duration::from_millis(1100));
     assert_eq!(b.claim("worker-2")["id"], id);
     let msgs = b.ok(&["msg", "read"])["messages"].clone();
     assert_eq!(msgs.as_array().unwrap().len(), 2);
@@ -3134,4 +3141,320 @@ fn init_claude_sets_up_a_project_and_its_board_and_is_idempotent() {
         fs::read_to_string(project.join(".claude/settings.json")).unwrap(),
         "{ not json"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dead, absent and waiting workers
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_stale_holder_loses_its_task_long_before_the_lease_ends() {
+    // 1 h leases, 2 s stale limit: only staleness can take a task back within this test.
+    let b = TestBoard::with_init(&["--lease", "1h", "--stale-after", "2s"]);
+    let alive = TestBoard::with_init(&["--lease", "1h", "--stale-after", "2s"]);
+    let id = b.add("dies with its worker", &[]);
+    let kept = alive.add("kept by heartbeats", &[]);
+    b.ok(&["register", "--worker", "w1"]);
+    alive.ok(&["register", "--worker", "w1"]);
+    assert_eq!(b.claim("w1")["id"], id);
+    assert_eq!(alive.claim("w1")["id"], kept);
+    assert_eq!(b.ok(&["requeue-stale"])["tasks"], json!([]));
+    let started = Instant::now();
+    sleep(Duration::from_millis(1500));
+    alive.ok(&["heartbeat", "--worker", "w1"]);
+    sleep(Duration::from_millis(3200).saturating_sub(started.elapsed()));
+
+    // The heartbeating worker keeps its task.
+    assert_eq!(alive.ok(&["requeue-stale"])["tasks"], json!([]));
+    assert_eq!(alive.show(kept)["status"], "in_progress");
+
+    // w1 on `b` showed no sign of life for over 2 s: requeue-stale takes the task back.
+    let r = b.run(&["requeue-stale"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains(&id.to_string()) && r.stdout.contains("stale"),
+        "{r:?}"
+    );
+    let t = b.show(id);
+    assert_eq!(t["status"], "pending", "{t}");
+    assert_eq!(t["attempts"], 1, "{t}");
+    assert!(
+        t["not_before"].is_null(),
+        "no retry delay after a dead worker: {t}"
+    );
+    let err = t["last_error"].as_str().unwrap();
+    assert!(err.contains("w1") && err.contains("stale"), "{t}");
+    assert_eq!(b.ok(&["requeue-stale"])["tasks"], json!([]));
+    let r = b.run(&["requeue-stale"]);
+    assert!(r.stdout.contains("No claims to take back"), "{r:?}");
+
+    // The late claimant gets exit 4 saying why; its result is kept in the log.
+    let v = b.expect(
+        4,
+        &[
+            "complete",
+            &id.to_string(),
+            "--worker",
+            "w1",
+            "--attempt",
+            "1",
+            "--result",
+            "late",
+        ],
+    );
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("no sign of life"), "{v}");
+    assert!(!msg.contains("lease expired"), "{v}");
+    let kept_results: Vec<Value> = b
+        .lines(LOG)
+        .into_iter()
+        .filter(|m| m["kind"] == "result")
+        .collect();
+    assert_eq!(kept_results.len(), 1, "{kept_results:?}");
+    assert_eq!(kept_results[0]["message"], "late");
+
+    // Another worker takes it at once: a crash is not the task's failure.
+    let t = b.claim("w2");
+    assert_eq!(t["id"], id);
+    assert_eq!(t["attempts"], 2);
+
+    // Its own late write wins even if it went quiet since (nobody else wrote meanwhile).
+    alive.ok(&["complete", &kept.to_string(), "--worker", "w1"]);
+}
+
+#[test]
+fn tasks_for_an_absent_specialist_fall_back_to_any_worker() {
+    let b = TestBoard::with_init(&["--stale-after", "4s"]);
+    let started = Instant::now();
+    let ghost = b.add("for ghost", &["--assign", "ghost"]);
+    let backend = b.add("needs backend", &["--requires", "backend"]);
+    let strict = b.add("only ghost", &["--assign", "ghost", "--strict"]);
+    let patient = b.add(
+        "waits an hour",
+        &["--requires", "gpu", "--fallback-after", "1h"],
+    );
+    assert_eq!(b.show(strict)["strict"], true);
+    assert_eq!(b.show(patient)["fallback_after_secs"], 3600);
+
+    let reason = b.claim_nothing("w1");
+    assert!(
+        reason.contains("assigned to ghost, who has not been seen")
+            && reason.contains("any worker may take it in"),
+        "{reason}"
+    );
+    let r = b.run(&["show", &ghost.to_string()]);
+    assert!(
+        r.stdout.contains("any worker may take it in"),
+        "{}",
+        r.stdout
+    );
+    let r = b.run(&["show", &strict.to_string()]);
+    assert!(r.stdout.contains("only ghost may take it"), "{}", r.stdout);
+    assert!(b.show(ghost)["fallback"]["at"].is_string());
+    assert!(b.show(strict)["fallback"]["at"].is_null());
+
+    sleep(Duration::from_millis(5100).saturating_sub(started.elapsed()));
+    // Past the board's fallback time (the stale limit): anyone may take them, oldest first.
+    assert_eq!(b.claim("w1")["id"], ghost);
+    assert_eq!(b.claim("w1")["id"], backend);
+    // Strict and long-fallback tasks still wait.
+    let reason = b.claim_nothing("w1");
+    assert!(reason.contains("2 pending tasks"), "{reason}");
+
+    // A plan sets the same options.
+    let plan = b.outside(
+        "plan.json",
+        r#"[{"description": "p1", "assign": "ghost", "strict": true},
+            {"description": "p2", "requires": ["gpu"], "fallback_after": "90s"}]"#,
+    );
+    let v = b.ok(&["add", "--plan", plan.to_str().unwrap()]);
+    assert_eq!(v["tasks"][0]["strict"], true, "{v}");
+    assert_eq!(v["tasks"][1]["fallback_after_secs"], 90, "{v}");
+
+    // The board's setting changes the default.
+    let v = b.ok(&["init", b.dir.to_str().unwrap(), "--fallback-after", "10m"]);
+    assert_eq!(v["settings"]["fallback_after_secs"], 600, "{v}");
+    let r = b.run(&["init", b.dir.to_str().unwrap()]);
+    assert!(r.stdout.contains("fallback after 10m"), "{r:?}");
+    // --strict and --fallback-after contradict each other.
+    b.expect(
+        2,
+        &[
+            "add",
+            "x",
+            "--assign",
+            "w9",
+            "--strict",
+            "--fallback-after",
+            "1m",
+        ],
+    );
+}
+
+#[test]
+fn a_worker_waiting_for_an_answer_keeps_its_task() {
+    // 3 s leases and stale limit: waiting 6 s for an answer outlasts both.
+    let b = TestBoard::with_init(&["--lease", "3s", "--stale-after", "3s"]);
+    b.ok(&["register", "--worker", "w1"]);
+    let id = b.add("needs a human", &[]);
+    assert_eq!(b.claim("w1")["id"], id);
+    let claimed = Instant::now();
+    let child = vine_std()
+        .arg("--dir")
+        .arg(&b.dir)
+        .args(["--json", "ask", "Which port?", "--worker", "w1", "--task"])
+        .arg(id.to_string())
+        .args(["--wait", "--timeout", "20s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = ChildGuard(Some(child));
+
+    // The question appears and w1 shows as waiting.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let seq = loop {
+        let qs = b.ok(&["questions"])["questions"].clone();
+        if let Some(q) = qs.as_array().unwrap().first() {
+            break q["question"]["seq"].as_u64().unwrap();
+        }
+        assert!(Instant::now() < deadline, "the question never appeared");
+        sleep(Duration::from_millis(50));
+    };
+    let w = worker_state(&b, "w1");
+    assert_eq!(w["state"], "waiting", "{w}");
+    assert_eq!(w["waiting"]["question"], seq, "{w}");
+
+    // 6 s after the claim: past the lease and the stale limit, the task is still w1's, for
+    // reads and for writes.
+    sleep(Duration::from_millis(6000).saturating_sub(claimed.elapsed()));
+    assert_eq!(worker_state(&b, "w1")["state"], "waiting");
+    assert_eq!(b.ok(&["status"])["workers"]["waiting"], 1);
+    assert!(b.run(&["status"]).stdout.contains("1 waiting"));
+    assert_eq!(b.ok(&["requeue-stale"])["tasks"], json!([]));
+    assert_eq!(b.show(id)["status"], "in_progress");
+    b.claim_nothing("w2");
+
+    // The answer, from another process, ends the wait without taking the task back.
+    b.ok(&["answer", &seq.to_string(), "5000"]);
+    let out = child.0.take().unwrap().wait_with_output().unwrap();
+    let r = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(one_object(&r)["answer"]["message"], "5000");
+    assert_ne!(worker_state(&b, "w1")["state"], "waiting");
+    b.ok(&[
+        "complete",
+        &id.to_string(),
+        "--worker",
+        "w1",
+        "--attempt",
+        "1",
+        "--result",
+        "port 5000",
+    ]);
+    let t = b.show(id);
+    assert_eq!(t["status"], "completed");
+    assert_eq!(t["attempts"], 1, "never taken back: {t}");
+    assert!(t["last_error"].is_null(), "never taken back: {t}");
+}
+
+#[test]
+fn a_wait_that_times_out_ends_and_the_task_follows_the_usual_rules_again() {
+    let b = TestBoard::with_init(&["--lease", "3s", "--stale-after", "3s"]);
+    b.ok(&["register", "--worker", "w1"]);
+    let id = b.add("t", &[]);
+    b.claim("w1");
+    let v = b.expect(
+        3,
+        &[
+            "ask",
+            "Anyone?",
+            "--worker",
+            "w1",
+            "--task",
+            &id.to_string(),
+            "--wait",
+            "--timeout",
+            "2s",
+        ],
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no answer"),
+        "{v}"
+    );
+    // Right after giving up the worker is alive and holds its task (the wait heartbeated).
+    let w = worker_state(&b, "w1");
+    assert_eq!(w["state"], "working", "{w}");
+    assert_eq!(b.show(id)["status"], "in_progress");
+    // Without further signs of life, it is taken back like any other.
+    sleep(Duration::from_millis(4100));
+    assert_eq!(b.ok(&["requeue-stale"])["tasks"], json!([id]));
+}
+
+#[test]
+fn reads_show_the_board_as_the_next_write_will_see_it() {
+    let b = TestBoard::with_init(&["--stale-after", "1h"]);
+    let id = b.add("short lease", &["--lease", "1s"]);
+    b.claim("w1");
+    sleep(Duration::from_millis(1200));
+    let before = b.snapshot();
+    let t = b.show(id);
+    assert_eq!(t["status"], "pending", "{t}");
+    assert!(
+        t["last_error"].as_str().unwrap().contains("lease expired"),
+        "{t}"
+    );
+    assert_eq!(
+        b.ok(&["tasks", "--status", "in_progress"])["tasks"],
+        json!([])
+    );
+    assert_eq!(
+        ids_of(&b.ok(&["tasks", "--status", "pending"])["tasks"]),
+        vec![id]
+    );
+    let s = b.ok(&["status"]);
+    assert_eq!(
+        (s["pending"].clone(), s["in_progress"].clone()),
+        (json!(1), json!(0))
+    );
+    let w = worker_state(&b, "w1");
+    assert_eq!(w["tasks"], json!([]), "{w}");
+    assert_eq!(w["state"], "idle", "{w}");
+    assert_unchanged(&before, &b, "reading");
+    // ...and the next write agrees.
+    assert_eq!(b.claim("w2")["id"], id);
+}
+
+#[test]
+fn show_prints_the_error_of_a_failed_task_in_every_shape() {
+    let b = TestBoard::new();
+    let id = b.add("doomed", &["--max-retries", "0"]);
+    b.claim("w1");
+    b.ok(&[
+        "fail",
+        &id.to_string(),
+        "--worker",
+        "w1",
+        "--error",
+        "tests fail",
+    ]);
+    let r = b.run(&["show", &id.to_string()]);
+    assert!(r.stdout.contains("error: tests fail"), "{}", r.stdout);
+
+    // A failed task as a template of the original plan wrote it: `error`, not `last_error`.
+    let bare = TestBoard::bare();
+    bare.write(
+        QUEUE,
+        r#"[{"id": 1731159000123, "description": "old", "status": "failed", "error": "disk full"}]"#,
+    );
+    let r = bare.run(&["show", "1731159000123"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("error: disk full"), "{}", r.stdout);
 }

@@ -7,11 +7,18 @@
 //! few global invariants must hold.
 //!
 //! Ops: add, add-plan, claim, complete, fail (with or without no-retry), release, cancel,
-//! retry, register, heartbeat, deregister, should-continue, send, requeue-stale, and clock steps.
+//! retry, register, heartbeat, deregister, should-continue, send, ask (waiting or not),
+//! answer, requeue-stale, and clock steps.
+//!
+//! The rules the model states: claims are taken back when their lease expires or their holder
+//! is stale (unless it waits on an open question), without a retry delay; a task meant for a
+//! specialist falls back to any worker when no live specialist has been seen for the fallback
+//! time (unless strict); an answer ends a wait and restarts the waiting worker's clocks.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use agentvine::error::Error;
+use agentvine::message::Message;
 use agentvine::message::MessageKind;
 use agentvine::op::{NewTask, Op, PlanTask, Reply};
 use agentvine::rules::{Ineligible, State, apply, blocked_ids, eligibility};
@@ -90,6 +97,8 @@ struct Spec {
     max_retries: Option<u32>,
     lease: Option<u64>,
     assign: Option<usize>,
+    strict: bool,
+    fallback: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -133,6 +142,10 @@ enum Step {
     ShouldContinue(usize, u64),
     /// A message from a worker (a write that touches no task).
     Send(usize),
+    /// A question from a worker, waiting this many seconds for the answer or not.
+    Ask(usize, Option<u64>),
+    /// An answer to the n-th question asked (modulo their number; an unknown number when none).
+    Answer(usize),
     RequeueStale,
     Advance(u64),
 }
@@ -177,9 +190,16 @@ fn spec() -> impl Strategy<Value = Spec> {
             2 => Just(Some(120u64)),
         ],
         prop_oneof![4 => Just(None), 1 => (0usize..5).prop_map(Some)],
+        prop::bool::weighted(0.15),
+        prop_oneof![
+            6 => Just(None),
+            1 => Just(Some(0u64)),
+            1 => Just(Some(30u64)),
+            1 => Just(Some(200u64)),
+        ],
     )
         .prop_map(
-            |(empty_desc, priority, requires, deps, max_retries, lease, assign)| Spec {
+            |(
                 empty_desc,
                 priority,
                 requires,
@@ -187,6 +207,20 @@ fn spec() -> impl Strategy<Value = Spec> {
                 max_retries,
                 lease,
                 assign,
+                strict,
+                fallback,
+            )| {
+                Spec {
+                    empty_desc,
+                    priority,
+                    requires,
+                    deps,
+                    max_retries,
+                    lease,
+                    assign,
+                    strict,
+                    fallback,
+                }
             },
         )
 }
@@ -235,6 +269,9 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (worker_idx(), proptest::sample::select(vec![0u64, 30, 60, 90, 100, 600]))
             .prop_map(|(w, m)| Step::ShouldContinue(w, m)),
         1 => worker_idx().prop_map(Step::Send),
+        2 => (worker_idx(), prop_oneof![1 => Just(None), 3 => proptest::sample::select(vec![0u64, 30, 100, 400]).prop_map(Some)])
+            .prop_map(|(w, wait)| Step::Ask(w, wait)),
+        2 => (0usize..8).prop_map(Step::Answer),
         1 => Just(Step::RequeueStale),
         7 => proptest::sample::select(ADVANCES.to_vec()).prop_map(Step::Advance),
     ]
@@ -259,6 +296,9 @@ struct MTask {
     assigned: Option<String>,
     requires: Vec<String>,
     created: i64,
+    strict: bool,
+    /// Seconds without a live specialist before anyone may take it (board's when None).
+    fallback: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -269,6 +309,8 @@ struct MWorker {
     last_seen: i64,
     /// Last claim, completion or registration.
     idle_since: i64,
+    /// The question it waits on and when its wait ends.
+    waiting: Option<(u64, i64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -300,6 +342,14 @@ struct Model {
     workers: BTreeMap<String, MWorker>,
     next_id: u64,
     archived: BTreeMap<u64, TaskStatus>,
+    /// The board's fallback time.
+    fallback: u64,
+    /// The number the next log entry gets.
+    next_seq: u64,
+    /// Log entries by number: true for questions.
+    log: BTreeMap<u64, bool>,
+    /// Numbers of the questions asked, oldest first.
+    questions: Vec<u64>,
 }
 
 fn valid_name(s: &str) -> bool {
@@ -345,6 +395,29 @@ impl Model {
         d.min(BACKOFF_MAX)
     }
 
+    /// The worker counts as alive at: now while it waits on a question, else its last sign.
+    fn alive_at(&self, x: &MWorker) -> i64 {
+        match x.waiting {
+            Some((_, until)) if until > self.now => self.now,
+            _ => x.last_seen,
+        }
+    }
+
+    /// Whether anyone may take `t` now, its specialist last seen at `seen`: once no live
+    /// specialist was seen for longer than the fallback time since the task was added.
+    fn fallen_back(&self, t: &MTask, seen: Option<i64>) -> bool {
+        if t.strict {
+            return false;
+        }
+        let since = seen.map_or(t.created, |s| s.max(t.created));
+        let fallback = t.fallback.unwrap_or(self.fallback) as i64;
+        self.now - since > fallback
+    }
+
+    fn has_caps(x: &MWorker, t: &MTask) -> bool {
+        t.requires.iter().all(|c| x.caps.contains(c))
+    }
+
     fn eligible(&self, t: &MTask, w: &str) -> bool {
         if t.status != TaskStatus::Pending {
             return false;
@@ -356,14 +429,24 @@ impl Model {
         let assignment_ok = match t.assigned.as_deref() {
             None => true,
             Some(a) if a == w => true,
-            Some(a) => self
-                .workers
-                .get(a)
-                .is_some_and(|x| x.offline || self.now - x.last_seen > STALE as i64),
+            Some(a) => match self.workers.get(a) {
+                Some(x) if x.offline => !t.strict,
+                Some(x) => self.fallen_back(t, Some(self.alive_at(x))),
+                None => self.fallen_back(t, None),
+            },
         };
-        let caps_ok = match self.workers.get(w) {
-            Some(x) => t.requires.iter().all(|c| x.caps.contains(c)),
+        let has = match self.workers.get(w) {
+            Some(x) => Self::has_caps(x, t),
             None => t.requires.is_empty(),
+        };
+        let caps_ok = has || {
+            let seen = self
+                .workers
+                .values()
+                .filter(|x| !x.offline && Self::has_caps(x, t))
+                .map(|x| self.alive_at(x))
+                .max();
+            self.fallen_back(t, seen)
         };
         let time_ok = t.not_before.is_none_or(|nb| nb <= self.now);
         deps_done && assignment_ok && caps_ok && time_ok
@@ -405,29 +488,48 @@ impl Model {
         }
     }
 
-    /// Ends a claimed attempt: pending with backoff while retries remain, else failed.
-    fn end_attempt(t: &mut MTask, no_retry: bool, now: i64) {
+    /// Ends a claimed attempt: pending while retries remain (after a backoff when `backoff`),
+    /// else failed.
+    fn end_attempt(t: &mut MTask, no_retry: bool, backoff: bool, now: i64) {
         t.claimant = None;
         t.lease_end = None;
         if !no_retry && t.attempts <= t.max_retries {
             t.status = TaskStatus::Pending;
-            t.not_before = Some(now + Self::backoff(t.attempts) as i64);
+            t.not_before = backoff.then(|| now + Self::backoff(t.attempts) as i64);
         } else {
             t.status = TaskStatus::Failed;
             t.not_before = None;
         }
     }
 
+    /// Takes back claims whose lease expired or whose holder is stale, unless the holder
+    /// waits on a question; claimable again at once.
     fn requeue(&mut self) -> Vec<u64> {
         let now = self.now;
         let mut ids = Vec::new();
-        for t in &mut self.tasks {
-            if t.status == TaskStatus::InProgress && t.lease_end.is_some_and(|e| e <= now) {
-                Self::end_attempt(t, false, now);
-                ids.push(t.id);
+        for i in 0..self.tasks.len() {
+            let t = &self.tasks[i];
+            if t.status != TaskStatus::InProgress {
+                continue;
+            }
+            let holder = t.claimant.as_deref().and_then(|c| self.workers.get(c));
+            if holder.is_some_and(|x| x.waiting.is_some_and(|(_, until)| until > now)) {
+                continue;
+            }
+            let lapsed = t.lease_end.is_some_and(|e| e <= now);
+            let stale = holder.is_some_and(|x| now - x.last_seen > STALE as i64);
+            if lapsed || stale {
+                Self::end_attempt(&mut self.tasks[i], false, false, now);
+                ids.push(self.tasks[i].id);
             }
         }
         ids
+    }
+
+    fn end_wait(&mut self, w: &str) {
+        if let Some(x) = self.workers.get_mut(w) {
+            x.waiting = None;
+        }
     }
 
     fn seen(&mut self, w: &str) {
@@ -444,6 +546,7 @@ impl Model {
             offline: false,
             last_seen: now,
             idle_since: now,
+            waiting: None,
         })
     }
 
@@ -495,6 +598,7 @@ impl Model {
                 t.not_before = None;
                 let id = t.id;
                 let w = self.ensure_worker(worker);
+                w.waiting = None;
                 w.offline = false;
                 w.last_seen = now;
                 w.idle_since = now;
@@ -513,6 +617,7 @@ impl Model {
                     Ok(i) => i,
                     Err(e) => return e,
                 };
+                self.end_wait(worker);
                 let t = &mut self.tasks[i];
                 t.status = TaskStatus::Completed;
                 t.claimant = None;
@@ -538,7 +643,8 @@ impl Model {
                     Ok(i) => i,
                     Err(e) => return e,
                 };
-                Self::end_attempt(&mut self.tasks[i], *no_retry, now);
+                self.end_wait(worker);
+                Self::end_attempt(&mut self.tasks[i], *no_retry, true, now);
                 self.seen(worker);
                 self.requeue();
                 Outcome::Ok
@@ -555,6 +661,7 @@ impl Model {
                     Ok(i) => i,
                     Err(e) => return e,
                 };
+                self.end_wait(worker);
                 let t = &mut self.tasks[i];
                 t.status = TaskStatus::Pending;
                 t.claimant = None;
@@ -657,6 +764,7 @@ impl Model {
                 let w = self.workers.get_mut(worker.as_str()).unwrap();
                 w.offline = true;
                 w.last_seen = now;
+                w.waiting = None;
                 self.requeue();
                 Outcome::Released(released)
             }
@@ -703,6 +811,56 @@ impl Model {
                 if !valid_name(agent) {
                     return Outcome::Invalid;
                 }
+                self.log.insert(self.next_seq, false);
+                self.next_seq += 1;
+                self.requeue();
+                Outcome::Ok
+            }
+            Op::Ask {
+                agent, wait_secs, ..
+            } => {
+                if !valid_name(agent) {
+                    return Outcome::Invalid;
+                }
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.log.insert(seq, true);
+                self.questions.push(seq);
+                if let (Some(wait), Some(w)) = (wait_secs, self.workers.get_mut(agent.as_str())) {
+                    w.waiting = Some((seq, now + *wait as i64));
+                    w.last_seen = now;
+                }
+                self.requeue();
+                Outcome::Ok
+            }
+            Op::Answer { question, .. } => {
+                if self.log.get(question) != Some(&true) {
+                    return Outcome::Invalid;
+                }
+                self.log.insert(self.next_seq, false);
+                self.next_seq += 1;
+                let waiting: Vec<(String, bool)> = self
+                    .workers
+                    .iter()
+                    .filter(|(_, x)| x.waiting.is_some_and(|(q, _)| q == *question))
+                    .map(|(id, x)| (id.clone(), x.waiting.is_some_and(|(_, u)| u > now)))
+                    .collect();
+                for (id, still) in waiting {
+                    if still {
+                        for t in &mut self.tasks {
+                            if t.status == TaskStatus::InProgress
+                                && t.claimant.as_deref() == Some(id.as_str())
+                            {
+                                t.lease_end = Some(now + t.lease as i64);
+                            }
+                        }
+                    }
+                    let x = self.workers.get_mut(&id).unwrap();
+                    x.waiting = None;
+                    if still {
+                        x.last_seen = now;
+                    }
+                }
                 self.requeue();
                 Outcome::Ok
             }
@@ -736,6 +894,14 @@ impl Model {
                     Some(_) => return Outcome::Invalid,
                     None => return Outcome::Unknown,
                 }
+            }
+            // Strict and a fallback time concern a task meant for a specialist, and not both.
+            let specialist = nt.assign.is_some() || !nt.requires.is_empty();
+            if (nt.strict || nt.fallback_after_secs.is_some()) && !specialist {
+                return Outcome::Invalid;
+            }
+            if nt.strict && nt.fallback_after_secs.is_some() {
+                return Outcome::Invalid;
             }
             let mut deps = Vec::new();
             for k in &e.after_keys {
@@ -782,6 +948,8 @@ impl Model {
                 assigned: nt.assign.clone(),
                 requires: nt.requires.clone(),
                 created: now,
+                strict: nt.strict,
+                fallback: nt.fallback_after_secs,
             });
         }
         self.next_id = ids[ids.len() - 1] + 1;
@@ -815,6 +983,8 @@ impl Model {
             after,
             max_retries: s.max_retries,
             lease_secs: s.lease,
+            strict: s.strict,
+            fallback_after_secs: s.fallback,
             ..NewTask::default()
         }
     }
@@ -943,6 +1113,21 @@ impl Model {
                 message: format!("note {n}"),
                 task: None,
             },
+            Step::Ask(w, wait) => Op::Ask {
+                agent: WORKERS[*w].into(),
+                question: format!("question {n}"),
+                task: None,
+                wait_secs: *wait,
+            },
+            Step::Answer(k) => Op::Answer {
+                agent: "coordinator".into(),
+                question: if self.questions.is_empty() {
+                    UNKNOWN_ID
+                } else {
+                    self.questions[k % self.questions.len()]
+                },
+                answer: format!("answer {n}"),
+            },
             Step::RequeueStale => Op::RequeueStale,
         })
     }
@@ -1053,6 +1238,13 @@ fn compare(st: &State, m: &Model, ctx: &str) -> Result<(), TestCaseError> {
             idle_since(w),
             Some(ts(mw.idle_since)),
             "idle since {}\n{}",
+            id,
+            ctx
+        );
+        prop_assert_eq!(
+            w.waiting.map(|x| (x.question, x.until)),
+            mw.waiting.map(|(q, u)| (q, ts(u))),
+            "waiting of {}\n{}",
             id,
             ctx
         );
@@ -1200,9 +1392,17 @@ fn invariants(st: &State, now: DateTime<Utc>, ctx: &str) -> Result<(), TestCaseE
     Ok(())
 }
 
-fn run_case(caps: [Vec<usize>; 3], ahead: bool, steps: Vec<Step>) -> Result<(), TestCaseError> {
+fn run_case(
+    caps: [Vec<usize>; 3],
+    ahead: bool,
+    fallback: Option<u64>,
+    steps: Vec<Step>,
+) -> Result<(), TestCaseError> {
     let mut st = State {
-        settings: settings(),
+        settings: Settings {
+            fallback_after_secs: fallback,
+            ..settings()
+        },
         archived: ARCHIVED.into_iter().collect(),
         min_next_id: if ahead { t0_ms() + 5_000 } else { 0 },
         ..State::default()
@@ -1213,6 +1413,10 @@ fn run_case(caps: [Vec<usize>; 3], ahead: bool, steps: Vec<Step>) -> Result<(), 
         workers: BTreeMap::new(),
         next_id: st.min_next_id,
         archived: ARCHIVED.into_iter().collect(),
+        fallback: fallback.unwrap_or(STALE),
+        next_seq: 0,
+        log: BTreeMap::new(),
+        questions: vec![],
     };
     let mut history = String::new();
     for (i, c) in caps.iter().enumerate() {
@@ -1241,9 +1445,12 @@ fn run_case(caps: [Vec<usize>; 3], ahead: bool, steps: Vec<Step>) -> Result<(), 
         let logged = st.outbox.len();
         let result = apply(&mut st, op.clone(), now);
         let got = real_outcome(&result);
-        let kept: Vec<_> = st.outbox[logged..].to_vec();
+        let kept: Vec<Message> = st.outbox[logged..].to_vec();
         if result.is_err() {
             st = before;
+        } else {
+            // The store loads the log for answers: keep what was written.
+            st.log.extend(kept.iter().cloned());
         }
         st.outbox.clear();
         st.files.clear();
@@ -1276,9 +1483,18 @@ fn run_case(caps: [Vec<usize>; 3], ahead: bool, steps: Vec<Step>) -> Result<(), 
             prop_assert_eq!(kept[0].kind, MessageKind::Result, "kept kind\n{}", ctx);
             prop_assert_eq!(kept[0].task_id, Some(task), "kept task\n{}", ctx);
             prop_assert_eq!(&kept[0].agent, &worker, "kept agent\n{}", ctx);
-        } else if matches!(op, Op::Send { .. }) && got == Outcome::Ok {
+        } else if let (Some(kind), Outcome::Ok) = (
+            match &op {
+                Op::Send { .. } => Some(MessageKind::Message),
+                Op::Ask { .. } => Some(MessageKind::Question),
+                Op::Answer { .. } => Some(MessageKind::Answer),
+                _ => None,
+            },
+            &got,
+        ) {
             prop_assert_eq!(kept.len(), 1, "sent entries\n{}", ctx);
-            prop_assert_eq!(kept[0].kind, MessageKind::Message, "sent kind\n{}", ctx);
+            prop_assert_eq!(kept[0].kind, kind, "sent kind\n{}", ctx);
+            prop_assert_eq!(kept[0].seq, Some(m.next_seq - 1), "sent number\n{}", ctx);
         } else {
             prop_assert!(
                 kept.is_empty(),
@@ -1305,9 +1521,10 @@ proptest! {
     fn rules_match_the_model(
         caps in [cap_set(), cap_set(), cap_set()],
         ahead in any::<bool>(),
+        fallback in prop_oneof![2 => Just(None), 1 => Just(Some(45u64)), 1 => Just(Some(0u64))],
         steps in prop::collection::vec(step(), 1..=60),
     ) {
-        run_case(caps, ahead, steps)?;
+        run_case(caps, ahead, fallback, steps)?;
     }
 }
 
@@ -1324,6 +1541,8 @@ fn a_fixed_scenario_matches_the_model() {
             max_retries: Some(0),
             lease: None,
             assign: None,
+            strict: false,
+            fallback: None,
         }),
         Step::Claim(0),
         Step::Advance(61),
@@ -1339,5 +1558,44 @@ fn a_fixed_scenario_matches_the_model() {
         ),
     ];
     let caps = [vec![0], vec![1], vec![]];
-    run_case(caps, false, steps).unwrap();
+    run_case(caps, false, None, steps).unwrap();
+}
+
+/// A fixed scenario for the rules of dead, absent and waiting workers: a task for a worker
+/// that never registered falls back to w0 after the stale limit; w0 waits on a question past
+/// its lease and the stale limit and keeps the task; the answer restarts its clocks; a silent
+/// holder loses its task to another worker at once.
+#[test]
+fn a_fixed_scenario_of_absent_dead_and_waiting_workers_matches_the_model() {
+    let spec = |assign: Option<usize>| Spec {
+        empty_desc: false,
+        priority: Priority::Normal,
+        requires: vec![],
+        deps: vec![],
+        max_retries: None,
+        lease: None,
+        assign,
+        strict: false,
+        fallback: None,
+    };
+    let steps = vec![
+        Step::Add(spec(Some(3))),
+        Step::Claim(0),
+        Step::Advance(91),
+        Step::Claim(0),
+        Step::Ask(0, Some(400)),
+        Step::Advance(300),
+        Step::RequeueStale,
+        Step::Claim(1),
+        Step::Answer(0),
+        Step::Advance(59),
+        Step::RequeueStale,
+        Step::Add(spec(None)),
+        Step::Claim(1),
+        Step::Advance(91),
+        Step::Heartbeat(0),
+        Step::Claim(2),
+        Step::Complete(TaskRef::Any(0), Who::Worker(0), Attempt::Current, true),
+    ];
+    run_case([vec![], vec![], vec![]], false, None, steps).unwrap();
 }

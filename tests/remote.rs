@@ -1988,15 +1988,27 @@ fn init_creates_the_board_on_either_kind_of_server_and_keeps_an_existing_one() {
         let v = r.json();
         assert_eq!(v["settings"]["lease_secs"], json!(2), "{v}");
         assert_eq!(v["settings"]["max_retries"], json!(5), "{v}");
-        let r = remote(url, &env, &["--json", "init", "--stale-after", "1m"]);
+        let r = remote(
+            url,
+            &env,
+            &[
+                "--json",
+                "init",
+                "--stale-after",
+                "1m",
+                "--fallback-after",
+                "7m",
+            ],
+        );
         let v = r.json();
         assert_eq!(
             (
                 &v["settings"]["lease_secs"],
-                &v["settings"]["stale_after_secs"]
+                &v["settings"]["stale_after_secs"],
+                &v["settings"]["fallback_after_secs"]
             ),
-            (&json!(2), &json!(60)),
-            "flags change the current settings: {v}"
+            (&json!(2), &json!(60), &json!(420)),
+            "flags change the current settings, every flag as locally: {v}"
         );
         let after = board_files(&server.root);
         for (f, bytes) in &before {

@@ -882,6 +882,7 @@ fn every_op() -> Vec<agentvine::Op> {
             agent: "a".into(),
             question: "q".into(),
             task: None,
+            wait_secs: Some(600),
         },
         Op::Answer {
             agent: "a".into(),
@@ -3194,4 +3195,84 @@ fn tls_with_a_self_signed_certificate() {
     assert_eq!(st, 200, "still serving after a plain-HTTP request");
     let mut s = s;
     assert!(s.child.try_wait().unwrap().is_none());
+}
+
+/// `vine ask --wait` through a server: the waiting worker keeps its task past its lease and the
+/// stale limit, shows as `waiting` (in a reply the document describes), and the answer given
+/// through `/v1/op` ends the wait without taking the task back.
+#[test]
+fn a_remote_worker_waiting_for_an_answer_keeps_its_task() {
+    let s = Server::start();
+    std::fs::write(
+        s.base().join("board.json"),
+        r#"{"agentvine": 1, "settings": {"lease_secs": 2, "stale_after_secs": 2}}"#,
+    )
+    .unwrap();
+    s.op_ok(json!({"op": "register", "worker": "w1"}), "worker");
+    let added = s.op_ok(
+        json!({"op": "add", "task": {"description": "ask first"}}),
+        "added",
+    );
+    let id = added["tasks"][0]["id"].as_u64().unwrap();
+    s.op_ok(json!({"op": "claim", "worker": "w1"}), "claimed");
+    let claimed = Instant::now();
+    let url = format!("http://{}", s.addr);
+    /// Kills the waiting client if the test fails before it ends.
+    struct Guard(Option<Child>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            if let Some(c) = self.0.as_mut() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let child = vine()
+        .args([
+            "--url",
+            &url,
+            "--json",
+            "ask",
+            "Which port?",
+            "--worker",
+            "w1",
+        ])
+        .args(["--task", &id.to_string(), "--wait", "--timeout", "20s"])
+        .env("VINE_API_KEY", KEY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Guard(Some(child));
+    let w1 = || {
+        s.op_ok(json!({"op": "workers"}), "workers")["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["id"] == "w1")
+            .cloned()
+            .unwrap()
+    };
+    wait_for("w1 to wait", Duration::from_secs(15), || {
+        w1()["state"] == "waiting"
+    });
+    let seq = w1()["waiting"]["question"].as_u64().unwrap();
+    let left = Duration::from_secs(4).saturating_sub(claimed.elapsed());
+    std::thread::sleep(left);
+    let r = s.op_ok(json!({"op": "requeue-stale"}), "requeued");
+    assert_eq!(r["tasks"], json!([]), "a waiting worker keeps its task");
+    s.op_ok(
+        json!({"op": "answer", "agent": "coordinator", "question": seq, "answer": "5000"}),
+        "message",
+    );
+    let out = child.0.take().unwrap().wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["answer"]["message"], "5000", "{v}");
+    let done = s.op_ok(
+        json!({"op": "complete", "task": id, "worker": "w1", "attempt": 1}),
+        "task",
+    );
+    assert_eq!(done["task"]["status"], "completed", "{done}");
+    assert_eq!(done["task"]["attempts"], 1, "never taken back: {done}");
 }

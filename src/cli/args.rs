@@ -72,6 +72,35 @@ pub struct ClaimantArgs {
     pub attempt: Option<u32>,
 }
 
+/// The board settings `vine init` sets (on a new board, or changing an existing one's).
+#[derive(Debug, Args, Clone, Default)]
+pub struct SettingsFlags {
+    /// Default lease of a claim, e.g. 30m.
+    #[arg(long, value_name = "DURATION")]
+    pub lease: Option<String>,
+    /// A worker without a sign of life for this long is stale, e.g. 3m; the tasks it holds
+    /// are taken back. Workers heartbeat at least this often (the hooks and `vine worker`
+    /// do; scripts run `vine heartbeat`).
+    #[arg(long, value_name = "DURATION")]
+    pub stale_after: Option<String>,
+    /// A task meant for a specialist (--assign, --requires) falls back to any worker when
+    /// no live specialist has been seen for this long, e.g. 10m (default: the stale limit).
+    #[arg(long, value_name = "DURATION")]
+    pub fallback_after: Option<String>,
+    /// Default retries after a task's first attempt.
+    #[arg(long)]
+    pub max_retries: Option<u32>,
+    /// Finished tasks kept on the queue before they are archived automatically.
+    #[arg(long, value_name = "N")]
+    pub archive_after: Option<usize>,
+    /// First retry delay after a failed attempt (doubles each attempt), e.g. 10s.
+    #[arg(long, value_name = "DURATION")]
+    pub retry_backoff: Option<String>,
+    /// Longest retry delay, e.g. 15m.
+    #[arg(long, value_name = "DURATION")]
+    pub retry_backoff_max: Option<String>,
+}
+
 /// All `vine` commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -85,24 +114,8 @@ pub enum Command {
         /// Where to create it (default: --dir, $VINE_DIR, or ./.vine); with --claude, the project.
         #[arg(value_name = "DIR")]
         path: Option<PathBuf>,
-        /// Default lease of a claim, e.g. 30m.
-        #[arg(long, value_name = "DURATION")]
-        lease: Option<String>,
-        /// A worker without heartbeat for this long is stale, e.g. 3m.
-        #[arg(long, value_name = "DURATION")]
-        stale_after: Option<String>,
-        /// Default retries after a task's first attempt.
-        #[arg(long)]
-        max_retries: Option<u32>,
-        /// Finished tasks kept on the queue before they are archived automatically.
-        #[arg(long, value_name = "N")]
-        archive_after: Option<usize>,
-        /// First retry delay after a failed attempt (doubles each attempt), e.g. 10s.
-        #[arg(long, value_name = "DURATION")]
-        retry_backoff: Option<String>,
-        /// Longest retry delay, e.g. 15m.
-        #[arg(long, value_name = "DURATION")]
-        retry_backoff_max: Option<String>,
+        #[command(flatten)]
+        settings: SettingsFlags,
         /// Set up the Claude Code project in DIR (default: here): the agentvine skill, the
         /// hooks in .claude/settings.json (merged, idempotent) and CLAUDE.md for --role. The
         /// board is --url ($VINE_URL), else --dir ($VINE_DIR), else the one the settings
@@ -126,8 +139,8 @@ pub enum Command {
     ///
     /// Plan files are JSON lists of objects with the keys key, description, instructions |
     /// instructions_from | instruction_file, context_files, assign, priority, requires, after
-    /// (keys of the same plan or existing task ids), max_retries, lease, metadata. A plan is
-    /// added all or nothing.
+    /// (keys of the same plan or existing task ids), max_retries, lease, strict,
+    /// fallback_after, metadata. A plan is added all or nothing.
     #[command(after_help = "Examples:
   vine add \"Create hello.txt\" --instructions \"Write 'Hello from VPS!' to test-output/hello.txt\"
   vine add \"Add /hello endpoint\" --instructions-from hello.md --context flask-demo/app.py --after 1731159000123
@@ -190,6 +203,10 @@ pub enum Command {
         session_id: Option<String>,
     },
     /// Record a sign of life; extends the leases of this worker's tasks.
+    ///
+    /// A worker must show a sign of life at least once per stale limit (3m by default, see
+    /// `vine init --stale-after`), or the tasks it holds are taken back. The Claude Code hooks
+    /// and `vine worker` do it; a scripted worker runs this.
     Heartbeat {
         #[command(flatten)]
         worker: WorkerArg,
@@ -223,7 +240,7 @@ pub enum Command {
         /// The task id.
         id: u64,
     },
-    /// List workers with their state: working, idle, stale, offline.
+    /// List workers with their state: working, idle, waiting (for an answer), stale, offline.
     Workers,
     /// Show or set the progress record.
     Progress {
@@ -236,6 +253,9 @@ pub enum Command {
         action: MsgCmd,
     },
     /// Ask a question (about a task); with --wait, wait for the answer (exit 3 on timeout).
+    ///
+    /// A worker waiting with --wait keeps its tasks until the answer or the timeout, however
+    /// long that outlasts their leases; it shows as `waiting` and heartbeats meanwhile.
     Ask {
         /// The question.
         question: String,
@@ -274,7 +294,8 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
-    /// Requeue every claim whose lease has expired (also done on every write).
+    /// Take back every claim whose lease has expired or whose holder is stale (also done on
+    /// every write, and shown by every read); the tasks are claimable again at once.
     RequeueStale,
     /// Keep a copy of each damaged board file and rebuild it from what can be read.
     Repair,
@@ -441,13 +462,15 @@ pub struct AddArgs {
     /// A file the worker must read first (board-relative, repeatable).
     #[arg(long = "context", value_name = "BOARD_PATH")]
     pub context: Vec<String>,
-    /// Meant for this worker (another may take it if this one is offline or stale).
+    /// Meant for this worker. Another may take it when this one is offline, or has shown no
+    /// sign of life for the fallback time (the board's, or --fallback-after), unless --strict.
     #[arg(long, value_name = "WORKER")]
     pub assign: Option<String>,
     /// high, normal or low.
     #[arg(long, default_value = "normal")]
     pub priority: String,
-    /// A capability the worker must have (repeatable).
+    /// A capability the worker must have (repeatable). Any worker may take the task when no
+    /// live worker with every one of them has been seen for the fallback time, unless --strict.
     #[arg(long, value_name = "CAP")]
     pub requires: Vec<String>,
     /// A task that must complete first (repeatable).
@@ -459,6 +482,15 @@ pub struct AddArgs {
     /// Lease of a claim on this task, e.g. 90s, 30m (default: the board's, 30m).
     #[arg(long, value_name = "DURATION")]
     pub lease: Option<String>,
+    /// Only the --assign worker / a worker with every --requires capability may ever claim it:
+    /// no fallback to other workers.
+    #[arg(long, conflicts_with = "fallback_after")]
+    pub strict: bool,
+    /// Any worker may claim it once no live specialist (the --assign worker, or one with the
+    /// --requires capabilities) has been seen for this long, e.g. 10m (default: the board's
+    /// fallback time, see `vine init --fallback-after`).
+    #[arg(long, value_name = "DURATION")]
+    pub fallback_after: Option<String>,
     /// A metadata entry (repeatable); VALUE is JSON if it parses, else text.
     #[arg(long, value_name = "KEY=VALUE")]
     pub meta: Vec<String>,

@@ -17,7 +17,7 @@ use agentvine::{
 };
 use serde_json::{Map, Value, json};
 
-use args::{AddArgs, Cli, Command, MsgCmd, ProgressCmd, WorkerArg};
+use args::{AddArgs, Cli, Command, MsgCmd, ProgressCmd, SettingsFlags, WorkerArg};
 
 /// What a command produced: a JSON object, its text rendering, and the exit code.
 pub struct Output {
@@ -44,76 +44,28 @@ pub fn run(cli: Cli) -> Result<Output> {
             hook_command,
             ..
         } => init_claude(path, cli.dir, cli.url, &role, &hook_command),
-        Command::Init {
-            path,
-            lease,
-            stale_after,
-            max_retries,
-            archive_after,
-            retry_backoff,
-            retry_backoff_max,
-            ..
-        } if cli.url.is_some() => remote::init(
+        Command::Init { path, settings, .. } if cli.url.is_some() => remote::init(
             cli.url.as_deref().unwrap_or_default(),
             cli.key_file.as_deref(),
             path.as_deref(),
-            &remote::InitFlags {
-                lease,
-                stale_after,
-                max_retries,
-                archive_after,
-                retry_backoff,
-                retry_backoff_max,
-            },
+            &settings,
         ),
-        Command::Init {
-            path,
-            lease,
-            stale_after,
-            max_retries,
-            archive_after,
-            retry_backoff,
-            retry_backoff_max,
-            ..
-        } => {
+        Command::Init { path, settings, .. } => {
             let dir = path
                 .or(cli.dir)
                 .or_else(|| std::env::var_os("VINE_DIR").map(PathBuf::from))
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR));
-            let given = lease.is_some()
-                || stale_after.is_some()
-                || max_retries.is_some()
-                || archive_after.is_some()
-                || retry_backoff.is_some()
-                || retry_backoff_max.is_some();
             // Flags change the existing settings (or the defaults for a new board).
-            let mut s = if dir.join(agentvine::store::paths::BOARD).exists() {
-                Board::open(&dir)?.settings()?
-            } else {
-                Settings::default()
-            };
-            if let Some(l) = lease {
-                s.lease_secs = duration(&l, "--lease")?;
-            }
-            if let Some(l) = stale_after {
-                s.stale_after_secs = duration(&l, "--stale-after")?;
-            }
-            if let Some(n) = max_retries {
-                s.max_retries = n;
-            }
-            if let Some(n) = archive_after {
-                s.archive_after = n;
-            }
-            if let Some(d) = retry_backoff {
-                s.retry_backoff_secs = duration(&d, "--retry-backoff")?;
-            }
-            if let Some(d) = retry_backoff_max {
-                s.retry_backoff_max_secs = duration(&d, "--retry-backoff-max")?;
-            }
-            let board = if given {
-                Board::init_with(&dir, s)?
-            } else {
-                Board::init(&dir)?
+            let changed = settings.apply(|| {
+                if dir.join(agentvine::store::paths::BOARD).exists() {
+                    Board::open(&dir)?.settings()
+                } else {
+                    Ok(Settings::default())
+                }
+            })?;
+            let board = match changed {
+                Some(s) => Board::init_with(&dir, s)?,
+                None => Board::init(&dir)?,
             };
             let shown = board.location();
             let settings = board.settings()?;
@@ -419,6 +371,11 @@ fn add_op(a: AddArgs) -> Result<Op> {
         .as_deref()
         .map(|l| duration(l, "--lease"))
         .transpose()?;
+    let fallback_after_secs = a
+        .fallback_after
+        .as_deref()
+        .map(|l| duration(l, "--fallback-after"))
+        .transpose()?;
     Ok(Op::Add {
         task: NewTask {
             description,
@@ -431,6 +388,8 @@ fn add_op(a: AddArgs) -> Result<Op> {
             after: a.after,
             max_retries: a.max_retries,
             lease_secs,
+            strict: a.strict,
+            fallback_after_secs,
             metadata,
         },
     })
@@ -573,17 +532,23 @@ fn run_on(board: &Board, command: Command) -> Result<Output> {
             poll,
         } => {
             let agent = agent_name(agent.or(worker), "coordinator");
-            let op = Op::Ask {
-                agent,
-                question,
-                task,
-            };
             if wait {
                 let timeout = duration(&timeout, "--timeout")?;
                 let poll = duration(&poll, "--poll")?.max(1);
+                let op = Op::Ask {
+                    agent,
+                    question,
+                    task,
+                    wait_secs: Some(timeout),
+                };
                 return ask_and_wait(board, op, timeout, poll);
             }
-            op
+            Op::Ask {
+                agent,
+                question,
+                task,
+                wait_secs: None,
+            }
         }
         Command::Answer {
             question,
@@ -615,14 +580,39 @@ fn run_on(board: &Board, command: Command) -> Result<Output> {
     })
 }
 
-/// Asks, then polls for an answer until `timeout` seconds pass.
+/// How often a waiting `agent` heartbeats: a third of the shorter of the board's lease and
+/// stale limit, between 1 and 30 s; `None` if `agent` is not a registered worker (a
+/// coordinator asking, say), which must not become one by heartbeating.
+fn heartbeat_while_waiting(board: &Board, agent: &str) -> Result<Option<Duration>> {
+    if !board.workers()?.iter().any(|w| w.id == agent) {
+        return Ok(None);
+    }
+    let s = board.settings()?;
+    let every = (s.lease_secs.min(s.stale_after_secs) / 3).clamp(1, 30);
+    Ok(Some(Duration::from_secs(every)))
+}
+
+/// Asks (saying the asker waits `timeout` seconds), then polls for an answer until
+/// `timeout` seconds pass.
+///
+/// A registered worker that asks this way keeps its tasks while it waits (the board records
+/// the wait and ends it at the answer or at the timeout, on its own clock); it also heartbeats
+/// meanwhile, and once more when it gives up, so it looks alive and its leases are fresh when
+/// the wait ends.
 fn ask_and_wait(board: &Board, op: Op, timeout: u64, poll: u64) -> Result<Output> {
+    let Op::Ask { agent, .. } = &op else {
+        return Err(Error::Protocol("ask_and_wait needs an ask".into()));
+    };
+    let agent = agent.clone();
     let question = match board.execute(op)? {
         Reply::Message { message } => message,
         other => return Err(Error::Protocol(format!("ask got {other:?}"))),
     };
-    let seq = question.seq.unwrap_or(0);
+    // Measured from after the ask: the board's wait (from when it applied the ask) ends first.
     let deadline = Instant::now() + Duration::from_secs(timeout);
+    let seq = question.seq.unwrap_or(0);
+    let heartbeat = heartbeat_while_waiting(board, &agent)?;
+    let mut last_beat = Instant::now();
     loop {
         let answers = board.messages(MessageFilter {
             reply_to: Some(seq),
@@ -635,7 +625,16 @@ fn ask_and_wait(board: &Board, op: Op, timeout: u64, poll: u64) -> Result<Output
                 exit: ExitCode::Done,
             });
         }
+        if let Some(every) = heartbeat
+            && last_beat.elapsed() >= every
+        {
+            board.heartbeat(&agent)?;
+            last_beat = Instant::now();
+        }
         if Instant::now() >= deadline {
+            if heartbeat.is_some() {
+                board.heartbeat(&agent)?;
+            }
             return Err(Error::NothingToDo(format!(
                 "no answer to question {seq} within {}; it stays open. Read the answer later with `vine msg read --reply-to {seq}`",
                 agentvine::time::format_duration(timeout)
@@ -644,5 +643,54 @@ fn ask_and_wait(board: &Board, op: Op, timeout: u64, poll: u64) -> Result<Output
         std::thread::sleep(
             Duration::from_secs(poll).min(deadline.saturating_duration_since(Instant::now())),
         );
+    }
+}
+
+impl SettingsFlags {
+    /// The settings `base` gives with the flags applied, or `None` when no flag was given
+    /// (then `base` is not called). Local and remote `vine init` share this.
+    pub fn apply(&self, base: impl FnOnce() -> Result<Settings>) -> Result<Option<Settings>> {
+        let SettingsFlags {
+            lease,
+            stale_after,
+            fallback_after,
+            max_retries,
+            archive_after,
+            retry_backoff,
+            retry_backoff_max,
+        } = self;
+        let given = lease.is_some()
+            || stale_after.is_some()
+            || fallback_after.is_some()
+            || max_retries.is_some()
+            || archive_after.is_some()
+            || retry_backoff.is_some()
+            || retry_backoff_max.is_some();
+        if !given {
+            return Ok(None);
+        }
+        let mut s = base()?;
+        if let Some(l) = lease {
+            s.lease_secs = duration(l, "--lease")?;
+        }
+        if let Some(l) = stale_after {
+            s.stale_after_secs = duration(l, "--stale-after")?;
+        }
+        if let Some(l) = fallback_after {
+            s.fallback_after_secs = Some(duration(l, "--fallback-after")?);
+        }
+        if let Some(n) = max_retries {
+            s.max_retries = *n;
+        }
+        if let Some(n) = archive_after {
+            s.archive_after = *n;
+        }
+        if let Some(d) = retry_backoff {
+            s.retry_backoff_secs = duration(d, "--retry-backoff")?;
+        }
+        if let Some(d) = retry_backoff_max {
+            s.retry_backoff_max_secs = duration(d, "--retry-backoff-max")?;
+        }
+        Ok(Some(s))
     }
 }

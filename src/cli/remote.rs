@@ -11,62 +11,11 @@ use agentvine::{Board, Error, ExitCode, Op, Reply, Result, Settings};
 use serde_json::{Value, json};
 
 use super::Output;
-use super::args::VpsCmd;
+use super::args::{SettingsFlags, VpsCmd};
 
 /// The board on the server at `url`.
 pub fn board(url: &str, key_file: Option<&Path>) -> Result<Board> {
     Board::connect(url, ApiKey::from_env_or_file(key_file)?)
-}
-
-/// The settings flags of `vine init`.
-pub struct InitFlags {
-    /// `--lease`.
-    pub lease: Option<String>,
-    /// `--stale-after`.
-    pub stale_after: Option<String>,
-    /// `--max-retries`.
-    pub max_retries: Option<u32>,
-    /// `--archive-after`.
-    pub archive_after: Option<usize>,
-    /// `--retry-backoff`.
-    pub retry_backoff: Option<String>,
-    /// `--retry-backoff-max`.
-    pub retry_backoff_max: Option<String>,
-}
-
-impl InitFlags {
-    /// `base` with the flags given applied, or `None` when no flag was given.
-    fn apply(&self, base: impl FnOnce() -> Result<Settings>) -> Result<Option<Settings>> {
-        let given = self.lease.is_some()
-            || self.stale_after.is_some()
-            || self.max_retries.is_some()
-            || self.archive_after.is_some()
-            || self.retry_backoff.is_some()
-            || self.retry_backoff_max.is_some();
-        if !given {
-            return Ok(None);
-        }
-        let mut s = base()?;
-        if let Some(l) = &self.lease {
-            s.lease_secs = super::duration(l, "--lease")?;
-        }
-        if let Some(l) = &self.stale_after {
-            s.stale_after_secs = super::duration(l, "--stale-after")?;
-        }
-        if let Some(n) = self.max_retries {
-            s.max_retries = n;
-        }
-        if let Some(n) = self.archive_after {
-            s.archive_after = n;
-        }
-        if let Some(d) = &self.retry_backoff {
-            s.retry_backoff_secs = super::duration(d, "--retry-backoff")?;
-        }
-        if let Some(d) = &self.retry_backoff_max {
-            s.retry_backoff_max_secs = super::duration(d, "--retry-backoff-max")?;
-        }
-        Ok(Some(s))
-    }
 }
 
 /// `vine --url URL init [settings flags]`: creates the board on the server (on `vine serve` it
@@ -76,7 +25,7 @@ pub fn init(
     url: &str,
     key_file: Option<&Path>,
     dir: Option<&Path>,
-    flags: &InitFlags,
+    flags: &SettingsFlags,
 ) -> Result<Output> {
     if let Some(d) = dir {
         return Err(Error::Invalid(format!(

@@ -117,11 +117,12 @@ pub fn reply(r: &Reply) -> String {
         Reply::Questions { questions } => questions_text(questions),
         Reply::Requeued { tasks } => {
             if tasks.is_empty() {
-                "No expired leases.".into()
+                "No claims to take back: no lease has expired and no holder is stale.".into()
             } else {
                 let ids: Vec<String> = tasks.iter().map(u64::to_string).collect();
                 format!(
-                    "Requeued {} task(s) whose lease expired: {}",
+                    "Took back {} task(s) whose lease expired or whose holder went stale \
+                     (`vine show ID` says which): {}",
                     tasks.len(),
                     ids.join(", ")
                 )
@@ -147,9 +148,10 @@ pub fn reply(r: &Reply) -> String {
 pub fn settings_line(s: &agentvine::Settings) -> String {
     use agentvine::time::format_duration as d;
     format!(
-        "Settings: lease {}, stale after {}, max retries {}, retry backoff {} doubling up to {}, archive after {} finished tasks",
+        "Settings: lease {}, stale after {}, fallback after {}, max retries {}, retry backoff {} doubling up to {}, archive after {} finished tasks",
         d(s.lease_secs),
         d(s.stale_after_secs),
+        d(s.fallback_after()),
         s.max_retries,
         d(s.retry_backoff_secs),
         d(s.retry_backoff_max_secs),
@@ -240,6 +242,23 @@ fn task_detail(v: &TaskView) -> String {
     if !t.requires.is_empty() {
         opt("requires", Some(t.requires.join(", ")), &mut s);
     }
+    if t.strict {
+        opt(
+            "strict",
+            Some("no fallback to other workers".into()),
+            &mut s,
+        );
+    }
+    opt(
+        "fallback after",
+        t.fallback_after_secs.map(agentvine::time::format_duration),
+        &mut s,
+    );
+    opt(
+        "specialist",
+        v.fallback.as_ref().map(|f| f.note.clone()),
+        &mut s,
+    );
     if !t.depends_on.is_empty() {
         let ids: Vec<String> = t.depends_on.iter().map(u64::to_string).collect();
         opt("after", Some(ids.join(", ")), &mut s);
@@ -263,6 +282,15 @@ fn task_detail(v: &TaskView) -> String {
         &mut s,
     );
     opt("last error", t.last_error.clone(), &mut s);
+    // The original plan's templates recorded a failure as `error`.
+    opt(
+        "error",
+        t.extra.get("error").map(|e| match e {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }),
+        &mut s,
+    );
     opt(
         "result",
         t.result.as_ref().map(|r| match r {
@@ -296,6 +324,16 @@ fn worker_line(w: &WorkerView) -> String {
     }
     if !w.worker.capabilities.is_empty() {
         let _ = write!(s, " caps: {}", w.worker.capabilities.join(","));
+    }
+    if let Some(q) = &w.worker.waiting
+        && w.state == agentvine::worker::WorkerState::Waiting
+    {
+        let _ = write!(
+            s,
+            " waits for the answer to #{} (until {})",
+            q.question,
+            format_timestamp(&q.until)
+        );
     }
     if let Some(t) = &w.worker.last_heartbeat {
         let _ = write!(s, " last seen {}", format_timestamp(t));

@@ -6,7 +6,7 @@ use super::State;
 use crate::error::{Error, Result};
 use crate::message::{Message, MessageKind};
 use crate::op::Reply;
-use crate::time::Timestamp;
+use crate::time::{Timestamp, add_secs};
 use crate::validate;
 
 /// Changes the progress record; absent fields keep their values, metadata keys are merged.
@@ -44,13 +44,18 @@ pub(crate) fn set_progress(
     })
 }
 
-/// Appends a message or question to the log.
+/// Longest wait for an answer a question may announce (30 days).
+const MAX_WAIT_SECS: u64 = 30 * 86_400;
+
+/// Appends a message or question to the log. A question with `wait_secs` from a registered
+/// worker makes it wait (see [`super::workers::start_wait`]).
 pub(crate) fn send(
     state: &mut State,
     kind: MessageKind,
     agent: &str,
     text: &str,
     task: Option<u64>,
+    wait_secs: Option<u64>,
     now: Timestamp,
 ) -> Result<Reply> {
     validate::name("agent name", agent)?;
@@ -68,9 +73,19 @@ pub(crate) fn send(
     {
         return Err(Error::UnknownTask(id));
     }
+    if let Some(w) = wait_secs
+        && w > MAX_WAIT_SECS
+    {
+        return Err(Error::Invalid(format!(
+            "a wait of {w}s is too long; the limit is 30d"
+        )));
+    }
     let mut m = Message::new(kind, agent, text, now);
     m.task_id = task;
     let m = state.log(m);
+    if let (Some(w), Some(seq)) = (wait_secs, m.seq) {
+        super::workers::start_wait(state, agent, seq, add_secs(now, w), now);
+    }
     Ok(Reply::Message { message: m })
 }
 
@@ -103,5 +118,6 @@ pub(crate) fn answer(
     m.reply_to = Some(question);
     m.task_id = task;
     let m = state.log(m);
+    super::workers::answered(state, question, now);
     Ok(Reply::Message { message: m })
 }

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub use claim::{Ineligible, eligibility};
 pub use replay::{MAX_KEY, apply_keyed};
-pub use tasks::{archivable, backoff_secs};
+pub use tasks::{archivable, backoff_secs, requeue_expired};
 pub use views::{blocked_ids, status_report, task_views, worker_views};
 pub(crate) use workers::one_line;
 
@@ -197,14 +197,23 @@ pub fn apply(state: &mut State, op: Op, now: Timestamp) -> Result<Reply> {
             message,
             task,
         } => after(state, now, |s| {
-            messages::send(s, MessageKind::Message, &agent, &message, task, now)
+            messages::send(s, MessageKind::Message, &agent, &message, task, None, now)
         }),
         Op::Ask {
             agent,
             question,
             task,
+            wait_secs,
         } => after(state, now, |s| {
-            messages::send(s, MessageKind::Question, &agent, &question, task, now)
+            messages::send(
+                s,
+                MessageKind::Question,
+                &agent,
+                &question,
+                task,
+                wait_secs,
+                now,
+            )
         }),
         Op::Answer {
             agent,
@@ -228,7 +237,7 @@ pub fn apply(state: &mut State, op: Op, now: Timestamp) -> Result<Reply> {
     }
 }
 
-/// Runs a write op, then requeues expired leases (the claimant's own late write wins first).
+/// Runs a write op, then takes back lapsed claims (the claimant's own late write wins first).
 fn after(
     state: &mut State,
     now: Timestamp,

@@ -66,9 +66,8 @@ fn replay(state: &State, op: &Op, key: &str) -> Option<Reply> {
                 .or(archived.map(|t| (t, true)))
                 .map(|(t, archived)| Reply::Task {
                     task: TaskView {
-                        task: t.clone(),
-                        blocked: false,
                         archived,
+                        ..TaskView::of(t.clone())
                     },
                 })
         }

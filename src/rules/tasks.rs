@@ -1,5 +1,6 @@
 //! Adding tasks and moving them through their lives: complete, fail, release, cancel, retry,
-//! lease expiry, and which finished tasks may move to the archive.
+//! taking claims back (expired leases, stale holders), and which finished tasks may move to
+//! the archive.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -11,7 +12,7 @@ use crate::message::{Message, MessageKind};
 use crate::op::{PlanTask, Reply, TaskView};
 use crate::settings::Settings;
 use crate::task::{Task, TaskStatus};
-use crate::time::{Timestamp, add_secs, epoch_ms};
+use crate::time::{Timestamp, add_secs, epoch_ms, format_duration, secs_between};
 use crate::validate;
 
 /// Longest lease a task may ask for (30 days).
@@ -105,6 +106,8 @@ pub(crate) fn add(state: &mut State, plan: Vec<PlanTask>, now: Timestamp) -> Res
         t.depends_on.extend(local_deps[i].iter().map(|&j| ids[j]));
         t.max_retries = nt.max_retries;
         t.lease_secs = nt.lease_secs;
+        t.strict = nt.strict;
+        t.fallback_after_secs = nt.fallback_after_secs;
         t.metadata = nt.metadata;
         added.push(t);
     }
@@ -185,6 +188,28 @@ fn check_new_task(state: &State, nt: &crate::op::NewTask) -> Result<()> {
             "lease {l}s is out of range; use 1s to 30d"
         )));
     }
+    let specialist = nt.assign.as_deref().is_some_and(|a| !a.is_empty()) || !nt.requires.is_empty();
+    if (nt.strict || nt.fallback_after_secs.is_some()) && !specialist {
+        return Err(Error::Invalid(
+            "strict and fallback-after concern a task meant for a specialist; give --assign \
+             or --requires too"
+                .into(),
+        ));
+    }
+    if nt.strict && nt.fallback_after_secs.is_some() {
+        return Err(Error::Invalid(
+            "a strict task never falls back to other workers; give strict or fallback-after, \
+             not both"
+                .into(),
+        ));
+    }
+    if let Some(f) = nt.fallback_after_secs
+        && f > MAX_LEASE_SECS
+    {
+        return Err(Error::Invalid(format!(
+            "fallback-after {f}s is out of range; use 0s to 30d"
+        )));
+    }
     validate::json_size(
         "the metadata",
         &Value::Object(nt.metadata.clone()),
@@ -227,34 +252,32 @@ fn find_cycle(deps: &[Vec<usize>]) -> Option<usize> {
 fn check_claimant(state: &State, i: usize, worker: &str, attempt: Option<u32>) -> Result<()> {
     let t = &state.tasks[i];
     let id = t.id;
+    let taken_back = taken_back_why(t, worker, &state.settings);
     if t.status == TaskStatus::InProgress && t.claimed_by.as_deref() == Some(worker) {
         if let Some(a) = attempt
             && a != t.attempts
         {
             return Err(Error::Conflict(format!(
-                "your claim on task {id} (attempt {a}) was taken back when its lease expired; \
-                 the task is now on attempt {}. Claim again with `vine claim --worker {worker}`",
+                "your claim on task {id} (attempt {a}) was taken back{}; the task is now on \
+                 attempt {}. Claim again with `vine claim --worker {worker}`",
+                taken_back.map(|w| format!(" {w}")).unwrap_or_default(),
                 t.attempts
             )));
         }
         return Ok(());
     }
-    let why = match (t.status, t.claimed_by.as_deref()) {
-        (TaskStatus::InProgress, Some(other)) => {
+    let why = match (t.status, t.claimed_by.as_deref(), taken_back) {
+        (TaskStatus::InProgress, Some(other), _) => {
             format!("task {id} is claimed by {other}, not {worker}")
         }
-        (TaskStatus::Pending | TaskStatus::Failed, _)
-            if t.last_error
-                .as_deref()
-                .is_some_and(|e| e == format!("lease expired while claimed by {worker}")) =>
-        {
+        (TaskStatus::Pending | TaskStatus::Failed, _, Some(why)) => {
             format!(
-                "your claim on task {id} was taken back when its lease expired; it is {} now. \
+                "your claim on task {id} was taken back {why}; it is {} now. \
                  Claim again with `vine claim --worker {worker}`",
                 t.status
             )
         }
-        (st, _) => format!("task {id} is {st}, not claimed by {worker}"),
+        (st, _, _) => format!("task {id} is {st}, not claimed by {worker}"),
     };
     Err(Error::Conflict(why))
 }
@@ -315,17 +338,14 @@ pub(crate) fn complete(
         other => other.to_string(),
     });
     let i = claimed_index(state, id, worker, attempt, body.map(|b| ("result", b)), now)?;
+    super::workers::end_wait(state, worker);
     let t = &mut state.tasks[i];
     t.status = TaskStatus::Completed;
     t.completed_by = Some(worker.to_string());
     t.completed_at = Some(now);
     t.result = result;
     t.lease_expires_at = None;
-    let view = TaskView {
-        task: t.clone(),
-        blocked: false,
-        archived: false,
-    };
+    let view = TaskView::of(t.clone());
     state.touch(state.tasks[i].id);
     if let Some(w) = state.workers.get_mut(worker) {
         // Recorded in the queue too (completed_by/at): a soft change.
@@ -355,19 +375,20 @@ pub(crate) fn fail(
     validate::size("the error", error, validate::MAX_MESSAGE)?;
     let sent = Some(("error", error.to_string()));
     let i = claimed_index(state, id, worker, attempt, sent, now)?;
+    super::workers::end_wait(state, worker);
     let settings = state.settings.clone();
     end_attempt(
         &mut state.tasks[i],
         error.to_string(),
-        no_retry,
+        if no_retry {
+            Retry::Never
+        } else {
+            Retry::AfterBackoff
+        },
         &settings,
         now,
     );
-    let view = TaskView {
-        task: state.tasks[i].clone(),
-        blocked: false,
-        archived: false,
-    };
+    let view = TaskView::of(state.tasks[i].clone());
     state.touch(state.tasks[i].id);
     if let Some(w) = state.workers.get_mut(worker) {
         w.last_heartbeat = Some(now);
@@ -386,16 +407,31 @@ pub fn backoff_secs(settings: &Settings, attempts: u32) -> u64 {
         .min(settings.retry_backoff_max_secs)
 }
 
-/// Ends the current attempt of a claimed task: back to pending with backoff, or failed.
-fn end_attempt(t: &mut Task, error: String, no_retry: bool, settings: &Settings, now: Timestamp) {
+/// What happens to a task after an attempt that did not complete it (while retries remain).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Back to pending after the retry delay (a failed attempt).
+    AfterBackoff,
+    /// Back to pending, claimable at once (taken back from a dead worker: not the task's fault).
+    AtOnce,
+    /// Failed for good (`--no-retry`).
+    Never,
+}
+
+/// Ends the current attempt of a claimed task: back to pending (after a delay, or at once),
+/// or failed when out of retries.
+fn end_attempt(t: &mut Task, error: String, retry: Retry, settings: &Settings, now: Timestamp) {
     let max = t.max_retries.unwrap_or(settings.max_retries);
     t.last_error = Some(error);
     t.claimed_by = None;
     t.claimed_at = None;
     t.lease_expires_at = None;
-    if !no_retry && t.attempts <= max {
+    if retry != Retry::Never && t.attempts <= max {
         t.status = TaskStatus::Pending;
-        t.not_before = Some(add_secs(now, backoff_secs(settings, t.attempts)));
+        t.not_before = match retry {
+            Retry::AfterBackoff => Some(add_secs(now, backoff_secs(settings, t.attempts))),
+            Retry::AtOnce | Retry::Never => None,
+        };
     } else {
         t.status = TaskStatus::Failed;
         t.not_before = None;
@@ -414,12 +450,9 @@ pub(crate) fn release(
     validate::name("worker id", worker)?;
     let i = state.task_index(id)?;
     check_claimant(state, i, worker, attempt)?;
+    super::workers::end_wait(state, worker);
     release_at(state, i);
-    let view = TaskView {
-        task: state.tasks[i].clone(),
-        blocked: false,
-        archived: false,
-    };
+    let view = TaskView::of(state.tasks[i].clone());
     if let Some(w) = state.workers.get_mut(worker) {
         w.last_heartbeat = Some(now);
         state.dirty.workers = true;
@@ -465,11 +498,7 @@ pub(crate) fn cancel(
     if let Some(r) = reason {
         t.last_error = Some(format!("cancelled: {r}"));
     }
-    let view = TaskView {
-        task: t.clone(),
-        blocked: false,
-        archived: false,
-    };
+    let view = TaskView::of(t.clone());
     state.touch(state.tasks[i].id);
     if let Some(w) = claimant {
         state.dirty.workers = true;
@@ -492,11 +521,7 @@ pub(crate) fn retry(state: &mut State, id: u64) -> Result<Reply> {
     t.attempts = 0;
     t.not_before = None;
     t.ended_at = None;
-    let view = TaskView {
-        task: t.clone(),
-        blocked: false,
-        archived: false,
-    };
+    let view = TaskView::of(t.clone());
     state.touch(state.tasks[i].id);
     Ok(Reply::Task { task: view })
 }
@@ -509,38 +534,109 @@ fn lease_end(t: &Task, settings: &Settings) -> Option<Timestamp> {
     })
 }
 
-/// Requeues (or fails for good) every claimed task whose lease has expired. Returns their ids.
-pub(crate) fn requeue_expired(state: &mut State, now: Timestamp) -> Vec<u64> {
+/// Why a claim is taken back from its holder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TakeBack {
+    /// The lease ran out without a heartbeat extending it.
+    Lease,
+    /// The holder showed no sign of life for longer than the stale limit (this many seconds).
+    Stale(u64),
+}
+
+/// Whether the claim on `t` must be taken back at `now`, and why.
+///
+/// Never while its holder waits on an open question (`vine ask --wait`). Otherwise when the
+/// lease has expired, or when the holder is stale. A holder without a worker entry (boards of
+/// the original plan) or without any recorded time is judged by its lease only.
+fn take_back_cause(t: &Task, state: &State, now: Timestamp) -> Option<TakeBack> {
+    if t.status != TaskStatus::InProgress {
+        return None;
+    }
+    let holder = t.claimed_by.as_deref().and_then(|w| state.workers.get(w));
+    if holder.is_some_and(|w| w.waits_on(now).is_some()) {
+        return None;
+    }
+    if lease_end(t, &state.settings).is_some_and(|end| end <= now) {
+        return Some(TakeBack::Lease);
+    }
+    let seen = holder.and_then(|w| w.last_seen())?;
+    let silent = secs_between(seen, now);
+    (silent > state.settings.stale_after_secs).then_some(TakeBack::Stale(silent))
+}
+
+/// The `last_error` of a claim taken back from `who`.
+fn take_back_error(cause: TakeBack, who: &str, settings: &Settings) -> String {
+    match cause {
+        TakeBack::Lease => lease_error(who),
+        TakeBack::Stale(silent) => format!(
+            "{}{} (stale limit {})",
+            stale_error_prefix(who),
+            format_duration(silent),
+            format_duration(settings.stale_after_secs)
+        ),
+    }
+}
+
+fn lease_error(who: &str) -> String {
+    format!("lease expired while claimed by {who}")
+}
+
+fn stale_error_prefix(who: &str) -> String {
+    format!("taken back from {who}, who showed no sign of life for ")
+}
+
+/// Why `worker`'s claim on `t` was taken back ("when its lease expired", ...), read from the
+/// task's last error; None if it was not taken back from `worker`.
+fn taken_back_why(t: &Task, worker: &str, settings: &Settings) -> Option<String> {
+    let e = t.last_error.as_deref()?;
+    if e == lease_error(worker) {
+        Some("when its lease expired".into())
+    } else if e.starts_with(&stale_error_prefix(worker)) {
+        Some(format!(
+            "because {worker} showed no sign of life for longer than the stale limit ({}); \
+             a worker must heartbeat at least that often (`vine heartbeat`)",
+            format_duration(settings.stale_after_secs)
+        ))
+    } else {
+        None
+    }
+}
+
+/// Takes back every claim whose lease has expired or whose holder is stale (see
+/// [`take_back_cause`]) and returns their ids.
+///
+/// Each such task loses the attempt (it counts towards max retries, so a task that kills every
+/// worker still ends failed) but is claimable again at once: a dead worker is not the task's
+/// failure. Applied lazily by every write, by `requeue-stale`, and in memory by reads.
+pub fn requeue_expired(state: &mut State, now: Timestamp) -> Vec<u64> {
+    let causes: Vec<(usize, TakeBack)> = state
+        .tasks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| take_back_cause(t, state, now).map(|c| (i, c)))
+        .collect();
+    if causes.is_empty() {
+        return Vec::new();
+    }
     let settings = state.settings.clone();
-    let mut ids = Vec::new();
-    let mut holders = Vec::new();
-    for t in state.tasks.iter_mut() {
-        if t.status != TaskStatus::InProgress {
-            continue;
-        }
-        if lease_end(t, &settings).is_some_and(|end| end <= now) {
-            let who = t.claimed_by.clone().unwrap_or_else(|| "?".into());
-            end_attempt(
-                t,
-                format!("lease expired while claimed by {who}"),
-                false,
-                &settings,
-                now,
-            );
-            ids.push(t.id);
-            holders.push(who);
-        }
+    let mut ids = Vec::with_capacity(causes.len());
+    let mut holders = Vec::with_capacity(causes.len());
+    for (i, cause) in causes {
+        let t = &mut state.tasks[i];
+        let who = t.claimed_by.clone().unwrap_or_else(|| "?".into());
+        let error = take_back_error(cause, &who, &settings);
+        end_attempt(t, error, Retry::AtOnce, &settings, now);
+        ids.push(t.id);
+        holders.push(who);
     }
     for &id in &ids {
         state.touched.insert(id);
     }
-    if !ids.is_empty() {
-        state.dirty.tasks = true;
-        // The claims leave the queue's record: persist the merged worker facts.
-        state.dirty.workers = true;
-        for w in holders {
-            refresh_current_task(state, &w);
-        }
+    state.dirty.tasks = true;
+    // The claims leave the queue's record: persist the merged worker facts.
+    state.dirty.workers = true;
+    for w in holders {
+        refresh_current_task(state, &w);
     }
     ids
 }

@@ -818,9 +818,10 @@ fn assigned_tasks_go_to_their_worker_unless_it_is_offline_or_stale() {
     );
     assert_eq!(claim(&mut st, "owner", at(500)), Some(id));
 
-    // An owner that never registered is not stale: it may still come.
+    // An owner that never registered may still come, for the fallback time after the task
+    // was added; then anyone may take it.
     let mut st = board();
-    add_task(
+    let id = add_task(
         &mut st,
         NewTask {
             assign: Some("later".into()),
@@ -828,7 +829,8 @@ fn assigned_tasks_go_to_their_worker_unless_it_is_offline_or_stale() {
         },
         t0(),
     );
-    assert_eq!(claim(&mut st, "other", at(10_000)), None);
+    assert_eq!(claim(&mut st, "other", at(120)), None);
+    assert_eq!(claim(&mut st, "other", at(121)), Some(id));
 
     // A heartbeat brings a stale owner back.
     let mut st = board();
@@ -1230,7 +1232,7 @@ fn retry_puts_a_failed_task_back() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn an_expired_lease_counts_an_attempt_and_requeues_with_backoff() {
+fn an_expired_lease_counts_an_attempt_and_requeues_without_delay() {
     let mut st = board();
     let id = add(&mut st, "a", t0());
     claim(&mut st, "w1", at(0));
@@ -1247,7 +1249,10 @@ fn an_expired_lease_counts_an_attempt_and_requeues_with_backoff() {
     let t = task(&st, id);
     assert_eq!(t.status, TaskStatus::Pending);
     assert_eq!(t.attempts, 1, "the lapsed attempt counts");
-    assert_eq!(t.not_before, Some(at(70)));
+    assert_eq!(
+        t.not_before, None,
+        "a dead worker is not the task's failure"
+    );
     assert!(t.claimed_by.is_none() && t.lease_expires_at.is_none());
     assert_eq!(
         t.last_error.as_deref(),
@@ -1389,8 +1394,15 @@ fn every_write_op_requeues_expired_leases() {
         claim(&mut st, "w1", at(0));
         run(&mut st, op, at(60)).unwrap_or_else(|e| panic!("{name}: {e}"));
         let t = task(&st, id);
-        assert_eq!(t.status, TaskStatus::Pending, "{name} requeues");
-        assert_eq!(t.attempts, 1, "{name}");
+        if name == "claim" {
+            // Taken back, then claimed at once (no retry delay after a lapsed lease).
+            assert_eq!(t.status, TaskStatus::InProgress, "{name} requeues first");
+            assert_eq!(t.claimed_by.as_deref(), Some("w2"));
+            assert_eq!(t.attempts, 2, "{name}");
+        } else {
+            assert_eq!(t.status, TaskStatus::Pending, "{name} requeues");
+            assert_eq!(t.attempts, 1, "{name}");
+        }
         let _ = other;
     }
     // Ops on other tasks too: cancel, complete, fail, release, retry.
@@ -1683,7 +1695,7 @@ fn blocked_ids_are_transitive() {
     let mut st = board();
     st.tasks = tasks;
     st.archived = archived;
-    let views = task_views(&st, Some("blocked"));
+    let views = task_views(&st, Some("blocked"), t0());
     assert_eq!(views.len(), 6);
     assert!(views.iter().all(|v| v.blocked));
     let report = status_report(&st, &BTreeMap::new(), 0, t0());
@@ -1802,6 +1814,7 @@ fn validation_errors_are_invalid_and_change_nothing() {
             agent: "bad agent".into(),
             question: "q".into(),
             task: None,
+            wait_secs: None,
         },
     ];
     for op in bad_ops {
@@ -1821,6 +1834,7 @@ fn messages_and_answers() {
             agent: "w1".into(),
             question: "which db?".into(),
             task: Some(id),
+            wait_secs: None,
         },
         at(1),
     )
@@ -1908,11 +1922,12 @@ fn claims_of_the_original_plan_expire_from_their_claim_time() {
 }
 
 #[test]
-fn a_worker_entry_without_any_time_is_stale() {
+fn a_worker_entry_without_any_time_is_stale_and_never_seen() {
     let mut st = board();
     let mut w = Worker::new(vec![], t0());
     w.registered_at = None;
     w.last_heartbeat = None;
+    assert_eq!(w.state(false, 120, t0()), crate::worker::WorkerState::Stale);
     st.workers.insert("ghost".into(), w);
     let id = add_task(
         &mut st,
@@ -1922,7 +1937,9 @@ fn a_worker_entry_without_any_time_is_stale() {
         },
         t0(),
     );
-    assert_eq!(claim(&mut st, "other", at(1)), Some(id));
+    // Like an assignee that never registered: its task falls back after the fallback time.
+    assert_eq!(claim(&mut st, "other", at(120)), None);
+    assert_eq!(claim(&mut st, "other", at(121)), Some(id));
 }
 
 /// "Expired leases requeue on every write op" (rule text; ARCHITECTURE.md: "Expiry is applied
@@ -1944,6 +1961,7 @@ fn message_and_progress_writes_requeue_expired_leases_too() {
                 agent: "w2".into(),
                 question: "why?".into(),
                 task: None,
+                wait_secs: None,
             },
         ),
         (
@@ -2158,4 +2176,616 @@ fn request_keys_are_bounded() {
         Err(Error::Invalid(_))
     ));
     assert!(st.tasks.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// dead, absent and waiting workers
+// ---------------------------------------------------------------------------------------------
+
+/// A board whose leases (1000 s) outlast the stale limit (120 s), so staleness shows alone.
+fn long_leases() -> State {
+    let mut st = board();
+    st.settings.lease_secs = 1000;
+    st
+}
+
+fn conflict_message(r: Result<Reply>) -> String {
+    match r {
+        Err(Error::Conflict(m)) => m,
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_stale_holders_task_is_taken_back_before_its_lease_ends() {
+    let mut st = long_leases();
+    register(&mut st, "w1", &[], t0());
+    let id = add(&mut st, "a", t0());
+    assert_eq!(claim(&mut st, "w1", at(0)), Some(id));
+    // Seen within the stale limit: kept.
+    assert_eq!(requeue(&mut st, at(120)), Vec::<u64>::new());
+    // One second past it: taken back, long before the lease ends.
+    assert_eq!(requeue(&mut st, at(121)), vec![id]);
+    let t = task(&st, id);
+    assert_eq!(t.status, TaskStatus::Pending);
+    assert_eq!(t.attempts, 1, "the lost attempt counts");
+    assert!(t.claimed_by.is_none() && t.lease_expires_at.is_none());
+    let err = t.last_error.clone().unwrap_or_default();
+    assert!(err.contains("w1") && err.contains("stale"), "{err}");
+    assert_eq!(st.workers["w1"].current_task, None);
+    // The late holder is told why, and its result is kept.
+    let msg = conflict_message(run(
+        &mut st,
+        Op::Complete {
+            task: id,
+            worker: "w1".into(),
+            attempt: Some(1),
+            result: Some(json!("late")),
+        },
+        at(122),
+    ));
+    assert!(
+        msg.contains("no sign of life") && msg.contains("2m"),
+        "{msg}"
+    );
+    assert!(!msg.contains("lease expired"), "{msg}");
+    assert_eq!(st.outbox.last().map(|m| m.message.as_str()), Some("late"));
+    assert_eq!(claim(&mut st, "w2", at(122)), Some(id));
+
+    // A heartbeat is a sign of life: the clock starts again from it.
+    let mut st = long_leases();
+    let id = add(&mut st, "a", t0());
+    claim(&mut st, "w1", at(0));
+    heartbeat(&mut st, "w1", at(100));
+    assert_eq!(requeue(&mut st, at(220)), Vec::<u64>::new());
+    assert_eq!(requeue(&mut st, at(221)), vec![id]);
+
+    // Any write by someone else takes it back on the way (here a claim, which then takes it).
+    let mut st = long_leases();
+    let id = add(&mut st, "a", t0());
+    claim(&mut st, "w1", at(0));
+    assert_eq!(claim(&mut st, "w2", at(121)), Some(id));
+    assert_eq!(task(&st, id).attempts, 2);
+
+    // A holder without a worker entry (a board of the original plan) goes by its lease only.
+    let mut st = long_leases();
+    let id = add(&mut st, "a", t0());
+    claim(&mut st, "w1", at(0));
+    st.workers.clear();
+    assert_eq!(requeue(&mut st, at(999)), Vec::<u64>::new());
+    assert_eq!(requeue(&mut st, at(1000)), vec![id]);
+    let err = task(&st, id).last_error.clone().unwrap_or_default();
+    assert_eq!(err, "lease expired while claimed by w1");
+}
+
+#[test]
+fn an_expired_lease_says_so_in_the_conflict() {
+    let mut st = board();
+    let id = add(&mut st, "a", t0());
+    claim(&mut st, "w1", at(0));
+    // Seen recently (heartbeats without extending... none here): the lease ends first.
+    assert_eq!(requeue(&mut st, at(60)), vec![id]);
+    let msg = conflict_message(complete(&mut st, id, "w1", at(61)));
+    assert!(msg.contains("lease expired"), "{msg}");
+    // Claimed again by the same worker: the stale attempt number still says why.
+    claim(&mut st, "w1", at(61));
+    let msg = conflict_message(run(
+        &mut st,
+        Op::Complete {
+            task: id,
+            worker: "w1".into(),
+            attempt: Some(1),
+            result: None,
+        },
+        at(62),
+    ));
+    assert!(
+        msg.contains("attempt 1") && msg.contains("lease expired"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_task_taken_back_from_a_dead_worker_is_claimable_at_once_but_counts_the_attempt() {
+    // An expired lease: no retry delay.
+    let mut st = board();
+    let id = add(&mut st, "a", t0());
+    claim(&mut st, "w1", at(0));
+    assert_eq!(requeue(&mut st, at(60)), vec![id]);
+    assert_eq!(task(&st, id).not_before, None);
+    assert_eq!(claim(&mut st, "w2", at(60)), Some(id));
+    assert_eq!(task(&st, id).attempts, 2);
+
+    // A stale holder: no retry delay either.
+    let mut st = long_leases();
+    let id = add(&mut st, "a", t0());
+    claim(&mut st, "w1", at(0));
+    assert_eq!(requeue(&mut st, at(121)), vec![id]);
+    assert_eq!(task(&st, id).not_before, None);
+    assert_eq!(claim(&mut st, "w2", at(121)), Some(id));
+
+    // A task that kills every worker still ends in the dead-letter list: max retries 2, so
+    // the third lost attempt fails it for good.
+    let mut st = board();
+    let id = add(&mut st, "poison", t0());
+    for (n, w) in ["w1", "w2", "w3"].into_iter().enumerate() {
+        let start = n as u64 * 60;
+        assert_eq!(claim(&mut st, w, at(start)), Some(id), "attempt {}", n + 1);
+        assert_eq!(requeue(&mut st, at(start + 60)), vec![id]);
+    }
+    let t = task(&st, id);
+    assert_eq!(t.status, TaskStatus::Failed);
+    assert_eq!(t.attempts, 3);
+    assert_eq!(claim(&mut st, "w4", at(200)), None);
+
+    // `fail` keeps its backoff.
+    let mut st = board();
+    let id = add(&mut st, "flaky", t0());
+    claim(&mut st, "w1", at(0));
+    fail(&mut st, id, "w1", false, at(1)).unwrap();
+    assert_eq!(task(&st, id).not_before, Some(at(11)));
+}
+
+#[test]
+fn a_task_for_an_absent_assignee_falls_back_to_any_worker() {
+    // Assigned to a worker that never registered: anyone may take it once the fallback time
+    // (the stale limit, 120 s) has passed since it was added.
+    let mut st = board();
+    let id = add_task(
+        &mut st,
+        NewTask {
+            assign: Some("ghost".into()),
+            ..nt("for ghost")
+        },
+        t0(),
+    );
+    assert_eq!(claim(&mut st, "w1", at(100)), None);
+    let why = claim_reason(&mut st, "w1", at(100));
+    assert!(
+        why.contains("assigned to ghost, who has not been seen")
+            && why.contains("any worker may take it in 21s"),
+        "{why}"
+    );
+    assert_eq!(claim(&mut st, "w1", at(120)), None);
+    assert_eq!(claim(&mut st, "w1", at(121)), Some(id));
+
+    // Assigned to a registered worker that went silent: from its last sign of life.
+    let mut st = board();
+    register(&mut st, "owner", &[], t0());
+    heartbeat(&mut st, "owner", at(50));
+    let id = add_task(
+        &mut st,
+        NewTask {
+            assign: Some("owner".into()),
+            ..nt("mine")
+        },
+        at(10),
+    );
+    assert_eq!(claim(&mut st, "w1", at(170)), None);
+    assert_eq!(claim(&mut st, "w1", at(171)), Some(id));
+
+    // A task added later than the assignee's last sign: from the task's creation.
+    let mut st = board();
+    register(&mut st, "owner", &[], t0());
+    let id = add_task(
+        &mut st,
+        NewTask {
+            assign: Some("owner".into()),
+            ..nt("mine")
+        },
+        at(500),
+    );
+    assert_eq!(claim(&mut st, "w1", at(620)), None);
+    assert_eq!(claim(&mut st, "w1", at(621)), Some(id));
+}
+
+#[test]
+fn a_task_needing_an_absent_capability_falls_back_to_any_worker() {
+    // Nobody has `backend`: after the fallback time, a worker without it may take the task.
+    let mut st = board();
+    register(&mut st, "w1", &["python"], t0());
+    let id = add_task(
+        &mut st,
+        NewTask {
+            requires: strings(&["backend"]),
+            ..nt("api")
+        },
+        t0(),
+    );
+    assert_eq!(claim(&mut st, "w1", at(120)), None);
+    let why = claim_reason(&mut st, "w1", at(60));
+    assert!(
+        why.contains("backend") && why.contains("any worker may take it in 1m1s"),
+        "{why}"
+    );
+    assert_eq!(claim(&mut st, "w1", at(121)), Some(id));
+
+    // A live worker with the capability holds the task for itself.
+    let mut st = board();
+    register(&mut st, "w1", &[], t0());
+    register(&mut st, "be", &["backend", "db"], t0());
+    let id = add_task(
+        &mut st,
+        NewTask {
+            requires: strings(&["backend"]),
+            ..nt("api")
+        },
+        t0(),
+    );
+    heartbeat(&mut st, "be", at(100));
+    assert_eq!(claim(&mut st, "w1", at(220)), None);
+    assert_eq!(claim(&mut st, "w1", at(221)), Some(id));
+}
+
+#[test]
+fn strict_tasks_never_fall_back_and_each_task_may_set_its_own_time() {
+    let mut st = board();
+    register(&mut st, "owner", &[], t0());
+    run(
+        &mut st,
+        Op::Deregister {
+            worker: "owner".into(),
+        },
+        t0(),
+    )
+    .unwrap();
+    let only_owner = add_task(
+        &mut st,
+        NewTask {
+            assign: Some("owner".into()),
+            strict: true,
+            ..nt("only the owner")
+        },
+        t0(),
+    );
+    let only_gpu = add_task(
+        &mut st,
+        NewTask {
+            requires: strings(&["gpu"]),
+            strict: true,
+            ..nt("only gpu")
+        },
+        t0(),
+    );
+    let soon = add_task(
+        &mut st,
+        NewTask {
+            assign: Some("ghost".into()),
+            fallback_after_secs: Some(5),
+            ..nt("soon")
+        },
+        t0(),
+    );
+    let late = add_task(
+        &mut st,
+        NewTask {
+            requires: strings(&["gpu"]),
+            fallback_after_secs: Some(3600),
+            ..nt("late")
+        },
+        t0(),
+    );
+    assert!(task(&st, only_owner).strict);
+    assert_eq!(task(&st, late).fallback_after_secs, Some(3600));
+    assert_eq!(claim(&mut st, "w1", at(5)), None);
+    assert_eq!(claim(&mut st, "w1", at(6)), Some(soon));
+    complete(&mut st, soon, "w1", at(7)).unwrap();
+    assert_eq!(claim(&mut st, "w1", at(3600)), None);
+    assert_eq!(claim(&mut st, "w1", at(3601)), Some(late));
+    complete(&mut st, late, "w1", at(3602)).unwrap();
+    // Even an offline assignee keeps a strict task; days later it still waits.
+    assert_eq!(claim(&mut st, "w1", at(999_999)), None);
+    let why = claim_reason(&mut st, "w1", at(999_999));
+    assert!(why.contains("only owner may take it (strict)"), "{why}");
+    assert!(
+        why.contains("only a worker with gpu may take it (strict)"),
+        "{why}"
+    );
+    // The specialists themselves still may.
+    register(&mut st, "gpu1", &["gpu"], at(999_999));
+    assert_eq!(claim(&mut st, "gpu1", at(999_999)), Some(only_gpu));
+    assert_eq!(claim(&mut st, "owner", at(999_999)), Some(only_owner));
+}
+
+#[test]
+fn strict_and_fallback_after_are_validated() {
+    let mut st = board();
+    for (task, what) in [
+        (
+            NewTask {
+                strict: true,
+                ..nt("x")
+            },
+            "strict without a specialist",
+        ),
+        (
+            NewTask {
+                fallback_after_secs: Some(60),
+                ..nt("x")
+            },
+            "fallback-after without a specialist",
+        ),
+        (
+            NewTask {
+                assign: Some("w1".into()),
+                strict: true,
+                fallback_after_secs: Some(60),
+                ..nt("x")
+            },
+            "strict and fallback-after",
+        ),
+        (
+            NewTask {
+                requires: strings(&["gpu"]),
+                fallback_after_secs: Some(31 * 86_400),
+                ..nt("x")
+            },
+            "a fallback time over 30 days",
+        ),
+    ] {
+        let r = run(&mut st, Op::Add { task }, t0());
+        assert!(is_invalid(&r), "{what}: {r:?}");
+    }
+    assert!(st.tasks.is_empty());
+}
+
+#[test]
+fn offline_workers_with_the_capability_do_not_hold_a_task_back() {
+    let mut st = board();
+    register(&mut st, "be", &["backend"], t0());
+    register(&mut st, "w1", &[], t0());
+    let id = add_task(
+        &mut st,
+        NewTask {
+            requires: strings(&["backend"]),
+            ..nt("api")
+        },
+        t0(),
+    );
+    // `be` is live: w1 waits.
+    assert_eq!(claim(&mut st, "w1", at(100)), None);
+    run(
+        &mut st,
+        Op::Deregister {
+            worker: "be".into(),
+        },
+        at(100),
+    )
+    .unwrap();
+    // `be` is offline: it no longer counts; the fallback runs from the task's creation.
+    assert_eq!(claim(&mut st, "w1", at(120)), None);
+    assert_eq!(claim(&mut st, "w1", at(121)), Some(id));
+}
+
+#[test]
+fn task_views_say_who_a_pending_task_waits_for() {
+    let mut st = board();
+    register(&mut st, "owner", &[], t0());
+    let live = add_task(
+        &mut st,
+        NewTask {
+            assign: Some("owner".into()),
+            ..nt("live owner")
+        },
+        t0(),
+    );
+    let ghost = add_task(
+        &mut st,
+        NewTask {
+            assign: Some("ghost".into()),
+            ..nt("ghost")
+        },
+        t0(),
+    );
+    let plain = add(&mut st, "anyone", t0());
+    let view = |st: &State, id: u64, now: Timestamp| {
+        task_views(st, None, now)
+            .into_iter()
+            .find(|v| v.task.id == id)
+            .unwrap()
+            .fallback
+    };
+    let f = view(&st, live, at(30)).unwrap();
+    assert_eq!(
+        f.note,
+        "assigned to owner, last seen 30s ago; any worker may take it in 1m31s unless it shows a sign of life"
+    );
+    assert_eq!(f.at, Some(at(121)));
+    let f = view(&st, ghost, at(200)).unwrap();
+    assert_eq!(
+        f.note,
+        "assigned to ghost, who has not been seen; any worker may take it now"
+    );
+    assert!(view(&st, plain, at(30)).is_none());
+    // Offline: at once.
+    run(
+        &mut st,
+        Op::Deregister {
+            worker: "owner".into(),
+        },
+        at(40),
+    )
+    .unwrap();
+    let f = view(&st, live, at(41)).unwrap();
+    assert_eq!(
+        f.note,
+        "assigned to owner, who is offline; any worker may take it now"
+    );
+    assert_eq!(f.at, Some(t0()), "open since the task was added");
+    // A claimed task has no fallback.
+    claim(&mut st, "w1", at(41));
+    assert!(view(&st, live, at(42)).is_none());
+}
+
+/// Asks `question` as `worker`, waiting `wait` seconds; returns the question's number.
+fn ask_waiting(st: &mut State, worker: &str, wait: Option<u64>, now: Timestamp) -> u64 {
+    match run(
+        st,
+        Op::Ask {
+            agent: worker.into(),
+            question: "Which port?".into(),
+            task: None,
+            wait_secs: wait,
+        },
+        now,
+    )
+    .expect("ask")
+    {
+        Reply::Message { message } => message.seq.unwrap(),
+        other => panic!("unexpected reply {other:?}"),
+    }
+}
+
+/// Answers question `seq` (the store loads the log for answers; here: the outbox so far).
+fn answer(st: &mut State, seq: u64, now: Timestamp) {
+    st.log = st.outbox.clone();
+    run(
+        st,
+        Op::Answer {
+            agent: "coordinator".into(),
+            question: seq,
+            answer: "5000".into(),
+        },
+        now,
+    )
+    .expect("answer");
+}
+
+#[test]
+fn a_waiting_worker_keeps_its_tasks_until_the_answer() {
+    let mut st = board();
+    register(&mut st, "w1", &[], t0());
+    let id = add(&mut st, "needs a human", t0());
+    claim(&mut st, "w1", at(0));
+    let q = ask_waiting(&mut st, "w1", Some(600), at(10));
+    let w = &st.workers["w1"];
+    assert_eq!(w.waits_on(at(10)), Some(q));
+    assert_eq!(
+        w.state(true, 120, at(500)),
+        crate::worker::WorkerState::Waiting
+    );
+    // Far past the lease (60 s) and the stale limit (120 s): nothing is taken back.
+    assert_eq!(requeue(&mut st, at(500)), Vec::<u64>::new());
+    assert_eq!(claim(&mut st, "w2", at(500)), None);
+    // The answer ends the wait and restarts the clocks: a fresh lease, and a sign of life.
+    answer(&mut st, q, at(550));
+    let w = &st.workers["w1"];
+    assert_eq!(w.waiting, None);
+    assert_eq!(w.last_heartbeat, Some(at(550)));
+    assert_eq!(task(&st, id).lease_expires_at, Some(at(610)));
+    assert_eq!(status(&st, id), TaskStatus::InProgress);
+    assert_eq!(requeue(&mut st, at(609)), Vec::<u64>::new());
+    complete(&mut st, id, "w1", at(600)).unwrap();
+    assert_eq!(task(&st, id).attempts, 1);
+}
+
+#[test]
+fn a_wait_ends_at_its_timeout_and_at_the_workers_own_next_move() {
+    // The timeout: then the usual rules apply.
+    let mut st = board();
+    register(&mut st, "w1", &[], t0());
+    let id = add(&mut st, "a", t0());
+    claim(&mut st, "w1", at(0));
+    ask_waiting(&mut st, "w1", Some(100), at(0));
+    assert_eq!(requeue(&mut st, at(99)), Vec::<u64>::new());
+    assert_eq!(
+        st.workers["w1"].state(true, 120, at(100)),
+        crate::worker::WorkerState::Working
+    );
+    assert_eq!(
+        requeue(&mut st, at(100)),
+        vec![id],
+        "the lease ended at 60 s"
+    );
+
+    // Its own claim, complete, fail or release ends it.
+    for op in ["claim", "complete", "fail", "release"] {
+        let mut st = board();
+        register(&mut st, "w1", &[], t0());
+        let id = add(&mut st, "a", t0());
+        add(&mut st, "b", t0());
+        claim(&mut st, "w1", at(0));
+        ask_waiting(&mut st, "w1", Some(600), at(1));
+        let r = match op {
+            "claim" => run(
+                &mut st,
+                Op::Claim {
+                    worker: "w1".into(),
+                },
+                at(2),
+            ),
+            "complete" => complete(&mut st, id, "w1", at(2)),
+            "fail" => fail(&mut st, id, "w1", false, at(2)),
+            _ => release(&mut st, id, "w1", at(2)),
+        };
+        r.unwrap();
+        assert_eq!(st.workers["w1"].waiting, None, "{op} ends the wait");
+        assert!(
+            st.dirty.workers || op == "claim",
+            "{op}: the worker file is written"
+        );
+    }
+
+    // An answer after the wait timed out just clears the record, without restarting clocks.
+    let mut st = board();
+    register(&mut st, "w1", &[], t0());
+    let q = ask_waiting(&mut st, "w1", Some(10), at(0));
+    answer(&mut st, q, at(50));
+    assert_eq!(st.workers["w1"].waiting, None);
+    assert_eq!(st.workers["w1"].last_heartbeat, Some(at(0)));
+
+    // Deregistering ends it too.
+    let mut st = board();
+    register(&mut st, "w1", &[], t0());
+    ask_waiting(&mut st, "w1", Some(600), at(0));
+    run(
+        &mut st,
+        Op::Deregister {
+            worker: "w1".into(),
+        },
+        at(1),
+    )
+    .unwrap();
+    assert_eq!(st.workers["w1"].waiting, None);
+}
+
+#[test]
+fn only_registered_workers_wait_and_waits_are_bounded() {
+    let mut st = board();
+    ask_waiting(&mut st, "coordinator", Some(600), t0());
+    assert!(st.workers.is_empty(), "asking does not register anyone");
+    register(&mut st, "w1", &[], t0());
+    let r = run(
+        &mut st,
+        Op::Ask {
+            agent: "w1".into(),
+            question: "q".into(),
+            task: None,
+            wait_secs: Some(31 * 86_400),
+        },
+        t0(),
+    );
+    assert!(is_invalid(&r), "{r:?}");
+    // A question without a wait makes nobody wait.
+    ask_waiting(&mut st, "w1", None, t0());
+    assert_eq!(st.workers["w1"].waiting, None);
+}
+
+#[test]
+fn a_waiting_assignee_is_not_absent() {
+    let mut st = board();
+    register(&mut st, "owner", &[], t0());
+    let id = add_task(
+        &mut st,
+        NewTask {
+            assign: Some("owner".into()),
+            ..nt("mine")
+        },
+        t0(),
+    );
+    ask_waiting(&mut st, "owner", Some(10_000), at(1));
+    assert_eq!(claim(&mut st, "w1", at(5000)), None);
+    let why = claim_reason(&mut st, "w1", at(5000));
+    assert!(why.contains("owner, who waits for an answer"), "{why}");
+    assert_eq!(claim(&mut st, "w1", at(10_001 + 121)), Some(id));
 }

@@ -35,8 +35,8 @@ pub fn blocked_ids(tasks: &[Task], archived: &BTreeMap<u64, TaskStatus>) -> Hash
     }
 }
 
-/// Views of the queue's tasks, optionally filtered by status name (or `blocked`).
-pub fn task_views(state: &State, status: Option<&str>) -> Vec<TaskView> {
+/// Views of the queue's tasks at `now`, optionally filtered by status name (or `blocked`).
+pub fn task_views(state: &State, status: Option<&str>, now: Timestamp) -> Vec<TaskView> {
     let blocked = blocked_ids(&state.tasks, &state.archived);
     state
         .tasks
@@ -46,10 +46,17 @@ pub fn task_views(state: &State, status: Option<&str>) -> Vec<TaskView> {
             Some("blocked") => blocked.contains(&t.id),
             Some(s) => TaskStatus::parse(s) == Some(t.status),
         })
-        .map(|t| TaskView {
-            task: t.clone(),
-            blocked: blocked.contains(&t.id),
-            archived: false,
+        .map(|t| {
+            let blocked = blocked.contains(&t.id);
+            TaskView {
+                blocked,
+                fallback: if blocked {
+                    None
+                } else {
+                    super::claim::fallback(t, state, now)
+                },
+                ..TaskView::of(t.clone())
+            }
         })
         .collect()
 }

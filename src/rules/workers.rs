@@ -9,7 +9,7 @@ use crate::op::Reply;
 use crate::task::TaskStatus;
 use crate::time::{Timestamp, add_secs, format_duration, secs_between};
 use crate::validate;
-use crate::worker::{ACTIVE, OFFLINE, Worker};
+use crate::worker::{ACTIVE, OFFLINE, Waiting, Worker};
 
 /// Registers a worker, or refreshes an existing one (capabilities replaced, idle clock reset).
 pub(crate) fn register(
@@ -53,26 +53,7 @@ pub(crate) fn register(
 /// heartbeats (one per tool call) cost a soft write of the worker file, not a durable queue write.
 pub(crate) fn heartbeat(state: &mut State, id: &str, now: Timestamp) -> Result<Reply> {
     validate::name("worker id", id)?;
-    let default_lease = state.settings.lease_secs;
-    for t in state.tasks.iter_mut() {
-        if t.status == TaskStatus::InProgress && t.claimed_by.as_deref() == Some(id) {
-            let lease = t.lease_secs.unwrap_or(default_lease);
-            let new_end = add_secs(now, lease);
-            let due = match t.lease_expires_at {
-                None => true,
-                Some(end) => {
-                    let moved_ms = (new_end - end).num_milliseconds();
-                    let tenth_ms = i64::try_from(lease.saturating_mul(100)).unwrap_or(i64::MAX);
-                    end <= now || moved_ms >= tenth_ms
-                }
-            };
-            if due {
-                t.lease_expires_at = Some(new_end);
-                state.dirty.tasks = true;
-                state.touched.insert(t.id);
-            }
-        }
-    }
+    extend_leases(state, id, now, false);
     let w = state
         .workers
         .entry(id.to_string())
@@ -88,6 +69,80 @@ pub(crate) fn heartbeat(state: &mut State, id: &str, now: Timestamp) -> Result<R
         worker: worker_view(state, id, now),
         released: vec![],
     })
+}
+
+/// Starts the leases of `id`'s tasks again from `now`: always when `restart`, otherwise (a
+/// heartbeat) only when that moves a lease by a tenth of its length or more.
+pub(crate) fn extend_leases(state: &mut State, id: &str, now: Timestamp, restart: bool) {
+    let default_lease = state.settings.lease_secs;
+    for t in state.tasks.iter_mut() {
+        if t.status == TaskStatus::InProgress && t.claimed_by.as_deref() == Some(id) {
+            let lease = t.lease_secs.unwrap_or(default_lease);
+            let new_end = add_secs(now, lease);
+            let due = match t.lease_expires_at {
+                None => true,
+                Some(end) => {
+                    let moved_ms = (new_end - end).num_milliseconds();
+                    let tenth_ms = i64::try_from(lease.saturating_mul(100)).unwrap_or(i64::MAX);
+                    restart || end <= now || moved_ms >= tenth_ms
+                }
+            };
+            if due {
+                t.lease_expires_at = Some(new_end);
+                state.dirty.tasks = true;
+                state.touched.insert(t.id);
+            }
+        }
+    }
+}
+
+/// Records that worker `id` waits for the answer to `question` until `until`: its tasks are
+/// not taken back meanwhile. Only a registered worker waits; the ask is a sign of life.
+pub(crate) fn start_wait(
+    state: &mut State,
+    id: &str,
+    question: u64,
+    until: Timestamp,
+    now: Timestamp,
+) {
+    if let Some(w) = state.workers.get_mut(id) {
+        w.waiting = Some(Waiting { question, until });
+        w.last_heartbeat = Some(now);
+        state.dirty.workers = true;
+    }
+}
+
+/// Ends every wait on `question` (it has been answered). A worker still waiting then gets its
+/// clocks restarted: fresh leases, and the answer counts as its sign of life, so a worker
+/// parked for hours is not taken over the moment its answer arrives.
+pub(crate) fn answered(state: &mut State, question: u64, now: Timestamp) {
+    let waiting: Vec<(String, bool)> = state
+        .workers
+        .iter()
+        .filter(|(_, w)| w.waiting.is_some_and(|x| x.question == question))
+        .map(|(id, w)| (id.clone(), w.waits_on(now).is_some()))
+        .collect();
+    for (id, still) in waiting {
+        if still {
+            extend_leases(state, &id, now, true);
+        }
+        if let Some(w) = state.workers.get_mut(&id) {
+            w.waiting = None;
+            if still {
+                w.last_heartbeat = Some(now);
+            }
+            state.dirty.workers = true;
+        }
+    }
+}
+
+/// Ends `id`'s wait, if it has one (its own claim, complete, fail or release: it is back).
+pub(crate) fn end_wait(state: &mut State, id: &str) {
+    if let Some(w) = state.workers.get_mut(id)
+        && w.waiting.take().is_some()
+    {
+        state.dirty.workers = true;
+    }
 }
 
 /// Takes a worker offline and returns its claimed tasks to the queue.
@@ -112,6 +167,7 @@ pub(crate) fn deregister(state: &mut State, id: &str, now: Timestamp) -> Result<
         w.status = OFFLINE.into();
         w.offline_reason = Some("deregistered".into());
         w.last_heartbeat = Some(now);
+        w.waiting = None;
     }
     state.dirty.workers = true;
     refresh_current_task(state, id);

@@ -629,6 +629,9 @@ impl LocalStore {
                 ..State::default()
             };
             rules::merge_queue_facts(&mut st);
+            // Show the board as the next write will see it: lapsed claims taken back (in
+            // memory only; reads write nothing).
+            rules::requeue_expired(&mut st, now);
             Ok(st)
         };
         match op {
@@ -668,21 +671,17 @@ impl LocalStore {
                             Some(s) => TaskStatus::parse(s) == Some(t.status),
                         };
                         if matches && !on_queue.contains(&t.id) {
-                            tasks.push(TaskView {
-                                task: t,
-                                blocked: false,
-                                archived: true,
-                            });
+                            tasks.push(TaskView::archived(t));
                         }
                     }
                 }
-                tasks.extend(rules::task_views(&st, status.as_deref()));
+                tasks.extend(rules::task_views(&st, status.as_deref(), now));
                 tasks.sort_by_key(|v| v.task.id);
                 Ok(Reply::Tasks { tasks })
             }
             Op::Show { task } => {
                 let st = load_state(dmg)?;
-                if let Some(v) = rules::task_views(&st, None)
+                if let Some(v) = rules::task_views(&st, None, now)
                     .into_iter()
                     .find(|v| v.task.id == task)
                 {
@@ -691,11 +690,7 @@ impl LocalStore {
                 let found = archive::find(&self.dir.join(ARCHIVE), &HashSet::from([task]), dmg)?;
                 match found.into_values().next() {
                     Some(t) => Ok(Reply::Task {
-                        task: TaskView {
-                            task: t,
-                            blocked: false,
-                            archived: true,
-                        },
+                        task: TaskView::archived(t),
                     }),
                     None => Err(Error::UnknownTask(task)),
                 }
