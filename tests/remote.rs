@@ -2416,6 +2416,9 @@ fn reads_of_a_damaged_remote_board_show_what_can_be_read() {
     for (name, args) in [("native", &[][..]), ("original", &["--original-only"][..])] {
         let server = Server::start(&tmp.path().join(name), args, &[]);
         let url = server.url.as_str();
+        // An original server starts without a board.
+        let r = remote(url, &remote_bin, &["init"]);
+        assert_eq!(r.code, 0, "{name}: {r:?}");
         for d in ["kept task", "lost task"] {
             let r = remote(url, &remote_bin, &["add", d]);
             assert_eq!(r.code, 0, "{name}: {r:?}");
