@@ -389,7 +389,7 @@ fn clap_usage_errors_exit_2_in_text_and_json() {
             "b",
         ],
         &["fail", "1", "--worker", "w1"],
-        &["ask", "q", "--as", "a", "--worker", "b"],
+        &["ask"],
         &["msg"],
         &["answer", "one", "two"],
         &["add", "x", "--max-retries", "-1"],
@@ -3457,4 +3457,37 @@ fn show_prints_the_error_of_a_failed_task_in_every_shape() {
     let r = bare.run(&["show", "1731159000123"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("error: disk full"), "{}", r.stdout);
+}
+
+/// `--worker` is a global flag: before or after the command, as `$VINE_WORKER` is for every
+/// command, and the default sender of messages and questions (`--as` overrides it).
+#[test]
+fn worker_is_global_before_or_after_the_command() {
+    let b = TestBoard::new();
+    let first = b.add("first", &[]);
+    let second = b.add("second", &[]);
+    let (code, v) = b.json(&["--worker", "w1", "claim"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["claim"]["task"]["id"], first, "{v}");
+    let (code, v) = b.json(&["claim", "-w", "w2"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["claim"]["task"]["id"], second, "{v}");
+    let (code, v) = b.json(&["-w", "w1", "complete", &first.to_string()]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["task"]["completed_by"], "w1", "{v}");
+    let (code, v) = b.json(&["--worker", "w2", "ask", "which port?"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["message"]["agent"], "w2", "{v}");
+    let (code, v) = b.json(&["--worker", "w2", "ask", "really?", "--as", "someone"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["message"]["agent"], "someone", "{v}");
+    // Without any worker, commands that need one say how to give it.
+    let (code, v) = b.json(&["heartbeat"]);
+    assert_eq!(code, 2, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--worker")),
+        "{v}"
+    );
 }

@@ -43,6 +43,18 @@ pub struct Cli {
     #[arg(long, global = true, env = "VINE_URL", value_name = "URL")]
     pub url: Option<String>,
 
+    /// The worker a command acts for: claim, complete, fail, release, heartbeat, register,
+    /// deregister, should-continue, worker; and who sends or asks. Worker ids are
+    /// [A-Za-z0-9._-], at most 64. Default: $VINE_WORKER, else $WORKER_ID.
+    #[arg(
+        long,
+        short = 'w',
+        global = true,
+        env = "VINE_WORKER",
+        value_name = "WORKER"
+    )]
+    pub worker: Option<String>,
+
     /// A file holding the server's API key (default: $VINE_API_KEY_FILE).
     #[arg(long, global = true, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
@@ -52,21 +64,11 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The worker a command acts for.
-#[derive(Debug, Args, Clone)]
-pub struct WorkerArg {
-    /// Worker id ([A-Za-z0-9._-], at most 64). Default: $VINE_WORKER, else $WORKER_ID.
-    #[arg(long, short = 'w', value_name = "WORKER")]
-    pub worker: Option<String>,
-}
-
 /// A claimant's write: which worker, and optionally which attempt the claim was for.
 #[derive(Debug, Args, Clone)]
 pub struct ClaimantArgs {
     /// The task id.
     pub id: u64,
-    #[command(flatten)]
-    pub worker: WorkerArg,
     /// The attempt number `vine claim` printed; if the claim was taken back since, exit 4.
     #[arg(long)]
     pub attempt: Option<u32>,
@@ -147,10 +149,7 @@ pub enum Command {
   vine add --plan plan.json")]
     Add(AddArgs),
     /// Claim the best task this worker may take; prints it with its instructions (exit 3 if none).
-    Claim {
-        #[command(flatten)]
-        worker: WorkerArg,
-    },
+    Claim,
     /// Mark a task you claimed as completed.
     Complete {
         #[command(flatten)]
@@ -193,8 +192,6 @@ pub enum Command {
     },
     /// Register a worker (again) with its capabilities; resets its idle clock.
     Register {
-        #[command(flatten)]
-        worker: WorkerArg,
         /// A capability (repeatable), e.g. --capability python --capability gpu.
         #[arg(long = "capability", short = 'c', value_name = "CAP")]
         capabilities: Vec<String>,
@@ -207,19 +204,11 @@ pub enum Command {
     /// A worker must show a sign of life at least once per stale limit (3m by default, see
     /// `vine init --stale-after`), or the tasks it holds are taken back. The Claude Code hooks
     /// and `vine worker` do it; a scripted worker runs this.
-    Heartbeat {
-        #[command(flatten)]
-        worker: WorkerArg,
-    },
+    Heartbeat,
     /// Take a worker offline; its claimed tasks go back to the queue.
-    Deregister {
-        #[command(flatten)]
-        worker: WorkerArg,
-    },
+    Deregister,
     /// Should this worker keep its session alive? Exit 0 yes, 3 no (and it is marked offline).
     ShouldContinue {
-        #[command(flatten)]
-        worker: WorkerArg,
         /// Stop after this much idle time with nothing to claim.
         #[arg(long, default_value = "10m", value_name = "DURATION")]
         max_idle: String,
@@ -259,12 +248,9 @@ pub enum Command {
     Ask {
         /// The question.
         question: String,
-        /// Who asks (default: $VINE_WORKER, $WORKER_ID, else "coordinator").
+        /// Who asks (default: the worker, --worker or $VINE_WORKER, else "coordinator").
         #[arg(long = "as", value_name = "AGENT")]
         agent: Option<String>,
-        /// The worker asking (same as --as).
-        #[arg(long, short = 'w', conflicts_with = "agent")]
-        worker: Option<String>,
         /// The task it is about.
         #[arg(long)]
         task: Option<u64>,
@@ -528,7 +514,7 @@ pub enum MsgCmd {
     Send {
         /// The text.
         message: String,
-        /// Who sends it (default: $VINE_WORKER, $WORKER_ID, else "coordinator").
+        /// Who sends it (default: the worker, --worker or $VINE_WORKER, else "coordinator").
         #[arg(long = "as", value_name = "AGENT")]
         agent: Option<String>,
         /// The task it is about.
@@ -583,8 +569,8 @@ pub enum HookCmd {
 /// Arguments of `vine worker`.
 #[derive(Debug, Args)]
 pub struct WorkerStartArgs {
-    /// The worker id.
-    #[arg(long, short = 'w')]
+    /// The worker id: the global --worker (or $VINE_WORKER), which `vine worker` requires.
+    #[arg(skip)]
     pub worker: String,
     /// A capability (repeatable).
     #[arg(long = "capability", short = 'c', value_name = "CAP")]

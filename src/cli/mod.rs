@@ -17,7 +17,7 @@ use agentvine::{
 };
 use serde_json::{Map, Value, json};
 
-use args::{AddArgs, Cli, Command, MsgCmd, ProgressCmd, SettingsFlags, WorkerArg};
+use args::{AddArgs, Cli, Command, MsgCmd, ProgressCmd, SettingsFlags};
 
 /// What a command produced: a JSON object, its text rendering, and the exit code.
 pub struct Output {
@@ -81,12 +81,15 @@ pub fn run(cli: Cli) -> Result<Output> {
         Command::Serve(a) => serve(a, cli.key_file.as_deref()),
         Command::Vps { action } => remote::vps(action, cli.url.as_deref(), cli.key_file.as_deref()),
         Command::Op { request } => remote::op(&request, cli.dir.as_deref()),
-        Command::Worker(a) => worker_start(
-            a,
-            cli.url.as_deref(),
-            cli.dir.as_deref(),
-            cli.key_file.as_deref(),
-        ),
+        Command::Worker(mut a) => {
+            a.worker = worker_id(cli.worker.as_deref())?;
+            worker_start(
+                a,
+                cli.url.as_deref(),
+                cli.dir.as_deref(),
+                cli.key_file.as_deref(),
+            )
+        }
         Command::Hook { event } => {
             let (url, dir, key_file) = (cli.url.clone(), cli.dir.clone(), cli.key_file.clone());
             let global = hook::Global {
@@ -105,7 +108,7 @@ pub fn run(cli: Cli) -> Result<Output> {
                 Some(url) => remote::board(url, cli.key_file.as_deref())?,
                 None => open_board(cli.dir.as_deref())?,
             };
-            run_on(&board, command)
+            run_on(&board, command, cli.worker.as_deref())
         }
     }
 }
@@ -284,26 +287,29 @@ fn open_board(dir: Option<&Path>) -> Result<Board> {
     }
 }
 
-fn worker_id(w: &WorkerArg) -> Result<String> {
-    if let Some(id) = &w.worker {
-        return Ok(id.clone());
-    }
-    for var in ["VINE_WORKER", "WORKER_ID"] {
-        if let Ok(v) = std::env::var(var)
-            && !v.is_empty()
-        {
-            return Ok(v);
-        }
-    }
-    Err(Error::Invalid(
-        "which worker? give --worker ID or set VINE_WORKER".into(),
-    ))
+/// The worker a command acts for: the global `--worker` (clap also reads `$VINE_WORKER`),
+/// else the original plan's `$WORKER_ID`.
+fn worker_of(global: Option<&str>) -> Option<String> {
+    global
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .or_else(|| std::env::var("WORKER_ID").ok().filter(|v| !v.is_empty()))
 }
 
-fn agent_name(explicit: Option<String>, default: &str) -> String {
+/// [`worker_of`], required.
+fn worker_id(global: Option<&str>) -> Result<String> {
+    worker_of(global).ok_or_else(|| {
+        Error::Invalid(
+            "which worker? give --worker ID (before or after the command) or set VINE_WORKER"
+                .into(),
+        )
+    })
+}
+
+/// Who sends or asks: `--as`, else the worker, else `default`.
+fn agent_name(explicit: Option<String>, global: Option<&str>, default: &str) -> String {
     explicit
-        .or_else(|| std::env::var("VINE_WORKER").ok().filter(|v| !v.is_empty()))
-        .or_else(|| std::env::var("WORKER_ID").ok().filter(|v| !v.is_empty()))
+        .or_else(|| worker_of(global))
         .unwrap_or_else(|| default.to_string())
 }
 
@@ -396,7 +402,7 @@ fn add_op(a: AddArgs) -> Result<Op> {
 }
 
 /// Runs a board command.
-fn run_on(board: &Board, command: Command) -> Result<Output> {
+fn run_on(board: &Board, command: Command, worker: Option<&str>) -> Result<Output> {
     let op = match command {
         Command::Init { .. }
         | Command::Serve(_)
@@ -407,8 +413,8 @@ fn run_on(board: &Board, command: Command) -> Result<Output> {
             return Err(Error::Protocol("handled earlier".into()));
         }
         Command::Add(a) => add_op(a)?,
-        Command::Claim { worker } => Op::Claim {
-            worker: worker_id(&worker)?,
+        Command::Claim => Op::Claim {
+            worker: worker_id(worker)?,
         },
         Command::Complete {
             claimant,
@@ -422,7 +428,7 @@ fn run_on(board: &Board, command: Command) -> Result<Output> {
             };
             Op::Complete {
                 task: claimant.id,
-                worker: worker_id(&claimant.worker)?,
+                worker: worker_id(worker)?,
                 attempt: claimant.attempt,
                 result,
             }
@@ -433,35 +439,34 @@ fn run_on(board: &Board, command: Command) -> Result<Output> {
             no_retry,
         } => Op::Fail {
             task: claimant.id,
-            worker: worker_id(&claimant.worker)?,
+            worker: worker_id(worker)?,
             attempt: claimant.attempt,
             error,
             no_retry,
         },
         Command::Release { claimant } => Op::Release {
             task: claimant.id,
-            worker: worker_id(&claimant.worker)?,
+            worker: worker_id(worker)?,
             attempt: claimant.attempt,
         },
         Command::Cancel { id, reason } => Op::Cancel { task: id, reason },
         Command::Retry { id } => Op::Retry { task: id },
         Command::Register {
-            worker,
             capabilities,
             session_id,
         } => Op::Register {
-            worker: worker_id(&worker)?,
+            worker: worker_id(worker)?,
             capabilities,
             session_id,
         },
-        Command::Heartbeat { worker } => Op::Heartbeat {
-            worker: worker_id(&worker)?,
+        Command::Heartbeat => Op::Heartbeat {
+            worker: worker_id(worker)?,
         },
-        Command::Deregister { worker } => Op::Deregister {
-            worker: worker_id(&worker)?,
+        Command::Deregister => Op::Deregister {
+            worker: worker_id(worker)?,
         },
-        Command::ShouldContinue { worker, max_idle } => Op::ShouldContinue {
-            worker: worker_id(&worker)?,
+        Command::ShouldContinue { max_idle } => Op::ShouldContinue {
+            worker: worker_id(worker)?,
             max_idle_secs: duration(&max_idle, "--max-idle")?,
         },
         Command::Status => Op::Status,
@@ -493,7 +498,7 @@ fn run_on(board: &Board, command: Command) -> Result<Output> {
                 agent,
                 task,
             } => Op::Send {
-                agent: agent_name(agent, "coordinator"),
+                agent: agent_name(agent, worker, "coordinator"),
                 message,
                 task,
             },
@@ -525,13 +530,12 @@ fn run_on(board: &Board, command: Command) -> Result<Output> {
         Command::Ask {
             question,
             agent,
-            worker,
             task,
             wait,
             timeout,
             poll,
         } => {
-            let agent = agent_name(agent.or(worker), "coordinator");
+            let agent = agent_name(agent, worker, "coordinator");
             if wait {
                 let timeout = duration(&timeout, "--timeout")?;
                 let poll = duration(&poll, "--poll")?.max(1);
