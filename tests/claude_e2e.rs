@@ -1433,9 +1433,10 @@ fn keepalives_of(owner: u32) -> Vec<u32> {
 }
 
 /// A live worker in a long tool call (here `sleep 8` with a 3 s stale limit) makes no
-/// PostToolUse heartbeat, yet never looks stale: the keepalive the SessionStart hook started
-/// heartbeats it while the `claude` process lives. After `claude` is killed the keepalive
-/// exits and the heartbeats stop.
+/// PostToolUse heartbeat, yet never looks stale and keeps the task it holds: the keepalive the
+/// SessionStart hook started heartbeats it while the `claude` process lives. After `claude` is
+/// killed the keepalive exits, the heartbeats stop, and the task is taken back within the stale
+/// limit (not the 30 min lease), claimable by another worker at once with the attempt counted.
 #[test]
 fn a_long_tool_call_keeps_the_worker_alive_until_claude_dies() {
     let Some(claude) = claude_bin("a_long_tool_call_keeps_the_worker_alive_until_claude_dies")
@@ -1445,6 +1446,12 @@ fn a_long_tool_call_keeps_the_worker_alive_until_claude_dies() {
     let tmp = TempDir::new().unwrap();
     let project = project(tmp.path(), "project");
     vine(&project, &["init", "--stale-after", "3s"]);
+    let held = vine(&project, &["add", "held during the long call"])["tasks"][0]["id"]
+        .as_u64()
+        .unwrap();
+    let claimed = vine(&project, &["claim", "--worker", "w1"]);
+    assert_eq!(claimed["claim"]["task"]["id"], held, "{claimed}");
+    let show = |id: u64| vine(&project, &["show", &id.to_string()])["task"].clone();
     let model = StandIn::start("w1", None, Duration::ZERO);
     let mut w = Claude::spawn(
         &claude,
@@ -1483,9 +1490,22 @@ fn a_long_tool_call_keeps_the_worker_alive_until_claude_dies() {
             && let Some(hb) = heartbeat()
         {
             samples.push((Utc::now(), hb));
+            // Reads show the board as the next write sees it: still w1's.
+            let t = show(held);
+            assert_eq!(
+                (&t["status"], &t["claimed_by"]),
+                (&json!("in_progress"), &json!("w1")),
+                "the task stays with the live worker during its long tool call: {t}"
+            );
         }
         sleep(Duration::from_millis(200));
     }
+    vine(&project, &["requeue-stale"]);
+    assert_eq!(
+        show(held)["claimed_by"],
+        "w1",
+        "requeue-stale left it alone"
+    );
     let log = model.report();
     let span = samples
         .last()
@@ -1521,6 +1541,31 @@ fn a_long_tool_call_keeps_the_worker_alive_until_claude_dies() {
     let last = heartbeat();
     sleep(Duration::from_millis(2500));
     assert_eq!(heartbeat(), last, "a heartbeat after claude died");
+
+    // Dead: its task comes back once the stale limit passes, and another worker takes it at
+    // once (a crash is not the task's failure: no retry delay, but the attempt counts).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let taken_back = loop {
+        let r = vine(&project, &["requeue-stale"]);
+        if r["tasks"]
+            .as_array()
+            .is_some_and(|a| a.contains(&json!(held)))
+        {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dead worker's task was not taken back: {}",
+            show(held)
+        );
+        sleep(Duration::from_millis(250));
+    };
+    let t = show(held);
+    assert_eq!(t["status"], "pending", "{taken_back} {t}");
+    assert_eq!(t["attempts"], 1, "{t}");
+    assert!(t["not_before"].is_null(), "no retry delay: {t}");
+    let again = vine(&project, &["claim", "--worker", "w2"]);
+    assert_eq!(again["claim"]["task"]["id"], held, "{again}");
 }
 
 /// `vine init --claude --dir BOARD` with the board outside the project prints start commands
