@@ -35,30 +35,30 @@ pub fn read_all<T: DeserializeOwned>(path: &Path, dmg: &mut Damages) -> Result<V
 pub fn each<T: DeserializeOwned>(
     path: &Path,
     dmg: &mut Damages,
-    mut f: impl FnMut(T) -> bool,
+    f: impl FnMut(T) -> bool,
 ) -> Result<()> {
-    let mut bad = None;
-    scan(path, |at, line| match parse_line::<T>(line) {
-        Ok(v) => f(v),
-        Err(e) => match dmg.found(path, bad_line(at, &e)) {
-            Ok(()) => true,
-            Err(err) => {
-                bad = Some(err);
-                false
-            }
-        },
-    })?;
-    bad.map_or(Ok(()), Err)
+    parsed(path, dmg, f, |p, g| scan(p, g))
 }
 
 /// Calls `f` with each line of `path` parsed as `T`, newest first, until `f` returns false.
 pub fn each_back<T: DeserializeOwned>(
     path: &Path,
     dmg: &mut Damages,
+    f: impl FnMut(T) -> bool,
+) -> Result<()> {
+    parsed(path, dmg, f, |p, g| scan_back(p, g))
+}
+
+/// Runs `scanner` over `path`, handing `f` each line parsed as `T`; a line that does not
+/// parse goes to `dmg`, which either lets the scan go on or stops it with its error.
+fn parsed<T: DeserializeOwned>(
+    path: &Path,
+    dmg: &mut Damages,
     mut f: impl FnMut(T) -> bool,
+    scanner: impl FnOnce(&Path, &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<()>,
 ) -> Result<()> {
     let mut bad = None;
-    scan_back(path, |at, line| match parse_line::<T>(line) {
+    scanner(path, &mut |at, line| match parse_line::<T>(line) {
         Ok(v) => f(v),
         Err(e) => match dmg.found(path, bad_line(at, &e)) {
             Ok(()) => true,
