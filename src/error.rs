@@ -84,12 +84,13 @@ pub enum Error {
     /// No board was found where one was expected.
     #[error("{0}")]
     NoBoard(String),
-    /// An I/O error on a board file.
-    #[error("{action} {}: {source}", path.display())]
+    /// An I/O error on a board file. One a server reported has neither action nor path: its
+    /// message (which names both) is the source's.
+    #[error("{}", io_message(action, path, source))]
     Io {
-        /// What was being done ("reading", "writing", ...).
+        /// What was being done ("reading", "writing", ...); empty when a server reported it.
         action: &'static str,
-        /// The file involved.
+        /// The file involved; empty when a server reported it.
         path: PathBuf,
         /// The underlying error.
         #[source]
@@ -107,7 +108,8 @@ pub enum Error {
     /// The server refused a path (outside its base directory, or through a symlink that leads out).
     #[error("{0}")]
     Forbidden(String),
-    /// An error the server reported, with its kind and exit code as the server gave them.
+    /// An error a server reported that is none of the above: a refusal of its file or command
+    /// API, or a kind this version does not know. Board errors come back as their own variant.
     #[error("{message}")]
     Remote {
         /// The error kind, as in `--json` output.
@@ -160,6 +162,15 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// The message of [`Error::Io`]: what was done to which file, and what went wrong.
+fn io_message(action: &str, path: &std::path::Path, source: &std::io::Error) -> String {
+    if action.is_empty() && path.as_os_str().is_empty() {
+        source.to_string()
+    } else {
+        format!("{action} {}: {source}", path.display())
     }
 }
 

@@ -28,6 +28,7 @@ pub mod store;
 pub mod task;
 pub mod time;
 pub mod validate;
+pub mod wire;
 pub mod worker;
 
 pub use board::{Board, Decision};

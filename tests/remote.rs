@@ -6,11 +6,14 @@
 //!    after masking ids, timestamps and request keys; the human text; the error cases).
 //! 2. Eight remote workers race over a thousand tasks through one server.
 //! 3. The server is SIGKILLed mid-load and restarted on the same port: nothing lost or doubled.
-//! 4. A server that drops every third reply after applying the op: retries apply nothing twice
-//!    (under load, and for each kind of write made to lose its reply on purpose).
+//! 4. A proxy in front of the server that drops every third `/v1/op` reply after the server
+//!    applied the op: retries apply nothing twice (under load, and for each kind of write made
+//!    to lose its reply on purpose).
 //! 5. The `/execute` transport against a server with only the original four endpoints, and the
 //!    `vine vps read|find|grep` fallbacks there.
 //! 6. `vine vps ...` and the exit codes of the remote failures (6 unreachable, 7 key, 8 path).
+//! 7. The library: a board on a server (either transport) fails with the very `Error` (variant
+//!    and message) the same board opened locally fails with.
 //!
 //! `$VINE_SHOW_STEPS=1 cargo test --test remote every_board -- --nocapture` prints what the
 //! comparison of test 1 sees at each step.
@@ -44,7 +47,6 @@ const ISOLATE: &[&str] = &[
     "VINE_RETRY_FOR",
     "VINE_TIMEOUT",
     "VINE_CA_CERT",
-    "VINE_TEST_DROP_REPLIES",
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -1412,6 +1414,90 @@ fn workers_ride_through_a_server_killed_and_restarted() {
 // ---------------------------------------------------------------------------------------------
 // 4. Replies lost after the op was applied.
 
+/// A proxy on 127.0.0.1 in front of a server that loses every `every`th `/v1/op` reply: each
+/// request is passed on whole and answered by the server (the op is applied), but of every
+/// `every`th op's reply only the head reaches the client before the connection is closed.
+/// Other requests (`/test`) pass untouched and are not counted. Runs until the test ends.
+struct DropProxy {
+    port: u16,
+    url: String,
+}
+
+impl DropProxy {
+    fn start(upstream: u16, every: usize) -> DropProxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let ops = std::sync::Arc::new(AtomicUsize::new(0));
+        thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let ops = ops.clone();
+                thread::spawn(move || {
+                    let _ = Self::relay(client, upstream, every, &ops);
+                });
+            }
+        });
+        DropProxy {
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Passes one request on (one per connection: the reply says `Connection: close`).
+    fn relay(
+        client: std::net::TcpStream,
+        upstream: u16,
+        every: usize,
+        ops: &AtomicUsize,
+    ) -> std::io::Result<()> {
+        use std::io::{Read, Write};
+        let mut from = BufReader::new(client.try_clone()?);
+        let mut head = Vec::new();
+        let mut length = 0;
+        loop {
+            let mut line = Vec::new();
+            if from.read_until(b'\n', &mut line)? == 0 {
+                return Ok(());
+            }
+            if line == b"\r\n" {
+                break;
+            }
+            let text = String::from_utf8_lossy(&line).to_ascii_lowercase();
+            if let Some(v) = text.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            assert!(
+                !text.starts_with("transfer-encoding:"),
+                "the drop proxy takes bodies with a Content-Length only: {text}"
+            );
+            if !text.starts_with("connection:") {
+                head.extend_from_slice(&line);
+            }
+        }
+        let mut body = vec![0; length];
+        from.read_exact(&mut body)?;
+        let is_op = head.starts_with(b"POST /v1/op ");
+
+        let mut server = std::net::TcpStream::connect(("127.0.0.1", upstream))?;
+        server.write_all(&head)?;
+        server.write_all(b"Connection: close\r\n\r\n")?;
+        server.write_all(&body)?;
+        let mut reply = Vec::new();
+        server.read_to_end(&mut reply)?;
+
+        let Some(end) = reply.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return Ok(());
+        };
+        let (reply_head, reply_body) = reply.split_at(end + 4);
+        let mut to = client;
+        if is_op && (ops.fetch_add(1, Ordering::SeqCst) + 1).is_multiple_of(every) {
+            // Lost on the way: the head arrives, the body never does.
+            return to.write_all(reply_head);
+        }
+        to.write_all(reply_head)?;
+        to.write_all(reply_body)
+    }
+}
+
 /// Posts one `/v1/op` by hand; returns what came back before the connection closed.
 fn raw_op(port: u16, op: &Value) -> String {
     use std::io::{Read, Write};
@@ -1437,22 +1523,19 @@ fn dropped_replies_apply_nothing_twice() {
     const PLAN: usize = 40;
     const WORKERS: usize = 4;
     let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        &tmp.path().join("served"),
-        &[],
-        &[("VINE_TEST_DROP_REPLIES", "3")],
-    );
-    // The hook is on: of three ops, the third's reply never arrives whole.
+    let server = Server::start(&tmp.path().join("served"), &[], &[]);
+    let proxy = DropProxy::start(server.port, 3);
+    // Of three ops, the third's reply never arrives whole.
     let status = json!({"op": "status"});
     for n in 1..=3 {
-        let got = raw_op(server.port, &status);
+        let got = raw_op(proxy.port, &status);
         let whole = got.contains(r#""status":"success""#);
-        assert_eq!(whole, n != 3, "op {n} through the drop hook: {got:?}");
+        assert_eq!(whole, n != 3, "op {n} through the drop proxy: {got:?}");
     }
 
     // Single adds from several processes at once: each creates exactly one task.
     let env = [("VINE_RETRY_FOR", "20s"), ("VINE_TIMEOUT", "10s")];
-    let url = server.url.as_str();
+    let url = proxy.url.as_str();
     let mut added: Vec<u64> = thread::scope(|s| {
         let handles: Vec<_> = (0..ADDERS)
             .map(|a| {
@@ -1498,10 +1581,12 @@ fn dropped_replies_apply_nothing_twice() {
     assert_all_done_once(url, &server.root, &added, &logs, "dropped replies");
 }
 
-/// A server that drops every third `/v1/op` reply, and the count of ops it has seen, so a
-/// chosen command can be made to lose its reply (the client then retries with the same key).
+/// A server behind a proxy that drops every third `/v1/op` reply, and the count of ops it has
+/// seen, so a chosen command can be made to lose its reply (the client then retries with the
+/// same key).
 struct Dropper {
     server: Server,
+    proxy: DropProxy,
     ops: usize,
 }
 
@@ -1510,9 +1595,10 @@ impl Dropper {
 
     /// Starts a server on `root` (an existing board is kept).
     fn start(root: &Path) -> Dropper {
-        let every = Self::EVERY.to_string();
+        let server = Server::start(root, &[], &[]);
         Dropper {
-            server: Server::start(root, &[], &[("VINE_TEST_DROP_REPLIES", every.as_str())]),
+            proxy: DropProxy::start(server.port, Self::EVERY),
+            server,
             ops: 0,
         }
     }
@@ -1522,7 +1608,7 @@ impl Dropper {
         let dropped = (self.ops + 1).is_multiple_of(Self::EVERY);
         self.ops += if dropped { 2 } else { 1 };
         remote(
-            &self.server.url,
+            &self.proxy.url,
             &[("VINE_RETRY_FOR", "10s")],
             &with_json(args),
         )
@@ -1531,7 +1617,7 @@ impl Dropper {
     /// Runs the command so that its first reply is lost after the op was applied.
     fn lose_reply(&mut self, args: &[&str]) -> Run {
         while !(self.ops + 1).is_multiple_of(Self::EVERY) {
-            raw_op(self.server.port, &json!({"op": "status"}));
+            raw_op(self.proxy.port, &json!({"op": "status"}));
             self.ops += 1;
         }
         self.run(args)
@@ -1553,7 +1639,7 @@ impl Dropper {
     /// exactly when the count says so (else the test's lost replies were not lost).
     fn assert_count_in_step(&mut self) {
         while !(self.ops + 1).is_multiple_of(Self::EVERY) {
-            let got = raw_op(self.server.port, &json!({"op": "status"}));
+            let got = raw_op(self.proxy.port, &json!({"op": "status"}));
             assert!(
                 got.contains(r#""status":"success""#),
                 "op {}: {got:?}",
@@ -1561,7 +1647,7 @@ impl Dropper {
             );
             self.ops += 1;
         }
-        let got = raw_op(self.server.port, &json!({"op": "status"}));
+        let got = raw_op(self.proxy.port, &json!({"op": "status"}));
         assert!(
             !got.contains(r#""status":"success""#),
             "op {} should have lost its reply: the op count drifted",
@@ -2450,5 +2536,90 @@ fn reads_of_a_damaged_remote_board_show_what_can_be_read() {
         let v = assert_json_fails(&r, 5, "damaged", name);
         assert!(v.get("reply").is_none(), "{name}: {v}");
         assert_eq!(fs::read(&queue).unwrap(), before, "{name}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. The library: a remote board's errors are the local board's.
+
+/// An op, from the JSON it crosses the wire as.
+fn wire_op(v: Value) -> agentvine::Op {
+    serde_json::from_value(v).unwrap()
+}
+
+#[test]
+fn a_remote_board_fails_with_the_errors_a_local_one_fails_with() {
+    use agentvine::Error;
+    use agentvine::remote::{HttpOptions, RemoteStore};
+    use agentvine::store::Transport;
+    use agentvine::store::local::LocalStore;
+    use std::mem::discriminant;
+
+    let tmp = tempfile::tempdir().unwrap();
+    // The original server runs `vine op` through /execute: the `vine` under test, on its PATH.
+    let bin = Path::new(VINE).parent().unwrap().display().to_string();
+    let path = format!("{bin}:{}", std::env::var("PATH").unwrap_or_default());
+    for (name, args) in [("native", &[][..]), ("original", &["--original-only"][..])] {
+        let server = Server::start(&tmp.path().join(name), args, &[("PATH", &path)]);
+        let opts = HttpOptions {
+            timeout: Duration::from_secs(10),
+            retry_for: Duration::from_secs(10),
+            ca_cert: None,
+        };
+        let remote = RemoteStore::connect_with(&server.url, None, opts).unwrap();
+        remote.init(None).unwrap();
+        let local = LocalStore::open(&server.root).unwrap();
+        let mut ids = Vec::new();
+        for d in ["kept task", "lost task"] {
+            let added = remote
+                .execute(wire_op(json!({"op": "add", "task": {"description": d}})))
+                .unwrap();
+            let added = serde_json::to_value(added).unwrap();
+            ids.push(added["tasks"][0]["id"].as_u64().unwrap());
+        }
+        let same = |kind: &str, op: Value| -> (Error, Error) {
+            let l = local.execute(wire_op(op.clone())).unwrap_err();
+            let r = remote.execute(wire_op(op.clone())).unwrap_err();
+            assert_eq!(l.kind(), kind, "{name} {op}: {l:?}");
+            assert_eq!(
+                discriminant(&r),
+                discriminant(&l),
+                "{name} {op}: {l:?} came back as {r:?}"
+            );
+            // `vine op` on the original server opens the board as `.`.
+            let root = server.root.display().to_string();
+            let shown = |e: &Error| e.to_string().replace(&root, ".");
+            assert_eq!(shown(&r), shown(&l), "{name} {op}");
+            assert_eq!((r.kind(), r.exit_code()), (l.kind(), l.exit_code()));
+            (l, r)
+        };
+        same("unknown-task", json!({"op": "show", "task": 9}));
+        same("invalid", json!({"op": "claim", "worker": "no spaces"}));
+        same(
+            "conflict",
+            json!({"op": "complete", "task": ids[0], "worker": "w1"}),
+        );
+
+        let queue = server.root.join("task-queue.json");
+        let text = fs::read_to_string(&queue).unwrap();
+        fs::write(&queue, text.replace("\"lost task\"", "\"lost task")).unwrap();
+        match same("damaged", json!({"op": "tasks"})) {
+            (
+                Error::DamagedRead {
+                    reply: l,
+                    damage: ld,
+                },
+                Error::DamagedRead {
+                    reply: r,
+                    damage: rd,
+                },
+            ) => {
+                assert_eq!(r, l, "{name}: what could be read");
+                assert_eq!(rd, ld, "{name}: what is damaged");
+            }
+            other => panic!("{name}: a read of a damaged board: {other:?}"),
+        }
+        let (l, _) = same("damaged", json!({"op": "claim", "worker": "w1"}));
+        assert!(matches!(l, Error::Damaged { .. }), "{name}: {l:?}");
     }
 }

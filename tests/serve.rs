@@ -433,7 +433,6 @@ const CLEAN_ENV: &[&str] = &[
     "VINE_WORKER",
     "WORKER_ID",
     "VINE_CA_CERT",
-    "VINE_TEST_DROP_REPLIES",
     "VINE_TIMEOUT",
     "VINE_RETRY_FOR",
 ];

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use agentvine::apikey::ApiKey;
 use agentvine::remote::{Http, HttpOptions, RemoteStore, Vps};
-use agentvine::server::OpRequest;
 use agentvine::store::Transport;
+use agentvine::wire::{self, OpRequest};
 use agentvine::{Board, Error, ExitCode, Op, Reply, Result, Settings};
 use serde_json::{Value, json};
 
@@ -40,7 +40,7 @@ pub fn init(
         Ok(other) => Err(Error::Protocol(format!(
             "the server answered a settings request with {other:?}"
         ))),
-        Err(e) if e.kind() == "no-board" => Ok(Settings::default()),
+        Err(Error::NoBoard(_)) => Ok(Settings::default()),
         Err(e) => Err(e),
     })?;
     let settings = store.init(settings.as_ref())?;
@@ -214,14 +214,11 @@ pub fn op(request: &str, dir: Option<&Path>) -> Result<Output> {
     // Every outcome, a missing board included, is one JSON body the client can read.
     let result = agentvine::store::local::LocalStore::open(dir)
         .and_then(|store| store.execute_keyed(req.op, req.key.as_deref()));
-    let (body, exit) = match result {
-        Ok(reply) => (json!({"status": "success", "reply": reply}), ExitCode::Done),
-        Err(e) => (
-            serde_json::to_value(agentvine::server::ErrorBody::of(&e))
-                .map_err(|e| Error::Protocol(e.to_string()))?,
-            e.exit_code(),
-        ),
+    let exit = match &result {
+        Ok(_) => ExitCode::Done,
+        Err(e) => e.exit_code(),
     };
+    let body = wire::to_value(&result).map_err(|e| Error::Protocol(e.to_string()))?;
     Ok(Output {
         text: body.to_string(),
         json: body,

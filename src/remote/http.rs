@@ -250,11 +250,7 @@ fn first_line(text: &str) -> String {
         .collect()
 }
 
-/// `d` scaled by a pseudo-random factor in [0.5, 1.5).
+/// `d` scaled by a random factor in [0.5, 1.5).
 fn jitter(d: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    let r = (h.finish() % 1000) as f64 / 1000.0;
-    d.mul_f64(0.5 + r)
+    d.mul_f64(0.5 + fastrand::f64())
 }

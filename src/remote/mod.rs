@@ -18,10 +18,10 @@ pub use vps::{ExecOutput, Vps};
 use crate::apikey::ApiKey;
 use crate::error::{Error, Result};
 use crate::op::{Op, Reply};
-use crate::server::{OpRequest, parse_reply, remote_error};
 use crate::settings::{BoardFile, Settings};
 use crate::store::Transport;
 use crate::store::paths::BOARD;
+use crate::wire::{ErrorBody, OpRequest, parse_reply};
 
 /// How ops reach the board on a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +117,7 @@ impl RemoteStore {
         if self.mode()? == Mode::Exec {
             let v = self.exec_vine("--json init .")?;
             if v.get("ok") != Some(&Value::Bool(true)) {
-                return Err(remote_error(v.get("error").unwrap_or(&v)));
+                return Err(ErrorBody::from_value(v.get("error").unwrap_or(&v)).into());
             }
         }
         if let Some(s) = settings {
@@ -163,9 +163,7 @@ impl RemoteStore {
 
 impl Transport for RemoteStore {
     fn execute(&self, op: Op) -> Result<Reply> {
-        if matches!(op, Op::Repair) {
-            // Repair is allowed remotely too; it runs under the server's lock.
-        }
+        // Every op is allowed remotely (a repair too: it runs under the server's lock).
         let key = (!op.is_read_only()).then(new_request_key);
         let req = OpRequest { op, key };
         let result = match self.mode()? {
@@ -191,23 +189,19 @@ impl Transport for RemoteStore {
     }
 }
 
-/// A request key unique to this process and moment.
+/// A request key unique to this process and moment: process id, time, a count within the
+/// process, and 64 random bits.
 pub fn new_request_key() -> String {
-    use std::hash::{BuildHasher, Hasher};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(nanos);
-    h.write_u64(n);
     format!(
-        "{:x}-{:x}-{n:x}-{:016x}",
+        "{:x}-{nanos:x}-{n:x}-{:016x}",
         std::process::id(),
-        nanos,
-        h.finish()
+        fastrand::u64(..)
     )
 }
 

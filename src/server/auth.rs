@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use super::App;
-use super::reply::error;
+use super::reply::ErrorReply;
 
 /// Routes anyone may call.
 const OPEN: &[&str] = &["/test", "/openapi.json"];
@@ -155,7 +155,7 @@ pub async fn check(
             } else {
                 "missing API key: send it in the X-API-Key header"
             };
-            error(StatusCode::UNAUTHORIZED, why)
+            ErrorReply::new(StatusCode::UNAUTHORIZED, why).into_response()
         }
     }
 }

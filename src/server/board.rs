@@ -2,41 +2,30 @@
 //! `/openapi.json`, and `POST /v1/op`, which runs one board op per request. Changing ops go to
 //! one writer thread that applies everything waiting as one group commit.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::App;
-use super::reply::{ErrorBody, board_error, board_status, error, parse_body, success};
+use super::reply::{ErrorReply, board_status, parse_body, success};
 use crate::error::{Error, Result};
 use crate::op::{Op, Reply};
 use crate::rules::MAX_KEY;
 use crate::store::Transport;
 use crate::store::local::LocalStore;
+use crate::wire::{self, OpRequest};
 
 /// Most ops applied in one group commit.
 const MAX_BATCH: usize = 256;
 
 /// Largest `/v1/op` reply, in bytes (a read of a huge archive is refused, not sent).
 const MAX_REPLY: usize = 32 * 1024 * 1024;
-
-/// The body of `POST /v1/op`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OpRequest {
-    /// The op.
-    pub op: Op,
-    /// A request key: a retry with the same key is answered, not applied twice.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-}
 
 struct Job {
     op: Op,
@@ -48,8 +37,6 @@ struct Job {
 pub struct Batcher {
     tx: Mutex<mpsc::Sender<Job>>,
 }
-
-use std::sync::Mutex;
 
 impl Batcher {
     /// Starts the writer thread for `store`.
@@ -125,22 +112,18 @@ pub(crate) async fn openapi() -> Response {
 pub(crate) async fn op(
     State(app): State<Arc<App>>,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
+) -> Result<Response, ErrorReply> {
     let (Some(store), Some(batcher)) = (app.store.clone(), app.batcher.as_ref()) else {
         // Only with --original-only, which does not route /v1/op.
-        return super::reply::not_found().await;
+        return Err(super::reply::not_found().await);
     };
-    let req: OpRequest = match parse_body(body) {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
+    let req: OpRequest = parse_body(body)?;
     if let Some(key) = &req.key
         && (!(1..=MAX_KEY).contains(&key.len()) || !key.bytes().all(|b| b.is_ascii_graphic()))
     {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("the request key must be 1 to {MAX_KEY} visible ASCII characters (no spaces)"),
-        );
+        return Err(ErrorReply::bad_request(format!(
+            "the request key must be 1 to {MAX_KEY} visible ASCII characters (no spaces)"
+        )));
     }
     let result = if req.op.is_read_only() {
         tokio::task::spawn_blocking(move || store.execute(req.op))
@@ -149,87 +132,18 @@ pub(crate) async fn op(
     } else {
         batcher.apply(req.op, req.key).await
     };
-    let n = app.op_count.fetch_add(1, Ordering::Relaxed) + 1;
-    if app.drop_every.is_some_and(|every| n % every == 0) {
-        // Test hook: the op is applied, but the reply is lost on the way.
-        let broken = futures_util::stream::iter([Err::<Bytes, std::io::Error>(
-            std::io::Error::other("reply dropped by VINE_TEST_DROP_REPLIES"),
-        )]);
-        return Response::new(Body::from_stream(broken));
-    }
-    // Serialized once, straight to the bytes that are sent (and whose size is checked): a
-    // reply, or an error (which carries a reply too when a read found damaged files).
-    let (status, body) = match &result {
-        Ok(reply) => (
-            StatusCode::OK,
-            serde_json::to_vec(&Success {
-                status: "success",
-                reply,
-            }),
-        ),
-        Err(e) => (board_status(e), serde_json::to_vec(&ErrorBody::of(e))),
+    // Serialized once, straight to the bytes that are sent (and whose size is checked).
+    let status = match &result {
+        Ok(_) => StatusCode::OK,
+        Err(e) => board_status(e),
     };
-    match body {
-        Ok(bytes) if bytes.len() > MAX_REPLY => board_error(&Error::Invalid(format!(
+    let bytes = wire::to_bytes(&result).map_err(ErrorReply::internal)?;
+    if bytes.len() > MAX_REPLY {
+        return Err(ErrorReply::board(&Error::Invalid(format!(
             "the reply would be {} bytes, over this server's limit of {MAX_REPLY}; \
              ask for less (e.g. `vine tasks --status pending` instead of `--all`, or `vine msg read --limit 100`)",
             bytes.len()
-        ))),
-        Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        ))));
     }
-}
-
-/// The success body of `/v1/op`.
-#[derive(Serialize)]
-struct Success<'a> {
-    status: &'static str,
-    reply: &'a Reply,
-}
-
-/// Parses the body of a `/v1/op` (or `vine op`) reply back into the op's result.
-pub fn parse_reply(v: Value) -> Result<Reply> {
-    match v.get("status").and_then(Value::as_str) {
-        Some("success") => {
-            let reply = v.get("reply").cloned().unwrap_or(Value::Null);
-            serde_json::from_value(reply)
-                .map_err(|e| Error::Protocol(format!("the server's reply does not parse: {e}")))
-        }
-        Some("error") => Err(remote_error(&v)),
-        _ => Err(Error::Protocol(format!("the server answered {v}"))),
-    }
-}
-
-/// The error a server reported, with its kind and exit code; a read of a damaged board comes
-/// back as [`Error::DamagedRead`] with what the server could read.
-pub fn remote_error(v: &Value) -> Error {
-    if let (Some(reply), Some(damage)) = (v.get("reply"), v.get("damaged"))
-        && let Ok(reply) = serde_json::from_value::<Reply>(reply.clone())
-        && let Ok(damage) = serde_json::from_value(damage.clone())
-    {
-        return Error::DamagedRead {
-            reply: Box::new(reply),
-            damage,
-        };
-    }
-    let message = v
-        .get("message")
-        .and_then(Value::as_str)
-        .unwrap_or("the server reported an error")
-        .to_string();
-    let kind = v
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or("remote")
-        .to_string();
-    let exit = v
-        .get("code")
-        .and_then(Value::as_i64)
-        .and_then(crate::error::ExitCode::from_code)
-        .unwrap_or(crate::error::ExitCode::Other);
-    Error::Remote {
-        kind,
-        exit,
-        message,
-    }
+    Ok((status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }

@@ -8,14 +8,14 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
 use super::App;
-use super::reply::error;
+use super::reply::ErrorReply;
 
-fn too_large() -> Response {
-    error(
+fn too_large() -> ErrorReply {
+    ErrorReply::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "the request body is too large",
     )
@@ -37,7 +37,7 @@ pub(crate) async fn read_in_time(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > app.max_body as u64) {
-        return too_large();
+        return too_large().into_response();
     }
     let (parts, body) = req.into_parts();
     let max = app.max_body;
@@ -46,10 +46,7 @@ pub(crate) async fn read_in_time(
         let mut bytes = Vec::new();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| {
-                error(
-                    StatusCode::BAD_REQUEST,
-                    format!("cannot read the request body: {e}"),
-                )
+                ErrorReply::bad_request(format!("cannot read the request body: {e}"))
             })?;
             if bytes.len() + chunk.len() > max {
                 return Err(too_large());
@@ -63,13 +60,14 @@ pub(crate) async fn read_in_time(
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
         }
-        Ok(Err(refused)) => refused,
-        Err(_) => error(
+        Ok(Err(refused)) => refused.into_response(),
+        Err(_) => ErrorReply::new(
             StatusCode::REQUEST_TIMEOUT,
             format!(
                 "the request body did not arrive within {}s (the server's --body-timeout); send it faster or in smaller parts",
                 app.body_timeout.as_secs()
             ),
-        ),
+        )
+        .into_response(),
     }
 }

@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::oneshot;
 
-use super::reply::{check_len, error, forbidden, or_reply, parse_body, success};
+use super::reply::{ErrorReply, check_len, parse_body, success};
 use super::supervisor::{PROBE_REPLY, SUPERVISOR_ARG};
 use super::{App, ExecConfig};
 use crate::error::{Error, Result};
@@ -44,8 +44,8 @@ pub struct ExecBody {
 }
 
 /// The refusal of a command `sh -c` cannot run, if it is one.
-fn check_command(command: &str) -> Result<(), Response> {
-    let refuse = |m: String| Err(error(StatusCode::BAD_REQUEST, m));
+fn check_command(command: &str) -> Result<(), ErrorReply> {
+    let refuse = |m: String| Err(ErrorReply::bad_request(m));
     if command.contains('\0') {
         return refuse(
             "the command contains a NUL byte, which no shell command can hold; remove it".into(),
@@ -110,21 +110,24 @@ struct Outcome {
 }
 
 /// `POST /execute`.
-pub async fn execute(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
+pub async fn execute(
+    State(app): State<Arc<App>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ErrorReply> {
     if !app.exec.enabled {
-        return error(
+        return Err(ErrorReply::new(
             StatusCode::FORBIDDEN,
             "command execution is switched off on this server (vine serve --no-exec)",
-        );
+        ));
     }
-    let b: ExecBody = or_reply!(parse_body(body));
-    or_reply!(check_command(&b.command));
-    or_reply!(check_len(
+    let b: ExecBody = parse_body(body)?;
+    check_command(&b.command)?;
+    check_len(
         "workdir",
         b.workdir.as_deref().unwrap_or(""),
         0,
-        crate::validate::MAX_PATH
-    ));
+        crate::validate::MAX_PATH,
+    )?;
     let dir = match paths::resolve(
         &app.root,
         b.workdir
@@ -134,31 +137,23 @@ pub async fn execute(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejec
     ) {
         Ok(d) if d.is_dir() => d,
         Ok(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
+            return Err(ErrorReply::bad_request(
                 "workdir is not a directory inside the base directory",
-            );
+            ));
         }
-        Err(e) => return forbidden(&e),
+        Err(e) => return Err(ErrorReply::forbidden(&e)),
     };
     let Ok(slot) = app.exec_slots.clone().try_acquire_owned() else {
-        return error(
+        return Err(ErrorReply::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
                 "{} commands are already running (the limit); try again shortly",
                 app.exec.max_concurrent
             ),
-        );
+        ));
     };
-    let child = match supervised(&app.exec, &b.command, &dir) {
-        Ok(c) => c,
-        Err(e) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot start the command: {e}"),
-            );
-        }
-    };
+    let child = supervised(&app.exec, &b.command, &dir)
+        .map_err(|e| ErrorReply::internal(format!("cannot start the command: {e}")))?;
     // The command runs to its end in a task of its own, which holds the slot until every
     // process of the command is gone. If this request is dropped (the client went away), the
     // sender is dropped with it and the command is stopped.
@@ -169,22 +164,11 @@ pub async fn execute(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejec
         drop(slot);
         outcome
     });
-    let outcome = match run.await {
-        Ok(Ok(o)) => o,
-        Ok(Err(e)) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("waiting for the command: {e}"),
-            );
-        }
-        Err(e) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the command's task failed: {e}"),
-            );
-        }
-    };
-    reply(&app.exec, outcome)
+    let outcome = run
+        .await
+        .map_err(|e| ErrorReply::internal(format!("the command's task failed: {e}")))?
+        .map_err(|e| ErrorReply::internal(format!("waiting for the command: {e}")))?;
+    Ok(reply(&app.exec, outcome))
 }
 
 /// Starts the supervisor running `sh -c command` in `dir`, without the API key in its

@@ -10,14 +10,23 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use base64::Engine;
+use base64::engine::{GeneralPurpose, GeneralPurposeConfig};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::App;
-use super::reply::{check_len, error, forbidden, or_reply, parse_body, parse_query, success};
+use super::reply::{ErrorReply, check_len, parse_body, parse_query, success};
 use crate::store::{durable, paths};
 use crate::time::format_timestamp;
 use crate::validate::MAX_PATH;
+
+/// Standard base64 with padding, for binary files over `/read` and `/deploy` (a last character
+/// with stray low bits is read, as it always was).
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+);
 
 /// Most directory entries `/list` returns.
 const MAX_LIST: usize = 10_000;
@@ -29,9 +38,9 @@ const MAX_VISIT: usize = 100_000;
 const MAX_SEARCH_FILE: u64 = 1024 * 1024;
 
 /// Resolves a client path inside the base directory, or the 403 reply.
-fn inside(app: &App, rel: &str) -> Result<PathBuf, Response> {
+fn inside(app: &App, rel: &str) -> Result<PathBuf, ErrorReply> {
     let rel = if rel.is_empty() { "." } else { rel };
-    paths::resolve(&app.root, rel).map_err(|e| forbidden(&e))
+    paths::resolve(&app.root, rel).map_err(|e| ErrorReply::forbidden(&e))
 }
 
 /// The path relative to the base directory, for replies.
@@ -58,14 +67,11 @@ pub struct ListQuery {
 pub async fn list(
     State(app): State<Arc<App>>,
     q: Result<Query<ListQuery>, QueryRejection>,
-) -> Response {
-    let q = or_reply!(parse_query(q));
-    or_reply!(check_len("path", &q.path, 0, MAX_PATH));
-    let dir = or_reply!(inside(&app, &q.path));
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) => return io_error(&q.path, &e),
-    };
+) -> Result<Response, ErrorReply> {
+    let q = parse_query(q)?;
+    check_len("path", &q.path, 0, MAX_PATH)?;
+    let dir = inside(&app, &q.path)?;
+    let entries = std::fs::read_dir(&dir).map_err(|e| io_error(&q.path, &e))?;
     let mut files = Vec::new();
     let mut truncated = false;
     for e in entries.flatten() {
@@ -82,16 +88,18 @@ pub async fn list(
         }));
     }
     files.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    success(json!({"path": dir.to_string_lossy(), "files": files, "truncated": truncated}))
+    Ok(success(
+        json!({"path": dir.to_string_lossy(), "files": files, "truncated": truncated}),
+    ))
 }
 
-fn io_error(what: &str, e: &std::io::Error) -> Response {
+fn io_error(what: &str, e: &std::io::Error) -> ErrorReply {
     let status = match e.kind() {
         std::io::ErrorKind::NotFound => StatusCode::NOT_FOUND,
         std::io::ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
         _ => StatusCode::BAD_REQUEST,
     };
-    error(status, format!("{what}: {e}"))
+    ErrorReply::new(status, format!("{what}: {e}"))
 }
 
 #[derive(Deserialize)]
@@ -103,26 +111,26 @@ pub struct ReadQuery {
 pub async fn read(
     State(app): State<Arc<App>>,
     q: Result<Query<ReadQuery>, QueryRejection>,
-) -> Response {
-    let q = or_reply!(parse_query(q));
-    or_reply!(check_len("filepath", &q.filepath, 1, MAX_PATH));
-    let path = or_reply!(inside(&app, &q.filepath));
+) -> Result<Response, ErrorReply> {
+    let q = parse_query(q)?;
+    check_len("filepath", &q.filepath, 1, MAX_PATH)?;
+    let path = inside(&app, &q.filepath)?;
     match std::fs::metadata(&path) {
         Ok(m) if m.is_dir() => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("{} is a directory; use /list", q.filepath),
-            );
+            return Err(ErrorReply::bad_request(format!(
+                "{} is a directory; use /list",
+                q.filepath
+            )));
         }
         Ok(m) if !m.is_file() => {
             // A FIFO or device would block the reader (and a server thread) forever.
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("{} is not a regular file", q.filepath),
-            );
+            return Err(ErrorReply::bad_request(format!(
+                "{} is not a regular file",
+                q.filepath
+            )));
         }
         Ok(m) if m.len() > app.max_read as u64 => {
-            return error(
+            return Err(ErrorReply::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
                     "{} is {} bytes; /read returns at most {}",
@@ -130,25 +138,21 @@ pub async fn read(
                     m.len(),
                     app.max_read
                 ),
-            );
+            ));
         }
         Ok(_) => {}
-        Err(e) => return io_error(&q.filepath, &e),
+        Err(e) => return Err(io_error(&q.filepath, &e)),
     }
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let size = bytes.len();
-            match String::from_utf8(bytes) {
-                Ok(text) => success(json!({"content": text, "encoding": "utf-8", "size": size})),
-                Err(e) => success(json!({
-                    "content": super::base64::encode(e.as_bytes()),
-                    "encoding": "base64",
-                    "size": size,
-                })),
-            }
-        }
-        Err(e) => io_error(&q.filepath, &e),
-    }
+    let bytes = std::fs::read(&path).map_err(|e| io_error(&q.filepath, &e))?;
+    let size = bytes.len();
+    Ok(match String::from_utf8(bytes) {
+        Ok(text) => success(json!({"content": text, "encoding": "utf-8", "size": size})),
+        Err(e) => success(json!({
+            "content": BASE64.encode(e.as_bytes()),
+            "encoding": "base64",
+            "size": size,
+        })),
+    })
 }
 
 #[derive(Deserialize)]
@@ -161,10 +165,13 @@ pub struct DeployBody {
 
 /// `POST /deploy {"filepath","content","encoding"}`: writes the file atomically (temp file,
 /// fsync, rename). Board files are written under the board lock and must parse.
-pub async fn deploy(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
-    let b: DeployBody = or_reply!(parse_body(body));
-    or_reply!(check_len("filepath", &b.filepath, 1, MAX_PATH));
-    let path = or_reply!(inside(&app, &b.filepath));
+pub async fn deploy(
+    State(app): State<Arc<App>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ErrorReply> {
+    let b: DeployBody = parse_body(body)?;
+    check_len("filepath", &b.filepath, 1, MAX_PATH)?;
+    let path = inside(&app, &b.filepath)?;
     let bytes = match b
         .encoding
         .as_deref()
@@ -173,39 +180,37 @@ pub async fn deploy(State(app): State<Arc<App>>, body: Result<Bytes, BytesReject
         .as_str()
     {
         "utf-8" | "utf8" | "text" => b.content.into_bytes(),
-        "base64" => match super::base64::decode(&b.content) {
-            Some(v) => v,
-            None => return error(StatusCode::BAD_REQUEST, "content is not valid base64"),
-        },
+        "base64" => decode_base64(&b.content)
+            .ok_or_else(|| ErrorReply::bad_request("content is not valid base64"))?,
         other => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("unknown encoding {other:?}; use utf-8 or base64"),
-            );
+            return Err(ErrorReply::bad_request(format!(
+                "unknown encoding {other:?}; use utf-8 or base64"
+            )));
         }
     };
     if path == app.root || path.is_dir() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("{} is a directory", b.filepath),
-        );
+        return Err(ErrorReply::bad_request(format!(
+            "{} is a directory",
+            b.filepath
+        )));
     }
     let (Some(parent), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
     else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("{} is not a file path", b.filepath),
-        );
+        return Err(ErrorReply::bad_request(format!(
+            "{} is not a file path",
+            b.filepath
+        )));
     };
     let app2 = app.clone();
     let (parent, name) = (parent.to_path_buf(), name.to_string());
     let full = path.clone();
-    let res = tokio::task::spawn_blocking(move || -> Result<(), Response> {
+    tokio::task::spawn_blocking(move || -> Result<(), ErrorReply> {
         std::fs::create_dir_all(&parent).map_err(|e| io_error("creating the folder", &e))?;
         // Re-check after creating folders: nothing on the way may lead outside.
-        paths::resolve(&app2.root, &relative(&app2, &full)).map_err(|e| forbidden(&e))?;
+        paths::resolve(&app2.root, &relative(&app2, &full))
+            .map_err(|e| ErrorReply::forbidden(&e))?;
         if parent == app2.root && name == paths::LOCK {
-            return Err(error(
+            return Err(ErrorReply::new(
                 StatusCode::FORBIDDEN,
                 format!(
                     "{} is the board's lock file; it cannot be deployed over",
@@ -216,25 +221,26 @@ pub async fn deploy(State(app): State<Arc<App>>, body: Result<Bytes, BytesReject
         let board_file = parent == app2.root && super::BOARD_FILES.contains(&name.as_str());
         let _lock = if board_file {
             check_board_file(&name, &bytes)?;
-            app2.board_lock()
-                .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            app2.board_lock().map_err(ErrorReply::internal)?
         } else {
             None
         };
-        replace(&parent, &name, &bytes)
-            .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        durable::sync_dir(&parent)
-            .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+        replace(&parent, &name, &bytes).map_err(ErrorReply::internal)?;
+        durable::sync_dir(&parent).map_err(ErrorReply::internal)
     })
-    .await;
-    match res {
-        Ok(Ok(())) => success(json!({
-            "message": "File deployed successfully",
-            "full_path": path.to_string_lossy(),
-        })),
-        Ok(Err(r)) => r,
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+    .await
+    .map_err(ErrorReply::internal)??;
+    Ok(success(json!({
+        "message": "File deployed successfully",
+        "full_path": path.to_string_lossy(),
+    })))
+}
+
+/// Decodes standard base64 (with padding), whitespace such as line breaks ignored; `None` if
+/// it is not base64.
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let clean: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    BASE64.decode(clean).ok()
 }
 
 /// Writes `dir/name` atomically: a new temporary file beside it, fsync, rename. The temporary
@@ -264,15 +270,12 @@ fn replace(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Refuses a deploy that would put a board file in place that the board would read as damaged
 /// (checked by the parsers the board loads it with).
-fn check_board_file(name: &str, bytes: &[u8]) -> Result<(), Response> {
+fn check_board_file(name: &str, bytes: &[u8]) -> Result<(), ErrorReply> {
     crate::store::damage::check_file(name, bytes).map_err(|detail| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "refusing to deploy {name}: the board would read it as damaged ({detail}); \
-                 nothing was changed. Prefer the board API (vine add, vine claim ...)"
-            ),
-        )
+        ErrorReply::bad_request(format!(
+            "refusing to deploy {name}: the board would read it as damaged ({detail}); \
+             nothing was changed. Prefer the board API (vine add, vine claim ...)"
+        ))
     })
 }
 
@@ -288,7 +291,7 @@ const MAX_PATTERN: usize = 1024;
 
 impl SearchQuery {
     /// The lengths openapi.json gives (an empty pattern has its own message).
-    fn check(&self) -> Result<(), Response> {
+    fn check(&self) -> Result<(), ErrorReply> {
         check_len("pattern", &self.pattern, 0, MAX_PATTERN)?;
         check_len("directory", &self.directory, 0, MAX_PATH)
     }
@@ -298,12 +301,12 @@ impl SearchQuery {
 pub async fn search_files(
     State(app): State<Arc<App>>,
     q: Result<Query<SearchQuery>, QueryRejection>,
-) -> Response {
-    let q = or_reply!(parse_query(q));
-    or_reply!(q.check());
-    let dir = or_reply!(inside(&app, &q.directory));
+) -> Result<Response, ErrorReply> {
+    let q = parse_query(q)?;
+    q.check()?;
+    let dir = inside(&app, &q.directory)?;
     if q.pattern.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "give a pattern, e.g. pattern=*.py");
+        return Err(ErrorReply::bad_request("give a pattern, e.g. pattern=*.py"));
     }
     let app2 = app.clone();
     let res = tokio::task::spawn_blocking(move || {
@@ -320,27 +323,24 @@ pub async fn search_files(
         });
         json!({"files": found, "truncated": truncated})
     })
-    .await;
-    match res {
-        Ok(v) => success(v),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+    .await
+    .map_err(ErrorReply::internal)?;
+    Ok(success(res))
 }
 
 /// `GET /search/content?pattern=TEXT&directory=DIR`: lines containing TEXT.
 pub async fn search_content(
     State(app): State<Arc<App>>,
     q: Result<Query<SearchQuery>, QueryRejection>,
-) -> Response {
-    let q = or_reply!(parse_query(q));
+) -> Result<Response, ErrorReply> {
+    let q = parse_query(q)?;
     if q.pattern.is_empty() {
-        return error(
-            StatusCode::BAD_REQUEST,
+        return Err(ErrorReply::bad_request(
             "give a pattern: the text to look for",
-        );
+        ));
     }
-    or_reply!(q.check());
-    let dir = or_reply!(inside(&app, &q.directory));
+    q.check()?;
+    let dir = inside(&app, &q.directory)?;
     let app2 = app.clone();
     let res = tokio::task::spawn_blocking(move || {
         let mut matches = Vec::new();
@@ -368,11 +368,9 @@ pub async fn search_content(
         });
         json!({"matches": matches, "truncated": truncated})
     })
-    .await;
-    match res {
-        Ok(v) => success(v),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+    .await
+    .map_err(ErrorReply::internal)?;
+    Ok(success(res))
 }
 
 /// Visits regular files under `dir` (symlinks are not followed), sorted; `f` returns false to
@@ -436,7 +434,26 @@ fn glob(pattern: &str, name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::glob;
+    use super::*;
+
+    #[test]
+    fn base64_as_it_always_was() {
+        for s in [
+            &b""[..],
+            b"f",
+            b"fo",
+            b"foo",
+            b"foob",
+            b"\x00\xff\x10binary",
+        ] {
+            assert_eq!(decode_base64(&BASE64.encode(s)).as_deref(), Some(s));
+        }
+        assert_eq!(BASE64.encode(b"foobar"), "Zm9vYmFy");
+        assert_eq!(decode_base64("Zm9v\nYg=="), Some(b"foob".to_vec()));
+        assert_eq!(decode_base64("Zh=="), Some(b"f".to_vec()));
+        assert!(decode_base64("Zm9").is_none());
+        assert!(decode_base64("Z=9v").is_none());
+    }
 
     #[test]
     fn globs() {

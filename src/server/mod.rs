@@ -6,12 +6,7 @@
 //! `GET /search/files`, `GET /search/content`, and `POST /v1/op` (one board op per request,
 //! atomic on the server, batched into group commits).
 
-// Handlers return a ready error `Response` as their `Err`: it is built once and sent at once,
-// so boxing it would only add noise.
-#![allow(clippy::result_large_err)]
-
 mod auth;
-mod base64;
 mod board;
 mod body;
 mod exec;
@@ -32,8 +27,6 @@ use crate::apikey::ApiKey;
 use crate::error::{Error, Result};
 use crate::store::local::{LocalStore, LockGuard};
 
-pub use board::{OpRequest, parse_reply, remote_error};
-pub use reply::ErrorBody;
 pub use supervisor::{SUPERVISOR_ARG, supervise};
 
 /// The OpenAPI document of the whole API.
@@ -157,9 +150,6 @@ pub(crate) struct App {
     pub(crate) max_body: usize,
     pub(crate) body_timeout: Duration,
     pub(crate) original_only: bool,
-    /// Test hook: drop every Nth `/v1/op` reply after applying the op (`VINE_TEST_DROP_REPLIES`).
-    pub(crate) drop_every: Option<u64>,
-    pub(crate) op_count: std::sync::atomic::AtomicU64,
 }
 
 impl App {
@@ -219,10 +209,6 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
     let local = listener
         .local_addr()
         .map_err(|e| Error::io("listening on", cfg.listen.to_string(), e))?;
-    let drop_every = std::env::var("VINE_TEST_DROP_REPLIES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n: &u64| *n > 0);
     let app = Arc::new(App {
         root,
         batcher: store.clone().map(board::Batcher::start),
@@ -235,8 +221,6 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
         max_body: cfg.max_body,
         body_timeout: cfg.body_timeout,
         original_only: cfg.original_only,
-        drop_every,
-        op_count: Default::default(),
     });
     let router = router(app.clone(), cfg.max_body);
     let scheme = if cfg.tls.is_some() { "https" } else { "http" };

@@ -1,0 +1,394 @@
+//! What crosses the network between a remote board and `vine serve` (and `vine op`, which a
+//! client runs through `/execute` on a server with only the original API): the op request
+//! `{"op": ..., "key": ...}`, the reply body `{"status":"success","reply":...}`, the error body
+//! `{"status":"error","message":...,"kind":...,"code":...}` with the HTTP status of each error,
+//! and the mapping between an error body and [`Error`] in both directions, so that a remote
+//! board gives the very `Error` (variant and message) a local one gives.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Damage, Error, ExitCode, Result};
+use crate::op::{Op, Reply};
+
+/// The body of `POST /v1/op` (and the argument of `vine op`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpRequest {
+    /// The op.
+    pub op: Op,
+    /// A request key: a retry with the same key is answered, not applied twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// The body of a successful op: `{"status":"success","reply":...}`.
+#[derive(Serialize)]
+struct ReplyBody<'a> {
+    status: &'static str,
+    reply: &'a Reply,
+}
+
+/// The body of every error reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Always `"error"`.
+    pub status: String,
+    /// What went wrong and what to do.
+    pub message: String,
+    /// The error kind, as in `vine --json` (board errors only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The exit code `vine` gives this error (board errors only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    /// A read of a damaged board: the damaged files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub damaged: Option<Vec<Damage>>,
+    /// A read of a damaged board: what could be read, as the reply of the op.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<Reply>,
+}
+
+impl ErrorBody {
+    /// The body of an error that is not a board error (a bad request, a refused path...):
+    /// a message only.
+    pub fn plain(message: impl Into<String>) -> Self {
+        ErrorBody {
+            status: "error".into(),
+            message: message.into(),
+            kind: None,
+            code: None,
+            damaged: None,
+            reply: None,
+        }
+    }
+
+    /// Reads an error body as leniently as the client always has: each field on its own (one
+    /// that does not parse is left out), `message` defaulted. Also reads the `error` object of
+    /// `vine --json` output, which has no `status`.
+    pub fn from_value(v: &Value) -> Self {
+        fn field<T: serde::de::DeserializeOwned>(v: &Value, name: &str) -> Option<T> {
+            v.get(name)
+                .and_then(|f| serde_json::from_value(f.clone()).ok())
+        }
+        ErrorBody {
+            status: "error".into(),
+            message: field(v, "message").unwrap_or_else(|| "the server reported an error".into()),
+            kind: field(v, "kind"),
+            code: field(v, "code"),
+            damaged: field(v, "damaged"),
+            reply: field(v, "reply"),
+        }
+    }
+}
+
+impl From<&Error> for ErrorBody {
+    /// The body of a board error: its message, kind and exit code, and for a read of a damaged
+    /// board what could be read and which files are damaged.
+    fn from(e: &Error) -> Self {
+        let (damaged, reply) = match e {
+            Error::DamagedRead { reply, damage } => (Some(damage.clone()), Some((**reply).clone())),
+            _ => (None, None),
+        };
+        ErrorBody {
+            kind: Some(e.kind().to_string()),
+            code: Some(e.exit_code().code()),
+            damaged,
+            reply,
+            ..ErrorBody::plain(e.to_string())
+        }
+    }
+}
+
+impl From<ErrorBody> for Error {
+    /// The error a body describes: the same variant and message as the error it was made from.
+    /// A body this version cannot rebuild (a kind it does not know, a message of another
+    /// version's making, no kind at all) becomes [`Error::Remote`] with its kind and exit code.
+    fn from(body: ErrorBody) -> Self {
+        let ErrorBody {
+            message,
+            kind,
+            code,
+            damaged,
+            reply,
+            ..
+        } = body;
+        let kind = kind.unwrap_or_else(|| "remote".into());
+        if let Some(e) = rebuild(&kind, &message, damaged, reply)
+            && e.to_string() == message
+        {
+            return e;
+        }
+        Error::Remote {
+            kind,
+            exit: code
+                .and_then(|c| ExitCode::from_code(c.into()))
+                .unwrap_or(ExitCode::Other),
+            message,
+        }
+    }
+}
+
+/// The error of `kind` with `message`, if this version knows the kind and reads the message.
+fn rebuild(
+    kind: &str,
+    message: &str,
+    damaged: Option<Vec<Damage>>,
+    reply: Option<Reply>,
+) -> Option<Error> {
+    let text = || message.to_string();
+    Some(match kind {
+        "invalid" => Error::Invalid(text()),
+        "unknown-task" => {
+            let rest = message.strip_prefix("no task with id ")?;
+            let digits = rest.split(|c: char| !c.is_ascii_digit()).next()?;
+            Error::UnknownTask(digits.parse().ok()?)
+        }
+        "conflict" => Error::Conflict(text()),
+        "nothing-to-do" => Error::NothingToDo(text()),
+        "damaged" => match (damaged, reply) {
+            (Some(damage), Some(reply)) => Error::DamagedRead {
+                reply: Box::new(reply),
+                damage,
+            },
+            _ => {
+                let (path, detail) = message
+                    .strip_prefix("board file ")?
+                    .strip_suffix(DAMAGED_TAIL)?
+                    .split_once(" is damaged (")?;
+                Error::Damaged {
+                    path: PathBuf::from(path),
+                    detail: detail.to_string(),
+                }
+            }
+        },
+        "no-board" => Error::NoBoard(text()),
+        // The server's I/O error: its action and path are part of the message.
+        "io" => Error::Io {
+            action: "",
+            path: PathBuf::new(),
+            source: std::io::Error::other(text()),
+        },
+        "protocol" => Error::Protocol(message.strip_prefix("unexpected reply: ")?.to_string()),
+        "unreachable" => Error::Unreachable(text()),
+        "unauthorized" => Error::Unauthorized(text()),
+        "forbidden" => Error::Forbidden(text()),
+        _ => return None,
+    })
+}
+
+/// How the message of [`Error::Damaged`] ends.
+const DAMAGED_TAIL: &str =
+    "); nothing was changed. Run `vine repair` to keep a copy and rebuild it";
+
+/// The HTTP status of a board error.
+pub fn http_status(e: &Error) -> u16 {
+    match e {
+        Error::Invalid(_) | Error::NoBoard(_) => 400,
+        Error::UnknownTask(_) => 404,
+        Error::Conflict(_) => 409,
+        Error::NothingToDo(_) => 200,
+        Error::Forbidden(_) => 403,
+        Error::Unauthorized(_) => 401,
+        _ => 500,
+    }
+}
+
+/// The body of an op's outcome, as the bytes that are sent: the reply, or the error (which
+/// carries a reply too when a read found damaged files).
+pub fn to_bytes(outcome: &Result<Reply>) -> serde_json::Result<Vec<u8>> {
+    match outcome {
+        Ok(reply) => serde_json::to_vec(&ReplyBody {
+            status: "success",
+            reply,
+        }),
+        Err(e) => serde_json::to_vec(&ErrorBody::from(e)),
+    }
+}
+
+/// The body of an op's outcome as a JSON value (what `vine op` prints).
+pub fn to_value(outcome: &Result<Reply>) -> serde_json::Result<Value> {
+    match outcome {
+        Ok(reply) => serde_json::to_value(ReplyBody {
+            status: "success",
+            reply,
+        }),
+        Err(e) => serde_json::to_value(ErrorBody::from(e)),
+    }
+}
+
+/// The op's outcome from the body of a `/v1/op` (or `vine op`) reply.
+pub fn parse_reply(v: Value) -> Result<Reply> {
+    match v.get("status").and_then(Value::as_str) {
+        Some("success") => {
+            let reply = v.get("reply").cloned().unwrap_or(Value::Null);
+            serde_json::from_value(reply)
+                .map_err(|e| Error::Protocol(format!("the server's reply does not parse: {e}")))
+        }
+        Some("error") => Err(ErrorBody::from_value(&v).into()),
+        _ => Err(Error::Protocol(format!("the server answered {v}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reply, as a server sends it.
+    fn progress_reply() -> Reply {
+        serde_json::from_str(
+            r#"{"reply":"progress","progress":{"current_step":1,"total_steps":3}}"#,
+        )
+        .unwrap()
+    }
+
+    /// One error of every kind (the match has no wildcard: a new variant does not compile until
+    /// it is added here).
+    fn every_error() -> Vec<Error> {
+        let all = vec![
+            Error::Invalid("worker id \"a b\" has a space; use [A-Za-z0-9._-]".into()),
+            Error::UnknownTask(1_767_225_600_123),
+            Error::Conflict("task 7 is claimed by w2, not w1".into()),
+            Error::NothingToDo("no answer within 30s".into()),
+            Error::Damaged {
+                path: "/srv/board/task-queue.json".into(),
+                detail: "expected `,` or `]` at line 3 column 1 (it is damaged (twice))".into(),
+            },
+            Error::DamagedRead {
+                reply: Box::new(progress_reply()),
+                damage: vec![
+                    Damage {
+                        file: "task-queue.json".into(),
+                        detail: "line 2: EOF".into(),
+                    },
+                    Damage {
+                        file: "agent-comms.jsonl".into(),
+                        detail: "line 9 does not parse".into(),
+                    },
+                ],
+            },
+            Error::NoBoard("no board here; run `vine init`".into()),
+            Error::io(
+                "reading",
+                "/srv/board/board.json",
+                std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            ),
+            Error::Protocol("the board writer has stopped".into()),
+            Error::Unreachable("cannot reach http://127.0.0.1:9".into()),
+            Error::Unauthorized("the server refused the API key".into()),
+            Error::Forbidden("../etc is outside the base directory".into()),
+            Error::Remote {
+                kind: "remote".into(),
+                exit: ExitCode::Invalid,
+                message: "list x: no such folder".into(),
+            },
+        ];
+        for e in &all {
+            match e {
+                Error::Invalid(_)
+                | Error::UnknownTask(_)
+                | Error::Conflict(_)
+                | Error::NothingToDo(_)
+                | Error::Damaged { .. }
+                | Error::DamagedRead { .. }
+                | Error::NoBoard(_)
+                | Error::Io { .. }
+                | Error::Protocol(_)
+                | Error::Unreachable(_)
+                | Error::Unauthorized(_)
+                | Error::Forbidden(_)
+                | Error::Remote { .. } => {}
+            }
+        }
+        all
+    }
+
+    /// The error back from the bytes its body is sent as.
+    fn through_the_wire(e: Error) -> Error {
+        let bytes = to_bytes(&Err(e)).unwrap();
+        parse_reply(serde_json::from_slice(&bytes).unwrap()).unwrap_err()
+    }
+
+    #[test]
+    fn every_error_kind_comes_back_as_the_same_error() {
+        for e in every_error() {
+            let (shown, debug) = (e.to_string(), format!("{e:?}"));
+            let (kind, exit) = (e.kind().to_string(), e.exit_code());
+            let same = std::mem::discriminant(&e);
+            let back = through_the_wire(e);
+            assert_eq!(
+                std::mem::discriminant(&back),
+                same,
+                "{debug} came back as {back:?}"
+            );
+            assert_eq!(back.to_string(), shown, "{debug}");
+            assert_eq!((back.kind(), back.exit_code()), (kind.as_str(), exit));
+            match &back {
+                Error::Io { .. } => {}
+                // Everything else comes back field for field.
+                _ => assert_eq!(format!("{back:?}"), debug),
+            }
+        }
+    }
+
+    #[test]
+    fn the_error_of_vine_json_output_reads_too() {
+        // `vine --json init` prints {"ok":false,"error":{"kind","code","message"}}.
+        let e = Error::Conflict("held by w2".into());
+        let v = serde_json::json!({"kind": e.kind(), "code": 4, "message": e.to_string()});
+        let back: Error = ErrorBody::from_value(&v).into();
+        assert!(
+            matches!(&back, Error::Conflict(m) if m == "held by w2"),
+            "{back:?}"
+        );
+    }
+
+    #[test]
+    fn bodies_this_version_cannot_rebuild_keep_their_kind_and_code() {
+        for (body, kind, exit) in [
+            (
+                r#"{"status":"error","message":"new","kind":"frobbed","code":4}"#,
+                "frobbed",
+                ExitCode::Conflict,
+            ),
+            // A message that is not the one this version writes for the kind.
+            (
+                r#"{"status":"error","message":"task 9 is gone","kind":"unknown-task","code":2}"#,
+                "unknown-task",
+                ExitCode::Invalid,
+            ),
+            // Not a board error at all.
+            (
+                r#"{"status":"error","message":"the request body is not JSON"}"#,
+                "remote",
+                ExitCode::Other,
+            ),
+        ] {
+            let e = parse_reply(serde_json::from_str(body).unwrap()).unwrap_err();
+            assert!(matches!(&e, Error::Remote { .. }), "{e:?}");
+            assert_eq!((e.kind(), e.exit_code()), (kind, exit), "{body}");
+        }
+    }
+
+    #[test]
+    fn bodies_are_the_bytes_they_always_were() {
+        let ok = to_bytes(&Ok(progress_reply())).unwrap();
+        assert!(ok.starts_with(br#"{"status":"success","reply":{"reply":"progress""#));
+        let err = to_bytes(&Err(Error::UnknownTask(5))).unwrap();
+        assert_eq!(
+            String::from_utf8(err).unwrap(),
+            r#"{"status":"error","message":"no task with id 5 on this board; list tasks with `vine tasks --all`","kind":"unknown-task","code":2}"#
+        );
+        let plain = serde_json::to_string(&ErrorBody::plain("no")).unwrap();
+        assert_eq!(plain, r#"{"status":"error","message":"no"}"#);
+        for req in [
+            r#"{"op":{"op":"status"}}"#,
+            r#"{"op":{"op":"claim","worker":"w1"},"key":"w1-17"}"#,
+        ] {
+            let parsed: OpRequest = serde_json::from_str(req).unwrap();
+            assert_eq!(serde_json::to_string(&parsed).unwrap(), req);
+        }
+    }
+}
