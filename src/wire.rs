@@ -43,7 +43,11 @@ pub struct ErrorBody {
     /// The exit code `vine` gives this error (board errors only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<i32>,
-    /// A read of a damaged board: the damaged files.
+    /// An unknown task: its id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<u64>,
+    /// The damaged files: those a read found (with `reply`), or the one file a change was
+    /// refused over (its path on the server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub damaged: Option<Vec<Damage>>,
     /// A read of a damaged board: what could be read, as the reply of the op.
@@ -60,6 +64,7 @@ impl ErrorBody {
             message: message.into(),
             kind: None,
             code: None,
+            task: None,
             damaged: None,
             reply: None,
         }
@@ -78,6 +83,7 @@ impl ErrorBody {
             message: field(v, "message").unwrap_or_else(|| "the server reported an error".into()),
             kind: field(v, "kind"),
             code: field(v, "code"),
+            task: field(v, "task"),
             damaged: field(v, "damaged"),
             reply: field(v, "reply"),
         }
@@ -90,11 +96,22 @@ impl From<&Error> for ErrorBody {
     fn from(e: &Error) -> Self {
         let (damaged, reply) = match e {
             Error::DamagedRead { reply, damage } => (Some(damage.clone()), Some((**reply).clone())),
+            Error::Damaged { path, detail } => (
+                Some(vec![Damage {
+                    file: path.display().to_string(),
+                    detail: detail.clone(),
+                }]),
+                None,
+            ),
             _ => (None, None),
         };
         ErrorBody {
             kind: Some(e.kind().to_string()),
             code: Some(e.exit_code().code()),
+            task: match e {
+                Error::UnknownTask(id) => Some(*id),
+                _ => None,
+            },
             damaged,
             reply,
             ..ErrorBody::plain(e.to_string())
@@ -111,12 +128,13 @@ impl From<ErrorBody> for Error {
             message,
             kind,
             code,
+            task,
             damaged,
             reply,
             ..
         } = body;
         let kind = kind.unwrap_or_else(|| "remote".into());
-        if let Some(e) = rebuild(&kind, &message, damaged, reply)
+        if let Some(e) = rebuild(&kind, &message, task, damaged, reply)
             && e.to_string() == message
         {
             return e;
@@ -131,16 +149,19 @@ impl From<ErrorBody> for Error {
     }
 }
 
-/// The error of `kind` with `message`, if this version knows the kind and reads the message.
+/// The error of `kind` with `message`, from the body's fields (`task`, `damaged`, `reply`);
+/// from the message where a server older than those fields sent none.
 fn rebuild(
     kind: &str,
     message: &str,
+    task: Option<u64>,
     damaged: Option<Vec<Damage>>,
     reply: Option<Reply>,
 ) -> Option<Error> {
     let text = || message.to_string();
     Some(match kind {
         "invalid" => Error::Invalid(text()),
+        "unknown-task" if task.is_some() => Error::UnknownTask(task?),
         "unknown-task" => {
             let rest = message.strip_prefix("no task with id ")?;
             let digits = rest.split(|c: char| !c.is_ascii_digit()).next()?;
@@ -153,6 +174,13 @@ fn rebuild(
                 reply: Box::new(reply),
                 damage,
             },
+            (Some(mut damage), None) if damage.len() == 1 => {
+                let Damage { file, detail } = damage.pop()?;
+                Error::Damaged {
+                    path: PathBuf::from(file),
+                    detail,
+                }
+            }
             _ => {
                 let (path, detail) = message
                     .strip_prefix("board file ")?
@@ -346,6 +374,25 @@ mod tests {
     }
 
     #[test]
+    fn bodies_of_servers_without_the_structured_fields_still_rebuild() {
+        for e in [
+            Error::UnknownTask(42),
+            Error::Damaged {
+                path: "/srv/board/task-queue.json".into(),
+                detail: "EOF while parsing".into(),
+            },
+        ] {
+            let debug = format!("{e:?}");
+            let mut v = serde_json::to_value(ErrorBody::from(&e)).unwrap();
+            let obj = v.as_object_mut().unwrap();
+            obj.remove("task");
+            obj.remove("damaged");
+            let back = parse_reply(v).unwrap_err();
+            assert_eq!(format!("{back:?}"), debug);
+        }
+    }
+
+    #[test]
     fn bodies_this_version_cannot_rebuild_keep_their_kind_and_code() {
         for (body, kind, exit) in [
             (
@@ -379,7 +426,7 @@ mod tests {
         let err = to_bytes(&Err(Error::UnknownTask(5))).unwrap();
         assert_eq!(
             String::from_utf8(err).unwrap(),
-            r#"{"status":"error","message":"no task with id 5 on this board; list tasks with `vine tasks --all`","kind":"unknown-task","code":2}"#
+            r#"{"status":"error","message":"no task with id 5 on this board; list tasks with `vine tasks --all`","kind":"unknown-task","code":2,"task":5}"#
         );
         let plain = serde_json::to_string(&ErrorBody::plain("no")).unwrap();
         assert_eq!(plain, r#"{"status":"error","message":"no"}"#);
