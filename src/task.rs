@@ -1,5 +1,7 @@
 //! A task on the queue, as stored in `task-queue.json` (original fields plus ours).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
@@ -55,6 +57,17 @@ impl TaskStatus {
             self,
             TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled
         )
+    }
+}
+
+impl TaskStatus {
+    /// Counts `tasks` by status.
+    pub fn count<'a>(tasks: impl IntoIterator<Item = &'a Task>) -> BTreeMap<TaskStatus, usize> {
+        let mut m = BTreeMap::new();
+        for t in tasks {
+            *m.entry(t.status).or_insert(0) += 1;
+        }
+        m
     }
 }
 

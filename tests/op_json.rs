@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use agentvine::message::{Message, MessageKind};
 use agentvine::op::{
-    Claim, Fallback, MessageFilter, NewTask, Op, PlanTask, QuestionView, RepairedFile, Reply,
-    StatusReport, TaskView, WorkerView,
+    self, ClaimedTask, Fallback, MessageFilter, NewTask, Op, PlanTask, QuestionView, RepairedFile,
+    Reply, StatusReport, TaskView, WorkerView,
 };
 use agentvine::progress::Progress;
 use agentvine::settings::Settings;
@@ -50,16 +50,16 @@ fn full_new_task() -> NewTask {
 /// Every op, with every field set (first) and with only what is required.
 fn ops() -> Vec<Op> {
     vec![
-        Op::Add {
+        Op::Add(op::Add {
             task: full_new_task(),
-        },
-        Op::Add {
+        }),
+        Op::Add(op::Add {
             task: NewTask {
                 description: "d".into(),
                 ..NewTask::default()
             },
-        },
-        Op::AddPlan {
+        }),
+        Op::AddPlan(op::AddPlan {
             tasks: vec![
                 PlanTask {
                     key: Some("a".into()),
@@ -76,137 +76,137 @@ fn ops() -> Vec<Op> {
                     after_keys: vec![],
                 },
             ],
-        },
-        Op::Claim { worker: w() },
-        Op::Complete {
+        }),
+        Op::Claim(op::Claim { worker: w() }),
+        Op::Complete(op::Complete {
             task: 1,
             worker: w(),
             attempt: Some(1),
             result: Some(json!({"ok": true})),
-        },
-        Op::Complete {
+        }),
+        Op::Complete(op::Complete {
             task: 1,
             worker: w(),
             attempt: None,
             result: None,
-        },
-        Op::Fail {
+        }),
+        Op::Fail(op::Fail {
             task: 1,
             worker: w(),
             attempt: Some(2),
             error: "e".into(),
             no_retry: true,
-        },
-        Op::Fail {
+        }),
+        Op::Fail(op::Fail {
             task: 1,
             worker: w(),
             attempt: None,
             error: "e".into(),
             no_retry: false,
-        },
-        Op::Release {
+        }),
+        Op::Release(op::Release {
             task: 1,
             worker: w(),
             attempt: Some(2),
-        },
-        Op::Release {
+        }),
+        Op::Release(op::Release {
             task: 1,
             worker: w(),
             attempt: None,
-        },
-        Op::Cancel {
+        }),
+        Op::Cancel(op::Cancel {
             task: 1,
             reason: Some("r".into()),
-        },
-        Op::Cancel {
+        }),
+        Op::Cancel(op::Cancel {
             task: 1,
             reason: None,
-        },
-        Op::Retry { task: 1 },
-        Op::Register {
+        }),
+        Op::Retry(op::Retry { task: 1 }),
+        Op::Register(op::Register {
             worker: w(),
             capabilities: vec!["rust".into(), "docs".into()],
             session_id: Some("s".into()),
-        },
-        Op::Register {
+        }),
+        Op::Register(op::Register {
             worker: w(),
             capabilities: vec![],
             session_id: None,
-        },
-        Op::Heartbeat { worker: w() },
-        Op::Deregister { worker: w() },
-        Op::ShouldContinue {
+        }),
+        Op::Heartbeat(op::Heartbeat { worker: w() }),
+        Op::Deregister(op::Deregister { worker: w() }),
+        Op::ShouldContinue(op::ShouldContinue {
             worker: w(),
             max_idle_secs: 60,
-        },
-        Op::SetProgress {
+        }),
+        Op::SetProgress(op::SetProgress {
             current_step: Some(json!(2)),
             total_steps: Some(json!("five")),
             status: Some("going".into()),
             metadata: Map::from_iter([("phase".to_string(), json!("x"))]),
-        },
-        Op::SetProgress {
+        }),
+        Op::SetProgress(op::SetProgress {
             current_step: None,
             total_steps: None,
             status: None,
             metadata: Map::new(),
-        },
-        Op::Send {
+        }),
+        Op::Send(op::Send {
             agent: "a".into(),
             message: "m".into(),
             task: Some(1),
-        },
-        Op::Send {
+        }),
+        Op::Send(op::Send {
             agent: "a".into(),
             message: "m".into(),
             task: None,
-        },
-        Op::Ask {
+        }),
+        Op::Ask(op::Ask {
             agent: "a".into(),
             question: "q".into(),
             task: Some(1),
             wait_secs: Some(600),
-        },
-        Op::Ask {
+        }),
+        Op::Ask(op::Ask {
             agent: "a".into(),
             question: "q".into(),
             task: None,
             wait_secs: None,
-        },
-        Op::Answer {
+        }),
+        Op::Answer(op::Answer {
             agent: "a".into(),
             question: 3,
             answer: "x".into(),
-        },
-        Op::RequeueStale,
-        Op::Compact,
-        Op::Repair,
-        Op::Status,
-        Op::Tasks {
+        }),
+        Op::RequeueStale(op::RequeueStale),
+        Op::Compact(op::Compact),
+        Op::Repair(op::Repair),
+        Op::Status(op::Status),
+        Op::Tasks(op::Tasks {
             status: Some("pending".into()),
             all: true,
-        },
-        Op::Tasks {
+        }),
+        Op::Tasks(op::Tasks {
             status: None,
             all: false,
-        },
-        Op::Show { task: 1 },
-        Op::Workers,
-        Op::Progress,
-        Op::Settings,
-        Op::ReadMessages {
+        }),
+        Op::Show(op::Show { task: 1 }),
+        Op::Workers(op::Workers),
+        Op::Progress(op::Progress),
+        Op::Settings(op::Settings),
+        Op::ReadMessages(op::ReadMessages {
             filter: MessageFilter {
                 since: Some(t0()),
                 after_seq: Some(1),
                 reply_to: Some(2),
                 limit: Some(5),
             },
-        },
-        Op::ReadMessages {
+        }),
+        Op::ReadMessages(op::ReadMessages {
             filter: MessageFilter::default(),
-        },
-        Op::Questions { all: true },
-        Op::Questions { all: false },
+        }),
+        Op::Questions(op::Questions { all: true }),
+        Op::Questions(op::Questions { all: false }),
     ]
 }
 
@@ -293,7 +293,7 @@ fn replies() -> Vec<Reply> {
             tasks: vec![full_task(), small_task()],
         },
         Reply::Claimed {
-            claim: Some(Claim {
+            claim: Some(ClaimedTask {
                 task: small_task(),
                 instructions: Some("Say hello.".into()),
                 instructions_error: Some("gone".into()),
@@ -301,7 +301,7 @@ fn replies() -> Vec<Reply> {
             reason: None,
         },
         Reply::Claimed {
-            claim: Some(Claim {
+            claim: Some(ClaimedTask {
                 task: small_task(),
                 instructions: None,
                 instructions_error: None,

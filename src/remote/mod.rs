@@ -140,7 +140,7 @@ impl RemoteStore {
                 )));
             }
         }
-        match self.execute(Op::Settings)? {
+        match self.execute(Op::Settings(crate::op::Settings))? {
             Reply::Settings { settings } => Ok(settings),
             other => Err(Error::Protocol(format!(
                 "the server answered a settings request with {other:?}"
@@ -163,7 +163,7 @@ impl RemoteStore {
 
 impl Transport for RemoteStore {
     fn execute(&self, op: Op) -> Result<Reply> {
-        if matches!(op, Op::Repair) {
+        if matches!(op, Op::Repair(_)) {
             // Repair is allowed remotely too; it runs under the server's lock.
         }
         let key = (!op.is_read_only()).then(new_request_key);

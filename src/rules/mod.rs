@@ -1,25 +1,32 @@
-//! The pure core: one [`State`], one [`apply`]. No I/O happens here; the store loads the
-//! state, calls `apply`, and writes back what is marked dirty.
+//! The pure core: one [`State`], and the two shapes of an op's rule: a change ([`Rule`]) and a
+//! read ([`Query`]). No I/O happens here; the store loads what an op [`Needs`] into the state,
+//! calls [`apply`] (or [`read`]), and writes back what is marked dirty.
+//!
+//! Each op's own rule lives with its payload in [`crate::op`]; this module holds what several
+//! ops share: eligibility and fallback (`eligibility.rs`), leases and taking claims back
+//! (`leases.rs`), waits for answers (`waits.rs`), views (`views.rs`), which finished tasks may
+//! be archived (`archive.rs`), and request keys (`replay.rs`).
 
-mod claim;
-mod messages;
-mod replay;
-mod tasks;
-mod views;
-mod workers;
+pub(crate) mod archive;
+pub(crate) mod eligibility;
+pub(crate) mod leases;
+pub(crate) mod replay;
+pub(crate) mod views;
+pub(crate) mod waits;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-pub use claim::{Ineligible, eligibility};
+pub use archive::archivable;
+pub use eligibility::{Ineligible, eligibility};
+pub use leases::{backoff_secs, requeue_expired};
 pub use replay::{MAX_KEY, apply_keyed};
-pub use tasks::{archivable, backoff_secs, requeue_expired};
-pub use views::{blocked_ids, status_report, task_views, worker_views};
-pub(crate) use workers::one_line;
+pub(crate) use views::one_line;
+pub use views::{blocked_ids, questions, status_report, task_views, worker_views};
 
 use crate::error::{Error, Result};
-use crate::message::{Message, MessageKind};
-use crate::op::{Op, Reply};
+use crate::message::{Message, MessageFilter};
 use crate::progress::Progress;
+use crate::reply::Reply;
 use crate::settings::Settings;
 use crate::task::{Task, TaskStatus};
 use crate::time::Timestamp;
@@ -57,10 +64,16 @@ pub struct State {
     /// Statuses of archived tasks that the op refers to.
     pub archived: BTreeMap<u64, TaskStatus>,
     /// Archived tasks that the op refers to by id, whole (a retried op whose task was archived
-    /// by the same commit is answered from here).
+    /// by the same commit is answered from here); every archived task for a read that asks for
+    /// all of them.
     pub archived_tasks: BTreeMap<u64, Task>,
+    /// Archived tasks by status (for reads that count them).
+    pub archived_counts: BTreeMap<TaskStatus, usize>,
+    /// Ids of the archive's last entries that may still be on the queue (a compaction cut off
+    /// between its two writes, or one that ran between two reads): counted once.
+    pub archive_tail: HashSet<u64>,
     /// The message log, loaded only for ops that need it (answer; the recent entries for a
-    /// keyed send, ask or answer).
+    /// keyed send, ask or answer; the entries a read asks for).
     pub log: Vec<Message>,
     /// Log entries to append, even when the op fails (kept results).
     pub outbox: Vec<Message>,
@@ -114,138 +127,106 @@ impl State {
     }
 }
 
-/// Applies `op` to `state` at time `now`.
-///
-/// On success the store writes the dirty parts. On error it writes nothing but the outbox:
-/// validation happens before any change, and changes made before a late error are discarded.
-pub fn apply(state: &mut State, op: Op, now: Timestamp) -> Result<Reply> {
-    match op {
-        Op::Add { task } => {
-            let reply = tasks::add(
-                state,
-                vec![crate::op::PlanTask {
-                    key: None,
-                    task,
-                    after_keys: vec![],
-                }],
-                now,
-            )?;
-            tasks::requeue_expired(state, now);
-            Ok(reply)
+/// What an op needs loaded into the [`State`] before its rule runs. Every change also has the
+/// queue, the workers and the settings (every change takes lapsed claims back).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Needs {
+    /// The queue and the workers ([`State::tasks`], [`State::workers`]), for a read.
+    pub queue: bool,
+    /// The settings ([`State::settings`]), for a read.
+    pub settings: bool,
+    /// The progress record ([`State::progress`]).
+    pub progress: bool,
+    /// The smallest id a new task may get ([`State::min_next_id`]): above every id on the
+    /// queue and in the archive.
+    pub next_id: bool,
+    /// The sequence number of the next log entry ([`State::next_seq`]).
+    pub next_seq: bool,
+    /// Which log entries ([`State::log`]).
+    pub log: LogNeed,
+    /// Tasks the op names by id: those not on the queue are looked up in the archive
+    /// ([`State::archived`], [`State::archived_tasks`]).
+    pub task_ids: Vec<u64>,
+    /// The archive's counts by status and its tail ([`State::archived_counts`],
+    /// [`State::archive_tail`]).
+    pub archive_counts: bool,
+    /// Every archived task ([`State::archived_tasks`]).
+    pub archive_all: bool,
+    /// Board paths the op names as instruction files: they must be files on the board.
+    pub instruction_files: Vec<String>,
+    /// Board paths the op names as context files: they must not lead outside the board.
+    pub context_files: Vec<String>,
+}
+
+impl Needs {
+    /// What every view of the board reads: the queue, the workers, the progress record and
+    /// the settings (damage to any of them is reported with the view).
+    pub fn board() -> Self {
+        Needs {
+            queue: true,
+            settings: true,
+            progress: true,
+            ..Needs::default()
         }
-        Op::AddPlan { tasks: plan } => {
-            let reply = tasks::add(state, plan, now)?;
-            tasks::requeue_expired(state, now);
-            Ok(reply)
-        }
-        Op::Claim { worker } => {
-            tasks::requeue_expired(state, now);
-            claim::claim(state, &worker, now)
-        }
-        Op::Complete {
-            task,
-            worker,
-            attempt,
-            result,
-        } => after(state, now, |s| {
-            tasks::complete(s, task, &worker, attempt, result, now)
-        }),
-        Op::Fail {
-            task,
-            worker,
-            attempt,
-            error,
-            no_retry,
-        } => after(state, now, |s| {
-            tasks::fail(s, task, &worker, attempt, &error, no_retry, now)
-        }),
-        Op::Release {
-            task,
-            worker,
-            attempt,
-        } => after(state, now, |s| {
-            tasks::release(s, task, &worker, attempt, now)
-        }),
-        Op::Cancel { task, reason } => after(state, now, |s| tasks::cancel(s, task, reason, now)),
-        Op::Retry { task } => after(state, now, |s| tasks::retry(s, task)),
-        Op::Register {
-            worker,
-            capabilities,
-            session_id,
-        } => after(state, now, |s| {
-            workers::register(s, &worker, capabilities, session_id, now)
-        }),
-        Op::Heartbeat { worker } => after(state, now, |s| workers::heartbeat(s, &worker, now)),
-        Op::Deregister { worker } => after(state, now, |s| workers::deregister(s, &worker, now)),
-        Op::ShouldContinue {
-            worker,
-            max_idle_secs,
-        } => {
-            tasks::requeue_expired(state, now);
-            workers::should_continue(state, &worker, max_idle_secs, now)
-        }
-        Op::SetProgress {
-            current_step,
-            total_steps,
-            status,
-            metadata,
-        } => after(state, now, |s| {
-            messages::set_progress(s, current_step, total_steps, status, metadata, now)
-        }),
-        Op::Send {
-            agent,
-            message,
-            task,
-        } => after(state, now, |s| {
-            messages::send(s, MessageKind::Message, &agent, &message, task, None, now)
-        }),
-        Op::Ask {
-            agent,
-            question,
-            task,
-            wait_secs,
-        } => after(state, now, |s| {
-            messages::send(
-                s,
-                MessageKind::Question,
-                &agent,
-                &question,
-                task,
-                wait_secs,
-                now,
-            )
-        }),
-        Op::Answer {
-            agent,
-            question,
-            answer,
-        } => after(state, now, |s| {
-            messages::answer(s, &agent, question, &answer, now)
-        }),
-        Op::RequeueStale => {
-            let ids = tasks::requeue_expired(state, now);
-            Ok(Reply::Requeued { tasks: ids })
-        }
-        Op::Compact | Op::Repair => Err(Error::Protocol(format!(
-            "{} is carried out by the store, not by the rules",
-            op.name()
-        ))),
-        read => Err(Error::Protocol(format!(
-            "{} is a read; it is answered by the store",
-            read.name()
-        ))),
     }
 }
 
-/// Runs a write op, then takes back lapsed claims (the claimant's own late write wins first).
-fn after(
-    state: &mut State,
-    now: Timestamp,
-    f: impl FnOnce(&mut State) -> Result<Reply>,
-) -> Result<Reply> {
-    let reply = f(state)?;
-    tasks::requeue_expired(state, now);
-    Ok(reply)
+/// Which entries of the message log an op needs ([`State::log`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum LogNeed {
+    /// None.
+    #[default]
+    None,
+    /// The recent entries, when the op carries a request key: an earlier application of it
+    /// left its key there (see [`replay`]).
+    RecentWhenKeyed,
+    /// Every entry.
+    All,
+    /// The entries matching a filter (a store may filter as it reads; the read filters again).
+    Matching(MessageFilter),
+    /// The questions and the answers.
+    Questions,
+}
+
+/// A change: what it needs loaded, what it does to the state, how a retry is answered.
+pub trait Rule {
+    /// What the store loads before [`Rule::apply`].
+    fn needs(&self) -> Needs {
+        Needs::default()
+    }
+
+    /// Validates, then changes `st` at `now`, marking what the store must write. On error the
+    /// store writes nothing but the outbox: validation comes before any change, and changes
+    /// made before a late error are discarded.
+    fn apply(self, st: &mut State, now: Timestamp) -> Result<Reply>;
+
+    /// The reply of an earlier application that carried request key `key`, found on the board
+    /// (see [`apply_keyed`]); `None` for an op that was not applied with it.
+    fn replay(&self, _st: &State, _key: &str) -> Option<Reply> {
+        None
+    }
+}
+
+/// A read: what it needs loaded, and its answer from that. Nothing is written, so the server,
+/// a dashboard and any store answer a read the same way.
+pub trait Query {
+    /// What the store loads before [`Query::answer`].
+    fn needs(&self) -> Needs;
+
+    /// The answer at `now`, from what was loaded (`st` is not written back).
+    fn answer(self, st: &mut State, now: Timestamp) -> Result<Reply>;
+}
+
+/// Applies the change `op` to `state` at time `now` (see [`Rule::apply`]). A read or an op the
+/// store carries out itself (compact, repair) is refused.
+pub fn apply(state: &mut State, op: impl Rule, now: Timestamp) -> Result<Reply> {
+    op.apply(state, now)
+}
+
+/// Answers the read `op` from `state` at time `now` (see [`Query::answer`]). A change is
+/// refused.
+pub fn read(state: &mut State, op: impl Query, now: Timestamp) -> Result<Reply> {
+    op.answer(state, now)
 }
 
 /// Sets the worker's `current_task` to the latest task it still holds.
