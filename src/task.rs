@@ -122,7 +122,7 @@ impl Priority {
 
 /// One task of `task-queue.json`. Unknown fields are kept in `extra` and written back.
 ///
-/// Deserialization is hand-written (see [`TaskVisitor`]) rather than derived with
+/// Deserialization is hand-written (see `TaskVisitor`) rather than derived with
 /// `#[serde(flatten)]`: the queue is parsed on every claim, and flatten's buffering made
 /// parsing about three times slower.
 #[derive(Debug, Clone, PartialEq, Serialize)]

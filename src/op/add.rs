@@ -8,10 +8,15 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::reply::Reply;
-use crate::rules::{LogNeed, Needs, Rule, State, replay, requeue_expired};
+use crate::rules::{Needs, Rule, State, replay, requeue_expired};
 use crate::task::{Priority, Task, TaskStatus};
 use crate::time::{Timestamp, epoch_ms};
 use crate::validate;
+
+/// Longest lease a task may ask for (30 days).
+const MAX_LEASE_SECS: u64 = 30 * 86_400;
+/// Most retries a task may ask for.
+const MAX_RETRIES: u32 = 1000;
 
 /// Add one task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,7 +136,6 @@ impl Rule for AddPlan {
 fn needs<'a>(tasks: impl IntoIterator<Item = &'a NewTask>) -> Needs {
     let mut n = Needs {
         next_id: true,
-        log: LogNeed::None,
         ..Needs::default()
     };
     for t in tasks {
@@ -142,11 +146,6 @@ fn needs<'a>(tasks: impl IntoIterator<Item = &'a NewTask>) -> Needs {
     }
     n
 }
-
-/// Longest lease a task may ask for (30 days).
-const MAX_LEASE_SECS: u64 = 30 * 86_400;
-/// Most retries a task may ask for.
-const MAX_RETRIES: u32 = 1000;
 
 /// Adds the tasks of a plan, all or nothing.
 fn add(state: &mut State, plan: Vec<PlanTask>, now: Timestamp) -> Result<Reply> {

@@ -169,7 +169,7 @@ pub(crate) fn taken_back_why(t: &Task, worker: &str, settings: &Settings) -> Opt
 }
 
 /// Takes back every claim whose lease has expired or whose holder is stale (see
-/// [`take_back_cause`]) and returns their ids.
+/// `take_back_cause`) and returns their ids.
 ///
 /// Each such task loses the attempt (it counts towards max retries, so a task that kills every
 /// worker still ends failed) but is claimable again at once: a dead worker is not the task's

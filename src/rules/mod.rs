@@ -142,7 +142,7 @@ pub struct Needs {
     pub next_id: bool,
     /// The sequence number of the next log entry ([`State::next_seq`]).
     pub next_seq: bool,
-    /// Which log entries ([`State::log`]).
+    /// Which log entries (the field `State::log`).
     pub log: LogNeed,
     /// Tasks the op names by id: those not on the queue are looked up in the archive
     /// ([`State::archived`], [`State::archived_tasks`]).
@@ -171,14 +171,14 @@ impl Needs {
     }
 }
 
-/// Which entries of the message log an op needs ([`State::log`]).
+/// Which entries of the message log an op needs (the field `State::log`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum LogNeed {
     /// None.
     #[default]
     None,
     /// The recent entries, when the op carries a request key: an earlier application of it
-    /// left its key there (see [`replay`]).
+    /// left its key there (see `apply_keyed`).
     RecentWhenKeyed,
     /// Every entry.
     All,

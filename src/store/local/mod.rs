@@ -114,7 +114,7 @@ impl LocalStore {
         &self.dir
     }
 
-    /// Takes the board's exclusive lock (blocks until it is free). See [`lock`].
+    /// Takes the board's exclusive lock (blocks until it is free). See [`crate::store::lock::lock`].
     pub fn lock(&self) -> Result<LockGuard> {
         super::lock::lock(&self.dir)
     }
