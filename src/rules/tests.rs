@@ -2796,3 +2796,240 @@ fn a_waiting_assignee_is_not_absent() {
     assert!(why.contains("owner, who waits for an answer"), "{why}");
     assert_eq!(claim(&mut st, "w1", at(10_001 + 121)), Some(id));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Reads: answered from what they asked to load, by the same pure rules for every store
+// ---------------------------------------------------------------------------------------------
+
+/// Answers the read `op` from a copy of `st` (a read's state is never written back).
+fn read_op(st: &State, op: Op, now: Timestamp) -> Result<Reply> {
+    read(&mut st.clone(), op, now)
+}
+
+#[test]
+fn reads_show_the_board_as_the_next_change_sees_it() {
+    let mut st = board();
+    let a = add(&mut st, "a", t0());
+    register(&mut st, "w1", &[], t0());
+    assert_eq!(claim(&mut st, "w1", t0()), Some(a));
+    // Past the 60 s lease the claim is taken back in what the read shows, not in the state.
+    let shown = match read_op(&st, Op::Show(op::Show { task: a }), at(61)).unwrap() {
+        Reply::Task { task } => task,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(shown.task.status, TaskStatus::Pending);
+    assert_eq!(status(&st, a), TaskStatus::InProgress);
+    let workers = read_op(&st, Op::Workers(op::Workers), at(61)).unwrap();
+    let Reply::Workers { workers } = workers else {
+        panic!("{workers:?}")
+    };
+    assert_eq!(workers[0].tasks, Vec::<u64>::new());
+}
+
+#[test]
+fn show_finds_queue_then_archived_tasks() {
+    let mut st = board();
+    let a = add(&mut st, "a", t0());
+    let mut old = Task::new(5, "old", t0());
+    old.status = TaskStatus::Completed;
+    st.archived_tasks.insert(5, old);
+    let show = |id| read_op(&st, Op::Show(op::Show { task: id }), t0());
+    assert!(matches!(show(a), Ok(Reply::Task { task }) if task.task.id == a && !task.archived));
+    assert!(matches!(show(5), Ok(Reply::Task { task }) if task.task.id == 5 && task.archived));
+    assert!(matches!(show(6), Err(Error::UnknownTask(6))));
+}
+
+#[test]
+fn tasks_lists_archived_ones_with_the_queue_in_id_order_and_checks_the_status() {
+    let mut st = board();
+    let a = add(&mut st, "a", t0());
+    for (id, s) in [(3, TaskStatus::Completed), (a, TaskStatus::Completed)] {
+        let mut t = Task::new(id, "archived", t0());
+        t.status = s;
+        st.archived_tasks.insert(id, t);
+    }
+    let list = |status: Option<&str>, all| {
+        let op = Op::Tasks(op::Tasks {
+            status: status.map(str::to_string),
+            all,
+        });
+        match read_op(&st, op, t0()) {
+            Ok(Reply::Tasks { tasks }) => Ok(tasks
+                .iter()
+                .map(|v| (v.task.id, v.archived))
+                .collect::<Vec<_>>()),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        }
+    };
+    // A task both on the queue and archived (a compaction cut off) is shown once, from the queue.
+    assert_eq!(list(None, true).unwrap(), vec![(3, true), (a, false)]);
+    assert_eq!(list(None, false).unwrap(), vec![(a, false)]);
+    assert_eq!(list(Some("completed"), true).unwrap(), vec![(3, true)]);
+    assert_eq!(list(Some("in-progress"), true).unwrap(), vec![]);
+    assert!(is_invalid(&list(Some("done"), false)));
+}
+
+#[test]
+fn status_counts_the_archive_and_a_task_at_its_tail_once() {
+    let mut st = board();
+    let a = add(&mut st, "a", t0());
+    add(&mut st, "b", t0());
+    register(&mut st, "w1", &[], t0());
+    assert_eq!(claim(&mut st, "w1", t0()), Some(a));
+    complete(&mut st, a, "w1", t0()).unwrap();
+    // `a` was archived too, but the queue was not rewritten yet.
+    st.archived_counts = BTreeMap::from([(TaskStatus::Completed, 3), (TaskStatus::Cancelled, 1)]);
+    st.archive_tail = HashSet::from([a]);
+    let mut q = Message::new(MessageKind::Question, "w1", "open?", t0());
+    q.seq = Some(1);
+    let mut q2 = Message::new(MessageKind::Question, "w1", "answered?", t0());
+    q2.seq = Some(2);
+    let mut ans = Message::new(MessageKind::Answer, "lead", "yes", t0());
+    ans.seq = Some(3);
+    ans.reply_to = Some(2);
+    st.log = vec![q, q2, ans];
+    let Reply::Status { report } = read_op(&st, Op::Status(op::Status), t0()).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (report.pending, report.completed, report.cancelled),
+        (1, 3, 1)
+    );
+    assert_eq!((report.total, report.archived), (5, 4));
+    assert_eq!(report.open_questions, 1);
+    assert_eq!(report.workers.get("idle"), Some(&1));
+}
+
+#[test]
+fn questions_and_messages_are_chosen_from_the_loaded_log() {
+    let mut st = board();
+    let entry = |kind, seq: u64, reply_to: Option<u64>| {
+        let mut m = Message::new(kind, "a", &format!("m{seq}"), at(seq));
+        m.seq = Some(seq);
+        m.reply_to = reply_to;
+        m
+    };
+    st.log = vec![
+        entry(MessageKind::Question, 1, None),
+        entry(MessageKind::Message, 2, None),
+        entry(MessageKind::Answer, 3, Some(1)),
+        entry(MessageKind::Question, 4, None),
+        entry(MessageKind::Answer, 5, Some(9)),
+    ];
+    let questions = |all| match read_op(&st, Op::Questions(op::Questions { all }), t0()) {
+        Ok(Reply::Questions { questions }) => questions
+            .iter()
+            .map(|q| (q.question.seq, q.answers.len()))
+            .collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(questions(false), vec![(Some(4), 0)]);
+    assert_eq!(questions(true), vec![(Some(1), 1), (Some(4), 0)]);
+    let read = |filter| match read_op(&st, Op::ReadMessages(op::ReadMessages { filter }), t0()) {
+        Ok(Reply::Messages { messages }) => messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(read(MessageFilter::default()).len(), 5);
+    let after_1_last_2 = MessageFilter {
+        after_seq: Some(1),
+        limit: Some(2),
+        ..MessageFilter::default()
+    };
+    assert_eq!(read(after_1_last_2), vec![Some(4), Some(5)]);
+    let answers_to_1 = MessageFilter {
+        reply_to: Some(1),
+        ..MessageFilter::default()
+    };
+    assert_eq!(read(answers_to_1), vec![Some(3)]);
+    let since = MessageFilter {
+        since: Some(at(3)),
+        ..MessageFilter::default()
+    };
+    assert_eq!(read(since), vec![Some(4), Some(5)]);
+}
+
+#[test]
+fn progress_and_settings_are_read_as_loaded_and_changes_are_not_reads() {
+    let mut st = board();
+    st.progress.status = Some("halfway".into());
+    let r = read_op(&st, Op::Progress(op::Progress), t0());
+    assert!(
+        matches!(r, Ok(Reply::Progress { progress }) if progress.status.as_deref() == Some("halfway"))
+    );
+    let r = read_op(&st, Op::Settings(op::Settings), t0());
+    assert!(matches!(r, Ok(Reply::Settings { settings }) if settings.lease_secs == 60));
+    let r = read_op(
+        &st,
+        Op::Claim(op::Claim {
+            worker: "w1".into(),
+        }),
+        t0(),
+    );
+    assert!(matches!(r, Err(Error::Protocol(_))), "{r:?}");
+}
+
+#[test]
+fn each_op_says_what_it_needs_loaded() {
+    let plan = Op::AddPlan(op::AddPlan {
+        tasks: vec![PlanTask {
+            task: NewTask {
+                after: vec![7],
+                instruction_file: Some("docs/i.md".into()),
+                context_files: vec!["docs/c.md".into()],
+                ..nt("x")
+            },
+            ..PlanTask::default()
+        }],
+    });
+    let n = plan.needs();
+    assert!(n.next_id && !n.next_seq && n.log == LogNeed::None);
+    assert_eq!(n.task_ids, vec![7]);
+    assert_eq!(n.instruction_files, vec!["docs/i.md".to_string()]);
+    assert_eq!(n.context_files, vec!["docs/c.md".to_string()]);
+    let send = Op::Send(op::Send {
+        agent: "a".into(),
+        message: "m".into(),
+        task: Some(3),
+    });
+    let n = send.needs();
+    assert!(n.next_seq && n.log == LogNeed::RecentWhenKeyed && n.task_ids == vec![3]);
+    let answer = Op::Answer(op::Answer {
+        agent: "a".into(),
+        question: 1,
+        answer: "x".into(),
+    });
+    assert_eq!(answer.needs().log, LogNeed::All);
+    let progress = Op::SetProgress(op::SetProgress {
+        current_step: None,
+        total_steps: None,
+        status: None,
+        metadata: Default::default(),
+    });
+    assert!(progress.needs().progress);
+    let fail = Op::Fail(op::Fail {
+        task: 4,
+        worker: "w".into(),
+        attempt: None,
+        error: "e".into(),
+        no_retry: false,
+    });
+    assert_eq!(fail.needs().task_ids, vec![4]);
+    assert_eq!(
+        Op::Claim(op::Claim { worker: "w".into() }).needs(),
+        Needs::default()
+    );
+    // Reads: the views of the board read all of its state files; others only their own.
+    assert_eq!(Op::Workers(op::Workers).needs(), Needs::board());
+    let status = Op::Status(op::Status).needs();
+    assert!(status.queue && status.archive_counts && status.log == LogNeed::Questions);
+    assert!(
+        Op::Tasks(op::Tasks {
+            status: None,
+            all: true
+        })
+        .needs()
+        .archive_all
+    );
+    assert!(!Op::Progress(op::Progress).needs().queue);
+}
