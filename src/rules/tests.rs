@@ -6,8 +6,10 @@ use chrono::{TimeZone, Utc};
 use serde_json::json;
 
 use super::*;
+use crate::message::MessageFilter;
 use crate::message::MessageKind;
 use crate::op::{self, NewTask, Op, PlanTask};
+use crate::reply::Reply;
 use crate::task::Priority;
 use crate::time::{add_secs, epoch_ms};
 use crate::validate;
