@@ -23,7 +23,7 @@ const SOFT_WRITE_EVERY: f64 = 1.0;
 impl LocalStore {
     /// Writes the queue durably (the caller fsyncs the directory): only touched tasks are
     /// serialized again. The cache then describes the new file.
-    pub(super) fn write_queue(&self, st: &mut State) -> Result<()> {
+    fn write_queue(&self, st: &mut State) -> Result<()> {
         let mut cache = self.cache();
         let encoded = queue_file::encode(&st.tasks, &st.touched, &cache)
             .map_err(|e| Error::Protocol(e.to_string()))?;
