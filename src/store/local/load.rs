@@ -29,10 +29,12 @@ impl LocalStore {
             need.progress |= n.progress;
             need.next_id |= n.next_id;
             need.next_seq |= n.next_seq;
+            // A change reads the whole log, or its recent entries when keyed (filtered reads
+            // of the log are for reads).
             match n.log {
                 LogNeed::All => need.log = LogNeed::All,
                 LogNeed::RecentWhenKeyed => recent |= key.is_some(),
-                _ => {}
+                LogNeed::None | LogNeed::Matching(_) | LogNeed::Questions => {}
             }
             need.task_ids.extend(n.task_ids);
         }
