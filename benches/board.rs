@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use agentvine::op::{NewTask, Op, PlanTask, Reply};
+use agentvine::op::{self, NewTask, Op, PlanTask, Reply};
 use agentvine::remote::{Http, HttpOptions};
 use agentvine::rules::{self, Dirty, State};
 use agentvine::settings::{BoardFile, Settings};
@@ -32,7 +32,7 @@ use agentvine::store::{archive, damage, durable, log, paths};
 use agentvine::task::{Task, TaskStatus};
 use agentvine::wire::{OpRequest, parse_reply};
 use agentvine::worker::Worker;
-use agentvine::{Board, Claim};
+use agentvine::{Board, ClaimedTask};
 use chrono::TimeDelta;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -379,7 +379,7 @@ fn build_board(dir: &Path, history: usize, settings: &Settings) -> R<Built> {
         .collect();
     sim(
         &mut st,
-        Op::AddPlan { tasks: plan },
+        Op::AddPlan(op::AddPlan { tasks: plan }),
         clock,
         &archive_path,
         &mut files,
@@ -389,9 +389,9 @@ fn build_board(dir: &Path, history: usize, settings: &Settings) -> R<Built> {
         clock += TimeDelta::seconds(1);
         let claim = match sim(
             &mut st,
-            Op::Claim {
+            Op::Claim(op::Claim {
                 worker: worker.clone(),
-            },
+            }),
             clock,
             &archive_path,
             &mut files,
@@ -406,12 +406,12 @@ fn build_board(dir: &Path, history: usize, settings: &Settings) -> R<Built> {
         let id = claim.task.id;
         sim(
             &mut st,
-            Op::Complete {
+            Op::Complete(op::Complete {
                 task: id,
                 worker,
                 attempt: None,
                 result: Some(result_of(id)),
-            },
+            }),
             clock,
             &archive_path,
             &mut files,
@@ -420,7 +420,7 @@ fn build_board(dir: &Path, history: usize, settings: &Settings) -> R<Built> {
         n += 1;
         sim(
             &mut st,
-            Op::Add { task: new_task(n) },
+            Op::Add(op::Add { task: new_task(n) }),
             clock,
             &archive_path,
             &mut files,
@@ -748,7 +748,7 @@ fn breakdown_cycle(b: &mut LatencyRun, record: bool) -> R<()> {
     Ok(())
 }
 
-fn check_claim(c: &Claim) -> R<()> {
+fn check_claim(c: &ClaimedTask) -> R<()> {
     if c.instructions.is_none() {
         return Err(format!(
             "claimed task {} came without instructions: {:?}",
@@ -783,7 +783,7 @@ fn claim_replica(
     worker: &str,
     cache: &Mutex<QueueCache>,
     files: &ReplicaFiles,
-) -> R<(Claim, [f64; PHASES.len()], bool, [f64; 3])> {
+) -> R<(ClaimedTask, [f64; PHASES.len()], bool, [f64; 3])> {
     let mut ph = [0.0; PHASES.len()];
     let mut t = Instant::now();
     // LocalStore::lock
@@ -823,9 +823,9 @@ fn claim_replica(
     // write_batch with one unkeyed op: no snapshot, `rules::apply_keyed` without a key.
     let reply = rules::apply_keyed(
         &mut st,
-        Op::Claim {
+        Op::Claim(op::Claim {
             worker: worker.into(),
-        },
+        }),
         None,
         agentvine::time::now(),
     )?;
@@ -1225,16 +1225,16 @@ fn measure_remote_latency(local_dir: &Path, url: &str, rounds: usize) -> R<Remot
             if is_remote && record {
                 let id = c.task.id;
                 m.json_complete.push(json_work(
-                    Op::Complete {
+                    Op::Complete(op::Complete {
                         task: id,
                         worker: ME.into(),
                         attempt: None,
                         result: Some(result_of(id)),
-                    },
+                    }),
                     &Reply::Task { task: done },
                 )?);
                 m.json_claim.push(json_work(
-                    Op::Claim { worker: ME.into() },
+                    Op::Claim(op::Claim { worker: ME.into() }),
                     &Reply::Claimed {
                         claim: Some(c),
                         reason: None,

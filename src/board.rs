@@ -19,8 +19,8 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::op::{
-    Claim, MessageFilter, NewTask, Op, PlanTask, QuestionView, Reply, StatusReport, TaskView,
-    WorkerView,
+    self, ClaimedTask, MessageFilter, NewTask, Op, PlanTask, QuestionView, Reply, StatusReport,
+    TaskView, WorkerView,
 };
 use crate::progress::Progress;
 use crate::settings::Settings;
@@ -95,7 +95,7 @@ impl Board {
 
     /// The board's settings.
     pub fn settings(&self) -> Result<Settings> {
-        match self.execute(Op::Settings)? {
+        match self.execute(Op::Settings(op::Settings))? {
             Reply::Settings { settings } => Ok(settings),
             other => Err(unexpected("settings", &other)),
         }
@@ -113,7 +113,7 @@ impl Board {
 
     /// Adds one task.
     pub fn add(&self, task: NewTask) -> Result<Task> {
-        match self.execute(Op::Add { task })? {
+        match self.execute(Op::Add(op::Add { task }))? {
             Reply::Added { mut tasks } if tasks.len() == 1 => Ok(tasks.remove(0)),
             other => Err(unexpected("add", &other)),
         }
@@ -121,17 +121,17 @@ impl Board {
 
     /// Adds a batch of tasks, all or nothing.
     pub fn add_plan(&self, tasks: Vec<PlanTask>) -> Result<Vec<Task>> {
-        match self.execute(Op::AddPlan { tasks })? {
+        match self.execute(Op::AddPlan(op::AddPlan { tasks }))? {
             Reply::Added { tasks } => Ok(tasks),
             other => Err(unexpected("add-plan", &other)),
         }
     }
 
     /// Claims the best eligible task for `worker`; `None` when nothing is claimable.
-    pub fn claim(&self, worker: &str) -> Result<Option<Claim>> {
-        match self.execute(Op::Claim {
+    pub fn claim(&self, worker: &str) -> Result<Option<ClaimedTask>> {
+        match self.execute(Op::Claim(op::Claim {
             worker: worker.into(),
-        })? {
+        }))? {
             Reply::Claimed { claim, .. } => Ok(claim),
             other => Err(unexpected("claim", &other)),
         }
@@ -141,12 +141,12 @@ impl Board {
     pub fn complete(&self, task: u64, worker: &str, result: Option<Value>) -> Result<TaskView> {
         task_reply(
             "complete",
-            self.execute(Op::Complete {
+            self.execute(Op::Complete(op::Complete {
                 task,
                 worker: worker.into(),
                 attempt: None,
                 result,
-            })?,
+            }))?,
         )
     }
 
@@ -154,13 +154,13 @@ impl Board {
     pub fn fail(&self, task: u64, worker: &str, error: &str, no_retry: bool) -> Result<TaskView> {
         task_reply(
             "fail",
-            self.execute(Op::Fail {
+            self.execute(Op::Fail(op::Fail {
                 task,
                 worker: worker.into(),
                 attempt: None,
                 error: error.into(),
                 no_retry,
-            })?,
+            }))?,
         )
     }
 
@@ -168,11 +168,11 @@ impl Board {
     pub fn release(&self, task: u64, worker: &str) -> Result<TaskView> {
         task_reply(
             "release",
-            self.execute(Op::Release {
+            self.execute(Op::Release(op::Release {
                 task,
                 worker: worker.into(),
                 attempt: None,
-            })?,
+            }))?,
         )
     }
 
@@ -180,27 +180,27 @@ impl Board {
     pub fn cancel(&self, task: u64, reason: Option<&str>) -> Result<TaskView> {
         task_reply(
             "cancel",
-            self.execute(Op::Cancel {
+            self.execute(Op::Cancel(op::Cancel {
                 task,
                 reason: reason.map(str::to_string),
-            })?,
+            }))?,
         )
     }
 
     /// Puts a failed task back to pending.
     pub fn retry(&self, task: u64) -> Result<TaskView> {
-        task_reply("retry", self.execute(Op::Retry { task })?)
+        task_reply("retry", self.execute(Op::Retry(op::Retry { task }))?)
     }
 
     /// Registers a worker with its capabilities.
     pub fn register(&self, worker: &str, capabilities: &[&str]) -> Result<WorkerView> {
         worker_reply(
             "register",
-            self.execute(Op::Register {
+            self.execute(Op::Register(op::Register {
                 worker: worker.into(),
                 capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
                 session_id: None,
-            })?,
+            }))?,
         )
     }
 
@@ -208,9 +208,9 @@ impl Board {
     pub fn heartbeat(&self, worker: &str) -> Result<WorkerView> {
         worker_reply(
             "heartbeat",
-            self.execute(Op::Heartbeat {
+            self.execute(Op::Heartbeat(op::Heartbeat {
                 worker: worker.into(),
-            })?,
+            }))?,
         )
     }
 
@@ -218,18 +218,18 @@ impl Board {
     pub fn deregister(&self, worker: &str) -> Result<WorkerView> {
         worker_reply(
             "deregister",
-            self.execute(Op::Deregister {
+            self.execute(Op::Deregister(op::Deregister {
                 worker: worker.into(),
-            })?,
+            }))?,
         )
     }
 
     /// Whether an idle worker should keep going, with a one-line reason.
     pub fn should_continue(&self, worker: &str, max_idle_secs: u64) -> Result<Decision> {
-        match self.execute(Op::ShouldContinue {
+        match self.execute(Op::ShouldContinue(op::ShouldContinue {
             worker: worker.into(),
             max_idle_secs,
-        })? {
+        }))? {
             Reply::Decision {
                 keep_going,
                 reason,
@@ -247,11 +247,11 @@ impl Board {
     pub fn send(&self, agent: &str, message: &str) -> Result<Message> {
         message_reply(
             "send",
-            self.execute(Op::Send {
+            self.execute(Op::Send(op::Send {
                 agent: agent.into(),
                 message: message.into(),
                 task: None,
-            })?,
+            }))?,
         )
     }
 
@@ -259,12 +259,12 @@ impl Board {
     pub fn ask(&self, agent: &str, question: &str, task: Option<u64>) -> Result<Message> {
         message_reply(
             "ask",
-            self.execute(Op::Ask {
+            self.execute(Op::Ask(op::Ask {
                 agent: agent.into(),
                 question: question.into(),
                 task,
                 wait_secs: None,
-            })?,
+            }))?,
         )
     }
 
@@ -272,17 +272,17 @@ impl Board {
     pub fn answer(&self, agent: &str, question: u64, answer: &str) -> Result<Message> {
         message_reply(
             "answer",
-            self.execute(Op::Answer {
+            self.execute(Op::Answer(op::Answer {
                 agent: agent.into(),
                 question,
                 answer: answer.into(),
-            })?,
+            }))?,
         )
     }
 
     /// Reads messages matching `filter`.
     pub fn messages(&self, filter: MessageFilter) -> Result<Vec<Message>> {
-        match self.execute(Op::ReadMessages { filter })? {
+        match self.execute(Op::ReadMessages(op::ReadMessages { filter }))? {
             Reply::Messages { messages } => Ok(messages),
             other => Err(unexpected("read-messages", &other)),
         }
@@ -290,7 +290,7 @@ impl Board {
 
     /// Questions: open ones, or all with their answers.
     pub fn questions(&self, all: bool) -> Result<Vec<QuestionView>> {
-        match self.execute(Op::Questions { all })? {
+        match self.execute(Op::Questions(op::Questions { all }))? {
             Reply::Questions { questions } => Ok(questions),
             other => Err(unexpected("questions", &other)),
         }
@@ -298,7 +298,7 @@ impl Board {
 
     /// The board's counts.
     pub fn status(&self) -> Result<StatusReport> {
-        match self.execute(Op::Status)? {
+        match self.execute(Op::Status(op::Status))? {
             Reply::Status { report } => Ok(report),
             other => Err(unexpected("status", &other)),
         }
@@ -306,10 +306,10 @@ impl Board {
 
     /// Tasks on the queue (and the archive when `all`), optionally with one status.
     pub fn tasks(&self, status: Option<&str>, all: bool) -> Result<Vec<TaskView>> {
-        match self.execute(Op::Tasks {
+        match self.execute(Op::Tasks(op::Tasks {
             status: status.map(str::to_string),
             all,
-        })? {
+        }))? {
             Reply::Tasks { tasks } => Ok(tasks),
             other => Err(unexpected("tasks", &other)),
         }
@@ -317,12 +317,12 @@ impl Board {
 
     /// One task, from the queue or the archive.
     pub fn show(&self, task: u64) -> Result<TaskView> {
-        task_reply("show", self.execute(Op::Show { task })?)
+        task_reply("show", self.execute(Op::Show(op::Show { task }))?)
     }
 
     /// All workers with their derived states.
     pub fn workers(&self) -> Result<Vec<WorkerView>> {
-        match self.execute(Op::Workers)? {
+        match self.execute(Op::Workers(op::Workers))? {
             Reply::Workers { workers } => Ok(workers),
             other => Err(unexpected("workers", &other)),
         }
@@ -330,7 +330,7 @@ impl Board {
 
     /// The progress record.
     pub fn progress(&self) -> Result<Progress> {
-        match self.execute(Op::Progress)? {
+        match self.execute(Op::Progress(op::Progress))? {
             Reply::Progress { progress } => Ok(progress),
             other => Err(unexpected("progress", &other)),
         }
@@ -338,7 +338,7 @@ impl Board {
 
     /// Takes back claims whose lease expired or whose holder is stale; returns their ids.
     pub fn requeue_stale(&self) -> Result<Vec<u64>> {
-        match self.execute(Op::RequeueStale)? {
+        match self.execute(Op::RequeueStale(op::RequeueStale))? {
             Reply::Requeued { tasks } => Ok(tasks),
             other => Err(unexpected("requeue-stale", &other)),
         }
@@ -346,7 +346,7 @@ impl Board {
 
     /// Moves finished tasks to the archive; returns how many moved.
     pub fn compact(&self) -> Result<usize> {
-        match self.execute(Op::Compact)? {
+        match self.execute(Op::Compact(op::Compact))? {
             Reply::Compacted { archived, .. } => Ok(archived),
             other => Err(unexpected("compact", &other)),
         }

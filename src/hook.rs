@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 
 use crate::board::Board;
 use crate::error::Result;
-use crate::op::Claim;
+use crate::op::ClaimedTask;
 use crate::rules::one_line;
 use session::{Reminder, SessionFile};
 
@@ -123,13 +123,13 @@ pub fn stop(board: &Board, cfg: &StopConfig) -> Result<StopDecision> {
             stalled
         })?;
         if stalled {
-            board.execute(crate::op::Op::Fail {
+            board.execute(crate::op::Op::Fail(crate::op::Fail {
                 task: t.id,
                 worker: me.to_string(),
                 attempt: Some(t.attempts),
                 error: "the worker ended its turn twice without completing the task".into(),
                 no_retry: false,
-            })?;
+            }))?;
         } else {
             return Ok(StopDecision::Block {
                 reason: format!(
@@ -173,7 +173,7 @@ pub fn stop(board: &Board, cfg: &StopConfig) -> Result<StopDecision> {
 }
 
 /// The instruction handed to Claude for a task just claimed for it.
-pub fn claimed_reason(c: &Claim, me: &str) -> String {
+pub fn claimed_reason(c: &ClaimedTask, me: &str) -> String {
     let t = &c.task;
     let mut s = format!(
         "Task {id} is claimed for you: {desc}.",

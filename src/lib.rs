@@ -3,7 +3,9 @@
 //! priorities, dependencies and capabilities; worker status; progress; and a message log with
 //! questions and answers.
 //!
-//! Start with [`Board`]. The rules live in [`rules`] (pure, no I/O); the files in [`store`].
+//! Start with [`Board`]. Every operation is an [`Op`] whose payload owns its rule ([`op`]);
+//! the state the rules work on and what they share live in [`rules`] (pure, no I/O); the files
+//! in [`store`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -20,6 +22,7 @@ pub mod plan;
 pub mod progress;
 #[cfg(feature = "remote")]
 pub mod remote;
+pub mod reply;
 pub mod rules;
 #[cfg(feature = "remote")]
 pub mod server;
@@ -33,11 +36,10 @@ pub mod worker;
 
 pub use board::{Board, Decision};
 pub use error::{Damage, Error, ExitCode, Result};
-pub use message::{Message, MessageKind};
-pub use op::{
-    Claim, MessageFilter, NewTask, Op, PlanTask, Reply, StatusReport, TaskView, WorkerView,
-};
+pub use message::{Message, MessageFilter, MessageKind};
+pub use op::{NewTask, Op, PlanTask};
 pub use progress::Progress;
+pub use reply::{ClaimedTask, Reply, StatusReport, TaskView, WorkerView};
 pub use settings::Settings;
 pub use task::{Priority, Task, TaskStatus};
 pub use worker::{Worker, WorkerState};

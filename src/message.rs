@@ -78,3 +78,41 @@ impl Message {
         }
     }
 }
+
+/// Which log entries to read.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MessageFilter {
+    /// Only entries written after this time.
+    #[serde(with = "crate::time::opt_ts", skip_serializing_if = "Option::is_none")]
+    pub since: Option<Timestamp>,
+    /// Only entries with a sequence number above this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after_seq: Option<u64>,
+    /// Only answers to this question.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
+    /// Only the last N matching entries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+impl MessageFilter {
+    /// True if `m` passes the filter's conditions (the limit aside).
+    pub fn matches(&self, m: &Message) -> bool {
+        self.since.is_none_or(|t| m.timestamp > t)
+            && self.after_seq.is_none_or(|s| m.seq.is_some_and(|q| q > s))
+            && self.reply_to.is_none_or(|q| m.reply_to == Some(q))
+    }
+
+    /// The entries of `log` (oldest first) that match, at most the last `limit` of them.
+    pub fn select(&self, log: Vec<Message>) -> Vec<Message> {
+        let mut out: Vec<Message> = log.into_iter().filter(|m| self.matches(m)).collect();
+        if let Some(n) = self.limit
+            && out.len() > n
+        {
+            out.drain(..out.len() - n);
+        }
+        out
+    }
+}

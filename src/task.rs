@@ -1,5 +1,7 @@
 //! A task on the queue, as stored in `task-queue.json` (original fields plus ours).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
@@ -58,6 +60,17 @@ impl TaskStatus {
     }
 }
 
+impl TaskStatus {
+    /// Counts `tasks` by status.
+    pub fn count<'a>(tasks: impl IntoIterator<Item = &'a Task>) -> BTreeMap<TaskStatus, usize> {
+        let mut m = BTreeMap::new();
+        for t in tasks {
+            *m.entry(t.status).or_insert(0) += 1;
+        }
+        m
+    }
+}
+
 impl std::fmt::Display for TaskStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -109,7 +122,7 @@ impl Priority {
 
 /// One task of `task-queue.json`. Unknown fields are kept in `extra` and written back.
 ///
-/// Deserialization is hand-written (see [`TaskVisitor`]) rather than derived with
+/// Deserialization is hand-written (see `TaskVisitor`) rather than derived with
 /// `#[serde(flatten)]`: the queue is parsed on every claim, and flatten's buffering made
 /// parsing about three times slower.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -362,6 +375,58 @@ mod tests {
             serde_json::from_str::<Task>(r#"{"id":1,"description":"d","status":"done"}"#).is_err()
         );
         assert!(serde_json::from_str::<Task>(r#"[1,2]"#).is_err());
+    }
+
+    /// The hand-written deserializer must know every field of [`Task`]: a task with every
+    /// field set (a struct literal, so a new field does not compile until it is set here)
+    /// parses back equal, and no field of the struct lands in `extra`.
+    #[test]
+    fn the_deserializer_reads_every_field_of_the_struct() {
+        let at = |s: &str| crate::time::parse_timestamp(s).unwrap();
+        let full = Task {
+            id: 7,
+            description: "d".into(),
+            instruction_file: Some("tasks/i.md".into()),
+            context_files: vec!["docs/a.md".into()],
+            assigned_to: Some("w2".into()),
+            status: TaskStatus::InProgress,
+            created_at: Some(at("2026-03-01T12:00:00Z")),
+            claimed_by: Some("w1".into()),
+            claimed_at: Some(at("2026-03-01T12:00:01Z")),
+            completed_by: Some("w0".into()),
+            completed_at: Some(at("2026-03-01T12:00:02Z")),
+            result: Some(serde_json::json!({"ok": true})),
+            metadata: Map::from_iter([("dir".to_string(), serde_json::json!("src"))]),
+            priority: Priority::High,
+            requires: vec!["rust".into()],
+            depends_on: vec![1],
+            attempts: 2,
+            max_retries: Some(3),
+            lease_secs: Some(600),
+            strict: true,
+            fallback_after_secs: Some(60),
+            lease_expires_at: Some(at("2026-03-01T12:10:01Z")),
+            last_error: Some("e".into()),
+            not_before: Some(at("2026-03-01T12:00:03Z")),
+            ended_at: Some(at("2026-03-01T12:00:04Z")),
+            request_key: Some("k".into()),
+            extra: Map::from_iter([("custom".to_string(), serde_json::json!(1))]),
+        };
+        let json = serde_json::to_value(&full).unwrap();
+        let fields = json.as_object().unwrap();
+        for (k, v) in fields {
+            assert!(
+                !v.is_null() && v != &serde_json::json!([]) && v != &serde_json::json!({}),
+                "set {k} to a value that is not its default"
+            );
+        }
+        let back: Task = serde_json::from_value(json.clone()).unwrap();
+        let unread: Vec<&String> = back.extra.keys().filter(|k| *k != "custom").collect();
+        assert!(
+            unread.is_empty(),
+            "fields the deserializer does not read (TaskVisitor::visit_map): {unread:?}"
+        );
+        assert_eq!(back, full);
     }
 
     #[test]

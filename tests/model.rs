@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use agentvine::error::Error;
 use agentvine::message::Message;
 use agentvine::message::MessageKind;
-use agentvine::op::{NewTask, Op, PlanTask, Reply};
+use agentvine::op::{self, NewTask, Op, PlanTask, Reply};
 use agentvine::rules::{Ineligible, State, apply, blocked_ids, eligibility};
 use agentvine::settings::Settings;
 use agentvine::task::{Priority, TaskStatus};
@@ -576,13 +576,13 @@ impl Model {
     fn apply_inner(&mut self, op: &Op) -> Outcome {
         let now = self.now;
         match op {
-            Op::Add { task } => self.add(&[PlanTask {
+            Op::Add(op::Add { task }) => self.add(&[PlanTask {
                 key: None,
                 task: task.clone(),
                 after_keys: vec![],
             }]),
-            Op::AddPlan { tasks } => self.add(tasks),
-            Op::Claim { worker } => {
+            Op::AddPlan(op::AddPlan { tasks }) => self.add(tasks),
+            Op::Claim(op::Claim { worker }) => {
                 self.requeue();
                 if !valid_name(worker) {
                     return Outcome::Invalid;
@@ -604,12 +604,12 @@ impl Model {
                 w.idle_since = now;
                 Outcome::Claimed(Some(id))
             }
-            Op::Complete {
+            Op::Complete(op::Complete {
                 task,
                 worker,
                 attempt,
                 ..
-            } => {
+            }) => {
                 if !valid_name(worker) {
                     return Outcome::Invalid;
                 }
@@ -629,13 +629,13 @@ impl Model {
                 self.requeue();
                 Outcome::Ok
             }
-            Op::Fail {
+            Op::Fail(op::Fail {
                 task,
                 worker,
                 attempt,
                 no_retry,
                 ..
-            } => {
+            }) => {
                 if !valid_name(worker) {
                     return Outcome::Invalid;
                 }
@@ -649,11 +649,11 @@ impl Model {
                 self.requeue();
                 Outcome::Ok
             }
-            Op::Release {
+            Op::Release(op::Release {
                 task,
                 worker,
                 attempt,
-            } => {
+            }) => {
                 if !valid_name(worker) {
                     return Outcome::Invalid;
                 }
@@ -671,7 +671,7 @@ impl Model {
                 self.requeue();
                 Outcome::Ok
             }
-            Op::Cancel { task, .. } => {
+            Op::Cancel(op::Cancel { task, .. }) => {
                 let i = match self.lookup(*task) {
                     Ok(i) => i,
                     Err(e) => return e,
@@ -687,7 +687,7 @@ impl Model {
                 self.requeue();
                 Outcome::Ok
             }
-            Op::Retry { task } => {
+            Op::Retry(op::Retry { task }) => {
                 let i = match self.lookup(*task) {
                     Ok(i) => i,
                     Err(e) => return e,
@@ -702,11 +702,11 @@ impl Model {
                 self.requeue();
                 Outcome::Ok
             }
-            Op::Register {
+            Op::Register(op::Register {
                 worker,
                 capabilities,
                 ..
-            } => {
+            }) => {
                 if !valid_name(worker) {
                     return Outcome::Invalid;
                 }
@@ -718,7 +718,7 @@ impl Model {
                 self.requeue();
                 Outcome::Released(vec![])
             }
-            Op::Heartbeat { worker } => {
+            Op::Heartbeat(op::Heartbeat { worker }) => {
                 if !valid_name(worker) {
                     return Outcome::Invalid;
                 }
@@ -745,7 +745,7 @@ impl Model {
                 self.requeue();
                 Outcome::Released(vec![])
             }
-            Op::Deregister { worker } => {
+            Op::Deregister(op::Deregister { worker }) => {
                 if !valid_name(worker) || !self.workers.contains_key(worker.as_str()) {
                     return Outcome::Invalid;
                 }
@@ -768,10 +768,10 @@ impl Model {
                 self.requeue();
                 Outcome::Released(released)
             }
-            Op::ShouldContinue {
+            Op::ShouldContinue(op::ShouldContinue {
                 worker,
                 max_idle_secs,
-            } => {
+            }) => {
                 self.requeue();
                 if !valid_name(worker) {
                     return Outcome::Invalid;
@@ -807,7 +807,7 @@ impl Model {
                 w.last_seen = now;
                 Outcome::Decision(false, None)
             }
-            Op::Send { agent, .. } => {
+            Op::Send(op::Send { agent, .. }) => {
                 if !valid_name(agent) {
                     return Outcome::Invalid;
                 }
@@ -816,9 +816,9 @@ impl Model {
                 self.requeue();
                 Outcome::Ok
             }
-            Op::Ask {
+            Op::Ask(op::Ask {
                 agent, wait_secs, ..
-            } => {
+            }) => {
                 if !valid_name(agent) {
                     return Outcome::Invalid;
                 }
@@ -833,7 +833,7 @@ impl Model {
                 self.requeue();
                 Outcome::Ok
             }
-            Op::Answer { question, .. } => {
+            Op::Answer(op::Answer { question, .. }) => {
                 if self.log.get(question) != Some(&true) {
                     return Outcome::Invalid;
                 }
@@ -864,7 +864,7 @@ impl Model {
                 self.requeue();
                 Outcome::Ok
             }
-            Op::RequeueStale => Outcome::Requeued(self.requeue()),
+            Op::RequeueStale(op::RequeueStale) => Outcome::Requeued(self.requeue()),
             other => panic!("the model does not generate {other:?}"),
         }
     }
@@ -1037,9 +1037,9 @@ impl Model {
                 if self.tasks.len() >= MAX_TASKS {
                     return None;
                 }
-                Op::Add {
+                Op::Add(op::Add {
                     task: self.new_task(s, n),
-                }
+                })
             }
             Step::Plan(entries) => {
                 if self.tasks.len() + entries.len() > MAX_TASKS {
@@ -1054,72 +1054,72 @@ impl Model {
                         after_keys: after.iter().map(|j| format!("k{j}")).collect(),
                     })
                     .collect();
-                Op::AddPlan { tasks }
+                Op::AddPlan(op::AddPlan { tasks })
             }
-            Step::Claim(w) => Op::Claim {
+            Step::Claim(w) => Op::Claim(op::Claim {
                 worker: WORKERS[*w].into(),
-            },
+            }),
             Step::Complete(t, w, a, with_result) => {
                 let id = self.task_id(*t);
-                Op::Complete {
+                Op::Complete(op::Complete {
                     task: id,
                     worker: self.who(*w, id),
                     attempt: self.attempt(*a, id),
                     result: with_result.then(|| serde_json::json!(format!("result {n}"))),
-                }
+                })
             }
             Step::Fail(t, w, a, no_retry) => {
                 let id = self.task_id(*t);
-                Op::Fail {
+                Op::Fail(op::Fail {
                     task: id,
                     worker: self.who(*w, id),
                     attempt: self.attempt(*a, id),
                     error: format!("error {n}"),
                     no_retry: *no_retry,
-                }
+                })
             }
             Step::Release(t, w, a) => {
                 let id = self.task_id(*t);
-                Op::Release {
+                Op::Release(op::Release {
                     task: id,
                     worker: self.who(*w, id),
                     attempt: self.attempt(*a, id),
-                }
+                })
             }
-            Step::Cancel(t) => Op::Cancel {
+            Step::Cancel(t) => Op::Cancel(op::Cancel {
                 task: self.task_id(*t),
                 reason: None,
-            },
-            Step::Retry(t) => Op::Retry {
+            }),
+            Step::Retry(t) => Op::Retry(op::Retry {
                 task: self.task_id(*t),
-            },
-            Step::Heartbeat(w) => Op::Heartbeat {
+            }),
+            Step::Heartbeat(w) => Op::Heartbeat(op::Heartbeat {
                 worker: WORKERS[*w].into(),
-            },
-            Step::Deregister(w) => Op::Deregister {
+            }),
+            Step::Deregister(w) => Op::Deregister(op::Deregister {
                 worker: WORKERS[*w].into(),
-            },
-            Step::Register(w, caps) => Op::Register {
+            }),
+            Step::Register(w, caps) => Op::Register(op::Register {
                 worker: WORKERS[*w].into(),
                 capabilities: caps.iter().map(|&c| CAPS[c].to_string()).collect(),
                 session_id: None,
-            },
-            Step::ShouldContinue(w, max_idle_secs) => Op::ShouldContinue {
+            }),
+            Step::ShouldContinue(w, max_idle_secs) => Op::ShouldContinue(op::ShouldContinue {
                 worker: WORKERS[*w].into(),
                 max_idle_secs: *max_idle_secs,
-            },
-            Step::Send(w) => Op::Send {
+            }),
+            Step::Send(w) => Op::Send(op::Send {
                 agent: WORKERS[*w].into(),
                 message: format!("note {n}"),
                 task: None,
-            },
-            Step::Ask(w, wait) => Op::Ask {
+            }),
+            Step::Ask(w, wait) => Op::Ask(op::Ask {
                 agent: WORKERS[*w].into(),
                 question: format!("question {n}"),
                 task: None,
                 wait_secs: *wait,
-            },
-            Step::Answer(k) => Op::Answer {
+            }),
+            Step::Answer(k) => Op::Answer(op::Answer {
                 agent: "coordinator".into(),
                 question: if self.questions.is_empty() {
                     UNKNOWN_ID
@@ -1127,8 +1127,8 @@ impl Model {
                     self.questions[k % self.questions.len()]
                 },
                 answer: format!("answer {n}"),
-            },
-            Step::RequeueStale => Op::RequeueStale,
+            }),
+            Step::RequeueStale => Op::RequeueStale(op::RequeueStale),
         })
     }
 }
@@ -1420,11 +1420,11 @@ fn run_case(
     };
     let mut history = String::new();
     for (i, c) in caps.iter().enumerate() {
-        let op = Op::Register {
+        let op = Op::Register(op::Register {
             worker: WORKERS[i].into(),
             capabilities: c.iter().map(|&k| CAPS[k].to_string()).collect(),
             session_id: None,
-        };
+        });
         history.push_str(&format!("  setup: {}\n", json(&op)));
         prop_assert_eq!(m.apply(&op), Outcome::Released(vec![]));
         apply(&mut st, op, ts(0)).map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -1467,13 +1467,13 @@ fn run_case(
         // A refused complete (with a result) or fail keeps what was sent, whether the task is
         // still on the queue or has been archived since.
         let refused_write = match &op {
-            Op::Complete {
+            Op::Complete(op::Complete {
                 task,
                 worker,
                 result: Some(_),
                 ..
-            }
-            | Op::Fail { task, worker, .. } => Some((*task, worker.clone())),
+            })
+            | Op::Fail(op::Fail { task, worker, .. }) => Some((*task, worker.clone())),
             _ => None,
         };
         if let Some((task, worker)) = refused_write
@@ -1485,9 +1485,9 @@ fn run_case(
             prop_assert_eq!(&kept[0].agent, &worker, "kept agent\n{}", ctx);
         } else if let (Some(kind), Outcome::Ok) = (
             match &op {
-                Op::Send { .. } => Some(MessageKind::Message),
-                Op::Ask { .. } => Some(MessageKind::Question),
-                Op::Answer { .. } => Some(MessageKind::Answer),
+                Op::Send(op::Send { .. }) => Some(MessageKind::Message),
+                Op::Ask(op::Ask { .. }) => Some(MessageKind::Question),
+                Op::Answer(op::Answer { .. }) => Some(MessageKind::Answer),
                 _ => None,
             },
             &got,

@@ -782,36 +782,36 @@ fn openapi_documents_exactly_the_routes() {
 /// One op of every kind. The match below has no wildcard: a new op does not compile until it is
 /// added here, and then this test checks that openapi.json documents it.
 fn every_op() -> Vec<agentvine::Op> {
-    use agentvine::op::{MessageFilter, NewTask, Op, PlanTask};
+    use agentvine::op::{self, MessageFilter, NewTask, Op, PlanTask};
     fn _exhaustive(op: &Op) {
         match op {
-            Op::Add { .. }
-            | Op::AddPlan { .. }
-            | Op::Claim { .. }
-            | Op::Complete { .. }
-            | Op::Fail { .. }
-            | Op::Release { .. }
-            | Op::Cancel { .. }
-            | Op::Retry { .. }
-            | Op::Register { .. }
-            | Op::Heartbeat { .. }
-            | Op::Deregister { .. }
-            | Op::ShouldContinue { .. }
-            | Op::SetProgress { .. }
-            | Op::Send { .. }
-            | Op::Ask { .. }
-            | Op::Answer { .. }
-            | Op::RequeueStale
-            | Op::Compact
-            | Op::Repair
-            | Op::Status
-            | Op::Tasks { .. }
-            | Op::Show { .. }
-            | Op::Workers
-            | Op::Progress
-            | Op::Settings
-            | Op::ReadMessages { .. }
-            | Op::Questions { .. } => {}
+            Op::Add(op::Add { .. })
+            | Op::AddPlan(op::AddPlan { .. })
+            | Op::Claim(op::Claim { .. })
+            | Op::Complete(op::Complete { .. })
+            | Op::Fail(op::Fail { .. })
+            | Op::Release(op::Release { .. })
+            | Op::Cancel(op::Cancel { .. })
+            | Op::Retry(op::Retry { .. })
+            | Op::Register(op::Register { .. })
+            | Op::Heartbeat(op::Heartbeat { .. })
+            | Op::Deregister(op::Deregister { .. })
+            | Op::ShouldContinue(op::ShouldContinue { .. })
+            | Op::SetProgress(op::SetProgress { .. })
+            | Op::Send(op::Send { .. })
+            | Op::Ask(op::Ask { .. })
+            | Op::Answer(op::Answer { .. })
+            | Op::RequeueStale(op::RequeueStale)
+            | Op::Compact(op::Compact)
+            | Op::Repair(op::Repair)
+            | Op::Status(op::Status)
+            | Op::Tasks(op::Tasks { .. })
+            | Op::Show(op::Show { .. })
+            | Op::Workers(op::Workers)
+            | Op::Progress(op::Progress)
+            | Op::Settings(op::Settings)
+            | Op::ReadMessages(op::ReadMessages { .. })
+            | Op::Questions(op::Questions { .. }) => {}
         }
     }
     let w = || "w1".to_string();
@@ -823,92 +823,92 @@ fn every_op() -> Vec<agentvine::Op> {
         ..NewTask::default()
     };
     vec![
-        Op::Add { task: task.clone() },
-        Op::AddPlan {
+        Op::Add(op::Add { task: task.clone() }),
+        Op::AddPlan(op::AddPlan {
             tasks: vec![PlanTask {
                 key: Some("a".into()),
                 task,
                 after_keys: vec!["b".into()],
             }],
-        },
-        Op::Claim { worker: w() },
-        Op::Complete {
+        }),
+        Op::Claim(op::Claim { worker: w() }),
+        Op::Complete(op::Complete {
             task: 1,
             worker: w(),
             attempt: Some(1),
             result: Some(json!({"ok": true})),
-        },
-        Op::Fail {
+        }),
+        Op::Fail(op::Fail {
             task: 1,
             worker: w(),
             attempt: None,
             error: "e".into(),
             no_retry: true,
-        },
-        Op::Release {
+        }),
+        Op::Release(op::Release {
             task: 1,
             worker: w(),
             attempt: Some(2),
-        },
-        Op::Cancel {
+        }),
+        Op::Cancel(op::Cancel {
             task: 1,
             reason: Some("r".into()),
-        },
-        Op::Retry { task: 1 },
-        Op::Register {
+        }),
+        Op::Retry(op::Retry { task: 1 }),
+        Op::Register(op::Register {
             worker: w(),
             capabilities: vec!["rust".into()],
             session_id: Some("s".into()),
-        },
-        Op::Heartbeat { worker: w() },
-        Op::Deregister { worker: w() },
-        Op::ShouldContinue {
+        }),
+        Op::Heartbeat(op::Heartbeat { worker: w() }),
+        Op::Deregister(op::Deregister { worker: w() }),
+        Op::ShouldContinue(op::ShouldContinue {
             worker: w(),
             max_idle_secs: 60,
-        },
-        Op::SetProgress {
+        }),
+        Op::SetProgress(op::SetProgress {
             current_step: Some(json!(2)),
             total_steps: Some(json!(5)),
             status: Some("going".into()),
             metadata: serde_json::Map::from_iter([("phase".to_string(), json!("x"))]),
-        },
-        Op::Send {
+        }),
+        Op::Send(op::Send {
             agent: "a".into(),
             message: "m".into(),
             task: Some(1),
-        },
-        Op::Ask {
+        }),
+        Op::Ask(op::Ask {
             agent: "a".into(),
             question: "q".into(),
             task: None,
             wait_secs: Some(600),
-        },
-        Op::Answer {
+        }),
+        Op::Answer(op::Answer {
             agent: "a".into(),
             question: 3,
             answer: "x".into(),
-        },
-        Op::RequeueStale,
-        Op::Compact,
-        Op::Repair,
-        Op::Status,
-        Op::Tasks {
+        }),
+        Op::RequeueStale(op::RequeueStale),
+        Op::Compact(op::Compact),
+        Op::Repair(op::Repair),
+        Op::Status(op::Status),
+        Op::Tasks(op::Tasks {
             status: Some("pending".into()),
             all: true,
-        },
-        Op::Show { task: 1 },
-        Op::Workers,
-        Op::Progress,
-        Op::Settings,
-        Op::ReadMessages {
+        }),
+        Op::Show(op::Show { task: 1 }),
+        Op::Workers(op::Workers),
+        Op::Progress(op::Progress),
+        Op::Settings(op::Settings),
+        Op::ReadMessages(op::ReadMessages {
             filter: MessageFilter {
                 since: Some(agentvine::time::now()),
                 after_seq: Some(1),
                 reply_to: None,
                 limit: Some(5),
             },
-        },
-        Op::Questions { all: true },
+        }),
+        Op::Questions(op::Questions { all: true }),
     ]
 }
 

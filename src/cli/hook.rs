@@ -13,7 +13,7 @@ use std::time::Duration;
 use agentvine::hook::keepalive::{self, Keepalive};
 use agentvine::hook::session::{self, SessionFile};
 use agentvine::hook::{self, HookInput, StopConfig, StopDecision, process};
-use agentvine::{Board, ExitCode, Op, Result};
+use agentvine::{Board, ExitCode, Op, Result, op};
 use serde_json::json;
 
 use super::Output;
@@ -139,11 +139,11 @@ fn session_start(
                 .filter(|c| !c.is_empty())
                 .map(str::to_string)
                 .collect();
-            board.execute(Op::Register {
+            board.execute(Op::Register(op::Register {
                 worker: id.clone(),
                 capabilities,
                 session_id: input.session_id.clone(),
-            })?;
+            }))?;
         }
         Ok::<Board, agentvine::Error>(board)
     })();

@@ -10,6 +10,7 @@ mod worker;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use agentvine::op;
 use agentvine::store::paths::DEFAULT_DIR;
 use agentvine::time::{parse_duration, parse_timestamp};
 use agentvine::{
@@ -345,7 +346,7 @@ fn add_op(a: AddArgs) -> Result<Op> {
         })?;
         let base = plan.parent().map(Path::to_path_buf).unwrap_or_default();
         let tasks = agentvine::plan::parse(&text, &base)?;
-        return Ok(Op::AddPlan { tasks });
+        return Ok(Op::AddPlan(op::AddPlan { tasks }));
     }
     let description = a.description.unwrap_or_default();
     let instructions = match (a.instructions, a.instructions_from) {
@@ -382,7 +383,7 @@ fn add_op(a: AddArgs) -> Result<Op> {
         .as_deref()
         .map(|l| duration(l, "--fallback-after"))
         .transpose()?;
-    Ok(Op::Add {
+    Ok(Op::Add(op::Add {
         task: NewTask {
             description,
             instructions,
@@ -398,7 +399,7 @@ fn add_op(a: AddArgs) -> Result<Op> {
             fallback_after_secs,
             metadata,
         },
-    })
+    }))
 }
 
 /// Runs a board command.
@@ -413,9 +414,9 @@ fn run_on(board: &Board, command: Command, worker: Option<&str>) -> Result<Outpu
             return Err(Error::Protocol("handled earlier".into()));
         }
         Command::Add(a) => add_op(a)?,
-        Command::Claim => Op::Claim {
+        Command::Claim => Op::Claim(op::Claim {
             worker: worker_id(worker)?,
-        },
+        }),
         Command::Complete {
             claimant,
             result,
@@ -426,55 +427,55 @@ fn run_on(board: &Board, command: Command, worker: Option<&str>) -> Result<Outpu
                 (Some(t), None) => Some(Value::String(t)),
                 (None, None) => None,
             };
-            Op::Complete {
+            Op::Complete(op::Complete {
                 task: claimant.id,
                 worker: worker_id(worker)?,
                 attempt: claimant.attempt,
                 result,
-            }
+            })
         }
         Command::Fail {
             claimant,
             error,
             no_retry,
-        } => Op::Fail {
+        } => Op::Fail(op::Fail {
             task: claimant.id,
             worker: worker_id(worker)?,
             attempt: claimant.attempt,
             error,
             no_retry,
-        },
-        Command::Release { claimant } => Op::Release {
+        }),
+        Command::Release { claimant } => Op::Release(op::Release {
             task: claimant.id,
             worker: worker_id(worker)?,
             attempt: claimant.attempt,
-        },
-        Command::Cancel { id, reason } => Op::Cancel { task: id, reason },
-        Command::Retry { id } => Op::Retry { task: id },
+        }),
+        Command::Cancel { id, reason } => Op::Cancel(op::Cancel { task: id, reason }),
+        Command::Retry { id } => Op::Retry(op::Retry { task: id }),
         Command::Register {
             capabilities,
             session_id,
-        } => Op::Register {
+        } => Op::Register(op::Register {
             worker: worker_id(worker)?,
             capabilities,
             session_id,
-        },
-        Command::Heartbeat => Op::Heartbeat {
+        }),
+        Command::Heartbeat => Op::Heartbeat(op::Heartbeat {
             worker: worker_id(worker)?,
-        },
-        Command::Deregister => Op::Deregister {
+        }),
+        Command::Deregister => Op::Deregister(op::Deregister {
             worker: worker_id(worker)?,
-        },
-        Command::ShouldContinue { max_idle } => Op::ShouldContinue {
+        }),
+        Command::ShouldContinue { max_idle } => Op::ShouldContinue(op::ShouldContinue {
             worker: worker_id(worker)?,
             max_idle_secs: duration(&max_idle, "--max-idle")?,
-        },
-        Command::Status => Op::Status,
-        Command::Tasks { status, all } => Op::Tasks { status, all },
-        Command::Show { id } => Op::Show { task: id },
-        Command::Workers => Op::Workers,
+        }),
+        Command::Status => Op::Status(op::Status),
+        Command::Tasks { status, all } => Op::Tasks(op::Tasks { status, all }),
+        Command::Show { id } => Op::Show(op::Show { task: id }),
+        Command::Workers => Op::Workers(op::Workers),
         Command::Progress { action } => match action {
-            None | Some(ProgressCmd::Show) => Op::Progress,
+            None | Some(ProgressCmd::Show) => Op::Progress(op::Progress),
             Some(ProgressCmd::Set {
                 step,
                 total,
@@ -484,12 +485,12 @@ fn run_on(board: &Board, command: Command, worker: Option<&str>) -> Result<Outpu
                 let mut metadata = Map::new();
                 meta_pairs(&meta, &mut metadata)?;
                 let num = |s: String| serde_json::from_str(&s).unwrap_or(Value::String(s));
-                Op::SetProgress {
+                Op::SetProgress(op::SetProgress {
                     current_step: step.map(num),
                     total_steps: total.map(num),
                     status,
                     metadata,
-                }
+                })
             }
         },
         Command::Msg { action } => match action {
@@ -497,11 +498,11 @@ fn run_on(board: &Board, command: Command, worker: Option<&str>) -> Result<Outpu
                 message,
                 agent,
                 task,
-            } => Op::Send {
+            } => Op::Send(op::Send {
                 agent: agent_name(agent, worker, "coordinator"),
                 message,
                 task,
-            },
+            }),
             MsgCmd::Read {
                 since,
                 after,
@@ -517,14 +518,14 @@ fn run_on(board: &Board, command: Command, worker: Option<&str>) -> Result<Outpu
                         })
                     })
                     .transpose()?;
-                Op::ReadMessages {
+                Op::ReadMessages(op::ReadMessages {
                     filter: MessageFilter {
                         since,
                         after_seq: after,
                         reply_to,
                         limit,
                     },
-                }
+                })
             }
         },
         Command::Ask {
@@ -539,34 +540,34 @@ fn run_on(board: &Board, command: Command, worker: Option<&str>) -> Result<Outpu
             if wait {
                 let timeout = duration(&timeout, "--timeout")?;
                 let poll = duration(&poll, "--poll")?.max(1);
-                let op = Op::Ask {
+                let op = Op::Ask(op::Ask {
                     agent,
                     question,
                     task,
                     wait_secs: Some(timeout),
-                };
+                });
                 return ask_and_wait(board, op, timeout, poll);
             }
-            Op::Ask {
+            Op::Ask(op::Ask {
                 agent,
                 question,
                 task,
                 wait_secs: None,
-            }
+            })
         }
         Command::Answer {
             question,
             answer,
             agent,
-        } => Op::Answer {
+        } => Op::Answer(op::Answer {
             agent: agent.unwrap_or_else(|| "coordinator".into()),
             question,
             answer,
-        },
-        Command::Questions { all } => Op::Questions { all },
-        Command::RequeueStale => Op::RequeueStale,
-        Command::Repair => Op::Repair,
-        Command::Compact => Op::Compact,
+        }),
+        Command::Questions { all } => Op::Questions(op::Questions { all }),
+        Command::RequeueStale => Op::RequeueStale(op::RequeueStale),
+        Command::Repair => Op::Repair(op::Repair),
+        Command::Compact => Op::Compact(op::Compact),
     };
     let reply = board.execute(op)?;
     let exit = match &reply {
@@ -604,7 +605,7 @@ fn heartbeat_while_waiting(board: &Board, agent: &str) -> Result<Option<Duration
 /// meanwhile, and once more when it gives up, so it looks alive and its leases are fresh when
 /// the wait ends.
 fn ask_and_wait(board: &Board, op: Op, timeout: u64, poll: u64) -> Result<Output> {
-    let Op::Ask { agent, .. } = &op else {
+    let Op::Ask(op::Ask { agent, .. }) = &op else {
         return Err(Error::Protocol("ask_and_wait needs an ask".into()));
     };
     let agent = agent.clone();

@@ -7,7 +7,7 @@ use agentvine::apikey::ApiKey;
 use agentvine::remote::{Http, HttpOptions, RemoteStore, Vps};
 use agentvine::store::Transport;
 use agentvine::wire::{self, OpRequest};
-use agentvine::{Board, Error, ExitCode, Op, Reply, Result, Settings};
+use agentvine::{Board, Error, ExitCode, Op, Reply, Result, Settings, op};
 use serde_json::{Value, json};
 
 use super::Output;
@@ -35,7 +35,7 @@ pub fn init(
     }
     let store = RemoteStore::connect(url, ApiKey::from_env_or_file(key_file)?)?;
     // Flags change the board's current settings, or the defaults of a board not made yet.
-    let settings = flags.apply(|| match store.execute(Op::Settings) {
+    let settings = flags.apply(|| match store.execute(Op::Settings(op::Settings)) {
         Ok(Reply::Settings { settings }) => Ok(settings),
         Ok(other) => Err(Error::Protocol(format!(
             "the server answered a settings request with {other:?}"

@@ -140,7 +140,7 @@ impl RemoteStore {
                 )));
             }
         }
-        match self.execute(Op::Settings)? {
+        match self.execute(Op::Settings(crate::op::Settings))? {
             Reply::Settings { settings } => Ok(settings),
             other => Err(Error::Protocol(format!(
                 "the server answered a settings request with {other:?}"

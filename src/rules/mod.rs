@@ -1,24 +1,33 @@
-//! The pure core: one [`State`], one [`apply`]. No I/O happens here; the store loads the
-//! state, calls `apply`, and writes back what is marked dirty.
+//! The pure core: one [`State`], and the two shapes of an op's rule (`rule.rs`): a change
+//! ([`Rule`]) and a read ([`Query`]). No I/O happens here; the store loads what an op
+//! [`Needs`] into the state, calls [`apply`] (or [`read`]), and writes back what is marked
+//! dirty.
+//!
+//! Each op's own rule lives with its payload in [`crate::op`]; this module holds what several
+//! ops share: eligibility and fallback (`eligibility.rs`), leases and taking claims back
+//! (`leases.rs`), waits for answers (`waits.rs`), views (`views.rs`), which finished tasks may
+//! be archived (`archive.rs`), and request keys (`replay.rs`).
 
-mod claim;
-mod messages;
-mod replay;
-mod tasks;
-mod views;
-mod workers;
+pub(crate) mod archive;
+pub(crate) mod eligibility;
+pub(crate) mod leases;
+pub(crate) mod replay;
+mod rule;
+pub(crate) mod views;
+pub(crate) mod waits;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-pub use claim::{Ineligible, eligibility};
+pub use archive::archivable;
+pub use eligibility::{Ineligible, eligibility};
+pub use leases::{backoff_secs, requeue_expired};
 pub use replay::{MAX_KEY, apply_keyed};
-pub use tasks::{archivable, backoff_secs, requeue_expired};
-pub use views::{blocked_ids, status_report, task_views, worker_views};
-pub(crate) use workers::one_line;
+pub use rule::{LogNeed, Needs, Query, Rule, apply, read};
+pub(crate) use views::one_line;
+pub use views::{blocked_ids, questions, status_report, task_views, worker_views};
 
 use crate::error::{Error, Result};
-use crate::message::{Message, MessageKind};
-use crate::op::{Op, Reply};
+use crate::message::Message;
 use crate::progress::Progress;
 use crate::settings::Settings;
 use crate::task::{Task, TaskStatus};
@@ -57,10 +66,16 @@ pub struct State {
     /// Statuses of archived tasks that the op refers to.
     pub archived: BTreeMap<u64, TaskStatus>,
     /// Archived tasks that the op refers to by id, whole (a retried op whose task was archived
-    /// by the same commit is answered from here).
+    /// by the same commit is answered from here); every archived task for a read that asks for
+    /// all of them.
     pub archived_tasks: BTreeMap<u64, Task>,
+    /// Archived tasks by status (for reads that count them).
+    pub archived_counts: BTreeMap<TaskStatus, usize>,
+    /// Ids of the archive's last entries that may still be on the queue (a compaction cut off
+    /// between its two writes, or one that ran between two reads): counted once.
+    pub archive_tail: HashSet<u64>,
     /// The message log, loaded only for ops that need it (answer; the recent entries for a
-    /// keyed send, ask or answer).
+    /// keyed send, ask or answer; the entries a read asks for).
     pub log: Vec<Message>,
     /// Log entries to append, even when the op fails (kept results).
     pub outbox: Vec<Message>,
@@ -112,140 +127,6 @@ impl State {
             None => Err(Error::UnknownTask(id)),
         }
     }
-}
-
-/// Applies `op` to `state` at time `now`.
-///
-/// On success the store writes the dirty parts. On error it writes nothing but the outbox:
-/// validation happens before any change, and changes made before a late error are discarded.
-pub fn apply(state: &mut State, op: Op, now: Timestamp) -> Result<Reply> {
-    match op {
-        Op::Add { task } => {
-            let reply = tasks::add(
-                state,
-                vec![crate::op::PlanTask {
-                    key: None,
-                    task,
-                    after_keys: vec![],
-                }],
-                now,
-            )?;
-            tasks::requeue_expired(state, now);
-            Ok(reply)
-        }
-        Op::AddPlan { tasks: plan } => {
-            let reply = tasks::add(state, plan, now)?;
-            tasks::requeue_expired(state, now);
-            Ok(reply)
-        }
-        Op::Claim { worker } => {
-            tasks::requeue_expired(state, now);
-            claim::claim(state, &worker, now)
-        }
-        Op::Complete {
-            task,
-            worker,
-            attempt,
-            result,
-        } => after(state, now, |s| {
-            tasks::complete(s, task, &worker, attempt, result, now)
-        }),
-        Op::Fail {
-            task,
-            worker,
-            attempt,
-            error,
-            no_retry,
-        } => after(state, now, |s| {
-            tasks::fail(s, task, &worker, attempt, &error, no_retry, now)
-        }),
-        Op::Release {
-            task,
-            worker,
-            attempt,
-        } => after(state, now, |s| {
-            tasks::release(s, task, &worker, attempt, now)
-        }),
-        Op::Cancel { task, reason } => after(state, now, |s| tasks::cancel(s, task, reason, now)),
-        Op::Retry { task } => after(state, now, |s| tasks::retry(s, task)),
-        Op::Register {
-            worker,
-            capabilities,
-            session_id,
-        } => after(state, now, |s| {
-            workers::register(s, &worker, capabilities, session_id, now)
-        }),
-        Op::Heartbeat { worker } => after(state, now, |s| workers::heartbeat(s, &worker, now)),
-        Op::Deregister { worker } => after(state, now, |s| workers::deregister(s, &worker, now)),
-        Op::ShouldContinue {
-            worker,
-            max_idle_secs,
-        } => {
-            tasks::requeue_expired(state, now);
-            workers::should_continue(state, &worker, max_idle_secs, now)
-        }
-        Op::SetProgress {
-            current_step,
-            total_steps,
-            status,
-            metadata,
-        } => after(state, now, |s| {
-            messages::set_progress(s, current_step, total_steps, status, metadata, now)
-        }),
-        Op::Send {
-            agent,
-            message,
-            task,
-        } => after(state, now, |s| {
-            messages::send(s, MessageKind::Message, &agent, &message, task, None, now)
-        }),
-        Op::Ask {
-            agent,
-            question,
-            task,
-            wait_secs,
-        } => after(state, now, |s| {
-            messages::send(
-                s,
-                MessageKind::Question,
-                &agent,
-                &question,
-                task,
-                wait_secs,
-                now,
-            )
-        }),
-        Op::Answer {
-            agent,
-            question,
-            answer,
-        } => after(state, now, |s| {
-            messages::answer(s, &agent, question, &answer, now)
-        }),
-        Op::RequeueStale => {
-            let ids = tasks::requeue_expired(state, now);
-            Ok(Reply::Requeued { tasks: ids })
-        }
-        Op::Compact | Op::Repair => Err(Error::Protocol(format!(
-            "{} is carried out by the store, not by the rules",
-            op.name()
-        ))),
-        read => Err(Error::Protocol(format!(
-            "{} is a read; it is answered by the store",
-            read.name()
-        ))),
-    }
-}
-
-/// Runs a write op, then takes back lapsed claims (the claimant's own late write wins first).
-fn after(
-    state: &mut State,
-    now: Timestamp,
-    f: impl FnOnce(&mut State) -> Result<Reply>,
-) -> Result<Reply> {
-    let reply = f(state)?;
-    tasks::requeue_expired(state, now);
-    Ok(reply)
 }
 
 /// Sets the worker's `current_task` to the latest task it still holds.

@@ -5,80 +5,89 @@
 //! The key is kept where the op left its mark, committed with it: on the task an op changed
 //! (`Task::request_key`) or on the log entry it wrote (`Message::key`).
 
-use super::{State, apply};
+use super::{Rule, State};
 use crate::error::{Error, Result};
-use crate::op::{Claim, Op, Reply, TaskView};
-use crate::task::TaskStatus;
+use crate::reply::{ClaimedTask, Reply, TaskView};
+use crate::task::{Task, TaskStatus};
 use crate::time::Timestamp;
 
 /// Longest request key, in bytes.
 pub const MAX_KEY: usize = 128;
 
 /// Applies `op` once per request `key`: a repeat of an op already applied is answered from
-/// the board. Without a key this is [`apply`].
-pub fn apply_keyed(state: &mut State, op: Op, key: Option<&str>, now: Timestamp) -> Result<Reply> {
+/// the board ([`Rule::replay`]). Without a key this is [`super::apply`].
+pub fn apply_keyed(
+    state: &mut State,
+    op: impl Rule,
+    key: Option<&str>,
+    now: Timestamp,
+) -> Result<Reply> {
     let Some(key) = key else {
-        return apply(state, op, now);
+        return op.apply(state, now);
     };
     if key.is_empty() || key.len() > MAX_KEY {
         return Err(Error::Invalid(format!(
             "a request key must be 1 to {MAX_KEY} bytes"
         )));
     }
-    if let Some(reply) = replay(state, &op, key) {
+    if let Some(reply) = op.replay(state, key) {
         return Ok(reply);
     }
-    let mut reply = apply(state, op, now)?;
+    let mut reply = op.apply(state, now)?;
     stamp(state, &mut reply, key);
     Ok(reply)
 }
 
-/// The reply of an earlier application of `op` with `key`, if there was one.
-fn replay(state: &State, op: &Op, key: &str) -> Option<Reply> {
-    let keyed = |t: &&crate::task::Task| t.request_key.as_deref() == Some(key);
-    match op {
-        Op::Add { .. } | Op::AddPlan { .. } => {
-            let tasks: Vec<_> = state.tasks.iter().filter(keyed).cloned().collect();
-            (!tasks.is_empty()).then_some(Reply::Added { tasks })
-        }
-        Op::Claim { worker } => state
-            .tasks
-            .iter()
-            .filter(keyed)
-            .find(|t| t.status == TaskStatus::InProgress && t.claimed_by.as_deref() == Some(worker))
-            .map(|t| Reply::Claimed {
-                claim: Some(Claim {
-                    task: t.clone(),
-                    instructions: None,
-                    instructions_error: None,
-                }),
-                reason: None,
+fn keyed<'a>(key: &'a str) -> impl Fn(&&Task) -> bool + 'a {
+    move |t| t.request_key.as_deref() == Some(key)
+}
+
+/// The reply of an add (or add-plan) applied with `key`: the tasks it added.
+pub(crate) fn added(state: &State, key: &str) -> Option<Reply> {
+    let tasks: Vec<_> = state.tasks.iter().filter(keyed(key)).cloned().collect();
+    (!tasks.is_empty()).then_some(Reply::Added { tasks })
+}
+
+/// The reply of a claim by `worker` applied with `key`: the task it still holds.
+pub(crate) fn claimed(state: &State, worker: &str, key: &str) -> Option<Reply> {
+    state
+        .tasks
+        .iter()
+        .filter(keyed(key))
+        .find(|t| t.status == TaskStatus::InProgress && t.claimed_by.as_deref() == Some(worker))
+        .map(|t| Reply::Claimed {
+            claim: Some(ClaimedTask {
+                task: t.clone(),
+                instructions: None,
+                instructions_error: None,
             }),
-        Op::Complete { task, .. }
-        | Op::Fail { task, .. }
-        | Op::Release { task, .. }
-        | Op::Cancel { task, .. }
-        | Op::Retry { task } => {
-            let on_queue = state.tasks.iter().filter(keyed).find(|t| t.id == *task);
-            let archived = state.archived_tasks.get(task).filter(keyed);
-            on_queue
-                .map(|t| (t, false))
-                .or(archived.map(|t| (t, true)))
-                .map(|(t, archived)| Reply::Task {
-                    task: TaskView {
-                        archived,
-                        ..TaskView::of(t.clone())
-                    },
-                })
-        }
-        Op::Send { .. } | Op::Ask { .. } | Op::Answer { .. } => state
-            .log
-            .iter()
-            .rev()
-            .find(|m| m.key.as_deref() == Some(key))
-            .map(|m| Reply::Message { message: m.clone() }),
-        _ => None,
-    }
+            reason: None,
+        })
+}
+
+/// The reply of an op on task `id` applied with `key`: the task, on the queue or archived.
+pub(crate) fn task(state: &State, id: u64, key: &str) -> Option<Reply> {
+    let on_queue = state.tasks.iter().filter(keyed(key)).find(|t| t.id == id);
+    let archived = state.archived_tasks.get(&id).filter(keyed(key));
+    on_queue
+        .map(|t| (t, false))
+        .or(archived.map(|t| (t, true)))
+        .map(|(t, archived)| Reply::Task {
+            task: TaskView {
+                archived,
+                ..TaskView::of(t.clone())
+            },
+        })
+}
+
+/// The reply of an op that wrote a log entry with `key`: the entry.
+pub(crate) fn message(state: &State, key: &str) -> Option<Reply> {
+    state
+        .log
+        .iter()
+        .rev()
+        .find(|m| m.key.as_deref() == Some(key))
+        .map(|m| Reply::Message { message: m.clone() })
 }
 
 /// Records `key` where the op's effect was committed, and in the reply, so that the first

@@ -6,8 +6,10 @@ use chrono::{TimeZone, Utc};
 use serde_json::json;
 
 use super::*;
+use crate::message::MessageFilter;
 use crate::message::MessageKind;
-use crate::op::{NewTask, PlanTask};
+use crate::op::{self, NewTask, Op, PlanTask};
+use crate::reply::Reply;
 use crate::task::Priority;
 use crate::time::{add_secs, epoch_ms};
 use crate::validate;
@@ -68,7 +70,7 @@ fn run(st: &mut State, op: Op, now: Timestamp) -> Result<Reply> {
 
 /// Adds a task and returns its id.
 fn add_task(st: &mut State, task: NewTask, now: Timestamp) -> u64 {
-    match run(st, Op::Add { task }, now).expect("add") {
+    match run(st, Op::Add(op::Add { task }), now).expect("add") {
         Reply::Added { tasks } => tasks[0].id,
         other => panic!("unexpected reply {other:?}"),
     }
@@ -81,11 +83,11 @@ fn add(st: &mut State, desc: &str, now: Timestamp) -> u64 {
 fn register(st: &mut State, worker: &str, caps: &[&str], now: Timestamp) {
     run(
         st,
-        Op::Register {
+        Op::Register(op::Register {
             worker: worker.into(),
             capabilities: strings(caps),
             session_id: None,
-        },
+        }),
         now,
     )
     .expect("register");
@@ -95,9 +97,9 @@ fn register(st: &mut State, worker: &str, caps: &[&str], now: Timestamp) {
 fn claim(st: &mut State, worker: &str, now: Timestamp) -> Option<u64> {
     match run(
         st,
-        Op::Claim {
+        Op::Claim(op::Claim {
             worker: worker.into(),
-        },
+        }),
         now,
     )
     .expect("claim")
@@ -110,9 +112,9 @@ fn claim(st: &mut State, worker: &str, now: Timestamp) -> Option<u64> {
 fn claim_reason(st: &mut State, worker: &str, now: Timestamp) -> String {
     match run(
         st,
-        Op::Claim {
+        Op::Claim(op::Claim {
             worker: worker.into(),
-        },
+        }),
         now,
     )
     .expect("claim")
@@ -128,12 +130,12 @@ fn claim_reason(st: &mut State, worker: &str, now: Timestamp) -> String {
 fn complete(st: &mut State, id: u64, worker: &str, now: Timestamp) -> Result<Reply> {
     run(
         st,
-        Op::Complete {
+        Op::Complete(op::Complete {
             task: id,
             worker: worker.into(),
             attempt: None,
             result: None,
-        },
+        }),
         now,
     )
 }
@@ -141,13 +143,13 @@ fn complete(st: &mut State, id: u64, worker: &str, now: Timestamp) -> Result<Rep
 fn fail(st: &mut State, id: u64, worker: &str, no_retry: bool, now: Timestamp) -> Result<Reply> {
     run(
         st,
-        Op::Fail {
+        Op::Fail(op::Fail {
             task: id,
             worker: worker.into(),
             attempt: None,
             error: "boom".into(),
             no_retry,
-        },
+        }),
         now,
     )
 }
@@ -155,11 +157,11 @@ fn fail(st: &mut State, id: u64, worker: &str, no_retry: bool, now: Timestamp) -
 fn release(st: &mut State, id: u64, worker: &str, now: Timestamp) -> Result<Reply> {
     run(
         st,
-        Op::Release {
+        Op::Release(op::Release {
             task: id,
             worker: worker.into(),
             attempt: None,
-        },
+        }),
         now,
     )
 }
@@ -167,31 +169,31 @@ fn release(st: &mut State, id: u64, worker: &str, now: Timestamp) -> Result<Repl
 fn cancel(st: &mut State, id: u64, now: Timestamp) -> Result<Reply> {
     run(
         st,
-        Op::Cancel {
+        Op::Cancel(op::Cancel {
             task: id,
             reason: None,
-        },
+        }),
         now,
     )
 }
 
 fn retry(st: &mut State, id: u64, now: Timestamp) -> Result<Reply> {
-    run(st, Op::Retry { task: id }, now)
+    run(st, Op::Retry(op::Retry { task: id }), now)
 }
 
 fn heartbeat(st: &mut State, worker: &str, now: Timestamp) {
     run(
         st,
-        Op::Heartbeat {
+        Op::Heartbeat(op::Heartbeat {
             worker: worker.into(),
-        },
+        }),
         now,
     )
     .expect("heartbeat");
 }
 
 fn requeue(st: &mut State, now: Timestamp) -> Vec<u64> {
-    match run(st, Op::RequeueStale, now).expect("requeue") {
+    match run(st, Op::RequeueStale(op::RequeueStale), now).expect("requeue") {
         Reply::Requeued { tasks } => tasks,
         other => panic!("unexpected reply {other:?}"),
     }
@@ -206,10 +208,10 @@ fn should_continue(
 ) -> (bool, String, Option<u64>) {
     match run(
         st,
-        Op::ShouldContinue {
+        Op::ShouldContinue(op::ShouldContinue {
             worker: worker.into(),
             max_idle_secs,
-        },
+        }),
         now,
     )
     .expect("should-continue")
@@ -295,7 +297,7 @@ fn add_creates_a_pending_task_with_every_field() {
         metadata: meta.clone(),
         ..NewTask::default()
     };
-    let r = run(&mut st, Op::Add { task }, t0()).unwrap();
+    let r = run(&mut st, Op::Add(op::Add { task }), t0()).unwrap();
     let Reply::Added { tasks } = r else {
         panic!("expected Added")
     };
@@ -370,7 +372,9 @@ fn plan_ids_are_consecutive_and_keys_become_dependencies() {
             after_keys: strings(&["a", "b"]),
         },
     ];
-    let Reply::Added { tasks } = run(&mut st, Op::AddPlan { tasks: plan }, t0()).unwrap() else {
+    let Reply::Added { tasks } =
+        run(&mut st, Op::AddPlan(op::AddPlan { tasks: plan }), t0()).unwrap()
+    else {
         panic!("expected Added")
     };
     let ids: Vec<u64> = tasks.iter().map(|t| t.id).collect();
@@ -411,7 +415,7 @@ fn bad_plans_are_rejected_and_leave_the_state_untouched() {
         vec![entry("a", &[]), PlanTask::default()],
     ];
     for plan in bad_plans {
-        assert_invalid_untouched(&mut st, Op::AddPlan { tasks: plan }, at(1));
+        assert_invalid_untouched(&mut st, Op::AddPlan(op::AddPlan { tasks: plan }), at(1));
     }
     assert_eq!(st.tasks.len(), 1);
 }
@@ -477,7 +481,7 @@ fn add_validates_its_input_and_changes_nothing_on_error() {
         },
     ];
     for task in bad {
-        assert_invalid_untouched(&mut st, Op::Add { task }, at(1));
+        assert_invalid_untouched(&mut st, Op::Add(op::Add { task }), at(1));
     }
     // The limits themselves are accepted.
     add(&mut st, &"x".repeat(validate::MAX_DESCRIPTION), at(1));
@@ -513,12 +517,12 @@ fn dependencies_must_exist_or_be_archived_completed() {
     for dep in [8, 9] {
         assert_invalid_untouched(
             &mut st,
-            Op::Add {
+            Op::Add(op::Add {
                 task: NewTask {
                     after: vec![dep],
                     ..nt("never")
                 },
-            },
+            }),
             at(2),
         );
     }
@@ -526,12 +530,12 @@ fn dependencies_must_exist_or_be_archived_completed() {
     let before = snapshot(&st);
     let r = run(
         &mut st,
-        Op::Add {
+        Op::Add(op::Add {
             task: NewTask {
                 after: vec![on_queue, 12345],
                 ..nt("unknown")
             },
-        },
+        }),
         at(2),
     );
     assert!(matches!(r, Err(Error::UnknownTask(12345))), "{r:?}");
@@ -600,9 +604,9 @@ fn claim_with_nothing_to_do_says_why() {
     assert!(reason.contains("capabilities"), "{reason}");
     let r = run(
         &mut st,
-        Op::Claim {
+        Op::Claim(op::Claim {
             worker: "no good".into(),
-        },
+        }),
         t0(),
     );
     assert!(is_invalid(&r));
@@ -797,9 +801,9 @@ fn assigned_tasks_go_to_their_worker_unless_it_is_offline_or_stale() {
     );
     run(
         &mut st,
-        Op::Deregister {
+        Op::Deregister(op::Deregister {
             worker: "owner".into(),
-        },
+        }),
         at(1),
     )
     .unwrap();
@@ -873,12 +877,12 @@ fn complete_by_the_claimant() {
     claim(&mut st, "w1", at(1));
     let r = run(
         &mut st,
-        Op::Complete {
+        Op::Complete(op::Complete {
             task: id,
             worker: "w1".into(),
             attempt: Some(1),
             result: Some(json!({"ok": true})),
-        },
+        }),
         at(2),
     )
     .unwrap();
@@ -946,24 +950,24 @@ fn a_stale_attempt_number_is_a_conflict() {
     assert_eq!(claim(&mut st, "w1", at(61)), Some(id));
     assert_eq!(task(&st, id).attempts, 2);
     for op in [
-        Op::Complete {
+        Op::Complete(op::Complete {
             task: id,
             worker: "w1".into(),
             attempt: Some(1),
             result: None,
-        },
-        Op::Fail {
+        }),
+        Op::Fail(op::Fail {
             task: id,
             worker: "w1".into(),
             attempt: Some(1),
             error: "e".into(),
             no_retry: false,
-        },
-        Op::Release {
+        }),
+        Op::Release(op::Release {
             task: id,
             worker: "w1".into(),
             attempt: Some(1),
-        },
+        }),
     ] {
         let r = run(&mut st, op, at(62));
         assert!(is_conflict(&r), "{r:?}");
@@ -973,12 +977,12 @@ fn a_stale_attempt_number_is_a_conflict() {
     }
     run(
         &mut st,
-        Op::Complete {
+        Op::Complete(op::Complete {
             task: id,
             worker: "w1".into(),
             attempt: Some(2),
             result: None,
-        },
+        }),
         at(62),
     )
     .unwrap();
@@ -1074,13 +1078,13 @@ fn fail_needs_an_error_text() {
     for error in ["", "  ", &"e".repeat(validate::MAX_MESSAGE + 1)] {
         assert_invalid_untouched(
             &mut st,
-            Op::Fail {
+            Op::Fail(op::Fail {
                 task: id,
                 worker: "w1".into(),
                 attempt: None,
                 error: error.to_string(),
                 no_retry: false,
-            },
+            }),
             at(2),
         );
     }
@@ -1131,10 +1135,10 @@ fn cancel_ends_anything_not_finished() {
 
     run(
         &mut st,
-        Op::Cancel {
+        Op::Cancel(op::Cancel {
             task: pending,
             reason: Some("not needed".into()),
-        },
+        }),
         at(3),
     )
     .unwrap();
@@ -1167,12 +1171,12 @@ fn cancel_ends_anything_not_finished() {
     // The former claimant's late result is refused but kept.
     let r = run(
         &mut st,
-        Op::Complete {
+        Op::Complete(op::Complete {
             task: claimed,
             worker: "w1".into(),
             attempt: None,
             result: Some(json!("late")),
-        },
+        }),
         at(8),
     );
     assert!(is_conflict(&r));
@@ -1293,12 +1297,12 @@ fn a_requeued_claimants_result_is_refused_but_kept() {
     let before = snapshot(&st);
     let r = run(
         &mut st,
-        Op::Complete {
+        Op::Complete(op::Complete {
             task: id,
             worker: "w1".into(),
             attempt: Some(1),
             result: Some(json!("all done")),
-        },
+        }),
         at(62),
     );
     let Err(Error::Conflict(msg)) = r else {
@@ -1318,12 +1322,12 @@ fn a_requeued_claimants_result_is_refused_but_kept() {
     // A JSON result is kept as its JSON text.
     let r = run(
         &mut st,
-        Op::Complete {
+        Op::Complete(op::Complete {
             task: id,
             worker: "w1".into(),
             attempt: None,
             result: Some(json!({"n": 1})),
-        },
+        }),
         at(63),
     );
     assert!(is_conflict(&r));
@@ -1354,38 +1358,38 @@ fn every_write_op_requeues_expired_leases() {
     let ops: Vec<(&str, Op)> = vec![
         (
             "add",
-            Op::Add {
+            Op::Add(op::Add {
                 task: nt("another"),
-            },
+            }),
         ),
         (
             "claim",
-            Op::Claim {
+            Op::Claim(op::Claim {
                 worker: "w2".into(),
-            },
+            }),
         ),
         (
             "heartbeat",
-            Op::Heartbeat {
+            Op::Heartbeat(op::Heartbeat {
                 worker: "w2".into(),
-            },
+            }),
         ),
         (
             "register",
-            Op::Register {
+            Op::Register(op::Register {
                 worker: "w2".into(),
                 capabilities: vec![],
                 session_id: None,
-            },
+            }),
         ),
         (
             "should-continue",
-            Op::ShouldContinue {
+            Op::ShouldContinue(op::ShouldContinue {
                 worker: "w2".into(),
                 max_idle_secs: 600,
-            },
+            }),
         ),
-        ("requeue-stale", Op::RequeueStale),
+        ("requeue-stale", Op::RequeueStale(op::RequeueStale)),
     ];
     for (name, op) in ops {
         let mut st = board();
@@ -1473,9 +1477,9 @@ fn heartbeats_extend_leases_by_a_tenth_or_more() {
     assert_eq!(task(&st, id).lease_expires_at, Some(at(120)));
     assert!(is_invalid(&run(
         &mut st,
-        Op::Heartbeat {
+        Op::Heartbeat(op::Heartbeat {
             worker: String::new()
-        },
+        }),
         at(61)
     )));
 }
@@ -1503,11 +1507,11 @@ fn register_sets_and_replaces_capabilities() {
     ] {
         assert_invalid_untouched(
             &mut st,
-            Op::Register {
+            Op::Register(op::Register {
                 worker: worker.into(),
                 capabilities: caps,
                 session_id: None,
-            },
+            }),
             at(11),
         );
     }
@@ -1524,9 +1528,9 @@ fn deregister_releases_the_workers_tasks() {
     claim(&mut st, "w2", at(0));
     let r = run(
         &mut st,
-        Op::Deregister {
+        Op::Deregister(op::Deregister {
             worker: "w1".into(),
-        },
+        }),
         at(5),
     )
     .unwrap();
@@ -1548,9 +1552,9 @@ fn deregister_releases_the_workers_tasks() {
     assert_eq!(w.current_task, None);
     assert_invalid_untouched(
         &mut st,
-        Op::Deregister {
+        Op::Deregister(op::Deregister {
             worker: "ghost".into(),
-        },
+        }),
         at(6),
     );
 }
@@ -1628,9 +1632,9 @@ fn an_offline_worker_comes_back_by_claiming_or_heartbeating() {
     register(&mut st, "w1", &[], t0());
     run(
         &mut st,
-        Op::Deregister {
+        Op::Deregister(op::Deregister {
             worker: "w1".into(),
-        },
+        }),
         at(1),
     )
     .unwrap();
@@ -1639,9 +1643,9 @@ fn an_offline_worker_comes_back_by_claiming_or_heartbeating() {
     assert_eq!(st.workers["w1"].offline_reason, None);
     run(
         &mut st,
-        Op::Deregister {
+        Op::Deregister(op::Deregister {
             worker: "w1".into(),
-        },
+        }),
         at(3),
     )
     .unwrap();
@@ -1773,49 +1777,49 @@ fn validation_errors_are_invalid_and_change_nothing() {
     st.dirty = Dirty::default();
     let long = "w".repeat(validate::MAX_NAME + 1);
     let bad_ops = vec![
-        Op::Claim {
+        Op::Claim(op::Claim {
             worker: "bad/id".into(),
-        },
-        Op::Claim { worker: long },
-        Op::Complete {
+        }),
+        Op::Claim(op::Claim { worker: long }),
+        Op::Complete(op::Complete {
             task: id,
             worker: "".into(),
             attempt: None,
             result: None,
-        },
-        Op::Complete {
+        }),
+        Op::Complete(op::Complete {
             task: id,
             worker: "w1".into(),
             attempt: None,
             result: Some(json!("r".repeat(validate::MAX_RESULT + 1))),
-        },
-        Op::Release {
+        }),
+        Op::Release(op::Release {
             task: id,
             worker: "w 1".into(),
             attempt: None,
-        },
-        Op::Cancel {
+        }),
+        Op::Cancel(op::Cancel {
             task: id,
             reason: Some("r".repeat(validate::MAX_MESSAGE + 1)),
-        },
-        Op::Heartbeat {
+        }),
+        Op::Heartbeat(op::Heartbeat {
             worker: "w\n1".into(),
-        },
-        Op::ShouldContinue {
+        }),
+        Op::ShouldContinue(op::ShouldContinue {
             worker: "w:1".into(),
             max_idle_secs: 10,
-        },
-        Op::Send {
+        }),
+        Op::Send(op::Send {
             agent: "w1".into(),
             message: " ".into(),
             task: None,
-        },
-        Op::Ask {
+        }),
+        Op::Ask(op::Ask {
             agent: "bad agent".into(),
             question: "q".into(),
             task: None,
             wait_secs: None,
-        },
+        }),
     ];
     for op in bad_ops {
         assert_invalid_untouched(&mut st, op, at(2));
@@ -1830,12 +1834,12 @@ fn messages_and_answers() {
     st.next_seq = 5;
     let Reply::Message { message: q } = run(
         &mut st,
-        Op::Ask {
+        Op::Ask(op::Ask {
             agent: "w1".into(),
             question: "which db?".into(),
             task: Some(id),
             wait_secs: None,
-        },
+        }),
         at(1),
     )
     .unwrap() else {
@@ -1846,11 +1850,11 @@ fn messages_and_answers() {
     assert!(matches!(
         run(
             &mut st,
-            Op::Send {
+            Op::Send(op::Send {
                 agent: "w1".into(),
                 message: "hi".into(),
                 task: Some(999)
-            },
+            }),
             at(1)
         ),
         Err(Error::UnknownTask(999))
@@ -1858,11 +1862,11 @@ fn messages_and_answers() {
     st.log = st.outbox.clone();
     let Reply::Message { message: a } = run(
         &mut st,
-        Op::Answer {
+        Op::Answer(op::Answer {
             agent: "lead".into(),
             question: 5,
             answer: "postgres".into(),
-        },
+        }),
         at(2),
     )
     .unwrap() else {
@@ -1874,20 +1878,20 @@ fn messages_and_answers() {
     st.log = st.outbox.clone();
     assert!(is_invalid(&run(
         &mut st,
-        Op::Answer {
+        Op::Answer(op::Answer {
             agent: "lead".into(),
             question: 6,
             answer: "x".into()
-        },
+        }),
         at(3)
     )));
     assert!(is_invalid(&run(
         &mut st,
-        Op::Answer {
+        Op::Answer(op::Answer {
             agent: "lead".into(),
             question: 77,
             answer: "x".into()
-        },
+        }),
         at(3)
     )));
 }
@@ -1895,7 +1899,12 @@ fn messages_and_answers() {
 #[test]
 fn reads_and_store_ops_are_not_rules() {
     let mut st = board();
-    for op in [Op::Status, Op::Compact, Op::Repair, Op::Workers] {
+    for op in [
+        Op::Status(op::Status),
+        Op::Compact(op::Compact),
+        Op::Repair(op::Repair),
+        Op::Workers(op::Workers),
+    ] {
         assert!(matches!(apply(&mut st, op, t0()), Err(Error::Protocol(_))));
     }
 }
@@ -1949,37 +1958,37 @@ fn message_and_progress_writes_requeue_expired_leases_too() {
     let ops: Vec<(&str, Op)> = vec![
         (
             "send",
-            Op::Send {
+            Op::Send(op::Send {
                 agent: "w2".into(),
                 message: "hi".into(),
                 task: None,
-            },
+            }),
         ),
         (
             "ask",
-            Op::Ask {
+            Op::Ask(op::Ask {
                 agent: "w2".into(),
                 question: "why?".into(),
                 task: None,
                 wait_secs: None,
-            },
+            }),
         ),
         (
             "set-progress",
-            Op::SetProgress {
+            Op::SetProgress(op::SetProgress {
                 current_step: Some(json!(1)),
                 total_steps: None,
                 status: None,
                 metadata: serde_json::Map::new(),
-            },
+            }),
         ),
         (
             "answer",
-            Op::Answer {
+            Op::Answer(op::Answer {
                 agent: "lead".into(),
                 question: 0,
                 answer: "because".into(),
-            },
+            }),
         ),
     ];
     let mut wrong = Vec::new();
@@ -2020,12 +2029,12 @@ fn a_late_result_for_a_since_archived_task_is_kept() {
     st.archived.insert(id, TaskStatus::Completed);
     let r = run(
         &mut st,
-        Op::Complete {
+        Op::Complete(op::Complete {
             task: id,
             worker: "w1".into(),
             attempt: Some(1),
             result: Some(json!("w1's work")),
-        },
+        }),
         at(62),
     );
     assert!(is_conflict(&r), "{r:?}");
@@ -2061,7 +2070,7 @@ fn the_heartbeat_threshold_is_an_exact_tenth_of_the_lease() {
 fn descriptions_are_one_line() {
     let mut st = board();
     for desc in ["two\nlines", "tab\there", "bell\u{7}"] {
-        assert_invalid_untouched(&mut st, Op::Add { task: nt(desc) }, t0());
+        assert_invalid_untouched(&mut st, Op::Add(op::Add { task: nt(desc) }), t0());
     }
     // Surrounding whitespace (including a trailing newline) is trimmed, not refused.
     let id = add(&mut st, "  one line\n", t0());
@@ -2083,7 +2092,7 @@ fn keyed(st: &mut State, op: Op, key: &str, now: Timestamp) -> Result<Reply> {
 #[test]
 fn a_retried_add_creates_one_task() {
     let mut st = board();
-    let op = Op::Add { task: nt("once") };
+    let op = Op::Add(op::Add { task: nt("once") });
     let a = keyed(&mut st, op.clone(), "k1", t0()).unwrap();
     let b = keyed(&mut st, op.clone(), "k1", at(1)).unwrap();
     assert_eq!(a, b);
@@ -2099,9 +2108,9 @@ fn a_retried_claim_returns_the_same_task_and_claims_no_second() {
     add(&mut st, "b", t0());
     let claim = |st: &mut State, key: &str| match keyed(
         st,
-        Op::Claim {
+        Op::Claim(op::Claim {
             worker: "w1".into(),
-        },
+        }),
         key,
         at(1),
     ) {
@@ -2128,19 +2137,19 @@ fn a_retried_complete_succeeds_instead_of_conflicting() {
     let id = add(&mut st, "a", t0());
     keyed(
         &mut st,
-        Op::Claim {
+        Op::Claim(op::Claim {
             worker: "w1".into(),
-        },
+        }),
         "c",
         at(1),
     )
     .unwrap();
-    let op = Op::Complete {
+    let op = Op::Complete(op::Complete {
         task: id,
         worker: "w1".into(),
         attempt: None,
         result: Some(json!("done")),
-    };
+    });
     let first = keyed(&mut st, op.clone(), "d", at(2)).unwrap();
     assert_eq!(keyed(&mut st, op.clone(), "d", at(3)).unwrap(), first);
     // Without the key, completing twice is a conflict.
@@ -2150,11 +2159,11 @@ fn a_retried_complete_succeeds_instead_of_conflicting() {
 #[test]
 fn a_retried_send_writes_one_message() {
     let mut st = board();
-    let op = Op::Send {
+    let op = Op::Send(op::Send {
         agent: "w1".into(),
         message: "hello".into(),
         task: None,
-    };
+    });
     let a = keyed(&mut st, op.clone(), "m", t0()).unwrap();
     let b = keyed(&mut st, op, "m", at(1)).unwrap();
     assert_eq!(a, b);
@@ -2165,7 +2174,7 @@ fn a_retried_send_writes_one_message() {
 #[test]
 fn request_keys_are_bounded() {
     let mut st = board();
-    let op = Op::Add { task: nt("x") };
+    let op = Op::Add(op::Add { task: nt("x") });
     assert!(matches!(
         apply_keyed(&mut st, op.clone(), Some(""), t0()),
         Err(Error::Invalid(_))
@@ -2216,12 +2225,12 @@ fn a_stale_holders_task_is_taken_back_before_its_lease_ends() {
     // The late holder is told why, and its result is kept.
     let msg = conflict_message(run(
         &mut st,
-        Op::Complete {
+        Op::Complete(op::Complete {
             task: id,
             worker: "w1".into(),
             attempt: Some(1),
             result: Some(json!("late")),
-        },
+        }),
         at(122),
     ));
     assert!(
@@ -2271,12 +2280,12 @@ fn an_expired_lease_says_so_in_the_conflict() {
     claim(&mut st, "w1", at(61));
     let msg = conflict_message(run(
         &mut st,
-        Op::Complete {
+        Op::Complete(op::Complete {
             task: id,
             worker: "w1".into(),
             attempt: Some(1),
             result: None,
-        },
+        }),
         at(62),
     ));
     assert!(
@@ -2423,9 +2432,9 @@ fn strict_tasks_never_fall_back_and_each_task_may_set_its_own_time() {
     register(&mut st, "owner", &[], t0());
     run(
         &mut st,
-        Op::Deregister {
+        Op::Deregister(op::Deregister {
             worker: "owner".into(),
-        },
+        }),
         t0(),
     )
     .unwrap();
@@ -2523,7 +2532,7 @@ fn strict_and_fallback_after_are_validated() {
             "a fallback time over 30 days",
         ),
     ] {
-        let r = run(&mut st, Op::Add { task }, t0());
+        let r = run(&mut st, Op::Add(op::Add { task }), t0());
         assert!(is_invalid(&r), "{what}: {r:?}");
     }
     assert!(st.tasks.is_empty());
@@ -2546,9 +2555,9 @@ fn offline_workers_with_the_capability_do_not_hold_a_task_back() {
     assert_eq!(claim(&mut st, "w1", at(100)), None);
     run(
         &mut st,
-        Op::Deregister {
+        Op::Deregister(op::Deregister {
             worker: "be".into(),
-        },
+        }),
         at(100),
     )
     .unwrap();
@@ -2600,9 +2609,9 @@ fn task_views_say_who_a_pending_task_waits_for() {
     // Offline: at once.
     run(
         &mut st,
-        Op::Deregister {
+        Op::Deregister(op::Deregister {
             worker: "owner".into(),
-        },
+        }),
         at(40),
     )
     .unwrap();
@@ -2621,12 +2630,12 @@ fn task_views_say_who_a_pending_task_waits_for() {
 fn ask_waiting(st: &mut State, worker: &str, wait: Option<u64>, now: Timestamp) -> u64 {
     match run(
         st,
-        Op::Ask {
+        Op::Ask(op::Ask {
             agent: worker.into(),
             question: "Which port?".into(),
             task: None,
             wait_secs: wait,
-        },
+        }),
         now,
     )
     .expect("ask")
@@ -2641,11 +2650,11 @@ fn answer(st: &mut State, seq: u64, now: Timestamp) {
     st.log = st.outbox.clone();
     run(
         st,
-        Op::Answer {
+        Op::Answer(op::Answer {
             agent: "coordinator".into(),
             question: seq,
             answer: "5000".into(),
-        },
+        }),
         now,
     )
     .expect("answer");
@@ -2709,9 +2718,9 @@ fn a_wait_ends_at_its_timeout_and_at_the_workers_own_next_move() {
         let r = match op {
             "claim" => run(
                 &mut st,
-                Op::Claim {
+                Op::Claim(op::Claim {
                     worker: "w1".into(),
-                },
+                }),
                 at(2),
             ),
             "complete" => complete(&mut st, id, "w1", at(2)),
@@ -2740,9 +2749,9 @@ fn a_wait_ends_at_its_timeout_and_at_the_workers_own_next_move() {
     ask_waiting(&mut st, "w1", Some(600), at(0));
     run(
         &mut st,
-        Op::Deregister {
+        Op::Deregister(op::Deregister {
             worker: "w1".into(),
-        },
+        }),
         at(1),
     )
     .unwrap();
@@ -2757,12 +2766,12 @@ fn only_registered_workers_wait_and_waits_are_bounded() {
     register(&mut st, "w1", &[], t0());
     let r = run(
         &mut st,
-        Op::Ask {
+        Op::Ask(op::Ask {
             agent: "w1".into(),
             question: "q".into(),
             task: None,
             wait_secs: Some(31 * 86_400),
-        },
+        }),
         t0(),
     );
     assert!(is_invalid(&r), "{r:?}");
@@ -2788,4 +2797,241 @@ fn a_waiting_assignee_is_not_absent() {
     let why = claim_reason(&mut st, "w1", at(5000));
     assert!(why.contains("owner, who waits for an answer"), "{why}");
     assert_eq!(claim(&mut st, "w1", at(10_001 + 121)), Some(id));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads: answered from what they asked to load, by the same pure rules for every store
+// ---------------------------------------------------------------------------------------------
+
+/// Answers the read `op` from a copy of `st` (a read's state is never written back).
+fn read_op(st: &State, op: Op, now: Timestamp) -> Result<Reply> {
+    read(&mut st.clone(), op, now)
+}
+
+#[test]
+fn reads_show_the_board_as_the_next_change_sees_it() {
+    let mut st = board();
+    let a = add(&mut st, "a", t0());
+    register(&mut st, "w1", &[], t0());
+    assert_eq!(claim(&mut st, "w1", t0()), Some(a));
+    // Past the 60 s lease the claim is taken back in what the read shows, not in the state.
+    let shown = match read_op(&st, Op::Show(op::Show { task: a }), at(61)).unwrap() {
+        Reply::Task { task } => task,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(shown.task.status, TaskStatus::Pending);
+    assert_eq!(status(&st, a), TaskStatus::InProgress);
+    let workers = read_op(&st, Op::Workers(op::Workers), at(61)).unwrap();
+    let Reply::Workers { workers } = workers else {
+        panic!("{workers:?}")
+    };
+    assert_eq!(workers[0].tasks, Vec::<u64>::new());
+}
+
+#[test]
+fn show_finds_queue_then_archived_tasks() {
+    let mut st = board();
+    let a = add(&mut st, "a", t0());
+    let mut old = Task::new(5, "old", t0());
+    old.status = TaskStatus::Completed;
+    st.archived_tasks.insert(5, old);
+    let show = |id| read_op(&st, Op::Show(op::Show { task: id }), t0());
+    assert!(matches!(show(a), Ok(Reply::Task { task }) if task.task.id == a && !task.archived));
+    assert!(matches!(show(5), Ok(Reply::Task { task }) if task.task.id == 5 && task.archived));
+    assert!(matches!(show(6), Err(Error::UnknownTask(6))));
+}
+
+#[test]
+fn tasks_lists_archived_ones_with_the_queue_in_id_order_and_checks_the_status() {
+    let mut st = board();
+    let a = add(&mut st, "a", t0());
+    for (id, s) in [(3, TaskStatus::Completed), (a, TaskStatus::Completed)] {
+        let mut t = Task::new(id, "archived", t0());
+        t.status = s;
+        st.archived_tasks.insert(id, t);
+    }
+    let list = |status: Option<&str>, all| {
+        let op = Op::Tasks(op::Tasks {
+            status: status.map(str::to_string),
+            all,
+        });
+        match read_op(&st, op, t0()) {
+            Ok(Reply::Tasks { tasks }) => Ok(tasks
+                .iter()
+                .map(|v| (v.task.id, v.archived))
+                .collect::<Vec<_>>()),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        }
+    };
+    // A task both on the queue and archived (a compaction cut off) is shown once, from the queue.
+    assert_eq!(list(None, true).unwrap(), vec![(3, true), (a, false)]);
+    assert_eq!(list(None, false).unwrap(), vec![(a, false)]);
+    assert_eq!(list(Some("completed"), true).unwrap(), vec![(3, true)]);
+    assert_eq!(list(Some("in-progress"), true).unwrap(), vec![]);
+    assert!(is_invalid(&list(Some("done"), false)));
+}
+
+#[test]
+fn status_counts_the_archive_and_a_task_at_its_tail_once() {
+    let mut st = board();
+    let a = add(&mut st, "a", t0());
+    add(&mut st, "b", t0());
+    register(&mut st, "w1", &[], t0());
+    assert_eq!(claim(&mut st, "w1", t0()), Some(a));
+    complete(&mut st, a, "w1", t0()).unwrap();
+    // `a` was archived too, but the queue was not rewritten yet.
+    st.archived_counts = BTreeMap::from([(TaskStatus::Completed, 3), (TaskStatus::Cancelled, 1)]);
+    st.archive_tail = HashSet::from([a]);
+    let mut q = Message::new(MessageKind::Question, "w1", "open?", t0());
+    q.seq = Some(1);
+    let mut q2 = Message::new(MessageKind::Question, "w1", "answered?", t0());
+    q2.seq = Some(2);
+    let mut ans = Message::new(MessageKind::Answer, "lead", "yes", t0());
+    ans.seq = Some(3);
+    ans.reply_to = Some(2);
+    st.log = vec![q, q2, ans];
+    let Reply::Status { report } = read_op(&st, Op::Status(op::Status), t0()).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (report.pending, report.completed, report.cancelled),
+        (1, 3, 1)
+    );
+    assert_eq!((report.total, report.archived), (5, 4));
+    assert_eq!(report.open_questions, 1);
+    assert_eq!(report.workers.get("idle"), Some(&1));
+}
+
+#[test]
+fn questions_and_messages_are_chosen_from_the_loaded_log() {
+    let mut st = board();
+    let entry = |kind, seq: u64, reply_to: Option<u64>| {
+        let mut m = Message::new(kind, "a", &format!("m{seq}"), at(seq));
+        m.seq = Some(seq);
+        m.reply_to = reply_to;
+        m
+    };
+    st.log = vec![
+        entry(MessageKind::Question, 1, None),
+        entry(MessageKind::Message, 2, None),
+        entry(MessageKind::Answer, 3, Some(1)),
+        entry(MessageKind::Question, 4, None),
+        entry(MessageKind::Answer, 5, Some(9)),
+    ];
+    let questions = |all| match read_op(&st, Op::Questions(op::Questions { all }), t0()) {
+        Ok(Reply::Questions { questions }) => questions
+            .iter()
+            .map(|q| (q.question.seq, q.answers.len()))
+            .collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(questions(false), vec![(Some(4), 0)]);
+    assert_eq!(questions(true), vec![(Some(1), 1), (Some(4), 0)]);
+    let read = |filter| match read_op(&st, Op::ReadMessages(op::ReadMessages { filter }), t0()) {
+        Ok(Reply::Messages { messages }) => messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(read(MessageFilter::default()).len(), 5);
+    let after_1_last_2 = MessageFilter {
+        after_seq: Some(1),
+        limit: Some(2),
+        ..MessageFilter::default()
+    };
+    assert_eq!(read(after_1_last_2), vec![Some(4), Some(5)]);
+    let answers_to_1 = MessageFilter {
+        reply_to: Some(1),
+        ..MessageFilter::default()
+    };
+    assert_eq!(read(answers_to_1), vec![Some(3)]);
+    let since = MessageFilter {
+        since: Some(at(3)),
+        ..MessageFilter::default()
+    };
+    assert_eq!(read(since), vec![Some(4), Some(5)]);
+}
+
+#[test]
+fn progress_and_settings_are_read_as_loaded_and_changes_are_not_reads() {
+    let mut st = board();
+    st.progress.status = Some("halfway".into());
+    let r = read_op(&st, Op::Progress(op::Progress), t0());
+    assert!(
+        matches!(r, Ok(Reply::Progress { progress }) if progress.status.as_deref() == Some("halfway"))
+    );
+    let r = read_op(&st, Op::Settings(op::Settings), t0());
+    assert!(matches!(r, Ok(Reply::Settings { settings }) if settings.lease_secs == 60));
+    let r = read_op(
+        &st,
+        Op::Claim(op::Claim {
+            worker: "w1".into(),
+        }),
+        t0(),
+    );
+    assert!(matches!(r, Err(Error::Protocol(_))), "{r:?}");
+}
+
+#[test]
+fn each_op_says_what_it_needs_loaded() {
+    let plan = Op::AddPlan(op::AddPlan {
+        tasks: vec![PlanTask {
+            task: NewTask {
+                after: vec![7],
+                instruction_file: Some("docs/i.md".into()),
+                context_files: vec!["docs/c.md".into()],
+                ..nt("x")
+            },
+            ..PlanTask::default()
+        }],
+    });
+    let n = plan.needs();
+    assert!(n.next_id && !n.next_seq && n.log == LogNeed::None);
+    assert_eq!(n.task_ids, vec![7]);
+    assert_eq!(n.instruction_files, vec!["docs/i.md".to_string()]);
+    assert_eq!(n.context_files, vec!["docs/c.md".to_string()]);
+    let send = Op::Send(op::Send {
+        agent: "a".into(),
+        message: "m".into(),
+        task: Some(3),
+    });
+    let n = send.needs();
+    assert!(n.next_seq && n.log == LogNeed::RecentWhenKeyed && n.task_ids == vec![3]);
+    let answer = Op::Answer(op::Answer {
+        agent: "a".into(),
+        question: 1,
+        answer: "x".into(),
+    });
+    assert_eq!(answer.needs().log, LogNeed::All);
+    let progress = Op::SetProgress(op::SetProgress {
+        current_step: None,
+        total_steps: None,
+        status: None,
+        metadata: Default::default(),
+    });
+    assert!(progress.needs().progress);
+    let fail = Op::Fail(op::Fail {
+        task: 4,
+        worker: "w".into(),
+        attempt: None,
+        error: "e".into(),
+        no_retry: false,
+    });
+    assert_eq!(fail.needs().task_ids, vec![4]);
+    assert_eq!(
+        Op::Claim(op::Claim { worker: "w".into() }).needs(),
+        Needs::default()
+    );
+    // Reads: the views of the board read all of its state files; others only their own.
+    assert_eq!(Op::Workers(op::Workers).needs(), Needs::board());
+    let status = Op::Status(op::Status).needs();
+    assert!(status.queue && status.archive_counts && status.log == LogNeed::Questions);
+    assert!(
+        Op::Tasks(op::Tasks {
+            status: None,
+            all: true
+        })
+        .needs()
+        .archive_all
+    );
+    assert!(!Op::Progress(op::Progress).needs().queue);
 }

@@ -1,9 +1,11 @@
-//! Read-only views of the state: blocked tasks, task and worker views, the status report.
+//! Read-only views of the state: blocked tasks, task and worker views, questions with their
+//! answers, the status report.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::State;
-use crate::op::{StatusReport, TaskView, WorkerView};
+use crate::message::{Message, MessageKind};
+use crate::reply::{QuestionView, StatusReport, TaskView, WorkerView};
 use crate::task::{Task, TaskStatus};
 use crate::time::Timestamp;
 
@@ -53,7 +55,7 @@ pub fn task_views(state: &State, status: Option<&str>, now: Timestamp) -> Vec<Ta
                 fallback: if blocked {
                     None
                 } else {
-                    super::claim::fallback(t, state, now)
+                    super::eligibility::fallback(t, state, now)
                 },
                 ..TaskView::of(t.clone())
             }
@@ -98,7 +100,7 @@ pub fn status_report(
     open_questions: usize,
     now: Timestamp,
 ) -> StatusReport {
-    let mut counts = super::tasks::counts(&state.tasks);
+    let mut counts = TaskStatus::count(&state.tasks);
     let mut archived = 0;
     for (st, n) in archived_counts {
         *counts.entry(*st).or_insert(0) += n;
@@ -122,4 +124,37 @@ pub fn status_report(
         open_questions,
         progress: state.progress.clone(),
     }
+}
+
+/// Questions with their answers, from log entries oldest first; only unanswered ones unless
+/// `all`.
+pub fn questions(log: Vec<Message>, all: bool) -> Vec<QuestionView> {
+    let mut qs: BTreeMap<u64, QuestionView> = BTreeMap::new();
+    for m in log {
+        match (m.kind, m.seq, m.reply_to) {
+            (MessageKind::Question, Some(s), _) => {
+                qs.insert(
+                    s,
+                    QuestionView {
+                        question: m,
+                        answers: vec![],
+                    },
+                );
+            }
+            (MessageKind::Answer, _, Some(q)) => {
+                if let Some(v) = qs.get_mut(&q) {
+                    v.answers.push(m);
+                }
+            }
+            _ => {}
+        }
+    }
+    qs.into_values()
+        .filter(|q| all || q.answers.is_empty())
+        .collect()
+}
+
+/// A description folded onto one line (files written by others may hold newlines).
+pub(crate) fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -44,7 +44,7 @@ impl Batcher {
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::spawn(move || {
             // The store runs a repair only alone, so a repair is never batched with other ops.
-            let alone = |j: &Job| matches!(j.op, Op::Repair);
+            let alone = |j: &Job| matches!(j.op, Op::Repair(_));
             let mut held: Option<Job> = None;
             while let Some(first) = held.take().or_else(|| rx.recv().ok()) {
                 let mut jobs = vec![first];

@@ -1,13 +1,11 @@
 //! The message log `agent-comms.jsonl`: appends under the board lock, reads without it.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::damage::Damages;
 use super::{durable, jsonl};
 use crate::error::{Error, Result};
-use crate::message::{Message, MessageKind};
-use crate::op::{MessageFilter, QuestionView};
+use crate::message::{Message, MessageFilter, MessageKind};
 
 /// The sequence number the next entry gets: one above the last numbered entry, or (for a log
 /// the original plan wrote, without numbers) one above its line count.
@@ -58,26 +56,16 @@ pub fn append(path: &Path, entries: &mut [Message]) -> Result<()> {
     durable::append_lines(path, &buf, true)
 }
 
-/// Entries matching `filter`, oldest first.
+/// Entries matching `filter` (at most its last `limit`), oldest first.
 pub fn read(path: &Path, filter: &MessageFilter, dmg: &mut Damages) -> Result<Vec<Message>> {
     let mut out = Vec::new();
     jsonl::each::<Message>(path, dmg, |m| {
-        let keep = filter.since.is_none_or(|t| m.timestamp > t)
-            && filter
-                .after_seq
-                .is_none_or(|s| m.seq.is_some_and(|q| q > s))
-            && filter.reply_to.is_none_or(|q| m.reply_to == Some(q));
-        if keep {
+        if filter.matches(&m) {
             out.push(m);
         }
         true
     })?;
-    if let Some(n) = filter.limit
-        && out.len() > n
-    {
-        out.drain(..out.len() - n);
-    }
-    Ok(out)
+    Ok(filter.select(out))
 }
 
 /// The last `n` entries, oldest first.
@@ -96,31 +84,14 @@ pub fn all(path: &Path, dmg: &mut Damages) -> Result<Vec<Message>> {
     jsonl::read_all::<Message>(path, dmg)
 }
 
-/// Questions with their answers; only unanswered ones unless `all`.
-pub fn questions(path: &Path, all: bool, dmg: &mut Damages) -> Result<Vec<QuestionView>> {
-    let mut qs: BTreeMap<u64, QuestionView> = BTreeMap::new();
+/// The questions and the answers, oldest first (`rules::questions` pairs them).
+pub fn questions_and_answers(path: &Path, dmg: &mut Damages) -> Result<Vec<Message>> {
+    let mut out = Vec::new();
     jsonl::each::<Message>(path, dmg, |m| {
-        match (m.kind, m.seq, m.reply_to) {
-            (MessageKind::Question, Some(s), _) => {
-                qs.insert(
-                    s,
-                    QuestionView {
-                        question: m,
-                        answers: vec![],
-                    },
-                );
-            }
-            (MessageKind::Answer, _, Some(q)) => {
-                if let Some(v) = qs.get_mut(&q) {
-                    v.answers.push(m);
-                }
-            }
-            _ => {}
+        if matches!(m.kind, MessageKind::Question | MessageKind::Answer) {
+            out.push(m);
         }
         true
     })?;
-    Ok(qs
-        .into_values()
-        .filter(|q| all || q.answers.is_empty())
-        .collect())
+    Ok(out)
 }

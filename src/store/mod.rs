@@ -5,6 +5,7 @@ pub mod archive;
 pub mod clock;
 pub mod damage;
 pub mod durable;
+pub mod json_file;
 pub mod jsonl;
 pub mod local;
 pub mod lock;

@@ -8,19 +8,18 @@ use std::path::Path;
 use chrono::Utc;
 use serde::de::DeserializeOwned;
 
-use super::local::{LocalStore, to_pretty};
+use super::json_file::{read_bytes, to_pretty};
 use super::paths::{ARCHIVE, BOARD, LOG, PROGRESS, QUEUE, WORKERS};
 use super::{archive::ArchiveLine, durable, jsonl, queue_file, salvage};
 use crate::error::{Error, Result};
 use crate::message::Message;
-use crate::op::{RepairedFile, Reply};
 use crate::progress::Progress;
+use crate::reply::{RepairedFile, Reply};
 use crate::settings::BoardFile;
 use crate::worker::Worker;
 
-/// Repairs every board file; the caller holds the board lock.
-pub fn repair(store: &LocalStore) -> Result<Reply> {
-    let dir = store.dir();
+/// Repairs every board file of the board in `dir`; the caller holds the board lock.
+pub fn repair(dir: &Path) -> Result<Reply> {
     let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
     let mut files = Vec::new();
     if let Some(r) = repair_queue(dir, &stamp)? {
@@ -85,11 +84,7 @@ fn backup(dir: &Path, name: &str, stamp: &str) -> Result<String> {
 }
 
 fn read_text(dir: &Path, name: &str) -> Result<Option<Vec<u8>>> {
-    match fs::read(dir.join(name)) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("reading", dir.join(name), e)),
-    }
+    read_bytes(&dir.join(name))
 }
 
 fn repair_queue(dir: &Path, stamp: &str) -> Result<Option<RepairedFile>> {

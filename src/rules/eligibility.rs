@@ -1,16 +1,15 @@
-//! Which task a worker may claim (including the fallback from an absent specialist), and the
-//! claim itself.
+//! Which task a worker may claim: eligibility (dependencies, backoff, assignees and
+//! capabilities, with the fallback from an absent specialist), the best task, and why none is.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use super::{State, refresh_current_task};
+use super::State;
 use crate::error::Result;
-use crate::op::{Claim, Fallback, Reply};
+use crate::reply::Fallback;
 use crate::task::{Task, TaskStatus};
 use crate::time::{Timestamp, add_secs, format_duration, secs_between};
-use crate::validate;
 use crate::worker::{OFFLINE, Worker};
 
 /// Why a pending task cannot be claimed by a given worker right now.
@@ -331,55 +330,4 @@ pub(crate) fn nothing_reason(state: &State, worker_id: &str, now: Timestamp) -> 
         if pending == 1 { "" } else { "s" },
         parts.join(", ")
     )
-}
-
-/// Claims the best eligible task for `worker_id` (registering the worker if it is new).
-pub(crate) fn claim(state: &mut State, worker_id: &str, now: Timestamp) -> Result<Reply> {
-    validate::name("worker id", worker_id)?;
-    let Some(i) = best(state, worker_id, now) else {
-        return Ok(Reply::Claimed {
-            claim: None,
-            reason: Some(nothing_reason(state, worker_id, now)),
-        });
-    };
-    let lease = state.tasks[i]
-        .lease_secs
-        .unwrap_or(state.settings.lease_secs);
-    let task = &mut state.tasks[i];
-    task.status = TaskStatus::InProgress;
-    task.claimed_by = Some(worker_id.to_string());
-    task.claimed_at = Some(now);
-    task.attempts = task.attempts.saturating_add(1);
-    task.lease_expires_at = Some(add_secs(now, lease));
-    task.not_before = None;
-    let claimed = task.clone();
-    state.touch(claimed.id);
-
-    // The claim itself is recorded in the queue; the worker file must be written only when
-    // the worker is new or comes back from offline (see `merge_queue_facts`).
-    let is_new = !state.workers.contains_key(worker_id);
-    let w = state
-        .workers
-        .entry(worker_id.to_string())
-        .or_insert_with(|| Worker::new(Vec::new(), now));
-    let was_offline = w.status != crate::worker::ACTIVE;
-    let was_waiting = w.waiting.take().is_some();
-    w.status = crate::worker::ACTIVE.into();
-    w.offline_reason = None;
-    w.last_task_claimed = Some(now);
-    w.last_heartbeat = Some(now);
-    if is_new || was_offline || was_waiting {
-        state.dirty.workers = true;
-    } else {
-        state.dirty.workers_soft = true;
-    }
-    refresh_current_task(state, worker_id);
-    Ok(Reply::Claimed {
-        claim: Some(Claim {
-            task: claimed,
-            instructions: None,
-            instructions_error: None,
-        }),
-        reason: None,
-    })
 }

@@ -1,18 +1,89 @@
-//! Worker registration, heartbeats, and whether an idle worker should keep going.
+//! Workers: registering, heartbeats (which extend leases), deregistering (which gives their
+//! tasks back), and whether an idle worker should keep its session alive.
 
-use super::claim::{best, nothing_reason};
-use super::tasks::release_at;
-use super::views::worker_view;
-use super::{State, refresh_current_task};
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, Result};
-use crate::op::Reply;
+use crate::reply::Reply;
+use crate::rules::eligibility::{best, nothing_reason};
+use crate::rules::leases::{extend_leases, release_at};
+use crate::rules::views::{one_line, worker_view};
+use crate::rules::{Rule, State, refresh_current_task, requeue_expired};
 use crate::task::TaskStatus;
-use crate::time::{Timestamp, add_secs, format_duration, secs_between};
+use crate::time::{Timestamp, format_duration, secs_between};
 use crate::validate;
-use crate::worker::{ACTIVE, OFFLINE, Waiting, Worker};
+use crate::worker::{ACTIVE, OFFLINE, Worker};
+
+/// Register (or re-register) a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Register {
+    /// The worker id.
+    pub worker: String,
+    /// Its capabilities.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// The Claude Code session it runs in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+/// A sign of life; extends the leases of the worker's tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The worker id.
+    pub worker: String,
+}
+
+/// Take a worker offline; its claimed tasks go back to the queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deregister {
+    /// The worker id.
+    pub worker: String,
+}
+
+/// Ask whether an idle worker should keep its session alive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShouldContinue {
+    /// The worker id.
+    pub worker: String,
+    /// Idle seconds after which it should stop.
+    pub max_idle_secs: u64,
+}
+
+impl Rule for Register {
+    fn apply(self, st: &mut State, now: Timestamp) -> Result<Reply> {
+        let reply = register(st, &self.worker, self.capabilities, self.session_id, now)?;
+        requeue_expired(st, now);
+        Ok(reply)
+    }
+}
+
+impl Rule for Heartbeat {
+    fn apply(self, st: &mut State, now: Timestamp) -> Result<Reply> {
+        let reply = heartbeat(st, &self.worker, now)?;
+        requeue_expired(st, now);
+        Ok(reply)
+    }
+}
+
+impl Rule for Deregister {
+    fn apply(self, st: &mut State, now: Timestamp) -> Result<Reply> {
+        let reply = deregister(st, &self.worker, now)?;
+        requeue_expired(st, now);
+        Ok(reply)
+    }
+}
+
+impl Rule for ShouldContinue {
+    fn apply(self, st: &mut State, now: Timestamp) -> Result<Reply> {
+        // Lapsed claims first: a task taken back now is work for this worker.
+        requeue_expired(st, now);
+        should_continue(st, &self.worker, self.max_idle_secs, now)
+    }
+}
 
 /// Registers a worker, or refreshes an existing one (capabilities replaced, idle clock reset).
-pub(crate) fn register(
+fn register(
     state: &mut State,
     id: &str,
     capabilities: Vec<String>,
@@ -51,7 +122,7 @@ pub(crate) fn register(
 ///
 /// A lease is only rewritten when that moves it by a tenth of its length or more, so frequent
 /// heartbeats (one per tool call) cost a soft write of the worker file, not a durable queue write.
-pub(crate) fn heartbeat(state: &mut State, id: &str, now: Timestamp) -> Result<Reply> {
+fn heartbeat(state: &mut State, id: &str, now: Timestamp) -> Result<Reply> {
     validate::name("worker id", id)?;
     extend_leases(state, id, now, false);
     let w = state
@@ -71,82 +142,8 @@ pub(crate) fn heartbeat(state: &mut State, id: &str, now: Timestamp) -> Result<R
     })
 }
 
-/// Starts the leases of `id`'s tasks again from `now`: always when `restart`, otherwise (a
-/// heartbeat) only when that moves a lease by a tenth of its length or more.
-pub(crate) fn extend_leases(state: &mut State, id: &str, now: Timestamp, restart: bool) {
-    let default_lease = state.settings.lease_secs;
-    for t in state.tasks.iter_mut() {
-        if t.status == TaskStatus::InProgress && t.claimed_by.as_deref() == Some(id) {
-            let lease = t.lease_secs.unwrap_or(default_lease);
-            let new_end = add_secs(now, lease);
-            let due = match t.lease_expires_at {
-                None => true,
-                Some(end) => {
-                    let moved_ms = (new_end - end).num_milliseconds();
-                    let tenth_ms = i64::try_from(lease.saturating_mul(100)).unwrap_or(i64::MAX);
-                    restart || end <= now || moved_ms >= tenth_ms
-                }
-            };
-            if due {
-                t.lease_expires_at = Some(new_end);
-                state.dirty.tasks = true;
-                state.touched.insert(t.id);
-            }
-        }
-    }
-}
-
-/// Records that worker `id` waits for the answer to `question` until `until`: its tasks are
-/// not taken back meanwhile. Only a registered worker waits; the ask is a sign of life.
-pub(crate) fn start_wait(
-    state: &mut State,
-    id: &str,
-    question: u64,
-    until: Timestamp,
-    now: Timestamp,
-) {
-    if let Some(w) = state.workers.get_mut(id) {
-        w.waiting = Some(Waiting { question, until });
-        w.last_heartbeat = Some(now);
-        state.dirty.workers = true;
-    }
-}
-
-/// Ends every wait on `question` (it has been answered). A worker still waiting then gets its
-/// clocks restarted: fresh leases, and the answer counts as its sign of life, so a worker
-/// parked for hours is not taken over the moment its answer arrives.
-pub(crate) fn answered(state: &mut State, question: u64, now: Timestamp) {
-    let waiting: Vec<(String, bool)> = state
-        .workers
-        .iter()
-        .filter(|(_, w)| w.waiting.is_some_and(|x| x.question == question))
-        .map(|(id, w)| (id.clone(), w.waits_on(now).is_some()))
-        .collect();
-    for (id, still) in waiting {
-        if still {
-            extend_leases(state, &id, now, true);
-        }
-        if let Some(w) = state.workers.get_mut(&id) {
-            w.waiting = None;
-            if still {
-                w.last_heartbeat = Some(now);
-            }
-            state.dirty.workers = true;
-        }
-    }
-}
-
-/// Ends `id`'s wait, if it has one (its own claim, complete, fail or release: it is back).
-pub(crate) fn end_wait(state: &mut State, id: &str) {
-    if let Some(w) = state.workers.get_mut(id)
-        && w.waiting.take().is_some()
-    {
-        state.dirty.workers = true;
-    }
-}
-
 /// Takes a worker offline and returns its claimed tasks to the queue.
-pub(crate) fn deregister(state: &mut State, id: &str, now: Timestamp) -> Result<Reply> {
+fn deregister(state: &mut State, id: &str, now: Timestamp) -> Result<Reply> {
     validate::name("worker id", id)?;
     if !state.workers.contains_key(id) {
         return Err(Error::Invalid(format!(
@@ -178,7 +175,7 @@ pub(crate) fn deregister(state: &mut State, id: &str, now: Timestamp) -> Result<
 }
 
 /// Decides whether an idle worker should keep its session alive; marks it offline when not.
-pub(crate) fn should_continue(
+fn should_continue(
     state: &mut State,
     id: &str,
     max_idle_secs: u64,
@@ -266,9 +263,4 @@ fn touch(state: &mut State, id: &str, now: Timestamp) {
         }
         state.dirty.workers = true;
     }
-}
-
-/// A description folded onto one line (files written by others may hold newlines).
-pub(crate) fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -1,0 +1,104 @@
+//! The coordinator's decisions on a task: cancel it (not once completed), or retry a failed
+//! one with its attempts reset.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::reply::{Reply, TaskView};
+use crate::rules::{Needs, Rule, State, refresh_current_task, replay, requeue_expired};
+use crate::task::TaskStatus;
+use crate::time::Timestamp;
+use crate::validate;
+
+/// Cancel a task that has not completed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cancel {
+    /// The task.
+    pub task: u64,
+    /// Why (kept as the task's last error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Put a failed task back to pending with its attempts reset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Retry {
+    /// The task.
+    pub task: u64,
+}
+
+impl Rule for Cancel {
+    fn needs(&self) -> Needs {
+        Needs {
+            task_ids: vec![self.task],
+            ..Needs::default()
+        }
+    }
+
+    fn apply(self, st: &mut State, now: Timestamp) -> Result<Reply> {
+        let id = self.task;
+        if let Some(r) = &self.reason {
+            validate::size("the reason", r, validate::MAX_MESSAGE)?;
+        }
+        let i = st.task_index(id)?;
+        let status = st.tasks[i].status;
+        if matches!(status, TaskStatus::Completed | TaskStatus::Cancelled) {
+            return Err(Error::Conflict(format!("task {id} is already {status}")));
+        }
+        let claimant = st.tasks[i].claimed_by.take();
+        let t = &mut st.tasks[i];
+        t.status = TaskStatus::Cancelled;
+        t.ended_at = Some(now);
+        t.lease_expires_at = None;
+        t.not_before = None;
+        t.claimed_at = None;
+        if let Some(r) = self.reason {
+            t.last_error = Some(format!("cancelled: {r}"));
+        }
+        let view = TaskView::of(t.clone());
+        st.touch(id);
+        if let Some(w) = claimant {
+            st.dirty.workers = true;
+            refresh_current_task(st, &w);
+        }
+        requeue_expired(st, now);
+        Ok(Reply::Task { task: view })
+    }
+
+    fn replay(&self, st: &State, key: &str) -> Option<Reply> {
+        replay::task(st, self.task, key)
+    }
+}
+
+impl Rule for Retry {
+    fn needs(&self) -> Needs {
+        Needs {
+            task_ids: vec![self.task],
+            ..Needs::default()
+        }
+    }
+
+    fn apply(self, st: &mut State, now: Timestamp) -> Result<Reply> {
+        let id = self.task;
+        let i = st.task_index(id)?;
+        let t = &mut st.tasks[i];
+        if t.status != TaskStatus::Failed {
+            return Err(Error::Conflict(format!(
+                "task {id} is {}; only failed tasks can be retried",
+                t.status
+            )));
+        }
+        t.status = TaskStatus::Pending;
+        t.attempts = 0;
+        t.not_before = None;
+        t.ended_at = None;
+        let view = TaskView::of(t.clone());
+        st.touch(id);
+        requeue_expired(st, now);
+        Ok(Reply::Task { task: view })
+    }
+
+    fn replay(&self, st: &State, key: &str) -> Option<Reply> {
+        replay::task(st, self.task, key)
+    }
+}

@@ -1,0 +1,164 @@
+//! Group commit: several ops under one lock, one load and one commit (one fsync for all of
+//! them), each applied as if it had run alone in order. A failed op leaves no change but the
+//! log entries it must keep. Compact and repair, which work on files, are carried out here.
+
+use super::LocalStore;
+use crate::error::{Error, Result};
+use crate::op::{ClaimedTask, Op, Reply};
+use crate::rules::{self, Needs};
+use crate::store::{log, paths::LOG, repair};
+use crate::validate;
+
+impl LocalStore {
+    /// Carries out several ops under one lock and one commit (a group commit: one fsync for
+    /// all of them). Each op gets its own reply, as if it had run alone in order; a failed op
+    /// leaves no change but the log entries it must keep. Reads are answered without the lock.
+    pub fn execute_batch(&self, ops: Vec<(Op, Option<String>)>) -> Vec<Result<Reply>> {
+        let (reads, writes): (Vec<_>, Vec<_>) = ops
+            .into_iter()
+            .enumerate()
+            .partition(|(_, (op, _))| op.is_read_only());
+        let mut out: Vec<Option<Result<Reply>>> =
+            (0..reads.len() + writes.len()).map(|_| None).collect();
+        for (i, (op, _)) in reads {
+            out[i] = Some(self.read(op));
+        }
+        if !writes.is_empty() {
+            let (index, ops): (Vec<usize>, Vec<(Op, Option<String>)>) = writes.into_iter().unzip();
+            for (i, r) in index.into_iter().zip(self.write_batch(ops)) {
+                out[i] = Some(r);
+            }
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::Protocol("an op got no reply".into()))))
+            .collect()
+    }
+
+    fn write_batch(&self, ops: Vec<(Op, Option<String>)>) -> Vec<Result<Reply>> {
+        let n = ops.len();
+        let fail_all = |e: Error| -> Vec<Result<Reply>> {
+            let msg = e.to_string();
+            let mut v = vec![Err(e)];
+            v.extend((1..n).map(|_| {
+                Err(Error::io(
+                    "committing",
+                    "",
+                    std::io::Error::other(msg.clone()),
+                ))
+            }));
+            v
+        };
+        let lock = match self.lock() {
+            Ok(l) => l,
+            Err(e) => return fail_all(e),
+        };
+        if n == 1 && matches!(ops[0].0, Op::Repair(_)) {
+            return vec![repair::repair(&self.dir)];
+        }
+        let mut st = match self.load_change(&ops) {
+            Ok(st) => st,
+            Err(e) => return fail_all(e),
+        };
+        // The board clock (see `clock`): the file system's time when this process's is off.
+        let now = lock.now();
+        let mut replies = Vec::with_capacity(n);
+        let mut applied = 0;
+        for (op, key) in ops {
+            if let Op::Compact(_) | Op::Repair(_) = op {
+                let (take, kept) = rules::archivable(&st.tasks);
+                replies.push(match op {
+                    Op::Compact(_) => self
+                        .compact(&mut st, &take, now)
+                        .map(|archived| Reply::Compacted { archived, kept }),
+                    _ => Err(Error::Invalid("repair runs alone, not in a batch".into())),
+                });
+                continue;
+            }
+            if let Err(e) = self.precheck(&op.needs()) {
+                replies.push(Err(e));
+                continue;
+            }
+            // Alone, a failed op is simply not committed; in a batch, undo it before the next.
+            let snapshot = (n > 1).then(|| st.clone());
+            let logged = st.outbox.len();
+            match rules::apply_keyed(&mut st, op, key.as_deref(), now) {
+                Ok(reply) => {
+                    applied += 1;
+                    if !st.log.is_empty() || key.is_some() {
+                        let new: Vec<_> = st.outbox[logged..].to_vec();
+                        st.log.extend(new);
+                    }
+                    replies.push(Ok(reply));
+                }
+                Err(e) => {
+                    if let Some(mut before) = snapshot {
+                        // Keep what the op must log even when refused (a late result).
+                        before.outbox = std::mem::take(&mut st.outbox);
+                        before.next_seq = st.next_seq;
+                        st = before;
+                    }
+                    replies.push(Err(e));
+                }
+            }
+        }
+        let committed = if applied > 0 {
+            self.commit(&mut st, now)
+        } else {
+            log::append(&self.dir.join(LOG), &mut st.outbox)
+        };
+        match &committed {
+            Ok(()) => self.keep_queue(&mut st, true),
+            Err(_) => self.cache().clear(),
+        }
+        drop(lock);
+        if let Err(e) = committed {
+            let msg = e.to_string();
+            return replies
+                .into_iter()
+                .map(|r| match r {
+                    Ok(_) => Err(Error::io(
+                        "committing",
+                        &self.dir,
+                        std::io::Error::other(msg.clone()),
+                    )),
+                    err => err,
+                })
+                .collect();
+        }
+        for r in replies.iter_mut() {
+            if let Ok(Reply::Claimed { claim: Some(c), .. }) = r {
+                self.add_instructions(c);
+            }
+        }
+        replies
+    }
+
+    /// Checks what the rules cannot: that a named instruction file exists on the board, and
+    /// that no instruction or context file leads outside it through a symlink.
+    fn precheck(&self, needs: &Needs) -> Result<()> {
+        for f in &needs.instruction_files {
+            validate::board_path("instruction file", f)?;
+            let p = self.resolve(f)?;
+            if !p.is_file() {
+                return Err(Error::Invalid(format!(
+                    "instruction file {f:?} is not on the board; write it first, or pass the text with --instructions-from"
+                )));
+            }
+        }
+        for f in &needs.context_files {
+            validate::board_path("context file", f)?;
+            self.resolve(f)?;
+        }
+        Ok(())
+    }
+
+    /// Gives a claim the text of its instruction file, or why it could not be read.
+    fn add_instructions(&self, c: &mut ClaimedTask) {
+        if let Some(f) = c.task.instruction_file.clone() {
+            match self.read_board_file(&f) {
+                Ok(text) => c.instructions = Some(text),
+                Err(e) => c.instructions_error = Some(e.to_string()),
+            }
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! A board in a directory on this machine.
+//!
+//! Every change takes the exclusive lock on `board.lock`, reads the files it needs, applies
+//! the op with the pure rules, writes what changed (temp file, fsync, rename, directory fsync)
+//! and unlocks. Reads take no lock: every file is replaced atomically, so a reader sees the
+//! old or the new version, never a mix within one file.
+//!
+//! This file holds the handle and its cached reads of the board files; loading what ops need
+//! and answering reads is in `load.rs`, applying a batch of changes under one lock in
+//! `group_commit.rs`, writing what they changed in `commit.rs`.
+
+mod commit;
+mod group_commit;
+mod load;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::damage::{self, Damages};
+use super::json_file::{Cached, read_bytes, to_pretty};
+pub use super::lock::LockGuard;
+use super::paths::{self, BOARD, LOG, PROGRESS, QUEUE, TASKS_DIR, WORKERS};
+use super::queue_file::{self, QueueCache};
+use super::{Transport, durable, salvage};
+use crate::error::{Error, Result};
+use crate::op::{Op, Reply};
+use crate::progress::Progress;
+use crate::settings::{BoardFile, Settings};
+use crate::task::Task;
+use crate::worker::Worker;
+
+/// A board in a local directory.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    dir: PathBuf,
+    /// Tasks as last read or written, so unchanged ones are not parsed or serialized again.
+    queue_cache: Arc<Mutex<QueueCache>>,
+    /// `board.json` and `worker-status.json` as last parsed, reused while their bytes match.
+    settings_cache: Cached<BoardFile>,
+    workers_cache: Cached<BTreeMap<String, Worker>>,
+    /// The board directory, canonical (resolved once).
+    canonical: Arc<std::sync::OnceLock<PathBuf>>,
+}
+
+impl LocalStore {
+    /// Opens the board in `dir`, which must exist and hold a board (see [`LocalStore::init`]).
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        if !dir.is_dir() {
+            return Err(Error::NoBoard(format!(
+                "no board at {}: the directory does not exist. Create one with `vine init {}`",
+                dir.display(),
+                dir.display()
+            )));
+        }
+        if !dir.join(BOARD).exists() && !dir.join(QUEUE).exists() {
+            return Err(Error::NoBoard(format!(
+                "{} is not a board (it has neither {BOARD} nor {QUEUE}). Create one with `vine init {}`",
+                dir.display(),
+                dir.display()
+            )));
+        }
+        Ok(LocalStore::at(dir))
+    }
+
+    fn at(dir: PathBuf) -> Self {
+        LocalStore {
+            dir,
+            queue_cache: Arc::default(),
+            settings_cache: Cached::default(),
+            workers_cache: Cached::default(),
+            canonical: Arc::default(),
+        }
+    }
+
+    /// Creates a board in `dir` (and the directory), keeping any board files already there;
+    /// `settings`, when given, replace those in `board.json`.
+    pub fn init(dir: impl Into<PathBuf>, settings: Option<Settings>) -> Result<Self> {
+        let dir = dir.into();
+        fs::create_dir_all(dir.join(TASKS_DIR)).map_err(|e| Error::io("creating", &dir, e))?;
+        let store = LocalStore::at(dir);
+        let lock = store.lock()?;
+        // The lock file gets the byte the board clock rewrites, so that later changes leave
+        // its content as it is.
+        lock.now();
+        let d = &store.dir;
+        if settings.is_some() || !d.join(BOARD).exists() {
+            let board = BoardFile {
+                settings: settings.unwrap_or_default(),
+                ..BoardFile::default()
+            };
+            durable::replace(d, BOARD, &to_pretty(&board)?, true)?;
+        }
+        if !d.join(QUEUE).exists() {
+            durable::replace(d, QUEUE, b"[]\n", true)?;
+        }
+        if !d.join(WORKERS).exists() {
+            durable::replace(d, WORKERS, b"{}\n", true)?;
+        }
+        if !d.join(PROGRESS).exists() {
+            durable::replace(d, PROGRESS, &to_pretty(&Progress::default())?, true)?;
+        }
+        if !d.join(LOG).exists() {
+            durable::append_lines(&d.join(LOG), b"", true)?;
+        }
+        durable::sync_dir(d)?;
+        Ok(store)
+    }
+
+    /// The board directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Takes the board's exclusive lock (blocks until it is free). See [`crate::store::lock::lock`].
+    pub fn lock(&self) -> Result<LockGuard> {
+        super::lock::lock(&self.dir)
+    }
+
+    /// The board's settings (defaults when `board.json` is absent).
+    pub fn settings(&self) -> Result<Settings> {
+        self.settings_with(&mut Damages::refuse())
+    }
+
+    /// The board's settings; a damaged `board.json` gives the defaults (`vine repair` resets
+    /// it to them) when `dmg` salvages.
+    fn settings_with(&self, dmg: &mut Damages) -> Result<Settings> {
+        let board = self
+            .settings_cache
+            .read(&self.dir.join(BOARD), dmg, |_| BoardFile::default())?;
+        Ok(board.settings)
+    }
+
+    /// The workers, as stored.
+    fn workers(&self, dmg: &mut Damages) -> Result<BTreeMap<String, Worker>> {
+        self.workers_cache
+            .read(&self.dir.join(WORKERS), dmg, |b| salvage::workers(b).value)
+    }
+
+    /// Resolves a board-relative path inside this board (see [`paths::resolve`]).
+    fn resolve(&self, rel: &str) -> Result<PathBuf> {
+        let root = match self.canonical.get() {
+            Some(r) => r,
+            None => {
+                let r = self
+                    .dir
+                    .canonicalize()
+                    .map_err(|e| Error::io("opening the board", &self.dir, e))?;
+                self.canonical.get_or_init(|| r)
+            }
+        };
+        paths::resolve_in(root, rel)
+    }
+
+    /// Reads a board file by board-relative path, confined to the board.
+    pub fn read_board_file(&self, rel: &str) -> Result<String> {
+        let p = self.resolve(rel)?;
+        fs::read_to_string(&p).map_err(|e| Error::io("reading", p, e))
+    }
+
+    /// The tasks on the queue, for reading (the cache keeps its copy).
+    pub fn queue(&self) -> Result<Vec<Task>> {
+        self.queue_with(&mut Damages::refuse())
+    }
+
+    /// The tasks on the queue, for reading; a damaged queue is salvaged when `dmg` salvages.
+    fn queue_with(&self, dmg: &mut Damages) -> Result<Vec<Task>> {
+        let Some(bytes) = self.queue_bytes()? else {
+            return Ok(Vec::new());
+        };
+        let decoded = queue_file::decode_shared(&bytes, &mut self.cache());
+        match decoded {
+            Ok(tasks) => Ok(tasks),
+            Err(e) => {
+                dmg.found(&self.dir.join(QUEUE), damage::detail(&bytes, e))?;
+                Ok(salvage::queue(&bytes).value)
+            }
+        }
+    }
+
+    /// The tasks on the queue, for changing under the lock (taken from the cache when the file
+    /// is what this handle last saw; given back by [`LocalStore::keep_queue`]).
+    fn take_queue(&self) -> Result<Vec<Task>> {
+        let Some(bytes) = self.queue_bytes()? else {
+            self.cache().clear();
+            return Ok(Vec::new());
+        };
+        let mut cache = self.cache();
+        queue_file::decode(&bytes, &mut cache).map_err(|e| Error::Damaged {
+            path: self.dir.join(QUEUE),
+            detail: damage::detail(&bytes, e),
+        })
+    }
+
+    fn queue_bytes(&self) -> Result<Option<Vec<u8>>> {
+        read_bytes(&self.dir.join(QUEUE))
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, QueueCache> {
+        self.queue_cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Carries out `op` once per request key (see `rules::apply_keyed`): a retried request
+    /// gets the reply of its first application.
+    pub fn execute_keyed(&self, op: Op, key: Option<&str>) -> Result<Reply> {
+        if op.is_read_only() {
+            self.read(op)
+        } else {
+            let mut replies = self.execute_batch(vec![(op, key.map(str::to_string))]);
+            replies
+                .pop()
+                .unwrap_or_else(|| Err(Error::Protocol("a batch of one gave no reply".into())))
+        }
+    }
+}
+
+impl Transport for LocalStore {
+    fn execute(&self, op: Op) -> Result<Reply> {
+        self.execute_keyed(op, None)
+    }
+
+    fn location(&self) -> String {
+        self.dir.display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::op::{self, NewTask};
+    use crate::store::log;
+
+    fn add(store: &LocalStore, d: &str) -> u64 {
+        let task = NewTask {
+            description: d.into(),
+            ..NewTask::default()
+        };
+        match store.execute(Op::Add(op::Add { task })) {
+            Ok(Reply::Added { tasks }) => tasks[0].id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_batch_applies_each_op_as_if_alone_and_commits_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::init(dir.path(), None).unwrap();
+        let a = add(&store, "a");
+        let b = add(&store, "b");
+        let claim = |w: &str| (Op::Claim(op::Claim { worker: w.into() }), None);
+        let bad = (
+            Op::Complete(op::Complete {
+                task: a,
+                worker: "nobody".into(),
+                attempt: None,
+                result: Some("late".into()),
+            }),
+            None,
+        );
+        let replies = store.execute_batch(vec![
+            claim("w1"),
+            bad,
+            claim("w2"),
+            claim("w3"),
+            (Op::Status(op::Status), None),
+        ]);
+        let claimed: Vec<Option<u64>> = replies
+            .iter()
+            .map(|r| match r {
+                Ok(Reply::Claimed { claim, .. }) => claim.as_ref().map(|c| c.task.id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(claimed[0], Some(a));
+        assert!(matches!(replies[1], Err(Error::Conflict(_))));
+        assert_eq!(claimed[2], Some(b));
+        assert!(matches!(replies[3], Ok(Reply::Claimed { claim: None, .. })));
+        assert!(matches!(replies[4], Ok(Reply::Status { .. })));
+        // The committed board says the same: both claimed once, the refused result kept.
+        let queue = store.queue().unwrap();
+        assert_eq!(queue[0].claimed_by.as_deref(), Some("w1"));
+        assert_eq!(queue[1].claimed_by.as_deref(), Some("w2"));
+        let log = log::all(&store.dir().join(LOG), &mut Damages::refuse()).unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].message, "late");
+    }
+
+    #[test]
+    fn a_failed_op_in_a_batch_is_undone_before_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::init(dir.path(), None).unwrap();
+        let bad_plan = Op::AddPlan(op::AddPlan {
+            tasks: vec![
+                crate::op::PlanTask {
+                    key: Some("x".into()),
+                    task: NewTask {
+                        description: "ok".into(),
+                        ..NewTask::default()
+                    },
+                    after_keys: vec![],
+                },
+                crate::op::PlanTask {
+                    key: None,
+                    task: NewTask::default(),
+                    after_keys: vec![],
+                },
+            ],
+        });
+        let good = Op::Add(op::Add {
+            task: NewTask {
+                description: "good".into(),
+                ..NewTask::default()
+            },
+        });
+        let replies = store.execute_batch(vec![(bad_plan, None), (good, Some("k".into()))]);
+        assert!(matches!(replies[0], Err(Error::Invalid(_))));
+        assert!(matches!(replies[1], Ok(Reply::Added { .. })));
+        let queue = store.queue().unwrap();
+        assert_eq!(queue.len(), 1);
+        assert_eq!(queue[0].description, "good");
+        assert_eq!(queue[0].request_key.as_deref(), Some("k"));
+    }
+}
