@@ -627,3 +627,80 @@ fn address(s: &str) -> Result<SocketAddr, String> {
     s.parse()
         .map_err(|_| "not an address; use IP:PORT, e.g. 127.0.0.1:5555 or 0.0.0.0:5555".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn clap_accepts_the_definition() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn board_and_setup_commands_are_typed_at_one_level() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["vine"], args].concat());
+        let cli = parse(&["claim", "-w", "w1"]).unwrap();
+        assert!(matches!(cli.command, Command::Board(BoardCommand::Claim)));
+        let cli = parse(&["init", "--claude", "--role", "coordinator"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Init {
+                role: Role::Coordinator,
+                ..
+            }
+        ));
+        assert!(parse(&["board", "claim"]).is_err(), "no nesting");
+        let cli = parse(&["tasks", "--status", "in-progress"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Board(BoardCommand::Tasks {
+                status: Some(StatusFilter::InProgress),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn values_are_typed_with_their_defaults() {
+        let cli = Cli::try_parse_from(["vine", "should-continue", "--max-idle", "1h30m"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Board(BoardCommand::ShouldContinue { max_idle }) if max_idle.as_secs() == 5400
+        ));
+        let cli = Cli::try_parse_from(["vine", "serve", "--root", "/srv"]).unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(s.listen, "127.0.0.1:5555".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            (s.exec_timeout.as_secs(), s.body_timeout.as_secs()),
+            (60, 30)
+        );
+        let cli = Cli::try_parse_from(["vine", "add", "x"]).unwrap();
+        let Command::Board(BoardCommand::Add(a)) = cli.command else {
+            panic!("add")
+        };
+        assert_eq!(a.priority, Priority::Normal);
+        let cli =
+            Cli::try_parse_from(["vine", "msg", "read", "--since", "2026-11-21T08:00:00"]).unwrap();
+        let Command::Board(BoardCommand::Msg {
+            action: MsgCmd::Read { since, .. },
+        }) = cli.command
+        else {
+            panic!("msg read")
+        };
+        assert_eq!(since, parse_timestamp("2026-11-21T08:00:00Z"));
+    }
+
+    #[test]
+    fn a_duration_given_on_reads_back_the_same() {
+        // `vine worker` hands --max-idle to the hooks as text again.
+        for secs in [0, 1, 59, 90, 600, 3600, 5400, 86_400, 90_061] {
+            let text = agentvine::time::format_duration(secs);
+            assert_eq!(duration(&text).map(|d| d.as_secs()), Ok(secs), "{text}");
+        }
+    }
+}
