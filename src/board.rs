@@ -27,7 +27,7 @@ use crate::settings::Settings;
 use crate::store::Transport;
 use crate::store::local::LocalStore;
 use crate::store::paths::DEFAULT_DIR;
-use crate::task::Task;
+use crate::task::{StatusFilter, Task};
 
 /// A handle on a board. Cheap to clone; every method is one op on the board.
 #[derive(Clone)]
@@ -304,12 +304,19 @@ impl Board {
         }
     }
 
-    /// Tasks on the queue (and the archive when `all`), optionally with one status.
+    /// Tasks on the queue (and the archive when `all`), optionally with one status (a
+    /// [`StatusFilter`] name: `pending`, `in_progress`, ... or `blocked`).
     pub fn tasks(&self, status: Option<&str>, all: bool) -> Result<Vec<TaskView>> {
-        match self.execute(Op::Tasks(op::Tasks {
-            status: status.map(str::to_string),
-            all,
-        }))? {
+        let status = status
+            .map(|s| {
+                StatusFilter::parse(s).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "unknown status {s:?}; use pending, in_progress, completed, failed, cancelled or blocked"
+                    ))
+                })
+            })
+            .transpose()?;
+        match self.execute(Op::Tasks(op::Tasks { status, all }))? {
             Reply::Tasks { tasks } => Ok(tasks),
             other => Err(unexpected("tasks", &other)),
         }

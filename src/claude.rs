@@ -22,24 +22,13 @@ pub const COORDINATOR_CLAUDE: &str = include_str!("../templates/COORDINATOR_CLAU
 const BEGIN: &str = "<!-- agentvine:begin (vine init --claude rewrites this section) -->";
 const END: &str = "<!-- agentvine:end -->";
 
-/// Which instructions a project gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which instructions a project gets (`vine init --claude --role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {
     /// Claims and does tasks.
     Worker,
     /// Adds tasks and watches.
     Coordinator,
-}
-
-impl Role {
-    /// Parses `worker` or `coordinator`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "worker" => Some(Role::Worker),
-            "coordinator" => Some(Role::Coordinator),
-            _ => None,
-        }
-    }
 }
 
 /// What `install` wrote.

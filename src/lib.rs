@@ -41,5 +41,5 @@ pub use op::{NewTask, Op, PlanTask};
 pub use progress::Progress;
 pub use reply::{ClaimedTask, Reply, StatusReport, TaskView, WorkerView};
 pub use settings::Settings;
-pub use task::{Priority, Task, TaskStatus};
+pub use task::{Priority, StatusFilter, Task, TaskStatus};
 pub use worker::{Worker, WorkerState};

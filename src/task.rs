@@ -77,8 +77,55 @@ impl std::fmt::Display for TaskStatus {
     }
 }
 
+/// Which tasks a listing shows (`vine tasks --status`): one status, or the blocked ones.
+///
+/// On the wire and the command line the names are the statuses' (`in_progress`; `in-progress`
+/// is accepted too) and `blocked`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum StatusFilter {
+    /// Waiting to be claimed (blocked ones included).
+    Pending,
+    /// Claimed by a worker.
+    #[serde(alias = "in-progress")]
+    #[value(alias = "in-progress")]
+    InProgress,
+    /// Finished successfully.
+    Completed,
+    /// Out of retries.
+    Failed,
+    /// Cancelled by the coordinator.
+    Cancelled,
+    /// Pending, but waiting on a task that failed or was cancelled: never claimed.
+    Blocked,
+}
+
+impl StatusFilter {
+    /// Parses a filter name (a status, `in-progress` too, or `blocked`).
+    pub fn parse(s: &str) -> Option<Self> {
+        <Self as clap::ValueEnum>::from_str(s, false).ok()
+    }
+
+    /// True if a task with `status` (and `blocked`: it waits on a failed or cancelled task)
+    /// is shown.
+    pub fn matches(self, status: TaskStatus, blocked: bool) -> bool {
+        let wanted = match self {
+            StatusFilter::Blocked => return blocked,
+            StatusFilter::Pending => TaskStatus::Pending,
+            StatusFilter::InProgress => TaskStatus::InProgress,
+            StatusFilter::Completed => TaskStatus::Completed,
+            StatusFilter::Failed => TaskStatus::Failed,
+            StatusFilter::Cancelled => TaskStatus::Cancelled,
+        };
+        status == wanted
+    }
+}
+
 /// How urgent a task is; claims take higher priorities first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
     /// Claimed before everything else.
@@ -440,5 +487,38 @@ mod tests {
             Some(TaskStatus::InProgress)
         );
         assert_eq!(TaskStatus::parse("done"), None);
+    }
+
+    #[test]
+    fn status_filters_parse_and_match() {
+        for (name, f) in [
+            ("pending", StatusFilter::Pending),
+            ("in_progress", StatusFilter::InProgress),
+            ("in-progress", StatusFilter::InProgress),
+            ("completed", StatusFilter::Completed),
+            ("failed", StatusFilter::Failed),
+            ("cancelled", StatusFilter::Cancelled),
+            ("blocked", StatusFilter::Blocked),
+        ] {
+            assert_eq!(StatusFilter::parse(name), Some(f), "{name}");
+            let json = format!("{name:?}");
+            assert_eq!(serde_json::from_str::<StatusFilter>(&json).unwrap(), f);
+        }
+        assert_eq!(StatusFilter::parse("done"), None);
+        assert_eq!(
+            serde_json::to_string(&StatusFilter::InProgress).unwrap(),
+            "\"in_progress\""
+        );
+        // Every status is a filter of the same name, which matches it alone.
+        for st in TaskStatus::ALL {
+            let f = StatusFilter::parse(st.as_str()).unwrap();
+            for other in TaskStatus::ALL {
+                assert_eq!(f.matches(other, false), other == st);
+            }
+        }
+        // A blocked task is pending: both filters show it.
+        assert!(StatusFilter::Blocked.matches(TaskStatus::Pending, true));
+        assert!(StatusFilter::Pending.matches(TaskStatus::Pending, true));
+        assert!(!StatusFilter::Blocked.matches(TaskStatus::Pending, false));
     }
 }

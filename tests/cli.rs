@@ -527,11 +527,8 @@ fn invalid_input_exits_2_and_leaves_the_board_untouched() {
         // Sizes and values.
         vec!["add", &long_description],
         vec!["add", "   "],
-        vec!["add", "x", "--priority", "urgent"],
-        vec!["add", "x", "--lease", "10x"],
         vec!["add", "x", "--lease", "0s"],
         vec!["add", "x", "--lease", "31d"],
-        vec!["add", "x", "--lease", ""],
         vec!["add", "x", "--max-retries", "1001"],
         vec!["add", "x", "--assign", "a b"],
         vec!["add", "x", "--requires", "bad/cap"],
@@ -548,17 +545,13 @@ fn invalid_input_exits_2_and_leaves_the_board_untouched() {
             "{bad json",
         ],
         vec!["fail", &c, "--worker", "w1", "--error", "   "],
-        vec!["should-continue", "--worker", "w1", "--max-idle", "forever"],
-        vec!["ask", "q?", "--wait", "--timeout", "soon"],
         vec!["msg", "send", "   "],
         vec!["msg", "send", "hi", "--as", "a b"],
-        vec!["msg", "read", "--since", "yesterday"],
         vec!["ask", "   "],
         vec!["answer", &m, "not a question"],
         vec!["answer", "999", "no such message"],
         vec!["answer", &q, "   "],
         vec!["answer", &q, "an answer", "--as", "a/b"],
-        vec!["tasks", "--status", "bogus"],
         vec!["progress", "set", "--meta", "novalue"],
         // Unknown task ids.
         vec!["complete", unknown, "--worker", "w1", "--result", "r"],
@@ -3489,5 +3482,109 @@ fn worker_is_global_before_or_after_the_command() {
             .as_str()
             .is_some_and(|m| m.contains("--worker")),
         "{v}"
+    );
+}
+
+#[test]
+fn bad_values_are_usage_errors_naming_the_flag_with_an_example() {
+    // Durations, times, addresses, priorities, statuses and roles are parsed with the command
+    // line: a bad one is a usage error (exit 2, kind "usage"), before any board is touched,
+    // whose message names the flag and shows what a good value looks like.
+    let b = TestBoard::new();
+    b.add("a task", &[]);
+    let before = b.snapshot();
+    let duration = "e.g. 90s, 30m";
+    let cases: &[(&[&str], &str, &str)] = &[
+        (
+            &["add", "x", "--priority", "urgent"],
+            "--priority",
+            "high, normal, low",
+        ),
+        (&["add", "x", "--lease", "10x"], "--lease", duration),
+        (&["add", "x", "--lease", ""], "--lease", duration),
+        (
+            &["add", "x", "--fallback-after", "later"],
+            "--fallback-after",
+            duration,
+        ),
+        (
+            &["should-continue", "--worker", "w1", "--max-idle", "forever"],
+            "--max-idle",
+            duration,
+        ),
+        (
+            &["ask", "q?", "--wait", "--timeout", "soon"],
+            "--timeout",
+            duration,
+        ),
+        (
+            &["msg", "read", "--since", "yesterday"],
+            "--since",
+            "2026-11-21T08:00:00Z",
+        ),
+        (
+            &["tasks", "--status", "bogus"],
+            "--status",
+            "pending, in_progress, completed, failed, cancelled, blocked",
+        ),
+        (
+            &["init", "--stale-after", "3 minutes"],
+            "--stale-after",
+            duration,
+        ),
+        (
+            &["init", "--claude", "--role", "boss"],
+            "--role",
+            "worker, coordinator",
+        ),
+        (
+            &["serve", "--root", ".", "--listen", "localhost"],
+            "--listen",
+            "127.0.0.1:5555",
+        ),
+        (
+            &["serve", "--root", ".", "--exec-timeout", "1y"],
+            "--exec-timeout",
+            duration,
+        ),
+        (
+            &["worker", "-w", "w1", "--max-idle", "never"],
+            "--max-idle",
+            duration,
+        ),
+    ];
+    for (args, flag, example) in cases {
+        let r = b.run(args);
+        assert_eq!(r.code, 2, "vine {args:?}: {r:?}");
+        assert!(r.stdout.is_empty(), "vine {args:?}: {r:?}");
+        assert!(
+            r.stderr.contains(flag) && r.stderr.contains(example),
+            "vine {args:?}: the error names {flag} and shows {example:?}: {}",
+            r.stderr
+        );
+        let (code, v) = b.json(args);
+        assert_eq!(code, 2, "vine {args:?} --json: {v}");
+        assert_eq!(v["error"]["kind"], "usage", "{v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(flag) && msg.contains(example), "{msg}");
+        assert_unchanged(&before, &b, &format!("vine {args:?}"));
+    }
+    // Good values, including the accepted spellings, still work.
+    b.ok(&["register", "--worker", "w9"]);
+    for args in [
+        &["tasks", "--status", "in-progress"][..],
+        &["tasks", "--status", "in_progress"],
+        &["tasks", "--status", "blocked"],
+        &["msg", "read", "--since", "2000-01-01 00:00:00"],
+        &["should-continue", "--worker", "w9", "--max-idle", "1h30m"],
+    ] {
+        b.ok(args);
+    }
+    // `--help` lists the possible values with what they mean.
+    let r = b.run(&["tasks", "--help"]);
+    assert!(
+        r.stdout.contains("in_progress") && r.stdout.contains("never claimed"),
+        "{}",
+        r.stdout
     );
 }

@@ -183,7 +183,7 @@ fn ops() -> Vec<Op> {
         Op::Repair(op::Repair),
         Op::Status(op::Status),
         Op::Tasks(op::Tasks {
-            status: Some("pending".into()),
+            status: Some(agentvine::task::StatusFilter::Pending),
             all: true,
         }),
         Op::Tasks(op::Tasks {

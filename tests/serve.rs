@@ -893,7 +893,7 @@ fn every_op() -> Vec<agentvine::Op> {
         Op::Repair(op::Repair),
         Op::Status(op::Status),
         Op::Tasks(op::Tasks {
-            status: Some("pending".into()),
+            status: Some(agentvine::task::StatusFilter::Pending),
             all: true,
         }),
         Op::Show(op::Show { task: 1 }),

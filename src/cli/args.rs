@@ -1,8 +1,14 @@
 //! The command line of `vine`, as clap types. `vine --help` and `vine <command> --help` are
-//! generated from the doc comments here.
+//! generated from the doc comments here. Values are parsed here too (durations, times,
+//! addresses, priorities, statuses, roles), so a bad one is a usage error naming its flag.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use agentvine::claude::Role;
+use agentvine::time::{Timestamp, parse_duration, parse_timestamp};
+use agentvine::{Priority, StatusFilter};
 use clap::{Args, Parser, Subcommand};
 
 const EXIT_CODES: &str = "\
@@ -78,17 +84,17 @@ pub struct ClaimantArgs {
 #[derive(Debug, Args, Clone, Default)]
 pub struct SettingsFlags {
     /// Default lease of a claim, e.g. 30m.
-    #[arg(long, value_name = "DURATION")]
-    pub lease: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub lease: Option<Duration>,
     /// A worker without a sign of life for this long is stale, e.g. 3m; the tasks it holds
     /// are taken back. Workers heartbeat at least this often (the hooks and `vine worker`
     /// do; scripts run `vine heartbeat`).
-    #[arg(long, value_name = "DURATION")]
-    pub stale_after: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub stale_after: Option<Duration>,
     /// A task meant for a specialist (--assign, --requires) falls back to any worker when
     /// no live specialist has been seen for this long, e.g. 10m (default: the stale limit).
-    #[arg(long, value_name = "DURATION")]
-    pub fallback_after: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub fallback_after: Option<Duration>,
     /// Default retries after a task's first attempt.
     #[arg(long)]
     pub max_retries: Option<u32>,
@@ -96,14 +102,14 @@ pub struct SettingsFlags {
     #[arg(long, value_name = "N")]
     pub archive_after: Option<usize>,
     /// First retry delay after a failed attempt (doubles each attempt), e.g. 10s.
-    #[arg(long, value_name = "DURATION")]
-    pub retry_backoff: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub retry_backoff: Option<Duration>,
     /// Longest retry delay, e.g. 15m.
-    #[arg(long, value_name = "DURATION")]
-    pub retry_backoff_max: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub retry_backoff_max: Option<Duration>,
 }
 
-/// All `vine` commands.
+/// All `vine` commands: the board's own, and those that set things up around it.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a board (default ./.vine), or with --claude set up a Claude Code project.
@@ -126,13 +132,69 @@ pub enum Command {
         /// Prints start commands that work as pasted.
         #[arg(long)]
         claude: bool,
-        /// With --claude: worker or coordinator.
-        #[arg(long, default_value = "worker", requires = "claude")]
-        role: String,
+        /// With --claude: whose instructions the project's CLAUDE.md gets.
+        #[arg(long, value_enum, default_value = "worker", requires = "claude")]
+        role: Role,
         /// With --claude: the command hooks run (default `vine`, found on PATH).
         #[arg(long, default_value = "vine", value_name = "CMD", requires = "claude")]
         hook_command: String,
     },
+    // The board's commands, listed here as `vine add`, `vine claim` ... (no nesting).
+    #[command(flatten)]
+    Board(BoardCommand),
+    /// Serve the board in BASE_DIR and the VPS API over HTTP(S): the server workers and the
+    /// coordinator reach with --url.
+    ///
+    /// The API key comes from --key-file, $VINE_API_KEY or $VPS_API_KEY (never an argument).
+    /// Without a key the server only listens on loopback.
+    #[command(after_help = "Example:
+  VINE_API_KEY=$(cat /etc/vine/key) vine serve --root /srv/board --listen 0.0.0.0:5555 \\
+      --tls-cert /etc/vine/cert.pem --tls-key /etc/vine/key.pem")]
+    Serve(ServeArgs),
+    /// The VPS helpers: test, ls, read, deploy, exec, find, grep (needs --url).
+    Vps {
+        #[command(subcommand)]
+        action: VpsCmd,
+    },
+    /// Claude Code hooks (called from .claude/settings.json): stop, session-start, post-tool-use.
+    ///
+    /// The worker id comes from $VINE_WORKER (or $WORKER_ID); the Stop hook also reads
+    /// $VINE_MAX_IDLE (default 10m) and $VINE_HOOK_WAIT (how long it waits for work inside the
+    /// hook before handing a turn back, default 60s; keep it well below the hook's timeout)
+    /// and $VINE_HOOK_POLL (how often it looks while waiting, default 2s).
+    /// A hook never keeps a session from ending: on any error it explains on stderr, exits 0,
+    /// and the stop goes through (SessionStart tells the session in its context instead).
+    /// The hooks keep per-session state (tool calls, reminders) and the keepalive's lock in
+    /// $VINE_RUNTIME_DIR (default $XDG_RUNTIME_DIR/agentvine, else /tmp/agentvine-UID).
+    Hook {
+        #[command(subcommand)]
+        event: HookCmd,
+    },
+    /// Start a Claude Code worker (`claude -p --allowedTools Bash`) in this folder, set up for
+    /// the board: VINE_WORKER, VINE_CAPABILITIES, VINE_MAX_IDLE, the board's location,
+    /// CLAUDE_CODE_STOP_HOOK_BLOCK_CAP=0 (without it Claude Code ends the session after 8
+    /// Stop-hook blocks, cutting an idle worker off) and VINE_KEEPALIVE=0 (this command
+    /// heartbeats the worker while claude runs, also through long tool calls).
+    ///
+    /// The folder needs `vine init --claude`. Before starting claude (which hides hook
+    /// errors) it checks that the folder's Claude Code settings have the agentvine hooks and
+    /// the `vine` they run exists, that the board the hooks will see (the settings' env wins
+    /// over the environment) opens and is the one given here, and that the worker id is
+    /// valid; otherwise it explains and exits 2.
+    #[command(after_help = "Example:
+  vine --url https://vps:5555 worker --worker w1 --capability python -- --model sonnet")]
+    Worker(WorkerStartArgs),
+    /// Run one board op given as JSON and print the reply as JSON (used through /execute).
+    #[command(hide = true)]
+    Op {
+        /// `{"op": {...}, "key": "..."}`.
+        request: String,
+    },
+}
+
+/// The board's commands: each becomes one op on the board.
+#[derive(Debug, Subcommand)]
+pub enum BoardCommand {
     /// Add a task (or a batch with --plan FILE).
     ///
     /// A worker has no context but what the task gives it: put everything it needs in the
@@ -147,7 +209,7 @@ pub enum Command {
   vine add \"Create hello.txt\" --instructions \"Write 'Hello from VPS!' to test-output/hello.txt\"
   vine add \"Add /hello endpoint\" --instructions-from hello.md --context flask-demo/app.py --after 1731159000123
   vine add --plan plan.json")]
-    Add(AddArgs),
+    Add(Box<AddArgs>),
     /// Claim the best task this worker may take; prints it with its instructions (exit 3 if none).
     Claim,
     /// Mark a task you claimed as completed.
@@ -210,16 +272,16 @@ pub enum Command {
     /// Should this worker keep its session alive? Exit 0 yes, 3 no (and it is marked offline).
     ShouldContinue {
         /// Stop after this much idle time with nothing to claim.
-        #[arg(long, default_value = "10m", value_name = "DURATION")]
-        max_idle: String,
+        #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = duration)]
+        max_idle: Duration,
     },
     /// Counts of tasks and workers, open questions and progress.
     Status,
     /// List tasks (oldest first).
     Tasks {
-        /// Only this status: pending, in_progress, completed, failed, cancelled, blocked.
-        #[arg(long)]
-        status: Option<String>,
+        /// Only tasks with this status, or the blocked ones.
+        #[arg(long, value_enum)]
+        status: Option<StatusFilter>,
         /// Include archived tasks.
         #[arg(long)]
         all: bool,
@@ -258,11 +320,17 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
         /// How long --wait waits.
-        #[arg(long, default_value = "10m", value_name = "DURATION")]
-        timeout: String,
+        #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = duration)]
+        timeout: Duration,
         /// How often --wait looks for the answer.
-        #[arg(long, default_value = "1s", value_name = "DURATION", hide = true)]
-        poll: String,
+        #[arg(
+            long,
+            default_value = "1s",
+            value_name = "DURATION",
+            value_parser = duration,
+            hide = true
+        )]
+        poll: Duration,
     },
     /// Answer a question by its number (see `vine questions`).
     Answer {
@@ -287,54 +355,6 @@ pub enum Command {
     Repair,
     /// Move finished tasks to the archive (also done automatically past a threshold).
     Compact,
-    /// Serve the board in BASE_DIR and the VPS API over HTTP(S): the server workers and the
-    /// coordinator reach with --url.
-    ///
-    /// The API key comes from --key-file, $VINE_API_KEY or $VPS_API_KEY (never an argument).
-    /// Without a key the server only listens on loopback.
-    #[command(after_help = "Example:
-  VINE_API_KEY=$(cat /etc/vine/key) vine serve --root /srv/board --listen 0.0.0.0:5555 \\
-      --tls-cert /etc/vine/cert.pem --tls-key /etc/vine/key.pem")]
-    Serve(ServeArgs),
-    /// The VPS helpers: test, ls, read, deploy, exec, find, grep (needs --url).
-    Vps {
-        #[command(subcommand)]
-        action: VpsCmd,
-    },
-    /// Claude Code hooks (called from .claude/settings.json): stop, session-start, post-tool-use.
-    ///
-    /// The worker id comes from $VINE_WORKER (or $WORKER_ID); the Stop hook also reads
-    /// $VINE_MAX_IDLE (default 10m) and $VINE_HOOK_WAIT (how long it waits for work inside the
-    /// hook before handing a turn back, default 60s; keep it well below the hook's timeout)
-    /// and $VINE_HOOK_POLL (how often it looks while waiting, default 2s).
-    /// A hook never keeps a session from ending: on any error it explains on stderr, exits 0,
-    /// and the stop goes through (SessionStart tells the session in its context instead).
-    /// The hooks keep per-session state (tool calls, reminders) and the keepalive's lock in
-    /// $VINE_RUNTIME_DIR (default $XDG_RUNTIME_DIR/agentvine, else /tmp/agentvine-UID).
-    Hook {
-        #[command(subcommand)]
-        event: HookCmd,
-    },
-    /// Start a Claude Code worker (`claude -p --allowedTools Bash`) in this folder, set up for
-    /// the board: VINE_WORKER, VINE_CAPABILITIES, VINE_MAX_IDLE, the board's location,
-    /// CLAUDE_CODE_STOP_HOOK_BLOCK_CAP=0 (without it Claude Code ends the session after 8
-    /// Stop-hook blocks, cutting an idle worker off) and VINE_KEEPALIVE=0 (this command
-    /// heartbeats the worker while claude runs, also through long tool calls).
-    ///
-    /// The folder needs `vine init --claude`. Before starting claude (which hides hook
-    /// errors) it checks that the folder's Claude Code settings have the agentvine hooks and
-    /// the `vine` they run exists, that the board the hooks will see (the settings' env wins
-    /// over the environment) opens and is the one given here, and that the worker id is
-    /// valid; otherwise it explains and exits 2.
-    #[command(after_help = "Example:
-  vine --url https://vps:5555 worker --worker w1 --capability python -- --model sonnet")]
-    Worker(WorkerStartArgs),
-    /// Run one board op given as JSON and print the reply as JSON (used through /execute).
-    #[command(hide = true)]
-    Op {
-        /// `{"op": {...}, "key": "..."}`.
-        request: String,
-    },
 }
 
 /// Arguments of `vine serve`.
@@ -343,9 +363,9 @@ pub struct ServeArgs {
     /// The base directory: the board's files live at its top; every path is confined to it.
     #[arg(long, value_name = "BASE_DIR")]
     pub root: PathBuf,
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:5555", value_name = "ADDR")]
-    pub listen: String,
+    /// Address to listen on, IP:PORT (0.0.0.0:5555 for every interface).
+    #[arg(long, default_value = "127.0.0.1:5555", value_name = "ADDR", value_parser = address)]
+    pub listen: SocketAddr,
     /// PEM certificate chain for HTTPS (with --tls-key).
     #[arg(long, requires = "tls_key", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
@@ -356,8 +376,8 @@ pub struct ServeArgs {
     #[arg(long)]
     pub no_exec: bool,
     /// Kill a command, and every process it started, after this long.
-    #[arg(long, default_value = "60s", value_name = "DURATION")]
-    pub exec_timeout: String,
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = duration)]
+    pub exec_timeout: Duration,
     /// Bytes of stdout and of stderr kept per command.
     #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
     pub exec_max_output: usize,
@@ -369,8 +389,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
     pub max_body: usize,
     /// A client must send its whole request body within this long, else 408.
-    #[arg(long, default_value = "30s", value_name = "DURATION")]
-    pub body_timeout: String,
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = duration)]
+    pub body_timeout: Duration,
     /// Serve only the original plan's /test, /list, /deploy, /execute (for testing old clients).
     #[arg(long, hide = true)]
     pub original_only: bool,
@@ -452,9 +472,9 @@ pub struct AddArgs {
     /// sign of life for the fallback time (the board's, or --fallback-after), unless --strict.
     #[arg(long, value_name = "WORKER")]
     pub assign: Option<String>,
-    /// high, normal or low.
-    #[arg(long, default_value = "normal")]
-    pub priority: String,
+    /// How urgent the task is: claims take higher priorities first.
+    #[arg(long, value_enum, default_value = "normal")]
+    pub priority: Priority,
     /// A capability the worker must have (repeatable). Any worker may take the task when no
     /// live worker with every one of them has been seen for the fallback time, unless --strict.
     #[arg(long, value_name = "CAP")]
@@ -466,8 +486,8 @@ pub struct AddArgs {
     #[arg(long)]
     pub max_retries: Option<u32>,
     /// Lease of a claim on this task, e.g. 90s, 30m (default: the board's, 30m).
-    #[arg(long, value_name = "DURATION")]
-    pub lease: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub lease: Option<Duration>,
     /// Only the --assign worker / a worker with every --requires capability may ever claim it:
     /// no fallback to other workers.
     #[arg(long, conflicts_with = "fallback_after")]
@@ -475,8 +495,8 @@ pub struct AddArgs {
     /// Any worker may claim it once no live specialist (the --assign worker, or one with the
     /// --requires capabilities) has been seen for this long, e.g. 10m (default: the board's
     /// fallback time, see `vine init --fallback-after`).
-    #[arg(long, value_name = "DURATION")]
-    pub fallback_after: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub fallback_after: Option<Duration>,
     /// A metadata entry (repeatable); VALUE is JSON if it parses, else text.
     #[arg(long, value_name = "KEY=VALUE")]
     pub meta: Vec<String>,
@@ -523,9 +543,10 @@ pub enum MsgCmd {
     },
     /// Read the log (oldest first).
     Read {
-        /// Only messages after this time (RFC 3339 or ISO, UTC).
-        #[arg(long, value_name = "TIME")]
-        since: Option<String>,
+        /// Only messages after this time (RFC 3339, or ISO read as UTC), e.g.
+        /// 2026-11-21T08:00:00Z.
+        #[arg(long, value_name = "TIME", value_parser = timestamp)]
+        since: Option<Timestamp>,
         /// Only messages numbered above N.
         #[arg(long, value_name = "N")]
         after: Option<u64>,
@@ -566,18 +587,15 @@ pub enum HookCmd {
     },
 }
 
-/// Arguments of `vine worker`.
+/// Arguments of `vine worker` (the worker id is the global --worker, which it requires).
 #[derive(Debug, Args)]
 pub struct WorkerStartArgs {
-    /// The worker id: the global --worker (or $VINE_WORKER), which `vine worker` requires.
-    #[arg(skip)]
-    pub worker: String,
     /// A capability (repeatable).
     #[arg(long = "capability", short = 'c', value_name = "CAP")]
     pub capabilities: Vec<String>,
     /// Stop after this much idle time with nothing to claim.
-    #[arg(long, default_value = "10m", value_name = "DURATION")]
-    pub max_idle: String,
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = duration)]
+    pub max_idle: Duration,
     /// The Claude Code command.
     #[arg(long, default_value = "claude", value_name = "CMD")]
     pub claude: String,
@@ -590,4 +608,99 @@ pub struct WorkerStartArgs {
     /// More arguments for claude (after --).
     #[arg(last = true)]
     pub claude_args: Vec<String>,
+}
+
+/// A duration flag: `90s`, `30m`, `2h`, `1d`, `1h30m` or a number of seconds.
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s)
+        .map(Duration::from_secs)
+        .map_err(|_| "not a duration; use a number with a unit, e.g. 90s, 30m, 2h, 1d".into())
+}
+
+/// A time flag: RFC 3339, or ISO 8601 without an offset (read as UTC).
+fn timestamp(s: &str) -> Result<Timestamp, String> {
+    parse_timestamp(s).ok_or_else(|| "not a time; use e.g. 2026-11-21T08:00:00Z".into())
+}
+
+/// An address to listen on: IP:PORT.
+fn address(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| "not an address; use IP:PORT, e.g. 127.0.0.1:5555 or 0.0.0.0:5555".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn clap_accepts_the_definition() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn board_and_setup_commands_are_typed_at_one_level() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["vine"], args].concat());
+        let cli = parse(&["claim", "-w", "w1"]).unwrap();
+        assert!(matches!(cli.command, Command::Board(BoardCommand::Claim)));
+        let cli = parse(&["init", "--claude", "--role", "coordinator"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Init {
+                role: Role::Coordinator,
+                ..
+            }
+        ));
+        assert!(parse(&["board", "claim"]).is_err(), "no nesting");
+        let cli = parse(&["tasks", "--status", "in-progress"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Board(BoardCommand::Tasks {
+                status: Some(StatusFilter::InProgress),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn values_are_typed_with_their_defaults() {
+        let cli = Cli::try_parse_from(["vine", "should-continue", "--max-idle", "1h30m"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Board(BoardCommand::ShouldContinue { max_idle }) if max_idle.as_secs() == 5400
+        ));
+        let cli = Cli::try_parse_from(["vine", "serve", "--root", "/srv"]).unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(s.listen, "127.0.0.1:5555".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            (s.exec_timeout.as_secs(), s.body_timeout.as_secs()),
+            (60, 30)
+        );
+        let cli = Cli::try_parse_from(["vine", "add", "x"]).unwrap();
+        let Command::Board(BoardCommand::Add(a)) = cli.command else {
+            panic!("add")
+        };
+        assert_eq!(a.priority, Priority::Normal);
+        let cli =
+            Cli::try_parse_from(["vine", "msg", "read", "--since", "2026-11-21T08:00:00"]).unwrap();
+        let Command::Board(BoardCommand::Msg {
+            action: MsgCmd::Read { since, .. },
+        }) = cli.command
+        else {
+            panic!("msg read")
+        };
+        assert_eq!(since, parse_timestamp("2026-11-21T08:00:00Z"));
+    }
+
+    #[test]
+    fn a_duration_given_on_reads_back_the_same() {
+        // `vine worker` hands --max-idle to the hooks as text again.
+        for secs in [0, 1, 59, 90, 600, 3600, 5400, 86_400, 90_061] {
+            let text = agentvine::time::format_duration(secs);
+            assert_eq!(duration(&text).map(|d| d.as_secs()), Ok(secs), "{text}");
+        }
+    }
 }

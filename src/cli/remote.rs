@@ -44,15 +44,7 @@ pub fn init(
         Err(e) => Err(e),
     })?;
     let settings = store.init(settings.as_ref())?;
-    let shown = store.location();
-    Ok(Output {
-        text: format!(
-            "Board ready at {shown}\n{}\nNext: vine add \"<task>\" --instructions \"...\"  |  VINE_WORKER=w1 vine claim",
-            super::render::settings_line(&settings)
-        ),
-        json: json!({"board": shown, "settings": settings}),
-        exit: ExitCode::Done,
-    })
+    Ok(super::init::ready(store.location(), settings))
 }
 
 /// The board on a server, for hooks that must not hold Claude up: 2 s timeout, no retries.

@@ -16,7 +16,7 @@ use agentvine::{Board, Error, ExitCode, Result};
 use serde_json::json;
 
 use super::args::WorkerStartArgs;
-use super::{Output, duration, remote};
+use super::{Output, remote};
 
 /// Where the session's board is, as the hooks will find it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,18 +144,18 @@ fn hooks_board(
     }
 }
 
-/// Runs `vine worker`.
+/// Runs `vine worker` as `worker`.
 pub fn start(
     a: WorkerStartArgs,
+    worker: String,
     url: Option<&str>,
     dir: Option<&Path>,
     key_file: Option<&Path>,
 ) -> Result<Output> {
-    agentvine::validate::name("worker id", &a.worker)?;
+    agentvine::validate::name("worker id", &worker)?;
     for c in &a.capabilities {
         agentvine::validate::name("capability", c)?;
     }
-    duration(&a.max_idle, "--max-idle")?;
     let project = std::env::current_dir().map_err(|e| Error::io("reading", ".", e))?;
     let setup = claude::hook_setup(&project, user_settings().as_deref())
         .map_err(|e| refuse(format!("Claude Code's settings cannot be read: {e}")))?;
@@ -217,9 +217,12 @@ pub fn start(
         .arg(&a.prompt)
         .args(["--allowedTools", "Bash"])
         .args(&a.claude_args)
-        .env("VINE_WORKER", &a.worker)
+        .env("VINE_WORKER", &worker)
         .env("VINE_CAPABILITIES", a.capabilities.join(","))
-        .env("VINE_MAX_IDLE", &a.max_idle)
+        .env(
+            "VINE_MAX_IDLE",
+            agentvine::time::format_duration(a.max_idle.as_secs()),
+        )
         .env("CLAUDE_CODE_STOP_HOOK_BLOCK_CAP", "0")
         // This process heartbeats the worker; the hooks start no keepalive of their own.
         .env("VINE_KEEPALIVE", "0");
@@ -240,7 +243,7 @@ pub fn start(
     // Heartbeats while claude runs: quick requests, so the thread ends soon after claude.
     let (stop, stopped) = mpsc::channel::<()>();
     let every = keepalive::interval(&settings);
-    let worker = a.worker.clone();
+    let beating = worker.clone();
     let beat_board = match &hooks {
         Location::Url(u) => remote::quick_board(u, key_file.as_deref()),
         Location::Dir(d) => Board::open(d),
@@ -248,7 +251,7 @@ pub fn start(
     let beats = beat_board.ok().map(|board| {
         std::thread::spawn(move || {
             while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-                let _ = keepalive::beat(&board, &worker);
+                let _ = keepalive::beat(&board, &beating);
             }
         })
     });
@@ -261,7 +264,7 @@ pub fn start(
     }
     let status = status?;
     Ok(Output {
-        json: json!({"worker": a.worker, "exit": status.code()}),
+        json: json!({"worker": worker, "exit": status.code()}),
         text: String::new(),
         exit: if status.success() {
             ExitCode::Done

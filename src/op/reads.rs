@@ -14,7 +14,7 @@ use crate::rules::{
     LogNeed, Needs, Query, State, questions, requeue_expired, status_report, task_views,
     worker_views,
 };
-use crate::task::TaskStatus;
+use crate::task::StatusFilter;
 use crate::time::Timestamp;
 
 super::no_fields! {
@@ -33,7 +33,7 @@ super::no_fields! {
 pub struct Tasks {
     /// Only tasks with this status (`blocked` selects blocked pending tasks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<String>,
+    pub status: Option<StatusFilter>,
     /// Include archived tasks.
     #[serde(default)]
     pub all: bool,
@@ -93,24 +93,14 @@ impl Query for Tasks {
     }
 
     fn answer(self, st: &mut State, now: Timestamp) -> Result<Reply> {
-        let status = self.status.as_deref();
-        if let Some(s) = status
-            && s != "blocked"
-            && TaskStatus::parse(s).is_none()
-        {
-            return Err(Error::Invalid(format!(
-                "unknown status {s:?}; use pending, in_progress, completed, failed, cancelled or blocked"
-            )));
-        }
+        let status = self.status;
         requeue_expired(st, now);
         let mut tasks = Vec::new();
         if self.all {
             let on_queue: HashSet<u64> = st.tasks.iter().map(|t| t.id).collect();
             for t in std::mem::take(&mut st.archived_tasks).into_values() {
-                let matches = match status {
-                    None => true,
-                    Some(s) => TaskStatus::parse(s) == Some(t.status),
-                };
+                // An archived task is finished, so never blocked.
+                let matches = status.is_none_or(|f| f.matches(t.status, false));
                 if matches && !on_queue.contains(&t.id) {
                     tasks.push(TaskView::archived(t));
                 }

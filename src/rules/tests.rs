@@ -10,7 +10,7 @@ use crate::message::MessageFilter;
 use crate::message::MessageKind;
 use crate::op::{self, NewTask, Op, PlanTask};
 use crate::reply::Reply;
-use crate::task::Priority;
+use crate::task::{Priority, StatusFilter};
 use crate::time::{add_secs, epoch_ms};
 use crate::validate;
 use crate::worker::{ACTIVE, OFFLINE};
@@ -1699,7 +1699,7 @@ fn blocked_ids_are_transitive() {
     let mut st = board();
     st.tasks = tasks;
     st.archived = archived;
-    let views = task_views(&st, Some("blocked"), t0());
+    let views = task_views(&st, Some(StatusFilter::Blocked), t0());
     assert_eq!(views.len(), 6);
     assert!(views.iter().all(|v| v.blocked));
     let report = status_report(&st, &BTreeMap::new(), 0, t0());
@@ -2850,11 +2850,8 @@ fn tasks_lists_archived_ones_with_the_queue_in_id_order_and_checks_the_status() 
         t.status = s;
         st.archived_tasks.insert(id, t);
     }
-    let list = |status: Option<&str>, all| {
-        let op = Op::Tasks(op::Tasks {
-            status: status.map(str::to_string),
-            all,
-        });
+    let list = |status: Option<StatusFilter>, all| {
+        let op = Op::Tasks(op::Tasks { status, all });
         match read_op(&st, op, t0()) {
             Ok(Reply::Tasks { tasks }) => Ok(tasks
                 .iter()
@@ -2867,9 +2864,26 @@ fn tasks_lists_archived_ones_with_the_queue_in_id_order_and_checks_the_status() 
     // A task both on the queue and archived (a compaction cut off) is shown once, from the queue.
     assert_eq!(list(None, true).unwrap(), vec![(3, true), (a, false)]);
     assert_eq!(list(None, false).unwrap(), vec![(a, false)]);
-    assert_eq!(list(Some("completed"), true).unwrap(), vec![(3, true)]);
-    assert_eq!(list(Some("in-progress"), true).unwrap(), vec![]);
-    assert!(is_invalid(&list(Some("done"), false)));
+    assert_eq!(
+        list(Some(StatusFilter::Completed), true).unwrap(),
+        vec![(3, true)]
+    );
+    assert_eq!(list(Some(StatusFilter::InProgress), true).unwrap(), vec![]);
+    // The status is checked where the op is made: an unknown one is not an op at all.
+    for bad in [
+        json!({"op": "tasks", "status": "done"}),
+        json!({"op": "tasks", "status": 1}),
+    ] {
+        assert!(serde_json::from_value::<Op>(bad).is_err());
+    }
+    let ok: Op = serde_json::from_value(json!({"op": "tasks", "status": "in-progress"})).unwrap();
+    assert_eq!(
+        ok,
+        Op::Tasks(op::Tasks {
+            status: Some(StatusFilter::InProgress),
+            all: false
+        })
+    );
 }
 
 #[test]

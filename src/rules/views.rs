@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use super::State;
 use crate::message::{Message, MessageKind};
 use crate::reply::{QuestionView, StatusReport, TaskView, WorkerView};
-use crate::task::{Task, TaskStatus};
+use crate::task::{StatusFilter, Task, TaskStatus};
 use crate::time::Timestamp;
 
 /// Ids of pending tasks that can never run because a dependency (directly or through others)
@@ -37,17 +37,13 @@ pub fn blocked_ids(tasks: &[Task], archived: &BTreeMap<u64, TaskStatus>) -> Hash
     }
 }
 
-/// Views of the queue's tasks at `now`, optionally filtered by status name (or `blocked`).
-pub fn task_views(state: &State, status: Option<&str>, now: Timestamp) -> Vec<TaskView> {
+/// Views of the queue's tasks at `now`, optionally only those `status` shows.
+pub fn task_views(state: &State, status: Option<StatusFilter>, now: Timestamp) -> Vec<TaskView> {
     let blocked = blocked_ids(&state.tasks, &state.archived);
     state
         .tasks
         .iter()
-        .filter(|t| match status {
-            None => true,
-            Some("blocked") => blocked.contains(&t.id),
-            Some(s) => TaskStatus::parse(s) == Some(t.status),
-        })
+        .filter(|t| status.is_none_or(|f| f.matches(t.status, blocked.contains(&t.id))))
         .map(|t| {
             let blocked = blocked.contains(&t.id);
             TaskView {
