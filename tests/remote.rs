@@ -277,12 +277,7 @@ impl Side {
             return;
         }
         let v = r.json();
-        let mut all: Vec<u64> = v["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["id"].as_u64().unwrap())
-            .collect();
+        let mut all = ids_of(&v["tasks"]);
         all.sort_unstable();
         let known: BTreeSet<u64> = self.ids.iter().copied().collect();
         self.ids
