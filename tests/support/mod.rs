@@ -5,7 +5,7 @@
 //! Each test binary includes it with `mod support;` and uses what it needs; a helper one
 //! binary leaves unused is no warning there.
 
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code)]
 
 pub mod board;
 pub mod command;
@@ -13,8 +13,5 @@ pub mod files;
 pub mod procs;
 pub mod server;
 
-pub use board::*;
-pub use command::*;
-pub use files::*;
-pub use procs::*;
-pub use server::*;
+#[allow(unused_imports)]
+pub use {board::*, command::*, files::*, procs::*, server::*};
