@@ -12,6 +12,8 @@
 //! `AGENTVINE_E2E_OPTIONAL=1` is set: then they print `SKIPPED: ...` and pass.
 //! `AGENTVINE_CLAUDE_CODE_DIR` installs the CLI somewhere else than `target/claude-code`.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -26,9 +28,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+use support::{BOARD_ENV, URL_ENV, VINE, descendants, keepalives_of, ts, vine_without};
 use tempfile::TempDir;
-
-const VINE: &str = env!("CARGO_BIN_EXE_vine");
 
 // ---------------------------------------------------------------------------------------------
 // Installing the CLI
@@ -582,14 +583,10 @@ fn answer(req: &Request, s: &Shared) -> (&'static str, &'static str, String) {
 
 /// Runs `vine --json ARGS` in `project` and returns its JSON (asserting exit 0).
 fn vine(project: &Path, args: &[&str]) -> Value {
-    let out = Command::new(VINE)
+    let out = vine_without(&[BOARD_ENV, URL_ENV])
         .args(args)
         .arg("--json")
         .current_dir(project)
-        .env_remove("VINE_DIR")
-        .env_remove("VINE_URL")
-        .env_remove("VINE_WORKER")
-        .env_remove("WORKER_ID")
         .output()
         .expect("run vine");
     assert!(
@@ -649,12 +646,6 @@ fn task(project: &Path, id: u64) -> Value {
 
 fn workers(project: &Path) -> Value {
     serde_json::from_slice(&fs::read(project.join(".vine/worker-status.json")).unwrap()).unwrap()
-}
-
-fn ts(v: &Value) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("a timestamp: {v}")))
-        .unwrap_or_else(|e| panic!("timestamp {v}: {e}"))
-        .with_timezone(&Utc)
 }
 
 /// A directory holding `vine` (a link to this build), put first on the workers' PATH so the
@@ -837,38 +828,6 @@ impl Claude {
             fs::read_to_string(&self.stderr).unwrap_or_default()
         )
     }
-}
-
-/// The processes below `pid`, from /proc.
-fn descendants(pid: u32) -> Vec<u32> {
-    let mut parent_of = Vec::new();
-    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        // /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces and parentheses.
-        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
-            .and_then(|s| s.parse::<u32>().ok());
-        if let Some(pp) = ppid {
-            parent_of.push((p, pp));
-        }
-    }
-    let mut out = Vec::new();
-    let mut frontier = vec![pid];
-    while let Some(p) = frontier.pop() {
-        for &(c, pp) in &parent_of {
-            if pp == p && !out.contains(&c) {
-                out.push(c);
-                frontier.push(c);
-            }
-        }
-    }
-    out
 }
 
 impl Drop for Claude {
@@ -1405,31 +1364,6 @@ fn a_worker_that_ends_its_turn_on_a_handed_task_is_reminded_not_failed() {
         "the next turn is the reminder\n{log}"
     );
     w.kill();
-}
-
-/// The pids of running `vine hook keepalive` processes tied to process `owner`.
-fn keepalives_of(owner: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(cmd) = fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmd
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).to_string())
-            .collect();
-        if args.iter().any(|a| a == "keepalive")
-            && args
-                .windows(2)
-                .any(|w| w[0] == "--pid" && w[1] == owner.to_string())
-        {
-            out.push(pid);
-        }
-    }
-    out
 }
 
 /// A live worker in a long tool call (here `sleep 12` with a 3 s stale limit) makes no

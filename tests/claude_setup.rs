@@ -3,14 +3,15 @@
 //! `vine worker` makes before it starts `claude` (a stand-in script here). The same with the
 //! real CLI is in `claude_e2e.rs`.
 
+mod support;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-const VINE: &str = env!("CARGO_BIN_EXE_vine");
+use support::{BOARD_ENV, Server, URL_ENV, VINE, last_heartbeat, vine_without};
 
 /// PATH with this build's `vine` first, as a user who installed it has it.
 fn path_with_vine() -> String {
@@ -23,16 +24,14 @@ fn path_with_vine() -> String {
 
 /// `vine ARGS` in `cwd`, with none of the board or worker variables of the test's environment.
 fn vine_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(VINE);
+    let mut c = vine_without(&[
+        BOARD_ENV,
+        URL_ENV,
+        &["VINE_KEEPALIVE", "CLAUDE_PROJECT_DIR"],
+    ]);
     c.args(args)
         .current_dir(cwd)
         .env("PATH", path_with_vine())
-        .env_remove("VINE_DIR")
-        .env_remove("VINE_URL")
-        .env_remove("VINE_WORKER")
-        .env_remove("WORKER_ID")
-        .env_remove("VINE_KEEPALIVE")
-        .env_remove("CLAUDE_PROJECT_DIR")
         .stdin(Stdio::null());
     for (k, v) in env {
         c.env(k, v);
@@ -305,20 +304,12 @@ fn vine_worker_heartbeats_while_claude_runs() {
     // Registered, as the SessionStart hook does (the stand-in runs no hooks).
     let o = vine_in(&project, &["register", "--worker", "w1"], &[]);
     assert!(o.status.success(), "{}", text(&o));
-    let beats = || -> Option<String> {
-        let w: Value =
-            serde_json::from_slice(&fs::read(project.join(".vine/worker-status.json")).ok()?)
-                .ok()?;
-        w["w1"]["last_heartbeat"].as_str().map(str::to_string)
-    };
-    let mut child = Command::new(VINE)
+    let beats = || last_heartbeat(&project.join(".vine"), "w1");
+    let mut child = vine_without(&[&["VINE_DIR", "VINE_URL", "VINE_WORKER"]])
         .args(["worker", "--worker", "w1", "--claude"])
         .arg(&fake)
         .current_dir(&project)
         .env("PATH", path_with_vine())
-        .env_remove("VINE_DIR")
-        .env_remove("VINE_URL")
-        .env_remove("VINE_WORKER")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -350,34 +341,15 @@ fn vine_worker_heartbeats_while_claude_runs() {
 /// appears in the settings or the command line.
 #[test]
 fn vine_worker_passes_the_key_file_on_to_claude() {
-    use std::io::BufRead;
     let tmp = tempfile::tempdir().unwrap();
     let key = tmp.path().join("key");
     fs::write(&key, "a-key-for-this-test-only\n").unwrap();
-    let root = tmp.path().join("served");
-    fs::create_dir_all(&root).unwrap();
-    let mut server = Command::new(VINE)
-        .args(["serve", "--root"])
-        .arg(&root)
-        .args(["--listen", "127.0.0.1:0", "--key-file"])
-        .arg(&key)
-        .env_remove("VINE_API_KEY")
-        .env_remove("VPS_API_KEY")
-        .env_remove("VINE_API_KEY_FILE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let url = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no URL in {first:?}"))
-        .to_string();
+    let server = Server::start(
+        &tmp.path().join("served"),
+        &["--key-file", key.to_str().unwrap()],
+        &[],
+    );
+    let url = server.url.clone();
     let project = tmp.path().join("project");
     fs::create_dir_all(&project).unwrap();
     let (fake, record) = fake_claude(tmp.path(), 0.2);
@@ -399,8 +371,7 @@ fn vine_worker_passes_the_key_file_on_to_claude() {
         ],
         &[],
     );
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     assert!(o.status.success(), "{}", text(&o));
     let rec = fs::read_to_string(&record).expect("claude was started");
     assert!(

@@ -2,327 +2,22 @@
 //! on a board in a temporary directory and checks exit codes, `--json` output and the board
 //! files themselves.
 
-use std::collections::BTreeMap;
+mod support;
+
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command as StdCommand, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde_json::{Value, json};
+use support::{
+    ARCHIVE, BOARD_FILE, ChildGuard, LOG, PROGRESS, QUEUE, Run, TestBoard, WORKERS,
+    assert_unchanged, ids_of, one_object, run_cmd, ts, vine, vine_std,
+};
 use tempfile::TempDir;
-
-const QUEUE: &str = "task-queue.json";
-const WORKERS: &str = "worker-status.json";
-const LOG: &str = "agent-comms.jsonl";
-const ARCHIVE: &str = "task-archive.jsonl";
-const BOARD_FILE: &str = "board.json";
-const PROGRESS: &str = "progress.json";
-
-// ---------------------------------------------------------------------------------------------
-// Helpers
-// ---------------------------------------------------------------------------------------------
-
-/// What one run of `vine` produced.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// The `vine` binary with the environment variables that pick a board or worker removed.
-fn vine() -> Command {
-    let mut c = Command::cargo_bin("vine").expect("the vine binary is built");
-    for var in ["VINE_DIR", "VINE_WORKER", "WORKER_ID"] {
-        c.env_remove(var);
-    }
-    c
-}
-
-/// The same binary as a std command, for processes that run in the background.
-fn vine_std() -> StdCommand {
-    let mut c = StdCommand::new(env!("CARGO_BIN_EXE_vine"));
-    for var in ["VINE_DIR", "VINE_WORKER", "WORKER_ID"] {
-        c.env_remove(var);
-    }
-    c
-}
-
-fn run_cmd(c: &mut Command) -> Run {
-    let out = c.output().expect("vine runs");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// Parses the whole of stdout as exactly one JSON object and checks its envelope against the
-/// exit code: `"ok": true` for 0 (and 3 for a decision or an empty claim), otherwise
-/// `{"ok": false, "error": {"kind", "code", "message"}}` with the process's exit code.
-fn one_object(r: &Run) -> Value {
-    let v: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not exactly one JSON value ({e}): {:?}\nstderr: {}",
-            r.stdout, r.stderr
-        )
-    });
-    assert!(v.is_object(), "stdout is not a JSON object: {}", r.stdout);
-    assert_eq!(
-        r.stdout.trim_end().lines().count(),
-        1,
-        "--json prints one line: {:?}",
-        r.stdout
-    );
-    match v["ok"].as_bool() {
-        Some(true) => assert!(
-            r.code == 0 || r.code == 3,
-            "ok:true with exit code {}: {}",
-            r.code,
-            r.stdout
-        ),
-        Some(false) => {
-            assert_ne!(r.code, 0, "ok:false with exit code 0: {}", r.stdout);
-            assert_eq!(
-                v["error"]["code"].as_i64(),
-                Some(i64::from(r.code)),
-                "error.code is the exit code: {}",
-                r.stdout
-            );
-            assert!(
-                v["error"]["kind"].as_str().is_some_and(|k| !k.is_empty()),
-                "error.kind: {}",
-                r.stdout
-            );
-            assert!(
-                v["error"]["message"]
-                    .as_str()
-                    .is_some_and(|m| !m.is_empty()),
-                "error.message: {}",
-                r.stdout
-            );
-        }
-        None => panic!("no boolean \"ok\" field: {}", r.stdout),
-    }
-    v
-}
-
-/// A board in a temporary directory (`<tmp>/board`); the rest of `<tmp>` holds test inputs.
-struct TestBoard {
-    tmp: TempDir,
-    dir: PathBuf,
-}
-
-impl TestBoard {
-    /// A board made by `vine init`.
-    fn new() -> Self {
-        Self::with_init(&[])
-    }
-
-    /// A board made by `vine init <dir> ARGS`.
-    fn with_init(args: &[&str]) -> Self {
-        let tmp = tempfile::tempdir().expect("temp dir");
-        let dir = tmp.path().join("board");
-        let r = run_cmd(vine().arg("init").arg(&dir).args(args));
-        assert_eq!(r.code, 0, "vine init failed: {r:?}");
-        TestBoard { tmp, dir }
-    }
-
-    /// An empty board directory (for boards the original plan wrote by hand).
-    fn bare() -> Self {
-        let tmp = tempfile::tempdir().expect("temp dir");
-        let dir = tmp.path().join("board");
-        fs::create_dir_all(&dir).unwrap();
-        TestBoard { tmp, dir }
-    }
-
-    /// `vine --dir <board> ARGS`.
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = vine();
-        c.arg("--dir").arg(&self.dir).args(args);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        run_cmd(&mut self.cmd(args))
-    }
-
-    /// Runs with `--json`; returns the exit code and the one JSON object.
-    fn json(&self, args: &[&str]) -> (i32, Value) {
-        let r = run_cmd(self.cmd(args).arg("--json"));
-        let v = one_object(&r);
-        (r.code, v)
-    }
-
-    /// Runs with `--json` and checks the exit code.
-    fn expect(&self, code: i32, args: &[&str]) -> Value {
-        let (c, v) = self.json(args);
-        assert_eq!(c, code, "vine {args:?} exited {c}, expected {code}: {v}");
-        v
-    }
-
-    fn ok(&self, args: &[&str]) -> Value {
-        self.expect(0, args)
-    }
-
-    /// Runs in text mode expecting failure with `code`: nothing on stdout, `vine: ...` on
-    /// stderr. Returns stderr.
-    fn fails(&self, code: i32, args: &[&str]) -> String {
-        let r = self.run(args);
-        assert_eq!(r.code, code, "vine {args:?}: {r:?}");
-        assert!(
-            r.stdout.is_empty(),
-            "an error prints nothing on stdout: {r:?}"
-        );
-        assert!(r.stderr.starts_with("vine: "), "vine {args:?}: {r:?}");
-        r.stderr
-    }
-
-    /// Adds a task; returns its id.
-    fn add(&self, description: &str, extra: &[&str]) -> u64 {
-        let mut args = vec!["add", description];
-        args.extend_from_slice(extra);
-        let v = self.ok(&args);
-        let tasks = v["tasks"].as_array().expect("added tasks");
-        assert_eq!(tasks.len(), 1, "{v}");
-        assert_eq!(tasks[0]["description"], description);
-        tasks[0]["id"].as_u64().expect("task id")
-    }
-
-    /// Claims for `worker`, expecting a claim; returns the claimed task.
-    fn claim(&self, worker: &str) -> Value {
-        let v = self.ok(&["claim", "--worker", worker]);
-        let t = v["claim"]["task"].clone();
-        assert_eq!(t["status"], "in_progress", "{v}");
-        assert_eq!(t["claimed_by"], worker, "{v}");
-        t
-    }
-
-    /// Claims for `worker`, expecting nothing claimable (exit 3); returns the reason.
-    fn claim_nothing(&self, worker: &str) -> String {
-        let v = self.expect(3, &["claim", "--worker", worker]);
-        assert!(v["claim"].is_null(), "{v}");
-        v["reason"].as_str().expect("a reason").to_string()
-    }
-
-    fn show(&self, id: u64) -> Value {
-        self.ok(&["show", &id.to_string()])["task"].clone()
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    fn read(&self, name: &str) -> Vec<u8> {
-        fs::read(self.path(name)).unwrap_or_else(|e| panic!("reading {name}: {e}"))
-    }
-
-    fn write(&self, name: &str, bytes: impl AsRef<[u8]>) {
-        fs::write(self.path(name), bytes).unwrap();
-    }
-
-    /// The queue file, parsed.
-    fn queue(&self) -> Vec<Value> {
-        serde_json::from_slice::<Vec<Value>>(&self.read(QUEUE)).expect("the queue parses")
-    }
-
-    fn queue_ids(&self) -> Vec<u64> {
-        self.queue()
-            .iter()
-            .map(|t| t["id"].as_u64().unwrap())
-            .collect()
-    }
-
-    /// The lines of a JSON-lines file, parsed.
-    fn lines(&self, name: &str) -> Vec<Value> {
-        let text = fs::read_to_string(self.path(name)).unwrap_or_default();
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{name} line {l:?}: {e}")))
-            .collect()
-    }
-
-    /// Every file and folder under the board with its bytes.
-    fn snapshot(&self) -> BTreeMap<String, Vec<u8>> {
-        fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-            for e in fs::read_dir(dir).unwrap() {
-                let e = e.unwrap();
-                let p = e.path();
-                let rel = p.strip_prefix(root).unwrap().display().to_string();
-                if e.file_type().unwrap().is_dir() {
-                    out.insert(format!("{rel}/"), Vec::new());
-                    walk(root, &p, out);
-                } else {
-                    out.insert(rel, fs::read(&p).unwrap_or_default());
-                }
-            }
-        }
-        let mut out = BTreeMap::new();
-        walk(&self.dir, &self.dir, &mut out);
-        out
-    }
-
-    /// Changes one setting in `board.json`.
-    fn set_setting(&self, key: &str, value: Value) {
-        let mut b: Value = serde_json::from_slice(&self.read(BOARD_FILE)).unwrap();
-        b["settings"][key] = value;
-        self.write(BOARD_FILE, serde_json::to_vec_pretty(&b).unwrap());
-    }
-
-    /// Writes a file next to the board (not on it) and returns its path.
-    fn outside(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.tmp.path().join(name);
-        fs::write(&p, text).unwrap();
-        p
-    }
-}
-
-fn ts(v: &Value) -> DateTime<Utc> {
-    let s = v.as_str().unwrap_or_else(|| panic!("not a timestamp: {v}"));
-    DateTime::parse_from_rfc3339(s)
-        .unwrap_or_else(|e| panic!("{s:?} is not RFC 3339: {e}"))
-        .with_timezone(&Utc)
-}
-
-fn ids_of(tasks: &Value) -> Vec<u64> {
-    tasks
-        .as_array()
-        .unwrap_or_else(|| panic!("not a list: {tasks}"))
-        .iter()
-        .map(|t| t["id"].as_u64().unwrap())
-        .collect()
-}
-
-fn diff_keys(a: &BTreeMap<String, Vec<u8>>, b: &BTreeMap<String, Vec<u8>>) -> Vec<String> {
-    let mut keys: Vec<String> = a.keys().chain(b.keys()).cloned().collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter().filter(|k| a.get(k) != b.get(k)).collect()
-}
-
-fn assert_unchanged(before: &BTreeMap<String, Vec<u8>>, board: &TestBoard, what: &str) {
-    let after = board.snapshot();
-    assert!(
-        before == &after,
-        "{what} changed the board: {:?}",
-        diff_keys(before, &after)
-    );
-}
-
-/// Kills a background `vine` if the test fails before waiting for it.
-struct ChildGuard(Option<Child>);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Help and usage
@@ -2583,11 +2278,7 @@ fn ask_wait_returns_the_answer_given_while_it_waits() {
     b.ok(&["answer", &ready.to_string(), "Go ahead"]);
 
     let out = json_child.0.take().unwrap().wait_with_output().unwrap();
-    let r = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
+    let r = Run::from(out);
     assert_eq!(r.code, 0, "{r:?}");
     let v = one_object(&r);
     assert_eq!(v["answer"]["message"], "PostgreSQL 16", "{v}");
@@ -3331,11 +3022,7 @@ fn a_worker_waiting_for_an_answer_keeps_its_task() {
     // The answer, from another process, ends the wait without taking the task back.
     b.ok(&["answer", &seq.to_string(), "5000"]);
     let out = child.0.take().unwrap().wait_with_output().unwrap();
-    let r = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
+    let r = Run::from(out);
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(one_object(&r)["answer"]["message"], "5000");
     assert_ne!(worker_state(&b, "w1")["state"], "waiting");

@@ -2,35 +2,32 @@
 //! on stdin (recorded shapes, with unknown fields, empty and broken input), checking the exact
 //! output and exit codes Claude Code accepts.
 
+mod support;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::{BOARD_ENV, HOOK_ENV, URL_ENV, last_heartbeat, live_keepalives_of, vine_without};
 
 /// Stop input as Claude Code 2.1 sends it, plus a field it does not have yet.
 const STOP_INPUT: &str = r#"{"session_id":"8c1f0a7e-1111-4c2b-9d55-3a8e5b0e7f10","transcript_path":"/tmp/t.jsonl","cwd":"/tmp","hook_event_name":"Stop","stop_hook_active":false,"last_assistant_message":"Done.","permission_mode":"default","some_future_field":{"x":[1,2]}}"#;
 const SESSION_START_INPUT: &str = r#"{"session_id":"8c1f0a7e-1111-4c2b-9d55-3a8e5b0e7f10","transcript_path":"/tmp/t.jsonl","cwd":"/tmp","hook_event_name":"SessionStart","source":"startup","model":"claude-x","another_new_field":true}"#;
 const POST_TOOL_USE_INPUT: &str = r#"{"session_id":"8c1f0a7e-1111-4c2b-9d55-3a8e5b0e7f10","transcript_path":"/tmp/t.jsonl","cwd":"/tmp","hook_event_name":"PostToolUse","tool_name":"Bash","tool_input":{"command":"ls","description":"list"},"tool_response":{"stdout":"a\n","stderr":"","interrupted":false},"tool_use_id":"toolu_01"}"#;
 
+/// `vine` with the caller's environment ([`hook`] removes what a hook would see).
 fn vine() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vine"))
+    vine_without(&[])
 }
 
 /// Runs `vine --dir DIR hook EVENT` with `stdin` and extra env.
 fn hook(dir: &Path, event: &str, stdin: &[u8], env: &[(&str, &str)]) -> Output {
-    let mut c = vine();
+    let mut c = vine_without(&[BOARD_ENV, URL_ENV, HOOK_ENV]);
     c.arg("--dir").arg(dir).args(["hook", event]);
-    c.env_remove("VINE_WORKER")
-        .env_remove("WORKER_ID")
-        .env_remove("VINE_URL")
-        .env_remove("VINE_DIR")
-        .env_remove("VINE_KEEPALIVE")
-        .env_remove("CLAUDE_PROJECT_DIR")
-        .env_remove("CLAUDE_CODE_SESSION_ID")
-        // The hooks' per-session state of this test's sessions, away from every other test's.
-        .env("VINE_RUNTIME_DIR", runtime_dir(dir));
+    // The hooks' per-session state of this test's sessions, away from every other test's.
+    c.env("VINE_RUNTIME_DIR", runtime_dir(dir));
     for (k, v) in env {
         c.env(k, v);
     }
@@ -441,43 +438,6 @@ fn a_deregistered_worker_is_let_go() {
     assert_eq!((o.status.code(), decision(&o)), (Some(0), None), "{o:?}");
 }
 
-/// The pids of running `vine hook keepalive` processes tied to process `owner`.
-fn keepalives_of(owner: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmd
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).to_string())
-            .collect();
-        let state = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        let zombie = state
-            .rfind(')')
-            .and_then(|i| state[i + 1..].split_whitespace().next())
-            == Some("Z");
-        if !zombie
-            && args.iter().any(|a| a == "keepalive")
-            && args
-                .windows(2)
-                .any(|w| w[0] == "--pid" && w[1] == owner.to_string())
-        {
-            out.push(pid);
-        }
-    }
-    out
-}
-
-fn last_heartbeat(dir: &Path, worker: &str) -> Option<String> {
-    let file: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("worker-status.json")).ok()?).ok()?;
-    file[worker]["last_heartbeat"].as_str().map(str::to_string)
-}
-
 /// Polls `f` every 100 ms until it is true or `limit` passes.
 fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
@@ -563,9 +523,10 @@ fn the_session_start_keepalive_lives_and_dies_with_the_process_that_ran_the_hook
     );
     let registered = last_heartbeat(b.path(), "w1").expect("registered");
     assert!(
-        eventually(Duration::from_secs(5), || keepalives_of(owner).len() == 1),
+        eventually(Duration::from_secs(5), || live_keepalives_of(owner).len()
+            == 1),
         "one keepalive for the process that ran the hook twice: {:?}",
-        keepalives_of(owner)
+        live_keepalives_of(owner)
     );
     // It heartbeats (every 1 s with a 3 s stale limit): last_heartbeat moves, twice.
     let mut seen = vec![registered.clone()];
@@ -579,14 +540,15 @@ fn the_session_start_keepalive_lives_and_dies_with_the_process_that_ran_the_hook
         }),
         "no heartbeats from the keepalive: {seen:?}"
     );
-    assert_eq!(keepalives_of(owner).len(), 1, "still exactly one");
+    assert_eq!(live_keepalives_of(owner).len(), 1, "still exactly one");
 
     // The "Claude" process dies (and stays an unreaped zombie for a while): the keepalive exits.
     parent.kill().expect("kill");
     assert!(
-        eventually(Duration::from_secs(5), || keepalives_of(owner).is_empty()),
+        eventually(Duration::from_secs(5), || live_keepalives_of(owner)
+            .is_empty()),
         "the keepalive outlived its process: {:?}",
-        keepalives_of(owner)
+        live_keepalives_of(owner)
     );
     parent.wait().expect("reap");
     let last = last_heartbeat(b.path(), "w1");
@@ -609,7 +571,7 @@ fn the_session_start_keepalive_lives_and_dies_with_the_process_that_ran_the_hook
         .expect("EOF");
     assert!(output.contains("You are agentvine worker `w2`"), "{output}");
     std::thread::sleep(Duration::from_millis(500));
-    assert!(keepalives_of(owner).is_empty());
+    assert!(live_keepalives_of(owner).is_empty());
     parent.kill().expect("kill");
     parent.wait().expect("reap");
 }

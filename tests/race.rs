@@ -7,20 +7,20 @@
 
 #![cfg(unix)]
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io::Write;
-use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Map, Value, json};
-
-const VINE: &str = env!("CARGO_BIN_EXE_vine");
+use serde_json::{Value, json};
+use support::{Files, Run, TestBoard, VINE, assert_log_sane, ids_of, jsonl, vine_std};
 
 /// Longest a drain may take before the test gives up (a guard against hangs, not an assertion
 /// on speed).
@@ -81,70 +81,26 @@ fn seed(test: &str) -> u64 {
 // ---------------------------------------------------------------------------------------------
 // Running `vine`.
 
-/// What one `vine` process did.
-#[derive(Debug)]
-struct Out {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn code(&self) -> Option<i32> {
-        self.status.code()
-    }
-
-    /// Ended by a signal (our SIGKILL).
-    fn killed(&self) -> bool {
-        self.status.signal().is_some()
-    }
-
-    /// The `--json` object printed on stdout.
-    fn json(&self) -> Value {
-        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
-            panic!(
-                "vine printed no JSON object ({e}); status {:?}\nstdout: {}\nstderr: {}",
-                self.status, self.stdout, self.stderr
-            )
-        })
-    }
-}
-
 /// `vine --dir DIR --json ARGS...`, isolated from the caller's environment.
 fn vine_cmd(dir: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(VINE);
+    let mut c = vine_std();
     c.arg("--dir")
         .arg(dir)
         .arg("--json")
         .args(args)
-        .env_remove("VINE_DIR")
-        .env_remove("VINE_WORKER")
-        .env_remove("WORKER_ID")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     c
 }
 
-fn out_of(o: std::process::Output) -> Out {
-    Out {
-        status: o.status,
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
 /// Runs `vine` to the end.
-fn run(dir: &Path, args: &[&str]) -> Out {
-    out_of(
-        vine_cmd(dir, args)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {VINE}: {e}")),
-    )
+fn run(dir: &Path, args: &[&str]) -> Run {
+    support::run(&mut vine_cmd(dir, args))
 }
 
 /// Runs `vine`, SIGKILLing it after `kill_after` when given (it may have finished by then).
-fn run_killable(dir: &Path, args: &[&str], kill_after: Option<Duration>) -> Out {
+fn run_killable(dir: &Path, args: &[&str], kill_after: Option<Duration>) -> Run {
     let mut child = vine_cmd(dir, args)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {VINE}: {e}"));
@@ -155,21 +111,21 @@ fn run_killable(dir: &Path, args: &[&str], kill_after: Option<Duration>) -> Out 
         // Child::kill sends SIGKILL; the child is not reaped yet, so its pid cannot be reused.
         let _ = child.kill();
     }
-    out_of(child.wait_with_output().expect("waiting for vine"))
+    Run::from(child.wait_with_output().expect("waiting for vine"))
 }
 
 /// Runs `vine` and insists on exit 0; returns its JSON.
 fn run_ok(dir: &Path, args: &[&str]) -> Value {
     let out = run(dir, args);
     assert_eq!(
-        out.code(),
+        out.status.code(),
         Some(0),
         "`vine {}` failed\nstdout: {}\nstderr: {}",
         args.join(" "),
         out.stdout,
         out.stderr
     );
-    let v = out.json();
+    let v = out.stdout_json();
     assert_eq!(v["ok"], json!(true), "`vine {}`: {v}", args.join(" "));
     v
 }
@@ -177,48 +133,25 @@ fn run_ok(dir: &Path, args: &[&str]) -> Value {
 // ---------------------------------------------------------------------------------------------
 // Boards.
 
-/// A temp directory holding a board (`board/`) and scratch files such as plans.
-struct TestBoard {
-    root: tempfile::TempDir,
-    dir: PathBuf,
-}
-
+/// What the race tests do with a board beyond [`TestBoard`]'s own methods.
 impl TestBoard {
-    /// `vine init` with extra flags.
-    fn new(init_flags: &[&str]) -> Self {
-        let root = tempfile::tempdir().expect("temp dir");
-        let dir = root.path().join("board");
-        let mut args = vec!["init"];
-        args.extend_from_slice(init_flags);
-        run_ok(&dir, &args);
-        TestBoard { root, dir }
-    }
-
     /// Makes retries immediate-ish (1 s) so a drain after chaos does not wait out the default
     /// 10 s..15 min backoff. There is no flag for this; `board.json` is the settings file.
     fn short_backoff(&self) {
-        let path = self.dir.join("board.json");
-        let mut v: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
-        v["settings"]["retry_backoff_secs"] = json!(1);
-        v["settings"]["retry_backoff_max_secs"] = json!(1);
-        fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+        self.set_setting("retry_backoff_secs", json!(1));
+        self.set_setting("retry_backoff_max_secs", json!(1));
     }
 
     /// Adds the plan `entries` with `vine add --plan`; returns the new ids in order.
     fn add_plan(&self, name: &str, entries: &[Value]) -> Vec<u64> {
-        let path = self.root.path().join(name);
+        let path = self.tmp.path().join(name);
         fs::write(
             &path,
             serde_json::to_vec(&Value::Array(entries.to_vec())).unwrap(),
         )
         .unwrap();
         let v = run_ok(&self.dir, &["add", "--plan", path.to_str().unwrap()]);
-        let ids: Vec<u64> = v["tasks"]
-            .as_array()
-            .expect("added tasks")
-            .iter()
-            .map(|t| t["id"].as_u64().expect("task id"))
-            .collect();
+        let ids = ids_of(&v["tasks"]);
         assert_eq!(ids.len(), entries.len(), "plan {name}: {v}");
         ids
     }
@@ -234,126 +167,6 @@ impl TestBoard {
             .expect("tasks")
             .clone()
     }
-}
-
-/// The lines of a JSON-lines file: every complete line parsed (panics if one does not), plus
-/// whether the file ends in a torn line (bytes after the last newline).
-fn jsonl(path: &Path) -> (Vec<Value>, bool) {
-    let bytes = match fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (vec![], false),
-        Err(e) => panic!("reading {}: {e}", path.display()),
-    };
-    let complete = match bytes.iter().rposition(|&b| b == b'\n') {
-        Some(p) => &bytes[..=p],
-        None => &bytes[..0],
-    };
-    let torn = complete.len() < bytes.len();
-    let mut out = Vec::new();
-    for (n, line) in complete.split(|&b| b == b'\n').enumerate() {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let v: Value = serde_json::from_slice(line).unwrap_or_else(|e| {
-            panic!(
-                "{} line {} does not parse ({e}): {}",
-                path.display(),
-                n + 1,
-                String::from_utf8_lossy(line)
-            )
-        });
-        out.push(v);
-    }
-    (out, torn)
-}
-
-fn read_json_file(path: &Path) -> Value {
-    let bytes = fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-        panic!(
-            "{} does not parse ({e}):\n{}",
-            path.display(),
-            String::from_utf8_lossy(&bytes)
-        )
-    })
-}
-
-/// Every board file, parsed and checked for shape.
-#[derive(Debug)]
-struct Files {
-    queue: Vec<Value>,
-    archive: Vec<Value>,
-    log: Vec<Value>,
-    workers: Map<String, Value>,
-}
-
-impl Files {
-    fn read(dir: &Path) -> Self {
-        let board = read_json_file(&dir.join("board.json"));
-        assert!(board["settings"].is_object(), "board.json: {board}");
-        let queue = match read_json_file(&dir.join("task-queue.json")) {
-            Value::Array(a) => a,
-            other => panic!("task-queue.json is not an array: {other}"),
-        };
-        let workers = match read_json_file(&dir.join("worker-status.json")) {
-            Value::Object(o) => o,
-            other => panic!("worker-status.json is not an object: {other}"),
-        };
-        let progress = read_json_file(&dir.join("progress.json"));
-        assert!(progress.is_object(), "progress.json: {progress}");
-        let (archive, _) = jsonl(&dir.join("task-archive.jsonl"));
-        for l in &archive {
-            assert!(l["task"]["id"].is_u64(), "archive line without a task: {l}");
-        }
-        let (log, _) = jsonl(&dir.join("agent-comms.jsonl"));
-        Files {
-            queue,
-            archive,
-            log,
-            workers,
-        }
-    }
-
-    /// How often each id appears across the queue and the raw archive lines.
-    fn id_counts(&self) -> BTreeMap<u64, usize> {
-        let mut m = BTreeMap::new();
-        let archived = self.archive.iter().map(|l| &l["task"]);
-        for t in self.queue.iter().chain(archived) {
-            *m.entry(t["id"].as_u64().expect("task id")).or_insert(0) += 1;
-        }
-        m
-    }
-
-    /// Every task record, queue and archive, by id (panics on a duplicate id).
-    fn tasks_once(&self) -> BTreeMap<u64, Value> {
-        let mut m = BTreeMap::new();
-        let archived = self.archive.iter().map(|l| &l["task"]);
-        for t in self.queue.iter().chain(archived) {
-            let id = t["id"].as_u64().expect("task id");
-            if let Some(old) = m.insert(id, t.clone()) {
-                panic!("task {id} is on the board twice:\n{old}\n{t}");
-            }
-        }
-        m
-    }
-}
-
-/// Asserts that the log's sequence numbers strictly increase (no number given twice, even
-/// when writers were killed mid-append).
-fn assert_log_sane(files: &Files, ctx: &str) {
-    let seqs: Vec<u64> = files
-        .log
-        .iter()
-        .map(|m| {
-            m["seq"]
-                .as_u64()
-                .unwrap_or_else(|| panic!("{ctx}: log entry without seq: {m}"))
-        })
-        .collect();
-    assert!(
-        seqs.windows(2).all(|w| w[0] < w[1]),
-        "{ctx}: log sequence numbers do not increase: {seqs:?}"
-    );
 }
 
 /// Asserts that every worker that received a claim is in `worker-status.json`.
@@ -482,9 +295,9 @@ fn drain(board: &TestBoard, worker: &str) -> Seen {
     let start = Instant::now();
     loop {
         let out = run(dir, &["claim", "--worker", worker]);
-        match out.code() {
+        match out.status.code() {
             Some(0) => {
-                let c = claimed_of(&out.json(), worker);
+                let c = claimed_of(&out.stdout_json(), worker);
                 let attempt = c.attempt.to_string();
                 let id = c.id.to_string();
                 let result = format!("drained by {worker}");
@@ -500,7 +313,7 @@ fn drain(board: &TestBoard, worker: &str) -> Seen {
                 ];
                 let done = run(dir, &args);
                 seen.claims.push(c.clone());
-                match done.code() {
+                match done.status.code() {
                     Some(0) => seen.completed.push(c),
                     // The 2 s lease ran out first (a very slow machine): claim again.
                     Some(4) => {}
@@ -557,8 +370,8 @@ fn chaos_worker(dir: &Path, worker: &str, mut rng: Rng, chaos: Chaos, seen: &Mut
             local.kills += 1;
             continue;
         }
-        let c = match out.code() {
-            Some(0) => claimed_of(&out.json(), worker),
+        let c = match out.status.code() {
+            Some(0) => claimed_of(&out.stdout_json(), worker),
             Some(3) => {
                 // Nothing claimable now: others hold the rest, or retry delays run.
                 thread::sleep(Duration::from_millis(20));
@@ -595,9 +408,9 @@ fn chaos_worker(dir: &Path, worker: &str, mut rng: Rng, chaos: Chaos, seen: &Mut
             local.kills += 1;
             continue;
         }
-        match out.code() {
+        match out.status.code() {
             Some(0) => {
-                let v = out.json();
+                let v = out.stdout_json();
                 assert_eq!(v["task"]["status"], json!("completed"), "{v}");
                 local.completed.push(c);
             }
@@ -677,7 +490,7 @@ fn assert_history(seen: &Seen, finals: &BTreeMap<u64, Value>, ctx: &str) {
 fn eight_workers_race_for_a_thousand_tasks() {
     const TASKS: usize = 1000;
     const WORKERS: usize = 8;
-    let board = TestBoard::new(&[]);
+    let board = TestBoard::with_init(&[]);
     let mut added = Vec::new();
     for b in 0..4 {
         let entries = plan_entries("race task", b * 250..(b + 1) * 250, None);
@@ -704,14 +517,14 @@ fn eight_workers_race_for_a_thousand_tasks() {
                     };
                     let out = run(&dir, args);
                     assert_eq!(
-                        out.code(),
+                        out.status.code(),
                         Some(0),
                         "`vine {}` during the race failed: {}\n{}",
                         args.join(" "),
                         out.stdout,
                         out.stderr
                     );
-                    let v = out.json();
+                    let v = out.stdout_json();
                     if reads % 2 == 0 {
                         if v["total"] != json!(TASKS) {
                             odd_status.push(v["total"].clone());
@@ -746,7 +559,7 @@ fn eight_workers_race_for_a_thousand_tasks() {
                     let mut errors = Vec::new();
                     loop {
                         let out = run(&dir, &["claim", "--worker", &worker]);
-                        match out.code() {
+                        match out.status.code() {
                             Some(0) => {}
                             Some(3) => break,
                             _ => {
@@ -757,7 +570,7 @@ fn eight_workers_race_for_a_thousand_tasks() {
                                 break;
                             }
                         }
-                        let c = claimed_of(&out.json(), &worker);
+                        let c = claimed_of(&out.stdout_json(), &worker);
                         claimed.push(c.id);
                         let id = c.id.to_string();
                         let result = format!("done by {worker}");
@@ -765,7 +578,7 @@ fn eight_workers_race_for_a_thousand_tasks() {
                             &dir,
                             &["complete", &id, "--worker", &worker, "--result", &result],
                         );
-                        if out.code() != Some(0) {
+                        if out.status.code() != Some(0) {
                             errors.push(format!(
                                 "complete {id}: {:?} {} {}",
                                 out.status, out.stdout, out.stderr
@@ -853,7 +666,7 @@ fn kill_nine_chaos_loses_and_duplicates_nothing() {
     const TASKS: usize = 300;
     let seed = seed("kill_nine_chaos");
     // No automatic archiving here (the compaction test covers it): the queue is the board.
-    let board = TestBoard::new(&["--max-retries", "1000", "--archive-after", "100000"]);
+    let board = TestBoard::with_init(&["--max-retries", "1000", "--archive-after", "100000"]);
     board.short_backoff();
     let added = board.add_plan(
         "plan.json",
@@ -953,7 +766,7 @@ fn kill_nine_chaos_loses_and_duplicates_nothing() {
 
 #[test]
 fn torn_log_line_is_skipped_then_repaired() {
-    let board = TestBoard::new(&[]);
+    let board = TestBoard::with_init(&[]);
     run_ok(&board.dir, &["msg", "send", "first", "--as", "w1"]);
     run_ok(&board.dir, &["msg", "send", "second", "--as", "w2"]);
     let log = board.dir.join("agent-comms.jsonl");
@@ -995,7 +808,7 @@ fn torn_log_line_is_skipped_then_repaired() {
 fn whole_entry_without_newline_is_dropped_by_readers_and_writers_alike() {
     // A writer killed just before the final newline leaves a line that parses but is torn:
     // readers must not show what the next writer cuts away.
-    let board = TestBoard::new(&[]);
+    let board = TestBoard::with_init(&[]);
     let sent = run_ok(&board.dir, &["msg", "send", "kept", "--as", "w1"]);
     let mut entry = sent["message"].clone();
     entry["seq"] = json!(2);
@@ -1021,7 +834,7 @@ fn whole_entry_without_newline_is_dropped_by_readers_and_writers_alike() {
 
 #[test]
 fn torn_archive_line_is_skipped_then_repaired() {
-    let board = TestBoard::new(&["--archive-after", "1"]);
+    let board = TestBoard::with_init(&["--archive-after", "1"]);
     let added = board.add_plan("plan.json", &plan_entries("archived", 0..4, None));
     let complete_next = |w: &str| {
         let c = claimed_of(&run_ok(&board.dir, &["claim", "--worker", w]), w);
@@ -1065,7 +878,7 @@ fn torn_archive_line_is_skipped_then_repaired() {
 fn concurrent_adds_get_unique_ids_and_none_is_lost() {
     const PROCS: usize = 8;
     const SINGLES: usize = 8;
-    let board = TestBoard::new(&[]);
+    let board = TestBoard::with_init(&[]);
     // (description, id) for every task any process added.
     let added: Vec<(String, u64, Vec<u64>)> = thread::scope(|s| {
         let handles: Vec<_> = (0..PROCS)
@@ -1142,7 +955,7 @@ fn concurrent_adds_get_unique_ids_and_none_is_lost() {
 fn kills_during_compaction_keep_each_task_once() {
     const TASKS: usize = 150;
     let seed = seed("kills_during_compaction");
-    let board = TestBoard::new(&["--archive-after", "5", "--max-retries", "1000"]);
+    let board = TestBoard::with_init(&["--archive-after", "5", "--max-retries", "1000"]);
     board.short_backoff();
     let added = board.add_plan(
         "plan.json",
@@ -1284,7 +1097,7 @@ fn complete_next(dir: &Path, worker: &str) -> Claimed {
 
 #[test]
 fn status_counts_each_task_once_after_a_cut_off_compact() {
-    let board = TestBoard::new(&[]);
+    let board = TestBoard::with_init(&[]);
     let dir = &board.dir;
     let added = board.add_plan("plan.json", &plan_entries("compact", 0..4, None));
     for _ in 0..3 {
@@ -1292,7 +1105,7 @@ fn status_counts_each_task_once_after_a_cut_off_compact() {
     }
     let out = with_queue_rewrite_blocked(dir, || run(dir, &["compact"]));
     assert_ne!(
-        out.code(),
+        out.status.code(),
         Some(0),
         "the cut-off compact must fail: {}",
         out.stdout
@@ -1357,7 +1170,7 @@ fn w2_redoes_the_third_task(dir: &Path, third: &Claimed) {
 /// complete was cut off after the automatic archive append. Returns the board and the claim.
 /// `more` tasks are added after the first four.
 fn cut_off_auto_archive(more: usize) -> (TestBoard, Claimed) {
-    let board = TestBoard::new(&["--archive-after", "2"]);
+    let board = TestBoard::with_init(&["--archive-after", "2"]);
     board.short_backoff();
     let mut plan = vec![
         json!({"description": "one"}),
@@ -1382,7 +1195,7 @@ fn cut_off_auto_archive(more: usize) -> (TestBoard, Claimed) {
         )
     });
     assert_ne!(
-        out.code(),
+        out.status.code(),
         Some(0),
         "the cut-off complete must not report success: {}",
         out.stdout
@@ -1495,7 +1308,7 @@ fn archive_totals_stay_right_after_a_cut_off_auto_archive() {
 fn deleting_the_lock_file_under_workers_breaks_nothing() {
     const TASKS: usize = 150;
     const WORKERS: usize = 6;
-    let board = TestBoard::new(&["--archive-after", "100000"]);
+    let board = TestBoard::with_init(&["--archive-after", "100000"]);
     let added = board.add_plan("plan.json", &plan_entries("lock task", 0..TASKS, None));
     let stop = AtomicBool::new(false);
     let seen = Mutex::new(Seen::default());
@@ -1523,7 +1336,7 @@ fn deleting_the_lock_file_under_workers_breaks_nothing() {
                     let mut local = Seen::default();
                     loop {
                         let out = run(&dir, &["claim", "--worker", &worker]);
-                        match out.code() {
+                        match out.status.code() {
                             Some(0) => {}
                             Some(3) => break,
                             _ => {
@@ -1534,12 +1347,12 @@ fn deleting_the_lock_file_under_workers_breaks_nothing() {
                                 break;
                             }
                         }
-                        let c = claimed_of(&out.json(), &worker);
+                        let c = claimed_of(&out.stdout_json(), &worker);
                         local.claims.push(c.clone());
                         let (id, attempt) = (c.id.to_string(), c.attempt.to_string());
                         let args = ["complete", &id, "--worker", &worker, "--attempt", &attempt];
                         let out = run(&dir, &args);
-                        match out.code() {
+                        match out.status.code() {
                             Some(0) => local.completed.push(c),
                             _ => local.unexpected.push(format!(
                                 "{worker} complete {id}: {:?} {} {}",

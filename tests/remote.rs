@@ -20,100 +20,29 @@
 
 #![cfg(unix)]
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
-
-const VINE: &str = env!("CARGO_BIN_EXE_vine");
-
-/// Variables that pick a board, a worker or a server, or change how a client talks to one:
-/// removed from every child so the caller's environment cannot leak in.
-const ISOLATE: &[&str] = &[
-    "VINE_DIR",
-    "VINE_WORKER",
-    "WORKER_ID",
-    "VINE_URL",
-    "VINE_API_KEY",
-    "VPS_API_KEY",
-    "VINE_API_KEY_FILE",
-    "VINE_REMOTE_BIN",
-    "VINE_RETRY_FOR",
-    "VINE_TIMEOUT",
-    "VINE_CA_CERT",
-];
+use support::{
+    Files, Run, Server, VINE, assert_fails, assert_json_fails, assert_log_sane, ids_of, isolated,
+    jsonl_whole, run,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Running `vine`.
 
-/// `vine` with a clean environment plus `env`.
-fn vine(env: &[(&str, &str)]) -> Command {
-    let mut c = Command::new(VINE);
-    for var in ISOLATE {
-        c.env_remove(var);
-    }
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
-}
-
-/// What one `vine` process did.
-#[derive(Debug, Clone)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    /// The one JSON object `--json` prints (on one line).
-    fn json(&self) -> Value {
-        let v: Value = serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not one JSON value ({e}); exit {}\nstdout: {}\nstderr: {}",
-                self.code, self.stdout, self.stderr
-            )
-        });
-        assert!(
-            v.is_object(),
-            "stdout is not a JSON object: {}",
-            self.stdout
-        );
-        assert_eq!(
-            self.stdout.trim_end().lines().count(),
-            1,
-            "--json prints one line: {:?}",
-            self.stdout
-        );
-        v
-    }
-}
-
-fn run(c: &mut Command) -> Run {
-    let out = c
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {VINE}: {e}"));
-    Run {
-        // -1: ended by a signal.
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 /// `vine --url URL ARGS` with `env`.
 fn remote(url: &str, env: &[(&str, &str)], args: &[&str]) -> Run {
-    run(vine(env).arg("--url").arg(url).args(args))
+    run(isolated(env).arg("--url").arg(url).args(args))
 }
 
 /// `vine --url URL --json ARGS`, insisting on exit 0; returns the JSON.
@@ -131,150 +60,8 @@ fn with_json<'a>(args: &[&'a str]) -> Vec<&'a str> {
     v
 }
 
-/// Asserts a failure in text mode: exit `code`, nothing on stdout, one `vine: ...` line on
-/// stderr. Returns that line.
-fn assert_fails(r: &Run, code: i32, what: &str) -> String {
-    assert_eq!(r.code, code, "{what}: {r:?}");
-    assert!(
-        r.stdout.is_empty(),
-        "{what}: an error prints nothing on stdout: {r:?}"
-    );
-    assert!(r.stderr.starts_with("vine: "), "{what}: {r:?}");
-    assert_eq!(
-        r.stderr.trim_end().lines().count(),
-        1,
-        "{what}: the error is one line: {:?}",
-        r.stderr
-    );
-    r.stderr.trim_end().to_string()
-}
-
-/// Asserts a failure in `--json` mode: `{"ok": false, "error": {"code": code, ...}}`.
-fn assert_json_fails(r: &Run, code: i32, kind: &str, what: &str) -> Value {
-    assert_eq!(r.code, code, "{what}: {r:?}");
-    let v = r.json();
-    assert_eq!(v["ok"], json!(false), "{what}: {v}");
-    assert_eq!(v["error"]["code"], json!(code), "{what}: {v}");
-    assert_eq!(v["error"]["kind"], json!(kind), "{what}: {v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{what}: {v}"
-    );
-    v
-}
-
 // ---------------------------------------------------------------------------------------------
 // Servers.
-
-/// A `vine serve` process; SIGKILLed and reaped when dropped.
-struct Server {
-    child: Option<Child>,
-    /// Kept open so the server never writes to a closed pipe.
-    _stdout: Option<BufReader<ChildStdout>>,
-    url: String,
-    port: u16,
-    root: PathBuf,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    log: PathBuf,
-}
-
-impl Server {
-    /// Serves `root` on a free port of 127.0.0.1, with extra `serve` flags and environment.
-    fn start(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
-        fs::create_dir_all(root).unwrap();
-        let root = root.canonicalize().unwrap();
-        let log = root.parent().unwrap().join(format!(
-            "{}-serve.log",
-            root.file_name().unwrap().to_string_lossy()
-        ));
-        let mut s = Server {
-            child: None,
-            _stdout: None,
-            url: String::new(),
-            port: 0,
-            root,
-            args: args.iter().map(|a| a.to_string()).collect(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            log,
-        };
-        s.spawn("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-        s
-    }
-
-    /// Starts the process listening on `listen`; waits for its `listening on URL` line.
-    fn spawn(&mut self, listen: &str) -> Result<(), String> {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let mut c = vine(&[]);
-        for (k, v) in &self.env {
-            c.env(k, v);
-        }
-        c.arg("serve")
-            .arg("--root")
-            .arg(&self.root)
-            .arg("--listen")
-            .arg(listen)
-            .args(&self.args)
-            .stderr(Stdio::from(log));
-        let mut child = c
-            .spawn()
-            .map_err(|e| format!("cannot start vine serve: {e}"))?;
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        let _ = stdout.read_line(&mut line);
-        let Some(url) = line.trim().strip_prefix("listening on ") else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!(
-                "vine serve --listen {listen} printed {line:?}; its log:\n{}",
-                fs::read_to_string(&self.log).unwrap_or_default()
-            ));
-        };
-        self.url = url.to_string();
-        self.port = url.rsplit(':').next().unwrap().parse().unwrap();
-        self.child = Some(child);
-        self._stdout = Some(stdout);
-        Ok(())
-    }
-
-    /// SIGKILLs the server and reaps it.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // Child::kill sends SIGKILL.
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        self._stdout = None;
-    }
-
-    /// Starts the server again on the same port and root.
-    fn restart(&mut self) {
-        let listen = format!("127.0.0.1:{}", self.port);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match self.spawn(&listen) {
-                Ok(()) => return,
-                Err(e) if Instant::now() >= deadline => panic!("restart failed: {e}"),
-                Err(_) => thread::sleep(Duration::from_millis(100)),
-            }
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// A port on 127.0.0.1 where nothing listens (bound, then released).
 fn closed_port() -> u16 {
@@ -421,7 +208,7 @@ struct Side {
 
 impl Side {
     fn local(name: &'static str, dir: PathBuf) -> Side {
-        let r = run(vine(&[]).arg("init").arg(&dir));
+        let r = run(isolated(&[]).arg("init").arg(&dir));
         assert_eq!(r.code, 0, "vine init: {r:?}");
         let dir = dir.canonicalize().unwrap();
         Side {
@@ -456,12 +243,12 @@ impl Side {
     fn cmd(&self) -> Command {
         match &self.target {
             Target::Local(d) => {
-                let mut c = vine(&[]);
+                let mut c = isolated(&[]);
                 c.arg("--dir").arg(d);
                 c
             }
             Target::Remote(s, env) => {
-                let mut c = vine(&[]);
+                let mut c = isolated(&[]);
                 for (k, v) in env {
                     c.env(k, v);
                 }
@@ -490,12 +277,7 @@ impl Side {
             return;
         }
         let v = r.json();
-        let mut all: Vec<u64> = v["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["id"].as_u64().unwrap())
-            .collect();
+        let mut all = ids_of(&v["tasks"]);
         all.sort_unstable();
         let known: BTreeSet<u64> = self.ids.iter().copied().collect();
         self.ids
@@ -696,11 +478,7 @@ impl Compare {
         let mut outs = Vec::new();
         for (side, child) in self.sides.iter().zip(waiting) {
             let o = child.wait_with_output().unwrap();
-            let r = Run {
-                code: o.status.code().unwrap_or(-1),
-                stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-            };
+            let r = Run::from(o);
             outs.push(self.masked(side, &r));
         }
         self.record(
@@ -1101,7 +879,7 @@ fn work(url: &str, worker: &str, env: &[(&str, &str)], done: &AtomicUsize) -> Wo
         ..WorkerLog::default()
     };
     loop {
-        let r = run(vine(&env).args(["--json", "claim"]));
+        let r = run(isolated(&env).args(["--json", "claim"]));
         match r.code {
             0 => {}
             3 => break,
@@ -1120,7 +898,7 @@ fn work(url: &str, worker: &str, env: &[(&str, &str)], done: &AtomicUsize) -> Wo
         log.claimed.push((id, attempt));
         let (id_s, attempt_s) = (id.to_string(), attempt.to_string());
         let result = format!("done by {worker}");
-        let r = run(vine(&env).args([
+        let r = run(isolated(&env).args([
             "--json",
             "complete",
             &id_s,
@@ -1162,72 +940,12 @@ fn run_workers<T: Send>(
     })
 }
 
-fn read_json_file(path: &Path) -> Value {
-    let bytes = fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-        panic!(
-            "{} does not parse ({e}):\n{}",
-            path.display(),
-            String::from_utf8_lossy(&bytes)
-        )
-    })
-}
-
-/// Every line of a JSON-lines file, parsed (panics on a line that does not parse; a file
-/// must end with a newline).
-fn jsonl(path: &Path) -> Vec<Value> {
-    let text = match fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return vec![],
-        Err(e) => panic!("reading {}: {e}", path.display()),
-    };
-    assert!(
-        text.is_empty() || text.ends_with('\n'),
-        "{} ends in a torn line",
-        path.display()
-    );
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .enumerate()
-        .map(|(n, l)| {
-            serde_json::from_str(l).unwrap_or_else(|e| {
-                panic!(
-                    "{} line {} does not parse ({e}): {l}",
-                    path.display(),
-                    n + 1
-                )
-            })
-        })
-        .collect()
-}
-
 /// Parses every board file in `dir`; returns each task record by id, queue and archive
-/// together (panics if an id is on the board twice).
+/// together (panics if an id is on the board twice, or a file ends in a torn line).
 fn board_tasks(dir: &Path) -> BTreeMap<u64, Value> {
-    let board = read_json_file(&dir.join("board.json"));
-    assert!(board["settings"].is_object(), "board.json: {board}");
-    assert!(read_json_file(&dir.join("worker-status.json")).is_object());
-    assert!(read_json_file(&dir.join("progress.json")).is_object());
-    let log = jsonl(&dir.join("agent-comms.jsonl"));
-    let seqs: Vec<u64> = log.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
-    assert!(
-        seqs.windows(2).all(|w| w[0] < w[1]),
-        "log sequence numbers do not increase: {seqs:?}"
-    );
-    let Value::Array(queue) = read_json_file(&dir.join("task-queue.json")) else {
-        panic!("task-queue.json is not an array");
-    };
-    let archive = jsonl(&dir.join("task-archive.jsonl"));
-    let mut tasks = BTreeMap::new();
-    for t in queue.iter().chain(archive.iter().map(|l| &l["task"])) {
-        let id = t["id"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("a task without id: {t}"));
-        if let Some(old) = tasks.insert(id, t.clone()) {
-            panic!("task {id} is on the board twice:\n{old}\n{t}");
-        }
-    }
-    tasks
+    let files = Files::read_whole(dir);
+    assert_log_sane(&files, &dir.display().to_string());
+    files.tasks_once()
 }
 
 /// The ids of a plan of `n` tasks added through the server in one `vine add --plan`.
@@ -1238,12 +956,7 @@ fn add_plan(url: &str, dir: &Path, prefix: &str, n: usize) -> Vec<u64> {
     let path = dir.join(format!("{prefix}-plan.json"));
     fs::write(&path, Value::Array(plan).to_string()).unwrap();
     let v = remote_ok(url, &["add", "--plan", path.to_str().unwrap()]);
-    let ids: Vec<u64> = v["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["id"].as_u64().unwrap())
-        .collect();
+    let ids = ids_of(&v["tasks"]);
     assert_eq!(ids.len(), n, "{prefix}: plan reply");
     ids
 }
@@ -1350,7 +1063,7 @@ fn eight_remote_workers_race_for_a_thousand_tasks() {
     );
     assert_all_done_once(&server.url, &server.root, &added, &logs, "race");
     assert!(
-        !jsonl(&server.root.join("task-archive.jsonl")).is_empty(),
+        !jsonl_whole(&server.root.join("task-archive.jsonl")).is_empty(),
         "automatic archiving should have moved tasks"
     );
 }
@@ -1668,7 +1381,7 @@ impl Dropper {
     }
 
     fn log(&self) -> Vec<Value> {
-        jsonl(&self.server.root.join("agent-comms.jsonl"))
+        jsonl_whole(&self.server.root.join("agent-comms.jsonl"))
     }
 }
 
@@ -1777,7 +1490,7 @@ fn a_completion_whose_reply_is_lost_while_its_task_is_archived_is_answered() {
     // be answered with the completion, as any other retried write is.
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("served");
-    let r = run(vine(&[])
+    let r = run(isolated(&[])
         .arg("init")
         .arg(&root)
         .args(["--archive-after", "1"]));
@@ -1815,7 +1528,7 @@ fn a_completion_whose_reply_is_lost_while_its_task_is_archived_is_answered() {
         "--result",
         "ok",
     ]);
-    let archived = jsonl(&d.server.root.join("task-archive.jsonl"));
+    let archived = jsonl_whole(&d.server.root.join("task-archive.jsonl"));
     assert_eq!(
         archived.len(),
         2,
@@ -1837,7 +1550,7 @@ fn a_completion_whose_reply_is_lost_while_its_task_is_archived_is_answered() {
         .find(|(_, t)| t["status"] == json!("pending"));
     let fourth = fourth.expect("a pending task").0.to_string();
     let r = d.lose_reply(&["cancel", &fourth, "--reason", "lost"]);
-    let archived = jsonl(&d.server.root.join("task-archive.jsonl"));
+    let archived = jsonl_whole(&d.server.root.join("task-archive.jsonl"));
     assert_eq!(
         archived.len(),
         4,

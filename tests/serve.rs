@@ -6,17 +6,20 @@
 //! HTTP status must be documented for that route and its body must match the documented schema
 //! (required fields, types, constants). So the document is kept true by every test here.
 
+mod support;
+
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use agentvine::server::ROUTES;
 use serde_json::{Value, json};
+use support::{BOARD_ENV, CLIENT_ENV, ChildGuard, URL_ENV, pid_alive, pids, vine_without};
 use tempfile::TempDir;
 
 const KEY: &str = "serve-test-key-0123456789";
@@ -423,26 +426,9 @@ fn check_reply(method: &str, target: &str, r: &Resp) {
 // A `vine serve` process
 // ---------------------------------------------------------------------------------------------
 
-/// Variables that would change what `vine` does, removed from every child.
-const CLEAN_ENV: &[&str] = &[
-    "VINE_API_KEY",
-    "VPS_API_KEY",
-    "VINE_API_KEY_FILE",
-    "VINE_URL",
-    "VINE_DIR",
-    "VINE_WORKER",
-    "WORKER_ID",
-    "VINE_CA_CERT",
-    "VINE_TIMEOUT",
-    "VINE_RETRY_FOR",
-];
-
+/// `vine` without the caller's board, worker and server variables.
 fn vine() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_vine"));
-    for v in CLEAN_ENV {
-        c.env_remove(v);
-    }
-    c
+    vine_without(&[BOARD_ENV, URL_ENV, CLIENT_ENV])
 }
 
 /// How a request authenticates.
@@ -456,22 +442,15 @@ enum Auth<'a> {
     Header(&'a str, &'a str),
 }
 
+/// A `vine serve` with a key (or none) serving `base/` of a temporary directory.
 struct Server {
-    child: Child,
+    process: support::Server,
     addr: SocketAddr,
     key: Option<String>,
     /// Holds `base/` (the served directory) and `outside/` (holding a secret).
     tmp: TempDir,
-    stderr: Arc<Mutex<String>>,
     /// Check every reply against openapi.json (off for `--original-only`).
     check_doc: bool,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 struct Opts<'a> {
@@ -502,65 +481,14 @@ impl<'a> Opts<'a> {
         std::fs::create_dir_all(outside.join("sub")).unwrap();
         std::fs::write(outside.join("secret.txt"), format!("{SECRET}\n")).unwrap();
         std::fs::write(outside.join("sub/deeper.txt"), format!("{SECRET}\n")).unwrap();
-        let mut c = vine();
-        c.arg("serve")
-            .arg("--root")
-            .arg(&base)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(k) = self.key {
-            c.env("VINE_API_KEY", k);
-        }
-        let mut child = c.spawn().expect("vine serve starts");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let err_pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(out).lines();
-            if let Some(Ok(first)) = lines.next() {
-                let _ = tx.send(first);
-            }
-            for _ in lines {} // keep draining
-        });
-        let first = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "vine serve did not print its address; stderr: {}",
-                    stderr.lock().unwrap()
-                );
-            }
-        };
-        let url = first
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
-        let hostport = url
-            .split_once("://")
-            .map(|(_, h)| h)
-            .unwrap_or_else(|| panic!("no scheme in {first:?}"));
-        let addr: SocketAddr = hostport.parse().unwrap();
-        assert!(addr.ip().is_loopback());
-        assert_ne!(addr.port(), 0);
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = self.key.map(|k| ("VINE_API_KEY", k)).into_iter().collect();
+        let process = support::Server::start(&base, &args, &env);
         Server {
-            child,
-            addr,
+            addr: process.addr,
+            process,
             key: self.key.map(str::to_string),
             tmp,
-            stderr,
             check_doc: !self.args.iter().any(|a| a == "--original-only"),
         }
     }
@@ -607,7 +535,7 @@ impl Server {
         let r = send_from(from, self.addr, &req, Duration::from_secs(120)).unwrap_or_else(|e| {
             panic!(
                 "{method} {target}: no reply ({e}); server stderr: {}",
-                self.stderr.lock().unwrap()
+                self.process.stderr()
             )
         });
         if self.check_doc {
@@ -656,9 +584,9 @@ impl Server {
     /// The server is still running and answers `/test`.
     fn assert_alive(&mut self) {
         assert!(
-            self.child.try_wait().unwrap().is_none(),
+            self.process.is_running(),
             "vine serve exited; stderr: {}",
-            self.stderr.lock().unwrap()
+            self.process.stderr()
         );
         let v = self.call("GET", "/test", Auth::None, None).ok();
         assert_eq!(v["message"], "VPS API is running");
@@ -670,18 +598,6 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     while !f() {
         assert!(start.elapsed() < limit, "timed out waiting for {what}");
         sleep(Duration::from_millis(20));
-    }
-}
-
-/// True while `pid` is a live (non-zombie) process.
-fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name in parentheses: "123 (sleep) S ...".
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
-            .unwrap_or(true),
-        Err(_) => false,
     }
 }
 
@@ -1876,7 +1792,7 @@ fn no_key_on_loopback_is_open() {
     s.get("/list").ok();
     s.op_ok(json!({"op": "status"}), "status");
     wait_for("the no-key warning", Duration::from_secs(10), || {
-        s.stderr.lock().unwrap().contains("no API key")
+        s.process.stderr().contains("no API key")
     });
     s.assert_alive();
 }
@@ -2805,10 +2721,7 @@ fn execute_concurrency_is_capped() {
 fn tagged(prefix: &str) -> Vec<(u32, String)> {
     let needle = format!("VINE_TEST_TAG={prefix}");
     let mut found = vec![];
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
+    for pid in pids() {
         let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
@@ -3193,7 +3106,7 @@ fn tls_with_a_self_signed_certificate() {
     let (st, _) = get("/test", None);
     assert_eq!(st, 200, "still serving after a plain-HTTP request");
     let mut s = s;
-    assert!(s.child.try_wait().unwrap().is_none());
+    assert!(s.process.is_running());
 }
 
 /// `vine ask --wait` through a server: the waiting worker keeps its task past its lease and the
@@ -3216,16 +3129,6 @@ fn a_remote_worker_waiting_for_an_answer_keeps_its_task() {
     s.op_ok(json!({"op": "claim", "worker": "w1"}), "claimed");
     let claimed = Instant::now();
     let url = format!("http://{}", s.addr);
-    /// Kills the waiting client if the test fails before it ends.
-    struct Guard(Option<Child>);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            if let Some(c) = self.0.as_mut() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
     let child = vine()
         .args([
             "--url",
@@ -3242,7 +3145,7 @@ fn a_remote_worker_waiting_for_an_answer_keeps_its_task() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut child = Guard(Some(child));
+    let mut child = ChildGuard(Some(child));
     let w1 = || {
         s.op_ok(json!({"op": "workers"}), "workers")["workers"]
             .as_array()

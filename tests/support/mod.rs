@@ -1,0 +1,17 @@
+//! What the integration tests share: running `vine` with the caller's environment kept out
+//! ([`command`]), a `vine serve` process ([`server`]), a board in a temporary directory
+//! ([`board`]), reading board files ([`files`]) and finding processes ([`procs`]).
+//!
+//! Each test binary includes it with `mod support;` and uses what it needs; a helper one
+//! binary leaves unused is no warning there.
+
+#![allow(dead_code)]
+
+pub mod board;
+pub mod command;
+pub mod files;
+pub mod procs;
+pub mod server;
+
+#[allow(unused_imports)]
+pub use {board::*, command::*, files::*, procs::*, server::*};
