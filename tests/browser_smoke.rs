@@ -245,9 +245,10 @@ fn form_round_trip_renders_hostile_text_as_text_and_takes_screenshots() {
     }
     assert_eq!(b.viewport(), Viewport::Desktop);
 
-    // Layout follows the viewport: the form field fits the phone's width.
+    // Layout follows the viewport: at phone size nothing is wider than the phone.
     b.set_viewport(Viewport::Phone);
     assert_eq!(b.eval("return window.innerWidth;"), 390);
+    assert_eq!(b.eval("return document.documentElement.scrollWidth;"), 390);
     b.click("a");
     b.wait_for("#hello");
     b.quit();

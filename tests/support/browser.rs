@@ -4,7 +4,7 @@
 //! ```ignore
 //! #[path = "support/browser.rs"]
 //! mod browser;
-//! let b = browser::Browser::start("login_page");
+//! let mut b = browser::Browser::start("login_page");
 //! b.open(&format!("{base}/login"));
 //! b.type_into("#key", "secret");
 //! b.submit("form");
