@@ -8,11 +8,16 @@
 //! whose clock is an hour ahead cannot expire live leases, and one whose clock is behind cannot
 //! stamp its tasks as older than they are. One note on stderr says so, once per process.
 //!
+//! The board clock never runs backwards: each change writes its time into the lock file, and
+//! the next change is stamped no earlier than that. So two processes whose clocks differ by
+//! less than the tolerance, or a file system whose times are coarser than a millisecond (some
+//! keep whole seconds), still stamp changes in the order they were made.
+//!
 //! Reads take no lock and keep the reader's own clock: states derived from time (a worker
 //! shown `stale`) are as the reader sees them, and change nothing on the board.
 
 use std::fs::File;
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, Utc};
@@ -26,10 +31,21 @@ pub const TOLERANCE_MS: i64 = 2000;
 
 /// The time of a change made under the lock held through `lock_file`.
 pub fn now(lock_file: &File) -> Timestamp {
+    let last = last_stamp(lock_file);
     let own = crate::time::now();
-    let Some(fs) = file_system_time(lock_file) else {
+    let Some(fs) = file_system_time(lock_file, last) else {
         return own;
     };
+    // A stamp from the future (written by hand, or before the file system's clock was set
+    // back) is not followed.
+    let last = last.filter(|l| (*l - fs).num_milliseconds() <= TOLERANCE_MS);
+    let stamp = last.map_or(chosen(own, fs), |l| std::cmp::max(chosen(own, fs), l));
+    record(lock_file, stamp);
+    stamp
+}
+
+/// This process's time while it agrees with the file system's, else the file system's.
+fn chosen(own: Timestamp, fs: Timestamp) -> Timestamp {
     let ahead_ms = (own - fs).num_milliseconds();
     if ahead_ms.abs() <= TOLERANCE_MS {
         return own;
@@ -46,11 +62,43 @@ pub fn now(lock_file: &File) -> Timestamp {
     fs
 }
 
-/// The file system's current time: the modification time of the lock file just after writing
-/// to it. `None` when the lock file cannot be written or its time cannot be read.
-fn file_system_time(mut lock_file: &File) -> Option<Timestamp> {
+/// How many bytes a recorded stamp takes in the lock file: milliseconds since the epoch,
+/// right-aligned, and a newline.
+const STAMP_LEN: usize = 21;
+
+/// The stamp of the last change, as the lock file records it; `None` when it records none
+/// (a new lock file, or one an older `vine` wrote).
+fn last_stamp(mut lock_file: &File) -> Option<Timestamp> {
+    let mut buf = [0u8; STAMP_LEN];
     lock_file.seek(SeekFrom::Start(0)).ok()?;
-    lock_file.write_all(b"\n").ok()?;
+    let n = lock_file.read(&mut buf).ok()?;
+    let millis: i64 = std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()?;
+    DateTime::from_timestamp_millis(millis)
+}
+
+/// Records `stamp` as the time of the last change (best effort: a lock file that cannot be
+/// written only loses the ordering guarantee, never the change).
+fn record(mut lock_file: &File, stamp: Timestamp) {
+    let text = format!(
+        "{:>width$}\n",
+        stamp.timestamp_millis(),
+        width = STAMP_LEN - 1
+    );
+    if lock_file.seek(SeekFrom::Start(0)).is_ok() {
+        let _ = lock_file.write_all(text.as_bytes());
+    }
+}
+
+/// The file system's current time: the modification time of the lock file just after writing
+/// to it (the last stamp, written back unchanged). `None` when the lock file cannot be
+/// written or its time cannot be read.
+fn file_system_time(mut lock_file: &File, last: Option<Timestamp>) -> Option<Timestamp> {
+    let text = match last {
+        Some(l) => format!("{:>width$}\n", l.timestamp_millis(), width = STAMP_LEN - 1),
+        None => "\n".to_owned(),
+    };
+    lock_file.seek(SeekFrom::Start(0)).ok()?;
+    lock_file.write_all(text.as_bytes()).ok()?;
     let modified = lock_file.metadata().ok()?.modified().ok()?;
     let t = DateTime::<Utc>::from(modified);
     DateTime::from_timestamp_millis(t.timestamp_millis())
@@ -70,11 +118,56 @@ mod tests {
             .truncate(false)
             .open(dir.path().join("board.lock"))
             .unwrap();
-        let fs = file_system_time(&f).expect("the lock file's time");
+        let fs = file_system_time(&f, None).expect("the lock file's time");
         let real = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
         assert!(
             (real - fs).num_milliseconds().abs() < TOLERANCE_MS,
             "{real} vs {fs}"
         );
+    }
+
+    fn lock_file(dir: &std::path::Path) -> File {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join("board.lock"))
+            .unwrap()
+    }
+
+    #[test]
+    fn the_board_clock_never_runs_backwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = lock_file(dir.path());
+        let first = now(&f);
+        // A change stamped a second ahead (a clock within the tolerance, or a coarse file
+        // system): the next change is not stamped earlier.
+        let ahead = first + chrono::Duration::milliseconds(1000);
+        record(&f, ahead);
+        assert_eq!(last_stamp(&f), Some(ahead));
+        let next = now(&f);
+        assert!(next >= ahead, "{next} < {ahead}");
+        assert_eq!(last_stamp(&f), Some(next));
+    }
+
+    #[test]
+    fn a_stamp_from_the_future_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = lock_file(dir.path());
+        let hour_ahead = crate::time::now() + chrono::Duration::hours(1);
+        record(&f, hour_ahead);
+        let t = now(&f);
+        assert!((t - crate::time::now()).num_seconds().abs() < 5, "{t}");
+    }
+
+    #[test]
+    fn a_lock_file_an_older_vine_wrote_is_read_as_no_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("board.lock"), "\n").unwrap();
+        let f = lock_file(dir.path());
+        assert_eq!(last_stamp(&f), None);
+        let t = now(&f);
+        assert_eq!(last_stamp(&f), Some(t));
     }
 }
