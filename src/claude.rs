@@ -292,6 +292,9 @@ pub struct HookSetup {
     pub env: BTreeMap<String, (String, PathBuf)>,
     /// The settings files read.
     pub files: Vec<PathBuf>,
+    /// The shortest `timeout` (seconds) among the agentvine Stop hooks found (Claude Code runs
+    /// the hooks of every settings file); a hook without one has Claude Code's default, 600.
+    pub stop_timeout: Option<u64>,
 }
 
 /// Reads the settings Claude Code applies to a session started in `project`: the user's
@@ -339,6 +342,13 @@ pub fn hook_setup(project: &Path, user: Option<&Path>) -> Result<HookSetup> {
                     if cmd.trim_end().ends_with(&format!("hook {sub}")) {
                         out.commands.insert(sub.to_string(), cmd.to_string());
                     }
+                }
+                if cmd.trim_end().ends_with("hook stop") {
+                    let timeout = h
+                        .get("timeout")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(crate::hook::CLAUDE_HOOK_TIMEOUT);
+                    out.stop_timeout = Some(out.stop_timeout.map_or(timeout, |t| t.min(timeout)));
                 }
             }
         }
