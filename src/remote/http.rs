@@ -107,7 +107,8 @@ impl Http {
 
     /// `GET path?query`.
     pub fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<HttpReply> {
-        self.send(true, || {
+        let retry_until = Instant::now() + self.opts.retry_for;
+        self.send(true, retry_until, || {
             let mut req = self.agent.get(format!("{}{path}", self.base));
             for (k, v) in query {
                 req = req.query(*k, *v);
@@ -131,7 +132,8 @@ impl Http {
     }
 
     fn post_with(&self, path: &str, body: &Value, idempotent: bool) -> Result<HttpReply> {
-        self.send(idempotent, || {
+        let retry_until = Instant::now() + self.opts.retry_for;
+        self.send(idempotent, retry_until, || {
             let mut req = self.agent.post(format!("{}{path}", self.base));
             if let Some(key) = &self.key {
                 req = req.header("X-API-Key", key.secret());
@@ -140,9 +142,36 @@ impl Http {
         })
     }
 
+    /// `POST path` for a request the server may hold open until `until` (a long-poll), retried
+    /// like every request. Each attempt's body is `body(left)`, with `left` the time until
+    /// `until` (so a retry asks for only what is left of the wait), and its timeout is `left`
+    /// plus the usual timeout; retries go on until the usual retry time after `until`.
+    pub fn post_held(
+        &self,
+        path: &str,
+        until: Instant,
+        body: impl Fn(Duration) -> Value,
+    ) -> Result<HttpReply> {
+        let retry_until = until + self.opts.retry_for;
+        self.send(true, retry_until, || {
+            let left = until.saturating_duration_since(Instant::now());
+            let mut req = self
+                .agent
+                .post(format!("{}{path}", self.base))
+                .config()
+                .timeout_global(Some(left + self.opts.timeout))
+                .build();
+            if let Some(key) = &self.key {
+                req = req.header("X-API-Key", key.secret());
+            }
+            req.send_json(body(left))
+        })
+    }
+
     fn send(
         &self,
         idempotent: bool,
+        retry_until: Instant,
         call: impl Fn() -> std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> Result<HttpReply> {
         let started = Instant::now();
@@ -188,7 +217,8 @@ impl Http {
                 }
             };
             let waited = started.elapsed();
-            if waited >= self.opts.retry_for {
+            let now = Instant::now();
+            if now >= retry_until {
                 return Err(Error::Unreachable(format!(
                     "cannot reach {} ({attempt} attempts over {}s): {why}. Is `vine serve` running there, and is VINE_URL right?",
                     self.base,
@@ -197,7 +227,7 @@ impl Http {
             }
             let backoff = Duration::from_millis(50u64.saturating_mul(1 << attempt.min(6)))
                 .min(Duration::from_secs(2));
-            let sleep = jitter(backoff).min(self.opts.retry_for.saturating_sub(waited));
+            let sleep = jitter(backoff).min(retry_until.saturating_duration_since(now));
             std::thread::sleep(sleep);
         }
     }
