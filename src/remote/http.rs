@@ -107,8 +107,7 @@ impl Http {
 
     /// `GET path?query`.
     pub fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<HttpReply> {
-        let retry_until = Instant::now() + self.opts.retry_for;
-        self.send(true, retry_until, || {
+        self.send(true, false, || {
             let mut req = self.agent.get(format!("{}{path}", self.base));
             for (k, v) in query {
                 req = req.query(*k, *v);
@@ -132,8 +131,7 @@ impl Http {
     }
 
     fn post_with(&self, path: &str, body: &Value, idempotent: bool) -> Result<HttpReply> {
-        let retry_until = Instant::now() + self.opts.retry_for;
-        self.send(idempotent, retry_until, || {
+        self.send(idempotent, false, || {
             let mut req = self.agent.post(format!("{}{path}", self.base));
             if let Some(key) = &self.key {
                 req = req.header("X-API-Key", key.secret());
@@ -145,15 +143,16 @@ impl Http {
     /// `POST path` for a request the server may hold open until `until` (a long-poll), retried
     /// like every request. Each attempt's body is `body(left)`, with `left` the time until
     /// `until` (so a retry asks for only what is left of the wait), and its timeout is `left`
-    /// plus the usual timeout; retries go on until the usual retry time after `until`.
+    /// plus the usual timeout; retries go on for the usual retry time from the first failure
+    /// (a server that cannot be reached fails as fast as for any request; a held request cut
+    /// off after a while is tried again).
     pub fn post_held(
         &self,
         path: &str,
         until: Instant,
         body: impl Fn(Duration) -> Value,
     ) -> Result<HttpReply> {
-        let retry_until = until + self.opts.retry_for;
-        self.send(true, retry_until, || {
+        self.send(true, true, || {
             let left = until.saturating_duration_since(Instant::now());
             let mut req = self
                 .agent
@@ -168,13 +167,16 @@ impl Http {
         })
     }
 
+    /// Sends a request made by `call`, retried for `retry_for` from the start (or, for a `held`
+    /// request, from its first failure).
     fn send(
         &self,
         idempotent: bool,
-        retry_until: Instant,
+        held: bool,
         call: impl Fn() -> std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> Result<HttpReply> {
         let started = Instant::now();
+        let mut retry_until = (!held).then(|| started + self.opts.retry_for);
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
@@ -218,6 +220,7 @@ impl Http {
             };
             let waited = started.elapsed();
             let now = Instant::now();
+            let retry_until = *retry_until.get_or_insert(now + self.opts.retry_for);
             if now >= retry_until {
                 return Err(Error::Unreachable(format!(
                     "cannot reach {} ({attempt} attempts over {}s): {why}. Is `vine serve` running there, and is VINE_URL right?",
