@@ -41,6 +41,9 @@ impl HttpOptions {
     }
 }
 
+/// A held request cut off after being open this long had reached the server (see `post_held`).
+const HELD_A_WHILE: Duration = Duration::from_secs(5);
+
 /// A server's answer: HTTP status and JSON body.
 #[derive(Debug, Clone)]
 pub struct HttpReply {
@@ -144,8 +147,9 @@ impl Http {
     /// like every request. Each attempt's body is `body(left)`, with `left` the time until
     /// `until` (so a retry asks for only what is left of the wait), and its timeout is `left`
     /// plus the usual timeout; retries go on for the usual retry time from the first failure
-    /// (a server that cannot be reached fails as fast as for any request; a held request cut
-    /// off after a while is tried again).
+    /// (a server that cannot be reached fails as fast as for any request), counted again after
+    /// an attempt that was held a while and then cut off (a proxy's read timeout), so the wait
+    /// goes on in a new request.
     pub fn post_held(
         &self,
         path: &str,
@@ -168,7 +172,7 @@ impl Http {
     }
 
     /// Sends a request made by `call`, retried for `retry_for` from the start (or, for a `held`
-    /// request, from its first failure).
+    /// request, from its first failure, and again after each attempt that was held a while).
     fn send(
         &self,
         idempotent: bool,
@@ -180,6 +184,7 @@ impl Http {
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
+            let sent = Instant::now();
             let outcome = match call() {
                 Ok(mut resp) => {
                     let status = resp.status().as_u16();
@@ -220,6 +225,11 @@ impl Http {
             };
             let waited = started.elapsed();
             let now = Instant::now();
+            if held && now - sent >= HELD_A_WHILE {
+                // The server (or a proxy before it) held the request and then it was cut off
+                // (a proxy's read timeout): it was reachable, so the retry time starts again.
+                retry_until = None;
+            }
             let retry_until = *retry_until.get_or_insert(now + self.opts.retry_for);
             if now >= retry_until {
                 return Err(Error::Unreachable(format!(
