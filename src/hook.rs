@@ -9,9 +9,11 @@
 //!
 //! Beside the decisions: [`session`] (what a session's hooks remember between calls: tool
 //! calls and the last reminder), [`keepalive`] (heartbeats tied to the `claude` process, not
-//! to tool calls) and [`process`] (finding that process and telling whether it lives).
+//! to tool calls), [`process`] (finding that process and telling whether it lives) and
+//! [`older`] (the Stop hook's decision against a server that predates `turn-ended`).
 
 pub mod keepalive;
+pub mod older;
 pub mod process;
 pub mod session;
 
@@ -112,13 +114,18 @@ pub fn default_wait(timeout_secs: u64) -> Duration {
 pub fn stop(board: &Board, cfg: &StopConfig) -> Result<StopDecision> {
     let me = cfg.worker.as_str();
     let session = cfg.session.read();
-    let turn = board.turn_ended(TurnEnded {
+    let op = TurnEnded {
         worker: me.to_string(),
         max_idle_secs: cfg.max_idle_secs,
         tool_calls: session.tool_calls,
         reminded: session.reminded,
         wait_secs: cfg.wait.as_secs(),
-    })?;
+    };
+    let turn = match board.turn_ended(op.clone()) {
+        // A server older than the op: the same decision from the ops it knows.
+        Err(e) if older::refused(&e) => older::turn(board, &op)?,
+        turn => turn?,
+    };
     match (&turn.next, turn.failed) {
         (Next::Remind { task }, _) => {
             let reminder = Reminder {

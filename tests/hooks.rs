@@ -692,16 +692,27 @@ impl Drop for Serve {
     }
 }
 
+/// What the proxy does besides counting.
+#[derive(Clone, Copy, PartialEq)]
+enum Proxy {
+    /// Passes everything on.
+    Plain,
+    /// Loses the first `/v1/op` reply (the op is applied, only the head of its reply reaches
+    /// the client before the connection is closed).
+    LoseFirstOpReply,
+    /// Refuses `turn-ended` as a server older than it does.
+    Older,
+}
+
 /// A proxy on 127.0.0.1 in front of a server: it counts the requests it passes on (one per
-/// connection) and, when asked, loses the first `/v1/op` reply (the op is applied, only the
-/// head of its reply reaches the client before the connection is closed).
+/// connection), and does what [`Proxy`] says.
 struct Counting {
     port: u16,
     requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Counting {
-    fn start(upstream: u16, lose_first_op_reply: bool) -> Counting {
+    fn start(upstream: u16, behave: Proxy) -> Counting {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -710,7 +721,7 @@ impl Counting {
             for client in listener.incoming().flatten() {
                 let seen = seen.clone();
                 std::thread::spawn(move || {
-                    let _ = Self::relay(client, upstream, lose_first_op_reply, &seen);
+                    let _ = Self::relay(client, upstream, behave, &seen);
                 });
             }
         });
@@ -729,7 +740,7 @@ impl Counting {
     fn relay(
         client: std::net::TcpStream,
         upstream: u16,
-        lose_first_op_reply: bool,
+        behave: Proxy,
         seen: &std::sync::Mutex<Vec<String>>,
     ) -> std::io::Result<()> {
         use std::io::{BufRead, Read};
@@ -764,6 +775,17 @@ impl Counting {
             s.push(request_line.clone());
             request_line == "POST /v1/op" && s.iter().filter(|r| *r == "POST /v1/op").count() == 1
         };
+        let mut to = client;
+        if behave == Proxy::Older && String::from_utf8_lossy(&body).contains(r#""op":"turn-ended""#)
+        {
+            // What a server from before the op answers (its body parser's message).
+            let body = r#"{"status":"error","message":"the request body is not the JSON this endpoint takes: op: unknown variant `turn-ended`, expected one of `add`, `claim` at line 1 column 30"}"#;
+            return write!(
+                to,
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
         let mut server = std::net::TcpStream::connect(("127.0.0.1", upstream))?;
         server.write_all(&head)?;
         server.write_all(b"Connection: close\r\n\r\n")?;
@@ -774,8 +796,7 @@ impl Counting {
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
             .map_or(reply.len(), |e| e + 4);
-        let mut to = client;
-        if lose_first_op_reply && first_op {
+        if behave == Proxy::LoseFirstOpReply && first_op {
             return to.write_all(&reply[..end]);
         }
         to.write_all(&reply)
@@ -816,7 +837,7 @@ fn a_stop_hook_against_a_server_is_one_request_held_until_work_arrives() {
     let root = tmp.path().join("board");
     std::fs::create_dir_all(&root).expect("mkdir");
     let server = Serve::start(&root, &[]);
-    let proxy = Counting::start(server.port, false);
+    let proxy = Counting::start(server.port, Proxy::Plain);
     let env = [
         ("VINE_WORKER", "w1"),
         ("VINE_HOOK_WAIT", "8s"),
@@ -891,7 +912,7 @@ fn a_lost_long_poll_reply_is_answered_again_with_the_same_task() {
     let root = tmp.path().join("board");
     std::fs::create_dir_all(&root).expect("mkdir");
     let server = Serve::start(&root, &[]);
-    let proxy = Counting::start(server.port, true);
+    let proxy = Counting::start(server.port, Proxy::LoseFirstOpReply);
     let env = [("VINE_WORKER", "w1"), ("VINE_HOOK_WAIT", "20s")];
     // Registered directly (not through the proxy, which loses the first op reply).
     let direct = format!("http://127.0.0.1:{}", server.port);
@@ -981,5 +1002,66 @@ fn the_default_wait_follows_the_stop_hook_timeout_in_the_settings() {
     assert!(
         took >= Duration::from_millis(1900) && took < Duration::from_secs(4),
         "waited {took:?} for a 4 s hook timeout"
+    );
+}
+
+/// Workers may be upgraded before their server: against a server that refuses `turn-ended` as
+/// unknown, the Stop hook decides as it did before, from the ops the server knows (the worker
+/// list, the tasks in progress, `claim` while it waits, `should-continue`): it hands over work,
+/// reminds of a held task, and keeps an idle worker.
+#[test]
+fn a_stop_hook_against_an_older_server_decides_from_the_ops_it_knows() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("board");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let server = Serve::start(&root, &[]);
+    let proxy = Counting::start(server.port, Proxy::Older);
+    let env = [("VINE_WORKER", "w1"), ("VINE_HOOK_WAIT", "10s")];
+    remote_hook(
+        &proxy.url(),
+        tmp.path(),
+        "session-start",
+        SESSION_START_INPUT.as_bytes(),
+        &env,
+    );
+    let port = server.port;
+    let adder = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1000));
+        remote_add(port, "For an older server")
+    });
+    let o = remote_hook(
+        &proxy.url(),
+        tmp.path(),
+        "stop",
+        STOP_INPUT.as_bytes(),
+        &env,
+    );
+    let id = adder.join().expect("adder");
+    let reason = decision(&o).unwrap_or_else(|| panic!("a hand-over: {o:?}"));
+    assert!(
+        reason.contains(&format!("Task {id} is claimed")),
+        "{reason}"
+    );
+    let o = remote_hook(
+        &proxy.url(),
+        tmp.path(),
+        "stop",
+        stop_active().as_bytes(),
+        &env,
+    );
+    let reason = decision(&o).unwrap_or_else(|| panic!("a reminder: {o:?}"));
+    assert!(
+        reason.contains(&format!("You still hold task {id}")),
+        "{reason}"
+    );
+    assert!(
+        proxy
+            .requests()
+            .iter()
+            .filter(|r| *r == "POST /v1/op")
+            .count()
+            > 2,
+        "several requests per decision: {:?}",
+        proxy.requests()
     );
 }

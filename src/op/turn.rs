@@ -69,8 +69,9 @@ pub const MAX_WAIT_SECS: u64 = 3600;
 pub const RECHECK: Duration = Duration::from_secs(2);
 
 impl TurnEnded {
-    /// True if the session was reminded of this very attempt and has made no tool call since.
-    fn stalled(&self, t: &Task) -> bool {
+    /// True if the session was reminded of this very attempt of held task `t` and has made no
+    /// tool call since: its attempt is failed.
+    pub fn stalled(&self, t: &Task) -> bool {
         self.reminded.is_some_and(|r| {
             r.task == t.id && r.attempt == t.attempts && r.tool_calls == self.tool_calls
         })
