@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use notify::{Event, RecursiveMode, Watcher};
+use notify::{Event, EventKind, RecursiveMode, Watcher};
 
 use super::paths::{QUEUE, WORKERS};
 
@@ -28,7 +28,10 @@ impl Changes {
         let (tx, rx) = mpsc::channel();
         let watcher = notify::recommended_watcher(move |res: notify::Result<Event>| {
             let relevant = match res {
-                Ok(ev) => ev.need_rescan() || ev.paths.iter().any(|p| names_a_board_file(p)),
+                Ok(ev) => {
+                    ev.need_rescan()
+                        || (is_a_change(&ev.kind) && ev.paths.iter().any(|p| names_a_board_file(p)))
+                }
                 // The watch itself failed (its queue overflowed): anything may have changed.
                 Err(_) => true,
             };
@@ -62,6 +65,16 @@ impl Changes {
     }
 }
 
+/// True for events that change a file (created, written, renamed, removed); reading one (an
+/// open, an access, a close without writing — every look at the board, the waiter's own among
+/// them) is not a change and must not wake the waiter.
+fn is_a_change(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any
+    )
+}
+
 /// True for the files whose change may give a waiting worker something to do: the queue
 /// (tasks added, released, failed, cancelled) and the workers (a deregistration, a specialist
 /// gone offline).
@@ -75,6 +88,27 @@ fn names_a_board_file(p: &Path) -> bool {
 mod tests {
     use super::*;
     use std::time::Instant;
+
+    #[test]
+    fn reading_the_board_does_not_wake_the_waiter() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::store::durable::replace(dir.path(), QUEUE, b"[]\n", true).unwrap();
+        let changes = Changes::watch(dir.path());
+        let d = dir.path().to_path_buf();
+        let reader = std::thread::spawn(move || {
+            for _ in 0..20 {
+                let _ = std::fs::read(d.join(QUEUE)).unwrap();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        let started = Instant::now();
+        changes.wait(Duration::from_millis(400));
+        assert!(
+            started.elapsed() >= Duration::from_millis(350),
+            "woken by a read of the queue"
+        );
+        reader.join().unwrap();
+    }
 
     #[test]
     fn a_replaced_queue_wakes_the_waiter_and_other_files_do_not() {
