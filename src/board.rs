@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::op::{
     self, ClaimedTask, MessageFilter, NewTask, Op, PlanTask, QuestionView, Reply, StatusReport,
-    TaskView, WorkerView,
+    TaskView, Turn, WorkerView,
 };
 use crate::progress::Progress;
 use crate::settings::Settings;
@@ -240,6 +240,17 @@ impl Board {
                 task,
             }),
             other => Err(unexpected("should-continue", &other)),
+        }
+    }
+
+    /// A worker's turn ended (its Stop hook): what it does next — take the task handed over,
+    /// finish the one it holds, wait, or stop. With `wait_secs`, the board holds the answer
+    /// while it would only be "wait", and answers as soon as a task can be handed over (on a
+    /// server: one request, held open).
+    pub fn turn_ended(&self, op: op::TurnEnded) -> Result<Turn> {
+        match self.execute(Op::TurnEnded(op))? {
+            Reply::Turn(t) => Ok(t),
+            other => Err(unexpected("turn-ended", &other)),
         }
     }
 

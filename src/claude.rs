@@ -40,7 +40,9 @@ pub struct Installed {
     pub hooks_added: Vec<String>,
 }
 
-/// The hooks agentvine needs: (event, matcher, subcommand, timeout in seconds).
+/// The hooks agentvine needs: (event, matcher, subcommand, timeout in seconds). The Stop hook
+/// waits for work inside itself for its timeout less a margin (see
+/// [`crate::hook::default_wait`]), so an idle worker costs one model turn per 9 minutes.
 const HOOKS: &[(&str, Option<&str>, &str, u64)] = &[
     (
         "SessionStart",
@@ -49,8 +51,12 @@ const HOOKS: &[(&str, Option<&str>, &str, u64)] = &[
         10,
     ),
     ("PostToolUse", None, "post-tool-use", 5),
-    ("Stop", None, "stop", 120),
+    ("Stop", None, "stop", STOP_TIMEOUT),
 ];
+
+/// The Stop hook's timeout `vine init --claude` writes (seconds): Claude Code's default for a
+/// command hook, written out so that the hook's wait can be read back from the settings.
+pub const STOP_TIMEOUT: u64 = crate::hook::CLAUDE_HOOK_TIMEOUT;
 
 /// The hook subcommands agentvine installs (`vine hook <sub>`).
 pub const HOOK_SUBCOMMANDS: [&str; 3] = ["session-start", "post-tool-use", "stop"];
@@ -166,15 +172,29 @@ pub fn merge_settings(
                 )));
             }
         };
-        let present = groups.iter().any(|g| {
-            g.get("hooks").and_then(Value::as_array).is_some_and(|hs| {
-                hs.iter().any(|h| {
-                    h.get("command")
-                        .and_then(Value::as_str)
-                        .is_some_and(|c| c.trim_end().ends_with(&format!("hook {sub}")))
-                })
-            })
-        });
+        let ours = |h: &Value| {
+            h.get("command")
+                .and_then(Value::as_str)
+                .is_some_and(|c| c.trim_end().ends_with(&format!("hook {sub}")))
+        };
+        let mut present = false;
+        for h in groups
+            .iter_mut()
+            .filter_map(|g| g.get_mut("hooks").and_then(Value::as_array_mut))
+            .flatten()
+            .filter(|h| ours(h))
+        {
+            present = true;
+            // A hook written by an earlier version keeps its command, but gets at least the
+            // timeout this version needs (the Stop hook's was 120 s).
+            if let Some(h) = h.as_object_mut()
+                && h.get("timeout")
+                    .and_then(Value::as_u64)
+                    .is_some_and(|t| t < *timeout)
+            {
+                h.insert("timeout".into(), json!(timeout));
+            }
+        }
         if present {
             continue;
         }
@@ -281,6 +301,9 @@ pub struct HookSetup {
     pub env: BTreeMap<String, (String, PathBuf)>,
     /// The settings files read.
     pub files: Vec<PathBuf>,
+    /// The shortest `timeout` (seconds) among the agentvine Stop hooks found (Claude Code runs
+    /// the hooks of every settings file); a hook without one has Claude Code's default, 600.
+    pub stop_timeout: Option<u64>,
 }
 
 /// Reads the settings Claude Code applies to a session started in `project`: the user's
@@ -328,6 +351,13 @@ pub fn hook_setup(project: &Path, user: Option<&Path>) -> Result<HookSetup> {
                     if cmd.trim_end().ends_with(&format!("hook {sub}")) {
                         out.commands.insert(sub.to_string(), cmd.to_string());
                     }
+                }
+                if cmd.trim_end().ends_with("hook stop") {
+                    let timeout = h
+                        .get("timeout")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(crate::hook::CLAUDE_HOOK_TIMEOUT);
+                    out.stop_timeout = Some(out.stop_timeout.map_or(timeout, |t| t.min(timeout)));
                 }
             }
         }
@@ -410,6 +440,50 @@ mod tests {
         assert!(s["env"].get("VINE_DIR").is_none(), "{s}");
         merge_settings(&mut s, Role::Worker, "vine", Some(&BoardEnv::Discovered)).unwrap();
         assert_eq!(s, once, "back to discovery");
+    }
+
+    #[test]
+    fn merging_raises_the_timeout_of_hooks_an_earlier_version_wrote() {
+        let mut s = json!({"hooks": {"Stop": [{"hooks": [
+            {"type": "command", "command": "/opt/vine hook stop", "timeout": 120},
+            {"type": "command", "command": "other", "timeout": 1}
+        ]}]}});
+        let added = merge_settings(&mut s, Role::Worker, "vine", None).unwrap();
+        assert!(!added.contains(&"Stop".to_string()), "{added:?}");
+        let stop = &s["hooks"]["Stop"][0]["hooks"];
+        assert_eq!(stop[0]["timeout"], STOP_TIMEOUT, "{s:#}");
+        assert_eq!(
+            stop[0]["command"], "/opt/vine hook stop",
+            "the command is kept"
+        );
+        assert_eq!(stop[1]["timeout"], 1, "another hook is left alone");
+        // A longer timeout someone chose stays.
+        s["hooks"]["Stop"][0]["hooks"][0]["timeout"] = json!(900);
+        merge_settings(&mut s, Role::Worker, "vine", None).unwrap();
+        assert_eq!(s["hooks"]["Stop"][0]["hooks"][0]["timeout"], 900);
+        // And the settings read back give the Stop hook's timeout (the shortest, if several).
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(".claude")).unwrap();
+        std::fs::write(
+            dir.path().join(".claude/settings.json"),
+            serde_json::to_vec(&s).unwrap(),
+        )
+        .unwrap();
+        let user = dir.path().join("user.json");
+        std::fs::write(
+            &user,
+            r#"{"hooks":{"Stop":[{"hooks":[{"type":"command","command":"vine hook stop"}]}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            hook_setup(dir.path(), None).unwrap().stop_timeout,
+            Some(900)
+        );
+        assert_eq!(
+            hook_setup(dir.path(), Some(&user)).unwrap().stop_timeout,
+            Some(600),
+            "a hook without a timeout has Claude Code's default"
+        );
     }
 
     #[test]

@@ -9,22 +9,24 @@
 //!
 //! Beside the decisions: [`session`] (what a session's hooks remember between calls: tool
 //! calls and the last reminder), [`keepalive`] (heartbeats tied to the `claude` process, not
-//! to tool calls) and [`process`] (finding that process and telling whether it lives).
+//! to tool calls), [`process`] (finding that process and telling whether it lives) and
+//! [`older`] (the Stop hook's decision against a server that predates `turn-ended`).
 
 pub mod keepalive;
+pub mod older;
 pub mod process;
 pub mod session;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::board::Board;
 use crate::error::Result;
-use crate::op::ClaimedTask;
+use crate::op::{ClaimedTask, Next, Reminder, TurnEnded};
 use crate::rules::one_line;
-use session::{Reminder, SessionFile};
+use session::SessionFile;
 
 /// What Claude Code sends to every hook (the fields agentvine reads; others are ignored).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -57,11 +59,9 @@ pub struct StopConfig {
     pub worker: String,
     /// Idle time after which the worker may stop (`$VINE_MAX_IDLE`, default 10 min).
     pub max_idle_secs: u64,
-    /// How long to wait inside the hook for work before handing a turn back (`$VINE_HOOK_WAIT`,
-    /// default 60 s; keep it well below the hook's timeout in settings.json, 120 s).
+    /// How long to wait for work inside the hook before handing a turn back (`$VINE_HOOK_WAIT`;
+    /// by default the Stop hook's timeout in the settings less a margin, see [`default_wait`]).
     pub wait: Duration,
-    /// How often to look for work while waiting.
-    pub poll: Duration,
     /// The session's hook state: the tool calls made and the last reminder given, which decide
     /// whether a worker holding a task is reminded or its attempt failed.
     pub session: SessionFile,
@@ -82,94 +82,84 @@ pub enum StopDecision {
     },
 }
 
-/// Decides whether a worker's session stops, claiming work for it when there is some.
+/// The timeout Claude Code gives a command hook that sets none (seconds).
+pub const CLAUDE_HOOK_TIMEOUT: u64 = 600;
+
+/// The time a Stop hook keeps in hand below its timeout: a remote board that stops answering
+/// is retried for `$VINE_RETRY_FOR` (30 s) before the hook gives up.
+pub const STOP_MARGIN: u64 = 60;
+
+/// How long the Stop hook waits for work when `$VINE_HOOK_WAIT` is not set, for a hook whose
+/// timeout is `timeout_secs`: the timeout less [`STOP_MARGIN`], or half of a short timeout
+/// (540 s for Claude Code's default 600 s; 60 s for the 120 s earlier versions wrote).
+pub fn default_wait(timeout_secs: u64) -> Duration {
+    Duration::from_secs(
+        timeout_secs
+            .saturating_sub(STOP_MARGIN)
+            .max(timeout_secs / 2),
+    )
+}
+
+/// Decides whether a worker's session stops: one `turn-ended` op (see [`crate::op::turn`]).
 ///
 /// A worker that ends its turn while holding a task is reminded of it, with the exact command
 /// to finish it. It is judged by its progress, not by Claude Code's `stop_hook_active` (which
 /// is true for every turn after a hand-over): while it makes tool calls between turn-ends it
 /// is reminded again; a second consecutive turn-end with no tool call since the reminder fails
 /// that attempt (retried later, up to the task's retries), so a session never loops on a task.
-/// Heartbeats that are not tool calls (the keepalive's) are no progress. A worker taken
+/// Heartbeats that are not tool calls (the keepalive's) are no progress. Otherwise a task is
+/// claimed and handed over, waiting for one up to `cfg.wait` (the board answers the moment one
+/// can be claimed); with none, the worker is kept while idle below its limit. A worker taken
 /// offline with `vine deregister` is let go.
 pub fn stop(board: &Board, cfg: &StopConfig) -> Result<StopDecision> {
     let me = cfg.worker.as_str();
-    if let Some(w) = board.workers()?.into_iter().find(|w| w.id == me)
-        && w.worker.status == crate::worker::OFFLINE
-        && w.worker.offline_reason.as_deref() == Some("deregistered")
-    {
-        return Ok(StopDecision::Allow {
-            why: format!("{me} was deregistered; the session may end"),
-        });
-    }
-    if let Some(held) = board
-        .tasks(Some("in_progress"), false)?
-        .into_iter()
-        .find(|v| v.task.claimed_by.as_deref() == Some(me))
-    {
-        let t = held.task;
-        let stalled = cfg.session.update(|s| {
-            let stalled = s.reminded.is_some_and(|r| {
-                r.task == t.id && r.attempt == t.attempts && r.tool_calls == s.tool_calls
-            });
-            s.reminded = if stalled {
-                None
-            } else {
-                Some(Reminder {
-                    task: t.id,
-                    attempt: t.attempts,
-                    tool_calls: s.tool_calls,
-                })
+    let session = cfg.session.read();
+    let op = TurnEnded {
+        worker: me.to_string(),
+        max_idle_secs: cfg.max_idle_secs,
+        tool_calls: session.tool_calls,
+        reminded: session.reminded,
+        wait_secs: cfg.wait.as_secs(),
+    };
+    let turn = match board.turn_ended(op.clone()) {
+        // A server older than the op: the same decision from the ops it knows.
+        Err(e) if older::refused(&e) => older::turn(board, &op)?,
+        turn => turn?,
+    };
+    match (&turn.next, turn.failed) {
+        (Next::Remind { task }, _) => {
+            let reminder = Reminder {
+                task: task.id,
+                attempt: task.attempts,
+                tool_calls: session.tool_calls,
             };
-            stalled
-        })?;
-        if stalled {
-            board.execute(crate::op::Op::Fail(crate::op::Fail {
-                task: t.id,
-                worker: me.to_string(),
-                attempt: Some(t.attempts),
-                error: "the worker ended its turn twice without completing the task".into(),
-                no_retry: false,
-            }))?;
-        } else {
-            return Ok(StopDecision::Block {
-                reason: format!(
-                    "You still hold task {id}: {desc}. Finish it, then run `vine complete {id} --worker {me} --attempt {a} --result \"<what you did>\"` \
+            cfg.session.update(|s| s.reminded = Some(reminder))?;
+        }
+        (_, Some(_)) => cfg.session.update(|s| s.reminded = None)?,
+        _ => {}
+    }
+    Ok(match turn.next {
+        Next::HandOver { claim } => StopDecision::Block {
+            reason: claimed_reason(&claim, me),
+        },
+        Next::Remind { task: t } => StopDecision::Block {
+            reason: format!(
+                "You still hold task {id}: {desc}. Finish it, then run `vine complete {id} --worker {me} --attempt {a} --result \"<what you did>\"` \
                  (or `vine fail {id} --worker {me} --attempt {a} --error \"<why>\"` if it cannot be done, or `vine release {id} --worker {me}` to give it back). \
                  If you end your turn again without running any command, this attempt is failed.",
-                    id = t.id,
-                    desc = one_line(&t.description),
-                    a = t.attempts,
-                ),
-            });
-        }
-    }
-    let deadline = Instant::now() + cfg.wait;
-    loop {
-        if let Some(claim) = board.claim(me)? {
-            return Ok(StopDecision::Block {
-                reason: claimed_reason(&claim, me),
-            });
-        }
-        if Instant::now() >= deadline {
-            break;
-        }
-        std::thread::sleep(
-            cfg.poll
-                .min(deadline.saturating_duration_since(Instant::now())),
-        );
-    }
-    let d = board.should_continue(me, cfg.max_idle_secs)?;
-    if d.keep_going {
-        Ok(StopDecision::Block {
-            reason: format!(
-                "No task for {me} yet ({}). There is nothing to do now: reply with one short line and end your turn; \
-                 the Stop hook keeps waiting for work and will hand you the next task.",
-                d.reason
+                id = t.id,
+                desc = one_line(&t.description),
+                a = t.attempts,
             ),
-        })
-    } else {
-        Ok(StopDecision::Allow { why: d.reason })
-    }
+        },
+        Next::Wait { reason, .. } => StopDecision::Block {
+            reason: format!(
+                "No task for {me} yet ({reason}). There is nothing to do now: reply with one short line and end your turn; \
+                 the Stop hook keeps waiting for work and will hand you the next task."
+            ),
+        },
+        Next::LetGo { reason } => StopDecision::Allow { why: reason },
+    })
 }
 
 /// The instruction handed to Claude for a task just claimed for it.

@@ -145,6 +145,48 @@ pub struct RepairedFile {
     pub dropped: Vec<String>,
 }
 
+/// What a worker does after its turn ended: the reply of `turn-ended`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Turn {
+    /// What it does next.
+    pub next: Next,
+    /// A held task whose attempt was failed first (the worker ended its turn twice on it
+    /// without progress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<u64>,
+}
+
+/// What a worker does next after its turn ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Next {
+    /// A task was claimed for it: hand it over, with its instructions.
+    HandOver {
+        /// The claim.
+        claim: ClaimedTask,
+    },
+    /// It still holds a task: remind it.
+    Remind {
+        /// The task it holds.
+        task: Task,
+    },
+    /// Nothing to claim yet, and the worker has been idle for less than its limit: it waits.
+    /// (A worker not on the board waits too while the op's wait lasts.)
+    Wait {
+        /// One line saying why, e.g. "idle for 3s of 10m; waiting for work (no pending tasks)".
+        reason: String,
+        /// Seconds it may still wait: until its idle limit lets it go (for a worker not on
+        /// the board, the rest of the op's wait).
+        idle_left_secs: u64,
+    },
+    /// The session may end: the worker was deregistered, is not registered, or has been idle
+    /// past its limit (it is now offline).
+    LetGo {
+        /// One line saying why.
+        reason: String,
+    },
+}
+
 /// The answer to a board op.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "kebab-case")]
@@ -185,6 +227,8 @@ pub enum Reply {
         /// The workers, by id.
         workers: Vec<WorkerView>,
     },
+    /// What a worker does after its turn ended (the Stop hook's decision).
+    Turn(Turn),
     /// Whether a worker should keep going.
     Decision {
         /// Keep the session alive.
@@ -245,4 +289,19 @@ pub enum Reply {
         #[serde(flatten)]
         report: StatusReport,
     },
+}
+
+impl Reply {
+    /// The task a reply hands over to a worker (a claim, or a turn's hand-over), for the store
+    /// to add its instructions and a request key.
+    pub fn claimed_task_mut(&mut self) -> Option<&mut ClaimedTask> {
+        match self {
+            Reply::Claimed { claim: Some(c), .. }
+            | Reply::Turn(Turn {
+                next: Next::HandOver { claim: c },
+                ..
+            }) => Some(c),
+            _ => None,
+        }
+    }
 }

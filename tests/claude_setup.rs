@@ -383,3 +383,49 @@ fn vine_worker_passes_the_key_file_on_to_claude() {
     let raw = fs::read_to_string(project.join(".claude/settings.json")).unwrap();
     assert!(!raw.contains("a-key-for-this-test-only"), "{raw}");
 }
+
+/// A project set up by an earlier version has a Stop hook with a 120 s timeout, too short for
+/// today's wait inside the hook (its timeout less a minute): `vine init --claude` run again
+/// raises it to 600 s, keeping the command and everything else, and changes nothing more the
+/// time after.
+#[test]
+fn init_claude_again_raises_the_stop_hook_timeout_an_earlier_version_wrote() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let project = tmp.path().join("project");
+    fs::create_dir_all(project.join(".claude")).expect("mkdir");
+    let old = serde_json::json!({
+        "hooks": {
+            "SessionStart": [{"matcher": "startup|resume|clear|compact",
+                "hooks": [{"type": "command", "command": "vine hook session-start", "timeout": 10}]}],
+            "PostToolUse": [{"hooks": [{"type": "command", "command": "vine hook post-tool-use", "timeout": 5}]}],
+            "Stop": [{"hooks": [{"type": "command", "command": "/usr/local/bin/vine hook stop", "timeout": 120}]}]
+        },
+        "permissions": {"allow": ["Bash(vine:*)"]},
+        "env": {"CLAUDE_CODE_STOP_HOOK_BLOCK_CAP": "0"},
+        "model": "mine"
+    });
+    fs::write(
+        project.join(".claude/settings.json"),
+        serde_json::to_vec_pretty(&old).expect("json"),
+    )
+    .expect("write");
+    let o = vine_in(&project, &["init", "--claude"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let s = settings(&project);
+    let stop = &s["hooks"]["Stop"];
+    assert_eq!(stop.as_array().map(Vec::len), Some(1), "{s:#}");
+    assert_eq!(stop[0]["hooks"][0]["timeout"], 600, "{s:#}");
+    assert_eq!(
+        stop[0]["hooks"][0]["command"],
+        "/usr/local/bin/vine hook stop"
+    );
+    assert_eq!(s["hooks"]["PostToolUse"][0]["hooks"][0]["timeout"], 5);
+    assert_eq!(s["model"], "mine");
+    let once = fs::read(project.join(".claude/settings.json")).expect("read");
+    let o = vine_in(&project, &["init", "--claude"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        fs::read(project.join(".claude/settings.json")).expect("read"),
+        once
+    );
+}

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::{BOARD_ENV, HOOK_ENV, URL_ENV, last_heartbeat, live_keepalives_of, vine_without};
 
 /// Stop input as Claude Code 2.1 sends it, plus a field it does not have yet.
@@ -141,11 +141,7 @@ fn stop_waits_inside_the_hook_for_work_that_arrives() {
         std::thread::sleep(Duration::from_millis(1500));
         add(&dir, "Arrives late")
     });
-    let env = [
-        ("VINE_WORKER", "w1"),
-        ("VINE_HOOK_WAIT", "20s"),
-        ("VINE_HOOK_POLL", "1s"),
-    ];
+    let env = [("VINE_WORKER", "w1"), ("VINE_HOOK_WAIT", "20s")];
     let started = Instant::now();
     let o = hook(b.path(), "stop", STOP_INPUT.as_bytes(), &env);
     let id = adder.join().expect("adder");
@@ -607,5 +603,423 @@ fn session_start_tells_claude_when_the_board_cannot_be_reached() {
     assert!(
         stdout(&o).contains("cannot reach its agentvine board"),
         "{o:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Stop hook as one op: waiting woken by changes, one request per decision on a server
+// ---------------------------------------------------------------------------------------------
+
+/// `vine serve` on 127.0.0.1 for the board in `root`, stopped when dropped.
+struct Serve {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Serve {
+    fn start(root: &Path, args: &[&str]) -> Serve {
+        use std::io::BufRead;
+        let mut child = vine()
+            .args(["serve", "--listen", "127.0.0.1:0", "--root"])
+            .arg(root)
+            .args(args)
+            .env_remove("VINE_API_KEY")
+            .env_remove("VPS_API_KEY")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start vine serve");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read the address");
+        let port = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        Serve { child, port }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the proxy does besides counting.
+#[derive(Clone, Copy, PartialEq)]
+enum Proxy {
+    /// Passes everything on.
+    Plain,
+    /// Loses the first `/v1/op` reply (the op is applied, only the head of its reply reaches
+    /// the client before the connection is closed).
+    LoseFirstOpReply,
+    /// Refuses `turn-ended` as a server older than it does.
+    Older,
+}
+
+/// A proxy on 127.0.0.1 in front of a server: it counts the requests it passes on (one per
+/// connection), and does what [`Proxy`] says.
+struct Counting {
+    port: u16,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Counting {
+    fn start(upstream: u16, behave: Proxy) -> Counting {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    let _ = Self::relay(client, upstream, behave, &seen);
+                });
+            }
+        });
+        Counting { port, requests }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The request lines passed on so far ("POST /v1/op", ...).
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().expect("lock").clone()
+    }
+
+    fn relay(
+        client: std::net::TcpStream,
+        upstream: u16,
+        behave: Proxy,
+        seen: &std::sync::Mutex<Vec<String>>,
+    ) -> std::io::Result<()> {
+        use std::io::{BufRead, Read};
+        let mut from = std::io::BufReader::new(client.try_clone()?);
+        let mut head = Vec::new();
+        let mut length = 0;
+        loop {
+            let mut line = Vec::new();
+            if from.read_until(b'\n', &mut line)? == 0 {
+                return Ok(());
+            }
+            if line == b"\r\n" {
+                break;
+            }
+            let text = String::from_utf8_lossy(&line).to_ascii_lowercase();
+            if let Some(v) = text.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            if !text.starts_with("connection:") {
+                head.extend_from_slice(&line);
+            }
+        }
+        let mut body = vec![0; length];
+        from.read_exact(&mut body)?;
+        let request_line = String::from_utf8_lossy(&head)
+            .split(" HTTP/")
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let first_op = {
+            let mut s = seen.lock().expect("lock");
+            s.push(request_line.clone());
+            request_line == "POST /v1/op" && s.iter().filter(|r| *r == "POST /v1/op").count() == 1
+        };
+        let mut to = client;
+        if behave == Proxy::Older && String::from_utf8_lossy(&body).contains(r#""op":"turn-ended""#)
+        {
+            // What a server from before the op answers (its body parser's message).
+            let body = r#"{"status":"error","message":"the request body is not the JSON this endpoint takes: op: unknown variant `turn-ended`, expected one of `add`, `claim` at line 1 column 30"}"#;
+            return write!(
+                to,
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+        let mut server = std::net::TcpStream::connect(("127.0.0.1", upstream))?;
+        server.write_all(&head)?;
+        server.write_all(b"Connection: close\r\n\r\n")?;
+        server.write_all(&body)?;
+        let mut reply = Vec::new();
+        server.read_to_end(&mut reply)?;
+        let end = reply
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(reply.len(), |e| e + 4);
+        if behave == Proxy::LoseFirstOpReply && first_op {
+            return to.write_all(&reply[..end]);
+        }
+        to.write_all(&reply)
+    }
+}
+
+/// `vine --url URL hook EVENT` with `stdin` and extra env; `dir` only names the runtime dir.
+fn remote_hook(url: &str, dir: &Path, event: &str, stdin: &[u8], env: &[(&str, &str)]) -> Output {
+    let mut all = vec![("VINE_URL", url)];
+    all.extend_from_slice(env);
+    hook(dir, event, stdin, &all)
+}
+
+fn remote_add(port: u16, desc: &str) -> u64 {
+    let out = vine()
+        .args([
+            "--url",
+            &format!("http://127.0.0.1:{port}"),
+            "--json",
+            "add",
+            desc,
+        ])
+        .env_remove("VINE_DIR")
+        .output()
+        .expect("add");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    v["tasks"][0]["id"].as_u64().expect("id")
+}
+
+/// Against `vine serve` a Stop hook decision is one HTTP request, the whole wait included: the
+/// server holds it open and answers the moment a task is added, here after the client's usual
+/// request timeout (`VINE_TIMEOUT`, 2 s) has passed, which the held request's own timeout
+/// (the wait plus that) covers. Idle, the same one request answers "no task yet" at the end of
+/// the wait.
+#[test]
+fn a_stop_hook_against_a_server_is_one_request_held_until_work_arrives() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("board");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let server = Serve::start(&root, &[]);
+    let proxy = Counting::start(server.port, Proxy::Plain);
+    let env = [
+        ("VINE_WORKER", "w1"),
+        ("VINE_HOOK_WAIT", "8s"),
+        ("VINE_TIMEOUT", "2s"),
+    ];
+    let o = remote_hook(
+        &proxy.url(),
+        tmp.path(),
+        "session-start",
+        SESSION_START_INPUT.as_bytes(),
+        &env,
+    );
+    assert!(
+        stdout(&o).contains("You are agentvine worker `w1`"),
+        "{o:?}"
+    );
+    let before = proxy.requests().len();
+    let port = server.port;
+    let adder = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(3500));
+        remote_add(port, "Arrives after the client's timeout")
+    });
+    let o = remote_hook(
+        &proxy.url(),
+        tmp.path(),
+        "stop",
+        STOP_INPUT.as_bytes(),
+        &env,
+    );
+    let id = adder.join().expect("adder");
+    let reason = decision(&o).unwrap_or_else(|| panic!("a hand-over: {o:?}"));
+    assert!(
+        reason.contains(&format!("Task {id} is claimed")),
+        "{reason}"
+    );
+    assert_eq!(
+        proxy.requests()[before..],
+        ["POST /v1/op".to_string()],
+        "one request for the decision"
+    );
+
+    // Idle: the one request comes back when the wait is over.
+    let before = proxy.requests().len();
+    let o = remote_hook(
+        &proxy.url(),
+        tmp.path(),
+        "stop",
+        STOP_INPUT
+            .replace("8c1f0a7e-1111", "other-session")
+            .as_bytes(),
+        &[
+            ("VINE_WORKER", "w2"),
+            ("VINE_HOOK_WAIT", "3s"),
+            ("VINE_TIMEOUT", "1s"),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert_eq!(
+        decision(&o),
+        None,
+        "w2 is not registered: let go after the wait"
+    );
+    assert_eq!(proxy.requests()[before..], ["POST /v1/op".to_string()]);
+}
+
+/// A held request whose reply is lost on the way (the task was claimed for the worker on the
+/// server) is sent again with the same request key: the server answers with the task it
+/// handed over, and claims no second one. The hand-over is never lost.
+#[test]
+fn a_lost_long_poll_reply_is_answered_again_with_the_same_task() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("board");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let server = Serve::start(&root, &[]);
+    let proxy = Counting::start(server.port, Proxy::LoseFirstOpReply);
+    let env = [("VINE_WORKER", "w1"), ("VINE_HOOK_WAIT", "20s")];
+    // Registered directly (not through the proxy, which loses the first op reply).
+    let direct = format!("http://127.0.0.1:{}", server.port);
+    remote_hook(
+        &direct,
+        tmp.path(),
+        "session-start",
+        SESSION_START_INPUT.as_bytes(),
+        &env,
+    );
+    let port = server.port;
+    let adder = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1000));
+        let first = remote_add(port, "first");
+        (first, remote_add(port, "second"))
+    });
+    let o = remote_hook(
+        &proxy.url(),
+        tmp.path(),
+        "stop",
+        STOP_INPUT.as_bytes(),
+        &env,
+    );
+    let (first, second) = adder.join().expect("adder");
+    let reason = decision(&o).unwrap_or_else(|| panic!("a hand-over: {o:?}"));
+    assert!(
+        reason.contains(&format!("Task {first} is claimed")),
+        "{reason}"
+    );
+    let ops = proxy
+        .requests()
+        .iter()
+        .filter(|r| *r == "POST /v1/op")
+        .count();
+    assert!(
+        ops >= 2,
+        "the lost reply was asked for again: {:?}",
+        proxy.requests()
+    );
+    let show = |id: u64| {
+        let out = vine()
+            .args(["--url", &direct, "--json", "show", &id.to_string()])
+            .output()
+            .expect("show");
+        serde_json::from_slice::<Value>(&out.stdout).expect("json")["task"].clone()
+    };
+    let t = show(first);
+    assert_eq!(
+        (&t["status"], &t["attempts"]),
+        (&json!("in_progress"), &json!(1)),
+        "{t}"
+    );
+    assert_eq!(show(second)["status"], "pending", "no second claim");
+}
+
+/// Without `VINE_HOOK_WAIT`, the hook waits for what the Stop hook's timeout in the project's
+/// settings allows (Claude Code sets `CLAUDE_PROJECT_DIR` for its hooks): here a 4 s timeout
+/// gives a 2 s wait, after which an idle worker is handed its "no task yet" turn.
+#[test]
+fn the_default_wait_follows_the_stop_hook_timeout_in_the_settings() {
+    let b = board();
+    let project = b.path().join("project");
+    std::fs::create_dir_all(project.join(".claude")).expect("mkdir");
+    std::fs::write(
+        project.join(".claude/settings.json"),
+        r#"{"hooks":{"Stop":[{"hooks":[{"type":"command","command":"vine hook stop","timeout":4}]}]}}"#,
+    )
+    .expect("settings");
+    let project = project.display().to_string();
+    let env = [
+        ("VINE_WORKER", "w1"),
+        ("CLAUDE_PROJECT_DIR", project.as_str()),
+        ("CLAUDE_CONFIG_DIR", project.as_str()),
+        ("VINE_KEEPALIVE", "0"),
+    ];
+    hook(
+        b.path(),
+        "session-start",
+        SESSION_START_INPUT.as_bytes(),
+        &env,
+    );
+    let started = Instant::now();
+    let o = hook(b.path(), "stop", STOP_INPUT.as_bytes(), &env);
+    let took = started.elapsed();
+    let reason = decision(&o).unwrap_or_else(|| panic!("kept: {o:?}"));
+    assert!(reason.contains("No task for w1 yet"), "{reason}");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(4),
+        "waited {took:?} for a 4 s hook timeout"
+    );
+}
+
+/// Workers may be upgraded before their server: against a server that refuses `turn-ended` as
+/// unknown, the Stop hook decides as it did before, from the ops the server knows (the worker
+/// list, the tasks in progress, `claim` while it waits, `should-continue`): it hands over work,
+/// reminds of a held task, and keeps an idle worker.
+#[test]
+fn a_stop_hook_against_an_older_server_decides_from_the_ops_it_knows() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("board");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let server = Serve::start(&root, &[]);
+    let proxy = Counting::start(server.port, Proxy::Older);
+    let env = [("VINE_WORKER", "w1"), ("VINE_HOOK_WAIT", "10s")];
+    remote_hook(
+        &proxy.url(),
+        tmp.path(),
+        "session-start",
+        SESSION_START_INPUT.as_bytes(),
+        &env,
+    );
+    let port = server.port;
+    let adder = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1000));
+        remote_add(port, "For an older server")
+    });
+    let o = remote_hook(
+        &proxy.url(),
+        tmp.path(),
+        "stop",
+        STOP_INPUT.as_bytes(),
+        &env,
+    );
+    let id = adder.join().expect("adder");
+    let reason = decision(&o).unwrap_or_else(|| panic!("a hand-over: {o:?}"));
+    assert!(
+        reason.contains(&format!("Task {id} is claimed")),
+        "{reason}"
+    );
+    let o = remote_hook(
+        &proxy.url(),
+        tmp.path(),
+        "stop",
+        stop_active().as_bytes(),
+        &env,
+    );
+    let reason = decision(&o).unwrap_or_else(|| panic!("a reminder: {o:?}"));
+    assert!(
+        reason.contains(&format!("You still hold task {id}")),
+        "{reason}"
+    );
+    assert!(
+        proxy
+            .requests()
+            .iter()
+            .filter(|r| *r == "POST /v1/op")
+            .count()
+            > 2,
+        "several requests per decision: {:?}",
+        proxy.requests()
     );
 }

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use agentvine::message::{Message, MessageKind};
 use agentvine::op::{
-    self, ClaimedTask, Fallback, MessageFilter, NewTask, Op, PlanTask, QuestionView, RepairedFile,
-    Reply, StatusReport, TaskView, WorkerView,
+    self, ClaimedTask, Fallback, MessageFilter, NewTask, Next, Op, PlanTask, QuestionView,
+    RepairedFile, Reply, StatusReport, TaskView, Turn, WorkerView,
 };
 use agentvine::progress::Progress;
 use agentvine::settings::Settings;
@@ -138,6 +138,24 @@ fn ops() -> Vec<Op> {
         Op::ShouldContinue(op::ShouldContinue {
             worker: w(),
             max_idle_secs: 60,
+        }),
+        Op::TurnEnded(op::TurnEnded {
+            worker: w(),
+            max_idle_secs: 600,
+            tool_calls: 3,
+            reminded: Some(op::Reminder {
+                task: 1,
+                attempt: 2,
+                tool_calls: 2,
+            }),
+            wait_secs: 540,
+        }),
+        Op::TurnEnded(op::TurnEnded {
+            worker: w(),
+            max_idle_secs: 600,
+            tool_calls: 0,
+            reminded: None,
+            wait_secs: 0,
         }),
         Op::SetProgress(op::SetProgress {
             current_step: Some(json!(2)),
@@ -378,6 +396,33 @@ fn replies() -> Vec<Reply> {
                 },
             ],
         },
+        Reply::Turn(Turn {
+            next: Next::HandOver {
+                claim: ClaimedTask {
+                    task: small_task(),
+                    instructions: Some("Say hello.".into()),
+                    instructions_error: None,
+                },
+            },
+            failed: Some(3),
+        }),
+        Reply::Turn(Turn {
+            next: Next::Remind { task: small_task() },
+            failed: None,
+        }),
+        Reply::Turn(Turn {
+            next: Next::Wait {
+                reason: "idle for 3s of 10m; waiting for work (no pending tasks)".into(),
+                idle_left_secs: 597,
+            },
+            failed: None,
+        }),
+        Reply::Turn(Turn {
+            next: Next::LetGo {
+                reason: "w1 was deregistered; the session may end".into(),
+            },
+            failed: None,
+        }),
         Reply::Decision {
             keep_going: true,
             reason: "w1 holds task 1: d".into(),
@@ -470,6 +515,8 @@ const OPS_JSON: &[&str] = &[
     r#"{"op":"heartbeat","worker":"w1"}"#,
     r#"{"op":"deregister","worker":"w1"}"#,
     r#"{"op":"should-continue","worker":"w1","max_idle_secs":60}"#,
+    r#"{"op":"turn-ended","worker":"w1","max_idle_secs":600,"tool_calls":3,"reminded":{"task":1,"attempt":2,"tool_calls":2},"wait_secs":540}"#,
+    r#"{"op":"turn-ended","worker":"w1","max_idle_secs":600,"tool_calls":0,"wait_secs":0}"#,
     r#"{"op":"set-progress","current_step":2,"total_steps":"five","status":"going","metadata":{"phase":"x"}}"#,
     r#"{"op":"set-progress"}"#,
     r#"{"op":"send","agent":"a","message":"m","task":1}"#,
@@ -505,6 +552,10 @@ const REPLIES_JSON: &[&str] = &[
     r#"{"reply":"worker","worker":{"id":"w1","state":"working","tasks":[1],"status":"active","capabilities":["rust"],"registered_at":"2026-03-01T12:00:00.000Z","last_heartbeat":"2026-03-01T12:00:01.000Z","last_task_claimed":"2026-03-01T12:00:02.000Z","last_task_completed":"2026-03-01T12:00:03.000Z","current_task":1,"session_id":"s","offline_reason":"idle","waiting":{"question":3,"until":"2026-03-01T12:10:00.000Z"},"host":"h"},"released":[1,2]}"#,
     r#"{"reply":"worker","worker":{"id":"w1","state":"idle","tasks":[],"status":"active","capabilities":[],"registered_at":"2026-03-01T12:00:00.000Z","last_heartbeat":"2026-03-01T12:00:00.000Z","last_task_claimed":null,"last_task_completed":null,"current_task":null}}"#,
     r#"{"reply":"workers","workers":[{"id":"w1","state":"waiting","tasks":[],"status":"active","capabilities":[],"registered_at":"2026-03-01T12:00:00.000Z","last_heartbeat":"2026-03-01T12:00:00.000Z","last_task_claimed":null,"last_task_completed":null,"current_task":null},{"id":"w2","state":"stale","tasks":[],"status":"active","capabilities":[],"registered_at":"2026-03-01T12:00:00.000Z","last_heartbeat":"2026-03-01T12:00:00.000Z","last_task_claimed":null,"last_task_completed":null,"current_task":null},{"id":"w3","state":"offline","tasks":[],"status":"active","capabilities":[],"registered_at":"2026-03-01T12:00:00.000Z","last_heartbeat":"2026-03-01T12:00:00.000Z","last_task_claimed":null,"last_task_completed":null,"current_task":null}]}"#,
+    r#"{"reply":"turn","next":{"action":"hand-over","claim":{"task":{"id":7,"description":"d","instruction_file":null,"context_files":[],"assigned_to":null,"status":"pending","created_at":"2026-03-01T12:00:00.000Z","claimed_by":null,"claimed_at":null,"completed_by":null,"completed_at":null,"result":null,"metadata":{},"priority":"normal","attempts":0},"instructions":"Say hello."}},"failed":3}"#,
+    r#"{"reply":"turn","next":{"action":"remind","task":{"id":7,"description":"d","instruction_file":null,"context_files":[],"assigned_to":null,"status":"pending","created_at":"2026-03-01T12:00:00.000Z","claimed_by":null,"claimed_at":null,"completed_by":null,"completed_at":null,"result":null,"metadata":{},"priority":"normal","attempts":0}}}"#,
+    r#"{"reply":"turn","next":{"action":"wait","reason":"idle for 3s of 10m; waiting for work (no pending tasks)","idle_left_secs":597}}"#,
+    r#"{"reply":"turn","next":{"action":"let-go","reason":"w1 was deregistered; the session may end"}}"#,
     r#"{"reply":"decision","continue":true,"reason":"w1 holds task 1: d","task":1}"#,
     r#"{"reply":"decision","continue":false,"reason":"idle"}"#,
     r#"{"reply":"progress","progress":{"current_step":2,"total_steps":5,"status":"going","last_updated":"2026-03-01T12:00:00.000Z","metadata":{"phase":"x"},"old":true}}"#,
@@ -573,7 +624,7 @@ const REFUSED: &[(&str, &str)] = &[
         r#"{"op":"Claim","worker":"w"}"#,
         "unknown variant `Claim`, expected one of `add`, `add-plan`, `claim`, `complete`, \
          `fail`, `release`, `cancel`, `retry`, `register`, `heartbeat`, `deregister`, \
-         `should-continue`, `set-progress`, `send`, `ask`, `answer`, `requeue-stale`, \
+         `should-continue`, `turn-ended`, `set-progress`, `send`, `ask`, `answer`, `requeue-stale`, \
          `compact`, `repair`, `status`, `tasks`, `show`, `workers`, `progress`, `settings`, \
          `read-messages`, `questions`",
     ),
@@ -592,7 +643,7 @@ fn every_op_is_pinned_both_ways() {
     }
     // Every op name appears (each op at least once).
     let names: std::collections::BTreeSet<&str> = ops.iter().map(|o| o.name()).collect();
-    assert_eq!(names.len(), 27, "{names:?}");
+    assert_eq!(names.len(), 28, "{names:?}");
 }
 
 #[test]

@@ -713,6 +713,7 @@ fn every_op() -> Vec<agentvine::Op> {
             | Op::Heartbeat(op::Heartbeat { .. })
             | Op::Deregister(op::Deregister { .. })
             | Op::ShouldContinue(op::ShouldContinue { .. })
+            | Op::TurnEnded(op::TurnEnded { .. })
             | Op::SetProgress(op::SetProgress { .. })
             | Op::Send(op::Send { .. })
             | Op::Ask(op::Ask { .. })
@@ -781,6 +782,17 @@ fn every_op() -> Vec<agentvine::Op> {
         Op::ShouldContinue(op::ShouldContinue {
             worker: w(),
             max_idle_secs: 60,
+        }),
+        Op::TurnEnded(op::TurnEnded {
+            worker: w(),
+            max_idle_secs: 60,
+            tool_calls: 3,
+            reminded: Some(op::Reminder {
+                task: 1,
+                attempt: 1,
+                tool_calls: 2,
+            }),
+            wait_secs: 0,
         }),
         Op::SetProgress(op::SetProgress {
             current_step: Some(json!(2)),

@@ -160,8 +160,9 @@ pub enum Command {
     ///
     /// The worker id comes from $VINE_WORKER (or $WORKER_ID); the Stop hook also reads
     /// $VINE_MAX_IDLE (default 10m) and $VINE_HOOK_WAIT (how long it waits for work inside the
-    /// hook before handing a turn back, default 60s; keep it well below the hook's timeout)
-    /// and $VINE_HOOK_POLL (how often it looks while waiting, default 2s).
+    /// hook before handing a turn back; default: the Stop hook's timeout in the project's
+    /// settings less 1m, 9m for the 600 s `vine init --claude` writes). Work added meanwhile
+    /// is handed over at once (the board is watched; a server holds the one request open).
     /// A hook never keeps a session from ending: on any error it explains on stderr, exits 0,
     /// and the stop goes through (SessionStart tells the session in its context instead).
     /// The hooks keep per-session state (tool calls, reminders) and the keepalive's lock in

@@ -13,7 +13,7 @@ use std::time::Duration;
 use agentvine::hook::keepalive::{self, Keepalive};
 use agentvine::hook::session::{self, SessionFile};
 use agentvine::hook::{self, HookInput, StopConfig, StopDecision, process};
-use agentvine::{Board, ExitCode, Op, Result, op};
+use agentvine::{Board, ExitCode, Op, Result, claude, op};
 use serde_json::json;
 
 use super::Output;
@@ -47,6 +47,27 @@ fn env_secs(var: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| agentvine::time::parse_duration(&v).ok())
         .unwrap_or(default)
+}
+
+/// How long the Stop hook waits for work: `$VINE_HOOK_WAIT`, else what the Stop hook's timeout
+/// in the project's Claude Code settings allows (see [`hook::default_wait`]; Claude Code's
+/// default timeout when the settings cannot be read).
+fn stop_wait() -> Duration {
+    let set = std::env::var("VINE_HOOK_WAIT")
+        .ok()
+        .and_then(|v| agentvine::time::parse_duration(&v).ok());
+    if let Some(secs) = set {
+        return Duration::from_secs(secs);
+    }
+    let timeout = std::env::var_os("CLAUDE_PROJECT_DIR")
+        .filter(|d| !d.is_empty())
+        .and_then(|d| {
+            let user = super::worker::user_settings();
+            claude::hook_setup(std::path::Path::new(&d), user.as_deref()).ok()
+        })
+        .and_then(|setup| setup.stop_timeout)
+        .unwrap_or(hook::CLAUDE_HOOK_TIMEOUT);
+    hook::default_wait(timeout)
 }
 
 fn read_input() -> HookInput {
@@ -108,8 +129,7 @@ fn stop(open: &dyn Fn(bool) -> Result<Board>, input: &HookInput) -> Result<Strin
         session: session_file(input, &me),
         worker: me,
         max_idle_secs: env_secs("VINE_MAX_IDLE", 600),
-        wait: Duration::from_secs(env_secs("VINE_HOOK_WAIT", 60)),
-        poll: Duration::from_secs(env_secs("VINE_HOOK_POLL", 2).max(1)),
+        wait: stop_wait(),
     };
     match hook::stop(&board, &cfg)? {
         StopDecision::Block { reason } => {

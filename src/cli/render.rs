@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use agentvine::op::{QuestionView, RepairedFile, StatusReport, TaskView, WorkerView};
+use agentvine::op::{Next, QuestionView, RepairedFile, StatusReport, TaskView, WorkerView};
 use agentvine::time::format_timestamp;
 use agentvine::{Message, Progress, Reply, Task, TaskStatus};
 use serde_json::Value;
@@ -87,6 +87,25 @@ pub fn reply(r: &Reply) -> String {
                 .map(worker_line)
                 .collect::<Vec<_>>()
                 .join("\n")
+        }
+        Reply::Turn(t) => {
+            let failed = t
+                .failed
+                .map(|id| format!("Attempt at task {id} failed (no progress). "))
+                .unwrap_or_default();
+            let next = match &t.next {
+                Next::HandOver { claim } => reply(&Reply::Claimed {
+                    claim: Some(claim.clone()),
+                    reason: None,
+                }),
+                Next::Remind { task } => format!(
+                    "Still holds task {} (attempt {}): {}",
+                    task.id, task.attempts, task.description
+                ),
+                Next::Wait { reason, .. } => format!("wait: {reason}"),
+                Next::LetGo { reason } => format!("stop: {reason}"),
+            };
+            format!("{failed}{next}")
         }
         Reply::Decision {
             keep_going, reason, ..

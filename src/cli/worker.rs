@@ -49,7 +49,7 @@ impl Location {
 
 /// Claude Code's user settings file: `$CLAUDE_CONFIG_DIR/settings.json`, else
 /// `~/.claude/settings.json`.
-fn user_settings() -> Option<PathBuf> {
+pub(super) fn user_settings() -> Option<PathBuf> {
     let from = |v: &str| {
         std::env::var_os(v)
             .filter(|s| !s.is_empty())

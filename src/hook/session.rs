@@ -29,17 +29,7 @@ pub struct SessionState {
     pub reminded: Option<Reminder>,
 }
 
-/// A reminder of a held task: which task and attempt, and how many tool calls the session had
-/// made when it was given.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reminder {
-    /// The task.
-    pub task: u64,
-    /// Its attempt.
-    pub attempt: u32,
-    /// `SessionState::tool_calls` when the reminder was given.
-    pub tool_calls: u64,
-}
+pub use crate::op::Reminder;
 
 /// The per-user runtime directory's path (not created).
 pub fn runtime_dir() -> PathBuf {

@@ -15,6 +15,7 @@ mod claim;
 mod finish;
 mod messages;
 mod reads;
+pub mod turn;
 mod upkeep;
 mod workers;
 
@@ -23,7 +24,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 pub use crate::message::MessageFilter;
 pub use crate::reply::{
-    ClaimedTask, Fallback, QuestionView, RepairedFile, Reply, StatusReport, TaskView, WorkerView,
+    ClaimedTask, Fallback, Next, QuestionView, RepairedFile, Reply, StatusReport, TaskView, Turn,
+    WorkerView,
 };
 use crate::rules::{Needs, Query, Rule, State};
 use crate::time::Timestamp;
@@ -33,6 +35,7 @@ pub use claim::Claim;
 pub use finish::{Complete, Fail, Release};
 pub use messages::{Answer, Ask, Send, SetProgress};
 pub use reads::{Progress, Questions, ReadMessages, Settings, Show, Status, Tasks, Workers};
+pub use turn::{Reminder, TurnEnded};
 pub use upkeep::{Compact, Repair, RequeueStale};
 pub use workers::{Deregister, Heartbeat, Register, ShouldContinue};
 
@@ -155,6 +158,9 @@ ops! {
         "deregister" => Deregister,
         /// Ask whether an idle worker should keep its session alive.
         "should-continue" => ShouldContinue,
+        /// A worker's turn ended (its Stop hook): hand it a task, remind it of the one it
+        /// holds, let it wait (up to `wait_secs`, woken by changes) or let it go.
+        "turn-ended" => TurnEnded,
         /// Change the progress record (absent fields stay as they are).
         "set-progress" => SetProgress,
         /// Append a message to the log.

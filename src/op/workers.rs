@@ -187,16 +187,9 @@ fn should_continue(
         reason,
         task,
     };
-    let Some(worker) = state.workers.get(id) else {
-        return Ok(decision(
-            false,
-            format!(
-                "worker {id} is not registered on this board; register with `vine register --worker {id}`"
-            ),
-            None,
-        ));
-    };
-    let idle_since = worker.idle_since();
+    if !state.workers.contains_key(id) {
+        return Ok(decision(false, not_registered(id), None));
+    }
     if let Some(t) = state
         .tasks
         .iter()
@@ -218,43 +211,88 @@ fn should_continue(
         touch(state, id, now);
         return Ok(decision(true, reason, task));
     }
-    let idle = idle_since.map_or(u64::MAX, |t| secs_between(t, now));
+    match idle(state, id, max_idle_secs, now) {
+        Idle::Below { reason, .. } => {
+            touch(state, id, now);
+            Ok(decision(true, reason, None))
+        }
+        Idle::Over { reason, offline } => {
+            go_offline(state, id, offline, now);
+            Ok(decision(false, reason, None))
+        }
+    }
+}
+
+/// The idle time of a registered worker with nothing to claim, against its limit.
+pub(crate) enum Idle {
+    /// Below the limit: it may wait for work.
+    Below {
+        /// One line, e.g. "idle for 3s of 10m; waiting for work (no pending tasks)".
+        reason: String,
+        /// Seconds until the limit.
+        left_secs: u64,
+    },
+    /// At or past the limit: it should stop.
+    Over {
+        /// One line saying so.
+        reason: String,
+        /// Its `offline_reason` once it stops, e.g. "idle for 10m".
+        offline: String,
+    },
+}
+
+/// How long worker `id` (registered, with nothing to claim) has been idle against
+/// `max_idle_secs`, and why there is nothing to claim. Changes nothing.
+pub(crate) fn idle(state: &State, id: &str, max_idle_secs: u64, now: Timestamp) -> Idle {
+    let idle = state
+        .workers
+        .get(id)
+        .and_then(Worker::idle_since)
+        .map_or(u64::MAX, |t| secs_between(t, now));
     let why_none = nothing_reason(state, id, now);
     if idle < max_idle_secs {
-        touch(state, id, now);
-        return Ok(decision(
-            true,
-            format!(
+        return Idle::Below {
+            reason: format!(
                 "idle for {} of {}; waiting for work ({why_none})",
                 format_duration(idle),
                 format_duration(max_idle_secs)
             ),
-            None,
-        ));
+            left_secs: max_idle_secs - idle,
+        };
     }
     let idle_text = if idle == u64::MAX {
         "ever".to_string()
     } else {
         format_duration(idle)
     };
-    if let Some(w) = state.workers.get_mut(id) {
-        w.status = OFFLINE.into();
-        w.offline_reason = Some(format!("idle for {idle_text}"));
-        w.last_heartbeat = Some(now);
-        state.dirty.workers = true;
-    }
-    Ok(decision(
-        false,
-        format!(
+    Idle::Over {
+        reason: format!(
             "idle for {idle_text} (limit {}) with nothing to claim ({why_none}); {id} is now offline",
             format_duration(max_idle_secs)
         ),
-        None,
-    ))
+        offline: format!("idle for {idle_text}"),
+    }
+}
+
+/// The reason a worker that is not on the board is given.
+pub(crate) fn not_registered(id: &str) -> String {
+    format!(
+        "worker {id} is not registered on this board; register with `vine register --worker {id}`"
+    )
+}
+
+/// Takes worker `id` offline for `why` (it stopped by itself).
+pub(crate) fn go_offline(state: &mut State, id: &str, why: String, now: Timestamp) {
+    if let Some(w) = state.workers.get_mut(id) {
+        w.status = OFFLINE.into();
+        w.offline_reason = Some(why);
+        w.last_heartbeat = Some(now);
+        state.dirty.workers = true;
+    }
 }
 
 /// Marks the worker alive (a should-continue call is a sign of life).
-fn touch(state: &mut State, id: &str, now: Timestamp) {
+pub(crate) fn touch(state: &mut State, id: &str, now: Timestamp) {
     if let Some(w) = state.workers.get_mut(id) {
         w.last_heartbeat = Some(now);
         if w.status != ACTIVE {

@@ -41,6 +41,9 @@ impl HttpOptions {
     }
 }
 
+/// A held request cut off after being open this long had reached the server (see `post_held`).
+const HELD_A_WHILE: Duration = Duration::from_secs(5);
+
 /// A server's answer: HTTP status and JSON body.
 #[derive(Debug, Clone)]
 pub struct HttpReply {
@@ -107,7 +110,7 @@ impl Http {
 
     /// `GET path?query`.
     pub fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<HttpReply> {
-        self.send(true, || {
+        self.send(true, false, || {
             let mut req = self.agent.get(format!("{}{path}", self.base));
             for (k, v) in query {
                 req = req.query(*k, *v);
@@ -131,7 +134,7 @@ impl Http {
     }
 
     fn post_with(&self, path: &str, body: &Value, idempotent: bool) -> Result<HttpReply> {
-        self.send(idempotent, || {
+        self.send(idempotent, false, || {
             let mut req = self.agent.post(format!("{}{path}", self.base));
             if let Some(key) = &self.key {
                 req = req.header("X-API-Key", key.secret());
@@ -140,15 +143,48 @@ impl Http {
         })
     }
 
+    /// `POST path` for a request the server may hold open until `until` (a long-poll), retried
+    /// like every request. Each attempt's body is `body(left)`, with `left` the time until
+    /// `until` (so a retry asks for only what is left of the wait), and its timeout is `left`
+    /// plus the usual timeout; retries go on for the usual retry time from the first failure
+    /// (a server that cannot be reached fails as fast as for any request), counted again after
+    /// an attempt that was held a while and then cut off (a proxy's read timeout), so the wait
+    /// goes on in a new request.
+    pub fn post_held(
+        &self,
+        path: &str,
+        until: Instant,
+        body: impl Fn(Duration) -> Value,
+    ) -> Result<HttpReply> {
+        self.send(true, true, || {
+            let left = until.saturating_duration_since(Instant::now());
+            let mut req = self
+                .agent
+                .post(format!("{}{path}", self.base))
+                .config()
+                .timeout_global(Some(left + self.opts.timeout))
+                .build();
+            if let Some(key) = &self.key {
+                req = req.header("X-API-Key", key.secret());
+            }
+            req.send_json(body(left))
+        })
+    }
+
+    /// Sends a request made by `call`, retried for `retry_for` from the start (or, for a `held`
+    /// request, from its first failure, and again after each attempt that was held a while).
     fn send(
         &self,
         idempotent: bool,
+        held: bool,
         call: impl Fn() -> std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> Result<HttpReply> {
         let started = Instant::now();
+        let mut retry_until = (!held).then(|| started + self.opts.retry_for);
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
+            let sent = Instant::now();
             let outcome = match call() {
                 Ok(mut resp) => {
                     let status = resp.status().as_u16();
@@ -188,7 +224,14 @@ impl Http {
                 }
             };
             let waited = started.elapsed();
-            if waited >= self.opts.retry_for {
+            let now = Instant::now();
+            if held && now - sent >= HELD_A_WHILE {
+                // The server (or a proxy before it) held the request and then it was cut off
+                // (a proxy's read timeout): it was reachable, so the retry time starts again.
+                retry_until = None;
+            }
+            let retry_until = *retry_until.get_or_insert(now + self.opts.retry_for);
+            if now >= retry_until {
                 return Err(Error::Unreachable(format!(
                     "cannot reach {} ({attempt} attempts over {}s): {why}. Is `vine serve` running there, and is VINE_URL right?",
                     self.base,
@@ -197,7 +240,7 @@ impl Http {
             }
             let backoff = Duration::from_millis(50u64.saturating_mul(1 << attempt.min(6)))
                 .min(Duration::from_secs(2));
-            let sleep = jitter(backoff).min(self.opts.retry_for.saturating_sub(waited));
+            let sleep = jitter(backoff).min(retry_until.saturating_duration_since(now));
             std::thread::sleep(sleep);
         }
     }

@@ -9,6 +9,7 @@ mod vps;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -17,6 +18,7 @@ pub use vps::{ExecOutput, Vps};
 
 use crate::apikey::ApiKey;
 use crate::error::{Error, Result};
+use crate::op::turn::wait_more;
 use crate::op::{Op, Reply};
 use crate::settings::{BoardFile, Settings};
 use crate::store::Transport;
@@ -161,25 +163,85 @@ impl RemoteStore {
     }
 }
 
+impl RemoteStore {
+    /// Sends `req` to `/v1/op`; `None` when the server has no such endpoint (the original API
+    /// answers 404 without an error kind). A turn-ended op with a wait is held by the server
+    /// until it has an answer (a long-poll): its timeout is the wait plus the usual one, and a
+    /// retry asks for only what is left of the wait.
+    fn run_native(&self, req: &OpRequest) -> Result<Option<Result<Reply>>> {
+        let to_json =
+            |r: &OpRequest| serde_json::to_value(r).map_err(|e| Error::Protocol(e.to_string()));
+        let r = match &req.op {
+            Op::TurnEnded(t) if t.wait_secs > 0 => {
+                // Checked here, as the server cannot answer for a body it never got.
+                to_json(req)?;
+                let until = Instant::now() + t.wait();
+                self.http.post_held("/v1/op", until, |left| {
+                    let held = OpRequest {
+                        op: Op::TurnEnded(t.with_wait_left(left)),
+                        key: req.key.clone(),
+                    };
+                    to_json(&held).unwrap_or(Value::Null)
+                })?
+            }
+            _ => self.http.post("/v1/op", &to_json(req)?)?,
+        };
+        if r.status == 404 && r.body.get("kind").is_none() {
+            return Ok(None);
+        }
+        Ok(Some(parse_reply(r.body)))
+    }
+
+    /// Runs `req` through `/execute`. A wait is cut into parts the server's command timeout
+    /// allows, each a request, until there is an answer or the wait is over.
+    fn run_exec_waiting(&self, req: OpRequest) -> Result<Reply> {
+        let Op::TurnEnded(t) = &req.op else {
+            return self.run_exec(&req);
+        };
+        let until = Instant::now() + t.wait();
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let part = left.min(EXEC_WAIT);
+            let outcome = self.run_exec(&OpRequest {
+                op: Op::TurnEnded(t.with_wait_left(part)),
+                key: req.key.clone(),
+            });
+            if part == left || wait_more(&outcome, left).is_none() {
+                return outcome;
+            }
+        }
+    }
+}
+
+/// The longest wait one `/execute` request asks `vine op` for: well below the server's command
+/// timeout (60 s by default) and the client's request timeout (30 s).
+const EXEC_WAIT: Duration = Duration::from_secs(20);
+
 impl Transport for RemoteStore {
     fn execute(&self, op: Op) -> Result<Reply> {
         // Every op is allowed remotely (a repair too: it runs under the server's lock).
         let key = (!op.is_read_only()).then(new_request_key);
         let req = OpRequest { op, key };
-        let result = match self.mode()? {
-            Mode::Native => {
-                let body =
-                    serde_json::to_value(&req).map_err(|e| Error::Protocol(e.to_string()))?;
-                let r = self.http.post("/v1/op", &body)?;
-                if r.status == 404 && r.body.get("kind").is_none() {
+        // Until the transport is known, `/v1/op` is tried at once (one request, not a probe
+        // of `/test` first); a server without it is used through `/execute` from then on.
+        let result = match self.mode.get().copied() {
+            Some(Mode::Exec) => self.run_exec_waiting(req),
+            known => match self.run_native(&req)? {
+                Some(result) => {
+                    let _ = self.mode.set(Mode::Native);
+                    result
+                }
+                None if known == Some(Mode::Native) => {
                     return Err(Error::Protocol(format!(
                         "{} has no /v1/op endpoint although /test said so",
                         self.http.url()
                     )));
                 }
-                parse_reply(r.body)
-            }
-            Mode::Exec => self.run_exec(&req),
+                None => {
+                    let _ = self.mode.set(Mode::Exec);
+                    self.run_exec_waiting(req)
+                }
+            },
         };
         result.map_err(|e| self.explain(e))
     }

@@ -95,16 +95,16 @@ pub(crate) fn message(state: &State, key: &str) -> Option<Reply> {
 fn stamp(state: &mut State, reply: &mut Reply, key: &str) {
     let key = Some(key.to_string());
     let mut ids = Vec::new();
+    if let Some(c) = reply.claimed_task_mut() {
+        c.task.request_key.clone_from(&key);
+        ids.push(c.task.id);
+    }
     match reply {
         Reply::Added { tasks } => {
             for t in tasks {
                 t.request_key.clone_from(&key);
                 ids.push(t.id);
             }
-        }
-        Reply::Claimed { claim: Some(c), .. } => {
-            c.task.request_key.clone_from(&key);
-            ids.push(c.task.id);
         }
         Reply::Task { task } => {
             task.task.request_key.clone_from(&key);

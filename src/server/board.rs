@@ -1,6 +1,8 @@
 //! The board over HTTP: `/test` (which says whether this server has the native op endpoint),
 //! `/openapi.json`, and `POST /v1/op`, which runs one board op per request. Changing ops go to
-//! one writer thread that applies everything waiting as one group commit.
+//! one writer thread that applies everything waiting as one group commit. A worker's turn-end
+//! that asks for a wait is held open until there is work for it (a long-poll), woken by the
+//! writer after each batch that changed the board.
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -15,7 +17,8 @@ use serde_json::json;
 use super::App;
 use super::reply::{ErrorReply, board_status, parse_body, success};
 use crate::error::{Error, Result};
-use crate::op::{Op, Reply};
+use crate::op::turn::{RECHECK, wait_more};
+use crate::op::{Op, Reply, TurnEnded};
 use crate::rules::MAX_KEY;
 use crate::store::Transport;
 use crate::store::local::LocalStore;
@@ -33,15 +36,19 @@ struct Job {
     done: tokio::sync::oneshot::Sender<Result<Reply>>,
 }
 
-/// The writer thread's mailbox.
+/// The writer thread's mailbox, and the signal it gives after each batch that changed the
+/// queue or the workers.
 pub struct Batcher {
     tx: Mutex<mpsc::Sender<Job>>,
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Batcher {
     /// Starts the writer thread for `store`.
     pub fn start(store: LocalStore) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
+        let changed = tokio::sync::watch::Sender::new(store.changes());
+        let signal = changed.clone();
         std::thread::spawn(move || {
             // The store runs a repair only alone, so a repair is never batched with other ops.
             let alone = |j: &Job| matches!(j.op, Op::Repair(_));
@@ -60,12 +67,49 @@ impl Batcher {
                 }
                 let (ops, dones): (Vec<_>, Vec<_>) =
                     jobs.into_iter().map(|j| ((j.op, j.key), j.done)).unzip();
-                for (reply, done) in store.execute_batch(ops).into_iter().zip(dones) {
+                let replies = store.execute_batch(ops);
+                // Waiters look again once the batch is committed, before its replies go out.
+                signal.send_if_modified(|seen| {
+                    let now = store.changes();
+                    std::mem::replace(seen, now) != now
+                });
+                for (reply, done) in replies.into_iter().zip(dones) {
                     let _ = done.send(reply);
                 }
             }
         });
-        Batcher { tx: Mutex::new(tx) }
+        Batcher {
+            tx: Mutex::new(tx),
+            changed,
+        }
+    }
+
+    /// Applies a turn-ended op that asks for a wait: while its answer is "wait" it is held (the
+    /// request stays open, a long-poll) and applied again after every batch that changed the
+    /// queue or the workers, and at least every `RECHECK` (for what time alone changes, and
+    /// changes made beside this server), until it has another answer or the wait is over.
+    /// Each look is an op of the next group commit with the request's key, so a retry of a
+    /// request whose reply was lost is answered with the task handed over, not given another.
+    pub async fn apply_waiting(&self, op: TurnEnded, key: Option<String>) -> Result<Reply> {
+        let deadline = tokio::time::Instant::now() + op.wait();
+        // Subscribed before the first look: no change after it is missed.
+        let mut changed = self.changed.subscribe();
+        changed.mark_unchanged();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let outcome = self
+                .apply(Op::TurnEnded(op.with_wait_left(left)), key.clone())
+                .await;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Some(more) = wait_more(&outcome, left) else {
+                return outcome;
+            };
+            let pause = more.min(RECHECK);
+            if let Ok(Err(_)) = tokio::time::timeout(pause, changed.changed()).await {
+                // The writer is gone: the next look says so.
+                tokio::time::sleep(pause).await;
+            }
+        }
     }
 
     /// Applies a changing op in the next group commit.
@@ -125,12 +169,12 @@ pub(crate) async fn op(
             "the request key must be 1 to {MAX_KEY} visible ASCII characters (no spaces)"
         )));
     }
-    let result = if req.op.is_read_only() {
-        tokio::task::spawn_blocking(move || store.execute(req.op))
+    let result = match req.op {
+        op if op.is_read_only() => tokio::task::spawn_blocking(move || store.execute(op))
             .await
-            .unwrap_or_else(|e| Err(Error::Protocol(format!("the read failed: {e}"))))
-    } else {
-        batcher.apply(req.op, req.key).await
+            .unwrap_or_else(|e| Err(Error::Protocol(format!("the read failed: {e}")))),
+        Op::TurnEnded(t) if t.wait_secs > 0 => batcher.apply_waiting(t, req.key).await,
+        op => batcher.apply(op, req.key).await,
     };
     // Serialized once, straight to the bytes that are sent (and whose size is checked).
     let status = match &result {

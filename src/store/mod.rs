@@ -14,6 +14,7 @@ pub mod paths;
 pub mod queue_file;
 pub mod repair;
 pub mod salvage;
+pub mod watch;
 
 use crate::error::Result;
 use crate::op::{Op, Reply};

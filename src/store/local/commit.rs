@@ -68,20 +68,27 @@ impl LocalStore {
             durable::replace(d, PROGRESS, &to_pretty(&st.progress)?, true)?;
             synced_dirs = true;
         }
+        let mut changed = false;
         if st.dirty.workers
             || (st.dirty.workers_soft && self.workers_file_older_than(SOFT_WRITE_EVERY))
         {
             durable::replace(d, WORKERS, &to_pretty(&st.workers)?, false)?;
+            changed = true;
         }
         if st.dirty.tasks {
             self.write_queue(st)?;
             synced_dirs = true;
+            changed = true;
         }
         if synced_dirs {
             durable::sync_dir(d)?;
         }
         if !log_bytes.is_empty() {
             durable::append_lines(&d.join(LOG), &log_bytes, true)?;
+        }
+        if changed {
+            self.changes
+                .fetch_add(1, std::sync::atomic::Ordering::Release);
         }
         // Only what is committed may be archived: the op's own change is on disk by now.
         // The op has succeeded; a compaction that fails here is retried by the next write,

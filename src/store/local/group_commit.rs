@@ -126,7 +126,7 @@ impl LocalStore {
                 .collect();
         }
         for r in replies.iter_mut() {
-            if let Ok(Reply::Claimed { claim: Some(c), .. }) = r {
+            if let Some(c) = r.as_mut().ok().and_then(Reply::claimed_task_mut) {
                 self.add_instructions(c);
             }
         }

@@ -12,10 +12,12 @@
 mod commit;
 mod group_commit;
 mod load;
+mod wait;
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::damage::{self, Damages};
@@ -42,6 +44,8 @@ pub struct LocalStore {
     workers_cache: Cached<BTreeMap<String, Worker>>,
     /// The board directory, canonical (resolved once).
     canonical: Arc<std::sync::OnceLock<PathBuf>>,
+    /// Commits through this handle (and its clones) that replaced the queue or the workers.
+    changes: Arc<AtomicU64>,
 }
 
 impl LocalStore {
@@ -72,6 +76,7 @@ impl LocalStore {
             settings_cache: Cached::default(),
             workers_cache: Cached::default(),
             canonical: Arc::default(),
+            changes: Arc::default(),
         }
     }
 
@@ -112,6 +117,12 @@ impl LocalStore {
     /// The board directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// How many commits through this handle (and its clones) replaced the queue or the
+    /// workers file: a waiter that saw it change knows the board may have work for it.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
     }
 
     /// Takes the board's exclusive lock (blocks until it is free). See [`crate::store::lock::lock`].
@@ -203,8 +214,17 @@ impl LocalStore {
     }
 
     /// Carries out `op` once per request key (see `rules::apply_keyed`): a retried request
-    /// gets the reply of its first application.
+    /// gets the reply of its first application. A turn-ended op that asks for a wait is held
+    /// while it would only wait (see `wait.rs`).
     pub fn execute_keyed(&self, op: Op, key: Option<&str>) -> Result<Reply> {
+        match op {
+            Op::TurnEnded(t) if t.wait_secs > 0 => self.execute_waiting(t, key),
+            op => self.execute_once(op, key),
+        }
+    }
+
+    /// Carries out `op` once (no wait).
+    fn execute_once(&self, op: Op, key: Option<&str>) -> Result<Reply> {
         if op.is_read_only() {
             self.read(op)
         } else {
