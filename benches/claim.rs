@@ -1,24 +1,27 @@
 //! Claim latency against the floor, on criterion.
 //!
 //! Boards with 100, 10,000 and 100,000 tasks of history (`AGENTVINE_BENCH_HISTORIES=100,1000`
-//! for others) keep 50 pending tasks. Every iteration is one cycle on one board through one
-//! long-lived `Board` handle: `claim` (timed), the floor on the queue file the claim just wrote
-//! (timed: one durable replace of the same bytes in the same directory, see `common::floor`),
-//! `complete`, and an `add` that keeps the pool at 50. Criterion times the claim
-//! (`claim/<history>`), the floor (`floor`, on the 10,000 board) and a claim through a freshly
-//! opened handle (`cold claim`); every claim and the floor right after it are also kept in
-//! pairs, from which the bench prints the targets: claim p50 against floor p50 over the same
-//! cycles, and claim at the largest history against the smallest.
+//! for others) keep 50 pending tasks. Every iteration is one round: one cycle on each board in
+//! turn, all through the board's one long-lived `Board` handle: `claim` (timed), the floor on
+//! the queue file the claim just wrote (timed: one durable replace of the same bytes in the
+//! same directory, see `common::floor`), `complete`, and an `add` that keeps the pool at 50.
+//! Criterion reports the claim on each board (`claim/<history>`), the floor (`floor/...`, on the
+//! 10,000 board) and a claim through a freshly opened handle (`floor/cold claim`). Every claim
+//! and the floor right after it are also kept, from every round, and the bench prints the
+//! targets from them: claim p50 against floor p50 over the same cycles, and claim at the largest
+//! history against the smallest over the same rounds.
 //!
-//! Then a breakdown: 201 more cycles per board with a `tracing` subscriber that records the
-//! store's own spans (`write` > `lock`, `load`, `apply`, `commit`, `unlock`, `instructions`,
-//! and below them), so the time of each step comes from the code that runs.
+//! Then a breakdown: 201 more rounds with a `tracing` subscriber that records the store's own
+//! spans (`write` > `lock`, `load`, `apply`, `commit`, `unlock`, `instructions`, and below
+//! them), so the time of each step comes from the code that runs.
 //!
-//! Run with `cargo bench --bench claim` (about two minutes). Without `--bench` (as under
-//! `cargo test --benches`) every benchmark runs once on the smallest board, as a check.
+//! Run with `cargo bench --bench claim` (about two minutes, plus building the boards). Without
+//! `--bench` (as under `cargo test --benches`) every benchmark runs once on the smallest board,
+//! as a check. docs/benchmark-method.md says more.
 
 mod common;
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -115,19 +118,26 @@ impl LatencyBoard {
     }
 }
 
-/// Runs `iters` cycles and sums what `pick` takes from each (criterion's `iter_custom`).
-fn timed(
-    b: &Mutex<LatencyBoard>,
-    iters: u64,
-    pick: impl Fn(Duration, Duration) -> Duration,
-) -> Duration {
-    let mut b = b.lock().unwrap_or_else(PoisonError::into_inner);
-    (0..iters)
-        .map(|_| match b.cycle() {
-            Ok((claim, floor)) => pick(claim, floor),
-            Err(e) => panic!("board {}: {e}", b.history),
+/// One round: one cycle on every board in turn, so that slow and fast periods of the shared
+/// disk hit every history alike. Returns each board's (claim, floor).
+fn round(boards: &mut [LatencyBoard]) -> Vec<(Duration, Duration)> {
+    boards
+        .iter_mut()
+        .map(|b| {
+            b.cycle()
+                .unwrap_or_else(|e| panic!("board {}: {e}", b.history))
         })
-        .sum()
+        .collect()
+}
+
+/// Runs `iters` rounds and sums what `pick` takes from each (criterion's `iter_custom`).
+fn timed(
+    boards: &RefCell<Vec<LatencyBoard>>,
+    iters: u64,
+    pick: impl Fn(&[(Duration, Duration)]) -> Duration,
+) -> Duration {
+    let mut boards = boards.borrow_mut();
+    (0..iters).map(|_| pick(&round(&mut boards))).sum()
 }
 
 fn main() -> R<()> {
@@ -136,19 +146,16 @@ fn main() -> R<()> {
         .prefix("agentvine-bench-")
         .tempdir_in("/tmp")?;
     let machine = machine(root.path());
-    let histories = if benchmarking {
-        histories(&HISTORIES)?
-    } else {
-        vec![100]
-    };
-    let boards: Vec<Mutex<LatencyBoard>> = histories
+    let histories = histories(if benchmarking { &HISTORIES } else { &[100] })?;
+    let boards: Vec<LatencyBoard> = histories
         .iter()
-        .map(|&h| LatencyBoard::new(root.path(), h).map(Mutex::new))
+        .map(|&h| LatencyBoard::new(root.path(), h))
         .collect::<R<_>>()?;
     let floor_board = boards
         .iter()
-        .position(|b| b.lock().is_ok_and(|b| b.history == FLOOR_HISTORY))
+        .position(|b| b.history == FLOOR_HISTORY)
         .unwrap_or(0);
+    let boards = RefCell::new(boards);
 
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_secs(3))
@@ -159,9 +166,9 @@ fn main() -> R<()> {
         let mut g = c.benchmark_group("claim");
         // Iterations of milliseconds, with a sawtooth queue: every sample has the same count.
         g.sampling_mode(SamplingMode::Flat);
-        for (b, &h) in boards.iter().zip(&histories) {
+        for (i, &h) in histories.iter().enumerate() {
             g.bench_function(BenchmarkId::from_parameter(h), |bench| {
-                bench.iter_custom(|iters| timed(b, iters, |claim, _| claim))
+                bench.iter_custom(|iters| timed(&boards, iters, |r| r[i].0))
             });
         }
         g.finish();
@@ -169,13 +176,12 @@ fn main() -> R<()> {
     {
         let mut g = c.benchmark_group("floor");
         g.sampling_mode(SamplingMode::Flat);
-        let b = &boards[floor_board];
         g.bench_function("queue-sized durable replace", |bench| {
-            bench.iter_custom(|iters| timed(b, iters, |_, floor| floor))
+            bench.iter_custom(|iters| timed(&boards, iters, |r| r[floor_board].1))
         });
         g.bench_function("cold claim (open + claim)", |bench| {
             bench.iter_custom(|iters| {
-                let mut b = b.lock().unwrap_or_else(PoisonError::into_inner);
+                let b = &mut boards.borrow_mut()[floor_board];
                 (0..iters)
                     .map(|_| b.cold_cycle().unwrap_or_else(|e| panic!("cold claim: {e}")))
                     .sum()
@@ -185,10 +191,7 @@ fn main() -> R<()> {
     }
     c.final_summary();
 
-    let mut boards: Vec<LatencyBoard> = boards
-        .into_iter()
-        .map(|b| b.into_inner().unwrap_or_else(PoisonError::into_inner))
-        .collect();
+    let mut boards = boards.into_inner();
     let breakdown = breakdown(&mut boards, if benchmarking { BREAKDOWN_CYCLES } else { 3 })?;
     println!();
     println!("agentvine claim benchmark");
@@ -201,8 +204,8 @@ fn main() -> R<()> {
     Ok(())
 }
 
-/// The targets, from every cycle criterion ran (its warm-up included): the claim and the floor
-/// of the same cycles.
+/// The targets, from every round criterion ran (its warm-up included): the claim and the floor
+/// of the same cycles, every board measured in every round.
 fn report_targets(boards: &[LatencyBoard]) {
     println!();
     println!(

@@ -105,12 +105,26 @@ pub struct Built {
 /// Builds a board in `dir` that has seen `history` tasks added, claimed and completed, with
 /// `POOL` tasks pending, through the library itself: `LocalStore::execute_batch` applies
 /// `HISTORY_BATCH` claim + complete pairs (by `worker-1` to `worker-4` in turn) and one
-/// add-plan of as many new tasks per group commit, so the store archives finished tasks as it
-/// always does (when more than `archive_after` have piled up). History tasks share one
-/// instruction file; only the tasks added while measuring write their own.
+/// add-plan of as many new tasks per group commit, and the store archives finished tasks as it
+/// always does (a history longer than `archive_after` is archived at every commit). History
+/// tasks share one instruction file; only the tasks added while measuring write their own.
 pub fn build_board(dir: &Path, history: usize, settings: &Settings) -> R<Built> {
     let t = Instant::now();
-    Board::init_with(dir, settings.clone())?;
+    // A longer history is built with every commit archiving what it finished (a queue of 50
+    // to 100 tasks takes half the CPU time of one of up to 300, and the store clones it for
+    // every op of a batch); the board gets its own settings back at the end.
+    let archive_every_commit = history > settings.archive_after;
+    Board::init_with(
+        dir,
+        Settings {
+            archive_after: if archive_every_commit {
+                0
+            } else {
+                settings.archive_after
+            },
+            ..settings.clone()
+        },
+    )?;
     fs::write(dir.join(SHARED_INSTRUCTIONS), instructions_text(0))?;
     let store = LocalStore::open(dir)?;
     let mut n = 0u64;
@@ -161,6 +175,9 @@ pub fn build_board(dir: &Path, history: usize, settings: &Settings) -> R<Built> 
         }
         pending.extend(added(replies.next().ok_or("missing reply")??)?);
         done += k;
+    }
+    if archive_every_commit {
+        Board::init_with(dir, settings.clone())?;
     }
     let status = Board::open(dir)?.status()?;
     if status.completed != history || status.pending != POOL || status.in_progress != 0 {
