@@ -248,7 +248,7 @@ pub fn to_value(outcome: &Result<Reply>) -> serde_json::Result<Value> {
 }
 
 /// The op's outcome from the body of a `/v1/op` (or `vine op`) reply.
-pub fn parse_reply(v: Value) -> Result<Reply> {
+pub(crate) fn parse_reply(v: Value) -> Result<Reply> {
     match v.get("status").and_then(Value::as_str) {
         Some("success") => {
             let reply = v.get("reply").cloned().unwrap_or(Value::Null);

@@ -253,7 +253,7 @@ impl Transport for RemoteStore {
 
 /// A request key unique to this process and moment: process id, time, a count within the
 /// process, and 64 random bits.
-pub fn new_request_key() -> String {
+pub(crate) fn new_request_key() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()

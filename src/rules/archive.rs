@@ -8,7 +8,7 @@ use crate::task::{Task, TaskStatus};
 ///
 /// Completed and cancelled tasks move unless an unfinished task depends on them; failed tasks
 /// stay on the queue (the dead-letter list) until they are retried or cancelled.
-pub fn archivable(tasks: &[Task]) -> (Vec<usize>, usize) {
+pub(crate) fn archivable(tasks: &[Task]) -> (Vec<usize>, usize) {
     let needed: HashSet<u64> = tasks
         .iter()
         .filter(|t| !t.status.is_terminal())

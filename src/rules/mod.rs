@@ -18,10 +18,11 @@ pub(crate) mod waits;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-pub use archive::archivable;
+pub(crate) use archive::archivable;
 pub use eligibility::{Ineligible, eligibility};
 pub use leases::{backoff_secs, requeue_expired};
-pub use replay::{MAX_KEY, apply_keyed};
+pub use replay::MAX_KEY;
+pub(crate) use replay::apply_keyed;
 pub use rule::{LogNeed, Needs, Query, Rule, apply, read};
 pub(crate) use views::one_line;
 pub use views::{blocked_ids, questions, status_report, task_views, worker_views};
@@ -151,7 +152,7 @@ pub(crate) fn refresh_current_task(state: &mut State, worker: &str) {
 /// Claims and completions are durable in the queue, so their copies in `worker-status.json`
 /// may lag; every load merges them back. Ops that erase such a record from the queue (fail,
 /// release, cancel, lease expiry, archiving) write the worker file with the merged values.
-pub fn merge_queue_facts(state: &mut State) {
+pub(crate) fn merge_queue_facts(state: &mut State) {
     let mut holds: BTreeMap<&str, (Option<Timestamp>, u64)> = BTreeMap::new();
     for t in &state.tasks {
         if let (Some(w), Some(at)) = (t.claimed_by.as_deref(), t.claimed_at)

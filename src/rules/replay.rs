@@ -16,7 +16,7 @@ pub const MAX_KEY: usize = 128;
 
 /// Applies `op` once per request `key`: a repeat of an op already applied is answered from
 /// the board ([`Rule::replay`]). Without a key this is [`super::apply`].
-pub fn apply_keyed(
+pub(crate) fn apply_keyed(
     state: &mut State,
     op: impl Rule,
     key: Option<&str>,

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 /// When any step fails, the temp file is removed again: a failed write (a full disk) leaves
 /// the board as it was.
 pub fn replace(dir: &Path, name: &str, bytes: &[u8], durable: bool) -> Result<()> {
+    let _replace = tracing::trace_span!("replace").entered();
     let tmp = dir.join(format!(".{name}.tmp"));
     let target = dir.join(name);
     // A leftover temp file (or anything planted at its name, such as a symlink) is removed,
@@ -29,7 +30,8 @@ pub fn replace(dir: &Path, name: &str, bytes: &[u8], durable: bool) -> Result<()
         .write_all(bytes)
         .map_err(|e| Error::io("writing", &tmp, e))
         .and_then(|()| match durable {
-            true => f.sync_data().map_err(|e| Error::io("syncing", &tmp, e)),
+            true => tracing::trace_span!("fsync")
+                .in_scope(|| f.sync_data().map_err(|e| Error::io("syncing", &tmp, e))),
             false => Ok(()),
         });
     drop(f);
@@ -45,6 +47,7 @@ pub fn replace(dir: &Path, name: &str, bytes: &[u8], durable: bool) -> Result<()
 
 /// Fsyncs a directory so that renames in it survive a power loss.
 pub fn sync_dir(dir: &Path) -> Result<()> {
+    let _sync = tracing::trace_span!("sync dir").entered();
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io("syncing directory", dir, e))
@@ -65,7 +68,8 @@ pub fn append_lines(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
         .write_all(bytes)
         .map_err(|e| Error::io("appending to", path, e))
         .and_then(|()| match durable {
-            true => f.sync_data().map_err(|e| Error::io("syncing", path, e)),
+            true => tracing::trace_span!("fsync")
+                .in_scope(|| f.sync_data().map_err(|e| Error::io("syncing", path, e))),
             false => Ok(()),
         });
     if written.is_err() {

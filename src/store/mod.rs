@@ -1,20 +1,20 @@
 //! Where a board lives. [`Transport`] is the seam: the local store applies ops to files on
 //! this machine; a remote transport (the VPS) sends the same ops over the network.
 
-pub mod archive;
+pub(crate) mod archive;
 pub mod clock;
-pub mod damage;
-pub mod durable;
-pub mod json_file;
-pub mod jsonl;
+pub(crate) mod damage;
+pub(crate) mod durable;
+pub(crate) mod json_file;
+pub(crate) mod jsonl;
 pub mod local;
 pub mod lock;
-pub mod log;
+pub(crate) mod log;
 pub mod paths;
-pub mod queue_file;
-pub mod repair;
-pub mod salvage;
-pub mod watch;
+pub(crate) mod queue_file;
+pub(crate) mod repair;
+pub(crate) mod salvage;
+pub(crate) mod watch;
 
 use crate::error::Result;
 use crate::op::{Op, Reply};

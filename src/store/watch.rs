@@ -47,6 +47,7 @@ impl Changes {
     }
 
     /// True if changes are seen as they happen (not by polling).
+    #[cfg(test)]
     pub fn is_watched(&self) -> bool {
         self.watch.is_some()
     }

@@ -24,8 +24,10 @@ impl LocalStore {
     /// Writes the queue durably (the caller fsyncs the directory): only touched tasks are
     /// serialized again. The cache then describes the new file.
     fn write_queue(&self, st: &mut State) -> Result<()> {
+        let _queue = tracing::trace_span!("queue").entered();
         let mut cache = self.cache();
-        let encoded = queue_file::encode(&st.tasks, &st.touched, &cache)
+        let encoded = tracing::trace_span!("encode")
+            .in_scope(|| queue_file::encode(&st.tasks, &st.touched, &cache))
             .map_err(|e| Error::Protocol(e.to_string()))?;
         cache.clear();
         durable::replace(&self.dir, QUEUE, &encoded.bytes, true)?;
@@ -51,6 +53,7 @@ impl LocalStore {
         let log_bytes = log::encode(&d.join(LOG), &mut st.outbox)?;
         let mut synced_dirs = false;
         if !st.files.is_empty() {
+            let _files = tracing::trace_span!("instruction files").entered();
             let tasks_dir = d.join(TASKS_DIR);
             fs::create_dir_all(&tasks_dir).map_err(|e| Error::io("creating", &tasks_dir, e))?;
             for (rel, text) in &st.files {
@@ -65,16 +68,20 @@ impl LocalStore {
             }
         }
         if st.dirty.progress {
+            let _progress = tracing::trace_span!("progress").entered();
             durable::replace(d, PROGRESS, &to_pretty(&st.progress)?, true)?;
             synced_dirs = true;
         }
         let mut changed = false;
-        if st.dirty.workers
-            || (st.dirty.workers_soft && self.workers_file_older_than(SOFT_WRITE_EVERY))
-        {
-            durable::replace(d, WORKERS, &to_pretty(&st.workers)?, false)?;
-            changed = true;
-        }
+        tracing::trace_span!("workers").in_scope(|| {
+            if st.dirty.workers
+                || (st.dirty.workers_soft && self.workers_file_older_than(SOFT_WRITE_EVERY))
+            {
+                durable::replace(d, WORKERS, &to_pretty(&st.workers)?, false)?;
+                changed = true;
+            }
+            Ok::<_, Error>(())
+        })?;
         if st.dirty.tasks {
             self.write_queue(st)?;
             synced_dirs = true;
@@ -84,6 +91,7 @@ impl LocalStore {
             durable::sync_dir(d)?;
         }
         if !log_bytes.is_empty() {
+            let _log = tracing::trace_span!("log").entered();
             durable::append_lines(&d.join(LOG), &log_bytes, true)?;
         }
         if changed {
@@ -96,7 +104,7 @@ impl LocalStore {
         if st.dirty.tasks {
             let (take, _kept) = rules::archivable(&st.tasks);
             if take.len() > st.settings.archive_after {
-                let _ = self.compact(st, &take, now);
+                let _ = tracing::trace_span!("archive").in_scope(|| self.compact(st, &take, now));
             }
         }
         Ok(())

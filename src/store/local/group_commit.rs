@@ -48,14 +48,17 @@ impl LocalStore {
             }));
             v
         };
-        let lock = match self.lock() {
+        // Spans name each step of a change (trace level: free without a subscriber); the
+        // benchmark's breakdown of a claim is read from them.
+        let _write = tracing::trace_span!("write", ops = n).entered();
+        let lock = match tracing::trace_span!("lock").in_scope(|| self.lock()) {
             Ok(l) => l,
             Err(e) => return fail_all(e),
         };
         if n == 1 && matches!(ops[0].0, Op::Repair(_)) {
             return vec![repair::repair(&self.dir)];
         }
-        let mut st = match self.load_change(&ops) {
+        let mut st = match tracing::trace_span!("load").in_scope(|| self.load_change(&ops)) {
             Ok(st) => st,
             Err(e) => return fail_all(e),
         };
@@ -81,7 +84,9 @@ impl LocalStore {
             // Alone, a failed op is simply not committed; in a batch, undo it before the next.
             let snapshot = (n > 1).then(|| st.clone());
             let logged = st.outbox.len();
-            match rules::apply_keyed(&mut st, op, key.as_deref(), now) {
+            let applied_op = tracing::trace_span!("apply")
+                .in_scope(|| rules::apply_keyed(&mut st, op, key.as_deref(), now));
+            match applied_op {
                 Ok(reply) => {
                     applied += 1;
                     if !st.log.is_empty() || key.is_some() {
@@ -101,16 +106,18 @@ impl LocalStore {
                 }
             }
         }
-        let committed = if applied > 0 {
-            self.commit(&mut st, now)
-        } else {
-            log::append(&self.dir.join(LOG), &mut st.outbox)
-        };
+        let committed = tracing::trace_span!("commit").in_scope(|| {
+            if applied > 0 {
+                self.commit(&mut st, now)
+            } else {
+                log::append(&self.dir.join(LOG), &mut st.outbox)
+            }
+        });
         match &committed {
             Ok(()) => self.keep_queue(&mut st, true),
             Err(_) => self.cache().clear(),
         }
-        drop(lock);
+        tracing::trace_span!("unlock").in_scope(|| drop(lock));
         if let Err(e) = committed {
             let msg = e.to_string();
             return replies
@@ -127,7 +134,7 @@ impl LocalStore {
         }
         for r in replies.iter_mut() {
             if let Some(c) = r.as_mut().ok().and_then(Reply::claimed_task_mut) {
-                self.add_instructions(c);
+                tracing::trace_span!("instructions").in_scope(|| self.add_instructions(c));
             }
         }
         replies

@@ -39,9 +39,9 @@ impl LocalStore {
             need.task_ids.extend(n.task_ids);
         }
         let dmg = &mut Damages::refuse();
-        let settings = self.settings_with(dmg)?;
-        let tasks = self.take_queue()?;
-        let workers = self.workers(dmg)?;
+        let settings = tracing::trace_span!("settings").in_scope(|| self.settings_with(dmg))?;
+        let tasks = tracing::trace_span!("queue").in_scope(|| self.take_queue())?;
+        let workers = tracing::trace_span!("workers").in_scope(|| self.workers(dmg))?;
         let progress = if need.progress {
             read_json(&self.dir, PROGRESS, dmg)?
         } else {
@@ -54,7 +54,7 @@ impl LocalStore {
             settings,
             ..State::default()
         };
-        rules::merge_queue_facts(&mut st);
+        tracing::trace_span!("merge").in_scope(|| rules::merge_queue_facts(&mut st));
         if need.next_id {
             let max_queue = st.tasks.iter().map(|t| t.id).max().unwrap_or(0);
             let max_arch = archive::totals(&self.dir.join(ARCHIVE), dmg)?.max_id;

@@ -172,7 +172,8 @@ impl LocalStore {
     }
 
     /// The tasks on the queue, for reading (the cache keeps its copy).
-    pub fn queue(&self) -> Result<Vec<Task>> {
+    #[cfg(test)]
+    fn queue(&self) -> Result<Vec<Task>> {
         self.queue_with(&mut Damages::refuse())
     }
 
