@@ -29,7 +29,8 @@ use crate::time::{Timestamp, format_duration};
 /// systems (1 s), below any lease.
 pub const TOLERANCE_MS: i64 = 2000;
 
-/// The time of a change made under the lock held through `lock_file`.
+/// The time of a change made under the lock held through `lock_file`: no earlier than the
+/// last [`record`]ed one.
 pub fn now(lock_file: &File) -> Timestamp {
     let last = last_stamp(lock_file);
     let own = crate::time::now();
@@ -39,9 +40,7 @@ pub fn now(lock_file: &File) -> Timestamp {
     // A stamp from the future (written by hand, or before the file system's clock was set
     // back) is not followed.
     let last = last.filter(|l| (*l - fs).num_milliseconds() <= TOLERANCE_MS);
-    let stamp = last.map_or(chosen(own, fs), |l| std::cmp::max(chosen(own, fs), l));
-    record(lock_file, stamp);
-    stamp
+    last.map_or(chosen(own, fs), |l| std::cmp::max(chosen(own, fs), l))
 }
 
 /// This process's time while it agrees with the file system's, else the file system's.
@@ -62,6 +61,14 @@ fn chosen(own: Timestamp, fs: Timestamp) -> Timestamp {
     fs
 }
 
+/// Records the board clock's time in a lock file that holds no stamp yet (a new board, or
+/// one an older `vine` used); leaves a recorded stamp as it is.
+pub fn start(lock_file: &File) {
+    if last_stamp(lock_file).is_none() {
+        record(lock_file, now(lock_file));
+    }
+}
+
 /// How many bytes a recorded stamp takes in the lock file: milliseconds since the epoch,
 /// right-aligned, and a newline.
 const STAMP_LEN: usize = 21;
@@ -76,9 +83,10 @@ fn last_stamp(mut lock_file: &File) -> Option<Timestamp> {
     DateTime::from_timestamp_millis(millis)
 }
 
-/// Records `stamp` as the time of the last change (best effort: a lock file that cannot be
-/// written only loses the ordering guarantee, never the change).
-fn record(mut lock_file: &File, stamp: Timestamp) {
+/// Records `stamp` as the time of the last change, once it is committed (best effort: a lock
+/// file that cannot be written only loses the ordering guarantee, never the change). A change
+/// that is refused records nothing, so it leaves the lock file's content as it was.
+pub fn record(mut lock_file: &File, stamp: Timestamp) {
     let text = format!(
         "{:>width$}\n",
         stamp.timestamp_millis(),
@@ -141,6 +149,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = lock_file(dir.path());
         let first = now(&f);
+        record(&f, first);
         // A change stamped a second ahead (a clock within the tolerance, or a coarse file
         // system): the next change is not stamped earlier.
         let ahead = first + chrono::Duration::milliseconds(1000);
@@ -148,6 +157,9 @@ mod tests {
         assert_eq!(last_stamp(&f), Some(ahead));
         let next = now(&f);
         assert!(next >= ahead, "{next} < {ahead}");
+        // Taking the time changes nothing; recording it does.
+        assert_eq!(last_stamp(&f), Some(ahead));
+        record(&f, next);
         assert_eq!(last_stamp(&f), Some(next));
     }
 
@@ -168,6 +180,8 @@ mod tests {
         let f = lock_file(dir.path());
         assert_eq!(last_stamp(&f), None);
         let t = now(&f);
+        assert_eq!(last_stamp(&f), None);
+        record(&f, t);
         assert_eq!(last_stamp(&f), Some(t));
     }
 }

@@ -31,6 +31,16 @@ impl LockGuard {
     pub fn now(&self) -> Timestamp {
         super::clock::now(&self.file)
     }
+
+    /// Gives a lock file without a recorded time one (see [`super::clock::start`]).
+    pub fn start_clock(&self) {
+        super::clock::start(&self.file);
+    }
+
+    /// Records `stamp` as the time of the last committed change (see [`super::clock`]).
+    pub fn record(&self, stamp: Timestamp) {
+        super::clock::record(&self.file, stamp);
+    }
 }
 
 /// Takes the exclusive lock of the board in `dir` (blocks until it is free).

@@ -114,7 +114,12 @@ impl LocalStore {
             }
         });
         match &committed {
-            Ok(()) => self.keep_queue(&mut st, true),
+            Ok(()) => {
+                if applied > 0 {
+                    lock.record(now);
+                }
+                self.keep_queue(&mut st, true)
+            }
             Err(_) => self.cache().clear(),
         }
         tracing::trace_span!("unlock").in_scope(|| drop(lock));

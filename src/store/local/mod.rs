@@ -87,9 +87,9 @@ impl LocalStore {
         fs::create_dir_all(dir.join(TASKS_DIR)).map_err(|e| Error::io("creating", &dir, e))?;
         let store = LocalStore::at(dir);
         let lock = store.lock()?;
-        // The lock file gets the byte the board clock rewrites, so that later changes leave
-        // its content as it is.
-        lock.now();
+        // The lock file gets the stamp the board clock rewrites, so that refused changes
+        // leave its content as it is.
+        lock.start_clock();
         let d = &store.dir;
         if settings.is_some() || !d.join(BOARD).exists() {
             let board = BoardFile {
