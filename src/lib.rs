@@ -19,6 +19,7 @@ pub mod hook;
 pub mod message;
 pub mod op;
 pub mod plan;
+pub mod pool;
 pub mod progress;
 #[cfg(feature = "remote")]
 pub mod remote;

@@ -1314,6 +1314,45 @@ fn worker_id_comes_from_flag_or_environment() {
     assert_eq!(v["message"]["agent"], "coordinator");
 }
 
+#[test]
+fn the_task_comes_from_vine_task_when_not_given() {
+    let b = TestBoard::new();
+    let one = b.add("one", &[]);
+    let two = b.add("two", &[]);
+    assert_eq!(b.claim("w1")["id"], one);
+    assert_eq!(b.claim("w1")["id"], two);
+    let with_task = |args: &[&str], task: &str| {
+        run_cmd(b.cmd(args).env("VINE_WORKER", "w1").env("VINE_TASK", task))
+    };
+    // ask: the question is about $VINE_TASK.
+    let r = with_task(&["ask", "which file?", "--json"], &one.to_string());
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(one_object(&r)["message"]["task_id"], one);
+    // An explicit id wins over $VINE_TASK.
+    let r = with_task(&["complete", &two.to_string(), "--json"], &one.to_string());
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(b.show(two)["status"], "completed");
+    assert_eq!(b.show(one)["status"], "in_progress");
+    let r = with_task(
+        &["fail", "--error", "no", "--no-retry", "--json"],
+        &one.to_string(),
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(b.show(one)["status"], "failed");
+    // Without either, or with a $VINE_TASK that is no id: a usage error naming the argument.
+    let before = b.snapshot();
+    let r = run_cmd(b.cmd(&["complete"]).env("VINE_WORKER", "w1"));
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("<ID>"), "{}", r.stderr);
+    let r = with_task(&["release"], "abc");
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("'abc'"), "{}", r.stderr);
+    assert_unchanged(&before, &b, "a complete without a task");
+    // The help says where the default comes from.
+    let r = run_cmd(&mut b.cmd(&["complete", "--help"]));
+    assert!(r.stdout.contains("VINE_TASK"), "{}", r.stdout);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Task life
 // ---------------------------------------------------------------------------------------------

@@ -73,7 +73,8 @@ pub struct Cli {
 /// A claimant's write: which worker, and optionally which attempt the claim was for.
 #[derive(Debug, Args, Clone)]
 pub struct ClaimantArgs {
-    /// The task id.
+    /// The task id (default: $VINE_TASK, which `vine pool` gives each Claude process).
+    #[arg(env = "VINE_TASK")]
     pub id: u64,
     /// The attempt number `vine claim` printed; if the claim was taken back since, exit 4.
     #[arg(long)]
@@ -314,8 +315,8 @@ pub enum BoardCommand {
         /// Who asks (default: the worker, --worker or $VINE_WORKER, else "coordinator").
         #[arg(long = "as", value_name = "AGENT")]
         agent: Option<String>,
-        /// The task it is about.
-        #[arg(long)]
+        /// The task it is about (default: $VINE_TASK).
+        #[arg(long, env = "VINE_TASK")]
         task: Option<u64>,
         /// Wait for the answer and print it.
         #[arg(long)]

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 /// This build's `vine`.
 pub const VINE: &str = env!("CARGO_BIN_EXE_vine");
 
-/// The variables that pick a local board or the worker.
-pub const BOARD_ENV: &[&str] = &["VINE_DIR", "VINE_WORKER", "WORKER_ID"];
+/// The variables that pick a local board, the worker or its task.
+pub const BOARD_ENV: &[&str] = &["VINE_DIR", "VINE_WORKER", "WORKER_ID", "VINE_TASK"];
 /// The variable that picks a remote board.
 pub const URL_ENV: &[&str] = &["VINE_URL"];
 /// The variables that give a client its key or change how it talks to a server.
