@@ -27,6 +27,7 @@ pub mod reply;
 pub mod rules;
 #[cfg(feature = "remote")]
 pub mod server;
+pub mod sessions;
 pub mod settings;
 pub mod store;
 pub mod task;

@@ -28,6 +28,9 @@ pub struct TaskView {
     /// it instead (derived when read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<Fallback>,
+    /// What the Claude sessions' runs on it spent (`vine show`, when any recorded a run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<crate::sessions::Totals>,
 }
 
 impl TaskView {
@@ -38,6 +41,7 @@ impl TaskView {
             blocked: false,
             archived: false,
             fallback: None,
+            cost: None,
         }
     }
 
@@ -282,6 +286,21 @@ pub enum Reply {
     Settings {
         /// The settings.
         settings: crate::settings::Settings,
+    },
+    /// One Claude session's record, after a change.
+    Session {
+        /// The record.
+        session: crate::sessions::SessionRecord,
+    },
+    /// A Claude session that has ended.
+    SessionEnded {
+        /// The record.
+        session: crate::sessions::SessionRecord,
+    },
+    /// Claude sessions' records.
+    Sessions {
+        /// The records, least recently active first.
+        sessions: Vec<crate::sessions::SessionRecord>,
     },
     /// The board summary.
     Status {

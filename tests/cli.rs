@@ -1353,6 +1353,62 @@ fn the_task_comes_from_vine_task_when_not_given() {
     assert!(r.stdout.contains("VINE_TASK"), "{}", r.stdout);
 }
 
+#[test]
+fn claude_sessions_are_recorded_listed_and_charged_to_their_tasks() {
+    let b = TestBoard::new();
+    let id = b.add("one", &[]);
+    let record = |session: &str, cost: f64, key: &str| {
+        let req = json!({"op": {"op": "record-run", "session": session, "worker": "w1",
+            "task": id, "attempt": 1, "turns": 2, "cost_usd": cost, "outcome": "success",
+            "why": "no earlier session", "usage": {"input_tokens": 5, "output_tokens": 7}},
+            "key": key});
+        b.run(&["op", &req.to_string()])
+    };
+    for (session, cost, key) in [("s-1", 0.5, "k1"), ("s-1", 0.5, "k1"), ("s-2", 0.25, "k2")] {
+        let r = record(session, cost, key);
+        assert_eq!(r.code, 0, "{r:?}");
+    }
+    let v = b.ok(&["sessions"]);
+    let ids: Vec<&str> = v["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["s-1", "s-2"]);
+    // The retried record (same key) was counted once: 0.5 + 0.25.
+    let cost = &b.show(id)["cost"];
+    assert_eq!(cost["runs"], 2, "{cost}");
+    assert_eq!(cost["turns"], 4, "{cost}");
+    assert_eq!(cost["cost_usd"], 0.75, "{cost}");
+    assert_eq!(cost["usage"]["output_tokens"], 14, "{cost}");
+    let text = b.run(&["show", &id.to_string()]).stdout;
+    assert!(text.contains("claude runs: 2 (4 turns, $0.7500"), "{text}");
+    let end = json!({"op": {"op": "end-session", "session": "s-1", "reason": "idle 31m"}});
+    assert_eq!(b.run(&["op", &end.to_string()]).code, 0);
+    assert_eq!(b.ok(&["sessions"])["sessions"].as_array().unwrap().len(), 1);
+    let text = b.run(&["sessions", "--all"]).stdout;
+    assert!(
+        text.contains("s-1  w1  ended") && text.contains("ended: idle 31m"),
+        "{text}"
+    );
+    // A damaged sessions file: reads say so (exit 5), changes are refused, repair keeps a copy.
+    b.write("sessions.json", "[{\"id\": 1}]");
+    let before = b.snapshot();
+    assert_eq!(record("s-3", 0.1, "k3").code, 5);
+    assert_unchanged(&before, &b, "a run recorded on a damaged sessions file");
+    let r = b.run(&["sessions"]);
+    assert_eq!(r.code, 5, "{r:?}");
+    assert!(
+        r.stderr.contains("sessions.json") && r.stderr.contains("vine repair"),
+        "{}",
+        r.stderr
+    );
+    let v = b.ok(&["repair"]);
+    assert_eq!(v["files"][0]["file"], "sessions.json", "{v}");
+    assert_eq!(record("s-3", 0.1, "k3").code, 0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Task life
 // ---------------------------------------------------------------------------------------------

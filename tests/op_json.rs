@@ -11,6 +11,7 @@ use agentvine::op::{
     RepairedFile, Reply, StatusReport, TaskView, Turn, WorkerView,
 };
 use agentvine::progress::Progress;
+use agentvine::sessions::{SessionRecord, SessionRun, SessionState, Usage};
 use agentvine::settings::Settings;
 use agentvine::task::{Priority, Task, TaskStatus};
 use agentvine::time::{Timestamp, add_secs, parse_timestamp};
@@ -225,7 +226,67 @@ fn ops() -> Vec<Op> {
         }),
         Op::Questions(op::Questions { all: true }),
         Op::Questions(op::Questions { all: false }),
+        Op::RecordRun(op::RecordRun {
+            session: "s-1".into(),
+            worker: w(),
+            task: 1,
+            attempt: 2,
+            resumed: true,
+            why: "task 1 depends on task 0".into(),
+            outcome: "success".into(),
+            turns: 3,
+            cost_usd: 0.25,
+            usage: full_usage(),
+            duration_ms: 1500,
+        }),
+        Op::EndSession(op::EndSession {
+            session: "s-1".into(),
+            reason: "idle 31m".into(),
+        }),
+        Op::Sessions(op::Sessions {
+            worker: Some(w()),
+            all: true,
+        }),
+        Op::Sessions(op::Sessions {
+            worker: None,
+            all: false,
+        }),
     ]
+}
+
+fn full_usage() -> Usage {
+    Usage {
+        input_tokens: 10,
+        output_tokens: 20,
+        cache_creation_input_tokens: 30,
+        cache_read_input_tokens: 40,
+    }
+}
+
+/// A session with every field set.
+fn full_session() -> SessionRecord {
+    SessionRecord {
+        id: "s-1".into(),
+        worker: w(),
+        state: SessionState::Ended,
+        created_at: t0(),
+        last_active_at: at(60),
+        ended_reason: Some("idle 31m".into()),
+        runs: vec![SessionRun {
+            task: 1,
+            attempt: 2,
+            at: at(30),
+            resumed: true,
+            why: "task 1 depends on task 0".into(),
+            outcome: "success".into(),
+            turns: 3,
+            cost_usd: 0.25,
+            usage: full_usage(),
+            duration_ms: 1500,
+            request_key: Some("k-3".into()),
+        }],
+        extra: Map::from_iter([("future".to_string(), json!(1))]),
+    }
 }
 
 /// A task with every field set.
@@ -340,6 +401,7 @@ fn replies() -> Vec<Reply> {
                         .into(),
                     at: Some(at(61)),
                 }),
+                cost: Some(full_session().totals()),
             },
         },
         Reply::Task {
@@ -351,6 +413,7 @@ fn replies() -> Vec<Reply> {
                     note: "only w2 may take it (strict)".into(),
                     at: None,
                 }),
+                cost: None,
             },
         },
         Reply::Tasks {
@@ -477,6 +540,19 @@ fn replies() -> Vec<Reply> {
         Reply::Settings {
             settings: Settings::default(),
         },
+        Reply::Session {
+            session: full_session(),
+        },
+        Reply::SessionEnded {
+            session: SessionRecord {
+                runs: Vec::new(),
+                extra: Map::new(),
+                ..full_session()
+            },
+        },
+        Reply::Sessions {
+            sessions: vec![full_session()],
+        },
         Reply::Status {
             report: StatusReport {
                 pending: 1,
@@ -538,6 +614,10 @@ const OPS_JSON: &[&str] = &[
     r#"{"op":"read-messages","filter":{}}"#,
     r#"{"op":"questions","all":true}"#,
     r#"{"op":"questions","all":false}"#,
+    r#"{"op":"record-run","session":"s-1","worker":"w1","task":1,"attempt":2,"resumed":true,"why":"task 1 depends on task 0","outcome":"success","turns":3,"cost_usd":0.25,"usage":{"input_tokens":10,"output_tokens":20,"cache_creation_input_tokens":30,"cache_read_input_tokens":40},"duration_ms":1500}"#,
+    r#"{"op":"end-session","session":"s-1","reason":"idle 31m"}"#,
+    r#"{"op":"sessions","worker":"w1","all":true}"#,
+    r#"{"op":"sessions","all":false}"#,
 ];
 
 /// What each of [`replies`] is on the wire, in order.
@@ -546,7 +626,7 @@ const REPLIES_JSON: &[&str] = &[
     r#"{"reply":"claimed","claim":{"task":{"id":7,"description":"d","instruction_file":null,"context_files":[],"assigned_to":null,"status":"pending","created_at":"2026-03-01T12:00:00.000Z","claimed_by":null,"claimed_at":null,"completed_by":null,"completed_at":null,"result":null,"metadata":{},"priority":"normal","attempts":0},"instructions":"Say hello.","instructions_error":"gone"}}"#,
     r#"{"reply":"claimed","claim":{"task":{"id":7,"description":"d","instruction_file":null,"context_files":[],"assigned_to":null,"status":"pending","created_at":"2026-03-01T12:00:00.000Z","claimed_by":null,"claimed_at":null,"completed_by":null,"completed_at":null,"result":null,"metadata":{},"priority":"normal","attempts":0}}}"#,
     r#"{"reply":"claimed","claim":null,"reason":"no pending tasks"}"#,
-    r#"{"reply":"task","task":{"id":7,"description":"d","instruction_file":null,"context_files":[],"assigned_to":null,"status":"pending","created_at":"2026-03-01T12:00:00.000Z","claimed_by":null,"claimed_at":null,"completed_by":null,"completed_at":null,"result":null,"metadata":{},"priority":"normal","attempts":0,"blocked":true,"archived":true,"fallback":{"note":"assigned to w2, who has not been seen; any worker may take it now","at":"2026-03-01T12:01:01.000Z"}}}"#,
+    r#"{"reply":"task","task":{"id":7,"description":"d","instruction_file":null,"context_files":[],"assigned_to":null,"status":"pending","created_at":"2026-03-01T12:00:00.000Z","claimed_by":null,"claimed_at":null,"completed_by":null,"completed_at":null,"result":null,"metadata":{},"priority":"normal","attempts":0,"blocked":true,"archived":true,"fallback":{"note":"assigned to w2, who has not been seen; any worker may take it now","at":"2026-03-01T12:01:01.000Z"},"cost":{"runs":1,"turns":3,"cost_usd":0.25,"usage":{"input_tokens":10,"output_tokens":20,"cache_creation_input_tokens":30,"cache_read_input_tokens":40},"duration_ms":1500}}}"#,
     r#"{"reply":"task","task":{"id":7,"description":"d","instruction_file":null,"context_files":[],"assigned_to":null,"status":"pending","created_at":"2026-03-01T12:00:00.000Z","claimed_by":null,"claimed_at":null,"completed_by":null,"completed_at":null,"result":null,"metadata":{},"priority":"normal","attempts":0,"fallback":{"note":"only w2 may take it (strict)"}}}"#,
     r#"{"reply":"tasks","tasks":[{"id":1772366400000,"description":"Write hello.txt","instruction_file":"tasks/task-1772366400000-instructions.md","context_files":["docs/a.md"],"assigned_to":"w2","status":"in_progress","created_at":"2026-03-01T12:00:00.000Z","claimed_by":"w1","claimed_at":"2026-03-01T12:00:01.000Z","completed_by":"w0","completed_at":"2026-03-01T12:00:02.000Z","result":{"ok":true},"metadata":{"dir":"src"},"priority":"high","requires":["rust"],"depends_on":[1,2],"attempts":2,"max_retries":3,"lease_secs":600,"strict":true,"fallback_after_secs":60,"lease_expires_at":"2026-03-01T12:10:01.000Z","last_error":"e","not_before":"2026-03-01T12:00:03.000Z","ended_at":"2026-03-01T12:00:04.000Z","request_key":"k-1","custom":{"a":1}},{"id":7,"description":"d","instruction_file":null,"context_files":[],"assigned_to":null,"status":"pending","created_at":"2026-03-01T12:00:00.000Z","claimed_by":null,"claimed_at":null,"completed_by":null,"completed_at":null,"result":null,"metadata":{},"priority":"normal","attempts":0,"archived":true}]}"#,
     r#"{"reply":"worker","worker":{"id":"w1","state":"working","tasks":[1],"status":"active","capabilities":["rust"],"registered_at":"2026-03-01T12:00:00.000Z","last_heartbeat":"2026-03-01T12:00:01.000Z","last_task_claimed":"2026-03-01T12:00:02.000Z","last_task_completed":"2026-03-01T12:00:03.000Z","current_task":1,"session_id":"s","offline_reason":"idle","waiting":{"question":3,"until":"2026-03-01T12:10:00.000Z"},"host":"h"},"released":[1,2]}"#,
@@ -568,6 +648,9 @@ const REPLIES_JSON: &[&str] = &[
     r#"{"reply":"repaired","files":[{"file":"task-queue.json","backup":"task-queue.json.damaged-x","kept":2,"dropped":["line at byte 9: cut off"]}]}"#,
     r#"{"reply":"settings","settings":{"lease_secs":1800,"stale_after_secs":180,"fallback_after_secs":60,"max_retries":3,"retry_backoff_secs":10,"retry_backoff_max_secs":900,"archive_after":200,"future":1}}"#,
     r#"{"reply":"settings","settings":{"lease_secs":1800,"stale_after_secs":180,"max_retries":3,"retry_backoff_secs":10,"retry_backoff_max_secs":900,"archive_after":200}}"#,
+    r#"{"reply":"session","session":{"id":"s-1","worker":"w1","state":"ended","created_at":"2026-03-01T12:00:00.000Z","last_active_at":"2026-03-01T12:01:00.000Z","ended_reason":"idle 31m","runs":[{"task":1,"attempt":2,"at":"2026-03-01T12:00:30.000Z","resumed":true,"why":"task 1 depends on task 0","outcome":"success","turns":3,"cost_usd":0.25,"usage":{"input_tokens":10,"output_tokens":20,"cache_creation_input_tokens":30,"cache_read_input_tokens":40},"duration_ms":1500,"request_key":"k-3"}],"future":1}}"#,
+    r#"{"reply":"session-ended","session":{"id":"s-1","worker":"w1","state":"ended","created_at":"2026-03-01T12:00:00.000Z","last_active_at":"2026-03-01T12:01:00.000Z","ended_reason":"idle 31m","runs":[]}}"#,
+    r#"{"reply":"sessions","sessions":[{"id":"s-1","worker":"w1","state":"ended","created_at":"2026-03-01T12:00:00.000Z","last_active_at":"2026-03-01T12:01:00.000Z","ended_reason":"idle 31m","runs":[{"task":1,"attempt":2,"at":"2026-03-01T12:00:30.000Z","resumed":true,"why":"task 1 depends on task 0","outcome":"success","turns":3,"cost_usd":0.25,"usage":{"input_tokens":10,"output_tokens":20,"cache_creation_input_tokens":30,"cache_read_input_tokens":40},"duration_ms":1500,"request_key":"k-3"}],"future":1}]}"#,
     r#"{"reply":"status","pending":1,"in_progress":2,"completed":3,"failed":4,"cancelled":5,"total":15,"blocked":1,"archived":6,"workers":{"idle":1,"working":2},"open_questions":1,"progress":{"current_step":2,"total_steps":5,"status":"going","last_updated":"2026-03-01T12:00:00.000Z","metadata":{"phase":"x"},"old":true}}"#,
 ];
 
@@ -625,8 +708,8 @@ const REFUSED: &[(&str, &str)] = &[
         "unknown variant `Claim`, expected one of `add`, `add-plan`, `claim`, `complete`, \
          `fail`, `release`, `cancel`, `retry`, `register`, `heartbeat`, `deregister`, \
          `should-continue`, `turn-ended`, `set-progress`, `send`, `ask`, `answer`, `requeue-stale`, \
-         `compact`, `repair`, `status`, `tasks`, `show`, `workers`, `progress`, `settings`, \
-         `read-messages`, `questions`",
+         `compact`, `repair`, `record-run`, `end-session`, `status`, `tasks`, `show`, `workers`, \
+         `progress`, `settings`, `read-messages`, `questions`, `sessions`",
     ),
 ];
 
@@ -643,7 +726,7 @@ fn every_op_is_pinned_both_ways() {
     }
     // Every op name appears (each op at least once).
     let names: std::collections::BTreeSet<&str> = ops.iter().map(|o| o.name()).collect();
-    assert_eq!(names.len(), 28, "{names:?}");
+    assert_eq!(names.len(), 31, "{names:?}");
 }
 
 #[test]

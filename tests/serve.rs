@@ -728,7 +728,10 @@ fn every_op() -> Vec<agentvine::Op> {
             | Op::Progress(op::Progress)
             | Op::Settings(op::Settings)
             | Op::ReadMessages(op::ReadMessages { .. })
-            | Op::Questions(op::Questions { .. }) => {}
+            | Op::Questions(op::Questions { .. })
+            | Op::RecordRun(op::RecordRun { .. })
+            | Op::EndSession(op::EndSession { .. })
+            | Op::Sessions(op::Sessions { .. }) => {}
         }
     }
     let w = || "w1".to_string();
@@ -837,6 +840,27 @@ fn every_op() -> Vec<agentvine::Op> {
             },
         }),
         Op::Questions(op::Questions { all: true }),
+        Op::RecordRun(op::RecordRun {
+            session: "s-1".into(),
+            worker: w(),
+            task: 1,
+            attempt: 1,
+            resumed: true,
+            why: "related".into(),
+            outcome: "success".into(),
+            turns: 2,
+            cost_usd: 0.5,
+            usage: agentvine::sessions::Usage::default(),
+            duration_ms: 10,
+        }),
+        Op::EndSession(op::EndSession {
+            session: "s-1".into(),
+            reason: "idle".into(),
+        }),
+        Op::Sessions(op::Sessions {
+            worker: Some(w()),
+            all: true,
+        }),
     ]
 }
 

@@ -295,6 +295,13 @@ pub enum BoardCommand {
     },
     /// List workers with their state: working, idle, waiting (for an answer), stale, offline.
     Workers,
+    /// List the Claude sessions that worked on the board (`vine pool` records them): worker,
+    /// state, tasks in order, runs, turns and cost; ended ones with --all.
+    Sessions {
+        /// Include ended sessions.
+        #[arg(long)]
+        all: bool,
+    },
     /// Show or set the progress record.
     Progress {
         #[command(subcommand)]

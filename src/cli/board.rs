@@ -76,6 +76,7 @@ pub fn run(board: &Board, command: BoardCommand, worker: Option<&str>) -> Result
         BoardCommand::Tasks { status, all } => Op::Tasks(op::Tasks { status, all }),
         BoardCommand::Show { id } => Op::Show(op::Show { task: id }),
         BoardCommand::Workers => Op::Workers(op::Workers),
+        BoardCommand::Sessions { all } => Op::Sessions(op::Sessions { worker: None, all }),
         BoardCommand::Progress { action } => match action {
             None | Some(ProgressCmd::Show) => Op::Progress(op::Progress),
             Some(ProgressCmd::Set {

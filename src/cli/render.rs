@@ -3,6 +3,7 @@
 use std::fmt::Write;
 
 use agentvine::op::{Next, QuestionView, RepairedFile, StatusReport, TaskView, WorkerView};
+use agentvine::sessions::{SessionRecord, SessionState};
 use agentvine::time::format_timestamp;
 use agentvine::{Message, Progress, Reply, Task, TaskStatus};
 use serde_json::Value;
@@ -69,6 +70,13 @@ pub fn reply(r: &Reply) -> String {
             s
         }
         Reply::Task { task } => task_detail(task),
+        Reply::Session { session } => session_detail(session),
+        Reply::SessionEnded { session } => format!(
+            "Session {} ended: {}",
+            session.id,
+            session.ended_reason.as_deref().unwrap_or("no reason given")
+        ),
+        Reply::Sessions { sessions } => session_table(sessions),
         Reply::Tasks { tasks } => task_table(tasks),
         Reply::Worker { worker, released } => {
             let mut s = worker_line(worker);
@@ -301,6 +309,21 @@ fn task_detail(v: &TaskView) -> String {
         &mut s,
     );
     opt("last error", t.last_error.clone(), &mut s);
+    opt(
+        "claude runs",
+        v.cost.map(|c| {
+            format!(
+                "{} ({} turns, ${:.4}, {} tokens in, {} out, {} ms)",
+                c.runs,
+                c.turns,
+                c.cost_usd,
+                c.usage.input_total(),
+                c.usage.output_tokens,
+                c.duration_ms
+            )
+        }),
+        &mut s,
+    );
     // The original plan's templates recorded a failure as `error`.
     opt(
         "error",
@@ -482,4 +505,65 @@ fn status(r: &StatusReport) -> String {
         let _ = write!(s, "\n{}", progress_line(&r.progress));
     }
     s
+}
+
+/// One line per session: id, worker, state, tasks, runs, turns, cost, last activity.
+fn session_table(sessions: &[SessionRecord]) -> String {
+    if sessions.is_empty() {
+        return "No sessions.".into();
+    }
+    let mut s = String::new();
+    for r in sessions {
+        let t = r.totals();
+        let tasks: Vec<String> = r.tasks().iter().map(u64::to_string).collect();
+        let _ = writeln!(
+            s,
+            "{}  {}  {}  tasks {}  runs {}  turns {}  ${:.4}  last active {}{}",
+            r.id,
+            r.worker,
+            session_state(r.state),
+            if tasks.is_empty() {
+                "-".into()
+            } else {
+                tasks.join(",")
+            },
+            t.runs,
+            t.turns,
+            t.cost_usd,
+            format_timestamp(&r.last_active_at),
+            r.ended_reason
+                .as_deref()
+                .map(|e| format!("  ended: {e}"))
+                .unwrap_or_default()
+        );
+    }
+    s.trim_end().to_string()
+}
+
+/// A session and its runs, each with why it was started or resumed.
+fn session_detail(r: &SessionRecord) -> String {
+    let mut s = session_table(std::slice::from_ref(r));
+    for run in &r.runs {
+        let _ = write!(
+            s,
+            "\n  task {} attempt {}: {} ({}), {} turns, ${:.4}, {} ms — {}",
+            run.task,
+            run.attempt,
+            if run.resumed { "resumed" } else { "fresh" },
+            run.outcome,
+            run.turns,
+            run.cost_usd,
+            run.duration_ms,
+            run.why
+        );
+    }
+    s
+}
+
+fn session_state(s: SessionState) -> &'static str {
+    match s {
+        SessionState::Active => "active",
+        SessionState::Idle => "idle",
+        SessionState::Ended => "ended",
+    }
 }

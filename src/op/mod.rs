@@ -15,6 +15,7 @@ mod claim;
 mod finish;
 mod messages;
 mod reads;
+mod sessions;
 pub mod turn;
 mod upkeep;
 mod workers;
@@ -35,6 +36,7 @@ pub use claim::Claim;
 pub use finish::{Complete, Fail, Release};
 pub use messages::{Answer, Ask, Send, SetProgress};
 pub use reads::{Progress, Questions, ReadMessages, Settings, Show, Status, Tasks, Workers};
+pub use sessions::{EndSession, RecordRun, Sessions};
 pub use turn::{Reminder, TurnEnded};
 pub use upkeep::{Compact, Repair, RequeueStale};
 pub use workers::{Deregister, Heartbeat, Register, ShouldContinue};
@@ -175,6 +177,10 @@ ops! {
         "compact" => Compact,
         /// Rebuild damaged board files from what can be read (carried out by the store).
         "repair" => Repair,
+        /// A `claude -p` run of a session ended: record its figures on the session.
+        "record-run" => RecordRun,
+        /// A Claude session will not be resumed.
+        "end-session" => EndSession,
     }
     reads {
         /// Counts and summary of the board.
@@ -193,6 +199,8 @@ ops! {
         "read-messages" => ReadMessages,
         /// Questions, open ones unless `all`.
         "questions" => Questions,
+        /// The Claude sessions' records.
+        "sessions" => Sessions,
     }
 }
 

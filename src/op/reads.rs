@@ -14,6 +14,7 @@ use crate::rules::{
     LogNeed, Needs, Query, State, questions, requeue_expired, status_report, task_views,
     worker_views,
 };
+use crate::sessions::task_totals;
 use crate::task::StatusFilter;
 use crate::time::Timestamp;
 
@@ -116,24 +117,26 @@ impl Query for Show {
     fn needs(&self) -> Needs {
         Needs {
             task_ids: vec![self.task],
+            sessions: true,
             ..Needs::board()
         }
     }
 
     fn answer(self, st: &mut State, now: Timestamp) -> Result<Reply> {
         requeue_expired(st, now);
-        if let Some(v) = task_views(st, None, now)
+        let mut view = match task_views(st, None, now)
             .into_iter()
             .find(|v| v.task.id == self.task)
         {
-            return Ok(Reply::Task { task: v });
-        }
-        match st.archived_tasks.remove(&self.task) {
-            Some(t) => Ok(Reply::Task {
-                task: TaskView::archived(t),
-            }),
-            None => Err(Error::UnknownTask(self.task)),
-        }
+            Some(v) => v,
+            None => match st.archived_tasks.remove(&self.task) {
+                Some(t) => TaskView::archived(t),
+                None => return Err(Error::UnknownTask(self.task)),
+            },
+        };
+        let cost = task_totals(&st.sessions, self.task);
+        view.cost = (cost.runs > 0).then_some(cost);
+        Ok(Reply::Task { task: view })
     }
 }
 

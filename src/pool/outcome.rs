@@ -6,43 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-
-/// Tokens a run used, as the result's `usage` reports them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Usage {
-    /// Input tokens not read from or written to the prompt cache.
-    pub input_tokens: u64,
-    /// Output tokens.
-    pub output_tokens: u64,
-    /// Input tokens written to the prompt cache.
-    pub cache_creation_input_tokens: u64,
-    /// Input tokens read from the prompt cache.
-    pub cache_read_input_tokens: u64,
-}
-
-impl Usage {
-    /// Every input token, cached or not.
-    pub fn input_total(&self) -> u64 {
-        self.input_tokens
-            .saturating_add(self.cache_creation_input_tokens)
-            .saturating_add(self.cache_read_input_tokens)
-    }
-
-    /// The sum of two runs' usage.
-    pub fn plus(self, o: Usage) -> Usage {
-        Usage {
-            input_tokens: self.input_tokens.saturating_add(o.input_tokens),
-            output_tokens: self.output_tokens.saturating_add(o.output_tokens),
-            cache_creation_input_tokens: self
-                .cache_creation_input_tokens
-                .saturating_add(o.cache_creation_input_tokens),
-            cache_read_input_tokens: self
-                .cache_read_input_tokens
-                .saturating_add(o.cache_read_input_tokens),
-        }
-    }
-}
+pub use crate::sessions::Usage;
 
 /// One run's result object (`"type": "result"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -163,19 +127,5 @@ mod tests {
             let e = Outcome::parse(bad).unwrap_err().to_string();
             assert!(e.contains("no result object"), "{bad:?}: {e}");
         }
-    }
-
-    #[test]
-    fn usage_adds_up_without_overflow() {
-        let a = Usage {
-            input_tokens: 1,
-            output_tokens: 2,
-            cache_creation_input_tokens: 3,
-            cache_read_input_tokens: u64::MAX,
-        };
-        let s = a.plus(a);
-        assert_eq!(s.input_tokens, 2);
-        assert_eq!(s.cache_read_input_tokens, u64::MAX);
-        assert_eq!(s.input_total(), u64::MAX);
     }
 }

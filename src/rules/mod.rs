@@ -30,6 +30,7 @@ pub use views::{blocked_ids, questions, status_report, task_views, worker_views}
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::progress::Progress;
+use crate::sessions::SessionRecord;
 use crate::settings::Settings;
 use crate::task::{Task, TaskStatus};
 use crate::time::Timestamp;
@@ -47,6 +48,8 @@ pub struct Dirty {
     pub workers_soft: bool,
     /// `progress.json`.
     pub progress: bool,
+    /// `sessions.json`.
+    pub sessions: bool,
 }
 
 /// Everything an op may look at or change, loaded by the store before [`apply`].
@@ -58,6 +61,8 @@ pub struct State {
     pub workers: BTreeMap<String, Worker>,
     /// The progress record.
     pub progress: Progress,
+    /// The Claude sessions' records (loaded only for ops that need them).
+    pub sessions: Vec<SessionRecord>,
     /// Board settings.
     pub settings: Settings,
     /// The sequence number the next log entry gets.

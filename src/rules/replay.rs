@@ -110,6 +110,19 @@ fn stamp(state: &mut State, reply: &mut Reply, key: &str) {
             task.task.request_key.clone_from(&key);
             ids.push(task.task.id);
         }
+        Reply::Session { session } => {
+            if let Some(r) = session.runs.last_mut() {
+                r.request_key.clone_from(&key);
+            }
+            if let Some(r) = state
+                .sessions
+                .iter_mut()
+                .find(|s| s.id == session.id)
+                .and_then(|s| s.runs.last_mut())
+            {
+                r.request_key.clone_from(&key);
+            }
+        }
         Reply::Message { message } => {
             message.key.clone_from(&key);
             if let Some(m) = state.outbox.last_mut() {

@@ -17,6 +17,8 @@ pub struct Needs {
     pub settings: bool,
     /// The progress record ([`State::progress`]).
     pub progress: bool,
+    /// The Claude sessions' records ([`State::sessions`]).
+    pub sessions: bool,
     /// The smallest id a new task may get ([`State::min_next_id`]): above every id on the
     /// queue and in the archive.
     pub next_id: bool,

@@ -51,6 +51,7 @@ const BOARD_FILES: &[&str] = &[
     crate::store::paths::QUEUE,
     crate::store::paths::WORKERS,
     crate::store::paths::PROGRESS,
+    crate::store::paths::SESSIONS,
     crate::store::paths::BOARD,
     crate::store::paths::LOG,
     crate::store::paths::ARCHIVE,

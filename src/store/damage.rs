@@ -11,7 +11,7 @@ use std::path::Path;
 
 use super::archive::ArchiveLine;
 use super::jsonl;
-use super::paths::{ARCHIVE, BOARD, LOG, PROGRESS, QUEUE, WORKERS};
+use super::paths::{ARCHIVE, BOARD, LOG, PROGRESS, QUEUE, SESSIONS, WORKERS};
 use super::queue_file::{self, QueueCache};
 use crate::error::{Damage, Error, Result};
 use crate::message::Message;
@@ -89,6 +89,9 @@ pub fn check_file(name: &str, bytes: &[u8]) -> std::result::Result<(), String> {
         ),
         PROGRESS => whole(serde_json::from_slice::<crate::progress::Progress>(bytes).map(drop)),
         BOARD => whole(serde_json::from_slice::<crate::settings::BoardFile>(bytes).map(drop)),
+        SESSIONS => {
+            whole(serde_json::from_slice::<Vec<crate::sessions::SessionRecord>>(bytes).map(drop))
+        }
         LOG => jsonl::check::<Message>(bytes),
         ARCHIVE => jsonl::check::<ArchiveLine>(bytes),
         _ => Ok(()),

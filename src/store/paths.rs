@@ -17,6 +17,8 @@ pub const LOG: &str = "agent-comms.jsonl";
 pub const BOARD: &str = "board.json";
 /// The lock every change takes; never renamed or rewritten (ours).
 pub const LOCK: &str = "board.lock";
+/// The Claude sessions that worked on the board, a JSON array (ours; see `sessions`).
+pub const SESSIONS: &str = "sessions.json";
 /// Finished tasks moved off the queue, one JSON object a line, append-only (ours).
 pub const ARCHIVE: &str = "task-archive.jsonl";
 /// The folder of instruction files.

@@ -9,12 +9,13 @@ use chrono::Utc;
 use serde::de::DeserializeOwned;
 
 use super::json_file::{read_bytes, to_pretty};
-use super::paths::{ARCHIVE, BOARD, LOG, PROGRESS, QUEUE, WORKERS};
+use super::paths::{ARCHIVE, BOARD, LOG, PROGRESS, QUEUE, SESSIONS, WORKERS};
 use super::{archive::ArchiveLine, durable, jsonl, queue_file, salvage};
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::progress::Progress;
 use crate::reply::{RepairedFile, Reply};
+use crate::sessions::SessionRecord;
 use crate::settings::BoardFile;
 use crate::worker::Worker;
 
@@ -31,9 +32,11 @@ pub fn repair(dir: &Path) -> Result<Reply> {
     for (name, default) in [
         (PROGRESS, to_pretty(&Progress::default())?),
         (BOARD, to_pretty(&BoardFile::default())?),
+        (SESSIONS, to_pretty(&Vec::<SessionRecord>::new())?),
     ] {
         let ok = match name {
             PROGRESS => parses::<Progress>(dir, name),
+            SESSIONS => parses::<Vec<SessionRecord>>(dir, name),
             _ => parses::<BoardFile>(dir, name),
         };
         if !ok {

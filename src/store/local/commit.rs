@@ -11,7 +11,7 @@ use crate::rules::{self, State};
 use crate::store::durable;
 use crate::store::json_file::to_pretty;
 use crate::store::log;
-use crate::store::paths::{ARCHIVE, LOG, PROGRESS, QUEUE, TASKS_DIR, WORKERS};
+use crate::store::paths::{ARCHIVE, LOG, PROGRESS, QUEUE, SESSIONS, TASKS_DIR, WORKERS};
 use crate::store::{archive, queue_file};
 use crate::task::Task;
 use crate::time::Timestamp;
@@ -70,6 +70,11 @@ impl LocalStore {
         if st.dirty.progress {
             let _progress = tracing::trace_span!("progress").entered();
             durable::replace(d, PROGRESS, &to_pretty(&st.progress)?, true)?;
+            synced_dirs = true;
+        }
+        if st.dirty.sessions {
+            let _sessions = tracing::trace_span!("sessions").entered();
+            durable::replace(d, SESSIONS, &to_pretty(&st.sessions)?, true)?;
             synced_dirs = true;
         }
         let mut changed = false;

@@ -10,7 +10,7 @@ use crate::op::{Op, Reply};
 use crate::rules::{self, LogNeed, Needs, State};
 use crate::store::damage::Damages;
 use crate::store::json_file::read_json;
-use crate::store::paths::{ARCHIVE, LOG, PROGRESS};
+use crate::store::paths::{ARCHIVE, LOG, PROGRESS, SESSIONS};
 use crate::store::{archive, log};
 use crate::task::TaskStatus;
 
@@ -27,6 +27,7 @@ impl LocalStore {
         for (op, key) in ops {
             let n = op.needs();
             need.progress |= n.progress;
+            need.sessions |= n.sessions;
             need.next_id |= n.next_id;
             need.next_seq |= n.next_seq;
             // A change reads the whole log, or its recent entries when keyed (filtered reads
@@ -47,10 +48,16 @@ impl LocalStore {
         } else {
             Default::default()
         };
+        let sessions = if need.sessions {
+            read_json(&self.dir, SESSIONS, dmg)?
+        } else {
+            Vec::new()
+        };
         let mut st = State {
             tasks,
             workers,
             progress,
+            sessions,
             settings,
             ..State::default()
         };
@@ -81,6 +88,9 @@ impl LocalStore {
         }
         if need.progress {
             st.progress = read_json(&self.dir, PROGRESS, dmg)?;
+        }
+        if need.sessions {
+            st.sessions = read_json(&self.dir, SESSIONS, dmg)?;
         }
         if need.settings {
             st.settings = self.settings_with(dmg)?;

@@ -1,0 +1,188 @@
+//! `sessions.json`: the Claude sessions that worked on the board — which worker ran each, the
+//! tasks it did in order, every run with its turns, tokens and cost, why the session was
+//! started fresh or resumed, and why it ended. Written by `vine pool` (ops `record-run` and
+//! `end-session`), read by `vine sessions`, `vine show` (a task's cost) and the control room.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::time::{Timestamp, ts};
+
+/// Tokens a run used, as Claude's result reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Usage {
+    /// Input tokens not read from or written to the prompt cache.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Input tokens written to the prompt cache.
+    pub cache_creation_input_tokens: u64,
+    /// Input tokens read from the prompt cache.
+    pub cache_read_input_tokens: u64,
+}
+
+impl Usage {
+    /// Every input token, cached or not.
+    pub fn input_total(&self) -> u64 {
+        self.input_tokens
+            .saturating_add(self.cache_creation_input_tokens)
+            .saturating_add(self.cache_read_input_tokens)
+    }
+
+    /// The sum of two runs' usage.
+    pub fn plus(self, o: Usage) -> Usage {
+        Usage {
+            input_tokens: self.input_tokens.saturating_add(o.input_tokens),
+            output_tokens: self.output_tokens.saturating_add(o.output_tokens),
+            cache_creation_input_tokens: self
+                .cache_creation_input_tokens
+                .saturating_add(o.cache_creation_input_tokens),
+            cache_read_input_tokens: self
+                .cache_read_input_tokens
+                .saturating_add(o.cache_read_input_tokens),
+        }
+    }
+}
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    /// A run of it is going on.
+    Active,
+    /// Between runs: it may be resumed.
+    Idle,
+    /// It will not be resumed.
+    Ended,
+}
+
+/// One `claude -p` run of a session, on one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRun {
+    /// The task it worked on.
+    pub task: u64,
+    /// The task's attempt.
+    pub attempt: u32,
+    /// When the run ended (was recorded).
+    #[serde(with = "ts")]
+    pub at: Timestamp,
+    /// True if the run resumed the session (`--resume`), false for its first run.
+    pub resumed: bool,
+    /// Why the session was started or resumed for this run.
+    pub why: String,
+    /// How the run ended: Claude's result subtype (`success`, `error_max_turns`, ...).
+    pub outcome: String,
+    /// Model turns.
+    pub turns: u32,
+    /// Cost in US dollars, as Claude Code computed it.
+    pub cost_usd: f64,
+    /// Tokens.
+    pub usage: Usage,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+    /// The request key of the `record-run` that recorded it, so a retry is not counted twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_key: Option<String>,
+}
+
+/// A Claude session's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Claude's session id.
+    pub id: String,
+    /// The worker it runs for.
+    pub worker: String,
+    /// Where it is in its life.
+    pub state: SessionState,
+    /// When its first run was recorded.
+    #[serde(with = "ts")]
+    pub created_at: Timestamp,
+    /// When it was last active.
+    #[serde(with = "ts")]
+    pub last_active_at: Timestamp,
+    /// Why it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_reason: Option<String>,
+    /// Its runs, in order.
+    #[serde(default)]
+    pub runs: Vec<SessionRun>,
+    /// Fields this version does not know; kept as they were.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl SessionRecord {
+    /// The tasks it worked on, in order, each once.
+    pub fn tasks(&self) -> Vec<u64> {
+        let mut out: Vec<u64> = Vec::new();
+        for r in &self.runs {
+            if out.last() != Some(&r.task) && !out.contains(&r.task) {
+                out.push(r.task);
+            }
+        }
+        out
+    }
+
+    /// Its totals over every run.
+    pub fn totals(&self) -> Totals {
+        Totals::of(self.runs.iter())
+    }
+}
+
+/// Sums over runs: what a session, a task, a worker or the board has spent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Runs.
+    pub runs: u32,
+    /// Model turns.
+    pub turns: u64,
+    /// Cost in US dollars.
+    pub cost_usd: f64,
+    /// Tokens.
+    pub usage: Usage,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+}
+
+impl Totals {
+    /// The totals of `runs`.
+    pub fn of<'a>(runs: impl Iterator<Item = &'a SessionRun>) -> Totals {
+        runs.fold(Totals::default(), |t, r| Totals {
+            runs: t.runs.saturating_add(1),
+            turns: t.turns.saturating_add(u64::from(r.turns)),
+            cost_usd: t.cost_usd + r.cost_usd,
+            usage: t.usage.plus(r.usage),
+            duration_ms: t.duration_ms.saturating_add(r.duration_ms),
+        })
+    }
+}
+
+/// What the runs of every session spent on task `id`.
+pub fn task_totals(sessions: &[SessionRecord], id: u64) -> Totals {
+    Totals::of(
+        sessions
+            .iter()
+            .flat_map(|s| s.runs.iter())
+            .filter(|r| r.task == id),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_adds_up_without_overflow() {
+        let a = Usage {
+            input_tokens: 1,
+            output_tokens: 2,
+            cache_creation_input_tokens: 3,
+            cache_read_input_tokens: u64::MAX,
+        };
+        let s = a.plus(a);
+        assert_eq!(s.input_tokens, 2);
+        assert_eq!(s.cache_read_input_tokens, u64::MAX);
+        assert_eq!(s.input_total(), u64::MAX);
+    }
+}
