@@ -65,6 +65,9 @@ pub struct StopConfig {
     /// The session's hook state: the tool calls made and the last reminder given, which decide
     /// whether a worker holding a task is reminded or its attempt failed.
     pub session: SessionFile,
+    /// The session runs under `vine pool` (`$VINE_POOL`): it is never handed another task or
+    /// kept waiting, and a held task waiting on a question is parked (see `TurnEnded::pooled`).
+    pub pooled: bool,
 }
 
 /// The Stop hook's decision.
@@ -119,7 +122,8 @@ pub fn stop(board: &Board, cfg: &StopConfig) -> Result<StopDecision> {
         max_idle_secs: cfg.max_idle_secs,
         tool_calls: session.tool_calls,
         reminded: session.reminded,
-        wait_secs: cfg.wait.as_secs(),
+        wait_secs: if cfg.pooled { 0 } else { cfg.wait.as_secs() },
+        pooled: cfg.pooled,
     };
     let turn = match board.turn_ended(op.clone()) {
         // A server older than the op: the same decision from the ops it knows.

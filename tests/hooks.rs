@@ -133,6 +133,82 @@ fn stop_reminds_a_worker_of_the_task_it_holds() {
     );
 }
 
+/// Under `vine pool` (`VINE_POOL=1`) the Stop hook never hands a session another task: the
+/// pool does. A held task is reminded of as usual, but a worker that asked about it (the
+/// pooled `vine ask` records a wait and returns at once) is let go with its task kept: parked.
+#[test]
+fn a_pooled_session_is_let_go_parked_on_its_question_and_never_handed_work() {
+    let b = board();
+    let id = add(b.path(), "Needs a decision");
+    let other = add(b.path(), "Another");
+    let pool = [
+        ("VINE_WORKER", "w1"),
+        ("VINE_HOOK_WAIT", "30s"),
+        ("VINE_POOL", "1"),
+    ];
+    // The pool claims the task for its slot (the hook would not).
+    let out = vine()
+        .arg("--dir")
+        .arg(b.path())
+        .args(["--json", "claim", "--worker", "w1"])
+        .output()
+        .expect("claim");
+    assert!(out.status.success());
+    // Holding it, no question: a reminder, as without the pool.
+    let reason = decision(&hook(b.path(), "stop", STOP_INPUT.as_bytes(), &pool)).expect("reminder");
+    assert!(
+        reason.contains(&format!("You still hold task {id}")),
+        "{reason}"
+    );
+    // The model asks: the command returns at once and says to end the turn.
+    let out = vine()
+        .arg("--dir")
+        .arg(b.path())
+        .args(["ask", "Which database?"])
+        .env("VINE_WORKER", "w1")
+        .env("VINE_TASK", id.to_string())
+        .env("VINE_POOL", "1")
+        .output()
+        .expect("ask");
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("End your turn now"), "{said}");
+    let started = Instant::now();
+    let o = hook(b.path(), "stop", STOP_INPUT.as_bytes(), &pool);
+    assert_eq!(decision(&o), None, "let go: {o:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "no wait under the pool"
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("parked"),
+        "{o:?}"
+    );
+    let show = |task: u64| -> Value {
+        let out = vine()
+            .arg("--dir")
+            .arg(b.path())
+            .args(["--json", "show", &task.to_string()])
+            .output()
+            .expect("show");
+        serde_json::from_slice::<Value>(&out.stdout).expect("json")["task"].clone()
+    };
+    assert_eq!(show(id)["status"], "in_progress", "the parked task is kept");
+    assert_eq!(
+        show(other)["status"],
+        "pending",
+        "no other task was handed over"
+    );
+    let workers = vine()
+        .arg("--dir")
+        .arg(b.path())
+        .args(["--json", "workers"])
+        .output()
+        .expect("workers");
+    let v: Value = serde_json::from_slice(&workers.stdout).expect("json");
+    assert_eq!(v["workers"][0]["state"], "waiting", "{v}");
+}
+
 #[test]
 fn stop_waits_inside_the_hook_for_work_that_arrives() {
     let b = board();

@@ -150,6 +150,7 @@ fn ops() -> Vec<Op> {
                 tool_calls: 2,
             }),
             wait_secs: 540,
+            pooled: true,
         }),
         Op::TurnEnded(op::TurnEnded {
             worker: w(),
@@ -157,6 +158,7 @@ fn ops() -> Vec<Op> {
             tool_calls: 0,
             reminded: None,
             wait_secs: 0,
+            pooled: false,
         }),
         Op::SetProgress(op::SetProgress {
             current_step: Some(json!(2)),
@@ -591,7 +593,7 @@ const OPS_JSON: &[&str] = &[
     r#"{"op":"heartbeat","worker":"w1"}"#,
     r#"{"op":"deregister","worker":"w1"}"#,
     r#"{"op":"should-continue","worker":"w1","max_idle_secs":60}"#,
-    r#"{"op":"turn-ended","worker":"w1","max_idle_secs":600,"tool_calls":3,"reminded":{"task":1,"attempt":2,"tool_calls":2},"wait_secs":540}"#,
+    r#"{"op":"turn-ended","worker":"w1","max_idle_secs":600,"tool_calls":3,"reminded":{"task":1,"attempt":2,"tool_calls":2},"wait_secs":540,"pooled":true}"#,
     r#"{"op":"turn-ended","worker":"w1","max_idle_secs":600,"tool_calls":0,"wait_secs":0}"#,
     r#"{"op":"set-progress","current_step":2,"total_steps":"five","status":"going","metadata":{"phase":"x"}}"#,
     r#"{"op":"set-progress"}"#,

@@ -796,6 +796,7 @@ fn every_op() -> Vec<agentvine::Op> {
                 tool_calls: 2,
             }),
             wait_secs: 0,
+            pooled: false,
         }),
         Op::SetProgress(op::SetProgress {
             current_step: Some(json!(2)),

@@ -140,6 +140,9 @@ pub fn run(board: &Board, command: BoardCommand, worker: Option<&str>) -> Result
                 });
                 return ask_and_wait(board, op, timeout, poll);
             }
+            if pooled() {
+                return ask_and_park(board, agent, question, task);
+            }
             Op::Ask(op::Ask {
                 agent,
                 question,
@@ -272,6 +275,44 @@ fn heartbeat_while_waiting(board: &Board, agent: &str) -> Result<Option<Duration
 /// the wait and ends it at the answer or at the timeout, on its own clock); it also heartbeats
 /// meanwhile, and once more when it gives up, so it looks alive and its leases are fresh when
 /// the wait ends.
+/// How long a worker under `vine pool` keeps its task while parked on a question (24 h);
+/// past it, the task follows the usual rules again.
+pub const PARK_SECS: u64 = 86_400;
+
+/// True when this process runs under `vine pool` (`$VINE_POOL`).
+fn pooled() -> bool {
+    std::env::var_os("VINE_POOL").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// `vine ask` under `vine pool`: the question is asked with a wait (the worker keeps its task
+/// and shows `waiting`), and the command returns at once, telling the model to end its turn:
+/// the pool parks the task and resumes the session with the answer.
+fn ask_and_park(
+    board: &Board,
+    agent: String,
+    question: String,
+    task: Option<u64>,
+) -> Result<Output> {
+    let reply = board.execute(Op::Ask(op::Ask {
+        agent,
+        question,
+        task,
+        wait_secs: Some(PARK_SECS),
+    }))?;
+    let Reply::Message { message } = &reply else {
+        return Err(Error::Protocol(format!("ask got {reply:?}")));
+    };
+    let seq = message.seq.unwrap_or(0);
+    Ok(Output {
+        text: format!(
+            "Question #{seq} is on the board. End your turn now (no more tool calls): vine pool \
+             keeps your task and resumes this session with the answer."
+        ),
+        json: json!({"reply": "parked", "question": message}),
+        exit: ExitCode::Done,
+    })
+}
+
 fn ask_and_wait(board: &Board, op: Op, timeout: u64, poll: u64) -> Result<Output> {
     let Op::Ask(op::Ask { agent, .. }) = &op else {
         return Err(Error::Protocol("ask_and_wait needs an ask".into()));

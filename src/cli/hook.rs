@@ -130,6 +130,7 @@ fn stop(open: &dyn Fn(bool) -> Result<Board>, input: &HookInput) -> Result<Strin
         worker: me,
         max_idle_secs: env_secs("VINE_MAX_IDLE", 600),
         wait: stop_wait(),
+        pooled: std::env::var_os("VINE_POOL").is_some_and(|v| !v.is_empty() && v != "0"),
     };
     match hook::stop(&board, &cfg)? {
         StopDecision::Block { reason } => {

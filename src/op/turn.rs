@@ -44,6 +44,12 @@ pub struct TurnEnded {
     /// the time left (see [`TurnEnded::with_wait_left`]).
     #[serde(default)]
     pub wait_secs: u64,
+    /// The worker runs under `vine pool`, which hands out tasks itself: the session is never
+    /// handed another task or kept waiting. A held task is reminded of (then its attempt
+    /// failed) as usual, except while the worker waits on a question about it: the session
+    /// is let go, parked, and the pool resumes it with the answer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pooled: bool,
 }
 
 /// A reminder of a held task: which task and attempt, and how many tool calls the session had
@@ -130,6 +136,15 @@ impl Rule for TurnEnded {
             .iter()
             .find(|t| t.status == TaskStatus::InProgress && t.claimed_by.as_deref() == Some(me))
         {
+            if self.pooled
+                && let Some(q) = st.workers.get(me).and_then(|w| w.waits_on(now))
+            {
+                let reason = format!(
+                    "{me} waits on question #{q} about task {}: parked until the answer comes",
+                    t.id
+                );
+                return Ok(answer(Next::LetGo { reason }, None));
+            }
             if !self.stalled(t) {
                 return Ok(answer(Next::Remind { task: t.clone() }, None));
             }
@@ -143,6 +158,11 @@ impl Rule for TurnEnded {
             }
             .apply(st, now)?;
             failed = Some(task);
+        }
+        if self.pooled {
+            // The pool decides what the slot does next (and in which session).
+            let reason = format!("{me} runs under vine pool, which hands out its next task");
+            return Ok(answer(Next::LetGo { reason }, failed));
         }
         let claim = Claim {
             worker: me.to_string(),

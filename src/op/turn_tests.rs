@@ -59,6 +59,7 @@ fn ended(worker: &str, max_idle_secs: u64) -> TurnEnded {
         tool_calls: 0,
         reminded: None,
         wait_secs: 0,
+        pooled: false,
     }
 }
 
@@ -313,4 +314,83 @@ fn a_worker_not_on_the_board_waits_while_the_op_may_wait_then_is_let_go() {
         2,
         "rounded up"
     );
+}
+
+fn pooled(worker: &str) -> TurnEnded {
+    TurnEnded {
+        pooled: true,
+        wait_secs: 0,
+        ..ended(worker, 600)
+    }
+}
+
+#[test]
+fn a_pooled_session_is_never_handed_another_task() {
+    let mut st = board();
+    register(&mut st, "w1", t0());
+    let id = add(&mut st, "Waiting for the pool", t0());
+    let t = turn(&mut st, pooled("w1"), at(5));
+    let Next::LetGo { reason } = &t.next else {
+        panic!("{t:?}")
+    };
+    assert!(reason.contains("vine pool"), "{reason}");
+    assert_eq!(task(&st, id).status, TaskStatus::Pending, "not claimed");
+}
+
+#[test]
+fn a_pooled_session_holding_a_task_is_reminded_then_let_go_after_the_failed_attempt() {
+    let mut st = board();
+    register(&mut st, "w1", t0());
+    let id = add(&mut st, "Never finished", t0());
+    let other = add(&mut st, "Also pending", t0());
+    turn(&mut st, ended("w1", 600), at(1));
+    assert!(matches!(
+        turn(&mut st, pooled("w1"), at(2)).next,
+        Next::Remind { .. }
+    ));
+    let stalled = TurnEnded {
+        tool_calls: 3,
+        reminded: Some(Reminder {
+            task: id,
+            attempt: 1,
+            tool_calls: 3,
+        }),
+        ..pooled("w1")
+    };
+    let t = turn(&mut st, stalled, at(3));
+    assert!(matches!(t.next, Next::LetGo { .. }), "{t:?}");
+    assert_eq!(t.failed, Some(id));
+    assert_eq!(task(&st, other).status, TaskStatus::Pending, "not claimed");
+}
+
+#[test]
+fn a_pooled_session_waiting_on_a_question_is_parked_with_its_task() {
+    let mut st = board();
+    register(&mut st, "w1", t0());
+    let id = add(&mut st, "Needs a decision", t0());
+    turn(&mut st, ended("w1", 600), at(1));
+    let ask = op::Ask {
+        agent: "w1".into(),
+        question: "Which database?".into(),
+        task: Some(id),
+        wait_secs: Some(86_400),
+    };
+    apply(&mut st, Op::Ask(ask), at(2)).expect("ask");
+    let t = turn(&mut st, pooled("w1"), at(3));
+    let Next::LetGo { reason } = &t.next else {
+        panic!("{t:?}")
+    };
+    assert!(
+        reason.contains("parked") && reason.contains("question #"),
+        "{reason}"
+    );
+    assert_eq!(t.failed, None);
+    let held = task(&st, id);
+    assert_eq!(held.status, TaskStatus::InProgress);
+    assert_eq!(held.claimed_by.as_deref(), Some("w1"));
+    // Not pooled, the same worker would be reminded instead.
+    assert!(matches!(
+        turn(&mut st, ended("w1", 600), at(4)).next,
+        Next::Remind { .. }
+    ));
 }
