@@ -140,6 +140,8 @@ struct Logged {
     saw_session_context: bool,
     saw_claude_md: bool,
     saw_skill: bool,
+    /// The request carries the question a parked session asked earlier (its history).
+    saw_question: bool,
 }
 
 impl Logged {
@@ -428,6 +430,30 @@ fn decide(body: &Value, s: &Shared) -> (Reply, String, Option<(bool, String)>) {
         }
     } else if tool_result.is_some() {
         text_reply(Kind::ToolResult, "Done.")
+    } else if text.contains("The answer to your question") {
+        // `vine pool` resumed a parked session with the answer (ids come from VINE_TASK).
+        bash_reply(
+            Kind::Claimed,
+            s,
+            "vine complete --result 'done with the answer'",
+            "Report the task as done",
+        )
+    } else if text.contains("is claimed for you") && text.contains("[ask]") {
+        // A task handed over by `vine pool` that needs a person's decision.
+        bash_reply(
+            Kind::Claimed,
+            s,
+            "vine ask 'Which database?'",
+            "Ask the coordinator",
+        )
+    } else if text.contains("is claimed for you") {
+        // A task handed over by `vine pool` in the first prompt (ids come from VINE_TASK).
+        bash_reply(
+            Kind::Claimed,
+            s,
+            "vine complete --result 'done by the stand-in'",
+            "Report the task as done",
+        )
     } else if text.contains("[long-tool]") {
         bash_reply(
             Kind::Prompt,
@@ -524,11 +550,13 @@ fn answer(req: &Request, s: &Shared) -> (&'static str, &'static str, String) {
         saw_session_context: false,
         saw_claude_md: false,
         saw_skill: false,
+        saw_question: false,
     };
     let raw = String::from_utf8_lossy(&req.body);
     entry.saw_session_context = raw.contains(&format!("You are agentvine worker `{}`", s.worker));
     entry.saw_claude_md = raw.contains("You are an agentvine worker");
     entry.saw_skill = raw.contains("through an agentvine board with the `vine` command");
+    entry.saw_question = raw.contains("vine ask 'Which database?'");
     let path = req.path.split('?').next().unwrap_or_default();
     let out = if req.method == "POST" && path == "/v1/messages/count_tokens" {
         entry.reply = "count".into();
@@ -1752,5 +1780,326 @@ fn idle_cost_with_the_default_wait() {
         "more than one model turn per 9 minutes: {} in {minutes:.1} min\n{}",
         idle.len(),
         model.report()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// vine pool
+// ---------------------------------------------------------------------------------------------
+
+/// `vine pool` in `project` with `args`, against the stand-in on `port` (as `Claude::start`
+/// runs claude: a throwaway HOME, only the test's environment).
+fn pool(claude: &Path, tmp: &Path, project: &Path, port: u16, args: &[&str]) -> Claude {
+    let mut c = Command::new(VINE);
+    c.arg("pool")
+        .args(["--claude", &claude.display().to_string()])
+        .args(args)
+        .current_dir(project);
+    Claude::start(c, tmp, "pool", port, &[])
+}
+
+/// `claude` processes running now under `pid`.
+fn claude_children(pid: u32, claude: &Path) -> usize {
+    let name = claude.file_name().map(|n| n.to_string_lossy().to_string());
+    descendants(pid)
+        .into_iter()
+        .filter(|p| {
+            let cmd = fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            let first = cmd.split(|b| *b == 0).next().unwrap_or_default();
+            let first = String::from_utf8_lossy(first);
+            name.as_deref().is_some_and(|n| first.ends_with(n)) || first.contains("claude")
+        })
+        .count()
+}
+
+/// Waits for `done` to hold, failing with the pool's and the model's logs after `limit`.
+fn wait_until(
+    limit: Duration,
+    p: &mut Claude,
+    model: &StandIn,
+    what: &str,
+    done: impl Fn() -> bool,
+) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if p.poll().is_some() || Instant::now() >= deadline {
+            panic!(
+                "{what}: not so after {limit:?}\n{}\n{}",
+                p.diagnostics(),
+                model.report()
+            );
+        }
+        sleep(Duration::from_millis(200));
+    }
+}
+
+/// Two slots, eight tasks, then two idle minutes: every task is completed once, each run is
+/// recorded as a session with its task, and no model request is made while there is no work
+/// (a slot with nothing to do runs no Claude process). SIGTERM then stops the pool.
+#[test]
+fn a_pool_does_its_tasks_and_makes_no_model_request_while_idle() {
+    let Some(claude) = claude_bin("a_pool_does_its_tasks_and_makes_no_model_request_while_idle")
+    else {
+        return;
+    };
+    let tmp = TempDir::new().unwrap();
+    let project = project(tmp.path(), "pool-project");
+    let model = StandIn::start("pool", Some(&project.join(".vine")), Duration::ZERO);
+    let ids: Vec<u64> = (0..8)
+        .map(|i| add(&project, &format!("Pool task {i}"), "Report it done."))
+        .collect();
+    let mut p = pool(
+        &claude,
+        tmp.path(),
+        &project,
+        model.port,
+        &["--workers", "2"],
+    );
+    let all_done = || {
+        ids.iter()
+            .all(|id| task(&project, *id)["status"] == "completed")
+    };
+    wait_until(
+        Duration::from_secs(240),
+        &mut p,
+        &model,
+        "every task completed",
+        all_done,
+    );
+    for id in &ids {
+        let t = task(&project, *id);
+        assert_eq!(t["attempts"], 1, "{t:#}");
+        assert!(
+            t["completed_by"].as_str().unwrap().starts_with("pool-"),
+            "{t:#}"
+        );
+    }
+    // The runs are recorded (each when its claude process has ended): every task in some
+    // session, with its cost read by `show`.
+    let recorded = || {
+        let v = vine(&project, &["sessions", "--all"]);
+        let n: usize = v["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["runs"].as_array().unwrap().len())
+            .sum();
+        n >= ids.len()
+    };
+    wait_until(
+        Duration::from_secs(60),
+        &mut p,
+        &model,
+        "every run recorded",
+        recorded,
+    );
+    let sessions = vine(&project, &["sessions", "--all"]);
+    let done_in: BTreeSet<u64> = sessions["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| {
+            s["runs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["task"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(done_in, ids.iter().copied().collect(), "{sessions:#}");
+    let shown = vine(&project, &["show", &ids[0].to_string()]);
+    assert!(
+        shown["task"]["cost"]["turns"].as_u64().unwrap() >= 1,
+        "{shown:#}"
+    );
+    // Idle: no model request and no claude process for two minutes.
+    sleep(Duration::from_secs(3));
+    let before = model.model_requests().len();
+    let idle = Duration::from_secs(
+        std::env::var("AGENTVINE_POOL_IDLE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(120),
+    );
+    let until = Instant::now() + idle;
+    while Instant::now() < until {
+        assert_eq!(
+            claude_children(p.child.id(), &claude),
+            0,
+            "a claude process while idle"
+        );
+        assert!(p.poll().is_none(), "the pool ended: {}", p.diagnostics());
+        sleep(Duration::from_secs(2));
+    }
+    let during = model.model_requests().len() - before;
+    println!("pool idle for {idle:?}: {during} model requests");
+    assert_eq!(during, 0, "model requests while idle\n{}", model.report());
+    // SIGTERM: the pool stops, nothing stays claimed.
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(p.child.id().to_string())
+        .status();
+    assert!(
+        p.wait_for(Duration::from_secs(30)).is_some(),
+        "the pool did not stop on SIGTERM"
+    );
+    let held: Vec<Value> = tasks(&project)
+        .into_iter()
+        .filter(|t| t["status"] == "in_progress")
+        .collect();
+    assert!(held.is_empty(), "{held:#?}");
+}
+
+/// A session asks a question and ends its turn: the pool parks the task (kept by its worker,
+/// no Claude process, no model request while unanswered). `vine answer` resumes the same
+/// session (the model sees its earlier turns) and the task is completed.
+#[test]
+fn a_parked_question_costs_nothing_until_the_answer_resumes_the_same_session() {
+    let Some(claude) =
+        claude_bin("a_parked_question_costs_nothing_until_the_answer_resumes_the_same_session")
+    else {
+        return;
+    };
+    let tmp = TempDir::new().unwrap();
+    let project = project(tmp.path(), "parked-project");
+    let model = StandIn::start("pool", Some(&project.join(".vine")), Duration::ZERO);
+    let id = add(
+        &project,
+        "Choose the database",
+        "[ask] Ask which database to use.",
+    );
+    let mut p = pool(
+        &claude,
+        tmp.path(),
+        &project,
+        model.port,
+        &["--workers", "1"],
+    );
+    let asked = || {
+        !vine(&project, &["questions"])["questions"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    };
+    wait_until(
+        Duration::from_secs(120),
+        &mut p,
+        &model,
+        "the question asked",
+        asked,
+    );
+    // Parked: the claude process ends, and nothing is spent while nobody answers.
+    let pid = p.child.id();
+    let gone = || claude_children(pid, &claude) == 0;
+    wait_until(
+        Duration::from_secs(60),
+        &mut p,
+        &model,
+        "the session parked",
+        gone,
+    );
+    let t = task(&project, id);
+    assert_eq!(t["status"], "in_progress", "{t:#}");
+    let holder = t["claimed_by"].as_str().unwrap().to_string();
+    let quiet_from = model.model_requests().len();
+    sleep(Duration::from_secs(10));
+    assert_eq!(
+        claude_children(pid, &claude),
+        0,
+        "no claude process while parked"
+    );
+    assert_eq!(
+        model.model_requests().len(),
+        quiet_from,
+        "no model request while parked"
+    );
+    let w = vine(&project, &["workers"]);
+    let me = w["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == holder.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(me["state"], "waiting", "{w:#}");
+    // The answer resumes the same session.
+    let q = vine(&project, &["questions"])["questions"][0]["question"]["seq"]
+        .as_u64()
+        .unwrap();
+    vine(&project, &["answer", &q.to_string(), "PostgreSQL"]);
+    let done = || task(&project, id)["status"] == "completed";
+    wait_until(
+        Duration::from_secs(120),
+        &mut p,
+        &model,
+        "the task completed",
+        done,
+    );
+    let t = task(&project, id);
+    assert_eq!(
+        (t["attempts"].as_u64(), t["claimed_by"].as_str()),
+        (Some(1), Some(holder.as_str()))
+    );
+    // The run is recorded when its claude process has ended, just after the task completed.
+    let runs_of = |id: u64| -> usize {
+        let v = vine(&project, &["sessions", "--all"]);
+        v["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["runs"].as_array().unwrap().iter())
+            .filter(|r| r["task"] == id)
+            .count()
+    };
+    wait_until(
+        Duration::from_secs(60),
+        &mut p,
+        &model,
+        "both runs recorded",
+        || runs_of(id) == 2,
+    );
+    let sessions = vine(&project, &["sessions", "--all"]);
+    let s = sessions["sessions"].as_array().unwrap();
+    let mine: Vec<&Value> = s
+        .iter()
+        .filter(|x| {
+            x["runs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["task"] == id)
+        })
+        .collect();
+    assert_eq!(mine.len(), 1, "one session did the task: {sessions:#}");
+    let runs = mine[0]["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{sessions:#}");
+    assert_eq!(
+        (runs[0]["resumed"].as_bool(), runs[1]["resumed"].as_bool()),
+        (Some(false), Some(true))
+    );
+    // The resumed request carried the earlier conversation (the question the model asked).
+    let resumed = model
+        .log()
+        .into_iter()
+        .find(|l| l.text.contains("The answer to your question"))
+        .unwrap_or_else(|| panic!("no resumed request\n{}", model.report()));
+    assert!(
+        resumed.saw_question,
+        "the resumed session lost its history\n{}",
+        model.report()
+    );
+    let turns_with_history = model
+        .log()
+        .into_iter()
+        .filter(|l| l.text.contains("The answer to your question"))
+        .count();
+    assert_eq!(turns_with_history, 1, "{}", model.report());
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+    assert!(
+        p.wait_for(Duration::from_secs(30)).is_some(),
+        "the pool did not stop on SIGTERM"
     );
 }

@@ -186,6 +186,27 @@ pub enum Command {
     #[command(after_help = "Example:
   vine --url https://vps:5555 worker --worker w1 --capability python -- --model sonnet")]
     Worker(WorkerStartArgs),
+    /// Run headless Claude Code workers for the board: N slots, each at most one `claude -p`
+    /// at a time, in this folder (set up with `vine init --claude`).
+    ///
+    /// A slot with nothing to do runs no Claude process and spends no model turn: it waits
+    /// for work with the board's change wait. Each task runs `claude -p` with the task's
+    /// instructions, `--output-format json`, and VINE_WORKER, VINE_TASK, VINE_POOL=1 and the
+    /// board's location in its environment; the run's turns, tokens and cost are recorded on
+    /// the board (`vine sessions`, `vine show ID`). A related next task (same capability,
+    /// depending on the last one, or the same `--meta group=G`) resumes the session while it
+    /// is younger than --session-max-age and idle less than --session-max-idle. A session that
+    /// asks (`vine ask`) and ends its turn is parked: its task is kept, no process runs, and
+    /// the same session is resumed with the answer. A session that ends holding its task
+    /// without `vine complete` or `vine fail` (after the Stop hook's one reminder) has its
+    /// attempt failed.
+    ///
+    /// SIGTERM or Ctrl-C: stop claiming, let running tasks finish for --grace, then kill them
+    /// and give their tasks back. SIGKILL loses nothing: tasks come back when their leases end.
+    #[command(after_help = "Examples:
+  vine pool --workers 2
+  vine --url https://vps:5555 pool --workers 4 --capability python --max-cost-usd 5 -- --model sonnet")]
+    Pool(PoolArgs),
     /// Run one board op given as JSON and print the reply as JSON (used through /execute).
     #[command(hide = true)]
     Op {
@@ -614,6 +635,45 @@ pub struct WorkerStartArgs {
         default_value = "You are an agentvine worker. Claim your next task with `vine claim`, do it, complete it, then end your turn."
     )]
     pub prompt: String,
+    /// More arguments for claude (after --).
+    #[arg(last = true)]
+    pub claude_args: Vec<String>,
+}
+
+/// Arguments of `vine pool`.
+#[derive(Debug, Args, Clone)]
+pub struct PoolArgs {
+    /// Slots: Claude processes at most at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub workers: u16,
+    /// A capability every pool worker registers with (repeatable).
+    #[arg(long = "capability", short = 'c', value_name = "CAP")]
+    pub capabilities: Vec<String>,
+    /// The pool's worker ids are NAME-1, NAME-2, ...
+    #[arg(long, default_value = "pool", value_name = "NAME")]
+    pub name: String,
+    /// A slot that finds no work for this long stops.
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = duration)]
+    pub max_idle: Duration,
+    /// Stop claiming once the pool's runs have cost this many US dollars.
+    #[arg(long, value_name = "USD")]
+    pub max_cost_usd: Option<f64>,
+    /// `--max-turns` of each Claude run.
+    #[arg(long, value_name = "N")]
+    pub max_turns: Option<u32>,
+    /// A session older than this is not resumed.
+    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = duration)]
+    pub session_max_age: Duration,
+    /// A session idle longer than this is not resumed.
+    #[arg(long, default_value = "30m", value_name = "DURATION", value_parser = duration)]
+    pub session_max_idle: Duration,
+    /// After SIGTERM or Ctrl-C, how long running tasks may finish before they are killed and
+    /// given back.
+    #[arg(long, default_value = "2m", value_name = "DURATION", value_parser = duration)]
+    pub grace: Duration,
+    /// The Claude Code command.
+    #[arg(long, default_value = "claude", value_name = "CMD")]
+    pub claude: String,
     /// More arguments for claude (after --).
     #[arg(last = true)]
     pub claude_args: Vec<String>,

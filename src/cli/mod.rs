@@ -7,6 +7,7 @@ pub mod args;
 mod board;
 mod hook;
 mod init;
+mod pool;
 mod remote;
 mod render;
 mod worker;
@@ -64,6 +65,13 @@ pub fn run(cli: Cli) -> Result<Output> {
             cli.url.as_deref(),
             cli.dir.as_deref(),
             cli.key_file.as_deref(),
+        ),
+        Command::Pool(a) => pool::start(
+            a,
+            cli.url.as_deref(),
+            cli.dir.as_deref(),
+            cli.key_file.as_deref(),
+            cli.json,
         ),
         Command::Hook { event } => {
             let (url, dir, key_file) = (cli.url.clone(), cli.dir.clone(), cli.key_file.clone());

@@ -145,24 +145,69 @@ fn hooks_board(
 }
 
 /// Runs `vine worker` as `worker`.
-pub fn start(
-    a: WorkerStartArgs,
-    worker: String,
+/// What `vine worker` and `vine pool` check before starting Claude, and what they learn.
+pub(super) struct Preflight {
+    /// The project folder (the current directory).
+    pub project: PathBuf,
+    /// `VINE_URL` / `VINE_DIR` for the Claude processes (canonical paths).
+    pub given: Vec<(&'static str, String)>,
+    /// The key file's canonical path, if one was given.
+    pub key_file: Option<PathBuf>,
+    /// The board the sessions' hooks will use.
+    hooks: Location,
+    /// That board's settings.
+    pub settings: agentvine::Settings,
+}
+
+impl Preflight {
+    /// Opens the board the sessions' hooks use.
+    pub fn open(&self) -> Result<Board> {
+        match &self.hooks {
+            Location::Url(u) => remote::board(u, self.key_file.as_deref()),
+            Location::Dir(d) => Board::open(d),
+        }
+    }
+
+    /// Opens the board for quick requests (heartbeats).
+    pub fn open_quick(&self) -> Result<Board> {
+        match &self.hooks {
+            Location::Url(u) => remote::quick_board(u, self.key_file.as_deref()),
+            Location::Dir(d) => Board::open(d),
+        }
+    }
+
+    /// The environment every Claude process gets for the board.
+    pub fn board_env(&self) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = self
+            .given
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        if let Some(k) = &self.key_file {
+            // The hooks inside the session need the key too.
+            env.push((
+                agentvine::apikey::ENV_KEY_FILE.to_string(),
+                k.display().to_string(),
+            ));
+        }
+        env
+    }
+}
+
+/// Checks that Claude sessions started here would work on the board (see the module doc).
+pub(super) fn preflight(
+    command: &str,
     url: Option<&str>,
     dir: Option<&Path>,
     key_file: Option<&Path>,
-) -> Result<Output> {
-    agentvine::validate::name("worker id", &worker)?;
-    for c in &a.capabilities {
-        agentvine::validate::name("capability", c)?;
-    }
+) -> Result<Preflight> {
     let project = std::env::current_dir().map_err(|e| Error::io("reading", ".", e))?;
     let setup = claude::hook_setup(&project, user_settings().as_deref())
         .map_err(|e| refuse(format!("Claude Code's settings cannot be read: {e}")))?;
     check_hooks(&setup, &project)?;
 
     // What `claude` gets from here: the flags, canonical paths.
-    let mut given: Vec<(&str, String)> = Vec::new();
+    let mut given: Vec<(&'static str, String)> = Vec::new();
     if let Some(u) = url {
         given.push(("VINE_URL", u.to_string()));
     }
@@ -192,25 +237,42 @@ pub fn start(
         && !told.same(&hooks)
     {
         return Err(refuse(format!(
-            "vine worker was told to use the board at {}, but the session's hooks would use {} ({why}; Claude Code \
+            "{command} was told to use the board at {}, but the session's hooks would use {} ({why}; Claude Code \
              applies the settings' env over the environment). Run `vine init --claude --dir BOARD` (or \
              `vine --url URL init --claude`) here to record the board you mean, or leave out --dir/--url",
             told.show(),
             hooks.show()
         )));
     }
-    let open = || -> Result<Board> {
-        match &hooks {
-            Location::Url(u) => remote::board(u, key_file.as_deref()),
-            Location::Dir(d) => Board::open(d),
-        }
+    let mut pre = Preflight {
+        project,
+        given,
+        key_file,
+        hooks,
+        settings: agentvine::Settings::default(),
     };
-    let settings = open().and_then(|b| b.settings()).map_err(|e| {
+    pre.settings = pre.open().and_then(|b| b.settings()).map_err(|e| {
         refuse(format!(
             "the session's hooks could not use the board at {} ({why}): {e}",
-            hooks.show()
+            pre.hooks.show()
         ))
     })?;
+    Ok(pre)
+}
+
+pub fn start(
+    a: WorkerStartArgs,
+    worker: String,
+    url: Option<&str>,
+    dir: Option<&Path>,
+    key_file: Option<&Path>,
+) -> Result<Output> {
+    agentvine::validate::name("worker id", &worker)?;
+    for c in &a.capabilities {
+        agentvine::validate::name("capability", c)?;
+    }
+    let pre = preflight("vine worker", url, dir, key_file)?;
+    let settings = &pre.settings;
 
     let mut cmd = std::process::Command::new(&a.claude);
     cmd.arg("-p")
@@ -226,12 +288,8 @@ pub fn start(
         .env("CLAUDE_CODE_STOP_HOOK_BLOCK_CAP", "0")
         // This process heartbeats the worker; the hooks start no keepalive of their own.
         .env("VINE_KEEPALIVE", "0");
-    for (k, v) in &given {
+    for (k, v) in pre.board_env() {
         cmd.env(k, v);
-    }
-    if let Some(k) = &key_file {
-        // The hooks inside the session need the key too.
-        cmd.env(agentvine::apikey::ENV_KEY_FILE, k);
     }
     let mut child = cmd.spawn().map_err(|e| {
         Error::Invalid(format!(
@@ -242,12 +300,9 @@ pub fn start(
 
     // Heartbeats while claude runs: quick requests, so the thread ends soon after claude.
     let (stop, stopped) = mpsc::channel::<()>();
-    let every = keepalive::interval(&settings);
+    let every = keepalive::interval(settings);
     let beating = worker.clone();
-    let beat_board = match &hooks {
-        Location::Url(u) => remote::quick_board(u, key_file.as_deref()),
-        Location::Dir(d) => Board::open(d),
-    };
+    let beat_board = pre.open_quick();
     let beats = beat_board.ok().map(|board| {
         std::thread::spawn(move || {
             while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {

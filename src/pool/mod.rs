@@ -1,8 +1,13 @@
 //! `vine pool`: headless Claude Code workers supervised on this machine (issue #10).
 //!
-//! What is here so far is the part that decides without running anything: reading what
-//! `claude -p --output-format json` printed ([`outcome`]) and whether a slot's next task
-//! resumes its previous Claude session or starts a fresh one ([`reuse`]).
+//! [`supervisor`] runs the slots; [`claude_run`] one `claude -p` process; [`outcome`] reads
+//! what it printed; [`reuse`] chooses whether a task resumes a session; [`prompt`] is what the
+//! sessions are told.
 
+#[cfg(feature = "remote")]
+pub mod claude_run;
 pub mod outcome;
+pub mod prompt;
 pub mod reuse;
+#[cfg(feature = "remote")]
+pub mod supervisor;
