@@ -430,6 +430,13 @@ fn decide(body: &Value, s: &Shared) -> (Reply, String, Option<(bool, String)>) {
         }
     } else if tool_result.is_some() {
         text_reply(Kind::ToolResult, "Done.")
+    } else if text.contains("[long-tool]") {
+        bash_reply(
+            Kind::Prompt,
+            s,
+            "sleep 12 && echo slept",
+            "A long tool call (a test run)",
+        )
     } else if text.contains("The answer to your question") {
         // `vine pool` resumed a parked session with the answer (ids come from VINE_TASK).
         bash_reply(
@@ -453,13 +460,6 @@ fn decide(body: &Value, s: &Shared) -> (Reply, String, Option<(bool, String)>) {
             s,
             "vine complete --result 'done by the stand-in'",
             "Report the task as done",
-        )
-    } else if text.contains("[long-tool]") {
-        bash_reply(
-            Kind::Prompt,
-            s,
-            "sleep 12 && echo slept",
-            "A long tool call (a test run)",
         )
     } else if text.contains("[warm-up]") {
         bash_reply(
@@ -2102,4 +2102,103 @@ fn a_parked_question_costs_nothing_until_the_answer_resumes_the_same_session() {
         p.wait_for(Duration::from_secs(30)).is_some(),
         "the pool did not stop on SIGTERM"
     );
+}
+
+/// `vine pool` SIGKILLed while its session is in a long tool call: the session dies with it
+/// (the runs go under a supervisor that the pool's death stops), nothing heartbeats the task
+/// any more, and another worker can claim it once its short lease has run out.
+#[test]
+fn a_killed_pool_leaves_no_claude_behind_and_its_task_comes_back_within_the_lease() {
+    let Some(claude) = claude_bin(
+        "a_killed_pool_leaves_no_claude_behind_and_its_task_comes_back_within_the_lease",
+    ) else {
+        return;
+    };
+    let tmp = TempDir::new().unwrap();
+    let project = project(tmp.path(), "killed-project");
+    let model = StandIn::start("pool", Some(&project.join(".vine")), Duration::ZERO);
+    let v = vine(
+        &project,
+        &[
+            "add",
+            "A long one",
+            "--instructions",
+            "[long-tool] Run the tests.",
+            "--lease",
+            "5s",
+        ],
+    );
+    let id = v["tasks"][0]["id"].as_u64().unwrap();
+    let mut p = pool(
+        &claude,
+        tmp.path(),
+        &project,
+        model.port,
+        &["--workers", "1"],
+    );
+    let pid = p.child.id();
+    let sleeping = || {
+        descendants(pid).into_iter().any(|c| {
+            fs::read(format!("/proc/{c}/cmdline"))
+                .is_ok_and(|b| String::from_utf8_lossy(&b).starts_with("sleep\012"))
+        })
+    };
+    wait_until(
+        Duration::from_secs(120),
+        &mut p,
+        &model,
+        "the long tool call running",
+        sleeping,
+    );
+    let before: Vec<u32> = descendants(pid);
+    assert!(!before.is_empty());
+    let _ = Command::new("kill")
+        .arg("-KILL")
+        .arg(pid.to_string())
+        .status();
+    let _ = p.wait_for(Duration::from_secs(10));
+    // Everything the pool started is gone within seconds.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let alive: Vec<u32> = before
+            .iter()
+            .copied()
+            .filter(|c| Path::new(&format!("/proc/{c}")).exists())
+            .filter(|c| {
+                fs::read_to_string(format!("/proc/{c}/stat")).is_ok_and(|s| {
+                    !s.rsplit_once(')')
+                        .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+                })
+            })
+            .collect();
+        if alive.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running after the pool died: {alive:?}"
+        );
+        sleep(Duration::from_millis(200));
+    }
+    // The task comes back when its 5 s lease has run out, and another worker gets it.
+    let t = task(&project, id);
+    assert_eq!(t["status"], "in_progress", "{t:#}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = vine_without(&[BOARD_ENV, URL_ENV])
+            .args(["claim", "--worker", "other", "--json"])
+            .current_dir(&project)
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if v["claim"]["task"]["id"] == id {
+            assert_eq!(v["claim"]["task"]["attempts"], 2, "{v:#}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {id} never came back: {v:#}"
+        );
+        sleep(Duration::from_millis(500));
+    }
 }

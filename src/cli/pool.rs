@@ -52,6 +52,8 @@ pub fn start(
         },
         board_env: pre.board_env(),
         look: Duration::from_secs(5),
+        // This very program: it dispatches the supervisor argument before parsing.
+        supervisor: Some(this_program()),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let kill = Arc::new(AtomicBool::new(false));
@@ -136,5 +138,15 @@ fn line(e: &Event) -> String {
             s
         }
         Event::SlotDone { slot, why } => format!("slot {slot}  stopped: {why}"),
+    }
+}
+
+/// The running `vine`, as the supervisor of the pool's runs.
+fn this_program() -> PathBuf {
+    if cfg!(target_os = "linux") {
+        // Still the right program if its file was replaced or deleted since it started.
+        PathBuf::from("/proc/self/exe")
+    } else {
+        std::env::current_exe().unwrap_or_else(|_| PathBuf::from("vine"))
     }
 }

@@ -38,6 +38,16 @@ pub struct RunSpec {
     pub extra_args: Vec<String>,
     /// The environment the run gets on top of the pool's.
     pub env: Vec<(String, String)>,
+    /// Run it under this program's command supervisor (`vine` with
+    /// [`crate::server::SUPERVISOR_ARG`]): when the pool dies, even by SIGKILL, the supervisor
+    /// is told (`PR_SET_PDEATHSIG`) and kills the run and everything it started, so no Claude
+    /// process works on a task the pool no longer heartbeats. `None` runs it directly.
+    pub supervisor: Option<PathBuf>,
+}
+
+/// `s` quoted for `sh`.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 /// How a run ended.
@@ -89,9 +99,25 @@ pub fn run(
     beat: &dyn Fn(),
     stop: &AtomicBool,
 ) -> Result<Finished> {
-    let mut cmd = Command::new(&spec.claude);
-    cmd.args(spec.args())
-        .current_dir(&spec.project)
+    let mut cmd = match &spec.supervisor {
+        Some(sup) => {
+            let line: Vec<String> = std::iter::once(spec.claude.display().to_string())
+                .chain(spec.args())
+                .map(|a| sh_quote(&a))
+                .collect();
+            let mut c = Command::new(sup);
+            c.arg(crate::server::SUPERVISOR_ARG)
+                .arg(std::process::id().to_string())
+                .arg(format!("exec {}", line.join(" ")));
+            c
+        }
+        None => {
+            let mut c = Command::new(&spec.claude);
+            c.args(spec.args());
+            c
+        }
+    };
+    cmd.current_dir(&spec.project)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -134,7 +160,11 @@ pub fn run(
             break st;
         }
         if stop.load(Ordering::Relaxed) && !killed {
-            kill_group(child.id());
+            match spec.supervisor {
+                // The supervisor kills every process of the run, then exits.
+                Some(_) => terminate(child.id()),
+                None => kill_group(child.id()),
+            }
             killed = true;
         }
         if last_beat.elapsed() >= every {
@@ -156,6 +186,18 @@ pub fn run(
         stderr_tail: tail,
         killed,
     })
+}
+
+/// Asks process `pid` (a supervisor) to stop.
+fn terminate(pid: u32) {
+    #[cfg(unix)]
+    {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        if let Ok(p) = i32::try_from(pid) {
+            let _ = kill(Pid::from_raw(p), Signal::SIGTERM);
+        }
+    }
 }
 
 /// Kills process group `pgid` (the run and everything it started).
@@ -185,7 +227,22 @@ mod tests {
             max_turns: Some(30),
             extra_args: vec!["--model".into(), "sonnet".into()],
             env: vec![("VINE_TASK".into(), "7".into())],
+            supervisor: None,
         }
+    }
+
+    #[test]
+    fn arguments_are_quoted_for_the_shell() {
+        assert_eq!(sh_quote("it's $HOME"), "'it'\\''s $HOME'");
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf %s {}", sh_quote("a 'b' \"c\" $d `e`\nf")))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "a 'b' \"c\" $d `e`\nf"
+        );
     }
 
     #[test]

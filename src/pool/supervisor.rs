@@ -56,6 +56,8 @@ pub struct PoolConfig {
     pub board_env: Vec<(String, String)>,
     /// How long a waiting slot's look at the board lasts before it checks parked questions.
     pub look: Duration,
+    /// The command supervisor each run goes under (see [`RunSpec::supervisor`]).
+    pub supervisor: Option<std::path::PathBuf>,
 }
 
 /// What the pool reports as it goes (one line each for people, or JSON).
@@ -484,6 +486,7 @@ fn one_run(
         max_turns: sh.cfg.max_turns,
         extra_args: sh.cfg.claude_args.clone(),
         env,
+        supervisor: sh.cfg.supervisor.clone(),
     };
     let every = beat_every(board);
     let worker = id.worker.clone();
