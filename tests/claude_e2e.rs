@@ -2140,7 +2140,7 @@ fn a_killed_pool_leaves_no_claude_behind_and_its_task_comes_back_within_the_leas
     let sleeping = || {
         descendants(pid).into_iter().any(|c| {
             fs::read(format!("/proc/{c}/cmdline"))
-                .is_ok_and(|b| String::from_utf8_lossy(&b).starts_with("sleep\012"))
+                .is_ok_and(|b| String::from_utf8_lossy(&b).starts_with("sleep\0"))
         })
     };
     wait_until(
