@@ -142,6 +142,10 @@ struct Logged {
     saw_skill: bool,
     /// The request carries the question a parked session asked earlier (its history).
     saw_question: bool,
+    /// The request carries the hand-over of task "Schema first" (a resumed session's history).
+    saw_schema_task: bool,
+    /// The tasks whose hand-over ("Task N is claimed for you") the request carries, in order.
+    handed_over: Vec<u64>,
 }
 
 impl Logged {
@@ -551,12 +555,26 @@ fn answer(req: &Request, s: &Shared) -> (&'static str, &'static str, String) {
         saw_claude_md: false,
         saw_skill: false,
         saw_question: false,
+        saw_schema_task: false,
+        handed_over: Vec::new(),
     };
     let raw = String::from_utf8_lossy(&req.body);
     entry.saw_session_context = raw.contains(&format!("You are agentvine worker `{}`", s.worker));
     entry.saw_claude_md = raw.contains("You are an agentvine worker");
     entry.saw_skill = raw.contains("through an agentvine board with the `vine` command");
     entry.saw_question = raw.contains("vine ask 'Which database?'");
+    entry.saw_schema_task = raw.contains("is claimed for you: Schema first");
+    entry.handed_over = raw
+        .match_indices("Task ")
+        .filter_map(|(i, _)| {
+            let rest = &raw[i + 5..];
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            rest[digits.len()..]
+                .starts_with(" is claimed for you")
+                .then(|| digits.parse().ok())
+                .flatten()
+        })
+        .collect();
     let path = req.path.split('?').next().unwrap_or_default();
     let out = if req.method == "POST" && path == "/v1/messages/count_tokens" {
         entry.reply = "count".into();
@@ -1912,6 +1930,30 @@ fn a_pool_does_its_tasks_and_makes_no_model_request_while_idle() {
         shown["task"]["cost"]["turns"].as_u64().unwrap() >= 1,
         "{shown:#}"
     );
+    // The recorded tokens are the stand-in's: 10 in and 5 out for every turn it answered.
+    let runs: Vec<Value> = sessions["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["runs"].as_array().unwrap().clone())
+        .collect();
+    let sum = |f: &dyn Fn(&Value) -> u64| runs.iter().map(f).sum::<u64>();
+    let turns = model.turns().len() as u64;
+    assert_eq!(
+        sum(&|r| r["turns"].as_u64().unwrap()),
+        turns,
+        "{}",
+        model.report()
+    );
+    assert_eq!(
+        sum(&|r| r["usage"]["input_tokens"].as_u64().unwrap()),
+        10 * turns
+    );
+    assert_eq!(
+        sum(&|r| r["usage"]["output_tokens"].as_u64().unwrap()),
+        5 * turns
+    );
+    println!("pool: {} runs, {turns} model turns recorded", runs.len());
     // Idle: no model request and no claude process for two minutes.
     sleep(Duration::from_secs(3));
     let before = model.model_requests().len();
@@ -2201,4 +2243,107 @@ fn a_killed_pool_leaves_no_claude_behind_and_its_task_comes_back_within_the_leas
         );
         sleep(Duration::from_millis(500));
     }
+}
+
+/// Session reuse: a task in the same group as the session's last one resumes that session
+/// (the model sees the earlier task in its conversation); an unrelated one starts fresh. Each
+/// choice is recorded with its reason.
+#[test]
+fn a_related_task_resumes_the_session_and_an_unrelated_one_starts_fresh() {
+    let Some(claude) =
+        claude_bin("a_related_task_resumes_the_session_and_an_unrelated_one_starts_fresh")
+    else {
+        return;
+    };
+    let tmp = TempDir::new().unwrap();
+    let project = project(tmp.path(), "reuse-project");
+    let model = StandIn::start("pool", Some(&project.join(".vine")), Duration::ZERO);
+    let add_meta = |desc: &str, extra: &[&str]| -> u64 {
+        let mut args = vec!["add", desc, "--instructions", "Report it done."];
+        args.extend_from_slice(extra);
+        vine(&project, &args)["tasks"][0]["id"].as_u64().unwrap()
+    };
+    let a = add_meta("Schema first", &["--meta", "group=api"]);
+    let b = add_meta(
+        "Endpoints next",
+        &["--meta", "group=api", "--after", &a.to_string()],
+    );
+    // Unrelated, and claimed last (low priority), not after B by a dependency (which would
+    // relate it).
+    let c = add_meta("Unrelated docs", &["--priority", "low"]);
+    let mut p = pool(
+        &claude,
+        tmp.path(),
+        &project,
+        model.port,
+        &["--workers", "1"],
+    );
+    let recorded = || {
+        let v = vine(&project, &["sessions", "--all"]);
+        v["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["runs"].as_array().unwrap().len())
+            .sum::<usize>()
+            >= 3
+    };
+    wait_until(
+        Duration::from_secs(180),
+        &mut p,
+        &model,
+        "three runs recorded",
+        recorded,
+    );
+    let v = vine(&project, &["sessions", "--all"]);
+    let sessions = v["sessions"].as_array().unwrap();
+    let session_of = |task: u64| -> (String, Value) {
+        sessions
+            .iter()
+            .find_map(|s| {
+                s["runs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|r| r["task"] == task)
+                    .map(|r| (s["id"].as_str().unwrap().to_string(), r.clone()))
+            })
+            .unwrap_or_else(|| panic!("task {task} in no session: {v:#}"))
+    };
+    let (sa, ra) = session_of(a);
+    let (sb, rb) = session_of(b);
+    let (sc, rc) = session_of(c);
+    assert_eq!(sa, sb, "the related task resumed the session: {v:#}");
+    assert_ne!(sb, sc, "the unrelated task started fresh: {v:#}");
+    assert_eq!(ra["resumed"], false);
+    assert_eq!(rb["resumed"], true);
+    assert!(
+        rb["why"].as_str().unwrap().contains("group \"api\""),
+        "{rb:#}"
+    );
+    assert_eq!(rc["resumed"], false);
+    assert!(rc["why"].as_str().unwrap().contains("unrelated"), "{rc:#}");
+    // The resumed session's request carried task A's hand-over.
+    let b_request = model
+        .log()
+        .into_iter()
+        .find(|l| l.handed_over.contains(&b))
+        .unwrap_or_else(|| panic!("no request for task {b}\n{}", model.report()));
+    assert!(
+        b_request.saw_schema_task,
+        "the resumed session lost task A\n{}",
+        model.report()
+    );
+    let c_request = model
+        .log()
+        .into_iter()
+        .find(|l| l.handed_over.contains(&c))
+        .unwrap_or_else(|| panic!("no request for task {c}\n{}", model.report()));
+    assert!(!c_request.saw_schema_task, "a fresh session has no history");
+    println!("reuse: A and B in session {sa}, C in {sc}");
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(p.child.id().to_string())
+        .status();
+    assert!(p.wait_for(Duration::from_secs(30)).is_some());
 }
