@@ -449,6 +449,24 @@ fn decide(body: &Value, s: &Shared) -> (Reply, String, Option<(bool, String)>) {
             "vine complete --result 'done with the answer'",
             "Report the task as done",
         )
+    } else if text.contains("is claimed for you") && text.contains("[write]") {
+        // Work in the session's folder, committed (a pool worktree).
+        bash_reply(
+            Kind::Claimed,
+            s,
+            "echo done > out-$VINE_TASK.txt && git add out-$VINE_TASK.txt && \
+             git -c user.email=w@vine -c user.name=vine commit -qm \"task $VINE_TASK\" && \
+             vine complete --result committed",
+            "Write, commit and report",
+        )
+    } else if text.contains("is claimed for you") && text.contains("[dirty]") {
+        // Work left uncommitted.
+        bash_reply(
+            Kind::Claimed,
+            s,
+            "echo wip > wip-$VINE_TASK.txt && vine complete --result 'left uncommitted'",
+            "Write and report",
+        )
     } else if text.contains("is claimed for you") && text.contains("[ask]") {
         // A task handed over by `vine pool` that needs a person's decision.
         bash_reply(
@@ -2346,4 +2364,136 @@ fn a_related_task_resumes_the_session_and_an_unrelated_one_starts_fresh() {
         .arg(p.child.id().to_string())
         .status();
     assert!(p.wait_for(Duration::from_secs(30)).is_some());
+}
+
+/// `--worktree`: two slots on one git project work in separate worktrees beside it, each on its
+/// own branch; the project's own working tree is untouched; when the pool ends, clean
+/// worktrees are removed and one with uncommitted work is kept and reported.
+#[test]
+fn pool_worktrees_keep_slots_apart_and_never_delete_uncommitted_work() {
+    let Some(claude) =
+        claude_bin("pool_worktrees_keep_slots_apart_and_never_delete_uncommitted_work")
+    else {
+        return;
+    };
+    let tmp = TempDir::new().unwrap();
+    let project = project(tmp.path(), "git-project");
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.email=t@vine", "-c", "user.name=t"])
+            .args(args)
+            .current_dir(&project)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    fs::write(project.join("README"), "project\n").unwrap();
+    git(&["init", "-q"]);
+    git(&["add", "README"]);
+    git(&["commit", "-qm", "start"]);
+    let status_before = git(&["status", "--porcelain"]);
+    let model = StandIn::start("pool", Some(&project.join(".vine")), Duration::ZERO);
+    let w: Vec<u64> = (0..3)
+        .map(|i| {
+            add(
+                &project,
+                &format!("Write {i}"),
+                "[write] Write your file and commit it.",
+            )
+        })
+        .collect();
+    let d = add(
+        &project,
+        "Half done",
+        "[dirty] Write a file and leave it uncommitted.",
+    );
+    let mut p = pool(
+        &claude,
+        tmp.path(),
+        &project,
+        model.port,
+        &["--workers", "2", "--worktree", "--json"],
+    );
+    let all: Vec<u64> = w.iter().copied().chain([d]).collect();
+    let done = || {
+        all.iter()
+            .all(|id| task(&project, *id)["status"] == "completed")
+    };
+    wait_until(
+        Duration::from_secs(180),
+        &mut p,
+        &model,
+        "every task completed",
+        done,
+    );
+    // Wait for the runs to be recorded (the slots are idle again), then stop the pool.
+    let recorded = || {
+        let v = vine(&project, &["sessions", "--all"]);
+        v["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["runs"].as_array().unwrap().len())
+            .sum::<usize>()
+            >= 4
+    };
+    wait_until(
+        Duration::from_secs(60),
+        &mut p,
+        &model,
+        "every run recorded",
+        recorded,
+    );
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(p.child.id().to_string())
+        .status();
+    assert!(
+        p.wait_for(Duration::from_secs(30)).is_some(),
+        "the pool did not stop"
+    );
+    let out = fs::read_to_string(&p.stdout).unwrap();
+    let events: Vec<Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let worktrees: Vec<&Value> = events.iter().filter(|e| e["event"] == "worktree").collect();
+    assert!(worktrees.len() >= 2, "two workers, two worktrees: {out}");
+    let kept: Vec<&&Value> = worktrees
+        .iter()
+        .filter(|e| e["cleanup"]["removed"] == false)
+        .collect();
+    assert_eq!(kept.len(), 1, "only the uncommitted one is kept: {out}");
+    let kept_path = PathBuf::from(kept[0]["cleanup"]["path"].as_str().unwrap());
+    assert!(kept_path.join(format!("wip-{d}.txt")).is_file(), "{out}");
+    for e in worktrees.iter().filter(|e| e["cleanup"]["removed"] == true) {
+        assert!(
+            !Path::new(e["cleanup"]["path"].as_str().unwrap()).exists(),
+            "{e}"
+        );
+    }
+    // The committed work is on the workers' branches, not in the project's tree.
+    let branches = git(&["branch", "--list", "vine/*"]);
+    let mut committed = BTreeSet::new();
+    for b in branches
+        .split_whitespace()
+        .filter(|b| b.starts_with("vine/"))
+    {
+        for f in git(&["ls-tree", "--name-only", b]).lines() {
+            if let Some(id) = f.strip_prefix("out-").and_then(|r| r.strip_suffix(".txt")) {
+                committed.insert(id.parse::<u64>().unwrap());
+            }
+        }
+    }
+    assert_eq!(committed, w.iter().copied().collect(), "{branches}");
+    assert_eq!(
+        git(&["status", "--porcelain"]),
+        status_before,
+        "the project's tree changed"
+    );
+    for id in &all {
+        assert!(!project.join(format!("out-{id}.txt")).exists());
+        assert!(!project.join(format!("wip-{id}.txt")).exists());
+    }
 }

@@ -671,6 +671,11 @@ pub struct PoolArgs {
     /// given back.
     #[arg(long, default_value = "2m", value_name = "DURATION", value_parser = duration)]
     pub grace: Duration,
+    /// Each pool worker works in its own git worktree of this project, beside it in
+    /// `<project>.vine-worktrees/<worker>` on the branch `vine/<worker>`; when the pool ends a
+    /// worktree is removed unless it holds uncommitted work (then it is kept and reported).
+    #[arg(long)]
+    pub worktree: bool,
     /// The Claude Code command.
     #[arg(long, default_value = "claude", value_name = "CMD")]
     pub claude: String,

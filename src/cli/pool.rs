@@ -36,6 +36,18 @@ pub fn start(
         )));
     }
     let pre = preflight("vine pool", url, dir, key_file)?;
+    let worktrees = if a.worktree {
+        Some(agentvine::pool::worktree::Project::at(&pre.project)?)
+    } else {
+        None
+    };
+    let mut board_env = pre.board_env();
+    if worktrees.is_some() {
+        // Sessions in a worktree beside the project find the board only by name.
+        let (k, v) = pre.location_env();
+        board_env.retain(|(name, _)| *name != k);
+        board_env.push((k, v));
+    }
     let cfg = PoolConfig {
         slots: usize::from(a.workers),
         name: a.name,
@@ -50,10 +62,11 @@ pub fn start(
             max_age: a.session_max_age,
             max_idle: a.session_max_idle,
         },
-        board_env: pre.board_env(),
+        board_env,
         look: Duration::from_secs(5),
         // This very program: it dispatches the supervisor argument before parsing.
         supervisor: Some(this_program()),
+        worktrees,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let kill = Arc::new(AtomicBool::new(false));
@@ -138,6 +151,13 @@ fn line(e: &Event) -> String {
             s
         }
         Event::SlotDone { slot, why } => format!("slot {slot}  stopped: {why}"),
+        Event::Worktree { worker, cleanup } => match &cleanup.kept_because {
+            None => format!("{worker}  worktree {} removed", cleanup.path.display()),
+            Some(why) => format!(
+                "{worker}  worktree {} KEPT, it holds uncommitted work ({why})",
+                cleanup.path.display()
+            ),
+        },
     }
 }
 

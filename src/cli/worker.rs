@@ -176,6 +176,15 @@ impl Preflight {
         }
     }
 
+    /// The board's location as the environment names it (`VINE_URL`, or `VINE_DIR` with an
+    /// absolute path), for sessions that run outside the project (a worktree).
+    pub fn location_env(&self) -> (String, String) {
+        match &self.hooks {
+            Location::Url(u) => ("VINE_URL".into(), u.clone()),
+            Location::Dir(d) => ("VINE_DIR".into(), d.display().to_string()),
+        }
+    }
+
     /// The environment every Claude process gets for the board.
     pub fn board_env(&self) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = self

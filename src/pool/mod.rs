@@ -11,3 +11,4 @@ pub mod prompt;
 pub mod reuse;
 #[cfg(feature = "remote")]
 pub mod supervisor;
+pub mod worktree;

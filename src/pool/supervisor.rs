@@ -58,6 +58,8 @@ pub struct PoolConfig {
     pub look: Duration,
     /// The command supervisor each run goes under (see [`RunSpec::supervisor`]).
     pub supervisor: Option<std::path::PathBuf>,
+    /// Each worker works in its own git worktree of this project (`--worktree`).
+    pub worktrees: Option<super::worktree::Project>,
 }
 
 /// What the pool reports as it goes (one line each for people, or JSON).
@@ -97,6 +99,13 @@ pub enum Event {
         duration_ms: u64,
         /// A problem worth saying (no result printed, the attempt failed by the pool, ...).
         note: Option<String>,
+    },
+    /// A worker's worktree when the pool ended: removed, or kept with uncommitted work.
+    Worktree {
+        /// The worker.
+        worker: String,
+        /// What happened to it.
+        cleanup: super::worktree::Cleanup,
     },
     /// A slot stopped.
     SlotDone {
@@ -198,6 +207,21 @@ pub fn run(
     {
         for s in ending {
             end_session(&board, &s, "the pool stopped");
+        }
+    }
+    if let Some(project) = &cfg.worktrees {
+        // A parked worker's worktree stays with its session; the others are removed unless
+        // they hold uncommitted work.
+        let done: Vec<String> = shared
+            .ids()
+            .iter()
+            .filter(|i| i.parked.is_none())
+            .map(|i| i.worker.clone())
+            .collect();
+        for worker in done {
+            if let Ok(Some(cleanup)) = project.clean_up(&worker) {
+                report(Event::Worktree { worker, cleanup });
+            }
         }
     }
     match errors.into_iter().next() {
@@ -478,9 +502,13 @@ fn one_run(
         ("VINE_POOL".to_string(), "1".to_string()),
         ("VINE_KEEPALIVE".to_string(), "0".to_string()),
     ]);
+    let folder = match &sh.cfg.worktrees {
+        Some(project) => project.worktree(&id.worker)?,
+        None => sh.cfg.project.clone(),
+    };
     let spec = RunSpec {
         claude: sh.cfg.claude.clone(),
-        project: sh.cfg.project.clone(),
+        project: folder,
         prompt,
         start,
         max_turns: sh.cfg.max_turns,
