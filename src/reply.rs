@@ -134,6 +134,38 @@ pub struct StatusReport {
     pub open_questions: usize,
     /// The progress record.
     pub progress: Progress,
+    /// What the Claude sessions' recorded runs spent, on the whole board and by worker
+    /// (absent when none was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claude: Option<ClaudeSpend>,
+}
+
+/// What the Claude sessions' recorded runs spent (see [`crate::sessions`]).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ClaudeSpend {
+    /// Sessions not ended.
+    pub live_sessions: usize,
+    /// Every run's totals.
+    pub total: crate::sessions::Totals,
+    /// Totals by worker.
+    pub by_worker: BTreeMap<String, crate::sessions::Totals>,
+}
+
+impl ClaudeSpend {
+    /// The spend of `sessions`; `None` when they recorded no run.
+    pub fn of(sessions: &[crate::sessions::SessionRecord]) -> Option<Self> {
+        let mut spend = ClaudeSpend::default();
+        for s in sessions {
+            if s.state != crate::sessions::SessionState::Ended {
+                spend.live_sessions += 1;
+            }
+            let t = s.totals();
+            spend.total = spend.total.plus(t);
+            let w = spend.by_worker.entry(s.worker.clone()).or_default();
+            *w = w.plus(t);
+        }
+        (spend.total.runs > 0).then_some(spend)
+    }
 }
 
 /// What `vine repair` did to one file.

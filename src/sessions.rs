@@ -146,6 +146,17 @@ pub struct Totals {
 }
 
 impl Totals {
+    /// The sum of two totals.
+    pub fn plus(self, o: Totals) -> Totals {
+        Totals {
+            runs: self.runs.saturating_add(o.runs),
+            turns: self.turns.saturating_add(o.turns),
+            cost_usd: self.cost_usd + o.cost_usd,
+            usage: self.usage.plus(o.usage),
+            duration_ms: self.duration_ms.saturating_add(o.duration_ms),
+        }
+    }
+
     /// The totals of `runs`.
     pub fn of<'a>(runs: impl Iterator<Item = &'a SessionRun>) -> Totals {
         runs.fold(Totals::default(), |t, r| Totals {

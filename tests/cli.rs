@@ -1384,6 +1384,18 @@ fn claude_sessions_are_recorded_listed_and_charged_to_their_tasks() {
     assert_eq!(cost["usage"]["output_tokens"], 14, "{cost}");
     let text = b.run(&["show", &id.to_string()]).stdout;
     assert!(text.contains("claude runs: 2 (4 turns, $0.7500"), "{text}");
+    // The board's totals, in all and by worker.
+    let st = b.ok(&["status"]);
+    assert_eq!(st["claude"]["total"]["runs"], 2, "{st}");
+    assert_eq!(st["claude"]["by_worker"]["w1"]["cost_usd"], 0.75, "{st}");
+    assert_eq!(st["claude"]["live_sessions"], 2, "{st}");
+    let text = b.run(&["status"]).stdout;
+    assert!(
+        text.contains("Claude: 2 runs, 4 turns, $0.7500 (w1 $0.7500)"),
+        "{text}"
+    );
+    let text = b.run(&["sessions"]).stdout;
+    assert!(text.contains("In all: 2 runs, 4 turns, $0.7500"), "{text}");
     let end = json!({"op": {"op": "end-session", "session": "s-1", "reason": "idle 31m"}});
     assert_eq!(b.run(&["op", &end.to_string()]).code, 0);
     assert_eq!(b.ok(&["sessions"])["sessions"].as_array().unwrap().len(), 1);

@@ -568,6 +568,7 @@ fn replies() -> Vec<Reply> {
                 workers: BTreeMap::from([("idle".to_string(), 1), ("working".to_string(), 2)]),
                 open_questions: 1,
                 progress: full_progress(),
+                claude: None,
             },
         },
     ]

@@ -656,7 +656,7 @@ pub struct PoolArgs {
     #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = duration)]
     pub max_idle: Duration,
     /// Stop claiming once the pool's runs have cost this many US dollars.
-    #[arg(long, value_name = "USD")]
+    #[arg(long, value_name = "USD", allow_negative_numbers = true, value_parser = dollars)]
     pub max_cost_usd: Option<f64>,
     /// `--max-turns` of each Claude run.
     #[arg(long, value_name = "N")]
@@ -682,6 +682,14 @@ pub struct PoolArgs {
     /// More arguments for claude (after --).
     #[arg(last = true)]
     pub claude_args: Vec<String>,
+}
+
+/// An amount of US dollars above 0.
+fn dollars(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err("not an amount of dollars above 0; use e.g. 5 or 0.50".into()),
+    }
 }
 
 /// A duration flag: `90s`, `30m`, `2h`, `1d`, `1h30m` or a number of seconds.

@@ -28,13 +28,6 @@ pub fn start(
     for c in &a.capabilities {
         agentvine::validate::name("capability", c)?;
     }
-    if let Some(max) = a.max_cost_usd
-        && !(max.is_finite() && max > 0.0)
-    {
-        return Err(Error::Invalid(format!(
-            "--max-cost-usd must be a number of dollars above 0 (got {max})"
-        )));
-    }
     let pre = preflight("vine pool", url, dir, key_file)?;
     let worktrees = if a.worktree {
         Some(agentvine::pool::worktree::Project::at(&pre.project)?)

@@ -504,11 +504,55 @@ fn status(r: &StatusReport) -> String {
     if r.progress.last_updated.is_some() {
         let _ = write!(s, "\n{}", progress_line(&r.progress));
     }
+    if let Some(c) = &r.claude {
+        let by: Vec<String> = c
+            .by_worker
+            .iter()
+            .map(|(w, t)| format!("{w} ${:.4}", t.cost_usd))
+            .collect();
+        let _ = write!(
+            s,
+            "\nClaude: {} runs, {} turns, ${:.4} ({}); {} live sessions (see `vine sessions`)",
+            c.total.runs,
+            c.total.turns,
+            c.total.cost_usd,
+            by.join(", "),
+            c.live_sessions
+        );
+    }
     s
 }
 
-/// One line per session: id, worker, state, tasks, runs, turns, cost, last activity.
+/// One line per session: id, worker, state, tasks, runs, turns, cost, last activity; then the
+/// totals by worker and in all.
 fn session_table(sessions: &[SessionRecord]) -> String {
+    let mut s = session_lines(sessions);
+    if let Some(spend) = agentvine::reply::ClaudeSpend::of(sessions)
+        && sessions.len() > 1
+    {
+        for (w, t) in &spend.by_worker {
+            let _ = write!(
+                s,
+                "\n{w}: {} runs, {} turns, ${:.4}",
+                t.runs, t.turns, t.cost_usd
+            );
+        }
+        let t = spend.total;
+        let _ = write!(
+            s,
+            "\nIn all: {} runs, {} turns, ${:.4}, {} tokens in, {} out",
+            t.runs,
+            t.turns,
+            t.cost_usd,
+            t.usage.input_total(),
+            t.usage.output_tokens
+        );
+    }
+    s
+}
+
+/// One line per session.
+fn session_lines(sessions: &[SessionRecord]) -> String {
     if sessions.is_empty() {
         return "No sessions.".into();
     }
@@ -542,7 +586,7 @@ fn session_table(sessions: &[SessionRecord]) -> String {
 
 /// A session and its runs, each with why it was started or resumed.
 fn session_detail(r: &SessionRecord) -> String {
-    let mut s = session_table(std::slice::from_ref(r));
+    let mut s = session_lines(std::slice::from_ref(r));
     for run in &r.runs {
         let _ = write!(
             s,

@@ -68,6 +68,7 @@ impl Query for Status {
         Needs {
             archive_counts: true,
             log: LogNeed::Questions,
+            sessions: true,
             ..Needs::board()
         }
     }

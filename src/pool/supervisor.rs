@@ -581,9 +581,6 @@ fn one_run(
         duration_ms: ms,
         note,
     });
-    if sh.over_budget() {
-        sh.stop.store(true, Ordering::Relaxed);
-    }
     Ok(id)
 }
 

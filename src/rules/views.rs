@@ -119,6 +119,7 @@ pub fn status_report(
         workers,
         open_questions,
         progress: state.progress.clone(),
+        claude: crate::reply::ClaudeSpend::of(&state.sessions),
     }
 }
 
