@@ -206,3 +206,42 @@ fn outside_a_git_project_worktrees_are_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--worktree needs a git project"), "{err}");
 }
+
+/// On a terminal the pool keeps one line per slot below the run lines and redraws it in place;
+/// piped, it prints plain lines only. The terminal is `script`'s (util-linux, in every Debian
+/// base system).
+#[test]
+fn on_a_terminal_the_slots_are_redrawn_in_place() {
+    let p = project();
+    add(p.path(), "One");
+    let claude = fake_claude(p.path(), 0.1);
+    let line = format!(
+        "{VINE} pool --claude {} --max-idle 2s",
+        claude.to_str().expect("utf-8 path")
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .current_dir(p.path())
+        .env_remove("VINE_DIR")
+        .env_remove("VINE_URL")
+        .env_remove("VINE_WORKER")
+        .stdin(Stdio::null())
+        .output()
+        .expect("`script` (util-linux) runs: apt-get install bsdutils");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("  slot 1: pool-1 on task "), "{text}");
+    assert!(
+        text.contains("\u{1b}[1A\u{1b}[2K"),
+        "redrawn in place: {text:?}"
+    );
+    // Piped: plain lines, no escapes.
+    add(p.path(), "Two");
+    let piped = pool(p.path(), &claude, &[]);
+    let text = String::from_utf8_lossy(&piped.stdout);
+    assert!(
+        !text.contains('\u{1b}') && !text.contains("  slot 1:"),
+        "{text:?}"
+    );
+    assert!(text.contains("pool-1  task "), "{text}");
+}

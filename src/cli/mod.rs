@@ -8,6 +8,7 @@ mod board;
 mod hook;
 mod init;
 mod pool;
+mod progress;
 mod remote;
 mod render;
 mod worker;

@@ -3,6 +3,7 @@
 //! with `--json`). SIGTERM and SIGINT stop claiming; after `--grace` running Claude processes
 //! are killed and their tasks given back.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +16,7 @@ use serde_json::json;
 
 use super::Output;
 use super::args::PoolArgs;
+use super::progress::Progress;
 use super::worker::preflight;
 
 pub fn start(
@@ -69,16 +71,24 @@ pub fn start(
     }
     let finished = Arc::new(AtomicBool::new(false));
     let grace = a.grace;
+    let tty = !json_lines && std::io::stdout().is_terminal();
+    let progress = Arc::new(Progress::new(cfg.slots, tty));
     let watcher = {
         let (stop, kill, finished) = (stop.clone(), kill.clone(), finished.clone());
+        let progress = progress.clone();
         std::thread::spawn(move || {
             let mut since: Option<Instant> = None;
+            let mut ticked = Instant::now();
             while !finished.load(Ordering::Relaxed) {
                 if stop.load(Ordering::Relaxed) {
                     let t = *since.get_or_insert_with(Instant::now);
                     if t.elapsed() >= grace {
                         kill.store(true, Ordering::Relaxed);
                     }
+                }
+                if ticked.elapsed() >= Duration::from_secs(1) {
+                    progress.tick();
+                    ticked = Instant::now();
                 }
                 std::thread::sleep(Duration::from_millis(200));
             }
@@ -90,12 +100,13 @@ pub fn start(
                 println!("{line}");
             }
         } else {
-            println!("{}", line(&e));
+            progress.event(&e, &line(&e));
         }
     };
     let result = supervisor::run(&|| pre.open(), &cfg, &stop, &kill, &report);
     finished.store(true, Ordering::Relaxed);
     let _ = watcher.join();
+    progress.finish();
     result?;
     Ok(Output {
         json: json!({"reply": "pool-stopped"}),
