@@ -33,6 +33,8 @@ pub mod store;
 pub mod task;
 pub mod time;
 pub mod validate;
+#[cfg(feature = "remote")]
+pub(crate) mod web;
 pub mod wire;
 pub mod worker;
 

@@ -152,6 +152,15 @@ pub enum Command {
   VINE_API_KEY=$(cat /etc/vine/key) vine serve --root /srv/board --listen 0.0.0.0:5555 \\
       --tls-cert /etc/vine/cert.pem --tls-key /etc/vine/key.pem")]
     Serve(ServeArgs),
+    /// Open the control room of a local board: a web page of its tasks, workers, questions
+    /// and messages, live, where questions are answered.
+    ///
+    /// Serves the board (--dir, $VINE_DIR or the nearest .vine/) on 127.0.0.1 at a free port
+    /// with no key (and no /execute), and prints the URL. A board on a server has its control
+    /// room at the server's own address: open that instead.
+    #[command(after_help = "Example:
+  vine dashboard --open")]
+    Dashboard(DashboardArgs),
     /// The VPS helpers: test, ls, read, deploy, exec, find, grep (needs --url).
     Vps {
         #[command(subcommand)]
@@ -424,6 +433,21 @@ pub struct ServeArgs {
     /// Serve only the original plan's /test, /list, /deploy, /execute (for testing old clients).
     #[arg(long, hide = true)]
     pub original_only: bool,
+    /// Try to open the control room in a web browser once the server listens.
+    #[arg(long)]
+    pub open: bool,
+}
+
+/// Arguments of `vine dashboard`.
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// Address to listen on, IP:PORT (default: 127.0.0.1 on a free port). Another address
+    /// than loopback needs --key-file: the control room can change the board.
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR", value_parser = address)]
+    pub listen: SocketAddr,
+    /// Try to open the control room in a web browser (carries on if there is none).
+    #[arg(long)]
+    pub open: bool,
 }
 
 /// `vine vps` actions.
@@ -761,6 +785,18 @@ mod tests {
             (s.exec_timeout.as_secs(), s.body_timeout.as_secs()),
             (60, 30)
         );
+        assert!(!s.open);
+        let cli = Cli::try_parse_from(["vine", "dashboard"]).unwrap();
+        let Command::Dashboard(d) = cli.command else {
+            panic!("dashboard")
+        };
+        assert_eq!(d.listen, "127.0.0.1:0".parse::<SocketAddr>().unwrap());
+        assert!(!d.open);
+        let cli = Cli::try_parse_from(["vine", "--dir", "b", "dashboard", "--open"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Dashboard(DashboardArgs { open: true, .. })
+        ));
         let cli = Cli::try_parse_from(["vine", "add", "x"]).unwrap();
         let Command::Board(BoardCommand::Add(a)) = cli.command else {
             panic!("add")

@@ -58,6 +58,12 @@ pub fn run(cli: Cli) -> Result<Output> {
             board::run(&board, command, cli.worker.as_deref())
         }
         Command::Serve(a) => serve(a, cli.key_file.as_deref()),
+        Command::Dashboard(a) => dashboard(
+            a,
+            cli.dir.as_deref(),
+            cli.url.as_deref(),
+            cli.key_file.as_deref(),
+        ),
         Command::Vps { action } => remote::vps(action, cli.url.as_deref(), cli.key_file.as_deref()),
         Command::Op { request } => remote::op(&request, cli.dir.as_deref()),
         Command::Worker(a) => worker::start(
@@ -104,6 +110,7 @@ fn serve(a: args::ServeArgs, key_file: Option<&Path>) -> Result<Output> {
     cfg.max_body = a.max_body;
     cfg.body_timeout = at_least_1s(a.body_timeout);
     cfg.original_only = a.original_only;
+    cfg.open_browser = a.open;
     agentvine::server::serve(cfg)?;
     Ok(Output {
         json: json!({}),
@@ -112,23 +119,67 @@ fn serve(a: args::ServeArgs, key_file: Option<&Path>) -> Result<Output> {
     })
 }
 
-/// Opens the board named by `--dir`, `$VINE_DIR`, or the nearest `.vine/` upward.
-fn open_board(dir: Option<&Path>) -> Result<Board> {
+/// `vine dashboard`: the control room of a local board, served on loopback without a key
+/// (with `--key-file`, behind that key on any address) and without `/execute`.
+fn dashboard(
+    a: args::DashboardArgs,
+    dir: Option<&Path>,
+    url: Option<&str>,
+    key_file: Option<&Path>,
+) -> Result<Output> {
+    if let (Some(url), None) = (url, dir) {
+        return Err(Error::Invalid(format!(
+            "the board at {url} is on a server, whose control room is at its own address: open {}/ in a browser \
+             (or give --dir DIR for a local board)",
+            url.trim_end_matches('/')
+        )));
+    }
+    let key = match key_file {
+        Some(f) => agentvine::apikey::ApiKey::from_env_or_file(Some(f))?,
+        None => None,
+    };
+    if key.is_none() && !a.listen.ip().is_loopback() {
+        return Err(Error::Invalid(format!(
+            "vine dashboard listens on {} only with --key-file FILE: without a key only a loopback address (127.0.0.1) is allowed",
+            a.listen
+        )));
+    }
+    let board = board_dir(dir)?;
+    // Opened first, so a missing board is reported, not created.
+    agentvine::store::local::LocalStore::open(board.clone())?;
+    let mut cfg = agentvine::server::ServeConfig::new(board, a.listen);
+    cfg.key = key;
+    cfg.exec.enabled = false;
+    cfg.open_browser = a.open;
+    agentvine::server::serve(cfg)?;
+    Ok(Output {
+        json: json!({}),
+        text: String::new(),
+        exit: ExitCode::Done,
+    })
+}
+
+/// The local board's directory: `--dir`, `$VINE_DIR`, or the nearest `.vine/` upward.
+fn board_dir(dir: Option<&Path>) -> Result<PathBuf> {
     if let Some(d) = dir {
-        return Board::open(d);
+        return Ok(d.to_path_buf());
     }
     if let Some(d) = std::env::var_os("VINE_DIR").filter(|d| !d.is_empty()) {
-        return Board::open(PathBuf::from(d));
+        return Ok(PathBuf::from(d));
     }
     let cwd = std::env::current_dir().map_err(|e| Error::io("reading", ".", e))?;
-    match Board::find_dir(&cwd) {
-        Some(d) => Board::open(d),
-        None => Err(Error::NoBoard(
+    Board::find_dir(&cwd).ok_or_else(|| {
+        Error::NoBoard(
             "no board found: no .vine/ here or in any parent directory. Create one with `vine init`, \
              or point at one with --dir DIR or VINE_DIR"
                 .into(),
-        )),
-    }
+        )
+    })
+}
+
+/// Opens the board named by `--dir`, `$VINE_DIR`, or the nearest `.vine/` upward.
+fn open_board(dir: Option<&Path>) -> Result<Board> {
+    Board::open(board_dir(dir)?)
 }
 
 /// The worker a command acts for: the global `--worker` (clap also reads `$VINE_WORKER`),

@@ -112,6 +112,12 @@ impl Batcher {
         }
     }
 
+    /// A receiver of the signal given after each batch that changed the queue or the
+    /// workers (the control room's live updates listen to it).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
     /// Applies a changing op in the next group commit.
     pub async fn apply(&self, op: Op, key: Option<String>) -> Result<Reply> {
         let (done, wait) = tokio::sync::oneshot::channel();

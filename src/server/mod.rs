@@ -4,7 +4,9 @@
 //! Routes (see `openapi.json`, served at `/openapi.json`):
 //! `GET /test`, `GET /list`, `GET /read`, `POST /deploy`, `POST /execute` (the original API),
 //! `GET /search/files`, `GET /search/content`, and `POST /v1/op` (one board op per request,
-//! atomic on the server, batched into group commits).
+//! atomic on the server, batched into group commits). The control room (`crate::web`: `/`,
+//! `/questions`, `/login`, `/events`, `/assets/...`) is merged in beside them, behind its own
+//! login.
 
 mod auth;
 mod board;
@@ -117,6 +119,8 @@ pub struct ServeConfig {
     pub max_read: usize,
     /// Serve only the original plan's four endpoints (a stand-in for the original server).
     pub original_only: bool,
+    /// Try to open the control room in a web browser once listening (`--open`).
+    pub open_browser: bool,
 }
 
 impl ServeConfig {
@@ -132,6 +136,7 @@ impl ServeConfig {
             body_timeout: Duration::from_secs(30),
             max_read: 16 * 1024 * 1024,
             original_only: false,
+            open_browser: false,
         }
     }
 }
@@ -151,6 +156,8 @@ pub(crate) struct App {
     pub(crate) max_body: usize,
     pub(crate) body_timeout: Duration,
     pub(crate) original_only: bool,
+    /// The control room's sessions and change signals.
+    pub(crate) web: crate::web::ControlRoom,
 }
 
 impl App {
@@ -170,7 +177,8 @@ impl App {
     }
 }
 
-/// Runs the server until the process is stopped. Prints `listening on ADDR` once ready.
+/// Runs the server until the process is stopped. Prints `listening on URL` once ready, then
+/// (with a board) `control room: URL/`.
 pub fn serve(cfg: ServeConfig) -> Result<()> {
     if cfg.key.is_none() && !cfg.listen.ip().is_loopback() {
         return Err(Error::Invalid(format!(
@@ -210,9 +218,15 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
     let local = listener
         .local_addr()
         .map_err(|e| Error::io("listening on", cfg.listen.to_string(), e))?;
+    let batcher = store.clone().map(board::Batcher::start);
+    let web = crate::web::ControlRoom::new(
+        store.as_ref().map(|s| s.dir()),
+        batcher.as_ref().map(board::Batcher::subscribe),
+        cfg.tls.is_some(),
+    );
     let app = Arc::new(App {
         root,
-        batcher: store.clone().map(board::Batcher::start),
+        batcher,
         store,
         key: cfg.key.clone(),
         exec_slots: Arc::new(tokio::sync::Semaphore::new(cfg.exec.max_concurrent.max(1))),
@@ -222,12 +236,20 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
         max_body: cfg.max_body,
         body_timeout: cfg.body_timeout,
         original_only: cfg.original_only,
+        web,
     });
     let router = router(app.clone(), cfg.max_body);
     let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     runtime.block_on(async move {
         let make = router.into_make_service_with_connect_info::<SocketAddr>();
         println!("listening on {scheme}://{local}");
+        if !cfg.original_only {
+            let url = format!("{scheme}://{local}/");
+            println!("control room: {url}");
+            if cfg.open_browser {
+                open_browser(&url);
+            }
+        }
         if cfg.key.is_none() {
             eprintln!("vine serve: no API key set; anyone who can reach {local} can use the board");
         }
@@ -258,6 +280,29 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
     })
 }
 
+/// Asks the desktop to open `url` in a browser (`xdg-open`, or `open` on macOS); says so on
+/// stderr when it cannot, and carries on either way.
+fn open_browser(url: &str) {
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
+    let started = std::process::Command::new(opener)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    match started {
+        // Reaped in the background, so no zombie is left.
+        Ok(mut child) => {
+            std::thread::spawn(move || child.wait());
+        }
+        Err(e) => eprintln!("vine: could not start a browser ({opener}: {e}); open {url} yourself"),
+    }
+}
+
 /// A client that does not finish sending its request headers within 30 s is dropped, so slow
 /// or stuck connections cannot pile up (its body gets `--body-timeout`, see `body.rs`).
 fn slow_clients_time_out(
@@ -280,7 +325,8 @@ fn router(app: Arc<App>, max_body: usize) -> Router {
             .route("/read", get(files::read))
             .route("/search/files", get(files::search_files))
             .route("/search/content", get(files::search_content))
-            .route("/v1/op", post(board::op));
+            .route("/v1/op", post(board::op))
+            .merge(crate::web::router(app.clone()));
     }
     r.fallback(reply::not_found)
         .method_not_allowed_fallback(reply::method_not_allowed)
