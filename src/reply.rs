@@ -283,6 +283,11 @@ pub enum Reply {
         /// The settings.
         settings: crate::settings::Settings,
     },
+    /// The board's figures.
+    Metrics {
+        /// The figures.
+        metrics: Box<crate::metrics::Report>,
+    },
     /// The board summary.
     Status {
         /// The counts.

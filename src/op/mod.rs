@@ -14,6 +14,8 @@ mod cancel;
 mod claim;
 mod finish;
 mod messages;
+mod metrics;
+mod priority;
 mod reads;
 pub mod turn;
 mod upkeep;
@@ -34,6 +36,8 @@ pub use cancel::{Cancel, Retry};
 pub use claim::Claim;
 pub use finish::{Complete, Fail, Release};
 pub use messages::{Answer, Ask, Send, SetProgress};
+pub use metrics::Metrics;
+pub use priority::SetPriority;
 pub use reads::{Progress, Questions, ReadMessages, Settings, Show, Status, Tasks, Workers};
 pub use turn::{Reminder, TurnEnded};
 pub use upkeep::{Compact, Repair, RequeueStale};
@@ -150,6 +154,8 @@ ops! {
         "cancel" => Cancel,
         /// Put a failed task back to pending with its attempts reset.
         "retry" => Retry,
+        /// Change the priority of a task that is not finished.
+        "set-priority" => SetPriority,
         /// Register (or re-register) a worker.
         "register" => Register,
         /// A sign of life; extends the leases of the worker's tasks.
@@ -193,6 +199,8 @@ ops! {
         "read-messages" => ReadMessages,
         /// Questions, open ones unless `all`.
         "questions" => Questions,
+        /// The board's figures over a window: latencies, rates, series.
+        "metrics" => Metrics,
     }
 }
 

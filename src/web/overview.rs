@@ -224,7 +224,9 @@ fn workers_card(workers: &[WorkerView], now: Timestamp) -> Markup {
 /// claim → complete durations, human response time): `plot.rs` and `metrics.rs` fill it.
 /// Until they do, a table of what the live tasks alone tell.
 async fn metrics_slot(_app: &App, live: &[TaskView], now: Timestamp) -> Markup {
-    figures_table(live, now)
+    super::figures::section(_app)
+        .await
+        .unwrap_or_else(|_| figures_table(live, now))
 }
 
 /// Figures from the tasks on the queue: completed in the last hour, the median claim →
@@ -346,7 +348,7 @@ fn message_line(m: &Message) -> Line {
 fn events_card(tasks: &[TaskView], messages: &[Message], now: Timestamp) -> Markup {
     let mut lines = task_lines(tasks);
     lines.extend(messages.iter().map(message_line));
-    lines.sort_by(|a, b| b.at.cmp(&a.at));
+    lines.sort_by_key(|b| std::cmp::Reverse(b.at));
     lines.truncate(RECENT_EVENTS);
     html! {
         section.card.events aria-labelledby="events-h" {
