@@ -286,7 +286,7 @@ pub struct Figures {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_rate: Option<f64>,
     /// Tasks completed per hour over the stretch (all the history: since the first task was
-    /// added); none for a stretch of no length.
+    /// added, counted as an hour when shorter); none without any task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tasks_per_hour: Option<f64>,
 }
@@ -599,7 +599,8 @@ pub fn report(
         workers,
         open_questions: open,
         recent: recent.figures(Some(series.start), hours(end - from)),
-        all_time: all.figures(None, first_added.map_or(0.0, |f| hours(end - f))),
+        // Over at least an hour: a young board's first minutes say little about an hour.
+        all_time: all.figures(None, first_added.map_or(0.0, |f| hours(end - f).max(1.0))),
         series,
     }
 }

@@ -44,7 +44,7 @@ pub fn card(r: &Report) -> Markup {
                         (count_row("cancelled", &r.recent, &r.all_time, |f| f.cancelled))
                         (rate_row("failure rate", &r.recent, &r.all_time, |f| f.failure_rate.map(percent)))
                         (rate_row("retry rate", &r.recent, &r.all_time, |f| f.retry_rate.map(percent)))
-                        (rate_row("tasks per hour", &r.recent, &r.all_time, |f| f.tasks_per_hour.map(|v| format!("{v:.1}"))))
+                        (rate_row("tasks per hour", &r.recent, &r.all_time, |f| f.tasks_per_hour.map(per_hour)))
                     }
                 }
             }
@@ -54,6 +54,15 @@ pub fn card(r: &Report) -> Markup {
                 figure.plot-figure { (plot::durations(&r.all_time.claim_to_complete)) }
             }
         }
+    }
+}
+
+/// A rate with two decimals below 10 (one task a day is 0.04 per hour), one above.
+fn per_hour(v: f64) -> String {
+    if v < 10.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.1}")
     }
 }
 

@@ -208,4 +208,5 @@
 
   setState('connecting', 'Connecting for live updates');
   listen();
+  window.addEventListener('pagehide', function () { if (source) { source.close(); source = null; } });
 })();
