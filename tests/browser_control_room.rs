@@ -61,8 +61,9 @@ impl Room {
         r.json()
     }
 
-    /// A small working board: tasks of each priority, two workers, one busy.
-    fn populate(&self) {
+    /// A small working board: tasks of each priority, two workers, one busy. Returns the
+    /// task the busy one holds.
+    fn populate(&self) -> String {
         self.ok(&["add", "Ship the release notes", "--priority", "high"]);
         self.ok(&["add", "Migrate the users table"]);
         self.ok(&["add", "Tidy the CI cache", "--priority", "low"]);
@@ -79,8 +80,9 @@ impl Room {
             "--result",
             "notes shipped",
         ]);
-        self.ok(&["claim", "--worker", "w1"]);
+        let held = self.ok(&["claim", "--worker", "w1"]);
         self.ok(&["msg", "send", "Starting on the migration", "--as", "w1"]);
+        held["claim"]["task"]["id"].as_u64().unwrap().to_string()
     }
 
     /// The open questions' numbers.
@@ -147,7 +149,7 @@ fn finish(child: Child, limit: Duration) -> String {
 #[test]
 fn a_question_asked_by_a_waiting_worker_is_answered_from_the_page() {
     let room = Room::start();
-    room.populate();
+    let held = room.populate();
     let mut b = Browser::start("control_room");
     sign_in(&b, &room);
     wait_live(&b);
@@ -163,6 +165,8 @@ fn a_question_asked_by_a_waiting_worker_is_answered_from_the_page() {
             "Should the migration keep the old column?",
             "--worker",
             "w1",
+            "--task",
+            &held,
             "--wait",
             "--timeout",
             "2m",

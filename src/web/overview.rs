@@ -348,7 +348,7 @@ fn message_line(m: &Message) -> Line {
 fn events_card(tasks: &[TaskView], messages: &[Message], now: Timestamp) -> Markup {
     let mut lines = task_lines(tasks);
     lines.extend(messages.iter().map(message_line));
-    lines.sort_by_key(|b| std::cmp::Reverse(b.at));
+    lines.sort_by_key(|l| std::cmp::Reverse(l.at));
     lines.truncate(RECENT_EVENTS);
     html! {
         section.card.events aria-labelledby="events-h" {
