@@ -113,53 +113,103 @@ struct Asked {
 }
 
 /// What the figures need from the board's append-only files: every archived task's times
-/// and every question's times. Built up line by line as the files grow.
+/// and every question's times. Built up line by line as the files grow; [`History::seal`]
+/// then brings the all-history totals up to date with what was added, so that a read
+/// computes the window's figures from the archive's last part only, and the all-history ones
+/// from the totals and the queue.
 #[derive(Debug, Clone, Default)]
 pub struct History {
     /// Archived tasks, in archive order, each id once (a later line replaces an earlier one).
     tasks: Vec<TaskTimes>,
+    /// When each of `tasks` was archived (epoch ms).
+    archived_at: Vec<i64>,
+    /// `archived_at` never decreases (the board's clock does not go back), so the tasks
+    /// archived since a time are a tail of `tasks`. False for a hand-edited archive.
+    archived_in_order: bool,
     /// Where each archived id is in `tasks`.
     index: HashMap<u64, usize>,
     /// Questions by sequence number.
     questions: BTreeMap<u64, Asked>,
+    /// Questions without an answer.
+    open: u64,
+    /// First answers as they came: (answered, asked), epoch ms.
+    answers: Vec<(i64, i64)>,
+    /// `answers` are in the order of their times.
+    answers_in_order: bool,
+    /// The totals of all the history, up to `sealed` (tasks, answers); `None` until sealed, or
+    /// after an archived task was replaced.
+    totals: Option<Totals>,
+    /// How many tasks and answers `totals` holds.
+    sealed: (usize, usize),
 }
 
 impl History {
-    /// Adds an archived task (a task archived twice keeps its last line).
-    pub fn add_archived(&mut self, t: TaskTimes) {
+    /// Adds an archived task, archived at `archived_at` (a task archived twice keeps its last
+    /// line).
+    pub fn add_archived(&mut self, t: TaskTimes, archived_at: Timestamp) {
+        let at = archived_at.timestamp_millis();
         match self.index.get(&t.id) {
-            Some(&i) => self.tasks[i] = t,
+            Some(&i) => {
+                self.tasks[i] = t;
+                self.archived_at[i] = self.archived_at[i].max(at);
+                self.archived_in_order = false;
+                self.totals = None;
+            }
             None => {
+                if self.tasks.is_empty() {
+                    self.archived_in_order = true;
+                } else if self.archived_at.last().is_some_and(|l| *l > at) {
+                    self.archived_in_order = false;
+                }
                 self.index.insert(t.id, self.tasks.len());
                 self.tasks.push(t);
+                self.archived_at.push(at);
             }
         }
     }
 
     /// Adds a question (log entry `seq`, written at `at`).
     pub fn add_question(&mut self, seq: u64, at: Timestamp) {
-        self.questions.entry(seq).or_insert(Asked {
-            at: at.timestamp_millis(),
-            answered: None,
-        });
+        if let std::collections::btree_map::Entry::Vacant(e) = self.questions.entry(seq) {
+            e.insert(Asked {
+                at: at.timestamp_millis(),
+                answered: None,
+            });
+            self.open += 1;
+        }
     }
 
     /// Adds an answer to question `question`, written at `at`; the first answer counts.
     pub fn add_answer(&mut self, question: u64, at: Timestamp) {
-        if let Some(q) = self.questions.get_mut(&question) {
-            q.answered.get_or_insert(at.timestamp_millis());
+        let at = at.timestamp_millis();
+        if let Some(q) = self.questions.get_mut(&question)
+            && q.answered.is_none()
+        {
+            q.answered = Some(at);
+            self.open = self.open.saturating_sub(1);
+            if self.answers.is_empty() {
+                self.answers_in_order = true;
+            } else if self.answers.last().is_some_and(|l| l.0 > at) {
+                self.answers_in_order = false;
+            }
+            self.answers.push((at, q.at));
         }
     }
 
     /// Forgets the archived tasks (the archive was replaced, e.g. by `vine repair`).
     pub fn clear_archived(&mut self) {
         self.tasks.clear();
+        self.archived_at.clear();
         self.index.clear();
+        self.totals = None;
     }
 
     /// Forgets the questions (the log was replaced).
     pub fn clear_questions(&mut self) {
         self.questions.clear();
+        self.answers.clear();
+        self.open = 0;
+        self.totals = None;
     }
 
     /// How many archived tasks it holds.
@@ -171,6 +221,143 @@ impl History {
     pub fn is_archived(&self, id: u64) -> bool {
         self.index.contains_key(&id)
     }
+
+    /// Brings the all-history totals up to date with what was added since the last seal
+    /// (merging the new durations in), or builds them again after a replacement or a clear.
+    pub fn seal(&mut self) {
+        let (tasks, answers) = self.sealed;
+        let fresh = tasks > self.tasks.len() || answers > self.answers.len();
+        match &mut self.totals {
+            Some(t) if !fresh => {
+                t.add(&self.tasks[tasks..], &self.answers[answers..]);
+            }
+            _ => {
+                let mut t = Totals::default();
+                t.add(&self.tasks, &self.answers);
+                self.totals = Some(t);
+            }
+        }
+        self.sealed = (self.tasks.len(), self.answers.len());
+    }
+
+    /// The all-history totals: the sealed ones when up to date, else computed now.
+    fn totals(&self) -> std::borrow::Cow<'_, Totals> {
+        match &self.totals {
+            Some(t) if self.sealed == (self.tasks.len(), self.answers.len()) => {
+                std::borrow::Cow::Borrowed(t)
+            }
+            _ => {
+                let mut t = Totals::default();
+                t.add(&self.tasks, &self.answers);
+                std::borrow::Cow::Owned(t)
+            }
+        }
+    }
+
+    /// Where the tasks archived at or after `from` start in `tasks`.
+    fn archived_since(&self, from: i64) -> usize {
+        if self.archived_in_order {
+            self.archived_at.partition_point(|a| *a < from)
+        } else {
+            0
+        }
+    }
+
+    /// Where the answers given at or after `from` start in `answers`.
+    fn answered_since(&self, from: i64) -> usize {
+        if self.answers_in_order {
+            self.answers.partition_point(|a| a.0 < from)
+        } else {
+            0
+        }
+    }
+}
+
+/// Durations kept sorted, with their sum and counts per bucket.
+#[derive(Debug, Clone, Default)]
+struct Sorted {
+    values: Vec<i64>,
+    sum: i64,
+    buckets: Vec<u64>,
+}
+
+impl Sorted {
+    /// Merges `new` (milliseconds) in.
+    fn extend(&mut self, mut new: Vec<i64>) {
+        if new.is_empty() {
+            return;
+        }
+        if self.buckets.is_empty() {
+            self.buckets = vec![0; DURATION_BOUNDS.len() + 1];
+        }
+        for &d in &new {
+            self.sum = self.sum.saturating_add(d);
+            self.buckets[bucket_of(d)] += 1;
+        }
+        new.sort_unstable();
+        if self.values.last().is_none_or(|l| *l <= new[0]) {
+            self.values.extend(new);
+            return;
+        }
+        let old = std::mem::take(&mut self.values);
+        let mut merged = Vec::with_capacity(old.len() + new.len());
+        let (mut i, mut j) = (0, 0);
+        while i < old.len() && j < new.len() {
+            if old[i] <= new[j] {
+                merged.push(old[i]);
+                i += 1;
+            } else {
+                merged.push(new[j]);
+                j += 1;
+            }
+        }
+        merged.extend_from_slice(&old[i..]);
+        merged.extend_from_slice(&new[j..]);
+        self.values = merged;
+    }
+}
+
+/// The totals of every archived task and every answer.
+#[derive(Debug, Clone, Default)]
+struct Totals {
+    latency: Sorted,
+    work: Sorted,
+    response: Sorted,
+    counts: TaskCounts,
+    tally: Tally,
+    first_added: Option<i64>,
+}
+
+impl Totals {
+    fn add(&mut self, tasks: &[TaskTimes], answers: &[(i64, i64)]) {
+        let mut part = Tally::default();
+        for t in tasks {
+            self.counts.add(t.status);
+            part.task(t, i64::MIN);
+            if let Some(a) = t.added {
+                self.first_added = Some(self.first_added.map_or(a, |f| f.min(a)));
+            }
+        }
+        for (answered, asked) in answers {
+            part.response.push((answered - asked).max(0));
+        }
+        self.latency.extend(std::mem::take(&mut part.latency));
+        self.work.extend(std::mem::take(&mut part.work));
+        self.response.extend(std::mem::take(&mut part.response));
+        self.tally.completed += part.completed;
+        self.tally.failed += part.failed;
+        self.tally.cancelled += part.cancelled;
+        self.tally.retried += part.retried;
+    }
+}
+
+/// The bucket of [`DURATION_BOUNDS`] a duration of `ms` milliseconds falls in.
+fn bucket_of(ms: i64) -> usize {
+    let secs = ms as f64 / 1000.0;
+    DURATION_BOUNDS
+        .iter()
+        .position(|b| secs <= *b)
+        .unwrap_or(DURATION_BOUNDS.len())
 }
 
 /// The stretch of time the recent figures and the series cover: `buckets` equal buckets
@@ -224,12 +411,7 @@ impl Durations {
         let mut sum = 0i64;
         for &d in ms.iter() {
             sum = sum.saturating_add(d);
-            let secs = d as f64 / 1000.0;
-            let i = DURATION_BOUNDS
-                .iter()
-                .position(|b| secs <= *b)
-                .unwrap_or(DURATION_BOUNDS.len());
-            buckets[i] += 1;
+            buckets[bucket_of(d)] += 1;
         }
         let secs = |v: i64| v as f64 / 1000.0;
         Durations {
@@ -240,6 +422,32 @@ impl Durations {
             max_secs: ms.iter().max().copied().map(secs),
             buckets,
         }
+    }
+
+    /// The figures of the sorted durations `all` together with `more` (milliseconds;
+    /// reordered in place): counts, sums and buckets added, percentiles from both.
+    fn merged(all: &Sorted, more: &mut [i64]) -> Self {
+        more.sort_unstable();
+        let mut d = Durations::of(more);
+        let a = &all.values;
+        let n = a.len() + more.len();
+        if a.is_empty() {
+            return d;
+        }
+        let secs = |v: i64| v as f64 / 1000.0;
+        for (slot, k) in d.buckets.iter_mut().zip(all.buckets.iter()) {
+            *slot += k;
+        }
+        d.count = n as u64;
+        d.sum_secs = secs(all.sum.saturating_add(more.iter().sum::<i64>()));
+        let rank = |pct: u64| -> Option<f64> {
+            let r = (pct * n as u64).div_ceil(100).clamp(1, n as u64);
+            kth(a, more, usize::try_from(r - 1).unwrap_or(0)).map(secs)
+        };
+        d.median_secs = rank(50);
+        d.p90_secs = rank(90);
+        d.max_secs = a.last().copied().max(more.last().copied()).map(secs);
+        d
     }
 
     /// The mean in seconds; none without durations.
@@ -257,6 +465,35 @@ fn nearest_rank(v: &mut [i64], pct: u64) -> Option<i64> {
     let rank = (pct * n).div_ceil(100).clamp(1, n);
     let i = usize::try_from(rank - 1).unwrap_or(0);
     Some(*v.select_nth_unstable(i).1)
+}
+
+/// The `k`-th smallest (from 0) of two sorted lists taken together.
+fn kth(a: &[i64], b: &[i64], k: usize) -> Option<i64> {
+    let (mut i, mut j) = (0, 0);
+    loop {
+        let next = match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) if x <= y => {
+                i += 1;
+                *x
+            }
+            (Some(_), Some(y)) => {
+                j += 1;
+                *y
+            }
+            (Some(x), None) => {
+                i += 1;
+                *x
+            }
+            (None, Some(y)) => {
+                j += 1;
+                *y
+            }
+            (None, None) => return None,
+        };
+        if i + j > k {
+            return Some(next);
+        }
+    }
 }
 
 /// The figures of the work done over a stretch of time (the window, or all the history).
@@ -371,7 +608,7 @@ pub struct Report {
 }
 
 /// Collects the durations and counts of one stretch of time.
-#[derive(Default)]
+#[derive(Debug, Clone, Default)]
 struct Tally {
     latency: Vec<i64>,
     work: Vec<i64>,
@@ -561,46 +798,63 @@ pub fn report(
     let from = grid.start;
     let mut buckets = Buckets::new(grid);
     let mut recent = Tally::default();
-    let mut all = Tally::default();
-    let mut counts = TaskCounts::default();
-    let mut first_added: Option<i64> = None;
+    // The queue's part of all the history; the archive's is in the totals.
+    let mut live_part = Tally::default();
+    let totals = history.totals();
+    let mut counts = totals.counts;
+    let mut first_added = totals.first_added;
     let live: Vec<TaskTimes> = queue
         .iter()
         .filter(|t| !history.is_archived(t.id))
         .map(TaskTimes::of)
         .collect();
-    for t in history.tasks.iter().chain(live.iter()) {
+    for t in &live {
         counts.add(t.status);
-        recent.task(t, from);
-        all.task(t, i64::MIN);
-        buckets.task(t);
+        live_part.task(t, i64::MIN);
         if let Some(a) = t.added {
             first_added = Some(first_added.map_or(a, |f| f.min(a)));
         }
     }
-    let mut open = 0;
-    for q in history.questions.values() {
-        match q.answered {
-            Some(at) => {
-                let d = (at - q.at).max(0);
-                if at >= from {
-                    recent.response.push(d);
-                }
-                all.response.push(d);
-            }
-            None => open += 1,
+    // A task archived before the window finished before it: only the archive's tail since
+    // the window's start can count in it.
+    let since = history.archived_since(from);
+    for t in history.tasks[since..].iter().chain(live.iter()) {
+        recent.task(t, from);
+        buckets.task(t);
+    }
+    for (answered, asked) in &history.answers[history.answered_since(from)..] {
+        if *answered >= from {
+            recent.response.push((answered - asked).max(0));
         }
     }
     let hours = |ms: i64| ms.max(0) as f64 / 3_600_000.0;
     let series = buckets.series();
+    let done = &totals.tally;
+    let ended = done.completed + live_part.completed + done.failed + live_part.failed;
+    let rate = |n: u64| (ended > 0).then(|| n as f64 / ended as f64);
+    let completed = done.completed + live_part.completed;
+    // Over at least an hour: a young board's first minutes say little about an hour.
+    let all_hours = first_added.map_or(0.0, |f| hours(end - f).max(1.0));
+    let all_time = Figures {
+        since: None,
+        queue_latency: Durations::merged(&totals.latency, &mut live_part.latency),
+        claim_to_complete: Durations::merged(&totals.work, &mut live_part.work),
+        human_response: Durations::merged(&totals.response, &mut live_part.response),
+        completed,
+        failed: done.failed + live_part.failed,
+        cancelled: done.cancelled + live_part.cancelled,
+        retried: done.retried + live_part.retried,
+        failure_rate: rate(done.failed + live_part.failed),
+        retry_rate: rate(done.retried + live_part.retried),
+        tasks_per_hour: (all_hours > 0.0).then(|| completed as f64 / all_hours),
+    };
     Report {
         at: now,
         tasks: counts,
         workers,
-        open_questions: open,
+        open_questions: history.open,
         recent: recent.figures(Some(series.start), hours(end - from)),
-        // Over at least an hour: a young board's first minutes say little about an hour.
-        all_time: all.figures(None, first_added.map_or(0.0, |f| hours(end - f).max(1.0))),
+        all_time,
         series,
     }
 }

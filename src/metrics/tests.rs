@@ -59,7 +59,8 @@ fn board() -> (History, Vec<Task>) {
         // Cancelled before anyone claimed it.
         task(4, Cancelled, 30, None, None, Some(50), 0),
     ] {
-        h.add_archived(TaskTimes::of(&t));
+        let archived = t.completed_at.or(t.ended_at).unwrap();
+        h.add_archived(TaskTimes::of(&t), archived);
     }
     // Questions: one answered before the window, two in it (one answered twice), one open,
     // and an answer to a question the log does not have.
@@ -220,6 +221,95 @@ fn the_figures_of_a_known_history_are_exact() {
     assert_eq!(s.in_progress, [1, 1, 2, 1]);
 }
 
+/// The same history as `board`'s, added in the order it was archived (the tail since the
+/// window's start is then all a read looks at), sealed in two steps.
+fn board_in_order() -> History {
+    use TaskStatus::*;
+    let mut h = History::default();
+    let tasks = [
+        (
+            task(1, Completed, -120, Some(-110), Some(-110), Some(-50), 1),
+            -50,
+        ),
+        (task(2, Completed, 0, Some(5), Some(5), Some(35), 1), 35),
+        (task(4, Cancelled, 30, None, None, Some(50), 0), 50),
+        (
+            task(3, Completed, 10, Some(20), Some(80), Some(100), 2),
+            100,
+        ),
+    ];
+    for (i, (t, archived)) in tasks.iter().enumerate() {
+        h.add_archived(TaskTimes::of(t), at(*archived));
+        if i == 1 {
+            h.seal();
+        }
+    }
+    h.add_question(1, at(-30));
+    h.add_answer(1, at(-20));
+    h.add_question(3, at(40));
+    h.seal();
+    h.add_answer(3, at(42));
+    h.add_answer(3, at(60));
+    h.add_question(5, at(150));
+    h.add_answer(5, at(190));
+    h.add_question(7, at(220));
+    h.add_answer(99, at(221));
+    h
+}
+
+#[test]
+fn sealed_totals_and_the_archives_tail_give_the_same_figures() {
+    let (mut h, queue) = board();
+    let workers = BTreeMap::new();
+    let unsealed = report(&h, &queue, workers.clone(), now(), FOUR_HOURS);
+    h.seal();
+    assert_eq!(
+        report(&h, &queue, workers.clone(), now(), FOUR_HOURS),
+        unsealed
+    );
+    let mut ordered = board_in_order();
+    assert_eq!(
+        report(&ordered, &queue, workers.clone(), now(), FOUR_HOURS),
+        unsealed
+    );
+    ordered.seal();
+    assert_eq!(
+        report(&ordered, &queue, workers, now(), FOUR_HOURS),
+        unsealed
+    );
+    assert_eq!(
+        ordered.archived_since(at(0).timestamp_millis()),
+        1,
+        "the tail since 20:00"
+    );
+    // A task archived again (a second line) is counted once, as its last line says.
+    let mut again = board_in_order();
+    again.add_archived(
+        TaskTimes::of(&task(2, TaskStatus::Cancelled, 0, None, None, Some(35), 0)),
+        at(120),
+    );
+    again.seal();
+    let r = report(&again, &queue, BTreeMap::new(), now(), FOUR_HOURS);
+    assert_eq!((r.tasks.completed, r.tasks.cancelled), (3, 2));
+}
+
+#[test]
+fn merged_percentiles_take_both_lists() {
+    let mut all = Sorted::default();
+    all.extend(vec![5000, 1000, 3000]);
+    all.extend(vec![2000]);
+    assert_eq!(all.values, [1000, 2000, 3000, 5000]);
+    let d = Durations::merged(&all, &mut [4000, 6000]);
+    // 1..6 seconds: median rank 3 → 3 s; p90 rank 6 → 6 s.
+    assert_eq!(
+        (d.count, d.sum_secs, d.median_secs, d.p90_secs, d.max_secs),
+        (6, 21.0, Some(3.0), Some(6.0), Some(6.0))
+    );
+    assert_eq!(d.buckets.iter().sum::<u64>(), 6);
+    assert_eq!(kth(&[1, 3], &[2], 1), Some(2));
+    assert_eq!(kth(&[], &[], 0), None);
+}
+
 #[test]
 fn an_empty_board_has_counts_of_zero_and_no_averages() {
     let r = report(
@@ -252,9 +342,9 @@ fn an_empty_board_has_counts_of_zero_and_no_averages() {
 fn the_history_keeps_each_archived_task_once_and_can_start_over() {
     let mut h = History::default();
     let t = task(1, TaskStatus::Cancelled, 0, None, None, Some(5), 0);
-    h.add_archived(TaskTimes::of(&t));
+    h.add_archived(TaskTimes::of(&t), at(6));
     let again = task(1, TaskStatus::Completed, 0, Some(1), Some(1), Some(5), 1);
-    h.add_archived(TaskTimes::of(&again));
+    h.add_archived(TaskTimes::of(&again), at(7));
     assert_eq!(h.archived(), 1);
     assert!(h.is_archived(1));
     let r = report(&h, &[], BTreeMap::new(), now(), FOUR_HOURS);

@@ -29,6 +29,8 @@ pub(crate) struct HistoryCache {
 /// What the figures read of an archive line.
 #[derive(Deserialize)]
 struct ArchivedTimes {
+    #[serde(with = "ts")]
+    archived_at: Timestamp,
     task: TaskTimes,
 }
 
@@ -61,7 +63,7 @@ impl HistoryCache {
             if let Look::New { file, .. } = archive {
                 self.archive.read(file, &archive_path, |line| {
                     let l: ArchivedTimes = parse_line(line)?;
-                    h.add_archived(l.task);
+                    h.add_archived(l.task, l.archived_at);
                     Ok(())
                 })?;
             }
@@ -79,6 +81,7 @@ impl HistoryCache {
                     Ok(())
                 })?;
             }
+            h.seal();
         }
         for (tail, path) in [(&self.archive, &archive_path), (&self.log, &log_path)] {
             if let Some(d) = &tail.damage {
