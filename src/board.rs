@@ -192,6 +192,14 @@ impl Board {
         task_reply("retry", self.execute(Op::Retry(op::Retry { task }))?)
     }
 
+    /// Changes the priority of a task that is not finished.
+    pub fn set_priority(&self, task: u64, priority: crate::task::Priority) -> Result<TaskView> {
+        task_reply(
+            "set-priority",
+            self.execute(Op::SetPriority(op::SetPriority { task, priority }))?,
+        )
+    }
+
     /// Registers a worker with its capabilities.
     pub fn register(&self, worker: &str, capabilities: &[&str]) -> Result<WorkerView> {
         worker_reply(
@@ -343,6 +351,14 @@ impl Board {
         match self.execute(Op::Workers(op::Workers))? {
             Reply::Workers { workers } => Ok(workers),
             other => Err(unexpected("workers", &other)),
+        }
+    }
+
+    /// The board's figures over the last 24 hours (see [`crate::metrics`]).
+    pub fn metrics(&self) -> Result<crate::metrics::Report> {
+        match self.execute(Op::Metrics(op::Metrics::default()))? {
+            Reply::Metrics { metrics } => Ok(*metrics),
+            other => Err(unexpected("metrics", &other)),
         }
     }
 

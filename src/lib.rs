@@ -17,6 +17,7 @@ pub mod claude;
 pub mod error;
 pub mod hook;
 pub mod message;
+pub mod metrics;
 pub mod op;
 pub mod plan;
 pub mod pool;

@@ -95,6 +95,15 @@ pub struct MessageFilter {
     /// Only the last N matching entries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+    /// Only entries about this task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<u64>,
+    /// Only entries written by this agent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Only entries of this kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<MessageKind>,
 }
 
 impl MessageFilter {
@@ -103,6 +112,9 @@ impl MessageFilter {
         self.since.is_none_or(|t| m.timestamp > t)
             && self.after_seq.is_none_or(|s| m.seq.is_some_and(|q| q > s))
             && self.reply_to.is_none_or(|q| m.reply_to == Some(q))
+            && self.task.is_none_or(|t| m.task_id == Some(t))
+            && self.agent.as_deref().is_none_or(|a| m.agent == a)
+            && self.kind.is_none_or(|k| m.kind == k)
     }
 
     /// The entries of `log` (oldest first) that match, at most the last `limit` of them.

@@ -334,6 +334,11 @@ pub enum Reply {
         /// The records, least recently active first.
         sessions: Vec<crate::sessions::SessionRecord>,
     },
+    /// The board's figures.
+    Metrics {
+        /// The figures.
+        metrics: Box<crate::metrics::Report>,
+    },
     /// The board summary.
     Status {
         /// The counts.

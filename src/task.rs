@@ -239,6 +239,10 @@ pub struct Task {
     /// When it failed for good or was cancelled.
     #[serde(with = "opt_ts", skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<Timestamp>,
+    /// When it was first claimed (`claimed_at` is the current claim's; this one stays when a
+    /// claim ends and the task is claimed again), for the time a task waited in the queue.
+    #[serde(with = "opt_ts", skip_serializing_if = "Option::is_none")]
+    pub first_claimed_at: Option<Timestamp>,
     /// The request key of the last op that changed this task, so a retried request is
     /// answered instead of applied twice (see `rules::apply_keyed`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -277,6 +281,7 @@ impl Task {
             last_error: None,
             not_before: None,
             ended_at: None,
+            first_claimed_at: None,
             request_key: None,
             extra: Map::new(),
         }
@@ -350,6 +355,7 @@ impl<'de> serde::de::Visitor<'de> for TaskVisitor {
                 "last_error" => t.last_error = map.next_value()?,
                 "not_before" => t.not_before = map.next_value::<OptTs>()?.0,
                 "ended_at" => t.ended_at = map.next_value::<OptTs>()?.0,
+                "first_claimed_at" => t.first_claimed_at = map.next_value::<OptTs>()?.0,
                 "request_key" => t.request_key = map.next_value()?,
                 _ => {
                     let v: Value = map.next_value()?;
@@ -456,6 +462,7 @@ mod tests {
             last_error: Some("e".into()),
             not_before: Some(at("2026-03-01T12:00:03Z")),
             ended_at: Some(at("2026-03-01T12:00:04Z")),
+            first_claimed_at: Some(at("2026-03-01T11:59:00Z")),
             request_key: Some("k".into()),
             extra: Map::from_iter([("custom".to_string(), serde_json::json!(1))]),
         };

@@ -81,6 +81,15 @@ pub enum WorkerState {
 }
 
 impl WorkerState {
+    /// Every state, busiest first.
+    pub const ALL: [WorkerState; 5] = [
+        WorkerState::Working,
+        WorkerState::Idle,
+        WorkerState::Waiting,
+        WorkerState::Stale,
+        WorkerState::Offline,
+    ];
+
     /// The name shown to users.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -254,6 +254,7 @@ fn invalid_input_exits_2_and_leaves_the_board_untouched() {
         vec!["release", unknown, "--worker", "w1"],
         vec!["cancel", unknown],
         vec!["retry", unknown],
+        vec!["priority", unknown, "high"],
         vec!["show", unknown],
         vec!["add", "x", "--after", unknown],
         vec!["add", "x", "--after", &p, "--after", unknown],
@@ -290,6 +291,50 @@ fn invalid_input_exits_2_and_leaves_the_board_untouched() {
         "with a board file",
         &["--instruction-file", "tasks/real.md"],
     );
+}
+
+#[test]
+fn priority_changes_the_order_of_claims_until_a_task_is_finished() {
+    let b = TestBoard::new();
+    let first = b.add("first", &[]);
+    let second = b.add("second", &["--priority", "low"]);
+    let (s1, s2) = (first.to_string(), second.to_string());
+    // Raised above the older task: claimed first. The text says what it is now.
+    let r = b.run(&["priority", &s2, "high"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains(&format!("Task {second}: second")),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("priority: high"), "{}", r.stdout);
+    assert_eq!(b.show(second)["priority"], "high");
+    assert_eq!(b.claim("w1")["id"], second);
+    // A claimed task may change too, and keeps its claim.
+    let t = b.ok(&["priority", &s2, "normal"])["task"].clone();
+    assert_eq!(
+        (&t["priority"], &t["status"], &t["claimed_by"]),
+        (&json!("normal"), &json!("in_progress"), &json!("w1"))
+    );
+    // Finished: refused (exit 4, a conflict), the board unchanged.
+    b.ok(&["complete", &s2, "--worker", "w1"]);
+    let before = b.snapshot();
+    let v = b.expect(4, &["priority", &s2, "low"]);
+    assert_eq!(v["error"]["kind"], "conflict");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("completed"),
+        "{v}"
+    );
+    assert_unchanged(&before, &b, "priority of a completed task");
+    // Not a level: a usage error (exit 2) naming the levels.
+    let v = b.expect(2, &["priority", &s1, "urgent"]);
+    assert_eq!(v["error"]["kind"], "usage");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("high, normal, low"), "{message}");
+    assert_eq!(b.show(first)["priority"], "normal");
 }
 
 #[test]
@@ -457,6 +502,7 @@ fn damaged_board_refuses_every_change(damaged: &str) {
         &["release", &id, "--worker", "w1"],
         &["cancel", &id],
         &["retry", &id],
+        &["priority", &id, "low"],
         &["register", "--worker", "w2"],
         &["heartbeat", "--worker", "w1"],
         &["deregister", "--worker", "w1"],

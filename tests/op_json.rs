@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use agentvine::message::{Message, MessageKind};
+use agentvine::metrics::{Durations, Figures, Report, Series, TaskCounts};
 use agentvine::op::{
     self, ClaimedTask, Fallback, MessageFilter, NewTask, Next, Op, PlanTask, QuestionView,
     RepairedFile, Reply, StatusReport, TaskView, Turn, WorkerView,
@@ -124,6 +125,10 @@ fn ops() -> Vec<Op> {
             reason: None,
         }),
         Op::Retry(op::Retry { task: 1 }),
+        Op::SetPriority(op::SetPriority {
+            task: 1,
+            priority: Priority::Low,
+        }),
         Op::Register(op::Register {
             worker: w(),
             capabilities: vec!["rust".into(), "docs".into()],
@@ -221,6 +226,9 @@ fn ops() -> Vec<Op> {
                 after_seq: Some(1),
                 reply_to: Some(2),
                 limit: Some(5),
+                task: Some(1),
+                agent: Some("w1".into()),
+                kind: Some(MessageKind::Question),
             },
         }),
         Op::ReadMessages(op::ReadMessages {
@@ -253,6 +261,11 @@ fn ops() -> Vec<Op> {
             worker: None,
             all: false,
         }),
+        Op::Metrics(op::Metrics {
+            window_secs: Some(3600),
+            buckets: Some(12),
+        }),
+        Op::Metrics(op::Metrics::default()),
     ]
 }
 
@@ -316,6 +329,7 @@ fn full_task() -> Task {
     t.last_error = Some("e".into());
     t.not_before = Some(at(3));
     t.ended_at = Some(at(4));
+    t.first_claimed_at = Some(at(1));
     t.request_key = Some("k-1".into());
     t.extra = Map::from_iter([("custom".to_string(), json!({"a": 1}))]);
     t
@@ -364,6 +378,50 @@ fn full_progress() -> Progress {
         last_updated: Some(t0()),
         metadata: Map::from_iter([("phase".to_string(), json!("x"))]),
         extra: Map::from_iter([("old".to_string(), json!(true))]),
+    }
+}
+
+/// A metrics report with a figure of each kind set.
+fn metrics_report() -> Report {
+    Report {
+        at: t0(),
+        tasks: TaskCounts {
+            pending: 1,
+            in_progress: 2,
+            completed: 3,
+            failed: 4,
+            cancelled: 5,
+        },
+        workers: BTreeMap::from([("idle".to_string(), 1)]),
+        open_questions: 2,
+        recent: Figures {
+            since: Some(t0()),
+            queue_latency: Durations {
+                count: 2,
+                sum_secs: 30.0,
+                median_secs: Some(10.0),
+                p90_secs: Some(20.0),
+                max_secs: Some(20.0),
+                buckets: vec![1, 1, 0, 0, 0, 0, 0, 0, 0, 0],
+            },
+            completed: 1,
+            failed: 1,
+            retried: 1,
+            failure_rate: Some(0.5),
+            retry_rate: Some(0.5),
+            tasks_per_hour: Some(1.5),
+            ..Figures::default()
+        },
+        all_time: Figures::default(),
+        series: Series {
+            start: t0(),
+            bucket_secs: 3600,
+            added: vec![1, 2],
+            completed: vec![0, 1],
+            failed: vec![0, 0],
+            waiting: vec![1, 0],
+            in_progress: vec![0, 1],
+        },
     }
 }
 
@@ -555,6 +613,9 @@ fn replies() -> Vec<Reply> {
         Reply::Sessions {
             sessions: vec![full_session()],
         },
+        Reply::Metrics {
+            metrics: Box::new(metrics_report()),
+        },
         Reply::Status {
             report: StatusReport {
                 pending: 1,
@@ -589,6 +650,7 @@ const OPS_JSON: &[&str] = &[
     r#"{"op":"cancel","task":1,"reason":"r"}"#,
     r#"{"op":"cancel","task":1}"#,
     r#"{"op":"retry","task":1}"#,
+    r#"{"op":"set-priority","task":1,"priority":"low"}"#,
     r#"{"op":"register","worker":"w1","capabilities":["rust","docs"],"session_id":"s"}"#,
     r#"{"op":"register","worker":"w1","capabilities":[]}"#,
     r#"{"op":"heartbeat","worker":"w1"}"#,
@@ -613,7 +675,7 @@ const OPS_JSON: &[&str] = &[
     r#"{"op":"workers"}"#,
     r#"{"op":"progress"}"#,
     r#"{"op":"settings"}"#,
-    r#"{"op":"read-messages","filter":{"since":"2026-03-01T12:00:00.000Z","after_seq":1,"reply_to":2,"limit":5}}"#,
+    r#"{"op":"read-messages","filter":{"since":"2026-03-01T12:00:00.000Z","after_seq":1,"reply_to":2,"limit":5,"task":1,"agent":"w1","kind":"question"}}"#,
     r#"{"op":"read-messages","filter":{}}"#,
     r#"{"op":"questions","all":true}"#,
     r#"{"op":"questions","all":false}"#,
@@ -621,17 +683,19 @@ const OPS_JSON: &[&str] = &[
     r#"{"op":"end-session","session":"s-1","reason":"idle 31m"}"#,
     r#"{"op":"sessions","worker":"w1","all":true}"#,
     r#"{"op":"sessions","all":false}"#,
+    r#"{"op":"metrics","window_secs":3600,"buckets":12}"#,
+    r#"{"op":"metrics"}"#,
 ];
 
 /// What each of [`replies`] is on the wire, in order.
 const REPLIES_JSON: &[&str] = &[
-    r#"{"reply":"added","tasks":[{"id":1772366400000,"description":"Write hello.txt","instruction_file":"tasks/task-1772366400000-instructions.md","context_files":["docs/a.md"],"assigned_to":"w2","status":"in_progress","created_at":"2026-03-01T12:00:00.000Z","claimed_by":"w1","claimed_at":"2026-03-01T12:00:01.000Z","completed_by":"w0","completed_at":"2026-03-01T12:00:02.000Z","result":{"ok":true},"metadata":{"dir":"src"},"priority":"high","requires":["rust"],"depends_on":[1,2],"attempts":2,"max_retries":3,"lease_secs":600,"strict":true,"fallback_after_secs":60,"lease_expires_at":"2026-03-01T12:10:01.000Z","last_error":"e","not_before":"2026-03-01T12:00:03.000Z","ended_at":"2026-03-01T12:00:04.000Z","request_key":"k-1","custom":{"a":1}},{"id":7,"description":"d","instruction_file":null,"context_files":[],"assigned_to":null,"status":"pending","created_at":"2026-03-01T12:00:00.000Z","claimed_by":null,"claimed_at":null,"completed_by":null,"completed_at":null,"result":null,"metadata":{},"priority":"normal","attempts":0}]}"#,
+    r#"{"reply":"added","tasks":[{"id":1772366400000,"description":"Write hello.txt","instruction_file":"tasks/task-1772366400000-instructions.md","context_files":["docs/a.md"],"assigned_to":"w2","status":"in_progress","created_at":"2026-03-01T12:00:00.000Z","claimed_by":"w1","claimed_at":"2026-03-01T12:00:01.000Z","completed_by":"w0","completed_at":"2026-03-01T12:00:02.000Z","result":{"ok":true},"metadata":{"dir":"src"},"priority":"high","requires":["rust"],"depends_on":[1,2],"attempts":2,"max_retries":3,"lease_secs":600,"strict":true,"fallback_after_secs":60,"lease_expires_at":"2026-03-01T12:10:01.000Z","last_error":"e","not_before":"2026-03-01T12:00:03.000Z","ended_at":"2026-03-01T12:00:04.000Z","first_claimed_at":"2026-03-01T12:00:01.000Z","request_key":"k-1","custom":{"a":1}},{"id":7,"description":"d","instruction_file":null,"context_files":[],"assigned_to":null,"status":"pending","created_at":"2026-03-01T12:00:00.000Z","claimed_by":null,"claimed_at":null,"completed_by":null,"completed_at":null,"result":null,"metadata":{},"priority":"normal","attempts":0}]}"#,
     r#"{"reply":"claimed","claim":{"task":{"id":7,"description":"d","instruction_file":null,"context_files":[],"assigned_to":null,"status":"pending","created_at":"2026-03-01T12:00:00.000Z","claimed_by":null,"claimed_at":null,"completed_by":null,"completed_at":null,"result":null,"metadata":{},"priority":"normal","attempts":0},"instructions":"Say hello.","instructions_error":"gone"}}"#,
     r#"{"reply":"claimed","claim":{"task":{"id":7,"description":"d","instruction_file":null,"context_files":[],"assigned_to":null,"status":"pending","created_at":"2026-03-01T12:00:00.000Z","claimed_by":null,"claimed_at":null,"completed_by":null,"completed_at":null,"result":null,"metadata":{},"priority":"normal","attempts":0}}}"#,
     r#"{"reply":"claimed","claim":null,"reason":"no pending tasks"}"#,
     r#"{"reply":"task","task":{"id":7,"description":"d","instruction_file":null,"context_files":[],"assigned_to":null,"status":"pending","created_at":"2026-03-01T12:00:00.000Z","claimed_by":null,"claimed_at":null,"completed_by":null,"completed_at":null,"result":null,"metadata":{},"priority":"normal","attempts":0,"blocked":true,"archived":true,"fallback":{"note":"assigned to w2, who has not been seen; any worker may take it now","at":"2026-03-01T12:01:01.000Z"},"cost":{"runs":1,"turns":3,"cost_usd":0.25,"usage":{"input_tokens":10,"output_tokens":20,"cache_creation_input_tokens":30,"cache_read_input_tokens":40},"duration_ms":1500}}}"#,
     r#"{"reply":"task","task":{"id":7,"description":"d","instruction_file":null,"context_files":[],"assigned_to":null,"status":"pending","created_at":"2026-03-01T12:00:00.000Z","claimed_by":null,"claimed_at":null,"completed_by":null,"completed_at":null,"result":null,"metadata":{},"priority":"normal","attempts":0,"fallback":{"note":"only w2 may take it (strict)"}}}"#,
-    r#"{"reply":"tasks","tasks":[{"id":1772366400000,"description":"Write hello.txt","instruction_file":"tasks/task-1772366400000-instructions.md","context_files":["docs/a.md"],"assigned_to":"w2","status":"in_progress","created_at":"2026-03-01T12:00:00.000Z","claimed_by":"w1","claimed_at":"2026-03-01T12:00:01.000Z","completed_by":"w0","completed_at":"2026-03-01T12:00:02.000Z","result":{"ok":true},"metadata":{"dir":"src"},"priority":"high","requires":["rust"],"depends_on":[1,2],"attempts":2,"max_retries":3,"lease_secs":600,"strict":true,"fallback_after_secs":60,"lease_expires_at":"2026-03-01T12:10:01.000Z","last_error":"e","not_before":"2026-03-01T12:00:03.000Z","ended_at":"2026-03-01T12:00:04.000Z","request_key":"k-1","custom":{"a":1}},{"id":7,"description":"d","instruction_file":null,"context_files":[],"assigned_to":null,"status":"pending","created_at":"2026-03-01T12:00:00.000Z","claimed_by":null,"claimed_at":null,"completed_by":null,"completed_at":null,"result":null,"metadata":{},"priority":"normal","attempts":0,"archived":true}]}"#,
+    r#"{"reply":"tasks","tasks":[{"id":1772366400000,"description":"Write hello.txt","instruction_file":"tasks/task-1772366400000-instructions.md","context_files":["docs/a.md"],"assigned_to":"w2","status":"in_progress","created_at":"2026-03-01T12:00:00.000Z","claimed_by":"w1","claimed_at":"2026-03-01T12:00:01.000Z","completed_by":"w0","completed_at":"2026-03-01T12:00:02.000Z","result":{"ok":true},"metadata":{"dir":"src"},"priority":"high","requires":["rust"],"depends_on":[1,2],"attempts":2,"max_retries":3,"lease_secs":600,"strict":true,"fallback_after_secs":60,"lease_expires_at":"2026-03-01T12:10:01.000Z","last_error":"e","not_before":"2026-03-01T12:00:03.000Z","ended_at":"2026-03-01T12:00:04.000Z","first_claimed_at":"2026-03-01T12:00:01.000Z","request_key":"k-1","custom":{"a":1}},{"id":7,"description":"d","instruction_file":null,"context_files":[],"assigned_to":null,"status":"pending","created_at":"2026-03-01T12:00:00.000Z","claimed_by":null,"claimed_at":null,"completed_by":null,"completed_at":null,"result":null,"metadata":{},"priority":"normal","attempts":0,"archived":true}]}"#,
     r#"{"reply":"worker","worker":{"id":"w1","state":"working","tasks":[1],"status":"active","capabilities":["rust"],"registered_at":"2026-03-01T12:00:00.000Z","last_heartbeat":"2026-03-01T12:00:01.000Z","last_task_claimed":"2026-03-01T12:00:02.000Z","last_task_completed":"2026-03-01T12:00:03.000Z","current_task":1,"session_id":"s","offline_reason":"idle","waiting":{"question":3,"until":"2026-03-01T12:10:00.000Z"},"host":"h"},"released":[1,2]}"#,
     r#"{"reply":"worker","worker":{"id":"w1","state":"idle","tasks":[],"status":"active","capabilities":[],"registered_at":"2026-03-01T12:00:00.000Z","last_heartbeat":"2026-03-01T12:00:00.000Z","last_task_claimed":null,"last_task_completed":null,"current_task":null}}"#,
     r#"{"reply":"workers","workers":[{"id":"w1","state":"waiting","tasks":[],"status":"active","capabilities":[],"registered_at":"2026-03-01T12:00:00.000Z","last_heartbeat":"2026-03-01T12:00:00.000Z","last_task_claimed":null,"last_task_completed":null,"current_task":null},{"id":"w2","state":"stale","tasks":[],"status":"active","capabilities":[],"registered_at":"2026-03-01T12:00:00.000Z","last_heartbeat":"2026-03-01T12:00:00.000Z","last_task_claimed":null,"last_task_completed":null,"current_task":null},{"id":"w3","state":"offline","tasks":[],"status":"active","capabilities":[],"registered_at":"2026-03-01T12:00:00.000Z","last_heartbeat":"2026-03-01T12:00:00.000Z","last_task_claimed":null,"last_task_completed":null,"current_task":null}]}"#,
@@ -654,6 +718,7 @@ const REPLIES_JSON: &[&str] = &[
     r#"{"reply":"session","session":{"id":"s-1","worker":"w1","state":"ended","created_at":"2026-03-01T12:00:00.000Z","last_active_at":"2026-03-01T12:01:00.000Z","ended_reason":"idle 31m","runs":[{"task":1,"attempt":2,"at":"2026-03-01T12:00:30.000Z","resumed":true,"why":"task 1 depends on task 0","outcome":"success","turns":3,"cost_usd":0.25,"usage":{"input_tokens":10,"output_tokens":20,"cache_creation_input_tokens":30,"cache_read_input_tokens":40},"duration_ms":1500,"request_key":"k-3"}],"future":1}}"#,
     r#"{"reply":"session-ended","session":{"id":"s-1","worker":"w1","state":"ended","created_at":"2026-03-01T12:00:00.000Z","last_active_at":"2026-03-01T12:01:00.000Z","ended_reason":"idle 31m","runs":[]}}"#,
     r#"{"reply":"sessions","sessions":[{"id":"s-1","worker":"w1","state":"ended","created_at":"2026-03-01T12:00:00.000Z","last_active_at":"2026-03-01T12:01:00.000Z","ended_reason":"idle 31m","runs":[{"task":1,"attempt":2,"at":"2026-03-01T12:00:30.000Z","resumed":true,"why":"task 1 depends on task 0","outcome":"success","turns":3,"cost_usd":0.25,"usage":{"input_tokens":10,"output_tokens":20,"cache_creation_input_tokens":30,"cache_read_input_tokens":40},"duration_ms":1500,"request_key":"k-3"}],"future":1}]}"#,
+    r#"{"reply":"metrics","metrics":{"at":"2026-03-01T12:00:00.000Z","tasks":{"pending":1,"in_progress":2,"completed":3,"failed":4,"cancelled":5},"workers":{"idle":1},"open_questions":2,"recent":{"since":"2026-03-01T12:00:00.000Z","queue_latency":{"count":2,"sum_secs":30.0,"median_secs":10.0,"p90_secs":20.0,"max_secs":20.0,"buckets":[1,1,0,0,0,0,0,0,0,0]},"claim_to_complete":{"count":0,"sum_secs":0.0,"buckets":[]},"human_response":{"count":0,"sum_secs":0.0,"buckets":[]},"completed":1,"failed":1,"cancelled":0,"retried":1,"failure_rate":0.5,"retry_rate":0.5,"tasks_per_hour":1.5},"all_time":{"queue_latency":{"count":0,"sum_secs":0.0,"buckets":[]},"claim_to_complete":{"count":0,"sum_secs":0.0,"buckets":[]},"human_response":{"count":0,"sum_secs":0.0,"buckets":[]},"completed":0,"failed":0,"cancelled":0,"retried":0},"series":{"start":"2026-03-01T12:00:00.000Z","bucket_secs":3600,"added":[1,2],"completed":[0,1],"failed":[0,0],"waiting":[1,0],"in_progress":[0,1]}}}"#,
     r#"{"reply":"status","pending":1,"in_progress":2,"completed":3,"failed":4,"cancelled":5,"total":15,"blocked":1,"archived":6,"workers":{"idle":1,"working":2},"open_questions":1,"progress":{"current_step":2,"total_steps":5,"status":"going","last_updated":"2026-03-01T12:00:00.000Z","metadata":{"phase":"x"},"old":true}}"#,
 ];
 
@@ -709,10 +774,10 @@ const REFUSED: &[(&str, &str)] = &[
     (
         r#"{"op":"Claim","worker":"w"}"#,
         "unknown variant `Claim`, expected one of `add`, `add-plan`, `claim`, `complete`, \
-         `fail`, `release`, `cancel`, `retry`, `register`, `heartbeat`, `deregister`, \
+         `fail`, `release`, `cancel`, `retry`, `set-priority`, `register`, `heartbeat`, `deregister`, \
          `should-continue`, `turn-ended`, `set-progress`, `send`, `ask`, `answer`, `requeue-stale`, \
          `compact`, `repair`, `record-run`, `end-session`, `status`, `tasks`, `show`, `workers`, \
-         `progress`, `settings`, `read-messages`, `questions`, `sessions`",
+         `progress`, `settings`, `read-messages`, `questions`, `sessions`, `metrics`",
     ),
 ];
 
@@ -729,7 +794,7 @@ fn every_op_is_pinned_both_ways() {
     }
     // Every op name appears (each op at least once).
     let names: std::collections::BTreeSet<&str> = ops.iter().map(|o| o.name()).collect();
-    assert_eq!(names.len(), 31, "{names:?}");
+    assert_eq!(names.len(), 33, "{names:?}");
 }
 
 #[test]

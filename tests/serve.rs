@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -386,6 +386,23 @@ fn operation(method: &str, path: &str) -> Option<&'static Value> {
 /// body must match its schema. Unknown routes and wrong methods must get the Error schema.
 fn check_reply(method: &str, target: &str, r: &Resp) {
     let path = target.split('?').next().unwrap_or("");
+    // A documented reply that is not JSON (the metrics' text): its content type is checked.
+    if let Some(resp) =
+        operation(method, path).and_then(|op| op["responses"].get(r.status.to_string()))
+        && let Some(content) = resolve(doc(), resp)
+            .get("content")
+            .and_then(Value::as_object)
+        && !content.contains_key("application/json")
+    {
+        let ct = r.header("content-type").unwrap_or("");
+        assert!(
+            content.keys().any(|k| ct.starts_with(k.as_str())),
+            "{method} {target}: HTTP {} content type {ct:?} is not one openapi.json documents ({:?})",
+            r.status,
+            content.keys().collect::<Vec<_>>()
+        );
+        return;
+    }
     let body: Value = match serde_json::from_slice(&r.body) {
         Ok(v) => v,
         Err(e) => panic!(
@@ -709,6 +726,7 @@ fn every_op() -> Vec<agentvine::Op> {
             | Op::Release(op::Release { .. })
             | Op::Cancel(op::Cancel { .. })
             | Op::Retry(op::Retry { .. })
+            | Op::SetPriority(op::SetPriority { .. })
             | Op::Register(op::Register { .. })
             | Op::Heartbeat(op::Heartbeat { .. })
             | Op::Deregister(op::Deregister { .. })
@@ -731,7 +749,8 @@ fn every_op() -> Vec<agentvine::Op> {
             | Op::Questions(op::Questions { .. })
             | Op::RecordRun(op::RecordRun { .. })
             | Op::EndSession(op::EndSession { .. })
-            | Op::Sessions(op::Sessions { .. }) => {}
+            | Op::Sessions(op::Sessions { .. })
+            | Op::Metrics(op::Metrics { .. }) => {}
         }
     }
     let w = || "w1".to_string();
@@ -775,6 +794,10 @@ fn every_op() -> Vec<agentvine::Op> {
             reason: Some("r".into()),
         }),
         Op::Retry(op::Retry { task: 1 }),
+        Op::SetPriority(op::SetPriority {
+            task: 1,
+            priority: agentvine::Priority::High,
+        }),
         Op::Register(op::Register {
             worker: w(),
             capabilities: vec!["rust".into()],
@@ -838,6 +861,9 @@ fn every_op() -> Vec<agentvine::Op> {
                 after_seq: Some(1),
                 reply_to: None,
                 limit: Some(5),
+                task: Some(1),
+                agent: Some("w1".into()),
+                kind: Some(agentvine::MessageKind::Question),
             },
         }),
         Op::Questions(op::Questions { all: true }),
@@ -861,6 +887,10 @@ fn every_op() -> Vec<agentvine::Op> {
         Op::Sessions(op::Sessions {
             worker: Some(w()),
             all: true,
+        }),
+        Op::Metrics(op::Metrics {
+            window_secs: Some(3600),
+            buckets: Some(12),
         }),
     ]
 }
@@ -958,7 +988,8 @@ fn openapi_is_served_and_every_route_answers() {
         let body = (*m == "POST").then_some(&b"{}"[..]);
         // With the key: never the unknown-route reply.
         let r = s.call(m, p, Auth::Key, body);
-        let v = r.json();
+        // (Not every reply is JSON: /metrics is text.)
+        let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
         assert!(
             !(r.status == 404 && v["message"].as_str().unwrap_or("").contains(NO_ROUTE)),
             "{m} {p} is documented but not routed: {v}"
@@ -3207,4 +3238,201 @@ fn a_remote_worker_waiting_for_an_answer_keeps_its_task() {
     );
     assert_eq!(done["task"]["status"], "completed", "{done}");
     assert_eq!(done["task"]["attempts"], 1, "never taken back: {done}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// GET /metrics: the board's figures for Prometheus
+// ---------------------------------------------------------------------------------------------
+
+/// One sample line of the text format: `name{label="value",...} value`.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// Parses the OpenMetrics text format strictly: every line is `# HELP name text`,
+/// `# TYPE name type`, `# UNIT name unit`, the final `# EOF`, or a sample; every sample belongs
+/// to a family whose HELP and TYPE came before it. Returns the samples and each family's type.
+fn parse_exposition(text: &str) -> (Vec<Sample>, BTreeMap<String, String>) {
+    let is_name = |s: &str| {
+        !s.is_empty()
+            && s.chars().enumerate().all(|(i, c)| {
+                c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
+            })
+    };
+    let mut help = BTreeSet::new();
+    let mut types = BTreeMap::new();
+    let mut samples = Vec::new();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.last(), Some(&"# EOF"), "the text ends with # EOF");
+    for line in &lines[..lines.len() - 1] {
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let (kind, name, what) = (parts.next(), parts.next(), parts.next());
+            let name = name.unwrap_or_else(|| panic!("a comment names its metric: {line}"));
+            assert!(is_name(name), "{line}");
+            let what = what.unwrap_or_else(|| panic!("{line}: nothing after the name"));
+            match kind {
+                Some("HELP") => assert!(help.insert(name.to_string()), "HELP twice: {line}"),
+                Some("TYPE") => {
+                    assert!(
+                        [
+                            "counter",
+                            "gauge",
+                            "histogram",
+                            "summary",
+                            "info",
+                            "unknown"
+                        ]
+                        .contains(&what),
+                        "{line}"
+                    );
+                    types.insert(name.to_string(), what.to_string());
+                }
+                Some("UNIT") => {}
+                _ => panic!("not a known comment: {line}"),
+            }
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("not `name value`: {line}"));
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v
+                .parse()
+                .unwrap_or_else(|e| panic!("{line}: bad value ({e})")),
+        };
+        let (name, labels) = match series.split_once('{') {
+            None => (series, BTreeMap::new()),
+            Some((name, rest)) => {
+                let inner = rest
+                    .strip_suffix('}')
+                    .unwrap_or_else(|| panic!("{line}: labels do not close"));
+                let mut labels = BTreeMap::new();
+                for pair in inner.split(',') {
+                    let (k, v) = pair
+                        .split_once('=')
+                        .unwrap_or_else(|| panic!("{line}: label without ="));
+                    assert!(is_name(k), "{line}: label name {k}");
+                    let v = v
+                        .strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .unwrap_or_else(|| panic!("{line}: label value not quoted"));
+                    labels.insert(k.to_string(), v.to_string());
+                }
+                (name, labels)
+            }
+        };
+        assert!(is_name(name), "{line}: metric name");
+        let family = ["_bucket", "_sum", "_count", "_total"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| types.contains_key(*f)))
+            .unwrap_or(name);
+        assert!(
+            types.contains_key(family) && help.contains(family),
+            "{line}: no HELP and TYPE for {family} before it"
+        );
+        samples.push(Sample {
+            name: name.to_string(),
+            labels,
+            value,
+        });
+    }
+    (samples, types)
+}
+
+#[test]
+fn metrics_are_prometheus_text_that_matches_the_board() {
+    let s = Server::start();
+    for d in ["one", "two", "three"] {
+        s.op_ok(json!({"op": "add", "task": {"description": d}}), "added");
+    }
+    let claim = s.op_ok(json!({"op": "claim", "worker": "w1"}), "claimed");
+    let id = claim["claim"]["task"]["id"].as_u64().unwrap();
+    s.op_ok(
+        json!({"op": "complete", "task": id, "worker": "w1", "result": "done"}),
+        "task",
+    );
+    s.op_ok(
+        json!({"op": "ask", "agent": "w1", "question": "which?"}),
+        "message",
+    );
+
+    // With the key in the header or as a bearer token (as Prometheus sends it); not without.
+    let r = s.get("/metrics");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("application/openmetrics-text"),
+        "{:?}",
+        r.header("content-type")
+    );
+    let bearer = format!("Bearer {KEY}");
+    let b = s.call(
+        "GET",
+        "/metrics",
+        Auth::Header("Authorization", &bearer),
+        None,
+    );
+    assert_eq!(b.status, 200);
+    s.refused("GET", "/metrics", Auth::None, None);
+    s.refused("GET", "/metrics", Auth::Header("X-API-Key", "wrong"), None);
+
+    let text = String::from_utf8(r.body).unwrap();
+    let (samples, types) = parse_exposition(&text);
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        let want: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        samples
+            .iter()
+            .find(|s| s.name == name && s.labels == want)
+            .unwrap_or_else(|| panic!("no sample {name}{labels:?} in:\n{text}"))
+            .value
+    };
+    assert_eq!(types["vine_tasks"], "gauge");
+    assert_eq!(types["vine_tasks_completed"], "counter");
+    assert_eq!(types["vine_claim_to_complete_seconds"], "histogram");
+    assert_eq!(value("vine_tasks", &[("status", "pending")]), 2.0);
+    assert_eq!(value("vine_tasks", &[("status", "in_progress")]), 0.0);
+    assert_eq!(value("vine_tasks", &[("status", "completed")]), 1.0);
+    assert_eq!(value("vine_tasks", &[("status", "failed")]), 0.0);
+    assert_eq!(value("vine_workers", &[("state", "idle")]), 1.0);
+    assert_eq!(value("vine_workers", &[("state", "working")]), 0.0);
+    assert_eq!(value("vine_open_questions", &[]), 1.0);
+    assert_eq!(value("vine_tasks_completed_total", &[]), 1.0);
+    assert_eq!(value("vine_tasks_failed_total", &[]), 0.0);
+    assert_eq!(value("vine_tasks_per_hour", &[]), 1.0 / 24.0);
+    assert_eq!(value("vine_failure_rate", &[]), 0.0);
+    for h in [
+        "vine_queue_latency_seconds",
+        "vine_claim_to_complete_seconds",
+    ] {
+        assert_eq!(value(&format!("{h}_count"), &[]), 1.0, "{h}");
+        // Buckets are cumulative, end at +Inf with the count, and the one task took under 10 s.
+        let buckets: Vec<(String, f64)> = samples
+            .iter()
+            .filter(|s| s.name == format!("{h}_bucket"))
+            .map(|s| (s.labels["le"].clone(), s.value))
+            .collect();
+        assert_eq!(buckets.len(), 10, "{buckets:?}");
+        assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{buckets:?}");
+        assert_eq!(buckets.last().unwrap(), &("+Inf".to_string(), 1.0));
+        assert_eq!(buckets[0], ("10.0".to_string(), 1.0), "{buckets:?}");
+        assert!(value(&format!("{h}_sum"), &[]) < 10.0);
+    }
+    // No answer yet: no response time measured.
+    assert_eq!(value("vine_human_response_seconds_count", &[]), 0.0);
+
+    // The same figures as the `metrics` read.
+    let m = s.op_ok(json!({"op": "metrics"}), "metrics")["metrics"].clone();
+    assert_eq!(m["tasks"]["pending"], 2);
+    assert_eq!(m["all_time"]["claim_to_complete"]["count"], 1);
+    assert_eq!(m["open_questions"], 1);
 }

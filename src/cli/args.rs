@@ -284,6 +284,16 @@ pub enum BoardCommand {
         /// The task id.
         id: u64,
     },
+    /// Change the priority of a task that is not finished (coordinator): high, normal or low.
+    #[command(after_help = "Example:
+  vine priority 1731159000123 high")]
+    Priority {
+        /// The task id.
+        id: u64,
+        /// Its new priority.
+        #[arg(value_enum, value_name = "LEVEL")]
+        level: Priority,
+    },
     /// Register a worker (again) with its capabilities; resets its idle clock.
     Register {
         /// A capability (repeatable), e.g. --capability python --capability gpu.
@@ -331,6 +341,14 @@ pub enum BoardCommand {
         /// Include ended sessions.
         #[arg(long)]
         all: bool,
+    },
+    /// The board's figures: queue latency (added → claimed), claim → complete time, human
+    /// response time (asked → answered), failure and retry rates, tasks per hour; over the
+    /// last --window and over all the history.
+    Metrics {
+        /// How far back the recent figures look.
+        #[arg(long, default_value = "24h", value_name = "DURATION", value_parser = duration)]
+        window: Duration,
     },
     /// Show or set the progress record.
     Progress {
@@ -610,6 +628,9 @@ pub enum MsgCmd {
         /// Only the last N messages.
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
+        /// Only messages about this task (its questions, answers and kept results too).
+        #[arg(long, value_name = "ID")]
+        task: Option<u64>,
     },
 }
 

@@ -54,6 +54,10 @@ pub fn run(board: &Board, command: BoardCommand, worker: Option<&str>) -> Result
         }),
         BoardCommand::Cancel { id, reason } => Op::Cancel(op::Cancel { task: id, reason }),
         BoardCommand::Retry { id } => Op::Retry(op::Retry { task: id }),
+        BoardCommand::Priority { id, level } => Op::SetPriority(op::SetPriority {
+            task: id,
+            priority: level,
+        }),
         BoardCommand::Register {
             capabilities,
             session_id,
@@ -77,6 +81,10 @@ pub fn run(board: &Board, command: BoardCommand, worker: Option<&str>) -> Result
         BoardCommand::Show { id } => Op::Show(op::Show { task: id }),
         BoardCommand::Workers => Op::Workers(op::Workers),
         BoardCommand::Sessions { all } => Op::Sessions(op::Sessions { worker: None, all }),
+        BoardCommand::Metrics { window } => Op::Metrics(op::Metrics {
+            window_secs: Some(window.as_secs()),
+            buckets: None,
+        }),
         BoardCommand::Progress { action } => match action {
             None | Some(ProgressCmd::Show) => Op::Progress(op::Progress),
             Some(ProgressCmd::Set {
@@ -111,12 +119,15 @@ pub fn run(board: &Board, command: BoardCommand, worker: Option<&str>) -> Result
                 after,
                 reply_to,
                 limit,
+                task,
             } => Op::ReadMessages(op::ReadMessages {
                 filter: MessageFilter {
                     since,
                     after_seq: after,
                     reply_to,
                     limit,
+                    task,
+                    ..MessageFilter::default()
                 },
             }),
         },

@@ -168,7 +168,73 @@ pub fn reply(r: &Reply) -> String {
         Reply::Repaired { files } => repaired(files),
         Reply::Status { report } => status(report),
         Reply::Settings { settings } => settings_line(settings),
+        Reply::Metrics { metrics } => metrics_text(metrics),
     }
+}
+
+/// The board's figures: counts now, then the window's figures and all the history's.
+fn metrics_text(r: &agentvine::metrics::Report) -> String {
+    let t = &r.tasks;
+    let mut s = format!(
+        "Tasks: {} pending, {} in progress, {} completed, {} failed, {} cancelled; {} open question(s)",
+        t.pending, t.in_progress, t.completed, t.failed, t.cancelled, r.open_questions
+    );
+    let window = r
+        .series
+        .bucket_secs
+        .saturating_mul(r.series.completed.len() as u64);
+    let titled = [
+        (
+            format!("Last {}", agentvine::time::format_duration(window)),
+            &r.recent,
+        ),
+        ("All the history".to_string(), &r.all_time),
+    ];
+    for (title, f) in titled {
+        let _ = write!(s, "\n{title}: {}", figures_line(f));
+        for (what, d) in [
+            ("queue latency (added → claimed)", &f.queue_latency),
+            ("claim → complete", &f.claim_to_complete),
+            ("human response (asked → answered)", &f.human_response),
+        ] {
+            let _ = write!(s, "\n  {what}: {}", durations_line(d));
+        }
+    }
+    s
+}
+
+/// Completed, failed and cancelled counts with the rates.
+fn figures_line(f: &agentvine::metrics::Figures) -> String {
+    let pct = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{:.0}%", r * 100.0));
+    format!(
+        "{} completed ({} per hour), {} failed, {} cancelled; failure rate {}, retry rate {}",
+        f.completed,
+        f.tasks_per_hour
+            .map_or("-".to_string(), |r| format!("{r:.1}")),
+        f.failed,
+        f.cancelled,
+        pct(f.failure_rate),
+        pct(f.retry_rate)
+    )
+}
+
+/// Median, 90th percentile and longest of a set of durations.
+fn durations_line(d: &agentvine::metrics::Durations) -> String {
+    let secs = |v: Option<f64>| {
+        v.map_or("-".to_string(), |v| {
+            agentvine::time::format_duration(v.round() as u64)
+        })
+    };
+    if d.count == 0 {
+        return "none yet".into();
+    }
+    format!(
+        "median {}, 90% within {}, longest {} ({} measured)",
+        secs(d.median_secs),
+        secs(d.p90_secs),
+        secs(d.max_secs),
+        d.count
+    )
 }
 
 /// One line describing board settings.

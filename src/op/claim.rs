@@ -47,6 +47,7 @@ fn claim(state: &mut State, worker_id: &str, now: Timestamp) -> Result<Reply> {
     task.status = TaskStatus::InProgress;
     task.claimed_by = Some(worker_id.to_string());
     task.claimed_at = Some(now);
+    task.first_claimed_at.get_or_insert(now);
     task.attempts = task.attempts.saturating_add(1);
     task.lease_expires_at = Some(add_secs(now, lease));
     task.not_before = None;

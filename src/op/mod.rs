@@ -14,6 +14,8 @@ mod cancel;
 mod claim;
 mod finish;
 mod messages;
+mod metrics;
+mod priority;
 mod reads;
 mod sessions;
 pub mod turn;
@@ -35,6 +37,8 @@ pub use cancel::{Cancel, Retry};
 pub use claim::Claim;
 pub use finish::{Complete, Fail, Release};
 pub use messages::{Answer, Ask, Send, SetProgress};
+pub use metrics::Metrics;
+pub use priority::SetPriority;
 pub use reads::{Progress, Questions, ReadMessages, Settings, Show, Status, Tasks, Workers};
 pub use sessions::{EndSession, RecordRun, Sessions};
 pub use turn::{Reminder, TurnEnded};
@@ -152,6 +156,8 @@ ops! {
         "cancel" => Cancel,
         /// Put a failed task back to pending with its attempts reset.
         "retry" => Retry,
+        /// Change the priority of a task that is not finished.
+        "set-priority" => SetPriority,
         /// Register (or re-register) a worker.
         "register" => Register,
         /// A sign of life; extends the leases of the worker's tasks.
@@ -201,6 +207,8 @@ ops! {
         "questions" => Questions,
         /// The Claude sessions' records.
         "sessions" => Sessions,
+        /// The board's figures over a window: latencies, rates, series.
+        "metrics" => Metrics,
     }
 }
 

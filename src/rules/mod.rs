@@ -80,6 +80,8 @@ pub struct State {
     /// Ids of the archive's last entries that may still be on the queue (a compaction cut off
     /// between its two writes, or one that ran between two reads): counted once.
     pub archive_tail: HashSet<u64>,
+    /// The history of the board's append-only files, for the figures (see `Needs::history`).
+    pub history: std::sync::Arc<crate::metrics::History>,
     /// The message log, loaded only for ops that need it (answer; the recent entries for a
     /// keyed send, ask or answer; the entries a read asks for).
     pub log: Vec<Message>,

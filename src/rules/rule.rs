@@ -34,6 +34,10 @@ pub struct Needs {
     pub archive_counts: bool,
     /// Every archived task ([`State::archived_tasks`]).
     pub archive_all: bool,
+    /// The board's history as the figures need it ([`State::history`]): every archived
+    /// task's times and every question's (a store may keep it and read only what was
+    /// appended since).
+    pub history: bool,
     /// Board paths the op names as instruction files: they must be files on the board.
     pub instruction_files: Vec<String>,
     /// Board paths the op names as context files: they must not lead outside the board.

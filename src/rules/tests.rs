@@ -1231,6 +1231,89 @@ fn retry_puts_a_failed_task_back() {
     );
 }
 
+fn set_priority(st: &mut State, id: u64, p: Priority, now: Timestamp) -> Result<Reply> {
+    run(
+        st,
+        Op::SetPriority(op::SetPriority {
+            task: id,
+            priority: p,
+        }),
+        now,
+    )
+}
+
+#[test]
+fn set_priority_changes_what_is_claimed_first_until_the_task_is_finished() {
+    let mut st = board();
+    let a = add(&mut st, "a", t0());
+    let b = add(&mut st, "b", at(1));
+    // Raised, b is claimed before the older a.
+    let r = set_priority(&mut st, b, Priority::High, at(2)).unwrap();
+    assert!(matches!(&r, Reply::Task { task } if task.task.priority == Priority::High));
+    assert_eq!(task(&st, b).priority, Priority::High);
+    assert!(st.touched.contains(&b) && st.dirty.tasks);
+    // Setting the priority it has changes nothing that must be written.
+    st.touched.clear();
+    st.dirty = Dirty::default();
+    set_priority(&mut st, b, Priority::High, at(2)).unwrap();
+    assert!(st.touched.is_empty() && !st.dirty.tasks);
+    // A claimed task may change too; its claim stays as it was.
+    assert_eq!(claim(&mut st, "w1", at(3)), Some(b));
+    set_priority(&mut st, b, Priority::Low, at(4)).unwrap();
+    let t = task(&st, b);
+    assert_eq!(
+        (t.priority, t.status, t.claimed_by.as_deref(), t.attempts),
+        (Priority::Low, TaskStatus::InProgress, Some("w1"), 1)
+    );
+    // Lowered, a waits behind a newer normal task.
+    let c = add(&mut st, "c", at(5));
+    set_priority(&mut st, a, Priority::Low, at(6)).unwrap();
+    assert_eq!(claim(&mut st, "w2", at(7)), Some(c));
+    assert_eq!(claim(&mut st, "w3", at(8)), Some(a));
+    // Finished tasks keep their priority: completed, failed, cancelled.
+    complete(&mut st, b, "w1", at(9)).unwrap();
+    fail(&mut st, c, "w2", true, at(9)).unwrap();
+    cancel(&mut st, a, at(9)).unwrap();
+    for id in [a, b, c] {
+        let before = snapshot(&st);
+        let r = set_priority(&mut st, id, Priority::High, at(10));
+        assert!(is_conflict(&r), "{id}: {r:?}");
+        assert!(snapshot(&st) == before, "a refused change changes nothing");
+    }
+    // Unknown and archived tasks.
+    assert!(matches!(
+        set_priority(&mut st, 4242, Priority::High, at(10)),
+        Err(Error::UnknownTask(4242))
+    ));
+    st.archived.insert(7, TaskStatus::Completed);
+    assert!(is_conflict(&set_priority(
+        &mut st,
+        7,
+        Priority::High,
+        at(10)
+    )));
+}
+
+#[test]
+fn a_retried_set_priority_is_answered_from_the_board() {
+    let mut st = board();
+    let id = add(&mut st, "a", t0());
+    let op = Op::SetPriority(op::SetPriority {
+        task: id,
+        priority: Priority::High,
+    });
+    let first = apply_keyed(&mut st, op.clone(), Some("k-1"), at(1)).unwrap();
+    assert_eq!(task(&st, id).request_key.as_deref(), Some("k-1"));
+    // Meanwhile someone else lowers it; the retry of the first request does not raise it again.
+    set_priority(&mut st, id, Priority::Low, at(2)).unwrap();
+    let again = apply_keyed(&mut st, op, Some("k-1"), at(3)).unwrap();
+    assert!(matches!(&again, Reply::Task { task } if task.task.id == id));
+    assert_eq!(task(&st, id).priority, Priority::Low);
+    assert!(
+        matches!(&first, Reply::Task { task } if task.task.request_key.as_deref() == Some("k-1"))
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // leases
 // ---------------------------------------------------------------------------------------------
@@ -2921,9 +3004,11 @@ fn status_counts_the_archive_and_a_task_at_its_tail_once() {
 fn questions_and_messages_are_chosen_from_the_loaded_log() {
     let mut st = board();
     let entry = |kind, seq: u64, reply_to: Option<u64>| {
-        let mut m = Message::new(kind, "a", &format!("m{seq}"), at(seq));
+        let agent = if seq.is_multiple_of(2) { "b" } else { "a" };
+        let mut m = Message::new(kind, agent, &format!("m{seq}"), at(seq));
         m.seq = Some(seq);
         m.reply_to = reply_to;
+        m.task_id = (seq <= 3).then_some(7);
         m
     };
     st.log = vec![
@@ -2963,6 +3048,44 @@ fn questions_and_messages_are_chosen_from_the_loaded_log() {
         ..MessageFilter::default()
     };
     assert_eq!(read(since), vec![Some(4), Some(5)]);
+    // By task, agent and kind.
+    let about = |task: Option<u64>, agent: Option<&str>, kind: Option<MessageKind>| MessageFilter {
+        task,
+        agent: agent.map(str::to_string),
+        kind,
+        ..MessageFilter::default()
+    };
+    let all = read(MessageFilter::default());
+    let seqs_where = |f: &dyn Fn(&Message) -> bool| -> Vec<Option<u64>> {
+        st.log.iter().filter(|m| f(m)).map(|m| m.seq).collect()
+    };
+    assert_eq!(all.len(), st.log.len());
+    for m in &st.log {
+        if let Some(t) = m.task_id {
+            assert_eq!(
+                read(about(Some(t), None, None)),
+                seqs_where(&|x| x.task_id == Some(t))
+            );
+        }
+        assert_eq!(
+            read(about(None, Some(&m.agent), None)),
+            seqs_where(&|x| x.agent == m.agent)
+        );
+        assert_eq!(
+            read(about(None, None, Some(m.kind))),
+            seqs_where(&|x| x.kind == m.kind)
+        );
+    }
+    assert_eq!(
+        read(about(Some(7), None, None)),
+        vec![Some(1), Some(2), Some(3)]
+    );
+    assert_eq!(read(about(None, Some("b"), None)), vec![Some(2), Some(4)]);
+    assert_eq!(
+        read(about(Some(7), Some("a"), Some(MessageKind::Answer))),
+        vec![Some(3)]
+    );
+    assert_eq!(read(about(Some(999_999), None, None)), vec![]);
 }
 
 #[test]

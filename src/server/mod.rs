@@ -3,8 +3,9 @@
 //!
 //! Routes (see `openapi.json`, served at `/openapi.json`):
 //! `GET /test`, `GET /list`, `GET /read`, `POST /deploy`, `POST /execute` (the original API),
-//! `GET /search/files`, `GET /search/content`, and `POST /v1/op` (one board op per request,
-//! atomic on the server, batched into group commits). The control room (`crate::web`: `/`,
+//! `GET /search/files`, `GET /search/content`, `POST /v1/op` (one board op per request,
+//! atomic on the server, batched into group commits), and `GET /metrics` (the board's figures
+//! for Prometheus). The control room (`crate::web`: `/`,
 //! `/questions`, `/login`, `/events`, `/assets/...`) is merged in beside them, behind its own
 //! login.
 
@@ -13,6 +14,7 @@ mod board;
 mod body;
 mod exec;
 mod files;
+pub mod metrics;
 mod reply;
 mod supervisor;
 
@@ -45,6 +47,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/search/files"),
     ("GET", "/search/content"),
     ("POST", "/v1/op"),
+    ("GET", "/metrics"),
 ];
 
 /// Board files at the top of the base directory: a `/deploy` over one of them is written
@@ -326,6 +329,7 @@ fn router(app: Arc<App>, max_body: usize) -> Router {
             .route("/search/files", get(files::search_files))
             .route("/search/content", get(files::search_content))
             .route("/v1/op", post(board::op))
+            .route("/metrics", get(metrics::metrics))
             .merge(crate::web::router(app.clone()));
     }
     r.fallback(reply::not_found)

@@ -187,7 +187,8 @@ pub fn scan_back(path: &Path, mut f: impl FnMut(u64, &[u8]) -> bool) -> Result<(
     Ok(())
 }
 
-fn trim(line: &[u8]) -> &[u8] {
+/// `line` without its line end and trailing blanks.
+pub(crate) fn trim(line: &[u8]) -> &[u8] {
     let mut s = line;
     while let Some((&b, rest)) = s.split_last() {
         if b == b'\n' || b == b'\r' || b == b' ' || b == b'\t' {

@@ -5,6 +5,7 @@ pub(crate) mod archive;
 pub mod clock;
 pub(crate) mod damage;
 pub(crate) mod durable;
+pub(crate) mod history;
 pub(crate) mod json_file;
 pub(crate) mod jsonl;
 pub mod local;

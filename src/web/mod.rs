@@ -13,10 +13,16 @@
 
 pub mod assets;
 pub mod events;
+mod figures;
 pub mod layout;
+pub mod markdown;
+mod messages;
 mod overview;
+pub mod plot;
 mod questions;
 pub mod session;
+mod tasks;
+mod workers;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -92,6 +98,12 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/login", get(session::login_form).post(session::login))
         .route("/logout", post(session::logout))
         // The tasks, workers and messages pages go here, above the session check.
+        .route("/tasks", get(tasks::list).post(tasks::add))
+        .route("/tasks/{id}", get(tasks::page))
+        .route("/tasks/{id}/{action}", post(tasks::act))
+        .route("/workers", get(workers::list))
+        .route("/workers/{id}", get(workers::page))
+        .route("/messages", get(messages::page))
         .route_layer(axum::middleware::from_fn_with_state(app, session::guard))
         .route("/assets/{name}", get(assets::serve))
         .layer(axum::middleware::from_fn(layout::security_headers))

@@ -229,7 +229,9 @@ fn workers_card(workers: &[WorkerView], now: Timestamp) -> Markup {
 /// claim → complete durations, human response time): `plot.rs` and `metrics.rs` fill it.
 /// Until they do, a table of what the live tasks alone tell.
 async fn metrics_slot(_app: &App, live: &[TaskView], now: Timestamp) -> Markup {
-    figures_table(live, now)
+    super::figures::section(_app)
+        .await
+        .unwrap_or_else(|_| figures_table(live, now))
 }
 
 /// Figures from the tasks on the queue: completed in the last hour, the median claim →

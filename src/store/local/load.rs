@@ -123,6 +123,9 @@ impl LocalStore {
                 .map(|t| (t.id, t))
                 .collect();
         }
+        if need.history {
+            st.history = self.history(dmg)?;
+        }
         self.load_archived(&mut st, &need.task_ids, dmg)?;
         Ok(st)
     }

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::damage::{self, Damages};
+use super::history::HistoryCache;
 use super::json_file::{Cached, read_bytes, to_pretty};
 pub use super::lock::LockGuard;
 use super::paths::{self, BOARD, LOG, PROGRESS, QUEUE, TASKS_DIR, WORKERS};
@@ -46,6 +47,9 @@ pub struct LocalStore {
     canonical: Arc<std::sync::OnceLock<PathBuf>>,
     /// Commits through this handle (and its clones) that replaced the queue or the workers.
     changes: Arc<AtomicU64>,
+    /// The history the figures read, brought up to date from what the archive and the log
+    /// gained since the last read (shared by clones: a server reads only the new lines).
+    history: Arc<Mutex<HistoryCache>>,
 }
 
 impl LocalStore {
@@ -77,6 +81,7 @@ impl LocalStore {
             workers_cache: Cached::default(),
             canonical: Arc::default(),
             changes: Arc::default(),
+            history: Arc::default(),
         }
     }
 
@@ -208,6 +213,15 @@ impl LocalStore {
 
     fn queue_bytes(&self) -> Result<Option<Vec<u8>>> {
         read_bytes(&self.dir.join(QUEUE))
+    }
+
+    /// The history for the figures, with what the archive and the log gained since the last
+    /// read; lines that do not parse go to `dmg`.
+    fn history(&self, dmg: &mut Damages) -> Result<Arc<crate::metrics::History>> {
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .refresh(&self.dir, dmg)
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, QueueCache> {

@@ -1,0 +1,192 @@
+//! `GET /metrics`: the board's figures as Prometheus scrapes them (the OpenMetrics text
+//! format, written by the `prometheus-client` crate's encoder), computed on each scrape by the
+//! store's `metrics` read, like every other read of the board. Guarded by the API key like the
+//! API (Prometheus sends it as a bearer token).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::registry::Registry;
+
+use super::App;
+use super::reply::ErrorReply;
+use crate::error::Error;
+use crate::metrics::{DURATION_BOUNDS, Durations, Report};
+use crate::op::{self, Op, Reply};
+use crate::store::Transport;
+use crate::task::TaskStatus;
+use crate::worker::WorkerState;
+
+/// The content type of the OpenMetrics text format, which Prometheus reads.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// `GET /metrics`.
+pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Result<Response, ErrorReply> {
+    let Some(store) = app.store.clone() else {
+        return Err(super::reply::not_found().await);
+    };
+    let read =
+        tokio::task::spawn_blocking(move || store.execute(Op::Metrics(op::Metrics::default())))
+            .await
+            .unwrap_or_else(|e| Err(Error::Protocol(format!("the read failed: {e}"))));
+    let report = match read {
+        Ok(Reply::Metrics { metrics }) => metrics,
+        // Damaged files: the figures of what could be read (the API's reads say the same).
+        Err(Error::DamagedRead { reply, .. }) => match *reply {
+            Reply::Metrics { metrics } => metrics,
+            other => return Err(ErrorReply::internal(format!("metrics got {other:?}"))),
+        },
+        Ok(other) => return Err(ErrorReply::internal(format!("metrics got {other:?}"))),
+        Err(e) => return Err(ErrorReply::board(&e)),
+    };
+    let text = exposition(*report).map_err(ErrorReply::internal)?;
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response())
+}
+
+/// The figures in the OpenMetrics text format.
+pub fn exposition(report: Report) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Figures(report)));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    Ok(out)
+}
+
+/// The board's figures as collected metrics (computed before the scrape is encoded).
+#[derive(Debug)]
+struct Figures(Report);
+
+impl Collector for Figures {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let r = &self.0;
+        let mut m = enc.encode_descriptor(
+            "vine_tasks",
+            "Tasks on the board by status (the archive included).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in TaskStatus::ALL {
+            let labels = [("status", s.as_str())];
+            m.encode_family(&labels)?.encode_gauge(&r.tasks.get(s))?;
+        }
+        let mut m = enc.encode_descriptor(
+            "vine_workers",
+            "Workers by state: working, idle, waiting (for an answer), stale, offline.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in WorkerState::ALL {
+            let n = r.workers.get(s.as_str()).copied().unwrap_or(0) as u64;
+            let labels = [("state", s.as_str())];
+            m.encode_family(&labels)?.encode_gauge(&n)?;
+        }
+        gauge(
+            &mut enc,
+            "vine_open_questions",
+            "Questions without an answer.",
+            r.open_questions as f64,
+        )?;
+        let all = &r.all_time;
+        for (name, help, n) in [
+            (
+                "vine_tasks_completed",
+                "Tasks completed, all the history.",
+                all.completed,
+            ),
+            (
+                "vine_tasks_failed",
+                "Tasks that failed for good, all the history.",
+                all.failed,
+            ),
+            (
+                "vine_tasks_cancelled",
+                "Tasks cancelled, all the history.",
+                all.cancelled,
+            ),
+            (
+                "vine_tasks_retried",
+                "Tasks completed or failed that took more than one attempt, all the history.",
+                all.retried,
+            ),
+        ] {
+            let c = ConstCounter::new(n);
+            c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        for (name, help, d) in [
+            (
+                "vine_queue_latency_seconds",
+                "Time from a task's adding to its first claim.",
+                &all.queue_latency,
+            ),
+            (
+                "vine_claim_to_complete_seconds",
+                "Time from the completing attempt's claim to the task's completion.",
+                &all.claim_to_complete,
+            ),
+            (
+                "vine_human_response_seconds",
+                "Time from a question to its first answer.",
+                &all.human_response,
+            ),
+        ] {
+            histogram(&mut enc, name, help, d)?;
+        }
+        let recent = &r.recent;
+        for (name, help, v) in [
+            (
+                "vine_failure_rate",
+                "Of the tasks completed or failed in the last 24 hours, the share that failed.",
+                recent.failure_rate,
+            ),
+            (
+                "vine_retry_rate",
+                "Of the tasks completed or failed in the last 24 hours, the share that took more than one attempt.",
+                recent.retry_rate,
+            ),
+            (
+                "vine_tasks_per_hour",
+                "Tasks completed per hour over the last 24 hours.",
+                recent.tasks_per_hour,
+            ),
+        ] {
+            if let Some(v) = v {
+                gauge(&mut enc, name, help, v)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: f64,
+) -> Result<(), std::fmt::Error> {
+    enc.encode_descriptor(name, help, None, MetricType::Gauge)?
+        .encode_gauge(&v)
+}
+
+fn histogram(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    d: &Durations,
+) -> Result<(), std::fmt::Error> {
+    // Per-bucket counts with their upper bounds; the encoder sums them and writes the last
+    // bound (f64::MAX) as +Inf.
+    let buckets: Vec<(f64, u64)> = DURATION_BOUNDS
+        .iter()
+        .copied()
+        .chain([f64::MAX])
+        .zip(d.buckets.iter().copied().chain(std::iter::repeat(0)))
+        .collect();
+    enc.encode_descriptor(name, help, None, MetricType::Histogram)?
+        .encode_histogram::<NoLabelSet>(d.sum_secs, d.count, &buckets, None)
+}
