@@ -23,6 +23,12 @@ echo "== vine workers"
 "$bin/vine" workers
 echo
 echo "The board is plain JSON: ls $board; try: VINE_DIR=$board $bin/vine show <id>"
+echo
+echo "== The control room"
+echo "See the board in a browser (it prints the URL; --open opens it):"
+echo "  $PWD/$bin/vine --dir $board dashboard --open"
+echo "then, in another terminal, a worker asks and waits; answer it on the page:"
+echo "  $PWD/$bin/vine --dir $board ask \"Which port?\" --as w1 --wait"
 
 echo
 echo "== The Claude Code side"

@@ -261,3 +261,38 @@ fn hostile_board_text_renders_as_text() {
         Some(HOSTILE)
     );
 }
+
+/// Pretends the tab is hidden (or shown again), as the browser says when a person switches
+/// tabs.
+fn set_hidden(b: &Browser, hidden: bool) {
+    b.eval_with(
+        "Object.defineProperty(document, 'hidden', { value: arguments[0], configurable: true }); \
+         document.dispatchEvent(new Event('visibilitychange')); return 1;",
+        vec![Value::Bool(hidden)],
+    );
+}
+
+#[test]
+fn a_hidden_tab_gives_back_its_stream_and_catches_up_when_shown() {
+    let room = Room::start();
+    let b = Browser::start("control_room_hidden");
+    sign_in(&b, &room);
+    wait_live(&b);
+    set_hidden(&b, true);
+    assert_eq!(
+        b.eval("return document.documentElement.getAttribute('data-live');"),
+        "paused"
+    );
+    // A question asked while the tab is hidden is not shown yet...
+    room.ok(&["ask", "Asked while nobody looked", "--as", "w3"]);
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(!b.page_text().contains("Asked while nobody looked"));
+    // ... and is, soon after the tab is shown again.
+    set_hidden(&b, false);
+    b.wait_until(
+        "the page catches up once shown",
+        Duration::from_secs(2),
+        |b| b.page_text().contains("Asked while nobody looked"),
+    );
+    wait_live(&b);
+}

@@ -990,3 +990,90 @@ fn vine_dashboard_without_a_board_says_so() {
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("--key-file"), "{r:?}");
 }
+
+#[test]
+fn under_tls_the_cookie_is_secure_and_forms_need_the_https_origin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    let cert = tmp.path().join("cert.pem");
+    let key = tmp.path().join("key.pem");
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let server = Server::start(
+        &tmp.path().join("base"),
+        &[
+            "--no-exec",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        &[("VINE_API_KEY", KEY)],
+    );
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    let pem = std::fs::read(&cert).unwrap();
+    let roots: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|i| match i {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+                .build(),
+        )
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into();
+
+    let mut r = agent.get(format!("{}/login", server.url)).call().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("vine_session="))
+        .expect("a session cookie")
+        .to_string();
+    let attrs: Vec<&str> = cookie.split(';').map(str::trim).collect();
+    assert!(attrs.contains(&"Secure"), "{cookie}");
+    assert!(
+        attrs.contains(&"HttpOnly") && attrs.contains(&"SameSite=Strict"),
+        "{cookie}"
+    );
+    let id = attrs[0].to_string();
+    let page = Resp {
+        status: 200,
+        headers: vec![],
+        body: r.body_mut().read_to_string().unwrap(),
+    };
+    let csrf = page.csrf();
+    let login = |origin: &str| {
+        agent
+            .post(format!("{}/login", server.url))
+            .header("Cookie", &id)
+            .header("Origin", origin)
+            .send_form([("csrf", csrf.as_str()), ("key", KEY)])
+            .unwrap()
+    };
+    // The page is https: a form whose Origin is the plain-HTTP address is another site's.
+    let plain = format!("http://{}", server.addr);
+    assert_eq!(login(&plain).status().as_u16(), 403);
+    let r = login(&server.url);
+    assert_eq!(r.status().as_u16(), 303);
+    let signed = r
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(signed.contains("; Secure"), "{signed}");
+}

@@ -725,6 +725,18 @@ mod tests {
             (s.exec_timeout.as_secs(), s.body_timeout.as_secs()),
             (60, 30)
         );
+        assert!(!s.open);
+        let cli = Cli::try_parse_from(["vine", "dashboard"]).unwrap();
+        let Command::Dashboard(d) = cli.command else {
+            panic!("dashboard")
+        };
+        assert_eq!(d.listen, "127.0.0.1:0".parse::<SocketAddr>().unwrap());
+        assert!(!d.open);
+        let cli = Cli::try_parse_from(["vine", "--dir", "b", "dashboard", "--open"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Dashboard(DashboardArgs { open: true, .. })
+        ));
         let cli = Cli::try_parse_from(["vine", "add", "x"]).unwrap();
         let Command::Board(BoardCommand::Add(a)) = cli.command else {
             panic!("add")

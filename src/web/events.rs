@@ -9,8 +9,8 @@
 //! `vine dashboard`, where workers write the files themselves). Where the directory cannot be
 //! watched, one thread looks at the board files' sizes and times once a second instead.
 //!
-//! A stream sends at most one event per [`MIN_GAP`] (changes in between are coalesced by the
-//! watch channels) and a keep-alive comment every 15 s.
+//! A stream sends one event [`MIN_GAP`] after a change, for every change within that gap
+//! (coalesced by the watch channels), and a keep-alive comment every 15 s.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use crate::server::App;
 use crate::store::paths::{ARCHIVE, BOARD, LOG, PROGRESS, QUEUE, WORKERS};
 
-/// Least time between two events of one stream.
+/// How long a stream gathers changes before it sends their one event.
 pub const MIN_GAP: Duration = Duration::from_millis(250);
 /// A comment is sent this often on a quiet stream, so proxies keep it open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -176,6 +176,14 @@ struct Subscription {
 }
 
 impl Subscription {
+    /// Takes every change so far as seen.
+    fn mark_seen(&mut self) {
+        if let Some(w) = &mut self.writer {
+            w.mark_unchanged();
+        }
+        self.files.mark_unchanged();
+    }
+
     /// Waits for the next change; false once no signal is left.
     async fn changed(&mut self) -> bool {
         loop {
@@ -218,21 +226,22 @@ pub async fn stream(State(app): State<Arc<App>>, Query(q): Query<Since>) -> Resp
         .and_then(Version::parse)
         .is_some_and(|v| v != now);
     let app_for_version = app.clone();
-    let events =
-        futures_util::stream::unfold((sub, behind, true), move |(mut sub, pending, first)| {
-            let app = app_for_version.clone();
-            async move {
-                if !first {
-                    tokio::time::sleep(MIN_GAP).await;
-                }
-                if !pending && !sub.changed().await {
-                    return None;
-                }
-                let version = app.web.changes.version().to_string();
-                let event = Event::default().event("change").data(version);
-                Some((Ok::<_, Infallible>(event), (sub, false, false)))
+    let events = futures_util::stream::unfold((sub, behind), move |(mut sub, pending)| {
+        let app = app_for_version.clone();
+        async move {
+            if !pending && !sub.changed().await {
+                return None;
             }
-        });
+            // One change often comes on both signals (the writer's, then the file's), and
+            // a busy board changes many times a second: what comes within the gap is one
+            // event, so a page fetches itself once for it.
+            tokio::time::sleep(MIN_GAP).await;
+            sub.mark_seen();
+            let version = app.web.changes.version().to_string();
+            let event = Event::default().event("change").data(version);
+            Some((Ok::<_, Infallible>(event), (sub, false)))
+        }
+    });
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response()

@@ -37,20 +37,25 @@ struct Board {
     messages: Vec<Message>,
 }
 
+/// Reads what the overview shows, the reads side by side (each on a blocking thread).
 async fn load(app: &App) -> Result<Board, Error> {
+    let recent = MessageFilter {
+        limit: Some(RECENT_MESSAGES),
+        ..MessageFilter::default()
+    };
+    let (status, tasks, workers, open, messages) = tokio::try_join!(
+        super::status(app),
+        super::tasks(app, None, false),
+        super::workers(app),
+        super::questions(app, false),
+        super::messages(app, recent),
+    )?;
     Ok(Board {
-        status: super::status(app).await?,
-        tasks: super::tasks(app, None, false).await?,
-        workers: super::workers(app).await?,
-        open: super::questions(app, false).await?,
-        messages: super::messages(
-            app,
-            MessageFilter {
-                limit: Some(RECENT_MESSAGES),
-                ..MessageFilter::default()
-            },
-        )
-        .await?,
+        status,
+        tasks,
+        workers,
+        open,
+        messages,
     })
 }
 

@@ -25,7 +25,8 @@
     root.setAttribute('data-live', state);
     if (indicator) {
       indicator.setAttribute('title', title);
-      indicator.textContent = state === 'sse' ? 'live' : state === 'polling' ? 'polling' : 'offline';
+      indicator.textContent = state === 'sse' ? 'live' : state === 'polling' ? 'polling'
+        : state === 'paused' ? 'paused' : 'connecting';
     }
   }
 
@@ -186,6 +187,11 @@
   }
 
   function listen() {
+    if (document.hidden) {
+      // A tab opened in the background listens once it is shown.
+      setState('paused', 'Live updates paused while the tab is hidden');
+      return;
+    }
     if (!window.EventSource) {
       startPolling();
       return;
@@ -205,6 +211,31 @@
       }
     });
   }
+
+  function stopListening() {
+    if (source) {
+      source.close();
+      source = null;
+    }
+    stopPolling();
+  }
+
+  // A browser keeps about six connections per server: a hidden tab gives its stream back
+  // (and catches up when shown again, its stream opened with the version it shows), and a
+  // page restored from the back-forward cache listens again.
+  document.addEventListener('visibilitychange', function () {
+    if (document.hidden) {
+      stopListening();
+      setState('paused', 'Live updates paused while the tab is hidden');
+    } else if (!source) {
+      listen();
+    }
+  });
+  window.addEventListener('pageshow', function (e) {
+    if (e.persisted && !source) {
+      listen();
+    }
+  });
 
   setState('connecting', 'Connecting for live updates');
   listen();
