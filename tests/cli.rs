@@ -338,6 +338,48 @@ fn priority_changes_the_order_of_claims_until_a_task_is_finished() {
 }
 
 #[test]
+fn metrics_show_latencies_rates_and_counts() {
+    let b = TestBoard::new();
+    let a = b.add("first", &[]).to_string();
+    b.add("second", &[]);
+    b.claim("w1");
+    b.ok(&["complete", &a, "--worker", "w1"]);
+    let q = b.ok(&["ask", "which?", "--as", "w1"])["message"]["seq"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+    b.ok(&["answer", &q, "that one"]);
+    b.ok(&["compact"]);
+    let v = b.ok(&["metrics", "--window", "2h"]);
+    let m = &v["metrics"];
+    assert_eq!(m["tasks"]["completed"], 1, "{v}");
+    assert_eq!(m["tasks"]["pending"], 1, "{v}");
+    assert_eq!(m["open_questions"], 0);
+    for f in ["recent", "all_time"] {
+        assert_eq!(m[f]["queue_latency"]["count"], 1, "{f}: {v}");
+        assert_eq!(m[f]["claim_to_complete"]["count"], 1, "{f}: {v}");
+        assert_eq!(m[f]["human_response"]["count"], 1, "{f}: {v}");
+        assert_eq!(m[f]["failure_rate"], 0.0, "{f}: {v}");
+    }
+    // Two hours in 24 buckets of 5 minutes.
+    assert_eq!(m["series"]["bucket_secs"], 300);
+    assert_eq!(m["series"]["completed"].as_array().unwrap().len(), 24);
+    let r = b.run(&["metrics"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    for text in [
+        "1 pending",
+        "1 completed",
+        "Last 1d:",
+        "queue latency (added → claimed): median",
+        "human response (asked → answered)",
+        "failure rate 0%",
+    ] {
+        assert!(r.stdout.contains(text), "{text:?} in {}", r.stdout);
+    }
+    b.expect(2, &["metrics", "--window", "0s"]);
+}
+
+#[test]
 fn nothing_to_do_exits_3() {
     let b = TestBoard::new();
     // Claim on an empty board: exit 3, one JSON object with a null claim and a reason.

@@ -18,6 +18,7 @@ pub mod metrics;
 mod reply;
 mod supervisor;
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -245,13 +246,18 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
     let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     runtime.block_on(async move {
         let make = router.into_make_service_with_connect_info::<SocketAddr>();
-        println!("listening on {scheme}://{local}");
+        let mut ready = format!("listening on {scheme}://{local}\n");
+        let room = format!("{scheme}://{local}/");
         if !cfg.original_only {
-            let url = format!("{scheme}://{local}/");
-            println!("control room: {url}");
-            if cfg.open_browser {
-                open_browser(&url);
-            }
+            ready.push_str(&format!("control room: {room}\n"));
+        }
+        // One write: a caller that reads the first line and closes the pipe may miss the
+        // second, and a stdout that is gone stops nothing (println! would panic).
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(ready.as_bytes()).and_then(|()| out.flush());
+        drop(out);
+        if cfg.open_browser && !cfg.original_only {
+            open_browser(&room);
         }
         if cfg.key.is_none() {
             eprintln!("vine serve: no API key set; anyone who can reach {local} can use the board");
