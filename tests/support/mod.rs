@@ -1,6 +1,7 @@
 //! What the integration tests share: running `vine` with the caller's environment kept out
 //! ([`command`]), a `vine serve` process ([`server`]), a board in a temporary directory
-//! ([`board`]), reading board files ([`files`]) and finding processes ([`procs`]).
+//! ([`board`]), reading board files ([`files`]), finding processes ([`procs`]) and plain HTTP
+//! requests to the control room ([`http`]).
 //!
 //! Each test binary includes it with `mod support;` and uses what it needs; a helper one
 //! binary leaves unused is no warning there.
@@ -10,8 +11,9 @@
 pub mod board;
 pub mod command;
 pub mod files;
+pub mod http;
 pub mod procs;
 pub mod server;
 
 #[allow(unused_imports)]
-pub use {board::*, command::*, files::*, procs::*, server::*};
+pub use {board::*, command::*, files::*, http::*, procs::*, server::*};
