@@ -169,6 +169,22 @@ pub fn stop(board: &Board, cfg: &StopConfig) -> Result<StopDecision> {
 /// The instruction handed to Claude for a task just claimed for it.
 pub fn claimed_reason(c: &ClaimedTask, me: &str) -> String {
     let t = &c.task;
+    let mut s = task_brief(c);
+    s.push_str(&format!(
+        "\nWhen done run `vine complete {id} --worker {me} --attempt {a} --result \"<what you did>\"`. \
+         If it cannot be done run `vine fail {id} --worker {me} --attempt {a} --error \"<why>\"`. \
+         To ask the coordinator: `vine ask \"<question>\" --worker {me} --task {id} --wait`.",
+        id = t.id,
+        a = t.attempts
+    ));
+    s
+}
+
+/// What a session is told of a task claimed for it: its description, its instructions inline,
+/// its context files and metadata (the Stop hook's hand-over and `vine pool`'s prompt add the
+/// commands that fit them).
+pub fn task_brief(c: &ClaimedTask) -> String {
+    let t = &c.task;
     let mut s = format!(
         "Task {id} is claimed for you: {desc}.",
         id = t.id,
@@ -195,13 +211,6 @@ pub fn claimed_reason(c: &ClaimedTask, me: &str) -> String {
             Value::Object(t.metadata.clone())
         ));
     }
-    s.push_str(&format!(
-        "\nWhen done run `vine complete {id} --worker {me} --attempt {a} --result \"<what you did>\"`. \
-         If it cannot be done run `vine fail {id} --worker {me} --attempt {a} --error \"<why>\"`. \
-         To ask the coordinator: `vine ask \"<question>\" --worker {me} --task {id} --wait`.",
-        id = t.id,
-        a = t.attempts
-    ));
     s
 }
 

@@ -3,41 +3,16 @@
 //! worker and task ids are in the session's environment (`VINE_WORKER`, `VINE_TASK`), so the
 //! commands it is told to run need none.
 
-use serde_json::Value;
-
 use crate::message::Message;
 use crate::reply::ClaimedTask;
 use crate::rules::one_line;
 
 /// The prompt of a run that works on the task `c` just claimed.
 pub fn hand_over(c: &ClaimedTask) -> String {
-    let t = &c.task;
     let mut s = format!(
-        "You are an agentvine worker. Task {id} is claimed for you: {desc}.",
-        id = t.id,
-        desc = one_line(&t.description)
+        "You are an agentvine worker. {}",
+        crate::hook::task_brief(c)
     );
-    match (&c.instructions, &t.instruction_file) {
-        (Some(text), Some(f)) => {
-            s.push_str(&format!("\n\nInstructions ({f}):\n{}\n", text.trim_end()));
-        }
-        (None, Some(f)) => s.push_str(&format!(
-            " Its instruction file {f} could not be read here; read it from the board."
-        )),
-        _ => {}
-    }
-    if !t.context_files.is_empty() {
-        s.push_str(&format!(
-            "\nRead these context files first: {}.",
-            t.context_files.join(", ")
-        ));
-    }
-    if !t.metadata.is_empty() {
-        s.push_str(&format!(
-            "\nMetadata: {}.",
-            Value::Object(t.metadata.clone())
-        ));
-    }
     s.push_str(
         "\nWhen done run `vine complete --result \"<what you did>\"`. \
          If it cannot be done run `vine fail --error \"<why>\"`. \
