@@ -611,3 +611,51 @@ fn the_overview_shows_the_figures_and_charts() {
     // One completion in the last 24 h: 1 task per 24 hours.
     assert!(body.contains("<td>1</td>"), "{body}");
 }
+
+/// The sessions `vine pool` records (`record-run` through `POST /v1/op`, as the pool sends it)
+/// are listed with their worker, tasks, runs, turns and cost, with the totals above them.
+#[test]
+fn the_sessions_page_shows_what_each_session_did_and_cost() {
+    let room = Room::start();
+    let id = room.add(&["Pooled work"]);
+    let op = |session: &str, cost: f64| {
+        let body = serde_json::json!({"op": {"op": "record-run", "session": session,
+            "worker": "pool-1", "task": id, "attempt": 1, "turns": 3, "cost_usd": cost,
+            "outcome": "success", "why": "no earlier session"}})
+        .to_string();
+        let req = format!(
+            "POST /v1/op HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nX-API-Key: {KEY}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            room.server.addr,
+            body.len()
+        );
+        send(room.server.addr, &req).expect(200);
+    };
+    let empty = room.get("/sessions");
+    assert!(
+        empty
+            .page()
+            .contains("No Claude session has been recorded yet"),
+        "{}",
+        empty.body
+    );
+    op("s-one", 0.25);
+    op("s-two", 0.5);
+    let r = room.get("/sessions");
+    let body = r.page();
+    for want in [
+        "s-one",
+        "s-two",
+        "$0.7500",
+        "$0.2500",
+        "href=\"/workers/pool-1\"",
+        &format!("href=\"/tasks/{id}\""),
+        "2 runs, 6 turns",
+    ] {
+        assert!(body.contains(want), "{want} in {body}");
+    }
+    assert!(
+        room.get("/").page().contains("href=\"/sessions\""),
+        "in the nav"
+    );
+}

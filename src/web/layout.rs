@@ -30,6 +30,7 @@ pub const NAV: &[(&str, &str)] = &[
     ("/tasks", "Tasks"),
     ("/workers", "Workers"),
     ("/messages", "Messages"),
+    ("/sessions", "Sessions"),
 ];
 
 /// A whole page: the frame around `content`, which becomes the page's `<main>` (what the live

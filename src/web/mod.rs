@@ -8,7 +8,7 @@
 //! control room as it answers `vine`.
 //!
 //! Routes: `/` overview, `/questions` (and `POST /questions/{seq}/answer`), `/login`,
-//! `/logout`, `/events`, `/assets/{name}`; the tasks, workers and messages pages. Security:
+//! `/logout`, `/events`, `/assets/{name}`; the tasks, workers, messages and sessions pages. Security:
 //! see `session.rs` (login, cookies, form tokens) and `layout.rs` (headers, the CSP).
 
 pub mod assets;
@@ -21,6 +21,7 @@ mod overview;
 pub mod plot;
 mod questions;
 pub mod session;
+mod sessions;
 mod tasks;
 mod workers;
 
@@ -77,6 +78,7 @@ const SECTIONS: &[&str] = &[
     "tasks",
     "workers",
     "messages",
+    "sessions",
 ];
 
 /// True for paths the control room answers: `/` and everything under its sections.
@@ -104,6 +106,7 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/workers", get(workers::list))
         .route("/workers/{id}", get(workers::page))
         .route("/messages", get(messages::page))
+        .route("/sessions", get(sessions::list))
         .route_layer(axum::middleware::from_fn_with_state(app, session::guard))
         .route("/assets/{name}", get(assets::serve))
         .layer(axum::middleware::from_fn(layout::security_headers))
