@@ -1848,6 +1848,18 @@ fn claude_children(pid: u32, claude: &Path) -> usize {
         .count()
 }
 
+/// The runs recorded on the board's sessions (only task `task`'s, when given).
+fn recorded_runs(project: &Path, task: Option<u64>) -> usize {
+    let v = vine(project, &["sessions", "--all"]);
+    v["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["runs"].as_array().unwrap().iter())
+        .filter(|r| task.is_none_or(|id| r["task"] == id))
+        .count()
+}
+
 /// Waits for `done` to hold, failing with the pool's and the model's logs after `limit`.
 fn wait_until(
     limit: Duration,
@@ -1912,16 +1924,7 @@ fn a_pool_does_its_tasks_and_makes_no_model_request_while_idle() {
     }
     // The runs are recorded (each when its claude process has ended): every task in some
     // session, with its cost read by `show`.
-    let recorded = || {
-        let v = vine(&project, &["sessions", "--all"]);
-        let n: usize = v["sessions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["runs"].as_array().unwrap().len())
-            .sum();
-        n >= ids.len()
-    };
+    let recorded = || recorded_runs(&project, None) >= ids.len();
     wait_until(
         Duration::from_secs(60),
         &mut p,
@@ -2101,16 +2104,7 @@ fn a_parked_question_costs_nothing_until_the_answer_resumes_the_same_session() {
         (Some(1), Some(holder.as_str()))
     );
     // The run is recorded when its claude process has ended, just after the task completed.
-    let runs_of = |id: u64| -> usize {
-        let v = vine(&project, &["sessions", "--all"]);
-        v["sessions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|s| s["runs"].as_array().unwrap().iter())
-            .filter(|r| r["task"] == id)
-            .count()
-    };
+    let runs_of = |id: u64| recorded_runs(&project, Some(id));
     wait_until(
         Duration::from_secs(60),
         &mut p,
@@ -2296,16 +2290,7 @@ fn a_related_task_resumes_the_session_and_an_unrelated_one_starts_fresh() {
         model.port,
         &["--workers", "1"],
     );
-    let recorded = || {
-        let v = vine(&project, &["sessions", "--all"]);
-        v["sessions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["runs"].as_array().unwrap().len())
-            .sum::<usize>()
-            >= 3
-    };
+    let recorded = || recorded_runs(&project, None) >= 3;
     wait_until(
         Duration::from_secs(180),
         &mut p,
@@ -2428,16 +2413,7 @@ fn pool_worktrees_keep_slots_apart_and_never_delete_uncommitted_work() {
         done,
     );
     // Wait for the runs to be recorded (the slots are idle again), then stop the pool.
-    let recorded = || {
-        let v = vine(&project, &["sessions", "--all"]);
-        v["sessions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["runs"].as_array().unwrap().len())
-            .sum::<usize>()
-            >= 4
-    };
+    let recorded = || recorded_runs(&project, None) >= 4;
     wait_until(
         Duration::from_secs(60),
         &mut p,
