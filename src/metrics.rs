@@ -605,6 +605,10 @@ pub struct Report {
     pub all_time: Figures,
     /// Counts over the window, per bucket.
     pub series: Series,
+    /// What the Claude sessions' recorded runs spent, in all and by worker, and how often a
+    /// session was reused (absent when no run was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claude: Option<crate::reply::ClaudeSpend>,
 }
 
 /// Collects the durations and counts of one stretch of time.
@@ -856,6 +860,7 @@ pub fn report(
         recent: recent.figures(Some(series.start), hours(end - from)),
         all_time,
         series,
+        claude: None,
     }
 }
 

@@ -149,6 +149,9 @@ pub struct ClaudeSpend {
     pub total: crate::sessions::Totals,
     /// Totals by worker.
     pub by_worker: BTreeMap<String, crate::sessions::Totals>,
+    /// Session reuse over every session.
+    #[serde(default)]
+    pub reuse: crate::sessions::Reuse,
 }
 
 impl ClaudeSpend {
@@ -161,6 +164,7 @@ impl ClaudeSpend {
             }
             let t = s.totals();
             spend.total = spend.total.plus(t);
+            spend.reuse = spend.reuse.plus(s.reuse());
             let w = spend.by_worker.entry(s.worker.clone()).or_default();
             *w = w.plus(t);
         }

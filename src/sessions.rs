@@ -128,6 +128,52 @@ impl SessionRecord {
     pub fn totals(&self) -> Totals {
         Totals::of(self.runs.iter())
     }
+
+    /// How often it was reused: the task attempts it started, and how many of those it
+    /// started after an earlier one (by resuming the session rather than starting afresh).
+    pub fn reuse(&self) -> Reuse {
+        let mut reuse = Reuse::default();
+        let mut last: Option<(u64, u32)> = None;
+        for r in &self.runs {
+            let this = (r.task, r.attempt);
+            if last != Some(this) {
+                reuse.task_starts += 1;
+                if last.is_some() {
+                    reuse.reused += 1;
+                }
+            }
+            last = Some(this);
+        }
+        reuse
+    }
+}
+
+/// Session reuse: of the task attempts the sessions started, how many ran in a session that
+/// had already worked on another one (resumed with `--resume` instead of a fresh session).
+/// A run that resumes the same attempt (after a parked question, or a reminder) is not a
+/// start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Reuse {
+    /// Task attempts started.
+    pub task_starts: u64,
+    /// Of those, started in a session that had done an earlier one.
+    pub reused: u64,
+}
+
+impl Reuse {
+    /// The sum of two counts.
+    pub fn plus(self, o: Reuse) -> Reuse {
+        Reuse {
+            task_starts: self.task_starts.saturating_add(o.task_starts),
+            reused: self.reused.saturating_add(o.reused),
+        }
+    }
+
+    /// The share of task starts that reused a session (none without a start).
+    pub fn rate(&self) -> Option<f64> {
+        (self.task_starts > 0).then(|| self.reused as f64 / self.task_starts as f64)
+    }
 }
 
 /// Sums over runs: what a session, a task, a worker or the board has spent.
@@ -182,6 +228,46 @@ pub fn task_totals(sessions: &[SessionRecord], id: u64) -> Totals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run(task: u64, attempt: u32, resumed: bool) -> SessionRun {
+        SessionRun {
+            task,
+            attempt,
+            at: crate::time::now(),
+            resumed,
+            why: String::new(),
+            outcome: "success".into(),
+            turns: 1,
+            cost_usd: 0.0,
+            usage: Usage::default(),
+            duration_ms: 0,
+            request_key: None,
+        }
+    }
+
+    #[test]
+    fn reuse_counts_task_starts_not_resumes_of_the_same_attempt() {
+        let s = SessionRecord {
+            id: "s".into(),
+            worker: "w".into(),
+            state: SessionState::Idle,
+            created_at: crate::time::now(),
+            last_active_at: crate::time::now(),
+            ended_reason: None,
+            // Task 1, parked and resumed; task 2 in the same session; task 1 again (a retry).
+            runs: vec![
+                run(1, 1, false),
+                run(1, 1, true),
+                run(2, 1, true),
+                run(1, 2, true),
+            ],
+            extra: Map::new(),
+        };
+        let r = s.reuse();
+        assert_eq!((r.task_starts, r.reused), (3, 2));
+        assert_eq!(r.rate(), Some(2.0 / 3.0));
+        assert_eq!(Reuse::default().rate(), None);
+    }
 
     #[test]
     fn usage_adds_up_without_overflow() {

@@ -1482,6 +1482,12 @@ fn claude_sessions_are_recorded_listed_and_charged_to_their_tasks() {
         text.contains("Claude: 2 runs, 4 turns, $0.7500 (w1 $0.7500)"),
         "{text}"
     );
+    // Two sessions, each started one task attempt afresh: no reuse yet.
+    assert_eq!(st["claude"]["reuse"]["task_starts"], 2, "{st}");
+    assert!(
+        text.contains("0 of 2 task starts reused a session (0%)"),
+        "{text}"
+    );
     let text = b.run(&["sessions"]).stdout;
     assert!(text.contains("In all: 2 runs, 4 turns, $0.7500"), "{text}");
     let end = json!({"op": {"op": "end-session", "session": "s-1", "reason": "idle 31m"}});

@@ -12,7 +12,7 @@ use agentvine::op::{
     RepairedFile, Reply, StatusReport, TaskView, Turn, WorkerView,
 };
 use agentvine::progress::Progress;
-use agentvine::sessions::{SessionRecord, SessionRun, SessionState, Usage};
+use agentvine::sessions::{Reuse, SessionRecord, SessionRun, SessionState, Totals, Usage};
 use agentvine::settings::Settings;
 use agentvine::task::{Priority, Task, TaskStatus};
 use agentvine::time::{Timestamp, add_secs, parse_timestamp};
@@ -422,6 +422,21 @@ fn metrics_report() -> Report {
             waiting: vec![1, 0],
             in_progress: vec![0, 1],
         },
+        claude: Some(agentvine::reply::ClaudeSpend {
+            live_sessions: 1,
+            total: Totals {
+                runs: 2,
+                turns: 3,
+                cost_usd: 0.5,
+                usage: Usage::default(),
+                duration_ms: 40,
+            },
+            by_worker: BTreeMap::new(),
+            reuse: Reuse {
+                task_starts: 2,
+                reused: 1,
+            },
+        }),
     }
 }
 
@@ -718,7 +733,7 @@ const REPLIES_JSON: &[&str] = &[
     r#"{"reply":"session","session":{"id":"s-1","worker":"w1","state":"ended","created_at":"2026-03-01T12:00:00.000Z","last_active_at":"2026-03-01T12:01:00.000Z","ended_reason":"idle 31m","runs":[{"task":1,"attempt":2,"at":"2026-03-01T12:00:30.000Z","resumed":true,"why":"task 1 depends on task 0","outcome":"success","turns":3,"cost_usd":0.25,"usage":{"input_tokens":10,"output_tokens":20,"cache_creation_input_tokens":30,"cache_read_input_tokens":40},"duration_ms":1500,"request_key":"k-3"}],"future":1}}"#,
     r#"{"reply":"session-ended","session":{"id":"s-1","worker":"w1","state":"ended","created_at":"2026-03-01T12:00:00.000Z","last_active_at":"2026-03-01T12:01:00.000Z","ended_reason":"idle 31m","runs":[]}}"#,
     r#"{"reply":"sessions","sessions":[{"id":"s-1","worker":"w1","state":"ended","created_at":"2026-03-01T12:00:00.000Z","last_active_at":"2026-03-01T12:01:00.000Z","ended_reason":"idle 31m","runs":[{"task":1,"attempt":2,"at":"2026-03-01T12:00:30.000Z","resumed":true,"why":"task 1 depends on task 0","outcome":"success","turns":3,"cost_usd":0.25,"usage":{"input_tokens":10,"output_tokens":20,"cache_creation_input_tokens":30,"cache_read_input_tokens":40},"duration_ms":1500,"request_key":"k-3"}],"future":1}]}"#,
-    r#"{"reply":"metrics","metrics":{"at":"2026-03-01T12:00:00.000Z","tasks":{"pending":1,"in_progress":2,"completed":3,"failed":4,"cancelled":5},"workers":{"idle":1},"open_questions":2,"recent":{"since":"2026-03-01T12:00:00.000Z","queue_latency":{"count":2,"sum_secs":30.0,"median_secs":10.0,"p90_secs":20.0,"max_secs":20.0,"buckets":[1,1,0,0,0,0,0,0,0,0]},"claim_to_complete":{"count":0,"sum_secs":0.0,"buckets":[]},"human_response":{"count":0,"sum_secs":0.0,"buckets":[]},"completed":1,"failed":1,"cancelled":0,"retried":1,"failure_rate":0.5,"retry_rate":0.5,"tasks_per_hour":1.5},"all_time":{"queue_latency":{"count":0,"sum_secs":0.0,"buckets":[]},"claim_to_complete":{"count":0,"sum_secs":0.0,"buckets":[]},"human_response":{"count":0,"sum_secs":0.0,"buckets":[]},"completed":0,"failed":0,"cancelled":0,"retried":0},"series":{"start":"2026-03-01T12:00:00.000Z","bucket_secs":3600,"added":[1,2],"completed":[0,1],"failed":[0,0],"waiting":[1,0],"in_progress":[0,1]}}}"#,
+    r#"{"reply":"metrics","metrics":{"at":"2026-03-01T12:00:00.000Z","tasks":{"pending":1,"in_progress":2,"completed":3,"failed":4,"cancelled":5},"workers":{"idle":1},"open_questions":2,"recent":{"since":"2026-03-01T12:00:00.000Z","queue_latency":{"count":2,"sum_secs":30.0,"median_secs":10.0,"p90_secs":20.0,"max_secs":20.0,"buckets":[1,1,0,0,0,0,0,0,0,0]},"claim_to_complete":{"count":0,"sum_secs":0.0,"buckets":[]},"human_response":{"count":0,"sum_secs":0.0,"buckets":[]},"completed":1,"failed":1,"cancelled":0,"retried":1,"failure_rate":0.5,"retry_rate":0.5,"tasks_per_hour":1.5},"all_time":{"queue_latency":{"count":0,"sum_secs":0.0,"buckets":[]},"claim_to_complete":{"count":0,"sum_secs":0.0,"buckets":[]},"human_response":{"count":0,"sum_secs":0.0,"buckets":[]},"completed":0,"failed":0,"cancelled":0,"retried":0},"series":{"start":"2026-03-01T12:00:00.000Z","bucket_secs":3600,"added":[1,2],"completed":[0,1],"failed":[0,0],"waiting":[1,0],"in_progress":[0,1]},"claude":{"live_sessions":1,"total":{"runs":2,"turns":3,"cost_usd":0.5,"usage":{"input_tokens":0,"output_tokens":0,"cache_creation_input_tokens":0,"cache_read_input_tokens":0},"duration_ms":40},"by_worker":{},"reuse":{"task_starts":2,"reused":1}}}}"#,
     r#"{"reply":"status","pending":1,"in_progress":2,"completed":3,"failed":4,"cancelled":5,"total":15,"blocked":1,"archived":6,"workers":{"idle":1,"working":2},"open_questions":1,"progress":{"current_step":2,"total_steps":5,"status":"going","last_updated":"2026-03-01T12:00:00.000Z","metadata":{"phase":"x"},"old":true}}"#,
 ];
 

@@ -3436,3 +3436,89 @@ fn metrics_are_prometheus_text_that_matches_the_board() {
     assert_eq!(m["all_time"]["claim_to_complete"]["count"], 1);
     assert_eq!(m["open_questions"], 1);
 }
+
+/// The Claude runs `vine pool` records (`record-run`, as the pool sends it) show on
+/// `/metrics`: spend, runs, turns and tokens by worker, the live sessions, and the session
+/// reuse rate (task attempts started in a session that had done an earlier one).
+#[test]
+fn metrics_show_the_claude_spend_by_worker_and_the_session_reuse_rate() {
+    let s = Server::start();
+    let ids: Vec<u64> = ["a", "b", "c"]
+        .iter()
+        .map(|d| {
+            s.op_ok(json!({"op": "add", "task": {"description": d}}), "added")["tasks"][0]["id"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    let before = String::from_utf8(s.get("/metrics").body).unwrap();
+    assert!(!before.contains("vine_claude"), "no run yet: {before}");
+    let run = |session: &str, worker: &str, task: u64, resumed: bool, cost: f64, out: u64| {
+        s.op_ok(
+            json!({"op": "record-run", "session": session, "worker": worker, "task": task,
+                "attempt": 1, "resumed": resumed, "turns": 2, "cost_usd": cost,
+                "outcome": "success", "why": "test",
+                "usage": {"input_tokens": 10, "output_tokens": out,
+                          "cache_read_input_tokens": 100}}),
+            "session",
+        );
+    };
+    // pool-1: task a, then b resumed in the same session; pool-2: task c alone, parked and
+    // resumed on the same attempt (not a new start).
+    run("s1", "pool-1", ids[0], false, 0.25, 5);
+    run("s1", "pool-1", ids[1], true, 0.5, 7);
+    run("s2", "pool-2", ids[2], false, 0.125, 3);
+    run("s2", "pool-2", ids[2], true, 0.0625, 1);
+    s.op_ok(
+        json!({"op": "end-session", "session": "s2", "reason": "done"}),
+        "session-ended",
+    );
+
+    let text = String::from_utf8(s.get("/metrics").body).unwrap();
+    let (samples, types) = parse_exposition(&text);
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        let want: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        samples
+            .iter()
+            .find(|s| s.name == name && s.labels == want)
+            .unwrap_or_else(|| panic!("no sample {name}{labels:?} in:\n{text}"))
+            .value
+    };
+    assert_eq!(types["vine_claude_cost_usd"], "counter");
+    assert_eq!(types["vine_claude_session_reuse_rate"], "gauge");
+    let p1 = [("worker", "pool-1")];
+    let p2 = [("worker", "pool-2")];
+    assert_eq!(value("vine_claude_cost_usd_total", &p1), 0.75);
+    assert_eq!(value("vine_claude_cost_usd_total", &p2), 0.1875);
+    assert_eq!(value("vine_claude_runs_total", &p1), 2.0);
+    assert_eq!(value("vine_claude_runs_total", &p2), 2.0);
+    assert_eq!(value("vine_claude_turns_total", &p1), 4.0);
+    assert_eq!(value("vine_claude_output_tokens_total", &p1), 12.0);
+    assert_eq!(value("vine_claude_output_tokens_total", &p2), 4.0);
+    assert_eq!(
+        value(
+            "vine_claude_input_tokens_total",
+            &[("worker", "pool-1"), ("kind", "uncached")]
+        ),
+        20.0
+    );
+    assert_eq!(
+        value(
+            "vine_claude_input_tokens_total",
+            &[("worker", "pool-2"), ("kind", "cache_read")]
+        ),
+        200.0
+    );
+    assert_eq!(value("vine_claude_live_sessions", &[]), 1.0);
+    // Three task starts (a, b, c); b reused s1; c's second run resumed the same attempt.
+    assert_eq!(value("vine_claude_task_starts_total", &[]), 3.0);
+    assert_eq!(value("vine_claude_task_starts_reused_total", &[]), 1.0);
+    assert_eq!(value("vine_claude_session_reuse_rate", &[]), 1.0 / 3.0);
+    // The `metrics` read carries the same figures.
+    let m = s.op_ok(json!({"op": "metrics"}), "metrics")["metrics"].clone();
+    assert_eq!(m["claude"]["reuse"]["task_starts"], 3);
+    assert_eq!(m["claude"]["by_worker"]["pool-1"]["runs"], 2);
+}

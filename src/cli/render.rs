@@ -578,15 +578,29 @@ fn status(r: &StatusReport) -> String {
             .collect();
         let _ = write!(
             s,
-            "\nClaude: {} runs, {} turns, ${:.4} ({}); {} live sessions (see `vine sessions`)",
+            "\nClaude: {} runs, {} turns, ${:.4} ({}); {} live sessions{} (see `vine sessions`)",
             c.total.runs,
             c.total.turns,
             c.total.cost_usd,
             by.join(", "),
-            c.live_sessions
+            c.live_sessions,
+            reuse_note(&c.reuse)
         );
     }
     s
+}
+
+/// "; 3 of 8 task starts reused a session (38%)", or nothing before the first start.
+fn reuse_note(r: &agentvine::sessions::Reuse) -> String {
+    match r.rate() {
+        Some(rate) => format!(
+            "; {} of {} task starts reused a session ({:.0}%)",
+            r.reused,
+            r.task_starts,
+            rate * 100.0
+        ),
+        None => String::new(),
+    }
 }
 
 /// One line per session: id, worker, state, tasks, runs, turns, cost, last activity; then the
@@ -606,12 +620,13 @@ fn session_table(sessions: &[SessionRecord]) -> String {
         let t = spend.total;
         let _ = write!(
             s,
-            "\nIn all: {} runs, {} turns, ${:.4}, {} tokens in, {} out",
+            "\nIn all: {} runs, {} turns, ${:.4}, {} tokens in, {} out{}",
             t.runs,
             t.turns,
             t.cost_usd,
             t.usage.input_total(),
-            t.usage.output_tokens
+            t.usage.output_tokens,
+            reuse_note(&spend.reuse)
         );
     }
     s

@@ -1,6 +1,7 @@
 //! The board's figures (`metrics`): queue latency, claim → complete time, human response time,
 //! failure and retry rates, tasks per hour, and the series the control room plots; computed by
-//! [`crate::metrics::report`] from the queue and the history a store keeps.
+//! [`crate::metrics::report`] from the queue and the history a store keeps; with the Claude
+//! sessions' spend and reuse (`sessions.json`).
 
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +50,7 @@ impl Query for Metrics {
     fn needs(&self) -> Needs {
         Needs {
             history: true,
+            sessions: true,
             ..Needs::board()
         }
     }
@@ -60,8 +62,10 @@ impl Query for Metrics {
         for w in worker_views(st, now) {
             *workers.entry(w.state.as_str().to_string()).or_insert(0) += 1;
         }
+        let mut figures = report(&st.history, &st.tasks, workers, now, window);
+        figures.claude = crate::reply::ClaudeSpend::of(&st.sessions);
         Ok(Reply::Metrics {
-            metrics: Box::new(report(&st.history, &st.tasks, workers, now, window)),
+            metrics: Box::new(figures),
         })
     }
 }

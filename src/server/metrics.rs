@@ -19,6 +19,8 @@ use super::reply::ErrorReply;
 use crate::error::Error;
 use crate::metrics::{DURATION_BOUNDS, Durations, Report};
 use crate::op::{self, Op, Reply};
+use crate::reply::ClaudeSpend;
+use crate::sessions::Totals;
 use crate::store::Transport;
 use crate::task::TaskStatus;
 use crate::worker::WorkerState;
@@ -159,8 +161,93 @@ impl Collector for Figures {
                 gauge(&mut enc, name, help, v)?;
             }
         }
+        if let Some(c) = &r.claude {
+            claude(&mut enc, c)?;
+        }
         Ok(())
     }
+}
+
+/// The Claude sessions' spend by worker (counters over every recorded run), the live
+/// sessions, and the session reuse rate.
+fn claude(enc: &mut DescriptorEncoder, c: &ClaudeSpend) -> Result<(), std::fmt::Error> {
+    type Pick = fn(&Totals) -> f64;
+    let per_worker: [(&str, &str, Pick); 4] = [
+        (
+            "vine_claude_cost_usd",
+            "US dollars the Claude runs recorded by `vine pool` cost, by worker.",
+            |t| t.cost_usd,
+        ),
+        (
+            "vine_claude_runs",
+            "`claude -p` runs recorded, by worker.",
+            |t| t.runs as f64,
+        ),
+        (
+            "vine_claude_turns",
+            "Model turns of the recorded runs, by worker.",
+            |t| t.turns as f64,
+        ),
+        (
+            "vine_claude_output_tokens",
+            "Output tokens of the recorded runs, by worker.",
+            |t| t.usage.output_tokens as f64,
+        ),
+    ];
+    for (name, help, pick) in per_worker {
+        let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (worker, t) in &c.by_worker {
+            let labels = [("worker", worker.as_str())];
+            ConstCounter::new(pick(t)).encode(m.encode_family(&labels)?)?;
+        }
+    }
+    let mut m = enc.encode_descriptor(
+        "vine_claude_input_tokens",
+        "Input tokens of the recorded runs, by worker and kind (uncached, cache_creation, cache_read).",
+        None,
+        MetricType::Counter,
+    )?;
+    for (worker, t) in &c.by_worker {
+        let u = t.usage;
+        for (kind, n) in [
+            ("uncached", u.input_tokens),
+            ("cache_creation", u.cache_creation_input_tokens),
+            ("cache_read", u.cache_read_input_tokens),
+        ] {
+            let labels = [("worker", worker.as_str()), ("kind", kind)];
+            ConstCounter::new(n).encode(m.encode_family(&labels)?)?;
+        }
+    }
+    gauge(
+        enc,
+        "vine_claude_live_sessions",
+        "Claude sessions not ended (active or idle, may be resumed).",
+        c.live_sessions as f64,
+    )?;
+    for (name, help, n) in [
+        (
+            "vine_claude_task_starts",
+            "Task attempts the Claude sessions started.",
+            c.reuse.task_starts,
+        ),
+        (
+            "vine_claude_task_starts_reused",
+            "Task attempts started by resuming a session that had done an earlier one.",
+            c.reuse.reused,
+        ),
+    ] {
+        let k = ConstCounter::new(n);
+        k.encode(enc.encode_descriptor(name, help, None, k.metric_type())?)?;
+    }
+    if let Some(rate) = c.reuse.rate() {
+        gauge(
+            enc,
+            "vine_claude_session_reuse_rate",
+            "Of the task attempts started, the share that reused a session.",
+            rate,
+        )?;
+    }
+    Ok(())
 }
 
 fn gauge(

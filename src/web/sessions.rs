@@ -52,6 +52,10 @@ pub async fn list(State(app): State<Arc<App>>, page: Page) -> Response {
                         (s.total.runs) " runs, " (s.total.turns) " turns, "
                         strong { (format!("${:.4}", s.total.cost_usd)) }
                         " in all; " (s.live_sessions) " live sessions."
+                        @if let Some(rate) = s.reuse.rate() {
+                            " " (s.reuse.reused) " of " (s.reuse.task_starts)
+                            " task starts reused a session (" (format!("{:.0}%", rate * 100.0)) ")."
+                        }
                     }
                     div.table-wrap {
                         table.spend {
