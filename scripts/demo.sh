@@ -39,3 +39,12 @@ echo "That project now has the agentvine skill, the hooks and a worker CLAUDE.md
 echo "installed, start a worker on this board with:"
 echo "  cd $project && $PWD/$bin/vine --dir $board worker --worker w4"
 echo "and a coordinator with: vine init --claude --role coordinator, then claude. See USAGE.md."
+
+echo
+echo "== A pool of headless Claude Code workers, offline (a stand-in plays the model)"
+if command -v npm >/dev/null 2>&1 || [ -x target/claude-code/node_modules/.bin/claude ]; then
+    scripts/demo-pool.sh
+else
+    echo "Skipped: it installs the Claude Code CLI from npm. Install Node.js and npm"
+    echo "(sudo apt-get install nodejs npm), then run scripts/demo-pool.sh."
+fi

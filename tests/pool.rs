@@ -153,6 +153,15 @@ fn the_cost_limit_stops_claiming() {
     let st = json(p.path(), &["status"]);
     assert_eq!(st["claude"]["total"]["cost_usd"], 1.0, "{st:#}");
     assert_eq!(st["pending"], 2, "{st:#}");
+    // The pool's workers went offline with it (none left idle, later stale).
+    let w = json(p.path(), &["workers"]);
+    let states: Vec<&str> = w["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["offline"], "{w:#}");
 }
 
 #[test]

@@ -194,19 +194,23 @@ pub fn run(
             })
             .collect()
     });
-    // Sessions the pool will not resume any more end with it (parked ones stay: their
-    // questions may still be answered, and a next pool can take their tasks).
-    let ending: Vec<String> = shared
+    // Sessions the pool will not resume any more end with it, and their workers go offline
+    // (parked ones stay, waiting: their questions may still be answered, and a next pool can
+    // take their tasks).
+    let leaving: Vec<(String, Option<String>)> = shared
         .ids()
         .iter()
         .filter(|i| i.parked.is_none())
-        .filter_map(|i| i.last.as_ref().map(|l| l.session.clone()))
+        .map(|i| (i.worker.clone(), i.last.as_ref().map(|l| l.session.clone())))
         .collect();
-    if !ending.is_empty()
+    if !leaving.is_empty()
         && let Ok(board) = open()
     {
-        for s in ending {
-            end_session(&board, &s, "the pool stopped");
+        for (worker, session) in leaving {
+            if let Some(s) = session {
+                end_session(&board, &s, "the pool stopped");
+            }
+            let _ = board.deregister(&worker);
         }
     }
     if let Some(project) = &cfg.worktrees {
@@ -308,7 +312,7 @@ fn slot_loop(board: &Board, sh: &Shared<'_>, slot: usize) -> Result<()> {
                 );
                 return done(sh, slot, &why);
             }
-            std::thread::sleep(sh.cfg.look);
+            std::thread::sleep(look(sh));
             continue;
         }
         let mut id = sh.take_free();
@@ -320,7 +324,7 @@ fn slot_loop(board: &Board, sh: &Shared<'_>, slot: usize) -> Result<()> {
             max_idle_secs: sh.cfg.max_idle.as_secs(),
             tool_calls: 0,
             reminded: None,
-            wait_secs: sh.cfg.look.as_secs().max(1),
+            wait_secs: look(sh).as_secs().max(1),
             pooled: false,
         };
         let turn = match board.turn_ended(op) {
@@ -346,11 +350,25 @@ fn slot_loop(board: &Board, sh: &Shared<'_>, slot: usize) -> Result<()> {
                 if sh.parked().is_empty() {
                     return done(sh, slot, &reason);
                 }
-                std::thread::sleep(sh.cfg.look);
+                std::thread::sleep(look(sh));
             }
         }
     }
 }
+
+/// How long a slot waits for work before it looks again: the configured look, but at most
+/// a second while a session is parked, so an answer resumes it within about a second (an
+/// answer changes no task, so it does not end the wait by itself).
+fn look(sh: &Shared<'_>) -> Duration {
+    if sh.parked().is_empty() {
+        sh.cfg.look
+    } else {
+        sh.cfg.look.min(PARKED_LOOK)
+    }
+}
+
+/// The longest wait between looks for an answer while a session is parked.
+const PARKED_LOOK: Duration = Duration::from_secs(1);
 
 fn done(sh: &Shared<'_>, slot: usize, why: &str) -> Result<()> {
     (sh.report)(Event::SlotDone {
