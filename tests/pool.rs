@@ -72,13 +72,10 @@ echo "{{\"type\":\"result\",\"subtype\":\"$subtype\",\"is_error\":false,\"sessio
 }
 
 fn pool(cwd: &Path, claude: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "pool",
-        "--claude",
-        claude.to_str().expect("utf-8 path"),
-        "--max-idle",
-        "2s",
-    ];
+    let mut args = vec!["pool", "--claude", claude.to_str().expect("utf-8 path")];
+    if !extra.contains(&"--max-idle") {
+        args.extend(["--max-idle", "2s"]);
+    }
     args.extend_from_slice(extra);
     let mut c = vine_without(&[BOARD_ENV, URL_ENV, HOOK_ENV, &["VINE_POOL"]]);
     c.args(&args).current_dir(cwd).stdin(Stdio::null());
@@ -253,4 +250,28 @@ fn on_a_terminal_the_slots_are_redrawn_in_place() {
         "{text:?}"
     );
     assert!(text.contains("pool-1  task "), "{text}");
+}
+
+/// A session idle longer than `--session-max-idle` is ended while the pool waits for work,
+/// with the reason, not left idle until the pool stops.
+#[test]
+fn a_session_idle_past_its_limit_is_ended_while_the_pool_waits() {
+    let p = project();
+    let id = add(p.path(), "One");
+    let claude = fake_claude(p.path(), 0.25);
+    let out = pool(
+        p.path(),
+        &claude,
+        &["--session-max-idle", "1s", "--max-idle", "8s"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let v = json(p.path(), &["sessions", "--all"]);
+    let s = &v["sessions"][0];
+    assert_eq!(s["id"], format!("s-{id}"), "{v:#}");
+    assert_eq!(s["state"], "ended", "{v:#}");
+    let why = s["ended_reason"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("has been idle") && why.contains("over the 1s limit"),
+        "{v:#}"
+    );
 }

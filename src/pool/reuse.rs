@@ -99,23 +99,8 @@ pub fn choose(
             s.id, s.worker
         ));
     }
-    let age = elapsed(s.started_at, now);
-    if age > limits.max_age {
-        return fresh(format!(
-            "session {} is {} old, over the {} limit",
-            s.id,
-            format_duration(age.as_secs()),
-            format_duration(limits.max_age.as_secs())
-        ));
-    }
-    let idle = elapsed(s.last_active_at, now);
-    if idle > limits.max_idle {
-        return fresh(format!(
-            "session {} has been idle {}, over the {} limit",
-            s.id,
-            format_duration(idle.as_secs()),
-            format_duration(limits.max_idle.as_secs())
-        ));
+    if let Some(why) = expired(s.id, s.started_at, s.last_active_at, limits, now) {
+        return fresh(why);
     }
     match related(&s.task, next) {
         Some(how) => Choice::Resume {
@@ -127,6 +112,33 @@ pub fn choose(
             next.id, s.task.id
         )),
     }
+}
+
+/// Why session `id` (started at `started_at`, last active at `last_active_at`) may not be
+/// resumed any more: older than `max_age` or idle longer than `max_idle`; `None` while it may.
+pub fn expired(
+    id: &str,
+    started_at: Timestamp,
+    last_active_at: Timestamp,
+    limits: Limits,
+    now: Timestamp,
+) -> Option<String> {
+    let age = elapsed(started_at, now);
+    if age > limits.max_age {
+        return Some(format!(
+            "session {id} is {} old, over the {} limit",
+            format_duration(age.as_secs()),
+            format_duration(limits.max_age.as_secs())
+        ));
+    }
+    let idle = elapsed(last_active_at, now);
+    (idle > limits.max_idle).then(|| {
+        format!(
+            "session {id} has been idle {}, over the {} limit",
+            format_duration(idle.as_secs()),
+            format_duration(limits.max_idle.as_secs())
+        )
+    })
 }
 
 /// How `next` is related to `prev`, if it is.

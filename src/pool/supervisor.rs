@@ -128,6 +128,8 @@ struct Parked {
 #[derive(Debug, Clone)]
 struct LastRun {
     session: String,
+    /// Why the session was ended while the identity waited (too old or idle too long).
+    ended: Option<String>,
     started_at: Timestamp,
     last_active_at: Timestamp,
     task: u64,
@@ -201,7 +203,10 @@ pub fn run(
         .ids()
         .iter()
         .filter(|i| i.parked.is_none())
-        .map(|i| (i.worker.clone(), i.last.as_ref().map(|l| l.session.clone())))
+        .map(|i| {
+            let live = i.last.as_ref().filter(|l| l.ended.is_none());
+            (i.worker.clone(), live.map(|l| l.session.clone()))
+        })
         .collect();
     if !leaving.is_empty()
         && let Ok(board) = open()
@@ -299,6 +304,7 @@ fn slot_loop(board: &Board, sh: &Shared<'_>, slot: usize) -> Result<()> {
         if sh.stop.load(Ordering::Relaxed) {
             return done(sh, slot, "the pool is stopping");
         }
+        end_expired(board, sh);
         // An answered question first: its session goes on where it stopped.
         if let Some((id, question, answer)) = answered(board, sh)? {
             resume_answered(board, sh, slot, id, &question, &answer)?;
@@ -353,6 +359,32 @@ fn slot_loop(board: &Board, sh: &Shared<'_>, slot: usize) -> Result<()> {
                 std::thread::sleep(look(sh));
             }
         }
+    }
+}
+
+/// Ends the sessions of waiting identities that are too old or idle too long to be resumed
+/// (`--session-max-age`, `--session-max-idle`), with the reason, as soon as a slot sees it.
+fn end_expired(board: &Board, sh: &Shared<'_>) {
+    let now = crate::time::now();
+    let expired: Vec<(String, String)> = sh
+        .ids()
+        .iter_mut()
+        .filter(|i| !i.busy && i.parked.is_none())
+        .filter_map(|i| {
+            let l = i.last.as_mut().filter(|l| l.ended.is_none())?;
+            let why = reuse::expired(
+                &l.session,
+                l.started_at,
+                l.last_active_at,
+                sh.cfg.limits,
+                now,
+            )?;
+            l.ended = Some(why.clone());
+            Some((l.session.clone(), why))
+        })
+        .collect();
+    for (session, why) in expired {
+        end_session(board, &session, &why);
     }
 }
 
@@ -427,7 +459,7 @@ fn work(
         worker: &id.worker,
         started_at: l.started_at,
         last_active_at: l.last_active_at,
-        ended: None,
+        ended: l.ended.as_deref(),
         task: TaskTraits {
             id: l.task,
             requires: &l.requires,
@@ -440,7 +472,7 @@ fn work(
         Choice::Resume { session, why } => (Start::Resume(session), why),
         Choice::Fresh { why } => {
             // The identity's old session will not be resumed any more.
-            if let Some(l) = &id.last {
+            if let Some(l) = id.last.as_ref().filter(|l| l.ended.is_none()) {
                 end_session(board, &l.session, &why);
             }
             (Start::Fresh, why)
@@ -567,6 +599,7 @@ fn one_run(
             let now = crate::time::now();
             id.last = Some(LastRun {
                 session: o.session_id.clone(),
+                ended: None,
                 started_at: match (&resumes, &id.last) {
                     (Some(_), Some(l)) => l.started_at,
                     _ => started_at,
