@@ -6,7 +6,7 @@ mod support;
 
 use std::process::Command;
 
-use support::pg::Cluster;
+use support::pg::{Cluster, locate};
 
 /// `psql URL -c SQL` (a separate client, so the URL itself is what is checked).
 fn psql_url(url: &str, sql: &str) -> String {
@@ -85,4 +85,41 @@ fn a_cluster_makes_databases_and_survives_restarts() {
     assert!(dir.exists());
     drop(cluster);
     assert!(!dir.exists(), "the cluster's directory is removed on drop");
+}
+
+#[test]
+fn a_machine_without_postgresql_fails_with_the_install_command() {
+    let empty = tempfile::tempdir().expect("tempdir");
+    let e = locate(empty.path().as_os_str(), empty.path()).expect_err("nothing there");
+    assert!(e.contains("PostgreSQL is not installed"), "{e}");
+    assert!(e.contains("scripts/install-postgres.sh"), "{e}");
+    assert!(e.contains("sudo apt-get install -y postgresql"), "{e}");
+
+    // Debian's layout: the newest complete N/bin under the versions directory.
+    let versions = tempfile::tempdir().expect("tempdir");
+    for (v, programs) in [
+        ("13", &["initdb", "pg_ctl", "postgres"][..]),
+        ("15", &["initdb", "pg_ctl", "postgres"][..]),
+        ("16", &["initdb"][..]),
+    ] {
+        let bin = versions.path().join(v).join("bin");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        for p in programs {
+            std::fs::write(bin.join(p), "").expect("write");
+        }
+    }
+    let found = locate(empty.path().as_os_str(), versions.path()).expect("found");
+    assert_eq!(found, versions.path().join("15/bin"));
+    // `initdb` on PATH as a link wins, and its real directory is used.
+    let path = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::symlink(
+        versions.path().join("13/bin/initdb"),
+        path.path().join("initdb"),
+    )
+    .expect("symlink");
+    let found = locate(path.path().as_os_str(), versions.path()).expect("found");
+    assert_eq!(
+        found,
+        versions.path().join("13/bin").canonicalize().unwrap()
+    );
 }

@@ -53,12 +53,8 @@ impl Cluster {
     /// Creates and starts a cluster. Panics, with what to do, when PostgreSQL is not installed
     /// or does not start (the server's log is in the message).
     pub fn start() -> Cluster {
-        let bin = find_bin().unwrap_or_else(|| {
-            panic!(
-                "PostgreSQL is not installed: no `initdb` on PATH or in /usr/lib/postgresql/*/bin. \
-                 The PostgreSQL tests need it; install it with {INSTALL}"
-            )
-        });
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let bin = locate(&path, Path::new(VERSIONS_DIR)).unwrap_or_else(|e| panic!("{e}"));
         let psql = [bin.join("psql")]
             .into_iter()
             .find(|p| p.is_file())
@@ -334,33 +330,51 @@ impl Drop for Cluster {
     }
 }
 
-/// The directory of PostgreSQL's server programs, or `None` when it is not installed.
-fn find_bin() -> Option<PathBuf> {
+/// Where Debian keeps each PostgreSQL version's programs (`N/bin`).
+pub const VERSIONS_DIR: &str = "/usr/lib/postgresql";
+
+/// The directory of PostgreSQL's server programs (`initdb`, `pg_ctl`, `postgres`): the one
+/// `initdb` on `path` (a PATH value) links to or lives in, else the newest `N/bin` under
+/// `versions` (Debian's /usr/lib/postgresql). When there is none, the message saying how to
+/// install them.
+pub fn locate(path: &std::ffi::OsStr, versions: &Path) -> Result<PathBuf, String> {
     let complete = |dir: &Path| {
         ["initdb", "pg_ctl", "postgres"]
             .iter()
             .all(|p| dir.join(p).is_file())
     };
-    if let Some(initdb) = on_path("initdb") {
+    if let Some(initdb) = std::env::split_paths(path)
+        .map(|d| d.join("initdb"))
+        .find(|p| p.is_file())
+    {
         // Follow links (Debian's programs live in /usr/lib/postgresql/N/bin).
         let real = fs::canonicalize(&initdb).unwrap_or(initdb.clone());
         for dir in [real.parent(), initdb.parent()].into_iter().flatten() {
             if complete(dir) {
-                return Some(dir.to_path_buf());
+                return Ok(dir.to_path_buf());
             }
         }
     }
-    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .flatten()
-        .filter_map(|e| {
-            let v: u32 = e.file_name().to_str()?.parse().ok()?;
-            Some((v, e.path().join("bin")))
+    let mut found: Vec<(u32, PathBuf)> = fs::read_dir(versions)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    let v: u32 = e.file_name().to_str()?.parse().ok()?;
+                    Some((v, e.path().join("bin")))
+                })
+                .filter(|(_, dir)| complete(dir))
+                .collect()
         })
-        .filter(|(_, dir)| complete(dir))
-        .collect();
-    versions.sort();
-    versions.pop().map(|(_, dir)| dir)
+        .unwrap_or_default();
+    found.sort();
+    found.pop().map(|(_, dir)| dir).ok_or_else(|| {
+        format!(
+            "PostgreSQL is not installed: no `initdb` (with `pg_ctl` and `postgres`) on PATH or in {}/*/bin. \
+             The PostgreSQL tests need it; install it with {INSTALL}",
+            versions.display()
+        )
+    })
 }
 
 /// `name` on PATH.
