@@ -4,13 +4,14 @@
 
 mod support;
 
+use std::path::Path;
 use std::process::Command;
 
 use support::pg::{Cluster, locate};
 
 /// `psql URL -c SQL` (a separate client, so the URL itself is what is checked).
-fn psql_url(url: &str, sql: &str) -> String {
-    let out = Command::new("psql")
+fn psql_url(psql: &Path, url: &str, sql: &str) -> String {
+    let out = Command::new(psql)
         .args([
             "-X",
             "-q",
@@ -35,6 +36,8 @@ fn psql_url(url: &str, sql: &str) -> String {
 #[test]
 fn a_cluster_makes_databases_and_survives_restarts() {
     let cluster = Cluster::start();
+    let psql = cluster.psql_program().to_path_buf();
+    let psql_url = |url: &str, sql: &str| psql_url(&psql, url, sql);
     let a = cluster.create_db("board_a");
     let b = cluster.create_db("board_b");
     assert_ne!(a, b);
@@ -70,7 +73,7 @@ fn a_cluster_makes_databases_and_survives_restarts() {
     psql_url(&a, "INSERT INTO t VALUES (2, 'two')");
 
     cluster.stop();
-    let refused = Command::new("psql")
+    let refused = Command::new(&psql)
         .args(["-X", "-q", "-A", "-t", &a, "-c", "SELECT 1"])
         .output()
         .expect("psql runs");

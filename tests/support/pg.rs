@@ -132,6 +132,11 @@ impl Cluster {
         )
     }
 
+    /// The `psql` program this cluster uses (beside `initdb`, else on PATH).
+    pub fn psql_program(&self) -> &Path {
+        &self.psql
+    }
+
     /// The TCP port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
