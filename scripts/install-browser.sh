@@ -6,8 +6,9 @@
 #   scripts/install-browser.sh
 #
 # Runs apt-get as root, or through sudo when that is available; otherwise prints the command
-# to run and exits non-zero.
+# to run and exits non-zero (scripts/apt.sh).
 set -euo pipefail
+. "$(dirname "$0")/apt.sh"
 
 have() { command -v "$1" >/dev/null 2>&1; }
 
@@ -16,25 +17,7 @@ if have chromium && have chromedriver; then
     exit 0
 fi
 
-command="apt-get update && apt-get install -y chromium chromium-driver"
-if [ "$(id -u)" -eq 0 ]; then
-    as_root=()
-elif have sudo && sudo -n true 2>/dev/null; then
-    as_root=(sudo)
-else
-    echo "install-browser: the browser tests need chromium and chromedriver; as root run:" >&2
-    echo "    sudo sh -c '$command'" >&2
-    exit 1
-fi
-if ! have apt-get; then
-    echo "install-browser: no apt-get here; install Chromium and a matching chromedriver" >&2
-    echo "and put both on PATH (as 'chromium' and 'chromedriver')" >&2
-    exit 1
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-"${as_root[@]}" apt-get update -qq
-"${as_root[@]}" apt-get install -y -qq chromium chromium-driver >/dev/null
+apt_install install-browser chromium chromium-driver
 
 if ! have chromium || ! have chromedriver; then
     echo "install-browser: apt-get finished but chromium or chromedriver is still not on PATH" >&2

@@ -937,6 +937,57 @@ fn a_stop_hook_against_a_server_is_one_request_held_until_work_arrives() {
     assert_eq!(proxy.requests()[before..], ["POST /v1/op".to_string()]);
 }
 
+/// With two servers of one board (`VINE_URL=a,b`), a Stop hook waiting in a request held by
+/// `a` goes on waiting on `b` when `a` is SIGKILLed (the same request, with what is left of the
+/// wait), and gets the task added through `b`. No retries on one server are allowed, so it is
+/// the failover that carries it.
+#[test]
+fn a_waiting_stop_hook_fails_over_to_the_next_server() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("board");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let a = Serve::start(&root, &[]);
+    let b = Serve::start(&root, &[]);
+    let urls = format!("http://127.0.0.1:{},http://127.0.0.1:{}", a.port, b.port);
+    let env = [
+        ("VINE_WORKER", "w1"),
+        ("VINE_HOOK_WAIT", "20s"),
+        ("VINE_RETRY_FOR", "0s"),
+        ("VINE_KEEPALIVE", "0"),
+    ];
+    let o = remote_hook(
+        &urls,
+        tmp.path(),
+        "session-start",
+        SESSION_START_INPUT.as_bytes(),
+        &env,
+    );
+    assert!(
+        stdout(&o).contains("You are agentvine worker `w1`"),
+        "{o:?}"
+    );
+    let second = b.port;
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        drop(a); // SIGKILL, reaped
+        std::thread::sleep(Duration::from_millis(500));
+        remote_add(second, "Added after the first server died")
+    });
+    let started = Instant::now();
+    let o = remote_hook(&urls, tmp.path(), "stop", STOP_INPUT.as_bytes(), &env);
+    let id = killer.join().expect("killer");
+    let reason = decision(&o).unwrap_or_else(|| panic!("a hand-over: {o:?}"));
+    assert!(
+        reason.contains(&format!("Task {id} is claimed")),
+        "{reason}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "handed over when the task came, not at the end of the wait: {:?}",
+        started.elapsed()
+    );
+}
+
 /// A held request whose reply is lost on the way (the task was claimed for the worker on the
 /// server) is sent again with the same request key: the server answers with the task it
 /// handed over, and claims no second one. The hand-over is never lost.

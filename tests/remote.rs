@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 use support::{
     Files, Run, Server, VINE, assert_fails, assert_json_fails, assert_log_sane, ids_of, isolated,
-    jsonl_whole, run,
+    jsonl_whole, one_object, run,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -2224,6 +2224,139 @@ fn wrong_or_missing_api_key_exits_7() {
     assert_json_fails(&r, 7, "unauthorized", "claim with a wrong key");
     let tasks = board_tasks(&server.root);
     assert_eq!(tasks.len(), 1, "only the keyed add made a task: {tasks:#?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several servers of one board: VINE_URL=a,b.
+
+/// Six workers over `a,b` (two `vine serve` on one board directory, kept consistent by the
+/// board lock), and `a` SIGKILLed a third of the way through: every request from then on —
+/// the ones in flight at the kill included, with their request keys — is answered by `b`.
+/// No retries on one server are allowed (`VINE_RETRY_FOR=0s`), so what carries the workers
+/// through is the failover alone; every task is claimed once and completed once, and no
+/// worker sees an error.
+#[test]
+fn workers_fail_over_when_one_of_two_servers_is_killed() {
+    const TASKS: usize = 300;
+    const WORKERS: usize = 6;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("served");
+    let mut a = Server::start(&root, &[], &[]);
+    let b = Server::start(&root, &[], &[]);
+    assert_eq!(a.root, b.root);
+    let urls = format!("{},{}", a.url, b.url);
+    let added = add_plan(&a.url, tmp.path(), "failover", TASKS);
+    let env = [("VINE_RETRY_FOR", "0s")];
+    let (logs, killed_at) = run_workers(&urls, WORKERS, &env, |done| {
+        assert!(
+            wait_for(done, TASKS / 3, Duration::from_secs(120)),
+            "the workers did not get going"
+        );
+        a.kill();
+        done.load(Ordering::Relaxed)
+    });
+    assert!(!a.is_running());
+    assert!(
+        killed_at < TASKS - WORKERS,
+        "the kill came after the work: {killed_at}"
+    );
+    eprintln!("killed the first server after {killed_at} completions");
+    assert_all_done_once(&b.url, &b.root, &added, &logs, "failover");
+}
+
+/// A first server that is down is skipped: the reply is the same as from the live one, and
+/// nothing is said about it unless asked (`-v` or `$VINE_VERBOSE`), then one line on stderr.
+#[test]
+fn a_dead_first_server_is_skipped_and_said_only_when_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let live = Server::start(&tmp.path().join("served"), &[], &[]);
+    let dead = format!("http://127.0.0.1:{}", closed_port());
+    let urls = format!("{dead},{}", live.url);
+    let env = [("VINE_RETRY_FOR", "0s")];
+    let added = remote(&urls, &env, &["--json", "add", "Through the list"]);
+    let v = one_object(&added);
+    assert_eq!(added.code, 0, "{added:?}");
+    assert_eq!(added.stderr, "", "quiet by default");
+    let id = ids_of(&v["tasks"])[0].to_string();
+
+    let direct = remote(&live.url, &[], &["--json", "show", &id]);
+    let listed = remote(&urls, &env, &["--json", "show", &id]);
+    assert_eq!(listed.stdout, direct.stdout, "the same reply");
+    assert_eq!(listed.stderr, "");
+    for (args, env) in [
+        (&["-v", "--json", "show", &id][..], &env[..]),
+        (
+            &["--json", "show", &id][..],
+            &[("VINE_RETRY_FOR", "0s"), ("VINE_VERBOSE", "1")][..],
+        ),
+    ] {
+        let r = remote(&urls, env, args);
+        assert_eq!(
+            r.stdout, direct.stdout,
+            "the same reply with {args:?} {env:?}"
+        );
+        assert_eq!(
+            r.stderr.lines().count(),
+            1,
+            "one line about the move: {:?}",
+            r.stderr
+        );
+        assert!(
+            r.stderr
+                .starts_with(&format!("vine: {dead} did not answer ("))
+                && r.stderr
+                    .trim_end()
+                    .ends_with(&format!("; {} did", live.url)),
+            "{:?}",
+            r.stderr
+        );
+    }
+    // A worker's whole round through the list.
+    let w = [("VINE_RETRY_FOR", "0s"), ("VINE_WORKER", "w1")];
+    let r = remote(&urls, &w, &["--json", "claim"]);
+    assert_eq!(
+        one_object(&r)["claim"]["task"]["id"].to_string(),
+        id,
+        "{r:?}"
+    );
+    let r = remote(&urls, &w, &["complete", &id, "--result", "ok"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = remote(&live.url, &[], &["--json", "show", &id]);
+    assert_eq!(one_object(&r)["task"]["status"], json!("completed"));
+
+    // No server answers: exit 6, one line naming each.
+    let other = format!("http://127.0.0.1:{}", closed_port());
+    let r = remote(&format!("{dead},{other}"), &env, &["status"]);
+    let line = assert_fails(&r, 6, "no server of the list answers");
+    assert!(line.contains(&dead) && line.contains(&other), "{line}");
+}
+
+/// A refusal is the board's answer, not a server that cannot be reached: with the first
+/// server refusing the key (401), the command fails with exit 7 although the second server
+/// would take that key, and nothing is done there.
+#[test]
+fn a_refusal_is_not_sent_to_the_next_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("served");
+    let strict = Server::start(&root, &[], &[("VINE_API_KEY", "key-of-the-first")]);
+    let lenient = Server::start(&root, &[], &[("VINE_API_KEY", "key-of-the-second")]);
+    let urls = format!("{},{}", strict.url, lenient.url);
+    let env = [("VINE_API_KEY", "key-of-the-second")];
+    let r = remote(&urls, &env, &["add", "Refused by the first"]);
+    assert_fails(&r, 7, "the first server's refusal");
+    let r = remote(&lenient.url, &env, &["--json", "status"]);
+    assert_eq!(
+        one_object(&r)["total"],
+        json!(0),
+        "nothing reached the second server"
+    );
+    // A board's own refusal (an unknown task, exit 2) is the answer too.
+    let r = remote(
+        &format!("{},{}", lenient.url, strict.url),
+        &env,
+        &["complete", "1", "-w", "w1", "--result", "x"],
+    );
+    assert_fails(&r, 2, "an unknown task");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,9 +1,14 @@
 //! What both benchmarks share: realistic tasks, boards built with a history through the
 //! library's own group commit, the floor (one durable replace of a queue-sized file), the
-//! `vine` binary and numbers.
+//! `vine` binary and numbers; and the tests' throwaway PostgreSQL cluster ([`pg`], the same
+//! file as `tests/support/pg.rs`).
 //!
 //! Each bench compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
+
+/// A throwaway PostgreSQL cluster (`initdb`, `pg_ctl` in a temporary directory).
+#[path = "../../tests/support/pg.rs"]
+pub mod pg;
 
 use std::collections::VecDeque;
 use std::error::Error;

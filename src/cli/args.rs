@@ -23,7 +23,8 @@ Exit codes:
   7  the server refused the API key
   8  the server refused a path (outside its base directory)
 
-Board location: --url URL or $VINE_URL for a board on a server (vine serve), else --dir DIR,
+Board location: --url URL or $VINE_URL for a board on a server (vine serve; several servers
+of one board, comma-separated, are tried in turn when one cannot be reached), else --dir DIR,
 else $VINE_DIR, else the nearest .vine/ at or above the current directory (`vine init`
 creates .vine/). Every command takes --json and then prints exactly one
 JSON object on stdout (\"ok\": true or false).";
@@ -45,9 +46,24 @@ pub struct Cli {
     pub json: bool,
 
     /// A board on a server (`vine serve`), e.g. https://vps.example.com:5555 (default: $VINE_URL).
+    /// Several servers of one board, comma-separated (https://a:5555,https://b:5555): a request
+    /// one cannot answer (no connection, a timeout, 502/503/504) goes to the next with the same
+    /// request key, so it is still applied once; the server that answered last is tried first.
     /// The API key comes from $VINE_API_KEY, $VPS_API_KEY or --key-file, never the command line.
-    #[arg(long, global = true, env = "VINE_URL", value_name = "URL")]
+    #[arg(long, global = true, env = "VINE_URL", value_name = "URL[,URL...]")]
     pub url: Option<String>,
+
+    /// Say on stderr when a request moved to another server of the --url list (default:
+    /// $VINE_VERBOSE). Replies stay the same.
+    #[arg(
+        long,
+        short = 'v',
+        global = true,
+        env = "VINE_VERBOSE",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    pub verbose: bool,
 
     /// The worker a command acts for: claim, complete, fail, release, heartbeat, register,
     /// deregister, should-continue, worker; and who sends or asks. Worker ids are

@@ -38,6 +38,11 @@ pub fn render_reply(r: &Reply) -> String {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<Output> {
+    if cli.verbose {
+        agentvine::remote::on_failover(|f| {
+            eprintln!("vine: {} did not answer ({}); {} did", f.from, f.why, f.to);
+        });
+    }
     match cli.command {
         Command::Init {
             claude: true,
@@ -131,7 +136,11 @@ fn dashboard(
         return Err(Error::Invalid(format!(
             "the board at {url} is on a server, whose control room is at its own address: open {}/ in a browser \
              (or give --dir DIR for a local board)",
-            url.trim_end_matches('/')
+            url.split(',')
+                .next()
+                .unwrap_or(url)
+                .trim()
+                .trim_end_matches('/')
         )));
     }
     let key = match key_file {

@@ -32,9 +32,8 @@ impl Location {
 
     fn same(&self, other: &Location) -> bool {
         match (self, other) {
-            (Location::Url(a), Location::Url(b)) => {
-                a.trim_end_matches('/') == b.trim_end_matches('/')
-            }
+            // The same servers in the same order (a list is tried in its order).
+            (Location::Url(a), Location::Url(b)) => servers(a) == servers(b),
             (a, b) => a == b,
         }
     }
@@ -45,6 +44,11 @@ impl Location {
             Location::Dir(d) => d.display().to_string(),
         }
     }
+}
+
+/// The base URLs of a `--url` list as the client uses them (the text itself when it is not one).
+fn servers(list: &str) -> Vec<String> {
+    agentvine::remote::parse_servers(list).unwrap_or_else(|_| vec![list.to_string()])
 }
 
 /// Claude Code's user settings file: `$CLAUDE_CONFIG_DIR/settings.json`, else
@@ -348,6 +352,10 @@ mod tests {
         assert!(a.same(&Location::Url("http://h:1".into())));
         assert!(!a.same(&Location::Url("http://h:2".into())));
         assert!(!a.same(&Location::Dir("/x".into())));
+        let list = Location::Url("http://h:1/, http://h:2".into());
+        assert!(list.same(&Location::Url("http://h:1,http://h:2/".into())));
+        assert!(!list.same(&Location::Url("http://h:2,http://h:1".into())));
+        assert!(!list.same(&a));
     }
 
     #[test]

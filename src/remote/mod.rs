@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-pub use http::{Http, HttpOptions, HttpReply};
+pub use http::{Failover, Http, HttpOptions, HttpReply, on_failover, parse_servers};
 pub use vps::{ExecOutput, Vps};
 
 use crate::apikey::ApiKey;
@@ -247,7 +247,7 @@ impl Transport for RemoteStore {
     }
 
     fn location(&self) -> String {
-        self.http.url().to_string()
+        self.http.location()
     }
 }
 

@@ -20,6 +20,7 @@ pub const CLIENT_ENV: &[&str] = &[
     "VINE_RETRY_FOR",
     "VINE_TIMEOUT",
     "VINE_CA_CERT",
+    "VINE_VERBOSE",
 ];
 /// The variable that names `vine` on a server reached through `/execute`.
 pub const REMOTE_BIN_ENV: &[&str] = &["VINE_REMOTE_BIN"];
