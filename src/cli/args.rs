@@ -22,6 +22,7 @@ Exit codes:
   6  the server cannot be reached (after retries)
   7  the server refused the API key
   8  the server refused a path (outside its base directory)
+  9  the board's database was made by a newer vine (its schema is newer): upgrade vine
 
 Board location: --url URL or $VINE_URL for a board on a server (vine serve), else --dir DIR,
 else $VINE_DIR, else the nearest .vine/ at or above the current directory (`vine init`
@@ -454,6 +455,12 @@ pub struct ServeArgs {
     /// Try to open the control room in a web browser once the server listens.
     #[arg(long)]
     pub open: bool,
+    /// Keep the board in PostgreSQL instead of files in BASE_DIR: a connection string, as a
+    /// URL (postgres://USER@HOST/DB, a unix socket directory as %2F-encoded host) or
+    /// key=value (host=/run/postgresql user=vine dbname=board). Any number of servers may
+    /// share one database. The schema is created or brought up to date at start.
+    #[arg(long, env = "VINE_STORE", value_name = "URL", hide_env_values = true)]
+    pub store: Option<String>,
 }
 
 /// Arguments of `vine dashboard`.

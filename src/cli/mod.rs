@@ -111,6 +111,7 @@ fn serve(a: args::ServeArgs, key_file: Option<&Path>) -> Result<Output> {
     cfg.body_timeout = at_least_1s(a.body_timeout);
     cfg.original_only = a.original_only;
     cfg.open_browser = a.open;
+    cfg.store = a.store.filter(|s| !s.trim().is_empty());
     agentvine::server::serve(cfg)?;
     Ok(Output {
         json: json!({}),

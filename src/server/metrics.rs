@@ -19,7 +19,6 @@ use super::reply::ErrorReply;
 use crate::error::Error;
 use crate::metrics::{DURATION_BOUNDS, Durations, Report};
 use crate::op::{self, Op, Reply};
-use crate::store::Transport;
 use crate::task::TaskStatus;
 use crate::worker::WorkerState;
 

@@ -1,7 +1,7 @@
 //! What the integration tests share: running `vine` with the caller's environment kept out
 //! ([`command`]), a `vine serve` process ([`server`]), a board in a temporary directory
 //! ([`board`]), reading board files ([`files`]), finding processes ([`procs`]) and plain HTTP
-//! requests to the control room ([`http`]).
+//! requests to the control room ([`http`]) and a throwaway PostgreSQL cluster ([`pg`]).
 //!
 //! Each test binary includes it with `mod support;` and uses what it needs; a helper one
 //! binary leaves unused is no warning there.
@@ -12,6 +12,7 @@ pub mod board;
 pub mod command;
 pub mod files;
 pub mod http;
+pub mod pg;
 pub mod procs;
 pub mod server;
 

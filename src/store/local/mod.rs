@@ -251,6 +251,30 @@ impl LocalStore {
     }
 }
 
+impl super::BatchStore for LocalStore {
+    fn execute_batch(&self, ops: Vec<(Op, Option<String>)>) -> Vec<Result<Reply>> {
+        LocalStore::execute_batch(self, ops)
+    }
+
+    fn changes(&self) -> u64 {
+        LocalStore::changes(self)
+    }
+
+    fn files(&self) -> Option<&LocalStore> {
+        Some(self)
+    }
+
+    fn read_board_file(&self, rel: &str) -> Result<String> {
+        LocalStore::read_board_file(self, rel)
+    }
+
+    fn set_settings(&self, _settings: Settings) -> Result<()> {
+        Err(Error::Invalid(
+            "a board kept in files takes its settings from board.json".into(),
+        ))
+    }
+}
+
 impl Transport for LocalStore {
     fn execute(&self, op: Op) -> Result<Reply> {
         self.execute_keyed(op, None)
