@@ -1,29 +1,553 @@
-//! The board in PostgreSQL: `vine serve --store postgres://...` against a throwaway cluster.
+//! The board in PostgreSQL: `vine serve --store postgres://...` against a throwaway cluster
+//! (`support::pg`). The same scripted CLI session gives the same replies on a file board and a
+//! PostgreSQL board; a retried request is applied once; two servers on one database wake each
+//! other's waiters (LISTEN/NOTIFY); a newer schema and an unreachable database refuse to start
+//! with their own exit codes; a database lost while serving fails ops as unreachable and the
+//! server carries on once it is back.
 
 mod support;
 
-use serde_json::Value;
-use support::pg::Cluster;
-use support::{Server, isolated, run};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
+use serde_json::{Value, json};
+use support::pg::Cluster;
+use support::{ISOLATED, Server, isolated, run, send, vine_without};
+
+/// `vine --json ARGS` against the server at `url`; (exit code, the JSON it printed).
 fn vine_at(url: &str, args: &[&str]) -> (i32, Value) {
-    let r = run(isolated(&[("VINE_URL", url), ("VINE_RETRY_FOR", "5")])
+    let r = run(isolated(&[("VINE_URL", url), ("VINE_RETRY_FOR", "3")])
         .arg("--json")
         .args(args));
     (r.code, r.json())
 }
 
+/// `POST /v1/op` with `op` and request key `key`; (HTTP status, body).
+fn post_op(addr: SocketAddr, op: &Value, key: Option<&str>) -> (u16, Value) {
+    let mut body = json!({ "op": op });
+    if let Some(k) = key {
+        body["key"] = json!(k);
+    }
+    let body = body.to_string();
+    let r = send(
+        addr,
+        &format!(
+            "POST /v1/op HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    let v: Value = serde_json::from_str(&r.body)
+        .unwrap_or_else(|e| panic!("HTTP {}: not JSON ({e}): {}", r.status, r.body));
+    (r.status, v)
+}
+
+/// A `vine serve` on a fresh base directory, on files or (with `store`) on PostgreSQL.
+fn serve(tmp: &Path, name: &str, store: Option<&str>) -> Server {
+    let mut args = vec!["--no-exec"];
+    if let Some(s) = store {
+        args.extend(["--store", s]);
+    }
+    Server::start(&tmp.join(name), &args, &[])
+}
+
+// ---------------------------------------------------------------------------------------------
+// The same script on files and on PostgreSQL
+// ---------------------------------------------------------------------------------------------
+
+/// Masks what legitimately differs between two boards given the same ops: times, task ids
+/// (each board's own epoch-ms ids, mapped to their order of appearance), request keys.
+struct Mask {
+    ids: HashMap<u64, String>,
+}
+
+impl Mask {
+    fn learn(&mut self, id: u64) {
+        let n = self.ids.len();
+        self.ids.entry(id).or_insert_with(|| format!("T{n}"));
+    }
+
+    /// Learns the ids of the tasks a reply added.
+    fn learn_added(&mut self, v: &Value) {
+        if let Some(tasks) = v["tasks"].as_array() {
+            for t in tasks {
+                if let Some(id) = t["id"].as_u64() {
+                    self.learn(id);
+                }
+            }
+        }
+        if let Some(id) = v["task"]["id"].as_u64() {
+            self.learn(id);
+        }
+    }
+
+    fn apply(&self, v: &Value) -> Value {
+        match v {
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .map(|(k, v)| {
+                        let masked = match k.as_str() {
+                            "request_key" | "key" if v.is_string() => json!("<key>"),
+                            _ => self.apply(v),
+                        };
+                        (self.text(k), masked)
+                    })
+                    .collect(),
+            ),
+            Value::Array(a) => Value::Array(a.iter().map(|v| self.apply(v)).collect()),
+            Value::Number(n) => match n.as_u64().and_then(|i| self.ids.get(&i)) {
+                Some(name) => json!(name),
+                None => v.clone(),
+            },
+            Value::String(s) if is_time(s) => json!("<time>"),
+            Value::String(s) => json!(self.text(s)),
+            other => other.clone(),
+        }
+    }
+
+    /// Ids inside text (`task 1731...`, `tasks/task-1731...-instructions.md`).
+    fn text(&self, s: &str) -> String {
+        let mut out = s.to_string();
+        for (id, name) in &self.ids {
+            out = out.replace(&id.to_string(), name);
+        }
+        out
+    }
+}
+
+fn is_time(s: &str) -> bool {
+    s.len() >= 20
+        && s.as_bytes()[4] == b'-'
+        && s.as_bytes()[10] == b'T'
+        && s.ends_with('Z')
+        && chrono::DateTime::parse_from_rfc3339(s).is_ok()
+}
+
+/// One board under the script: its server and what it learned.
+struct Side {
+    server: Server,
+    mask: Mask,
+    /// Task ids by the script's names.
+    named: HashMap<String, u64>,
+}
+
+impl Side {
+    /// Runs one step: `{name}` in an argument is the id of the task the script named so.
+    fn step(&mut self, args: &[&str], name: Option<&str>) -> Value {
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| {
+                let mut a = a.to_string();
+                for (n, id) in &self.named {
+                    a = a.replace(&format!("{{{n}}}"), &id.to_string());
+                }
+                a
+            })
+            .collect();
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, v) = vine_at(&self.server.url, &refs);
+        self.mask.learn_added(&v);
+        if let Some(n) = name {
+            let id = v["tasks"][0]["id"]
+                .as_u64()
+                .or(v["task"]["id"].as_u64())
+                .unwrap_or_else(|| panic!("{args:?} named no task: {v}"));
+            self.named.insert(n.to_string(), id);
+        }
+        json!({"code": code, "reply": self.mask.apply(&v)})
+    }
+}
+
 #[test]
-fn smoke() {
+fn the_same_script_gives_the_same_replies_on_files_and_on_postgresql() {
     let pg = Cluster::start();
-    let db = pg.create_db("smoke");
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(&dir.path().join("root"), &["--store", &db], &[]);
-    let (code, v) = vine_at(&s.url, &["add", "first"]);
+    let db = pg.create_db("script");
+    let tmp = tempfile::tempdir().unwrap();
+    let plan = tmp.path().join("plan.json");
+    std::fs::write(
+        &plan,
+        r#"[{"key": "p1", "description": "plan one", "instructions": "step one"},
+            {"key": "p2", "description": "plan two", "after": ["p1"], "requires": ["rust"]}]"#,
+    )
+    .unwrap();
+    let plan = plan.display().to_string();
+    let mut sides = [
+        Side {
+            server: serve(tmp.path(), "files", None),
+            mask: Mask {
+                ids: HashMap::new(),
+            },
+            named: HashMap::new(),
+        },
+        Side {
+            server: serve(tmp.path(), "pg", Some(&db)),
+            mask: Mask {
+                ids: HashMap::new(),
+            },
+            named: HashMap::new(),
+        },
+    ];
+    // (arguments, the name its task gets), run on both boards step by step.
+    let script: Vec<(Vec<&str>, Option<&str>)> = vec![
+        (vec!["register", "-w", "w1", "-c", "rust"], None),
+        (vec!["register", "-w", "w2"], None),
+        (vec!["add", "alpha", "--priority", "high"], Some("alpha")),
+        (
+            vec!["add", "beta", "--instructions", "do beta\n"],
+            Some("beta"),
+        ),
+        (vec!["add", "--plan", &plan], Some("p1")),
+        (vec!["tasks"], None),
+        (vec!["claim", "-w", "w1"], None),
+        (vec!["heartbeat", "-w", "w1"], None),
+        (
+            vec!["complete", "{alpha}", "-w", "w1", "--result", "done"],
+            None,
+        ),
+        (
+            vec!["complete", "{alpha}", "-w", "w1", "--result", "again"],
+            None,
+        ),
+        (vec!["claim", "-w", "w1"], None),
+        (vec!["fail", "{beta}", "-w", "w1", "--error", "boom"], None),
+        (vec!["show", "{beta}"], None),
+        (vec!["claim", "-w", "w2"], None),
+        (vec!["release", "{p1}", "-w", "w2"], None),
+        (vec!["claim", "-w", "w2"], None),
+        (
+            vec!["fail", "{p1}", "-w", "w2", "--error", "fatal", "--no-retry"],
+            None,
+        ),
+        (vec!["tasks", "--status", "blocked"], None),
+        (vec!["retry", "{p1}"], None),
+        (vec!["retry", "{p1}"], None),
+        (
+            vec!["ask", "which database?", "--task", "{p1}", "-w", "w1"],
+            None,
+        ),
+        (vec!["questions"], None),
+        (vec!["answer", "2", "postgres", "--as", "lead"], None),
+        (vec!["questions", "--all"], None),
+        (
+            vec!["msg", "send", "hello", "-w", "w2", "--task", "{p1}"],
+            None,
+        ),
+        (vec!["msg", "read"], None),
+        (vec!["msg", "read", "--task", "{p1}", "--limit", "1"], None),
+        (
+            vec![
+                "progress", "set", "--step", "2", "--total", "5", "--status", "going",
+            ],
+            None,
+        ),
+        (vec!["progress"], None),
+        (
+            vec![
+                "add",
+                "leased",
+                "--lease",
+                "1s",
+                "--priority",
+                "high",
+                "--assign",
+                "w3",
+            ],
+            Some("leased"),
+        ),
+        (vec!["claim", "-w", "w3"], None),
+        (vec!["workers"], None),
+        (vec!["sleep"], None),
+        (vec!["requeue-stale"], None),
+        (vec!["show", "{leased}"], None),
+        (vec!["cancel", "{leased}"], None),
+        (vec!["priority", "{p1}", "low"], None),
+        (vec!["status"], None),
+        (vec!["compact"], None),
+        (vec!["show", "{alpha}"], None),
+        (vec!["tasks", "--all"], None),
+        (vec!["complete", "{alpha}", "-w", "w1"], None),
+        (vec!["show", "999"], None),
+        (vec!["status"], None),
+        (vec!["workers"], None),
+        (vec!["deregister", "-w", "w2"], None),
+    ];
+    for (args, name) in &script {
+        if args == &["sleep"] {
+            // Past the 1 s lease of the task w3 holds.
+            std::thread::sleep(Duration::from_millis(1500));
+            continue;
+        }
+        let on_files = sides[0].step(args, *name);
+        let on_pg = sides[1].step(args, *name);
+        assert_eq!(
+            on_files, on_pg,
+            "{args:?} answered differently on files (left) and on PostgreSQL (right)"
+        );
+        assert_ne!(on_files["code"], json!(1), "{args:?}: {on_files}");
+        if std::env::var_os("VINE_TEST_SHOW").is_some() {
+            eprintln!("{args:?} -> {on_files}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request keys
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_retried_request_is_applied_once() {
+    let pg = Cluster::start();
+    let db = pg.create_db("keys");
+    let tmp = tempfile::tempdir().unwrap();
+    let s = serve(tmp.path(), "root", Some(&db));
+    let add = json!({"op": "add", "task": {"description": "once"}});
+    let (st1, first) = post_op(s.addr, &add, Some("add-key-1"));
+    let (st2, again) = post_op(s.addr, &add, Some("add-key-1"));
+    assert_eq!((st1, st2), (200, 200), "{first} {again}");
+    assert_eq!(first, again, "a retried add answers as the first");
+    let id = first["reply"]["tasks"][0]["id"].as_u64().unwrap();
+    let claim = json!({"op": "claim", "worker": "w1"});
+    let (_, c1) = post_op(s.addr, &claim, Some("claim-key-1"));
+    let (_, c2) = post_op(s.addr, &claim, Some("claim-key-1"));
+    assert_eq!(c1["reply"]["claim"]["task"]["id"], json!(id), "{c1}");
+    assert_eq!(c1, c2, "a retried claim gets the same task");
+    let msg = json!({"op": "send", "agent": "w1", "message": "hi"});
+    let (_, m1) = post_op(s.addr, &msg, Some("send-key-1"));
+    let (_, m2) = post_op(s.addr, &msg, Some("send-key-1"));
+    assert_eq!(m1, m2);
+    let done = json!({"op": "complete", "task": id, "worker": "w1", "result": "r"});
+    let (_, d1) = post_op(s.addr, &done, Some("done-key-1"));
+    let (_, d2) = post_op(s.addr, &done, Some("done-key-1"));
+    assert_eq!(d1["status"], "success", "{d1}");
+    assert_eq!(d1, d2, "a retried completion answers as the first");
+    // One task, claimed once, completed once; one message.
+    let (_, tasks) = vine_at(&s.url, &["tasks", "--all"]);
+    assert_eq!(tasks["tasks"].as_array().unwrap().len(), 1, "{tasks}");
+    assert_eq!(tasks["tasks"][0]["attempts"], json!(1), "{tasks}");
+    let (_, log) = vine_at(&s.url, &["msg", "read"]);
+    assert_eq!(log["messages"].as_array().unwrap().len(), 1, "{log}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two servers, one database
+// ---------------------------------------------------------------------------------------------
+
+/// An open `/events` stream of the control room at `addr`; each "change" event is sent on the
+/// channel.
+fn events(addr: SocketAddr) -> mpsc::Receiver<Instant> {
+    let login = send(
+        addr,
+        &format!("GET /login HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    );
+    let id = login.session_id().expect("a session cookie");
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET /events HTTP/1.1\r\nHost: {addr}\r\nCookie: vine_session={id}\r\n\r\n"
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        head.push_str(&line);
+    }
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+            if line.contains("event: change") && tx.send(Instant::now()).is_err() {
+                return;
+            }
+            line.clear();
+        }
+    });
+    rx
+}
+
+#[test]
+fn two_servers_on_one_database_wake_each_others_waiters() {
+    let pg = Cluster::start();
+    let db = pg.create_db("two");
+    let tmp = tempfile::tempdir().unwrap();
+    let a = serve(tmp.path(), "a", Some(&db));
+    let b = serve(tmp.path(), "b", Some(&db));
+    // The control room on B hears of a change made through A: B's page has no other source
+    // of changes than the notification (no files to watch, no polling).
+    let seen = events(b.addr);
+    std::thread::sleep(Duration::from_millis(300));
+    while seen.try_recv().is_ok() {}
+    let (code, v) = vine_at(&a.url, &["msg", "send", "from a", "--as", "lead"]);
     assert_eq!(code, 0, "{v}");
-    let (code, v) = vine_at(&s.url, &["claim", "--worker", "w1"]);
+    seen.recv_timeout(Duration::from_secs(10))
+        .expect("the control room on B shows a change made through A");
+    // A worker's turn-end held on B is handed the task added through A.
+    let (code, v) = vine_at(&b.url, &["register", "-w", "w1"]);
     assert_eq!(code, 0, "{v}");
-    let (code, v) = vine_at(&s.url, &["status"]);
+    let held = std::thread::spawn({
+        let addr = b.addr;
+        move || {
+            let op =
+                json!({"op": "turn-ended", "worker": "w1", "max_idle_secs": 600, "wait_secs": 60});
+            let started = Instant::now();
+            let r = post_op(addr, &op, Some("turn-key-1"));
+            (r, started.elapsed())
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, added) = vine_at(&a.url, &["add", "for the waiting worker"]);
+    assert_eq!(code, 0, "{added}");
+    let ((status, turn), waited) = held.join().unwrap();
+    assert_eq!(status, 200, "{turn}");
+    assert_eq!(
+        turn["reply"]["next"]["claim"]["task"]["id"], added["tasks"][0]["id"],
+        "the held turn-end hands over the task added through the other server: {turn}"
+    );
+    assert!(
+        waited < Duration::from_secs(60),
+        "it did not wait out its wait"
+    );
+    // The claim is one: through A the task is in progress, held by w1.
+    let id = added["tasks"][0]["id"].as_u64().unwrap().to_string();
+    let (_, shown) = vine_at(&a.url, &["show", &id]);
+    assert_eq!(shown["task"]["status"], json!("in_progress"), "{shown}");
+    assert_eq!(shown["task"]["claimed_by"], json!("w1"), "{shown}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Starting and losing the database
+// ---------------------------------------------------------------------------------------------
+
+/// `vine serve --store STORE` that must not start: (exit code, stderr).
+fn refused_start(root: &Path, store: &str) -> (i32, String) {
+    std::fs::create_dir_all(root).unwrap();
+    let out = vine_without(ISOLATED)
+        .args(["serve", "--no-exec", "--listen", "127.0.0.1:0", "--root"])
+        .arg(root)
+        .args(["--store", store])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_newer_schema_is_refused_untouched() {
+    let pg = Cluster::start();
+    let db = pg.create_db("newer");
+    let tmp = tempfile::tempdir().unwrap();
+    drop(serve(tmp.path(), "first", Some(&db)));
+    let mut c = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    c.batch_execute("INSERT INTO vine_schema (version) VALUES (999)")
+        .unwrap();
+    let (code, stderr) = refused_start(&tmp.path().join("second"), &db);
+    assert_eq!(code, 9, "{stderr}");
+    assert!(
+        stderr.contains("schema version 999") && stderr.contains("newer"),
+        "{stderr}"
+    );
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM vine_schema", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2, "nothing was changed");
+}
+
+#[test]
+fn an_unreachable_database_at_start_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nowhere = tmp.path().join("no-postgres-here");
+    std::fs::create_dir_all(&nowhere).unwrap();
+    let store = format!(
+        "postgres://vine@{}/board",
+        nowhere.display().to_string().replace('/', "%2F")
+    );
+    let (code, stderr) = refused_start(&tmp.path().join("root"), &store);
+    assert_eq!(code, 6, "{stderr}");
+    assert!(
+        stderr.contains("cannot be reached") && stderr.contains("postgres://vine@"),
+        "{stderr}"
+    );
+    let (code, stderr) = refused_start(
+        &tmp.path().join("root"),
+        "postgres://vine:pw@host/db?bogus=1",
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(!stderr.contains("pw"), "no password in messages: {stderr}");
+}
+
+#[test]
+fn a_database_lost_while_serving_fails_ops_as_unreachable_until_it_is_back() {
+    let pg = Cluster::start();
+    let db = pg.create_db("lost");
+    let tmp = tempfile::tempdir().unwrap();
+    let s = serve(tmp.path(), "root", Some(&db));
+    let (code, v) = vine_at(&s.url, &["add", "before"]);
     assert_eq!(code, 0, "{v}");
-    eprintln!("{v}");
+    pg.stop();
+    let add = json!({"op": "add", "task": {"description": "while down"}});
+    let (status, v) = post_op(s.addr, &add, Some("down-key-1"));
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["kind"], json!("unreachable"), "{v}");
+    let (status, v) = post_op(s.addr, &json!({"op": "status"}), None);
+    assert_eq!(status, 503, "{v}");
+    pg.restart();
+    // The same request again is applied (once), on a new connection.
+    let (status, v) = post_op(s.addr, &add, Some("down-key-1"));
+    assert_eq!(status, 200, "{v}");
+    let (status, again) = post_op(s.addr, &add, Some("down-key-1"));
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(v, again);
+    let (_, tasks) = vine_at(&s.url, &["tasks"]);
+    assert_eq!(tasks["tasks"].as_array().unwrap().len(), 2, "{tasks}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// What only makes sense on files
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn board_files_in_the_base_directory_are_not_the_board_but_settings_deploy() {
+    let pg = Cluster::start();
+    let db = pg.create_db("deploy");
+    let tmp = tempfile::tempdir().unwrap();
+    let s = serve(tmp.path(), "root", Some(&db));
+    // `vine --url URL init` with settings deploys board.json: the settings land in the board.
+    let r = run(isolated(&[("VINE_URL", &s.url)]).args(["--json", "init", "--lease", "7m"]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let (_, v) = post_op(s.addr, &json!({"op": "settings"}), None);
+    assert_eq!(v["reply"]["settings"]["lease_secs"], json!(420), "{v}");
+    // A queue file is refused: it would not be the board.
+    let body = json!({"filepath": "task-queue.json", "content": "[]\n"}).to_string();
+    let r = send(
+        s.addr,
+        &format!(
+            "POST /deploy HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            s.addr,
+            body.len()
+        ),
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(
+        r.body.contains("PostgreSQL") || r.body.contains("postgres://"),
+        "{}",
+        r.body
+    );
+    assert!(!s.root.join("task-queue.json").exists());
+    // `vine repair` has nothing to repair there, and says so.
+    let (code, v) = vine_at(&s.url, &["repair"]);
+    assert_eq!(code, 2, "{v}");
 }
