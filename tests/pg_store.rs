@@ -46,6 +46,19 @@ fn post_op(addr: SocketAddr, op: &Value, key: Option<&str>) -> (u16, Value) {
     (r.status, v)
 }
 
+/// `POST /deploy` of `content` at `path`.
+fn deploy(addr: SocketAddr, path: &str, content: &str) -> support::Resp {
+    let body = json!({"filepath": path, "content": content}).to_string();
+    send(
+        addr,
+        &format!(
+            "POST /deploy HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
 /// A `vine serve` on a fresh base directory, on files or (with `store`) on PostgreSQL.
 fn serve(tmp: &Path, name: &str, store: Option<&str>) -> Server {
     let mut args = vec!["--no-exec"];
@@ -530,16 +543,7 @@ fn board_files_in_the_base_directory_are_not_the_board_but_settings_deploy() {
     let (_, v) = post_op(s.addr, &json!({"op": "settings"}), None);
     assert_eq!(v["reply"]["settings"]["lease_secs"], json!(420), "{v}");
     // A queue file is refused: it would not be the board.
-    let body = json!({"filepath": "task-queue.json", "content": "[]\n"}).to_string();
-    let r = send(
-        s.addr,
-        &format!(
-            "POST /deploy HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            s.addr,
-            body.len()
-        ),
-    );
+    let r = deploy(s.addr, "task-queue.json", "[]\n");
     assert_eq!(r.status, 409, "{}", r.body);
     assert!(
         r.body.contains("PostgreSQL") || r.body.contains("postgres://"),
@@ -547,6 +551,27 @@ fn board_files_in_the_base_directory_are_not_the_board_but_settings_deploy() {
         r.body
     );
     assert!(!s.root.join("task-queue.json").exists());
+    // An instruction file deployed under tasks/ is on the board: a task can name it, and its
+    // claim carries the text.
+    let r = deploy(s.addr, "tasks/setup.md", "# Set up\nRun it.\n");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (code, v) = vine_at(
+        &s.url,
+        &["add", "named", "--instruction-file", "./tasks//setup.md"],
+    );
+    assert_eq!(code, 0, "{v}");
+    let (code, v) = vine_at(
+        &s.url,
+        &["add", "missing", "--instruction-file", "tasks/no.md"],
+    );
+    assert_eq!(code, 2, "{v}");
+    let (code, v) = vine_at(&s.url, &["claim", "-w", "w1"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(
+        v["claim"]["instructions"],
+        json!("# Set up\nRun it.\n"),
+        "{v}"
+    );
     // `vine repair` has nothing to repair there, and says so.
     let (code, v) = vine_at(&s.url, &["repair"]);
     assert_eq!(code, 2, "{v}");

@@ -229,7 +229,18 @@ pub async fn deploy(
             None
         };
         replace(&parent, &name, &bytes).map_err(ErrorReply::internal)?;
-        durable::sync_dir(&parent).map_err(ErrorReply::internal)
+        durable::sync_dir(&parent).map_err(ErrorReply::internal)?;
+        // A board kept in a database has its instruction files there: one deployed under
+        // tasks/ is stored on the board too, so `vine add --instruction-file` can name it.
+        let rel = relative(&app2, &full);
+        if let Some(store) = app2.store.as_ref().filter(|s| s.files().is_none())
+            && rel.starts_with(&format!("{}/", paths::TASKS_DIR))
+        {
+            store
+                .put_board_file(&rel, &bytes)
+                .map_err(|e| ErrorReply::board(&e))?;
+        }
+        Ok(())
     })
     .await
     .map_err(ErrorReply::internal)??;

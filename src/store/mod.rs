@@ -65,6 +65,14 @@ pub trait BatchStore: Transport {
     /// The text of a board file by board-relative path (an instruction file).
     fn read_board_file(&self, rel: &str) -> Result<String>;
 
+    /// Stores a board file by board-relative path, for a board not kept in files (a
+    /// `/deploy` under `tasks/` puts an instruction file there, as on files). A board in
+    /// files has its files on disk: nothing to do.
+    fn put_board_file(&self, rel: &str, content: &[u8]) -> Result<()> {
+        let _ = (rel, content);
+        Ok(())
+    }
+
     /// Replaces the board's settings, for a board not kept in files (a `/deploy` of
     /// `board.json`, which is how `vine --url URL init` sets them).
     fn set_settings(&self, settings: crate::settings::Settings) -> Result<()>;

@@ -19,6 +19,7 @@
 mod conn;
 mod listen;
 mod mirror;
+mod pool;
 mod read;
 mod schema;
 mod sql;
@@ -37,9 +38,6 @@ use sql::Conn;
 
 /// The schema version this binary writes (`vine_schema`).
 pub const SCHEMA_VERSION: i32 = schema::LATEST;
-
-/// Idle read connections kept open (more are opened while reads run at once, then closed).
-const IDLE_READERS: usize = 4;
 
 /// A board in a PostgreSQL database.
 #[derive(Clone)]
@@ -60,8 +58,8 @@ struct Inner {
     target: Target,
     /// The writer's connection and copy of the live board (used under the board row's lock).
     writer: Mutex<Writer>,
-    /// Idle connections for reads.
-    readers: Mutex<Vec<Conn>>,
+    /// The reads' connections.
+    readers: pool::Pool,
     /// The reads' copy of the live board.
     read_mirror: Mutex<Option<Mirror>>,
     /// The history the figures read, brought up to date with what was archived and asked since.
@@ -103,7 +101,7 @@ impl PgStore {
                     conn: Some(conn),
                     mirror: None,
                 }),
-                readers: Mutex::new(Vec::new()),
+                readers: pool::Pool::default(),
                 read_mirror: Mutex::new(None),
                 history: Mutex::default(),
                 changes: AtomicU64::new(0),
@@ -128,24 +126,14 @@ impl PgStore {
         saw(&self.inner, version)
     }
 
-    /// A connection for a read: an idle one, or a new one.
+    /// A connection for a read (see `pool.rs`).
     fn reader(&self) -> Result<Conn> {
-        let idle = locked(&self.inner.readers).pop();
-        match idle {
-            Some(c) if !c.client.is_closed() => Ok(c),
-            _ => Conn::open(&self.inner.target),
-        }
+        self.inner.readers.take(&self.inner.target)
     }
 
-    /// Gives a read connection back, unless it broke or enough are idle.
+    /// Gives a read connection back.
     fn give_back(&self, conn: Conn) {
-        if conn.client.is_closed() {
-            return;
-        }
-        let mut idle = locked(&self.inner.readers);
-        if idle.len() < IDLE_READERS {
-            idle.push(conn);
-        }
+        self.inner.readers.give(conn);
     }
 }
 
@@ -228,5 +216,22 @@ impl BatchStore for PgStore {
 
     fn set_settings(&self, settings: Settings) -> Result<()> {
         self.write_settings(settings)
+    }
+
+    fn put_board_file(&self, rel: &str, content: &[u8]) -> Result<()> {
+        crate::validate::board_path("board file", rel)?;
+        let mut conn = self.reader()?;
+        let done = conn
+            .client
+            .execute(
+                "INSERT INTO files (path, version, content) \
+                 VALUES ($1, (SELECT version FROM board WHERE id = 1), $2) \
+                 ON CONFLICT (path) DO UPDATE SET version = EXCLUDED.version, content = EXCLUDED.content",
+                &[&read::file_key(rel), &content],
+            )
+            .map(|_| ())
+            .map_err(|e| self.inner.target.error("writing a board file to", e));
+        self.give_back(conn);
+        done
     }
 }

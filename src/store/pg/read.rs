@@ -48,7 +48,9 @@ impl PgStore {
     fn load_read(&self, c: &mut Conn, need: &Needs) -> Result<State> {
         let target = &self.inner.target;
         let mut st = State::default();
-        {
+        let live =
+            need.queue || need.progress || need.settings || need.sessions || need.archive_counts;
+        if live {
             let since = locked(&self.inner.read_mirror)
                 .as_ref()
                 .map(Mirror::version);
