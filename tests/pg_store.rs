@@ -576,3 +576,222 @@ fn board_files_in_the_base_directory_are_not_the_board_but_settings_deploy() {
     let (code, v) = vine_at(&s.url, &["repair"]);
     assert_eq!(code, 2, "{v}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Moving a board between files and PostgreSQL
+// ---------------------------------------------------------------------------------------------
+
+/// `vine --json --dir DIR ARGS` on a local board.
+fn vine_dir(dir: &Path, args: &[&str]) -> (i32, Value) {
+    let r = run(isolated(&[]).arg("--json").arg("--dir").arg(dir).args(args));
+    (r.code, r.json())
+}
+
+/// `vine --json ARGS` with no board in the environment.
+fn vine_plain(args: &[&str]) -> (i32, Value) {
+    let r = run(isolated(&[]).arg("--json").args(args));
+    (r.code, r.json())
+}
+
+/// The board files of `dir` (all but the lock), by board-relative path.
+fn board_files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                if rel != "board.lock" {
+                    out.insert(rel, std::fs::read(&p).unwrap());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A board file's content as JSON values: one for a JSON file, one per line for JSON lines.
+fn as_json(name: &str, bytes: &[u8]) -> Value {
+    let text = String::from_utf8_lossy(bytes);
+    if name.ends_with(".jsonl") {
+        Value::Array(
+            text.lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect(),
+        )
+    } else if name.ends_with(".json") {
+        serde_json::from_str(&text).unwrap()
+    } else {
+        json!(text)
+    }
+}
+
+#[test]
+fn a_file_board_moves_to_postgresql_and_back_without_loss() {
+    let pg = Cluster::start();
+    let db1 = pg.create_db("moved1");
+    let db2 = pg.create_db("moved2");
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let ok = |args: &[&str]| {
+        let (code, v) = vine_dir(&src, args);
+        assert!(code == 0 || code == 3, "{args:?}: {v}");
+        v
+    };
+    ok(&["init", "--lease", "7m", "--max-retries", "2"]);
+    // A line of the original plan's log: no number, a naive time.
+    std::fs::write(
+        src.join("agent-comms.jsonl"),
+        "{\"timestamp\":\"2025-11-09T10:00:00\",\"agent\":\"human\",\"message\":\"from before\"}\n",
+    )
+    .unwrap();
+    let plan = tmp.path().join("plan.json");
+    std::fs::write(
+        &plan,
+        r#"[{"key": "p1", "description": "plan one", "instructions": "step one\n"},
+            {"key": "p2", "description": "plan two", "after": ["p1"]}]"#,
+    )
+    .unwrap();
+    ok(&["register", "-w", "w1", "-c", "rust"]);
+    let a = ok(&["add", "alpha", "--instructions", "# Alpha\nDo it.\n"])["tasks"][0]["id"].clone();
+    ok(&["add", "beta", "--priority", "high", "--requires", "rust"]);
+    ok(&["add", "--plan", &plan.display().to_string()]);
+    let claimed = ok(&["claim", "-w", "w1"]);
+    let id = claimed["claim"]["task"]["id"].as_u64().unwrap().to_string();
+    ok(&[
+        "complete",
+        &id,
+        "-w",
+        "w1",
+        "--result-json",
+        "{\"files\": 2}",
+    ]);
+    let claimed = ok(&["claim", "-w", "w1"]);
+    let id2 = claimed["claim"]["task"]["id"].as_u64().unwrap().to_string();
+    ok(&["fail", &id2, "-w", "w1", "--error", "flaky"]);
+    let q = ok(&["ask", "which port?", "-w", "w1", "--task", &id2]);
+    let seq = q["message"]["seq"].as_u64().unwrap().to_string();
+    ok(&["answer", &seq, "5555"]);
+    ok(&["msg", "send", "hello", "--as", "lead"]);
+    ok(&[
+        "progress",
+        "set",
+        "--step",
+        "1",
+        "--total",
+        "3",
+        "--meta",
+        "phase=\"one\"",
+    ]);
+    let run_op = json!({"op": {"op": "record-run", "session": "s-1", "worker": "w1",
+        "task": id.parse::<u64>().unwrap(), "attempt": 1, "turns": 4, "cost_usd": 0.25}});
+    ok(&["op", &run_op.to_string()]);
+    ok(&["compact"]);
+    ok(&["add", "after the archive", "--after", &a.to_string()]);
+    // A field this version does not know, on a queued task, is kept.
+    let queue_path = src.join("task-queue.json");
+    let mut queue: Value = serde_json::from_slice(&std::fs::read(&queue_path).unwrap()).unwrap();
+    queue[0]["custom"] = json!({"kept": [1, 2]});
+    std::fs::write(&queue_path, serde_json::to_vec_pretty(&queue).unwrap()).unwrap();
+    let before = board_files(&src);
+    assert!(before.contains_key("task-archive.jsonl") && before.contains_key("sessions.json"));
+
+    let (code, v) = vine_plain(&[
+        "board",
+        "import",
+        "--store",
+        &db1,
+        &src.display().to_string(),
+    ]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["moved"]["archived"], json!(1), "{v}");
+    assert_eq!(
+        board_files(&src),
+        before,
+        "an import leaves the file board as it was"
+    );
+    let out1 = tmp.path().join("out1");
+    let (code, v) = vine_plain(&[
+        "board",
+        "export",
+        "--store",
+        &db1,
+        &out1.display().to_string(),
+    ]);
+    assert_eq!(code, 0, "{v}");
+    let after = board_files(&out1);
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>(),
+        "the same files"
+    );
+    for (name, bytes) in &before {
+        assert_eq!(
+            as_json(name, bytes),
+            as_json(name, &after[name]),
+            "{name} holds the same after an import and an export"
+        );
+    }
+    assert_eq!(
+        before["agent-comms.jsonl"], after["agent-comms.jsonl"],
+        "log lines as written"
+    );
+    // Again, from the export: the files come back byte for byte.
+    let (code, v) = vine_plain(&[
+        "board",
+        "import",
+        "--store",
+        &db2,
+        &out1.display().to_string(),
+    ]);
+    assert_eq!(code, 0, "{v}");
+    let out2 = tmp.path().join("out2");
+    let (code, v) = vine_plain(&[
+        "board",
+        "export",
+        "--store",
+        &db2,
+        &out2.display().to_string(),
+    ]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(
+        board_files(&out2),
+        after,
+        "import → export is stable to the byte"
+    );
+    // A board that is not empty is not imported into; an export does not overwrite a board.
+    let (code, v) = vine_plain(&[
+        "board",
+        "import",
+        "--store",
+        &db1,
+        &src.display().to_string(),
+    ]);
+    assert_eq!(code, 4, "{v}");
+    let (code, v) = vine_plain(&[
+        "board",
+        "export",
+        "--store",
+        &db1,
+        &src.display().to_string(),
+    ]);
+    assert_eq!(code, 2, "{v}");
+    // Served, the moved board answers as the file board does.
+    let on_pg = serve(tmp.path(), "served-pg", Some(&db1));
+    for args in [
+        &["tasks", "--all"][..],
+        &["status"],
+        &["questions", "--all"],
+        &["msg", "read"],
+        &["progress"],
+        &["sessions", "--all"],
+        &["show", &id],
+    ] {
+        let (c1, local) = vine_dir(&src, args);
+        let (c2, remote) = vine_at(&on_pg.url, args);
+        assert_eq!((c1, &local), (c2, &remote), "{args:?}");
+    }
+}

@@ -223,6 +223,47 @@ pub enum Command {
         /// `{"op": {...}, "key": "..."}`.
         request: String,
     },
+    /// Move a board between files and PostgreSQL: `export` writes a PostgreSQL board out as
+    /// the original files, `import` loads a file board into an empty PostgreSQL board.
+    #[cfg(feature = "postgres")]
+    #[command(name = "board")]
+    Store {
+        #[command(subcommand)]
+        action: StoreCmd,
+    },
+}
+
+/// `vine board ...`: moving a board between files and PostgreSQL.
+#[cfg(feature = "postgres")]
+#[derive(Debug, Subcommand)]
+pub enum StoreCmd {
+    /// Write the PostgreSQL board out as a file board in DIR (a new directory): board.json,
+    /// task-queue.json, worker-status.json, progress.json, sessions.json, agent-comms.jsonl,
+    /// task-archive.jsonl and the instruction files. Servers may keep running: the board is
+    /// read in one snapshot.
+    #[command(after_help = "Example:
+  vine board export --store postgres://vine@%2Frun%2Fpostgresql/vineboard ./board-copy")]
+    Export {
+        /// The board's database (default: $VINE_STORE).
+        #[arg(long, env = "VINE_STORE", value_name = "URL", hide_env_values = true)]
+        store: String,
+        /// Where to write the file board (a directory without a board).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Load a file board into the PostgreSQL board, which must be empty (a new database, or
+    /// one `vine serve --store` made and nothing changed yet). The file board is read under
+    /// its lock and left as it is; a damaged file refuses the import (run `vine repair`).
+    #[command(after_help = "Example:
+  vine board import --store postgres://vine@%2Frun%2Fpostgresql/vineboard /srv/board")]
+    Import {
+        /// The board's database (default: $VINE_STORE).
+        #[arg(long, env = "VINE_STORE", value_name = "URL", hide_env_values = true)]
+        store: String,
+        /// The file board (default: --dir, $VINE_DIR, or the nearest .vine/).
+        #[arg(value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// The board's commands: each becomes one op on the board.

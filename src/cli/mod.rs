@@ -11,6 +11,8 @@ mod pool;
 mod progress;
 mod remote;
 mod render;
+#[cfg(feature = "postgres")]
+mod store;
 mod worker;
 
 use std::path::{Path, PathBuf};
@@ -66,6 +68,8 @@ pub fn run(cli: Cli) -> Result<Output> {
         ),
         Command::Vps { action } => remote::vps(action, cli.url.as_deref(), cli.key_file.as_deref()),
         Command::Op { request } => remote::op(&request, cli.dir.as_deref()),
+        #[cfg(feature = "postgres")]
+        Command::Store { action } => store::run(action, cli.dir.as_deref()),
         Command::Worker(a) => worker::start(
             a,
             worker_id(cli.worker.as_deref())?,
@@ -161,7 +165,7 @@ fn dashboard(
 }
 
 /// The local board's directory: `--dir`, `$VINE_DIR`, or the nearest `.vine/` upward.
-fn board_dir(dir: Option<&Path>) -> Result<PathBuf> {
+pub(crate) fn board_dir(dir: Option<&Path>) -> Result<PathBuf> {
     if let Some(d) = dir {
         return Ok(d.to_path_buf());
     }

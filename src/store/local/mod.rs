@@ -176,6 +176,12 @@ impl LocalStore {
         fs::read_to_string(&p).map_err(|e| Error::io("reading", p, e))
     }
 
+    /// Reads a board file's bytes by board-relative path, confined to the board.
+    pub(crate) fn read_board_file_bytes(&self, rel: &str) -> Result<Vec<u8>> {
+        let p = self.resolve(rel)?;
+        fs::read(&p).map_err(|e| Error::io("reading", p, e))
+    }
+
     /// The tasks on the queue, for reading (the cache keeps its copy).
     #[cfg(test)]
     fn queue(&self) -> Result<Vec<Task>> {

@@ -23,6 +23,7 @@ mod pool;
 mod read;
 mod schema;
 mod sql;
+mod transfer;
 mod write;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +36,8 @@ use crate::store::{BatchStore, Transport};
 use conn::Target;
 use mirror::Mirror;
 use sql::Conn;
+
+pub use transfer::Moved;
 
 /// The schema version this binary writes (`vine_schema`).
 pub const SCHEMA_VERSION: i32 = schema::LATEST;
