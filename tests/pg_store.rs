@@ -436,6 +436,65 @@ fn two_servers_on_one_database_wake_each_others_waiters() {
     assert_eq!(shown["task"]["claimed_by"], json!("w1"), "{shown}");
 }
 
+#[test]
+fn workers_on_two_servers_claim_every_task_exactly_once() {
+    let pg = Cluster::start();
+    let db = pg.create_db("race");
+    let tmp = tempfile::tempdir().unwrap();
+    let servers = [
+        serve(tmp.path(), "a", Some(&db)),
+        serve(tmp.path(), "b", Some(&db)),
+    ];
+    const TASKS: usize = 120;
+    let plan: Vec<Value> = (0..TASKS)
+        .map(|i| json!({"task": {"description": format!("task {i}")}}))
+        .collect();
+    let (status, added) = post_op(
+        servers[0].addr,
+        &json!({"op": "add-plan", "tasks": plan}),
+        None,
+    );
+    assert_eq!(status, 200, "{added}");
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let addr = servers[w % 2].addr;
+            std::thread::spawn(move || {
+                let worker = format!("w{w}");
+                let mut done = Vec::new();
+                for n in 0.. {
+                    let claim = json!({"op": "claim", "worker": worker});
+                    let (status, c) = post_op(addr, &claim, Some(&format!("{worker}-claim-{n}")));
+                    assert_eq!(status, 200, "{c}");
+                    let Some(id) = c["reply"]["claim"]["task"]["id"].as_u64() else {
+                        break;
+                    };
+                    let complete = json!({"op": "complete", "task": id, "worker": worker});
+                    let (status, d) = post_op(addr, &complete, Some(&format!("{worker}-done-{n}")));
+                    assert_eq!(status, 200, "{worker} completing {id}: {d}");
+                    done.push(id);
+                }
+                done
+            })
+        })
+        .collect();
+    let mut done: Vec<u64> = workers
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    done.sort_unstable();
+    let before = done.len();
+    done.dedup();
+    assert_eq!(before, done.len(), "no task was completed twice");
+    assert_eq!(done.len(), TASKS, "every task was completed");
+    let (_, tasks) = vine_at(&servers[1].url, &["tasks", "--all"]);
+    let tasks = tasks["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), TASKS);
+    for t in tasks {
+        assert_eq!(t["status"], json!("completed"), "{t}");
+        assert_eq!(t["attempts"], json!(1), "claimed once: {t}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Starting and losing the database
 // ---------------------------------------------------------------------------------------------
