@@ -503,6 +503,7 @@ fn workers_on_two_servers_claim_every_task_exactly_once() {
 fn refused_start(root: &Path, store: &str) -> (i32, String) {
     std::fs::create_dir_all(root).unwrap();
     let out = vine_without(ISOLATED)
+        .env_remove("VINE_STORE_CA")
         .args(["serve", "--no-exec", "--listen", "127.0.0.1:0", "--root"])
         .arg(root)
         .args(["--store", store])
@@ -584,6 +585,62 @@ fn a_database_lost_while_serving_fails_ops_as_unreachable_until_it_is_back() {
     assert_eq!(v, again);
     let (_, tasks) = vine_at(&s.url, &["tasks"]);
     assert_eq!(tasks["tasks"].as_array().unwrap().len(), 2, "{tasks}");
+}
+
+#[test]
+fn a_database_over_tls_has_its_certificate_verified() {
+    let pg = Cluster::start();
+    pg.create_db("tls");
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    let cert = pg.socket_dir().join("server.crt");
+    let key = pg.socket_dir().join("server.key");
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    pg.give_to_server(&cert);
+    pg.give_to_server(&key);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    pg.stop();
+    pg.restart_with(&format!(
+        "-c listen_addresses=127.0.0.1 -c port={port} -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+        cert.display(),
+        key.display()
+    ));
+    let store = format!("postgres://vine@127.0.0.1:{port}/tls?sslmode=require");
+    // A certificate no root vouches for is refused.
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, stderr) = refused_start(&tmp.path().join("untrusted"), &store);
+    assert_eq!(code, 6, "{stderr}");
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+    // Trusted through VINE_STORE_CA, the board works, encrypted.
+    let ca = tmp.path().join("ca.pem");
+    std::fs::write(&ca, ck.cert.pem()).unwrap();
+    let s = Server::start(
+        &tmp.path().join("root"),
+        &["--no-exec", "--store", &store],
+        &[("VINE_STORE_CA", ca.to_str().unwrap())],
+    );
+    let (code, v) = vine_at(&s.url, &["add", "over tls"]);
+    assert_eq!(code, 0, "{v}");
+    let mut c = postgres::Client::connect(
+        &format!("host=127.0.0.1 port={port} user=vine dbname=tls"),
+        postgres::NoTls,
+    )
+    .unwrap();
+    let encrypted: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+             WHERE application_name = 'vine serve' AND ssl",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(encrypted >= 1, "the server's connections are encrypted");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -852,5 +909,235 @@ fn a_file_board_moves_to_postgresql_and_back_without_loss() {
         let (c1, local) = vine_dir(&src, args);
         let (c2, remote) = vine_at(&on_pg.url, args);
         assert_eq!((c1, &local), (c2, &remote), "{args:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Random batches: the store seam on files and on PostgreSQL, side by side
+// ---------------------------------------------------------------------------------------------
+
+mod random_batches {
+    use super::*;
+    use agentvine::op::Op;
+    use agentvine::store::BatchStore;
+    use agentvine::store::local::LocalStore;
+    use agentvine::store::pg::PgStore;
+    use proptest::prelude::*;
+
+    /// One generated op, with task, worker and question references resolved per store.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Add {
+            high: bool,
+            after: Option<usize>,
+            rust: bool,
+            text: bool,
+        },
+        Claim(usize),
+        Complete(usize, usize),
+        Fail(usize, usize, bool),
+        Release(usize, usize),
+        Cancel(usize),
+        Retry(usize),
+        Priority(usize),
+        Heartbeat(usize),
+        Register(usize, bool),
+        Send(usize, Option<usize>),
+        Ask(usize, Option<usize>),
+        Answer(usize),
+        Progress(u8),
+        Compact,
+        Requeue,
+        Read(u8, usize),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let w = 0..3usize;
+        let t = 0..8usize;
+        prop_oneof![
+            3 => (any::<bool>(), proptest::option::of(0..8usize), any::<bool>(), any::<bool>())
+                .prop_map(|(high, after, rust, text)| Step::Add { high, after, rust, text }),
+            3 => w.clone().prop_map(Step::Claim),
+            2 => (t.clone(), w.clone()).prop_map(|(t, w)| Step::Complete(t, w)),
+            1 => (t.clone(), w.clone(), any::<bool>()).prop_map(|(t, w, n)| Step::Fail(t, w, n)),
+            1 => (t.clone(), w.clone()).prop_map(|(t, w)| Step::Release(t, w)),
+            1 => t.clone().prop_map(Step::Cancel),
+            1 => t.clone().prop_map(Step::Retry),
+            1 => t.clone().prop_map(Step::Priority),
+            1 => w.clone().prop_map(Step::Heartbeat),
+            1 => (w.clone(), any::<bool>()).prop_map(|(w, r)| Step::Register(w, r)),
+            1 => (w.clone(), proptest::option::of(t.clone())).prop_map(|(w, t)| Step::Send(w, t)),
+            1 => (w.clone(), proptest::option::of(t.clone())).prop_map(|(w, t)| Step::Ask(w, t)),
+            1 => (0..4usize).prop_map(Step::Answer),
+            1 => any::<u8>().prop_map(Step::Progress),
+            1 => Just(Step::Compact),
+            1 => Just(Step::Requeue),
+            2 => (0..6u8, t).prop_map(|(k, t)| Step::Read(k, t)),
+        ]
+    }
+
+    /// A batch: steps, each with an optional request key from a small set (so keys repeat).
+    fn batches() -> impl Strategy<Value = Vec<Vec<(Step, Option<u8>)>>> {
+        proptest::collection::vec(
+            proptest::collection::vec((step(), proptest::option::of(0..6u8)), 1..5),
+            10..30,
+        )
+    }
+
+    /// One store under test and what its replies taught: task ids in order of addition,
+    /// question numbers in order of asking.
+    struct Under {
+        store: Box<dyn BatchStore>,
+        mask: Mask,
+        tasks: Vec<u64>,
+        questions: Vec<u64>,
+    }
+
+    impl Under {
+        fn task(&self, i: usize) -> u64 {
+            if self.tasks.is_empty() {
+                999
+            } else {
+                self.tasks[i % self.tasks.len()]
+            }
+        }
+
+        fn op(&self, s: &Step) -> Op {
+            let w = |i: &usize| format!("w{i}");
+            let v = match s {
+                Step::Add {
+                    high,
+                    after,
+                    rust,
+                    text,
+                } => json!({"op": "add", "task": {
+                    "description": "generated",
+                    "priority": if *high { "high" } else { "normal" },
+                    "after": after.map(|a| vec![self.task(a)]).unwrap_or_default(),
+                    "requires": if *rust { vec!["rust"] } else { vec![] },
+                    "instructions": text.then_some("do it\n"),
+                    "max_retries": 1,
+                }}),
+                Step::Claim(x) => json!({"op": "claim", "worker": w(x)}),
+                Step::Complete(t, x) => {
+                    json!({"op": "complete", "task": self.task(*t), "worker": w(x), "result": "r"})
+                }
+                Step::Fail(t, x, n) => json!({"op": "fail", "task": self.task(*t),
+                    "worker": w(x), "error": "e", "no_retry": n}),
+                Step::Release(t, x) => {
+                    json!({"op": "release", "task": self.task(*t), "worker": w(x)})
+                }
+                Step::Cancel(t) => json!({"op": "cancel", "task": self.task(*t)}),
+                Step::Retry(t) => json!({"op": "retry", "task": self.task(*t)}),
+                Step::Priority(t) => {
+                    json!({"op": "set-priority", "task": self.task(*t), "priority": "low"})
+                }
+                Step::Heartbeat(x) => json!({"op": "heartbeat", "worker": w(x)}),
+                Step::Register(x, r) => json!({"op": "register", "worker": w(x),
+                    "capabilities": if *r { vec!["rust"] } else { vec![] }}),
+                Step::Send(x, t) => json!({"op": "send", "agent": w(x), "message": "m",
+                    "task": t.map(|t| self.task(t))}),
+                Step::Ask(x, t) => json!({"op": "ask", "agent": w(x), "question": "q?",
+                    "task": t.map(|t| self.task(t))}),
+                Step::Answer(q) => json!({"op": "answer", "agent": "lead", "answer": "a",
+                    "question": self.questions.get(*q).copied().unwrap_or(1)}),
+                Step::Progress(n) => json!({"op": "set-progress", "current_step": n}),
+                Step::Compact => json!({"op": "compact"}),
+                Step::Requeue => json!({"op": "requeue-stale"}),
+                Step::Read(k, t) => match k {
+                    0 => json!({"op": "status"}),
+                    1 => json!({"op": "tasks", "all": true}),
+                    2 => json!({"op": "show", "task": self.task(*t)}),
+                    3 => json!({"op": "workers"}),
+                    4 => json!({"op": "questions", "all": true}),
+                    _ => json!({"op": "read-messages", "filter": {"limit": 5}}),
+                },
+            };
+            serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{v}: {e}"))
+        }
+
+        /// Runs a batch; the replies as the wire carries them, masked.
+        fn run(&mut self, batch: &[(Step, Option<u8>)]) -> Vec<Value> {
+            let ops = batch
+                .iter()
+                .map(|(s, k)| (self.op(s), k.map(|k| format!("key-{k}"))))
+                .collect();
+            let replies = self.store.execute_batch(ops);
+            replies
+                .iter()
+                .map(|r| {
+                    let v = agentvine::wire::to_value(r).unwrap();
+                    if let Some(ts) = v["reply"]["tasks"].as_array()
+                        && v["reply"]["reply"] == json!("added")
+                    {
+                        for t in ts {
+                            let id = t["id"].as_u64().unwrap();
+                            if !self.tasks.contains(&id) {
+                                self.tasks.push(id);
+                                self.mask.learn(id);
+                            }
+                        }
+                    }
+                    if v["reply"]["message"]["kind"] == json!("question") {
+                        let seq = v["reply"]["message"]["seq"].as_u64().unwrap();
+                        if !self.questions.contains(&seq) {
+                            self.questions.push(seq);
+                        }
+                    }
+                    self.mask.apply(&v)
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn random_batches_answer_the_same_on_files_and_on_postgresql() {
+        let pg = Cluster::start();
+        let case = std::sync::atomic::AtomicUsize::new(0);
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            cases: 6,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        });
+        let outcome = runner.run(&batches(), |batches| {
+            let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let db = pg.create_db(&format!("case{n}"));
+            let tmp = tempfile::tempdir().unwrap();
+            let mut sides = [
+                Under {
+                    store: Box::new(LocalStore::init(tmp.path(), None).unwrap()),
+                    mask: Mask {
+                        ids: HashMap::new(),
+                    },
+                    tasks: Vec::new(),
+                    questions: Vec::new(),
+                },
+                Under {
+                    store: Box::new(PgStore::open(&db).unwrap()),
+                    mask: Mask {
+                        ids: HashMap::new(),
+                    },
+                    tasks: Vec::new(),
+                    questions: Vec::new(),
+                },
+            ];
+            for (i, batch) in batches.iter().enumerate() {
+                let files = sides[0].run(batch);
+                let on_pg = sides[1].run(batch);
+                prop_assert_eq!(files, on_pg, "batch {} {:?}", i, batch);
+            }
+            let last = [
+                (Step::Read(1, 0), None),
+                (Step::Read(0, 0), None),
+                (Step::Read(4, 0), None),
+            ];
+            let files = sides[0].run(&last);
+            let on_pg = sides[1].run(&last);
+            prop_assert_eq!(files, on_pg);
+            Ok(())
+        });
+        if let Err(e) = outcome {
+            panic!("{e}");
+        }
     }
 }

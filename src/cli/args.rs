@@ -498,8 +498,10 @@ pub struct ServeArgs {
     pub open: bool,
     /// Keep the board in PostgreSQL instead of files in BASE_DIR: a connection string, as a
     /// URL (postgres://USER@HOST/DB, a unix socket directory as %2F-encoded host) or
-    /// key=value (host=/run/postgresql user=vine dbname=board). Any number of servers may
-    /// share one database. The schema is created or brought up to date at start.
+    /// key=value (host=/run/postgresql user=vine dbname=board); ?sslmode=require for TLS (the
+    /// database's certificate is verified; $VINE_STORE_CA names a PEM file of extra CAs). Any
+    /// number of servers may share one database. The schema is created or brought up to date
+    /// at start. `vine board import` and `vine board export` move a board in and out.
     #[arg(long, env = "VINE_STORE", value_name = "URL", hide_env_values = true)]
     pub store: Option<String>,
 }

@@ -46,7 +46,7 @@ impl Cluster {
                 "--no-instructions",
             ],
         );
-        c.pg_ctl_start();
+        c.pg_ctl_start("");
         c
     }
 
@@ -82,13 +82,32 @@ impl Cluster {
 
     /// Starts a stopped cluster again.
     pub fn restart(&self) {
-        self.pg_ctl_start();
+        self.pg_ctl_start("");
     }
 
-    fn pg_ctl_start(&self) {
+    /// Starts a stopped cluster again with more server options (`-c name=value ...`, after
+    /// and so over the defaults), e.g. to listen on a TCP port with TLS.
+    pub fn restart_with(&self, options: &str) {
+        self.pg_ctl_start(options);
+    }
+
+    /// Gives a file in the cluster's directory to the user the server runs as, readable by
+    /// it alone (a TLS key must be).
+    pub fn give_to_server(&self, path: &Path) {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        if self.as_nobody {
+            chown_nobody(path);
+        }
+    }
+
+    fn pg_ctl_start(&self, extra: &str) {
         let data = self.data();
         let log = self.dir.path().join("postgres.log").display().to_string();
-        let opts = format!("-k {} -c listen_addresses=''", self.dir.path().display());
+        let opts = format!(
+            "-k {} -c listen_addresses='' {extra}",
+            self.dir.path().display()
+        );
         self.run(
             "pg_ctl",
             &[

@@ -5,7 +5,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use postgres::config::Host;
+use postgres::config::{Host, SslMode};
 use postgres::error::SqlState;
 use postgres::{Client, NoTls};
 
@@ -60,10 +60,11 @@ impl Target {
 
     /// Opens a connection, set up for the board's statements.
     pub(crate) fn connect(&self) -> Result<Client> {
-        let mut client = self
-            .config
-            .connect(NoTls)
-            .map_err(|e| self.error("connecting to", e))?;
+        let connected = match self.config.get_ssl_mode() {
+            SslMode::Require => self.config.connect(super::tls::connector()?),
+            _ => self.config.connect(NoTls),
+        };
+        let mut client = connected.map_err(|e| self.error("connecting to", e))?;
         // Statements with a board version as parameter are planned for that value (a generic
         // plan could scan every archived task to find the few rows that changed).
         client
@@ -99,9 +100,10 @@ fn describe(c: &postgres::Config) -> String {
                 Host::Tcp(name) => name.clone(),
                 Host::Unix(path) => path.display().to_string().replace('/', "%2F"),
             };
+            // The default port is left out, as a connection string would.
             match c.get_ports().get(i).or(c.get_ports().first()) {
-                Some(port) => format!("{name}:{port}"),
-                None => name,
+                Some(port) if *port != 5432 => format!("{name}:{port}"),
+                _ => name,
             }
         })
         .collect();

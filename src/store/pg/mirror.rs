@@ -205,3 +205,74 @@ impl Mirror {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn board(version: i64) -> BoardRow {
+        BoardRow {
+            version,
+            next_id: 1,
+            next_seq: 1,
+            clock_ms: None,
+            archived_completed: 0,
+            archived_cancelled: 0,
+            settings: Settings::default(),
+            progress: Progress::default(),
+        }
+    }
+
+    fn task(id: u64, d: &str) -> Task {
+        Task::new(id, d, crate::time::now())
+    }
+
+    fn ids(m: &Mirror) -> Vec<(u64, String)> {
+        m.tasks
+            .iter()
+            .map(|t| (t.id, t.description.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn changes_replace_in_place_archived_tasks_leave_and_new_ones_come_last() {
+        let mut m = Mirror::full(Delta {
+            board: board(3),
+            tasks: vec![
+                (10, Some(task(10, "a"))),
+                (11, Some(task(11, "b"))),
+                (12, Some(task(12, "c"))),
+                (13, Some(task(13, "d"))),
+            ],
+            workers: vec![("w1".into(), Worker::new(Vec::new(), crate::time::now()))],
+            sessions: vec![],
+        });
+        m.apply(Delta {
+            board: board(5),
+            tasks: vec![
+                (11, None),
+                (12, Some(task(12, "c2"))),
+                (13, None),
+                (14, Some(task(14, "e"))),
+                (9, None),
+            ],
+            workers: vec![],
+            sessions: vec![],
+        });
+        assert_eq!(m.version(), 5);
+        assert_eq!(
+            ids(&m),
+            vec![(10, "a".into()), (12, "c2".into()), (14, "e".into())]
+        );
+        assert_eq!(m.workers.len(), 1, "workers not in the change stay");
+        // The same change seen again does no harm.
+        let again = m.clone();
+        m.apply(Delta {
+            board: board(5),
+            tasks: vec![(12, Some(task(12, "c2"))), (13, None)],
+            workers: vec![],
+            sessions: vec![],
+        });
+        assert_eq!(ids(&m), ids(&again));
+    }
+}

@@ -14,7 +14,8 @@
 //!
 //! The module's parts: `conn.rs` (connection strings, connecting, what an error means),
 //! `schema.rs` (migrations), `sql.rs` (the statements), `mirror.rs`, `write.rs`, `read.rs`,
-//! `listen.rs`.
+//! `listen.rs`, `pool.rs` (read connections), `tls.rs` (`sslmode=require`), `transfer.rs`
+//! (export and import).
 
 mod conn;
 mod listen;
@@ -23,6 +24,7 @@ mod pool;
 mod read;
 mod schema;
 mod sql;
+mod tls;
 mod transfer;
 mod write;
 
