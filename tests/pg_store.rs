@@ -437,6 +437,34 @@ fn two_servers_on_one_database_wake_each_others_waiters() {
 }
 
 #[test]
+fn a_waiting_worker_commits_nothing_while_it_waits() {
+    let pg = Cluster::start();
+    let db = pg.create_db("idle");
+    let tmp = tempfile::tempdir().unwrap();
+    let s = serve(tmp.path(), "root", Some(&db));
+    let (code, v) = vine_at(&s.url, &["register", "-w", "w1"]);
+    assert_eq!(code, 0, "{v}");
+    let mut c = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    let version = |c: &mut postgres::Client| -> i64 {
+        c.query_one("SELECT version FROM board", &[])
+            .unwrap()
+            .get(0)
+    };
+    let before = version(&mut c);
+    // Held for 3 s and looked at again after each change and every 2 s: a look that changes
+    // nothing must not commit (a commit would wake it again, and again).
+    let op = json!({"op": "turn-ended", "worker": "w1", "max_idle_secs": 600, "wait_secs": 3});
+    let (status, v) = post_op(s.addr, &op, None);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["reply"]["next"]["action"], json!("wait"), "{v}");
+    assert!(
+        version(&mut c) <= before + 1,
+        "the board moved from version {before} to {} while a worker waited",
+        version(&mut c)
+    );
+}
+
+#[test]
 fn workers_on_two_servers_claim_every_task_exactly_once() {
     let pg = Cluster::start();
     let db = pg.create_db("race");

@@ -320,21 +320,28 @@ fn batch(
             committed: None,
         });
     }
+    // A batch that changed no row (a worker told to keep waiting, a heartbeat that moves
+    // no lease) commits nothing: the version stays, so nobody is woken for nothing.
     let version = lock.version + 1;
-    tracing::trace_span!("commit").in_scope(|| {
-        write(
+    let wrote = tracing::trace_span!("commit").in_scope(|| {
+        let wrote = write(
             c, target, &m, &mut st, &archived, changed, version, now, &lock,
         )?;
         c.client
-            .batch_execute("COMMIT")
-            .map_err(err("committing to"))
+            .batch_execute(if wrote { "COMMIT" } else { "ROLLBACK" })
+            .map_err(err("committing to"))?;
+        Ok::<_, Error>(wrote)
     })?;
     // The copy is now what was committed.
-    m.board.version = version;
-    m.board.next_seq = lock.next_seq + i64::try_from(st.outbox.len()).unwrap_or(0);
+    if wrote {
+        m.board.version = version;
+        m.board.next_seq = lock.next_seq + i64::try_from(st.outbox.len()).unwrap_or(0);
+    }
     if changed {
-        m.board.next_id = m.board.next_id.max(next_id(&st, &archived));
-        m.board.clock_ms = Some(now.timestamp_millis());
+        if wrote {
+            m.board.next_id = m.board.next_id.max(next_id(&st, &archived));
+            m.board.clock_ms = Some(now.timestamp_millis());
+        }
         for t in &archived {
             match t.status {
                 TaskStatus::Completed => m.board.archived_completed += 1,
@@ -357,7 +364,7 @@ fn batch(
     }
     Ok(Outcome {
         replies,
-        committed: Some(version),
+        committed: wrote.then_some(version),
     })
 }
 
@@ -527,7 +534,8 @@ fn next_id(st: &State, archived: &[Task]) -> i64 {
 
 /// Writes what the batch changed at `version`: touched and archived tasks, workers and
 /// sessions that differ from the copy, progress, instruction files, the outbox (numbered
-/// from the board's next sequence number), and the board row; and notifies.
+/// from the board's next sequence number), and the board row; and notifies. False, with
+/// nothing sent, when no row changed.
 #[allow(clippy::too_many_arguments)]
 fn write(
     c: &mut Conn,
@@ -539,7 +547,7 @@ fn write(
     version: i64,
     now: Timestamp,
     lock: &Locked,
-) -> Result<()> {
+) -> Result<bool> {
     let bad_id = |id: u64| Error::Invalid(format!("task id {id} is too large for the database"));
     let now_ms = now.timestamp_millis();
     let mut t_id: Vec<i64> = Vec::new();
@@ -637,6 +645,15 @@ fn write(
         m_task.push(msg.task_id.and_then(|t| i64::try_from(t).ok()));
         m_body.push(Json(msg));
     }
+    if t_id.is_empty()
+        && w_id.is_empty()
+        && s_id.is_empty()
+        && f_path.is_empty()
+        && m_seq.is_empty()
+        && progress.is_none()
+    {
+        return Ok(false);
+    }
     let next_seq = lock.next_seq + i64::try_from(st.outbox.len()).unwrap_or(0);
     let next_id = if changed { next_id(st, archived) } else { 0 };
     let clock = changed.then_some(now_ms);
@@ -677,5 +694,5 @@ fn write(
             target.location()
         )));
     }
-    Ok(())
+    Ok(true)
 }
