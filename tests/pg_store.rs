@@ -613,6 +613,14 @@ fn a_database_lost_while_serving_fails_ops_as_unreachable_until_it_is_back() {
     assert_eq!(v, again);
     let (_, tasks) = vine_at(&s.url, &["tasks"]);
     assert_eq!(tasks["tasks"].as_array().unwrap().len(), 2, "{tasks}");
+    // A restart between two ops is not seen at all: the stale connections are replaced.
+    pg.stop();
+    pg.restart();
+    let (status, v) = post_op(s.addr, &json!({"op": "status"}), None);
+    assert_eq!(status, 200, "{v}");
+    let claim = json!({"op": "claim", "worker": "w1"});
+    let (status, v) = post_op(s.addr, &claim, None);
+    assert_eq!(status, 200, "{v}");
 }
 
 #[test]

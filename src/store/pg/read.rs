@@ -33,14 +33,23 @@ pub(crate) struct HistoryCache {
 
 impl PgStore {
     /// Answers a read with the pure rules, from what it needs loaded.
+    /// A kept connection that went stale (the database restarted) is replaced and the read
+    /// tried once more.
     pub(super) fn read(&self, op: Op) -> Result<Reply> {
         let need = op.needs();
-        let mut conn = self.reader()?;
-        let result = self
-            .load_read(&mut conn, &need)
-            .and_then(|mut st| rules::read(&mut st, op, crate::time::now()));
-        self.give_back(conn);
-        result
+        let mut tries = 0;
+        let loaded = loop {
+            tries += 1;
+            let mut conn = self.reader()?;
+            let loaded = self.load_read(&mut conn, &need);
+            // A broken connection is dropped, not kept.
+            self.give_back(conn);
+            match loaded {
+                Err(Error::Unreachable(_)) if tries == 1 => continue,
+                loaded => break loaded,
+            }
+        };
+        loaded.and_then(|mut st| rules::read(&mut st, op, crate::time::now()))
     }
 
     /// Loads what a read needs: the live board from the reads' copy (brought up to date

@@ -56,29 +56,38 @@ impl PgStore {
         let target = &self.inner.target;
         let mut w = locked(&self.inner.writer);
         let Writer { conn, mirror } = &mut *w;
-        if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
-            *conn = None;
-            match Conn::open(target) {
-                Ok(c) => *conn = Some(c),
-                Err(e) => return fail_all(e, n),
-            }
-        }
-        let Some(c) = conn.as_mut() else {
-            return fail_all(Error::Protocol("no connection to the board".into()), n);
-        };
-        let outcome = batch(c, mirror, target, ops);
-        let outcome = match outcome {
-            Ok(o) => o,
-            Err(e) => {
-                // Nothing of the batch is committed (or its commit's outcome is unknown): the
-                // copy of the board may hold changes the database does not.
-                *mirror = None;
-                if c.client.is_closed() || matches!(e, Error::Unreachable(_)) {
-                    *conn = None;
-                } else {
-                    let _ = c.client.batch_execute("ROLLBACK");
+        // A connection that went stale while idle (the database restarted) fails at the lock,
+        // before anything could commit: the batch is tried once more on a new connection.
+        let mut tries = 0;
+        let outcome = loop {
+            tries += 1;
+            if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
+                *conn = None;
+                match Conn::open(target) {
+                    Ok(c) => *conn = Some(c),
+                    Err(e) => return fail_all(e, n),
                 }
-                return fail_all(e, n);
+            }
+            let Some(c) = conn.as_mut() else {
+                return fail_all(Error::Protocol("no connection to the board".into()), n);
+            };
+            match batch(c, mirror, target, &ops) {
+                Ok(o) => break o,
+                Err(f) => {
+                    // Nothing of the batch is committed (or its commit's outcome is unknown):
+                    // the copy of the board may hold changes the database does not.
+                    *mirror = None;
+                    let e = f.error();
+                    if c.client.is_closed() || matches!(e, Error::Unreachable(_)) {
+                        *conn = None;
+                    } else {
+                        let _ = c.client.batch_execute("ROLLBACK");
+                    }
+                    match f {
+                        Failure::AtLock(Error::Unreachable(_)) if tries == 1 => continue,
+                        f => return fail_all(f.into_error(), n),
+                    }
+                }
             }
         };
         let mut replies = outcome.replies;
@@ -188,17 +197,45 @@ fn fail_all(e: Error, n: usize) -> Vec<Result<Reply>> {
     v
 }
 
+/// Why a batch failed: at the lock (nothing sent could commit), or later.
+enum Failure {
+    AtLock(Error),
+    Later(Error),
+}
+
+impl Failure {
+    fn error(&self) -> &Error {
+        match self {
+            Failure::AtLock(e) | Failure::Later(e) => e,
+        }
+    }
+
+    fn into_error(self) -> Error {
+        match self {
+            Failure::AtLock(e) | Failure::Later(e) => e,
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Later(e)
+    }
+}
+
 /// Locks, loads, applies, writes and commits; an error leaves the transaction to be rolled
 /// back by the caller.
 fn batch(
     c: &mut Conn,
     slot: &mut Option<Mirror>,
     target: &Target,
-    ops: Vec<(Op, Option<String>)>,
-) -> Result<Outcome> {
+    ops: &[(Op, Option<String>)],
+) -> std::result::Result<Outcome, Failure> {
     let n = ops.len();
     let err = |action: &'static str| move |e| target.error(action, e);
-    let lock = tracing::trace_span!("lock").in_scope(|| lock(c, target))?;
+    let lock = tracing::trace_span!("lock")
+        .in_scope(|| lock(c, target))
+        .map_err(Failure::AtLock)?;
     // The copy of the board, brought to the locked version (nothing to load when this server
     // made the last change).
     let mut m = match slot.take() {
@@ -214,14 +251,14 @@ fn batch(
         ),
     };
     if m.version() != lock.version {
-        return Err(Error::Protocol(format!(
+        return Err(Failure::Later(Error::Protocol(format!(
             "the board's database {} changed under its lock (version {} after {})",
             target.location(),
             m.version(),
             lock.version
-        )));
+        ))));
     }
-    let need = batch_needs(&ops);
+    let need = batch_needs(ops);
     let mut st = State {
         tasks: std::mem::take(&mut m.tasks),
         workers: m.workers.clone(),
@@ -241,14 +278,14 @@ fn batch(
         Err(e) => {
             m.tasks = std::mem::take(&mut st.tasks);
             *slot = Some(m);
-            return Err(e);
+            return Err(e.into());
         }
     };
     let now = now(&lock);
     let mut replies = Vec::with_capacity(n);
     let mut applied = 0;
     let mut archived: Vec<Task> = Vec::new();
-    for (op, key) in ops {
+    for (op, key) in ops.iter().cloned() {
         match op {
             Op::Compact(_) => {
                 let (take, kept) = rules::archivable(&st.tasks);
