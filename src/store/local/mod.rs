@@ -176,7 +176,9 @@ impl LocalStore {
         fs::read_to_string(&p).map_err(|e| Error::io("reading", p, e))
     }
 
-    /// Reads a board file's bytes by board-relative path, confined to the board.
+    /// Reads a board file's bytes by board-relative path, confined to the board (for moving
+    /// a board into PostgreSQL).
+    #[cfg(feature = "postgres")]
     pub(crate) fn read_board_file_bytes(&self, rel: &str) -> Result<Vec<u8>> {
         let p = self.resolve(rel)?;
         fs::read(&p).map_err(|e| Error::io("reading", p, e))
