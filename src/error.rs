@@ -23,6 +23,9 @@ pub enum ExitCode {
     Unauthorized = 7,
     /// 8: the server refused a path outside its base directory.
     Forbidden = 8,
+    /// 9: the board's store was made by a newer `vine` (its database schema is newer than
+    /// this one knows).
+    Incompatible = 9,
 }
 
 impl ExitCode {
@@ -43,6 +46,7 @@ impl ExitCode {
             6 => ExitCode::Unreachable,
             7 => ExitCode::Unauthorized,
             8 => ExitCode::Forbidden,
+            9 => ExitCode::Incompatible,
             _ => return None,
         })
     }
@@ -108,6 +112,10 @@ pub enum Error {
     /// The server refused a path (outside its base directory, or through a symlink that leads out).
     #[error("{0}")]
     Forbidden(String),
+    /// The board's store was made by a newer `vine`: its database schema is newer than the
+    /// one this version knows, so it is not touched.
+    #[error("{0}")]
+    Incompatible(String),
     /// An error a server reported that is none of the above: a refusal of its file or command
     /// API, or a kind this version does not know. Board errors come back as their own variant.
     #[error("{message}")]
@@ -133,6 +141,7 @@ impl Error {
             Error::Unreachable(_) => ExitCode::Unreachable,
             Error::Unauthorized(_) => ExitCode::Unauthorized,
             Error::Forbidden(_) => ExitCode::Forbidden,
+            Error::Incompatible(_) => ExitCode::Incompatible,
             Error::Remote { exit, .. } => *exit,
         }
     }
@@ -151,6 +160,7 @@ impl Error {
             Error::Unreachable(_) => "unreachable",
             Error::Unauthorized(_) => "unauthorized",
             Error::Forbidden(_) => "forbidden",
+            Error::Incompatible(_) => "incompatible",
             Error::Remote { kind, .. } => kind,
         }
     }

@@ -203,6 +203,7 @@ fn rebuild(
         "unreachable" => Error::Unreachable(text()),
         "unauthorized" => Error::Unauthorized(text()),
         "forbidden" => Error::Forbidden(text()),
+        "incompatible" => Error::Incompatible(text()),
         _ => return None,
     })
 }
@@ -220,6 +221,9 @@ pub fn http_status(e: &Error) -> u16 {
         Error::NothingToDo(_) => 200,
         Error::Forbidden(_) => 403,
         Error::Unauthorized(_) => 401,
+        // The server's store (its database) cannot be reached: the op was not applied, or
+        // may have been; a retry with the same request key is applied once.
+        Error::Unreachable(_) => 503,
         _ => 500,
     }
 }
@@ -307,6 +311,7 @@ mod tests {
             Error::Unreachable("cannot reach http://127.0.0.1:9".into()),
             Error::Unauthorized("the server refused the API key".into()),
             Error::Forbidden("../etc is outside the base directory".into()),
+            Error::Incompatible("the board's database schema is version 9".into()),
             Error::Remote {
                 kind: "remote".into(),
                 exit: ExitCode::Invalid,
@@ -327,6 +332,7 @@ mod tests {
                 | Error::Unreachable(_)
                 | Error::Unauthorized(_)
                 | Error::Forbidden(_)
+                | Error::Incompatible(_)
                 | Error::Remote { .. } => {}
             }
         }

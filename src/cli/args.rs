@@ -22,6 +22,7 @@ Exit codes:
   6  the server cannot be reached (after retries)
   7  the server refused the API key
   8  the server refused a path (outside its base directory)
+  9  the board's database was made by a newer vine (its schema is newer): upgrade vine
 
 Board location: --url URL or $VINE_URL for a board on a server (vine serve; several servers
 of one board, comma-separated, are tried in turn when one cannot be reached), else --dir DIR,
@@ -237,6 +238,47 @@ pub enum Command {
     Op {
         /// `{"op": {...}, "key": "..."}`.
         request: String,
+    },
+    /// Move a board between files and PostgreSQL: `export` writes a PostgreSQL board out as
+    /// the original files, `import` loads a file board into an empty PostgreSQL board.
+    #[cfg(feature = "postgres")]
+    #[command(name = "board")]
+    Store {
+        #[command(subcommand)]
+        action: StoreCmd,
+    },
+}
+
+/// `vine board ...`: moving a board between files and PostgreSQL.
+#[cfg(feature = "postgres")]
+#[derive(Debug, Subcommand)]
+pub enum StoreCmd {
+    /// Write the PostgreSQL board out as a file board in DIR (a new directory): board.json,
+    /// task-queue.json, worker-status.json, progress.json, sessions.json, agent-comms.jsonl,
+    /// task-archive.jsonl and the instruction files. Servers may keep running: the board is
+    /// read in one snapshot.
+    #[command(after_help = "Example:
+  vine board export --store postgres://vine@%2Frun%2Fpostgresql/vineboard ./board-copy")]
+    Export {
+        /// The board's database (default: $VINE_STORE).
+        #[arg(long, env = "VINE_STORE", value_name = "URL", hide_env_values = true)]
+        store: String,
+        /// Where to write the file board (a directory without a board).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Load a file board into the PostgreSQL board, which must be empty (a new database, or
+    /// one `vine serve --store` made and nothing changed yet). The file board is read under
+    /// its lock and left as it is; a damaged file refuses the import (run `vine repair`).
+    #[command(after_help = "Example:
+  vine board import --store postgres://vine@%2Frun%2Fpostgresql/vineboard /srv/board")]
+    Import {
+        /// The board's database (default: $VINE_STORE).
+        #[arg(long, env = "VINE_STORE", value_name = "URL", hide_env_values = true)]
+        store: String,
+        /// The file board (default: --dir, $VINE_DIR, or the nearest .vine/).
+        #[arg(value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -470,6 +512,14 @@ pub struct ServeArgs {
     /// Try to open the control room in a web browser once the server listens.
     #[arg(long)]
     pub open: bool,
+    /// Keep the board in PostgreSQL instead of files in BASE_DIR: a connection string, as a
+    /// URL (postgres://USER@HOST/DB, a unix socket directory as %2F-encoded host) or
+    /// key=value (host=/run/postgresql user=vine dbname=board); ?sslmode=require for TLS (the
+    /// database's certificate is verified; $VINE_STORE_CA names a PEM file of extra CAs). Any
+    /// number of servers may share one database. The schema is created or brought up to date
+    /// at start. `vine board import` and `vine board export` move a board in and out.
+    #[arg(long, env = "VINE_STORE", value_name = "URL", hide_env_values = true)]
+    pub store: Option<String>,
 }
 
 /// Arguments of `vine dashboard`.

@@ -11,6 +11,8 @@ mod pool;
 mod progress;
 mod remote;
 mod render;
+#[cfg(feature = "postgres")]
+mod store;
 mod worker;
 
 use std::path::{Path, PathBuf};
@@ -71,6 +73,8 @@ pub fn run(cli: Cli) -> Result<Output> {
         ),
         Command::Vps { action } => remote::vps(action, cli.url.as_deref(), cli.key_file.as_deref()),
         Command::Op { request } => remote::op(&request, cli.dir.as_deref()),
+        #[cfg(feature = "postgres")]
+        Command::Store { action } => store::run(action, cli.dir.as_deref()),
         Command::Worker(a) => worker::start(
             a,
             worker_id(cli.worker.as_deref())?,
@@ -116,6 +120,7 @@ fn serve(a: args::ServeArgs, key_file: Option<&Path>) -> Result<Output> {
     cfg.body_timeout = at_least_1s(a.body_timeout);
     cfg.original_only = a.original_only;
     cfg.open_browser = a.open;
+    cfg.store = a.store.filter(|s| !s.trim().is_empty());
     agentvine::server::serve(cfg)?;
     Ok(Output {
         json: json!({}),
@@ -169,7 +174,7 @@ fn dashboard(
 }
 
 /// The local board's directory: `--dir`, `$VINE_DIR`, or the nearest `.vine/` upward.
-fn board_dir(dir: Option<&Path>) -> Result<PathBuf> {
+pub(crate) fn board_dir(dir: Option<&Path>) -> Result<PathBuf> {
     if let Some(d) = dir {
         return Ok(d.to_path_buf());
     }

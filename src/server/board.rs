@@ -20,8 +20,7 @@ use crate::error::{Error, Result};
 use crate::op::turn::{RECHECK, wait_more};
 use crate::op::{Op, Reply, TurnEnded};
 use crate::rules::MAX_KEY;
-use crate::store::Transport;
-use crate::store::local::LocalStore;
+use crate::store::BatchStore;
 use crate::wire::{self, OpRequest};
 
 /// Most ops applied in one group commit.
@@ -44,10 +43,15 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Starts the writer thread for `store`.
-    pub fn start(store: LocalStore) -> Self {
+    /// Starts the writer thread for `store`. Changes the store reports from elsewhere (another
+    /// server on the same database) give the same signal as the writer's own batches.
+    pub fn start(store: Arc<dyn BatchStore>) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         let changed = tokio::sync::watch::Sender::new(store.changes());
+        let outside = changed.clone();
+        store.on_outside_change(Box::new(move |now| {
+            outside.send_if_modified(|seen| moved(seen, now));
+        }));
         let signal = changed.clone();
         std::thread::spawn(move || {
             // The store runs a repair only alone, so a repair is never batched with other ops.
@@ -69,10 +73,7 @@ impl Batcher {
                     jobs.into_iter().map(|j| ((j.op, j.key), j.done)).unzip();
                 let replies = store.execute_batch(ops);
                 // Waiters look again once the batch is committed, before its replies go out.
-                signal.send_if_modified(|seen| {
-                    let now = store.changes();
-                    std::mem::replace(seen, now) != now
-                });
+                signal.send_if_modified(|seen| moved(seen, store.changes()));
                 for (reply, done) in replies.into_iter().zip(dones) {
                     let _ = done.send(reply);
                 }
@@ -132,6 +133,16 @@ impl Batcher {
         wait.await
             .map_err(|_| Error::Protocol("the board writer dropped the op".into()))?
     }
+}
+
+/// Moves the change signal's value `seen` up to `now`; true if it moved (the count never goes
+/// down, and two threads may report the same change).
+fn moved(seen: &mut u64, now: u64) -> bool {
+    let up = now > *seen;
+    if up {
+        *seen = now;
+    }
+    up
 }
 
 /// `GET /test`: the original reply, plus what this server offers.

@@ -219,6 +219,9 @@ pub async fn deploy(
             ));
         }
         let board_file = parent == app2.root && super::BOARD_FILES.contains(&name.as_str());
+        if board_file && let Some(store) = app2.store.as_ref().filter(|s| s.files().is_none()) {
+            return deploy_beside_database(store.as_ref(), &name, &bytes);
+        }
         let _lock = if board_file {
             check_board_file(&name, &bytes)?;
             app2.board_lock().map_err(ErrorReply::internal)?
@@ -226,7 +229,18 @@ pub async fn deploy(
             None
         };
         replace(&parent, &name, &bytes).map_err(ErrorReply::internal)?;
-        durable::sync_dir(&parent).map_err(ErrorReply::internal)
+        durable::sync_dir(&parent).map_err(ErrorReply::internal)?;
+        // A board kept in a database has its instruction files there: one deployed under
+        // tasks/ is stored on the board too, so `vine add --instruction-file` can name it.
+        let rel = relative(&app2, &full);
+        if let Some(store) = app2.store.as_ref().filter(|s| s.files().is_none())
+            && rel.starts_with(&format!("{}/", paths::TASKS_DIR))
+        {
+            store
+                .put_board_file(&rel, &bytes)
+                .map_err(|e| ErrorReply::board(&e))?;
+        }
+        Ok(())
     })
     .await
     .map_err(ErrorReply::internal)??;
@@ -234,6 +248,33 @@ pub async fn deploy(
         "message": "File deployed successfully",
         "full_path": path.to_string_lossy(),
     })))
+}
+
+/// A `/deploy` over a board file on a server whose board is not kept in files (PostgreSQL):
+/// `board.json` sets the board's settings (as `vine --url URL init --lease ...` does), checked
+/// as on files; any other board file is refused, as the files in the base directory are not
+/// the board.
+fn deploy_beside_database(
+    store: &dyn crate::store::BatchStore,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(), ErrorReply> {
+    if name == paths::BOARD {
+        check_board_file(name, bytes)?;
+        let file: crate::settings::BoardFile =
+            serde_json::from_slice(bytes).map_err(|e| ErrorReply::bad_request(e.to_string()))?;
+        return store
+            .set_settings(file.settings)
+            .map_err(|e| ErrorReply::board(&e));
+    }
+    Err(ErrorReply::new(
+        StatusCode::CONFLICT,
+        format!(
+            "this server keeps its board in {}, not in files: {name} in its base directory is not \
+             the board, so it is not deployed. Change the board with its ops (vine add, vine claim ...)",
+            store.location()
+        ),
+    ))
 }
 
 /// Decodes standard base64 (with padding), whitespace such as line breaks ignored; `None` if

@@ -21,7 +21,6 @@ use crate::metrics::{DURATION_BOUNDS, Durations, Report};
 use crate::op::{self, Op, Reply};
 use crate::reply::ClaudeSpend;
 use crate::sessions::Totals;
-use crate::store::Transport;
 use crate::task::TaskStatus;
 use crate::worker::WorkerState;
 

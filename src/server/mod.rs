@@ -30,6 +30,7 @@ use axum::routing::{get, post};
 
 use crate::apikey::ApiKey;
 use crate::error::{Error, Result};
+use crate::store::BatchStore;
 use crate::store::local::{LocalStore, LockGuard};
 
 pub use supervisor::{SUPERVISOR_ARG, supervise};
@@ -125,6 +126,9 @@ pub struct ServeConfig {
     pub original_only: bool,
     /// Try to open the control room in a web browser once listening (`--open`).
     pub open_browser: bool,
+    /// Where the board is kept when not in files at the top of `root`: a PostgreSQL
+    /// connection string (`--store`, `$VINE_STORE`).
+    pub store: Option<String>,
 }
 
 impl ServeConfig {
@@ -141,6 +145,7 @@ impl ServeConfig {
             max_read: 16 * 1024 * 1024,
             original_only: false,
             open_browser: false,
+            store: None,
         }
     }
 }
@@ -148,9 +153,9 @@ impl ServeConfig {
 /// What every handler shares.
 pub(crate) struct App {
     pub(crate) root: PathBuf,
-    /// The board (absent with `--original-only`: the original server creates no board; one is
-    /// made with `vine --url URL init`).
-    pub(crate) store: Option<LocalStore>,
+    /// The board, in files or in PostgreSQL (absent with `--original-only`: the original
+    /// server creates no board; one is made with `vine --url URL init`).
+    pub(crate) store: Option<Arc<dyn BatchStore>>,
     pub(crate) key: Option<ApiKey>,
     pub(crate) exec: ExecConfig,
     pub(crate) exec_slots: Arc<tokio::sync::Semaphore>,
@@ -168,10 +173,11 @@ impl App {
     /// Takes the board lock for a write beside the board's own ops (a deploy over a board
     /// file). Without a board of its own (`--original-only`) the server locks the board made
     /// in its base directory since it started, if there is one; with no board there is no
-    /// other writer to exclude.
+    /// other writer to exclude. A board not kept in files has no lock file (the caller
+    /// refuses such writes first, see `files::deploy`).
     pub(crate) fn board_lock(&self) -> Result<Option<LockGuard>> {
         match &self.store {
-            Some(s) => s.lock().map(Some),
+            Some(s) => s.files().map(LocalStore::lock).transpose(),
             None => match LocalStore::open(&self.root) {
                 Ok(s) => s.lock().map(Some),
                 Err(Error::NoBoard(_)) => Ok(None),
@@ -204,12 +210,7 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
     if cfg.exec.enabled {
         exec::probe(&cfg.exec)?;
     }
-    // The original server creates nothing in its base directory; `vine serve` makes its board.
-    let store = if cfg.original_only {
-        None
-    } else {
-        Some(LocalStore::init(&root, None)?)
-    };
+    let store = open_store(&cfg, &root)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -224,7 +225,7 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
         .map_err(|e| Error::io("listening on", cfg.listen.to_string(), e))?;
     let batcher = store.clone().map(board::Batcher::start);
     let web = crate::web::ControlRoom::new(
-        store.as_ref().map(|s| s.dir()),
+        store.as_ref().and_then(|s| s.files()).map(LocalStore::dir),
         batcher.as_ref().map(board::Batcher::subscribe),
         cfg.tls.is_some(),
     );
@@ -287,6 +288,26 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
             }
         }
     })
+}
+
+/// The board the server holds: none with `--original-only` (the original server creates
+/// nothing in its base directory), the PostgreSQL board `--store` names (its schema brought
+/// up to date), else the board in files at the top of `root` (made if absent).
+fn open_store(cfg: &ServeConfig, root: &std::path::Path) -> Result<Option<Arc<dyn BatchStore>>> {
+    match (&cfg.store, cfg.original_only) {
+        (Some(_), true) => Err(Error::Invalid(
+            "--original-only serves no board, so it takes no --store".into(),
+        )),
+        (None, true) => Ok(None),
+        (None, false) => Ok(Some(Arc::new(LocalStore::init(root, None)?))),
+        #[cfg(feature = "postgres")]
+        (Some(url), false) => Ok(Some(Arc::new(crate::store::pg::PgStore::open(url)?))),
+        #[cfg(not(feature = "postgres"))]
+        (Some(_), false) => Err(Error::Invalid(
+            "this vine was built without PostgreSQL (the `postgres` feature); --store needs it"
+                .into(),
+        )),
+    }
 }
 
 /// Asks the desktop to open `url` in a browser (`xdg-open`, or `open` on macOS); says so on

@@ -37,14 +37,27 @@ pub fn now(lock_file: &File) -> Timestamp {
     let Some(fs) = file_system_time(lock_file, last) else {
         return own;
     };
-    // A stamp from the future (written by hand, or before the file system's clock was set
-    // back) is not followed.
-    let last = last.filter(|l| (*l - fs).num_milliseconds() <= TOLERANCE_MS);
-    last.map_or(chosen(own, fs), |l| std::cmp::max(chosen(own, fs), l))
+    change_time(own, fs, "the board's file system", last)
 }
 
-/// This process's time while it agrees with the file system's, else the file system's.
-fn chosen(own: Timestamp, fs: Timestamp) -> Timestamp {
+/// The time of a change: this process's time `own` while it agrees with the `reference`
+/// clock (the board's file system's, or its database's), else the reference's; never before
+/// `last`, the last change's time, unless `last` is from the future (written by hand, or
+/// before the reference clock was set back).
+pub(crate) fn change_time(
+    own: Timestamp,
+    reference: Timestamp,
+    name: &str,
+    last: Option<Timestamp>,
+) -> Timestamp {
+    let last = last.filter(|l| (*l - reference).num_milliseconds() <= TOLERANCE_MS);
+    let chosen = chosen(own, reference, name);
+    last.map_or(chosen, |l| std::cmp::max(chosen, l))
+}
+
+/// This process's time while it agrees with the reference clock (named `name`), else the
+/// reference's.
+fn chosen(own: Timestamp, fs: Timestamp, name: &str) -> Timestamp {
     let ahead_ms = (own - fs).num_milliseconds();
     if ahead_ms.abs() <= TOLERANCE_MS {
         return own;
@@ -54,8 +67,8 @@ fn chosen(own: Timestamp, fs: Timestamp) -> Timestamp {
         let off = format_duration(ahead_ms.unsigned_abs().saturating_add(500) / 1000);
         let dir = if ahead_ms > 0 { "ahead of" } else { "behind" };
         eprintln!(
-            "vine: note: this process's clock is {off} {dir} the board's file system; \
-             using the file system's time for changes to the board"
+            "vine: note: this process's clock is {off} {dir} {name}; \
+             using its time for changes to the board"
         );
     }
     fs

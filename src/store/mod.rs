@@ -1,5 +1,7 @@
 //! Where a board lives. [`Transport`] is the seam: the local store applies ops to files on
 //! this machine; a remote transport (the VPS) sends the same ops over the network.
+//! [`BatchStore`] is the server's seam: `vine serve` holds a board kept in files
+//! ([`local::LocalStore`]) or in PostgreSQL (`pg::PgStore`) behind it.
 
 pub(crate) mod archive;
 pub mod clock;
@@ -12,6 +14,8 @@ pub mod local;
 pub mod lock;
 pub(crate) mod log;
 pub mod paths;
+#[cfg(feature = "postgres")]
+pub mod pg;
 pub(crate) mod queue_file;
 pub(crate) mod repair;
 pub(crate) mod salvage;
@@ -27,4 +31,49 @@ pub trait Transport: Send + Sync {
 
     /// A short description of where the board is (a directory or a URL).
     fn location(&self) -> String;
+}
+
+/// A store `vine serve` can hold: one writer thread hands it the changing ops waiting as one
+/// group commit ([`BatchStore::execute_batch`]); reads go through [`Transport::execute`] from
+/// any thread. Implemented by the files ([`local::LocalStore`]) and by PostgreSQL
+/// (`pg::PgStore`), so the server, its long-polls, the control room and `/metrics` work the
+/// same on both.
+pub trait BatchStore: Transport {
+    /// Carries out several ops as one group commit: each gets its own reply, as if it had run
+    /// alone in order; a failed op leaves no change but the log entries it must keep. Replies
+    /// are given only once the batch is committed.
+    fn execute_batch(&self, ops: Vec<(Op, Option<String>)>) -> Vec<Result<Reply>>;
+
+    /// A count that moves whenever the board changed in a way a waiter may care about: a
+    /// waiter that saw it move looks again. It never goes down.
+    fn changes(&self) -> u64;
+
+    /// Asks the store to call `wake` with the new [`BatchStore::changes`] whenever the board
+    /// changed other than through this handle (another server on the same database). A store
+    /// that cannot tell (files: changes beside the server are found by the server's periodic
+    /// look and the control room's directory watch) never calls it.
+    fn on_outside_change(&self, wake: Box<dyn Fn(u64) + Send + Sync>) {
+        let _ = wake;
+    }
+
+    /// The board kept in files, if this is one: what only makes sense on files (a `/deploy`
+    /// over a board file under the board lock, watching the board directory) uses it.
+    fn files(&self) -> Option<&local::LocalStore> {
+        None
+    }
+
+    /// The text of a board file by board-relative path (an instruction file).
+    fn read_board_file(&self, rel: &str) -> Result<String>;
+
+    /// Stores a board file by board-relative path, for a board not kept in files (a
+    /// `/deploy` under `tasks/` puts an instruction file there, as on files). A board in
+    /// files has its files on disk: nothing to do.
+    fn put_board_file(&self, rel: &str, content: &[u8]) -> Result<()> {
+        let _ = (rel, content);
+        Ok(())
+    }
+
+    /// Replaces the board's settings, for a board not kept in files (a `/deploy` of
+    /// `board.json`, which is how `vine --url URL init` sets them).
+    fn set_settings(&self, settings: crate::settings::Settings) -> Result<()>;
 }

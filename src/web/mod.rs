@@ -42,7 +42,6 @@ use crate::message::{Message, MessageFilter};
 use crate::op::{self, Op, Reply, TaskView, WorkerView};
 use crate::reply::{QuestionView, StatusReport};
 use crate::server::App;
-use crate::store::Transport;
 use crate::task::StatusFilter;
 
 /// What the control room keeps beside the server's state: sessions and the change signals.

@@ -22,6 +22,8 @@ pub const CLIENT_ENV: &[&str] = &[
     "VINE_CA_CERT",
     "VINE_VERBOSE",
 ];
+/// The variable that puts `vine serve`'s board in PostgreSQL.
+pub const STORE_ENV: &[&str] = &["VINE_STORE"];
 /// The variable that names `vine` on a server reached through `/execute`.
 pub const REMOTE_BIN_ENV: &[&str] = &["VINE_REMOTE_BIN"];
 /// The variables Claude Code sets for a hook, and the hooks' own switch.
@@ -31,7 +33,7 @@ pub const HOOK_ENV: &[&str] = &[
     "CLAUDE_CODE_SESSION_ID",
 ];
 /// Everything that picks a board, a worker or a server, or changes how a client talks to one.
-pub const ISOLATED: &[&[&str]] = &[BOARD_ENV, URL_ENV, CLIENT_ENV, REMOTE_BIN_ENV];
+pub const ISOLATED: &[&[&str]] = &[BOARD_ENV, URL_ENV, CLIENT_ENV, REMOTE_BIN_ENV, STORE_ENV];
 
 /// `vine` with every variable of `sets` removed from its environment.
 pub fn vine_without(sets: &[&[&str]]) -> Command {

@@ -216,6 +216,36 @@ impl Cluster {
         self.running.store(true, Ordering::SeqCst);
     }
 
+    /// Starts a stopped cluster again with more server options (`-c name=value ...`, over
+    /// the configured ones), e.g. TLS.
+    pub fn start_again_with(&self, options: &str) {
+        self.pg_ctl(&[
+            "start",
+            "-l",
+            &self.log().display().to_string(),
+            "-o",
+            options,
+        ])
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL did not start: {e}\nits log:\n{}",
+                self.log_text()
+            )
+        });
+        self.running.store(true, Ordering::SeqCst);
+    }
+
+    /// Gives a file to the user the server runs as, readable by it alone (as a TLS key must
+    /// be).
+    pub fn give_to_server(&self, path: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+            .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", path.display()));
+        if let Some(user) = &self.run_as {
+            give_to(path, user);
+        }
+    }
+
     /// The user id the server process runs as (from `/proc` and `postmaster.pid`).
     pub fn server_uid(&self) -> u32 {
         let pid = postmaster_pid(&self.data_dir()).expect("the server runs: postmaster.pid");

@@ -176,6 +176,14 @@ impl LocalStore {
         fs::read_to_string(&p).map_err(|e| Error::io("reading", p, e))
     }
 
+    /// Reads a board file's bytes by board-relative path, confined to the board (for moving
+    /// a board into PostgreSQL).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn read_board_file_bytes(&self, rel: &str) -> Result<Vec<u8>> {
+        let p = self.resolve(rel)?;
+        fs::read(&p).map_err(|e| Error::io("reading", p, e))
+    }
+
     /// The tasks on the queue, for reading (the cache keeps its copy).
     #[cfg(test)]
     fn queue(&self) -> Result<Vec<Task>> {
@@ -248,6 +256,30 @@ impl LocalStore {
                 .pop()
                 .unwrap_or_else(|| Err(Error::Protocol("a batch of one gave no reply".into())))
         }
+    }
+}
+
+impl super::BatchStore for LocalStore {
+    fn execute_batch(&self, ops: Vec<(Op, Option<String>)>) -> Vec<Result<Reply>> {
+        LocalStore::execute_batch(self, ops)
+    }
+
+    fn changes(&self) -> u64 {
+        LocalStore::changes(self)
+    }
+
+    fn files(&self) -> Option<&LocalStore> {
+        Some(self)
+    }
+
+    fn read_board_file(&self, rel: &str) -> Result<String> {
+        LocalStore::read_board_file(self, rel)
+    }
+
+    fn set_settings(&self, _settings: Settings) -> Result<()> {
+        Err(Error::Invalid(
+            "a board kept in files takes its settings from board.json".into(),
+        ))
     }
 }
 
