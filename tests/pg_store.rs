@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -1175,5 +1176,143 @@ mod random_batches {
         if let Err(e) = outcome {
             panic!("{e}");
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exactly once through server kills and a database restart
+// ---------------------------------------------------------------------------------------------
+
+/// What one worker process loop saw.
+#[derive(Default)]
+struct Worked {
+    completed: Vec<u64>,
+    errors: Vec<String>,
+}
+
+/// A worker as a user runs one: `vine claim` then `vine complete`, each a `vine` process with
+/// `VINE_URL` listing both servers (the client fails over and retries with its request key),
+/// until every task is done.
+fn pg_worker(urls: &str, worker: &str, total: usize, done: &AtomicUsize) -> Worked {
+    let env = [
+        ("VINE_URL", urls),
+        ("VINE_WORKER", worker),
+        ("VINE_RETRY_FOR", "60s"),
+    ];
+    let mut w = Worked::default();
+    while done.load(Ordering::SeqCst) < total {
+        let r = run(isolated(&env).args(["--json", "claim"]));
+        match r.code {
+            0 => {}
+            // Nothing claimable now (the rest are claimed): look again shortly.
+            3 => {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            _ => {
+                w.errors.push(format!("claim: {r:?}"));
+                return w;
+            }
+        }
+        let v = r.json();
+        let t = &v["claim"]["task"];
+        let (Some(id), Some(attempt)) = (t["id"].as_u64(), t["attempts"].as_u64()) else {
+            w.errors.push(format!("odd claim reply: {v}"));
+            return w;
+        };
+        let r = run(isolated(&env).args([
+            "--json",
+            "complete",
+            &id.to_string(),
+            "--attempt",
+            &attempt.to_string(),
+            "--result",
+            "done",
+        ]));
+        if r.code != 0 {
+            w.errors.push(format!("complete {id}: {r:?}"));
+            return w;
+        }
+        w.completed.push(id);
+        done.fetch_add(1, Ordering::SeqCst);
+    }
+    w
+}
+
+/// 16 workers over two `vine serve --store` instances race over 2,000 tasks while one
+/// instance is SIGKILLed and restarted twice and PostgreSQL itself is restarted once (fast
+/// shutdown): every task is completed exactly once, on its first attempt, and no worker sees
+/// an error (the client fails over to the other server and retries with the same request key).
+#[test]
+fn exactly_once_through_server_kills_and_a_database_restart() {
+    const TASKS: usize = 2000;
+    const WORKERS: usize = 16;
+    let pg = Cluster::start();
+    let db = pg.create_db("faults");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut a = serve(tmp.path(), "a", Some(&db));
+    let mut b = serve(tmp.path(), "b", Some(&db));
+    for chunk in 0..TASKS / 500 {
+        let plan: Vec<Value> = (0..500)
+            .map(|i| json!({"task": {"description": format!("task {}", chunk * 500 + i)}}))
+            .collect();
+        let (status, added) = post_op(a.addr, &json!({"op": "add-plan", "tasks": plan}), None);
+        assert_eq!(status, 200, "{added}");
+    }
+    // Half the workers list a first, half b first.
+    let ab = format!("{},{}", a.url, b.url);
+    let ba = format!("{},{}", b.url, a.url);
+    let done = AtomicUsize::new(0);
+    let wait_for = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while done.load(Ordering::SeqCst) < n {
+            assert!(Instant::now() < deadline, "no progress to {n} completions");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let (results, faults) = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..WORKERS)
+            .map(|i| {
+                let urls = if i % 2 == 0 { &ab } else { &ba };
+                let done = &done;
+                s.spawn(move || pg_worker(urls, &format!("w{i}"), TASKS, done))
+            })
+            .collect();
+        let mut faults = Vec::new();
+        wait_for(TASKS / 5);
+        a.kill();
+        std::thread::sleep(Duration::from_millis(300));
+        a.restart();
+        faults.push(("server a killed and restarted", done.load(Ordering::SeqCst)));
+        wait_for(TASKS * 2 / 5);
+        pg.restart_fast();
+        faults.push(("PostgreSQL restarted (fast)", done.load(Ordering::SeqCst)));
+        wait_for(TASKS * 3 / 5);
+        b.kill();
+        std::thread::sleep(Duration::from_millis(300));
+        b.restart();
+        faults.push(("server b killed and restarted", done.load(Ordering::SeqCst)));
+        let results: Vec<Worked> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        (results, faults)
+    });
+    eprintln!("faults at (what, completions): {faults:?}");
+    let errors: Vec<&String> = results.iter().flat_map(|w| &w.errors).collect();
+    assert!(
+        errors.is_empty(),
+        "client errors after retries: {errors:#?}"
+    );
+    let mut completed: Vec<u64> = results.iter().flat_map(|w| w.completed.clone()).collect();
+    completed.sort_unstable();
+    let acknowledged = completed.len();
+    completed.dedup();
+    assert_eq!(acknowledged, completed.len(), "a task was completed twice");
+    assert_eq!(completed.len(), TASKS, "every task was completed");
+    let (code, tasks) = vine_at(&b.url, &["tasks", "--all"]);
+    assert_eq!(code, 0, "{tasks}");
+    let tasks = tasks["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), TASKS, "no task lost or added");
+    for t in tasks {
+        assert_eq!(t["status"], json!("completed"), "{t}");
+        assert_eq!(t["attempts"], json!(1), "claimed once: {t}");
     }
 }
