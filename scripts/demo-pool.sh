@@ -10,6 +10,8 @@
 # what each cost, and the board's status with the spend and the session reuse rate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The demo's own board is the project's .vine/, whatever the caller's environment names.
+unset VINE_DIR VINE_URL VINE_WORKER WORKER_ID VINE_TASK VINE_POOL VINE_STORE
 cargo build --release --quiet --bin vine --example standin_model
 bin=$PWD/target/release
 
