@@ -22,6 +22,8 @@ pub(crate) use archive::archivable;
 pub use eligibility::{Ineligible, eligibility};
 pub use leases::{backoff_secs, requeue_expired};
 pub use replay::MAX_KEY;
+pub(crate) use replay::apply_in_batch;
+#[cfg(test)]
 pub(crate) use replay::apply_keyed;
 pub use rule::{LogNeed, Needs, Query, Rule, apply, read};
 pub(crate) use views::one_line;

@@ -14,6 +14,39 @@ use crate::time::Timestamp;
 /// Longest request key, in bytes.
 pub const MAX_KEY: usize = 128;
 
+/// Applies one op of a group commit as if it ran alone: keyed ([`apply_keyed`]); the log
+/// entries it wrote join `state.log` (so a later op of the batch, or its retry, sees them);
+/// and, when `undo` (the batch holds more ops), a refused op leaves the state as it was but for
+/// the log entries it must keep (a late result). Every store's batch uses it.
+pub(crate) fn apply_in_batch(
+    state: &mut State,
+    op: crate::op::Op,
+    key: Option<&str>,
+    now: Timestamp,
+    undo: bool,
+) -> Result<Reply> {
+    let snapshot = undo.then(|| state.clone());
+    let logged = state.outbox.len();
+    let applied = tracing::trace_span!("apply").in_scope(|| apply_keyed(state, op, key, now));
+    match applied {
+        Ok(reply) => {
+            if !state.log.is_empty() || key.is_some() {
+                let new: Vec<_> = state.outbox[logged..].to_vec();
+                state.log.extend(new);
+            }
+            Ok(reply)
+        }
+        Err(e) => {
+            if let Some(mut before) = snapshot {
+                before.outbox = std::mem::take(&mut state.outbox);
+                before.next_seq = state.next_seq;
+                *state = before;
+            }
+            Err(e)
+        }
+    }
+}
+
 /// Applies `op` once per request `key`: a repeat of an op already applied is answered from
 /// the board ([`Rule::replay`]). Without a key this is [`super::apply`].
 pub(crate) fn apply_keyed(

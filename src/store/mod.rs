@@ -33,6 +33,35 @@ pub trait Transport: Send + Sync {
     fn location(&self) -> String;
 }
 
+/// A batch as every store carries it out: its reads answered by `read` (without the lock),
+/// its changes handed to `write` together, in order; the replies in the batch's order.
+pub(crate) fn split_batch(
+    ops: Vec<(Op, Option<String>)>,
+    read: impl Fn(Op) -> Result<Reply>,
+    write: impl FnOnce(Vec<(Op, Option<String>)>) -> Vec<Result<Reply>>,
+) -> Vec<Result<Reply>> {
+    let (reads, writes): (Vec<_>, Vec<_>) = ops
+        .into_iter()
+        .enumerate()
+        .partition(|(_, (op, _))| op.is_read_only());
+    let mut out: Vec<Option<Result<Reply>>> =
+        (0..reads.len() + writes.len()).map(|_| None).collect();
+    for (i, (op, _)) in reads {
+        out[i] = Some(read(op));
+    }
+    if !writes.is_empty() {
+        let (index, ops): (Vec<usize>, Vec<(Op, Option<String>)>) = writes.into_iter().unzip();
+        for (i, r) in index.into_iter().zip(write(ops)) {
+            out[i] = Some(r);
+        }
+    }
+    out.into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| Err(crate::error::Error::Protocol("an op got no reply".into())))
+        })
+        .collect()
+}
+
 /// A store `vine serve` can hold: one writer thread hands it the changing ops waiting as one
 /// group commit ([`BatchStore::execute_batch`]); reads go through [`Transport::execute`] from
 /// any thread. Implemented by the files ([`local::LocalStore`]) and by PostgreSQL

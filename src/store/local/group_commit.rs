@@ -14,24 +14,7 @@ impl LocalStore {
     /// all of them). Each op gets its own reply, as if it had run alone in order; a failed op
     /// leaves no change but the log entries it must keep. Reads are answered without the lock.
     pub fn execute_batch(&self, ops: Vec<(Op, Option<String>)>) -> Vec<Result<Reply>> {
-        let (reads, writes): (Vec<_>, Vec<_>) = ops
-            .into_iter()
-            .enumerate()
-            .partition(|(_, (op, _))| op.is_read_only());
-        let mut out: Vec<Option<Result<Reply>>> =
-            (0..reads.len() + writes.len()).map(|_| None).collect();
-        for (i, (op, _)) in reads {
-            out[i] = Some(self.read(op));
-        }
-        if !writes.is_empty() {
-            let (index, ops): (Vec<usize>, Vec<(Op, Option<String>)>) = writes.into_iter().unzip();
-            for (i, r) in index.into_iter().zip(self.write_batch(ops)) {
-                out[i] = Some(r);
-            }
-        }
-        out.into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(Error::Protocol("an op got no reply".into()))))
-            .collect()
+        crate::store::split_batch(ops, |op| self.read(op), |ops| self.write_batch(ops))
     }
 
     fn write_batch(&self, ops: Vec<(Op, Option<String>)>) -> Vec<Result<Reply>> {
@@ -82,29 +65,9 @@ impl LocalStore {
                 continue;
             }
             // Alone, a failed op is simply not committed; in a batch, undo it before the next.
-            let snapshot = (n > 1).then(|| st.clone());
-            let logged = st.outbox.len();
-            let applied_op = tracing::trace_span!("apply")
-                .in_scope(|| rules::apply_keyed(&mut st, op, key.as_deref(), now));
-            match applied_op {
-                Ok(reply) => {
-                    applied += 1;
-                    if !st.log.is_empty() || key.is_some() {
-                        let new: Vec<_> = st.outbox[logged..].to_vec();
-                        st.log.extend(new);
-                    }
-                    replies.push(Ok(reply));
-                }
-                Err(e) => {
-                    if let Some(mut before) = snapshot {
-                        // Keep what the op must log even when refused (a late result).
-                        before.outbox = std::mem::take(&mut st.outbox);
-                        before.next_seq = st.next_seq;
-                        st = before;
-                    }
-                    replies.push(Err(e));
-                }
-            }
+            let reply = rules::apply_in_batch(&mut st, op, key.as_deref(), now, n > 1);
+            applied += usize::from(reply.is_ok());
+            replies.push(reply);
         }
         let committed = tracing::trace_span!("commit").in_scope(|| {
             if applied > 0 {

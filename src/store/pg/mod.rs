@@ -175,24 +175,7 @@ impl Transport for PgStore {
 
 impl BatchStore for PgStore {
     fn execute_batch(&self, ops: Vec<(Op, Option<String>)>) -> Vec<Result<Reply>> {
-        let (reads, writes): (Vec<_>, Vec<_>) = ops
-            .into_iter()
-            .enumerate()
-            .partition(|(_, (op, _))| op.is_read_only());
-        let mut out: Vec<Option<Result<Reply>>> =
-            (0..reads.len() + writes.len()).map(|_| None).collect();
-        for (i, (op, _)) in reads {
-            out[i] = Some(self.read(op));
-        }
-        if !writes.is_empty() {
-            let (index, ops): (Vec<usize>, Vec<(Op, Option<String>)>) = writes.into_iter().unzip();
-            for (i, r) in index.into_iter().zip(self.write_batch(ops)) {
-                out[i] = Some(r);
-            }
-        }
-        out.into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(Error::Protocol("an op got no reply".into()))))
-            .collect()
+        crate::store::split_batch(ops, |op| self.read(op), |ops| self.write_batch(ops))
     }
 
     fn changes(&self) -> u64 {

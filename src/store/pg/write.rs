@@ -311,29 +311,9 @@ fn batch(
             continue;
         }
         // Alone, a failed op is simply not committed; in a batch, undo it before the next.
-        let snapshot = (n > 1).then(|| st.clone());
-        let logged = st.outbox.len();
-        let applied_op = tracing::trace_span!("apply")
-            .in_scope(|| rules::apply_keyed(&mut st, op, key.as_deref(), now));
-        match applied_op {
-            Ok(reply) => {
-                applied += 1;
-                if !st.log.is_empty() || key.is_some() {
-                    let new: Vec<_> = st.outbox[logged..].to_vec();
-                    st.log.extend(new);
-                }
-                replies.push(Ok(reply));
-            }
-            Err(e) => {
-                if let Some(mut before) = snapshot {
-                    // Keep what the op must log even when refused (a late result).
-                    before.outbox = std::mem::take(&mut st.outbox);
-                    before.next_seq = st.next_seq;
-                    st = before;
-                }
-                replies.push(Err(e));
-            }
-        }
+        let reply = rules::apply_in_batch(&mut st, op, key.as_deref(), now, n > 1);
+        applied += usize::from(reply.is_ok());
+        replies.push(reply);
     }
     let changed = applied > 0 || !archived.is_empty();
     // Finished tasks beyond the board's `archive_after` move to the archive in the same commit.
