@@ -352,6 +352,18 @@ pub enum Reply {
 }
 
 impl Reply {
+    /// The task claimed or handed over in this reply, if any.
+    pub fn claimed_task(&self) -> Option<&ClaimedTask> {
+        match self {
+            Reply::Claimed { claim: Some(c), .. }
+            | Reply::Turn(Turn {
+                next: Next::HandOver { claim: c },
+                ..
+            }) => Some(c),
+            _ => None,
+        }
+    }
+
     /// The task a reply hands over to a worker (a claim, or a turn's hand-over), for the store
     /// to add its instructions and a request key.
     pub fn claimed_task_mut(&mut self) -> Option<&mut ClaimedTask> {

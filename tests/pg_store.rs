@@ -350,6 +350,92 @@ fn a_retried_request_is_applied_once() {
 // Two servers, one database
 // ---------------------------------------------------------------------------------------------
 
+/// Changes the database behind the server's back (no notification): task `id`'s
+/// description, at a new board version.
+fn change_elsewhere(pg: &Cluster, db: &str, id: u64, description: &str) {
+    pg.psql(
+        db,
+        &format!(
+            "BEGIN; UPDATE board SET version = version + 1 WHERE id = 1; \
+             UPDATE tasks SET version = (SELECT version FROM board WHERE id = 1), \
+               body = jsonb_set(body::jsonb, '{{description}}', to_jsonb('{description}'::text))::json \
+             WHERE id = {id}; COMMIT;"
+        ),
+    );
+}
+
+#[test]
+fn a_batch_that_finds_another_servers_commit_first_is_tried_again_on_the_board_as_it_is() {
+    let pg = Cluster::start();
+    let db = pg.create_db("first");
+    let tmp = tempfile::tempdir().unwrap();
+    let s = serve(tmp.path(), "root", Some(&db));
+    let add = |d: &str| {
+        let (status, v) = post_op(
+            s.addr,
+            &json!({"op": "add", "task": {"description": d}}),
+            None,
+        );
+        assert_eq!(status, 200, "{v}");
+        v["reply"]["tasks"][0]["id"].as_u64().unwrap()
+    };
+    let (a, b) = (add("a"), add("b"));
+    // Another writer commits first, unannounced: the server's copy of the board is behind,
+    // and its write (conditional on the version it knows) finds that.
+    change_elsewhere(&pg, "first", b, "b, changed elsewhere");
+    let (status, c1) = post_op(s.addr, &json!({"op": "claim", "worker": "w1"}), None);
+    assert_eq!(status, 200, "{c1}");
+    assert_eq!(c1["reply"]["claim"]["task"]["id"], json!(a), "{c1}");
+    // The claim taken back and made again: the board holds it, once.
+    let (_, tasks) = vine_at(&s.url, &["tasks", "--all"]);
+    let t = tasks["tasks"].as_array().unwrap();
+    assert_eq!(t.len(), 2, "{tasks}");
+    assert_eq!(t[0]["status"], json!("in_progress"), "{tasks}");
+    assert_eq!(t[0]["claimed_by"], json!("w1"), "{tasks}");
+    assert_eq!(t[0]["attempts"], json!(1), "{tasks}");
+    assert_eq!(t[1]["status"], json!("pending"), "{tasks}");
+    // What the other writer changed is what the server now works on.
+    let (_, c2) = post_op(s.addr, &json!({"op": "claim", "worker": "w2"}), None);
+    assert_eq!(
+        c2["reply"]["claim"]["task"]["description"],
+        json!("b, changed elsewhere"),
+        "{c2}"
+    );
+    // A task added on a copy that is behind is added once, with the next id.
+    change_elsewhere(&pg, "first", a, "a, changed elsewhere");
+    let c = add("c");
+    assert!(c > b, "{c} after {b}");
+    // A completion on a copy that is behind is made on the board as it is.
+    change_elsewhere(&pg, "first", c, "c, changed elsewhere");
+    let (status, v) = post_op(
+        s.addr,
+        &json!({"op": "complete", "task": a, "worker": "w1", "result": "r"}),
+        None,
+    );
+    assert_eq!(status, 200, "{v}");
+    let (_, tasks) = vine_at(&s.url, &["tasks", "--all"]);
+    let t = tasks["tasks"].as_array().unwrap();
+    let summary: Vec<(u64, String, String)> = t
+        .iter()
+        .map(|t| {
+            (
+                t["id"].as_u64().unwrap(),
+                t["status"].as_str().unwrap().to_string(),
+                t["description"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (a, "completed".into(), "a, changed elsewhere".into()),
+            (b, "in_progress".into(), "b, changed elsewhere".into()),
+            (c, "pending".into(), "c, changed elsewhere".into()),
+        ],
+        "{tasks}"
+    );
+}
+
 /// An open `/events` stream of the control room at `addr`; each "change" event is sent on the
 /// channel.
 fn events(addr: SocketAddr) -> mpsc::Receiver<Instant> {

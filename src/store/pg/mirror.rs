@@ -72,9 +72,20 @@ impl Delta {
 /// Loads the rows changed after version `since`, or everything live when `None`, in one
 /// statement (one snapshot).
 pub(crate) fn load(conn: &mut Conn, target: &Target, since: Option<i64>) -> Result<Delta> {
+    load_with(conn, target, since, &[])
+}
+
+/// [`load`], with the tasks among `ids` as they are even if they did not change after
+/// `since` (a copy whose own changes to them were not committed takes them back).
+pub(crate) fn load_with(
+    conn: &mut Conn,
+    target: &Target,
+    since: Option<i64>,
+    ids: &[i64],
+) -> Result<Delta> {
     let err = |e| target.error("reading the board from", e);
     let rows = match since {
-        Some(v) => conn.client.query(&conn.st.delta, &[&v]),
+        Some(v) => conn.client.query(&conn.st.delta, &[&v, &ids]),
         None => conn.client.query(&conn.st.full, &[]),
     }
     .map_err(err)?;

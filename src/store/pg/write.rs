@@ -10,6 +10,7 @@
 //! adds one each.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::Ordering;
 
 use chrono::DateTime;
 use postgres::SimpleQueryMessage;
@@ -46,6 +47,21 @@ struct Outcome {
     replies: Vec<Result<Reply>>,
     /// The version committed, if anything was.
     committed: Option<i64>,
+    /// The board files the claims' instruction files name (by key), as of the commit; `None`
+    /// when nothing was committed.
+    files: Option<Vec<(String, Vec<u8>)>>,
+}
+
+/// What [`write`] did.
+enum Written {
+    /// No row changed: nothing was sent.
+    Nothing,
+    /// The rows were written (and, without the lock, committed), with the board files asked
+    /// for.
+    Committed(Vec<(String, Vec<u8>)>),
+    /// Without the lock: the board was not at the copy's version, or the clocks disagree;
+    /// nothing was written.
+    Conflict,
 }
 
 impl PgStore {
@@ -56,8 +72,11 @@ impl PgStore {
         let target = &self.inner.target;
         let mut w = locked(&self.inner.writer);
         let Writer { conn, mirror } = &mut *w;
-        // A connection that went stale while idle (the database restarted) fails at the lock,
-        // before anything could commit: the batch is tried once more on a new connection.
+        // The latest version this server knows of (its own commits, other servers' notified).
+        let known = i64::try_from(self.inner.changes.load(Ordering::Acquire)).unwrap_or(i64::MAX);
+        // A connection that went stale while idle (the database restarted) fails at the first
+        // statement; when that could not have committed anything (the lock, or a read) the
+        // batch is tried once more on a new connection.
         let mut tries = 0;
         let outcome = loop {
             tries += 1;
@@ -71,7 +90,7 @@ impl PgStore {
             let Some(c) = conn.as_mut() else {
                 return fail_all(Error::Protocol("no connection to the board".into()), n);
             };
-            match batch(c, mirror, target, &ops) {
+            match batch(c, mirror, target, &ops, known) {
                 Ok(o) => break o,
                 Err(f) => {
                     // Nothing of the batch is committed (or its commit's outcome is unknown):
@@ -84,7 +103,7 @@ impl PgStore {
                         let _ = c.client.batch_execute("ROLLBACK");
                     }
                     match f {
-                        Failure::AtLock(Error::Unreachable(_)) if tries == 1 => continue,
+                        Failure::Unsent(Error::Unreachable(_)) if tries == 1 => continue,
                         f => return fail_all(f.into_error(), n),
                     }
                 }
@@ -94,21 +113,19 @@ impl PgStore {
         if let Some(v) = outcome.committed {
             self.saw(v);
         }
-        // Instruction files are read after the commit, as on files (a claim does not wait
-        // for them under the lock).
-        let wanted: Vec<String> = replies
-            .iter_mut()
-            .filter_map(|r| r.as_mut().ok())
-            .filter_map(Reply::claimed_task_mut)
-            .filter_map(|c| c.task.instruction_file.clone())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        // Instruction files come with the commit (the write statement returns them); read
+        // apart only when the batch committed nothing.
+        let wanted = claimed_files(&replies);
         if !wanted.is_empty() {
-            let _span = tracing::trace_span!("instructions").entered();
-            let files = match conn.as_mut() {
-                Some(c) => read::board_files(c, target, &wanted),
-                None => Err(Error::Protocol("no connection to the board".into())),
+            let files = match outcome.files {
+                Some(found) => Ok(found),
+                None => {
+                    let _span = tracing::trace_span!("instructions").entered();
+                    match conn.as_mut() {
+                        Some(c) => read::board_files(c, target, &wanted),
+                        None => Err(Error::Protocol("no connection to the board".into())),
+                    }
+                }
             };
             for r in replies.iter_mut() {
                 if let Some(c) = r.as_mut().ok().and_then(Reply::claimed_task_mut) {
@@ -161,6 +178,18 @@ impl PgStore {
     }
 }
 
+/// The instruction files of the tasks claimed in `replies`.
+fn claimed_files(replies: &[Result<Reply>]) -> Vec<String> {
+    replies
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .filter_map(Reply::claimed_task)
+        .filter_map(|c| c.task.instruction_file.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
 /// Gives a claim the text of its instruction file, or why it could not be read.
 fn add_instructions(c: &mut ClaimedTask, files: &Result<Vec<(String, Vec<u8>)>>, target: &Target) {
     let Some(f) = c.task.instruction_file.clone() else {
@@ -197,22 +226,22 @@ fn fail_all(e: Error, n: usize) -> Vec<Result<Reply>> {
     v
 }
 
-/// Why a batch failed: at the lock (nothing sent could commit), or later.
+/// Why a batch failed: before anything sent could commit (at the lock, or reading), or later.
 enum Failure {
-    AtLock(Error),
+    Unsent(Error),
     Later(Error),
 }
 
 impl Failure {
     fn error(&self) -> &Error {
         match self {
-            Failure::AtLock(e) | Failure::Later(e) => e,
+            Failure::Unsent(e) | Failure::Later(e) => e,
         }
     }
 
     fn into_error(self) -> Error {
         match self {
-            Failure::AtLock(e) | Failure::Later(e) => e,
+            Failure::Unsent(e) | Failure::Later(e) => e,
         }
     }
 }
@@ -223,19 +252,92 @@ impl From<Error> for Failure {
     }
 }
 
-/// Locks, loads, applies, writes and commits; an error leaves the transaction to be rolled
-/// back by the caller.
+/// How many times a batch is tried on the server's copy of the board before it takes the
+/// board row's lock (each try that finds another server's commit first loads what it changed).
+const OPTIMISTIC_TRIES: usize = 3;
+
+/// How a batch's commit is kept from overwriting another server's.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Under the board row's lock, taken first (`LOCK`): the copy is the database, and the
+    /// write, then `COMMIT`, cannot conflict.
+    Locked,
+    /// On the server's copy as it is, with no lock: one statement writes and commits, but
+    /// only if the board is still at the copy's version and the database's clock agrees with
+    /// the time the batch was stamped with; otherwise it writes nothing.
+    Optimistic,
+}
+
+/// A batch tried once.
+enum Step {
+    /// Carried out (committed, or nothing to commit); whether the copy is still the board's.
+    Done { outcome: Outcome, copy_kept: bool },
+    /// Another server committed first, or the clocks disagree: nothing was written. The
+    /// copy holds the batch's uncommitted changes to the tasks `retake` names (to be loaded
+    /// again as they are), or, when `None`, cannot be put back.
+    Conflict { retake: Option<Vec<i64>> },
+}
+
+/// Carries out a batch: first on the server's copy without a lock, when the ops need nothing
+/// beyond it (one round trip, the commit, for a claim or a completion); else, or when other
+/// servers keep committing first, under the board row's lock. An error leaves a transaction
+/// to be rolled back by the caller.
 fn batch(
     c: &mut Conn,
     slot: &mut Option<Mirror>,
     target: &Target,
     ops: &[(Op, Option<String>)],
+    known: i64,
 ) -> std::result::Result<Outcome, Failure> {
-    let n = ops.len();
-    let err = |action: &'static str| move |e| target.error(action, e);
+    let need = batch_needs(ops);
+    if copy_suffices(ops, &need) {
+        for _ in 0..OPTIMISTIC_TRIES {
+            let Some(mut m) = slot.take() else { break };
+            // A change this server was told of (another server's, notified) is loaded first:
+            // a claim is never decided on a copy known to be old.
+            if m.version() < known {
+                refresh(c, &mut m, target)?;
+            }
+            if !need
+                .task_ids
+                .iter()
+                .all(|id| m.tasks.iter().any(|t| t.id == *id))
+            {
+                // An archived task is named: the locked path loads it.
+                *slot = Some(m);
+                break;
+            }
+            let at = Locked::from_copy(&m);
+            match step(c, &mut m, target, ops, &need, &at, Mode::Optimistic)? {
+                Step::Done { outcome, copy_kept } => {
+                    if copy_kept {
+                        *slot = Some(m);
+                    }
+                    return Ok(outcome);
+                }
+                Step::Conflict { retake } => {
+                    let before = m.version();
+                    let Some(retake) = retake else {
+                        // The copy cannot be put back: the locked path loads the board.
+                        break;
+                    };
+                    let d = tracing::trace_span!("load changed")
+                        .in_scope(|| mirror::load_with(c, target, Some(before), &retake))
+                        .map_err(Failure::Unsent)?;
+                    m.apply(d);
+                    let moved = m.version() != before;
+                    *slot = Some(m);
+                    if !moved {
+                        // Nothing changed: the clocks disagree, and the lock uses the database's.
+                        break;
+                    }
+                }
+            }
+        }
+    }
     let lock = tracing::trace_span!("lock")
         .in_scope(|| lock(c, target))
-        .map_err(Failure::AtLock)?;
+        .map_err(Failure::Unsent)?;
     // The copy of the board, brought to the locked version (nothing to load when this server
     // made the last change).
     let mut m = match slot.take() {
@@ -258,7 +360,70 @@ fn batch(
             lock.version
         ))));
     }
-    let need = batch_needs(ops);
+    match step(c, &mut m, target, ops, &need, &lock, Mode::Locked)? {
+        Step::Done { outcome, copy_kept } => {
+            if copy_kept {
+                *slot = Some(m);
+            }
+            Ok(outcome)
+        }
+        Step::Conflict { .. } => Err(Failure::Later(Error::Protocol(format!(
+            "the board's database {} refused a write under its lock",
+            target.location()
+        )))),
+    }
+}
+
+/// Whether a batch can be decided on the server's copy alone: no op reads the log, names an
+/// instruction file, compacts or repairs (archived tasks it names are checked on the copy).
+fn copy_suffices(ops: &[(Op, Option<String>)], need: &Needs) -> bool {
+    need.log == LogNeed::None
+        && need.instruction_files.is_empty()
+        && !ops
+            .iter()
+            .any(|(op, _)| matches!(op, Op::Compact(_) | Op::Repair(_)))
+}
+
+/// Brings the copy up to the board's version with what changed (a read on its own; nothing
+/// is sent that could commit).
+fn refresh(c: &mut Conn, m: &mut Mirror, target: &Target) -> std::result::Result<(), Failure> {
+    let d = tracing::trace_span!("load changed")
+        .in_scope(|| mirror::load(c, target, Some(m.version())))
+        .map_err(Failure::Unsent)?;
+    m.apply(d);
+    Ok(())
+}
+
+impl Locked {
+    /// The counters as the copy holds them, for a batch tried without the lock: the
+    /// database's clock is taken to be this server's (the conditional write checks it).
+    fn from_copy(m: &Mirror) -> Locked {
+        Locked {
+            version: m.version(),
+            next_id: m.board.next_id,
+            next_seq: m.board.next_seq,
+            clock_ms: m.board.clock_ms,
+            db_ms: crate::time::now().timestamp_millis(),
+        }
+    }
+}
+
+/// Applies the batch to the copy `m` at the counters `lock`, writes what changed and commits
+/// (see [`Mode`]); on success the copy is what was committed.
+fn step(
+    c: &mut Conn,
+    m: &mut Mirror,
+    target: &Target,
+    ops: &[(Op, Option<String>)],
+    need: &Needs,
+    lock: &Locked,
+    mode: Mode,
+) -> std::result::Result<Step, Failure> {
+    let n = ops.len();
+    let err = |action: &'static str| move |e| target.error(action, e);
+    // The rules change the queue in place: only the tasks they touch, new ones added at the
+    // end. A batch tried without the lock that finds a conflict puts the copy back from that.
+    let queued = m.tasks.len();
     let mut st = State {
         tasks: std::mem::take(&mut m.tasks),
         workers: m.workers.clone(),
@@ -272,16 +437,12 @@ fn batch(
         next_seq: u64::try_from(lock.next_seq).unwrap_or(1),
         ..State::default()
     };
-    let loaded = tracing::trace_span!("load").in_scope(|| load(c, target, &mut st, &need, &lock));
-    let present = match loaded {
-        Ok(p) => p,
-        Err(e) => {
-            m.tasks = std::mem::take(&mut st.tasks);
-            *slot = Some(m);
-            return Err(e.into());
-        }
+    prepare(&mut st, lock);
+    let present = match mode {
+        Mode::Locked => tracing::trace_span!("load").in_scope(|| load(c, target, &mut st, need))?,
+        Mode::Optimistic => HashSet::new(),
     };
-    let now = now(&lock);
+    let now = now(lock);
     let mut replies = Vec::with_capacity(n);
     let mut applied = 0;
     let mut archived: Vec<Task> = Vec::new();
@@ -323,38 +484,83 @@ fn batch(
             move_to_archive(&mut st, &take, &mut archived);
         }
     }
+    // What the claims of the batch will read, unless this batch writes it.
+    let written: HashMap<String, &[u8]> = st
+        .files
+        .iter()
+        .map(|(rel, text)| (read::file_key(rel), text.as_bytes()))
+        .collect();
+    let wanted: Vec<String> = claimed_files(&replies)
+        .iter()
+        .map(|f| read::file_key(f))
+        .filter(|k| !written.contains_key(k))
+        .collect();
+    let written: Vec<(String, Vec<u8>)> =
+        written.into_iter().map(|(k, v)| (k, v.to_vec())).collect();
+    let kept = st.touched.is_empty() && !st.dirty.tasks;
     if !changed && st.outbox.is_empty() {
-        tracing::trace_span!("commit")
-            .in_scope(|| c.client.batch_execute("ROLLBACK"))
-            .map_err(err("ending a transaction on"))?;
-        // A failed op alone may have changed the tasks in memory: then they are loaded again.
-        if st.touched.is_empty() && !st.dirty.tasks {
-            m.tasks = st.tasks;
-            *slot = Some(m);
+        if mode == Mode::Locked {
+            tracing::trace_span!("commit")
+                .in_scope(|| c.client.batch_execute("ROLLBACK"))
+                .map_err(err("ending a transaction on"))?;
         }
-        return Ok(Outcome {
-            replies,
-            committed: None,
+        // A failed op alone may have changed the tasks in memory: then they are loaded again.
+        if kept {
+            m.tasks = st.tasks;
+        }
+        return Ok(Step::Done {
+            outcome: Outcome {
+                replies,
+                committed: None,
+                files: None,
+            },
+            copy_kept: kept,
         });
     }
     // A batch that changed no row (a worker told to keep waiting, a heartbeat that moves
     // no lease) commits nothing: the version stays, so nobody is woken for nothing.
     let version = lock.version + 1;
     let wrote = tracing::trace_span!("commit").in_scope(|| {
-        let wrote = write(
-            c, target, &m, &mut st, &archived, changed, version, now, &lock,
+        let w = write(
+            c, target, m, &mut st, &archived, changed, version, now, lock, mode, &wanted,
         )?;
-        c.client
-            .batch_execute(if wrote { "COMMIT" } else { "ROLLBACK" })
-            .map_err(err("committing to"))?;
-        Ok::<_, Error>(wrote)
+        if mode == Mode::Locked {
+            let end = if matches!(w, Written::Committed(_)) {
+                "COMMIT"
+            } else {
+                "ROLLBACK"
+            };
+            c.client.batch_execute(end).map_err(err("committing to"))?;
+        }
+        Ok::<_, Failure>(w)
     })?;
+    let files = match wrote {
+        Written::Conflict => {
+            // Put the copy back: drop the added tasks, take the touched ones again. Tasks
+            // moved to the archive left the queue, so their places are lost.
+            let retake = archived.is_empty().then(|| {
+                st.tasks.truncate(queued);
+                m.tasks = std::mem::take(&mut st.tasks);
+                st.touched
+                    .iter()
+                    .filter_map(|id| i64::try_from(*id).ok())
+                    .collect()
+            });
+            return Ok(Step::Conflict { retake });
+        }
+        Written::Nothing => None,
+        Written::Committed(mut found) => {
+            found.extend(written);
+            Some(found)
+        }
+    };
+    let wrote = files.is_some();
     // The copy is now what was committed.
     if wrote {
         m.board.version = version;
         m.board.next_seq = lock.next_seq + i64::try_from(st.outbox.len()).unwrap_or(0);
     }
-    if changed {
+    let copy_kept = if changed {
         if wrote {
             m.board.next_id = m.board.next_id.max(next_id(&st, &archived));
             m.board.clock_ms = Some(now.timestamp_millis());
@@ -374,17 +580,22 @@ fn batch(
         }
         m.workers = std::mem::take(&mut st.workers);
         m.tasks = std::mem::take(&mut st.tasks);
-        *slot = Some(m);
-    } else if st.touched.is_empty() && !st.dirty.tasks {
+        true
+    } else if kept {
         m.tasks = std::mem::take(&mut st.tasks);
-        *slot = Some(m);
-    }
-    Ok(Outcome {
-        replies,
-        committed: wrote.then_some(version),
+        true
+    } else {
+        false
+    };
+    Ok(Step::Done {
+        outcome: Outcome {
+            replies,
+            committed: wrote.then_some(version),
+            files,
+        },
+        copy_kept,
     })
 }
-
 /// `BEGIN` and the board row's lock, in one round trip.
 fn lock(c: &mut Conn, target: &Target) -> Result<Locked> {
     let msgs = c
@@ -457,20 +668,19 @@ fn batch_needs(ops: &[(Op, Option<String>)]) -> Needs {
     need
 }
 
-/// Loads what the batch needs beyond the live board (the log, archived tasks it names) and
-/// gives the instruction files among those it names that are on the board.
-fn load(
-    c: &mut Conn,
-    target: &Target,
-    st: &mut State,
-    need: &Needs,
-    lock: &Locked,
-) -> Result<HashSet<String>> {
+/// Readies the state for the rules: the queue's facts merged into the workers, and the
+/// lowest id a new task may take.
+fn prepare(st: &mut State, lock: &Locked) {
     rules::merge_queue_facts(st);
     let max_queue = st.tasks.iter().map(|t| t.id).max().unwrap_or(0);
     st.min_next_id = max_queue
         .saturating_add(1)
         .max(u64::try_from(lock.next_id).unwrap_or(1));
+}
+
+/// Loads what the batch needs beyond the live board (the log, archived tasks it names) and
+/// gives the instruction files among those it names that are on the board.
+fn load(c: &mut Conn, target: &Target, st: &mut State, need: &Needs) -> Result<HashSet<String>> {
     let err = |e| target.error("reading the board from", e);
     match need.log {
         LogNeed::All => st.log = read::messages(c.client.query(&c.st.log_all, &[]).map_err(err)?)?,
@@ -551,8 +761,9 @@ fn next_id(st: &State, archived: &[Task]) -> i64 {
 
 /// Writes what the batch changed at `version`: touched and archived tasks, workers and
 /// sessions that differ from the copy, progress, instruction files, the outbox (numbered
-/// from the board's next sequence number), and the board row; and notifies. False, with
-/// nothing sent, when no row changed.
+/// from the board's next sequence number), and the board row; notifies; and reads the board
+/// files `wanted` (keys). Without the lock ([`Mode::Optimistic`]) the one statement is the
+/// commit, and writes only if the board is still at `version - 1`.
 #[allow(clippy::too_many_arguments)]
 fn write(
     c: &mut Conn,
@@ -564,7 +775,9 @@ fn write(
     version: i64,
     now: Timestamp,
     lock: &Locked,
-) -> Result<bool> {
+    mode: Mode,
+    wanted: &[String],
+) -> std::result::Result<Written, Failure> {
     let bad_id = |id: u64| Error::Invalid(format!("task id {id} is too large for the database"));
     let now_ms = now.timestamp_millis();
     let mut t_id: Vec<i64> = Vec::new();
@@ -669,14 +882,15 @@ fn write(
         && m_seq.is_empty()
         && progress.is_none()
     {
-        return Ok(false);
+        return Ok(Written::Nothing);
     }
     let next_seq = lock.next_seq + i64::try_from(st.outbox.len()).unwrap_or(0);
     let next_id = if changed { next_id(st, archived) } else { 0 };
     let clock = changed.then_some(now_ms);
+    let conditional = mode == Mode::Optimistic;
     let rows = c
         .client
-        .execute(
+        .query(
             &c.st.write,
             &[
                 &version,
@@ -702,14 +916,45 @@ fn write(
                 &progress,
                 &done,
                 &cancelled,
+                &conditional,
+                &now_ms,
+                &wanted,
+                &crate::store::clock::TOLERANCE_MS,
             ],
         )
-        .map_err(|e| target.error("writing to", e))?;
-    if rows != 1 {
-        return Err(Error::Protocol(format!(
-            "the board's database {} has no board row",
-            target.location()
-        )));
+        .map_err(|e| {
+            // An error the database answered with (not a lost connection) ends the statement's
+            // own transaction uncommitted.
+            let answered = conditional && e.as_db_error().is_some();
+            let e = target.error("writing to", e);
+            if answered {
+                Failure::Unsent(e)
+            } else {
+                Failure::Later(e)
+            }
+        })?;
+    let err = |e| target.error("writing to", e);
+    let changed_rows: i64 = match rows.first() {
+        Some(r) => r.try_get(0).map_err(err)?,
+        None => 0,
+    };
+    match changed_rows {
+        1 => {}
+        0 if conditional => return Ok(Written::Conflict),
+        _ => {
+            return Err(Failure::Later(Error::Protocol(format!(
+                "the board's database {} has no board row",
+                target.location()
+            ))));
+        }
     }
-    Ok(true)
+    let mut found = Vec::new();
+    for r in &rows {
+        let path: Option<String> = r.try_get(1).map_err(err)?;
+        let content: Option<Vec<u8>> = r.try_get(2).map_err(err)?;
+        if let (Some(p), Some(c)) = (path, content) {
+            found.push((p, c));
+        }
+    }
+    Ok(Written::Committed(found))
 }
