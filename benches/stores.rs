@@ -130,7 +130,15 @@ fn main() -> R<()> {
     let latency = measure_latency(&setups, direct.as_ref(), &mut bare, rounds)?;
     eprintln!("{} latency rounds done", at());
 
-    let (rounds, window) = if quick { (1, 1) } else { (ROUNDS, WINDOW_SECS) };
+    // `AGENTVINE_BENCH_STORES_LATENCY_ONLY=1` skips the throughput runs (for profiling).
+    let latency_only = std::env::var_os("AGENTVINE_BENCH_STORES_LATENCY_ONLY").is_some();
+    let (rounds, window) = if quick {
+        (1, 1)
+    } else if latency_only {
+        (0, WINDOW_SECS)
+    } else {
+        (ROUNDS, WINDOW_SECS)
+    };
     let mut runs = Vec::new();
     for round in 1..=rounds {
         for &n in &WORKER_COUNTS {

@@ -24,6 +24,11 @@ pub(crate) mod watch;
 use crate::error::Result;
 use crate::op::{Op, Reply};
 
+/// Worker entries changed only in what the queue also records (claim and completion times,
+/// the task held) are written at most this often; readers merge the queue's records back
+/// (`rules::merge_queue_facts`).
+pub const SOFT_WRITE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Something that can carry out board ops: the local files, or a server.
 pub trait Transport: Send + Sync {
     /// Carries out one op and returns its reply.

@@ -2,6 +2,7 @@
 //! touched tasks serialized again), one directory fsync, then the log; and moving finished
 //! tasks to the archive when there are too many (or on `vine compact`).
 
+use crate::store::SOFT_WRITE_EVERY;
 use std::collections::HashSet;
 use std::fs;
 
@@ -15,10 +16,6 @@ use crate::store::paths::{ARCHIVE, LOG, PROGRESS, QUEUE, SESSIONS, TASKS_DIR, WO
 use crate::store::{archive, queue_file};
 use crate::task::Task;
 use crate::time::Timestamp;
-
-/// Worker entries changed only in what the queue also records are written at most this often
-/// (seconds); readers merge the queue's records back (`rules::merge_queue_facts`).
-const SOFT_WRITE_EVERY: f64 = 1.0;
 
 impl LocalStore {
     /// Writes the queue durably (the caller fsyncs the directory): only touched tasks are
@@ -80,7 +77,8 @@ impl LocalStore {
         let mut changed = false;
         tracing::trace_span!("workers").in_scope(|| {
             if st.dirty.workers
-                || (st.dirty.workers_soft && self.workers_file_older_than(SOFT_WRITE_EVERY))
+                || (st.dirty.workers_soft
+                    && self.workers_file_older_than(SOFT_WRITE_EVERY.as_secs_f64()))
             {
                 durable::replace(d, WORKERS, &to_pretty(&st.workers)?, false)?;
                 changed = true;

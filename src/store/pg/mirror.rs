@@ -49,6 +49,9 @@ pub(crate) struct Mirror {
     pub tasks: Vec<Task>,
     /// The workers, as stored.
     pub workers: BTreeMap<String, Worker>,
+    /// When this server last wrote worker rows (changes only in what the queue also records
+    /// are written at most every [`crate::store::SOFT_WRITE_EVERY`], as on files).
+    pub workers_written: Option<std::time::Instant>,
     /// The sessions, in the order they were first recorded.
     pub sessions: Vec<SessionRecord>,
 }
@@ -156,6 +159,7 @@ impl Mirror {
             board: d.board.clone(),
             tasks: Vec::new(),
             workers: BTreeMap::new(),
+            workers_written: None,
             sessions: Vec::new(),
         };
         m.apply(d);

@@ -1,6 +1,9 @@
 //! The board's SQL: every statement, prepared once per connection ([`Conn`]), so each use is
 //! one round trip.
 
+use std::collections::HashMap;
+
+use postgres::types::Type;
 use postgres::{Client, Statement};
 
 use super::conn::Target;
@@ -18,49 +21,128 @@ const BOARD_ROW: &str = "SELECT 0::smallint, NULL::bigint, false, NULL::text, \
 pub(crate) const LOCK: &str = "BEGIN; SELECT version, next_id, next_seq, clock_ms, \
      (extract(epoch from clock_timestamp()) * 1000)::bigint FROM board WHERE id = 1 FOR UPDATE";
 
-/// Writes what a batch changed at board version $1, notifies every server listening, and
-/// gives the board files among the paths $26 (a claim's instruction files). Each array is one
-/// kind of row; empty arrays write nothing. A new task's `ord` is its id (above every id
-/// before it, so new tasks come last in the queue's order).
+/// Which kinds of rows a batch writes, and whether it reads board files: each kind is a part
+/// of the write statement, left out when the batch has none (a claim writes a task, a worker
+/// and a log entry, and reads its instruction file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Shape {
+    /// Tasks ($2-$6).
+    pub tasks: bool,
+    /// Workers ($7-$8).
+    pub workers: bool,
+    /// Sessions ($9-$11).
+    pub sessions: bool,
+    /// Log entries ($12-$15).
+    pub messages: bool,
+    /// Board files ($16-$17).
+    pub files: bool,
+    /// Board files to read ($26).
+    pub reads: bool,
+}
+
+/// The parameters' types of every write statement (each shape uses some of them).
+const WRITE_TYPES: [Type; 27] = [
+    Type::INT8,
+    Type::INT8_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::BOOL_ARRAY,
+    Type::INT8_ARRAY,
+    Type::JSON_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::JSON_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::INT8_ARRAY,
+    Type::JSON_ARRAY,
+    Type::INT8_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::INT8_ARRAY,
+    Type::JSON_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::BYTEA_ARRAY,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::JSON,
+    Type::INT8,
+    Type::INT8,
+    Type::BOOL,
+    Type::INT8,
+    Type::TEXT_ARRAY,
+    Type::INT8,
+];
+
+/// The statement that writes what a batch changed at board version $1, of the kinds `shape`
+/// names, notifies every server listening, and gives the board files among the paths $26 (a
+/// claim's instruction files). A new task's `ord` is its id (above every id before it, so new
+/// tasks come last in the queue's order).
 ///
 /// With $24 true the write is conditional: the board row is changed only if it is still at
-/// version $1 - 1 and the database's clock is within the board clock's tolerance of $25
-/// (the time the batch was stamped with); otherwise nothing at all is written. The first
-/// column of every returned row is how many board rows were changed (1, or 0 when the
-/// condition failed); the file rows come only when it is 1.
-const WRITE: &str = "WITH \
-  b AS (UPDATE board SET version = $1::bigint, next_id = greatest(next_id, $18), \
+/// version $1 - 1 and the database's clock is within $27 ms of $25 (the time the batch was
+/// stamped with); otherwise nothing at all is written. The first column of every returned
+/// row is how many board rows were changed (1, or 0 when the condition failed); the file rows
+/// come only when it is 1.
+pub(crate) fn write_sql(shape: Shape) -> String {
+    let mut sql = String::from(
+        "WITH \
+  b AS (UPDATE board SET version = $1, next_id = greatest(next_id, $18), \
           next_seq = greatest(next_seq, $19), clock_ms = coalesce($20, clock_ms), \
           progress = coalesce($21, progress), archived_completed = archived_completed + $22, \
           archived_cancelled = archived_cancelled + $23 \
-        WHERE id = 1 AND (NOT $24::bool OR (version = $1::bigint - 1 AND \
-          abs((extract(epoch from clock_timestamp()) * 1000)::bigint - $25::bigint) <= $27::bigint)) \
+        WHERE id = 1 AND (NOT $24 OR (version = $1 - 1 AND \
+          abs((extract(epoch from clock_timestamp()) * 1000)::bigint - $25) <= $27)) \
         RETURNING pg_notify('vine_board', $1::text)), \
-  ok AS (SELECT count(*) AS n FROM b), \
-  t AS (INSERT INTO tasks (id, ord, status, archived, archived_at, version, body) \
+  ok AS (SELECT count(*) AS n FROM b)",
+    );
+    if shape.tasks {
+        sql.push_str(
+            ", t AS (INSERT INTO tasks (id, ord, status, archived, archived_at, version, body) \
         SELECT id, id, status, archived, archived_at, $1, body \
-        FROM unnest($2::bigint[], $3::text[], $4::bool[], $5::bigint[], $6::json[]) \
-             AS x(id, status, archived, archived_at, body) \
+        FROM unnest($2, $3, $4, $5, $6) AS x(id, status, archived, archived_at, body) \
         WHERE (SELECT n FROM ok) = 1 \
         ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, archived = EXCLUDED.archived, \
-           archived_at = EXCLUDED.archived_at, version = EXCLUDED.version, body = EXCLUDED.body), \
-  w AS (INSERT INTO workers (id, version, body) \
-        SELECT id, $1, body FROM unnest($7::text[], $8::json[]) AS x(id, body) \
+           archived_at = EXCLUDED.archived_at, version = EXCLUDED.version, body = EXCLUDED.body)",
+        );
+    }
+    if shape.workers {
+        sql.push_str(
+            ", w AS (INSERT INTO workers (id, version, body) \
+        SELECT id, $1, body FROM unnest($7, $8) AS x(id, body) \
         WHERE (SELECT n FROM ok) = 1 \
-        ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, body = EXCLUDED.body), \
-  s AS (INSERT INTO sessions (id, ord, version, body) \
-        SELECT id, ord, $1, body FROM unnest($9::text[], $10::bigint[], $11::json[]) AS x(id, ord, body) \
+        ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, body = EXCLUDED.body)",
+        );
+    }
+    if shape.sessions {
+        sql.push_str(
+            ", s AS (INSERT INTO sessions (id, ord, version, body) \
+        SELECT id, ord, $1, body FROM unnest($9, $10, $11) AS x(id, ord, body) \
         WHERE (SELECT n FROM ok) = 1 \
-        ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, body = EXCLUDED.body), \
-  m AS (INSERT INTO messages (seq, kind, task, body) \
-        SELECT * FROM unnest($12::bigint[], $13::text[], $14::bigint[], $15::json[]) \
-        WHERE (SELECT n FROM ok) = 1), \
-  f AS (INSERT INTO files (path, version, content) \
-        SELECT path, $1, content FROM unnest($16::text[], $17::bytea[]) AS x(path, content) \
+        ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, body = EXCLUDED.body)",
+        );
+    }
+    if shape.messages {
+        sql.push_str(
+            ", m AS (INSERT INTO messages (seq, kind, task, body) \
+        SELECT * FROM unnest($12, $13, $14, $15) WHERE (SELECT n FROM ok) = 1)",
+        );
+    }
+    if shape.files {
+        sql.push_str(
+            ", f AS (INSERT INTO files (path, version, content) \
+        SELECT path, $1, content FROM unnest($16, $17) AS x(path, content) \
         WHERE (SELECT n FROM ok) = 1 \
-        ON CONFLICT (path) DO UPDATE SET version = EXCLUDED.version, content = EXCLUDED.content) \
-SELECT ok.n, files.path, files.content FROM ok \
-  LEFT JOIN files ON ok.n = 1 AND files.path = ANY($26::text[])";
+        ON CONFLICT (path) DO UPDATE SET version = EXCLUDED.version, content = EXCLUDED.content)",
+        );
+    }
+    if shape.reads {
+        sql.push_str(
+            " SELECT ok.n, files.path, files.content FROM ok \
+  LEFT JOIN files ON ok.n = 1 AND files.path = ANY($26)",
+        );
+    } else {
+        sql.push_str(" SELECT ok.n, NULL::text, NULL::bytea FROM ok");
+    }
+    sql
+}
 
 /// The statements of one connection.
 pub(crate) struct Stmts {
@@ -70,8 +152,8 @@ pub(crate) struct Stmts {
     /// What changed after board version $1, archived tasks included (without their body),
     /// and the tasks among the ids $2 as they are.
     pub delta: Statement,
-    /// See [`WRITE`].
-    pub write: Statement,
+    /// The write statements prepared so far, by shape (see [`write_sql`]).
+    pub writes: HashMap<Shape, Statement>,
     /// The whole log, oldest first.
     pub log_all: Statement,
     /// The last $1 entries of the log, oldest first.
@@ -103,6 +185,19 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    /// The write statement of `shape`, prepared on first use.
+    pub(crate) fn write_statement(
+        &mut self,
+        shape: Shape,
+    ) -> std::result::Result<Statement, postgres::Error> {
+        if let Some(s) = self.st.writes.get(&shape) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare_typed(&write_sql(shape), &WRITE_TYPES)?;
+        self.st.writes.insert(shape, s.clone());
+        Ok(s)
+    }
+
     /// Connects and prepares every statement.
     pub(crate) fn open(target: &Target) -> Result<Conn> {
         Conn::prepared(target.connect()?, target)
@@ -140,7 +235,7 @@ fn prepare(c: &mut Client) -> std::result::Result<Stmts, postgres::Error> {
     Ok(Stmts {
         full: c.prepare(&full)?,
         delta: c.prepare(&delta)?,
-        write: c.prepare(WRITE)?,
+        writes: HashMap::new(),
         log_all: c.prepare("SELECT body FROM messages ORDER BY seq")?,
         log_recent: c.prepare(
             "SELECT body FROM (SELECT seq, body FROM messages ORDER BY seq DESC LIMIT $1) m ORDER BY seq",

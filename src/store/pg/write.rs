@@ -18,7 +18,7 @@ use postgres::types::Json;
 
 use super::conn::Target;
 use super::mirror::{self, Mirror};
-use super::sql::{Conn, LOCK};
+use super::sql::{Conn, LOCK, Shape};
 use super::{PgStore, Writer, locked, read};
 use crate::error::{Error, Result};
 use crate::message::Message;
@@ -57,8 +57,11 @@ enum Written {
     /// No row changed: nothing was sent.
     Nothing,
     /// The rows were written (and, without the lock, committed), with the board files asked
-    /// for.
-    Committed(Vec<(String, Vec<u8>)>),
+    /// for; whether worker rows were among them.
+    Committed {
+        files: Vec<(String, Vec<u8>)>,
+        workers: bool,
+    },
     /// Without the lock: the board was not at the copy's version, or the clocks disagree;
     /// nothing was written.
     Conflict,
@@ -525,7 +528,7 @@ fn step(
             c, target, m, &mut st, &archived, changed, version, now, lock, mode, &wanted,
         )?;
         if mode == Mode::Locked {
-            let end = if matches!(w, Written::Committed(_)) {
+            let end = if matches!(w, Written::Committed { .. }) {
                 "COMMIT"
             } else {
                 "ROLLBACK"
@@ -534,6 +537,7 @@ fn step(
         }
         Ok::<_, Failure>(w)
     })?;
+    let mut wrote_workers = false;
     let files = match wrote {
         Written::Conflict => {
             // Put the copy back: drop the added tasks, take the touched ones again. Tasks
@@ -549,8 +553,12 @@ fn step(
             return Ok(Step::Conflict { retake });
         }
         Written::Nothing => None,
-        Written::Committed(mut found) => {
+        Written::Committed {
+            files: mut found,
+            workers,
+        } => {
             found.extend(written);
+            wrote_workers = workers;
             Some(found)
         }
     };
@@ -578,7 +586,12 @@ fn step(
         if st.dirty.sessions && need.sessions {
             m.sessions = std::mem::take(&mut st.sessions);
         }
-        m.workers = std::mem::take(&mut st.workers);
+        // Workers not written stay in the copy as stored (their queue facts are merged
+        // again from the queue at every use).
+        if wrote_workers {
+            m.workers = std::mem::take(&mut st.workers);
+            m.workers_written = Some(std::time::Instant::now());
+        }
         m.tasks = std::mem::take(&mut st.tasks);
         true
     } else if kept {
@@ -836,7 +849,12 @@ fn write(
                 _ => {}
             }
         }
-        for (id, w) in &st.workers {
+        // As on files: workers that changed only in what the queue records wait for a change
+        // of their own, or for a second since the last worker write.
+        let soft_only = !st.dirty.workers
+            && m.workers_written
+                .is_some_and(|t| t.elapsed() < crate::store::SOFT_WRITE_EVERY);
+        for (id, w) in st.workers.iter().filter(|_| !soft_only) {
             if m.workers.get(id) != Some(w) {
                 w_id.push(id);
                 w_body.push(Json(w));
@@ -888,10 +906,21 @@ fn write(
     let next_id = if changed { next_id(st, archived) } else { 0 };
     let clock = changed.then_some(now_ms);
     let conditional = mode == Mode::Optimistic;
+    let shape = Shape {
+        tasks: !t_id.is_empty(),
+        workers: !w_id.is_empty(),
+        sessions: !s_id.is_empty(),
+        messages: !m_seq.is_empty(),
+        files: !f_path.is_empty(),
+        reads: !wanted.is_empty(),
+    };
+    let statement = c
+        .write_statement(shape)
+        .map_err(|e| Failure::Unsent(target.error("preparing a statement on", e)))?;
     let rows = c
         .client
         .query(
-            &c.st.write,
+            &statement,
             &[
                 &version,
                 &t_id,
@@ -956,5 +985,8 @@ fn write(
             found.push((p, c));
         }
     }
-    Ok(Written::Committed(found))
+    Ok(Written::Committed {
+        files: found,
+        workers: shape.workers,
+    })
 }
