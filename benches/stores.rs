@@ -34,7 +34,7 @@ const HISTORY: usize = 1000;
 /// Worker processes of the throughput runs.
 const WORKER_COUNTS: [usize; 3] = [1, 4, 16];
 /// Rounds of throughput runs (each runs every setup at every worker count once).
-const ROUNDS: usize = 2;
+const ROUNDS: usize = 3;
 /// Wall time window of each throughput run.
 const WINDOW_SECS: u64 = 3;
 /// Unrecorded rounds before the latency rounds.
@@ -412,11 +412,29 @@ struct Latency {
     direct: Vec<f64>,
     bare: Vec<f64>,
     round_trip: Vec<f64>,
+    /// Back to back (each claim right after the last cycle): through the store in this
+    /// process, and the bare statement (us).
+    direct_warm: Vec<f64>,
+    bare_warm: Vec<f64>,
+}
+
+/// One claim through `board`, timed; then, untimed, its completion and a new task numbered
+/// after `n`.
+fn timed_claim(board: &Board, n: &mut u64) -> R<f64> {
+    let t = Instant::now();
+    let c = board.claim("latency")?.ok_or("the pool ran dry")?;
+    let claim = us(t.elapsed());
+    board.complete(c.task.id, "latency", Some(result_of(c.task.id)))?;
+    *n += 1;
+    board.add(new_task(*n))?;
+    Ok(claim)
 }
 
 /// `rounds` recorded rounds (after `WARMUP`), each: one claim through every setup (one
 /// long-lived client each; completed and replaced untimed), one through the PostgreSQL store
 /// in this process (`direct`), one bare claim statement, one `GET /test` of the first server.
+/// Then `rounds` claims through `direct` back to back, and as many bare claims back to back
+/// (each cycle starting right after the last: nothing between them has gone idle).
 fn measure_latency(
     setups: &[Setup],
     direct: Option<&Board>,
@@ -433,23 +451,13 @@ fn measure_latency(
     for i in 0..WARMUP + rounds {
         let record = i >= WARMUP;
         for (k, board) in boards.iter().enumerate() {
-            let t = Instant::now();
-            let c = board.claim("latency")?.ok_or("the pool ran dry")?;
-            let claim = us(t.elapsed());
-            board.complete(c.task.id, "latency", Some(result_of(c.task.id)))?;
-            n += 1;
-            board.add(new_task(n))?;
+            let claim = timed_claim(board, &mut n)?;
             if record {
                 m.claims[k].1.push(claim);
             }
         }
         if let Some(board) = direct {
-            let t = Instant::now();
-            let c = board.claim("latency")?.ok_or("the pool ran dry")?;
-            let claim = us(t.elapsed());
-            board.complete(c.task.id, "latency", Some(result_of(c.task.id)))?;
-            n += 1;
-            board.add(new_task(n))?;
+            let claim = timed_claim(board, &mut n)?;
             if record {
                 m.direct.push(claim);
             }
@@ -464,6 +472,20 @@ fn measure_latency(
         if record {
             m.bare.push(b);
             m.round_trip.push(rt);
+        }
+    }
+    if let Some(board) = direct {
+        for i in 0..WARMUP + rounds {
+            let claim = timed_claim(board, &mut n)?;
+            if i >= WARMUP {
+                m.direct_warm.push(claim);
+            }
+        }
+        for i in 0..WARMUP + rounds {
+            let b = bare.cycle()?;
+            if i >= WARMUP {
+                m.bare_warm.push(b);
+            }
         }
     }
     Ok(m)
@@ -714,6 +736,23 @@ fn report_latency(m: &Latency) {
             "   target: claim p50 through the PostgreSQL store (in process) <= 2x the bare statement: {store:.0} us = {:.2}x {bare:.0} us: {}",
             store / bare,
             met(store <= 2.0 * bare)
+        );
+    }
+    if !m.direct_warm.is_empty() {
+        println!(
+            "Back to back, {} claims each (every cycle right after the last), us",
+            m.direct_warm.len()
+        );
+        for (name, v) in [
+            ("claim through the PostgreSQL store", &m.direct_warm),
+            ("bare SKIP LOCKED claim statement", &m.bare_warm),
+        ] {
+            println!("{name:>40} {:>8.0} {:>8.0}", pct(v, 0.5), pct(v, 0.99));
+        }
+        let (store, bare) = (pct(&m.direct_warm, 0.5), pct(&m.bare_warm, 0.5));
+        println!(
+            "   back to back: the store {store:.0} us = {:.2}x the bare statement {bare:.0} us",
+            store / bare
         );
     }
     if let Some((_, pg)) = m.claims.iter().find(|(n, _)| *n == "(b) pg") {
