@@ -4,10 +4,12 @@
 //! One board row holds the version (bumped by every commit), the counters, the settings, the
 //! progress record and the board clock; tasks, workers, sessions, log entries and board files
 //! are rows of their own (`migrations/`). A batch of changes (the server's group commit,
-//! `write.rs`) locks the board row (`SELECT ... FOR UPDATE`, which serializes writers across
-//! servers), brings its copy of the live board up to that version by loading only the rows that
-//! changed (`mirror.rs`), applies each op as `LocalStore` does, writes the rows it changed in one
-//! statement, commits and notifies (`NOTIFY vine_board`). Reads (`read.rs`) take no lock: they
+//! `write.rs`) is applied, op by op as `LocalStore` does it, to the server's copy of the live
+//! board (`mirror.rs`, brought up to date by loading only the rows that changed), and the rows
+//! it changed are written in one statement that moves the board row's version and notifies
+//! (`NOTIFY vine_board`): committed on its own if the board is still at the copy's version (one
+//! round trip), or, after conflicts and for ops that need more than the copy, under the board
+//! row's lock (`SELECT ... FOR UPDATE`, which serializes writers across servers). Reads (`read.rs`) take no lock: they
 //! bring a second copy up to date the same way and answer from it. A thread listening for the
 //! notifications (`listen.rs`) wakes the server's long-polls and live pages on changes made
 //! through other servers.

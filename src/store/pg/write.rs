@@ -1,13 +1,16 @@
 //! A batch of changes (the server's group commit) on PostgreSQL, as `LocalStore::execute_batch`
-//! does it on files: lock, load what the ops need, apply each as if alone (a failed op leaves
-//! no change but the log entries it must keep), write what changed, commit; replies go out
-//! only after the commit.
+//! does it on files: apply each op as if alone (a failed op leaves no change but the log
+//! entries it must keep), write what changed, commit; replies go out only after the commit.
 //!
-//! Round trips of a batch on a board this server last changed: `BEGIN` with the board row's
-//! lock (one simple query), the write (one prepared statement: every changed row, the board
-//! row, the notification) and `COMMIT`. After another server's commit, one more loads the rows
-//! it changed; an op that names an archived task, reads the log or names instruction files
-//! adds one each.
+//! A batch that needs nothing beyond the server's copy of the live board (no log, no archived
+//! task, no instruction file to check) is decided on the copy as it is, and committed by one
+//! statement that writes only if the board is still at the copy's version: one round trip,
+//! which also brings back the claimed tasks' instruction files. When another server committed
+//! first, nothing was written; the copy takes back the batch's own changes (the tasks it added
+//! are dropped, the ones it touched loaded again) with what the other server changed, and the
+//! batch is tried again ([`OPTIMISTIC_TRIES`] times in all). Any other batch, and one that keeps
+//! losing, runs under the board row's lock: `BEGIN` with the lock (one simple query), a load
+//! of what changed since the copy and of what the ops need, the write, and `COMMIT`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering;
