@@ -269,21 +269,25 @@ impl Setup {
     }
 }
 
+/// A plan of `count` realistic tasks numbered after `n` (which moves past them).
+fn plan_of(count: usize, n: &mut u64) -> Vec<PlanTask> {
+    (0..count)
+        .map(|_| {
+            *n += 1;
+            PlanTask {
+                task: new_task(*n),
+                ..PlanTask::default()
+            }
+        })
+        .collect()
+}
+
 /// Runs `history` tasks through `board` (added in plans, claimed and completed by one client)
 /// and leaves `POOL` pending.
 fn fill(board: &Board, history: usize) -> R<()> {
     let mut n = 1_000_000u64;
     let mut plan = |count: usize| -> R<()> {
-        let tasks: Vec<PlanTask> = (0..count)
-            .map(|_| {
-                n += 1;
-                PlanTask {
-                    task: new_task(n),
-                    ..PlanTask::default()
-                }
-            })
-            .collect();
-        board.add_plan(tasks)?;
+        board.add_plan(plan_of(count, &mut n))?;
         Ok(())
     };
     let mut left = history;
@@ -539,16 +543,9 @@ fn measure_throughput(setup: &Setup, workers: usize, window: u64) -> R<Run> {
             while !stop.load(Ordering::Relaxed) {
                 let pending = board.status().map_err(|e| e.to_string())?.pending;
                 if pending < 2 * POOL {
-                    let plan = (0..POOL)
-                        .map(|_| {
-                            n += 1;
-                            PlanTask {
-                                task: new_task(n),
-                                ..PlanTask::default()
-                            }
-                        })
-                        .collect();
-                    board.add_plan(plan).map_err(|e| e.to_string())?;
+                    board
+                        .add_plan(plan_of(POOL, &mut n))
+                        .map_err(|e| e.to_string())?;
                 }
                 std::thread::sleep(Duration::from_millis(2));
             }

@@ -302,7 +302,7 @@ fn batch(
             // A change this server was told of (another server's, notified) is loaded first:
             // a claim is never decided on a copy known to be old.
             if m.version() < known {
-                refresh(c, &mut m, target)?;
+                refresh(c, &mut m, target, &[])?;
             }
             if !need
                 .task_ids
@@ -327,10 +327,7 @@ fn batch(
                         // The copy cannot be put back: the locked path loads the board.
                         break;
                     };
-                    let d = tracing::trace_span!("load changed")
-                        .in_scope(|| mirror::load_with(c, target, Some(before), &retake))
-                        .map_err(Failure::Unsent)?;
-                    m.apply(d);
+                    refresh(c, &mut m, target, &retake)?;
                     let moved = m.version() != before;
                     *slot = Some(m);
                     if !moved {
@@ -390,11 +387,16 @@ fn copy_suffices(ops: &[(Op, Option<String>)], need: &Needs) -> bool {
             .any(|(op, _)| matches!(op, Op::Compact(_) | Op::Repair(_)))
 }
 
-/// Brings the copy up to the board's version with what changed (a read on its own; nothing
-/// is sent that could commit).
-fn refresh(c: &mut Conn, m: &mut Mirror, target: &Target) -> std::result::Result<(), Failure> {
+/// Brings the copy up to the board's version with what changed, and takes the tasks among
+/// `retake` again as they are (a read on its own; nothing is sent that could commit).
+fn refresh(
+    c: &mut Conn,
+    m: &mut Mirror,
+    target: &Target,
+    retake: &[i64],
+) -> std::result::Result<(), Failure> {
     let d = tracing::trace_span!("load changed")
-        .in_scope(|| mirror::load(c, target, Some(m.version())))
+        .in_scope(|| mirror::load_with(c, target, Some(m.version()), retake))
         .map_err(Failure::Unsent)?;
     m.apply(d);
     Ok(())
@@ -490,19 +492,21 @@ fn step(
             move_to_archive(&mut st, &take, &mut archived);
         }
     }
-    // What the claims of the batch will read, unless this batch writes it.
-    let written: HashMap<String, &[u8]> = st
-        .files
-        .iter()
-        .map(|(rel, text)| (read::file_key(rel), text.as_bytes()))
-        .collect();
-    let wanted: Vec<String> = claimed_files(&replies)
-        .iter()
-        .map(|f| read::file_key(f))
-        .filter(|k| !written.contains_key(k))
-        .collect();
-    let written: Vec<(String, Vec<u8>)> =
-        written.into_iter().map(|(k, v)| (k, v.to_vec())).collect();
+    // The instruction files the batch's claims read: from the batch itself when it writes
+    // them (its last content of a path), else from the database with the commit.
+    let mut written: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut wanted: Vec<String> = Vec::new();
+    for key in claimed_files(&replies).iter().map(|f| read::file_key(f)) {
+        match st
+            .files
+            .iter()
+            .rev()
+            .find(|(rel, _)| read::file_key(rel) == key)
+        {
+            Some((_, text)) => written.push((key, text.as_bytes().to_vec())),
+            None => wanted.push(key),
+        }
+    }
     let kept = st.touched.is_empty() && !st.dirty.tasks;
     if !changed && st.outbox.is_empty() {
         if mode == Mode::Locked {
@@ -612,6 +616,7 @@ fn step(
         copy_kept,
     })
 }
+
 /// `BEGIN` and the board row's lock, in one round trip.
 fn lock(c: &mut Conn, target: &Target) -> Result<Locked> {
     let msgs = c
