@@ -1717,6 +1717,7 @@ fn board_commands_work_through_execute_on_an_original_server() {
 
 /// The board files `vine init` makes, and their bytes.
 fn board_files(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    support::wait_checkpointed(root);
     [
         "board.json",
         "task-queue.json",
@@ -2377,6 +2378,7 @@ fn reads_of_a_damaged_remote_board_show_what_can_be_read() {
             assert_eq!(r.code, 0, "{name}: {r:?}");
         }
         let queue = server.root.join("task-queue.json");
+        support::wait_checkpointed(&server.root);
         let text = fs::read_to_string(&queue).unwrap();
         fs::write(&queue, text.replace("\"lost task\"", "\"lost task")).unwrap();
         let before = fs::read(&queue).unwrap();
@@ -2468,6 +2470,7 @@ fn a_remote_board_fails_with_the_errors_a_local_one_fails_with() {
         );
 
         let queue = server.root.join("task-queue.json");
+        support::wait_checkpointed(&server.root);
         let text = fs::read_to_string(&queue).unwrap();
         fs::write(&queue, text.replace("\"lost task\"", "\"lost task")).unwrap();
         match same("damaged", json!({"op": "tasks"})) {

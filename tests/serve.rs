@@ -2638,6 +2638,7 @@ fn a_read_of_a_damaged_board_answers_with_what_it_can_read() {
         s.op_ok(json!({"op": "add", "task": {"description": d}}), "added");
     }
     let queue = base.join("task-queue.json");
+    support::wait_checkpointed(&base);
     let text = std::fs::read_to_string(&queue).unwrap();
     std::fs::write(&queue, text.replace("\"lost\"", "\"lost")).unwrap();
     let e = s.op(json!({"op": "tasks"})).error(500);

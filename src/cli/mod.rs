@@ -191,9 +191,12 @@ pub(crate) fn board_dir(dir: Option<&Path>) -> Result<PathBuf> {
     })
 }
 
-/// Opens the board named by `--dir`, `$VINE_DIR`, or the nearest `.vine/` upward.
+/// Opens the board named by `--dir`, `$VINE_DIR`, or the nearest `.vine/` upward, for one
+/// command: its change goes straight to the JSON files when the journal holds nothing.
 fn open_board(dir: Option<&Path>) -> Result<Board> {
-    Board::open(board_dir(dir)?)
+    let store = agentvine::store::local::LocalStore::open(board_dir(dir)?)?
+        .committing(agentvine::store::local::Commit::Files);
+    Ok(Board::with_transport(store))
 }
 
 /// The worker a command acts for: the global `--worker` (clap also reads `$VINE_WORKER`),

@@ -108,6 +108,30 @@ pub struct ReadQuery {
 }
 
 /// `GET /read?filepath=FILE` -> `{"content": ..., "encoding": "utf-8"|"base64", "size": n}`.
+/// Before a `/read` of one of the board's JSON files: the journal's changes are written into
+/// them (a checkpoint), so what is read is the board as it is. Best effort: a board that
+/// cannot be checkpointed (damaged) is read as its files are.
+async fn up_to_date(app: &Arc<App>, path: &Path) {
+    let ours = path.parent().map(Path::canonicalize).and_then(|p| p.ok())
+        == app.root.canonicalize().ok()
+        && path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| paths::CHECKPOINT_FILES.contains(&n));
+    if !ours {
+        return;
+    }
+    let app = Arc::clone(app);
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Some(local) = app.store.as_ref().and_then(|s| s.files())
+            && let Ok(_lock) = local.lock()
+        {
+            let _ = local.checkpoint_held();
+        }
+    })
+    .await;
+}
+
 pub async fn read(
     State(app): State<Arc<App>>,
     q: Result<Query<ReadQuery>, QueryRejection>,
@@ -115,6 +139,7 @@ pub async fn read(
     let q = parse_query(q)?;
     check_len("filepath", &q.filepath, 1, MAX_PATH)?;
     let path = inside(&app, &q.filepath)?;
+    up_to_date(&app, &path).await;
     match std::fs::metadata(&path) {
         Ok(m) if m.is_dir() => {
             return Err(ErrorReply::bad_request(format!(
@@ -209,12 +234,16 @@ pub async fn deploy(
         // Re-check after creating folders: nothing on the way may lead outside.
         paths::resolve(&app2.root, &relative(&app2, &full))
             .map_err(|e| ErrorReply::forbidden(&e))?;
-        if parent == app2.root && name == paths::LOCK {
+        if parent == app2.root && (name == paths::LOCK || name == paths::JOURNAL) {
             return Err(ErrorReply::new(
                 StatusCode::FORBIDDEN,
                 format!(
-                    "{} is the board's lock file; it cannot be deployed over",
-                    paths::LOCK
+                    "{name} is the board's {}; it cannot be deployed over",
+                    if name == paths::LOCK {
+                        "lock file"
+                    } else {
+                        "journal"
+                    }
                 ),
             ));
         }
@@ -224,7 +253,13 @@ pub async fn deploy(
         }
         let _lock = if board_file {
             check_board_file(&name, &bytes)?;
-            app2.board_lock().map_err(ErrorReply::internal)?
+            let lock = app2.board_lock().map_err(ErrorReply::internal)?;
+            // The journal's changes go into the files first, so the file deployed is the
+            // board's from now on. A board too damaged for that is deployed over as it is.
+            if let Some(local) = app2.store.as_ref().and_then(|s| s.files()) {
+                let _ = local.checkpoint_held();
+            }
+            lock
         } else {
             None
         };

@@ -60,6 +60,11 @@ impl Damages {
         Ok(())
     }
 
+    /// True if damage was noted.
+    pub fn any(&self) -> bool {
+        !self.found.is_empty()
+    }
+
     /// The damaged files noted so far.
     pub fn into_found(self) -> Vec<Damage> {
         self.found

@@ -21,6 +21,11 @@ pub const LOCK: &str = "board.lock";
 pub const SESSIONS: &str = "sessions.json";
 /// Finished tasks moved off the queue, one JSON object a line, append-only (ours).
 pub const ARCHIVE: &str = "task-archive.jsonl";
+/// The board journal: every change since the last checkpoint, one record a line (ours; see
+/// `store::journal`).
+pub const JOURNAL: &str = "board.journal";
+/// The files a checkpoint writes from the journal (see `store::journal`).
+pub const CHECKPOINT_FILES: [&str; 4] = [QUEUE, WORKERS, PROGRESS, SESSIONS];
 /// The folder of instruction files.
 pub const TASKS_DIR: &str = "tasks";
 /// The folder `vine init` creates when given no directory, and `vine` looks for upward.

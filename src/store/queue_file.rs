@@ -17,32 +17,19 @@ use std::ops::Range;
 
 use crate::task::Task;
 
-/// What a long-lived handle knows of the file: the bytes it last read or wrote, where each
-/// task's line is in them, and (between ops) the parsed tasks themselves.
+/// What a long-lived handle knows of the file: the bytes it last read or wrote and where
+/// each task's line is in them (a checkpoint copies the lines of unchanged tasks).
 #[derive(Debug, Default)]
 pub struct QueueCache {
     bytes: Vec<u8>,
     lines: HashMap<u64, Range<usize>>,
-    tasks: Option<Vec<Task>>,
 }
 
 impl QueueCache {
-    /// Gives the parsed tasks back after an op that did not change them, so the next decode of
-    /// the same bytes needs no parsing.
-    pub fn keep(&mut self, tasks: Vec<Task>) {
-        self.tasks = Some(tasks);
-    }
-
-    /// Records what was just written durably (the tasks come back with [`QueueCache::keep`]).
+    /// Records what was just written durably.
     pub fn set_written(&mut self, encoded: Encoded) {
         self.bytes = encoded.bytes;
         self.lines = encoded.lines;
-        self.tasks = None;
-    }
-
-    /// Drops the parsed tasks but keeps the bytes and lines (still true of the file).
-    pub fn forget_tasks(&mut self) {
-        self.tasks = None;
     }
 
     /// Forgets everything (after a failed write, the file and memory may differ).
@@ -70,15 +57,9 @@ pub enum QueueError {
     Duplicate(u64),
 }
 
-/// Parses the queue file. If it is byte for byte what the cache last saw and the cache holds
-/// the tasks, they are handed over without parsing. A queue that holds an id twice is refused
-/// like one that does not parse.
+/// Parses the queue file; `cache` then describes it (in this module's layout). A queue that
+/// holds an id twice is refused like one that does not parse.
 pub fn decode(bytes: &[u8], cache: &mut QueueCache) -> Result<Vec<Task>, QueueError> {
-    if cache.bytes == bytes
-        && let Some(tasks) = cache.tasks.take()
-    {
-        return Ok(tasks);
-    }
     cache.clear();
     if let Some(lines) = split_lines(bytes) {
         let mut out = Vec::with_capacity(lines.len());
@@ -111,17 +92,6 @@ pub fn decode(bytes: &[u8], cache: &mut QueueCache) -> Result<Vec<Task>, QueueEr
         Some(t) => Err(QueueError::Duplicate(t.id)),
         None => Ok(tasks),
     }
-}
-
-/// Parses the queue file for reading: the cache's tasks are copied, not taken, and a parse
-/// of other bytes leaves the cache as it was.
-pub fn decode_shared(bytes: &[u8], cache: &mut QueueCache) -> Result<Vec<Task>, QueueError> {
-    if cache.bytes == bytes
-        && let Some(tasks) = &cache.tasks
-    {
-        return Ok(tasks.clone());
-    }
-    decode(bytes, &mut QueueCache::default())
 }
 
 /// Serializes the queue one task per line. Tasks not in `touched` whose line the cache knows
@@ -232,13 +202,12 @@ mod tests {
     }
 
     #[test]
-    fn a_warm_cache_hands_over_its_tasks_and_reuses_untouched_lines() {
+    fn a_cache_reuses_the_lines_of_untouched_tasks() {
         let mut cache = QueueCache::default();
         let mut t = tasks(3);
         let e = encode(&t, &none(), &cache).unwrap();
         let first = e.bytes.clone();
         cache.set_written(e);
-        cache.keep(t.clone());
         assert_eq!(decode(&first, &mut cache).unwrap(), t);
         t[1].description = "changed".into();
         let touched = BTreeSet::from([t[1].id]);
@@ -246,8 +215,7 @@ mod tests {
         let second = e.bytes.clone();
         assert_eq!(serde_json::from_slice::<Vec<Task>>(&second).unwrap(), t);
         cache.set_written(e);
-        cache.keep(t.clone());
-        // Someone else wrote the first version back: it is parsed, not taken from the cache.
+        // Someone else wrote the first version back: it is parsed.
         let back = decode(&first, &mut cache).unwrap();
         assert_eq!(back[1].description, "task 1");
         // And the lines of what was parsed are reused for untouched tasks.
@@ -285,7 +253,6 @@ mod tests {
                 decode(bytes, &mut cache),
                 Err(QueueError::Duplicate(id)) if id == t[0].id
             ));
-            assert!(decode_shared(bytes, &mut cache).is_err());
         }
     }
 }

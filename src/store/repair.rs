@@ -76,7 +76,8 @@ fn parses<T: DeserializeOwned>(dir: &Path, name: &str) -> bool {
     }
 }
 
-fn backup(dir: &Path, name: &str, stamp: &str) -> Result<String> {
+/// Copies the board file `name` aside as `NAME.damaged-STAMP`; returns the copy's name.
+pub(crate) fn backup(dir: &Path, name: &str, stamp: &str) -> Result<String> {
     let b = format!("{name}.damaged-{stamp}");
     if let Err(e) = fs::copy(dir.join(name), dir.join(&b)) {
         // A copy cut off (a full disk) is no backup.

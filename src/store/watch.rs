@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 
-use super::paths::{QUEUE, WORKERS};
+use super::paths::{JOURNAL, QUEUE, WORKERS};
 
 /// How long a wait lasts at most where the board cannot be watched.
 pub const UNWATCHED_POLL: Duration = Duration::from_millis(250);
@@ -82,7 +82,7 @@ fn is_a_change(kind: &EventKind) -> bool {
 fn names_a_board_file(p: &Path) -> bool {
     p.file_name()
         .and_then(|n| n.to_str())
-        .is_some_and(|n| n == QUEUE || n == WORKERS)
+        .is_some_and(|n| n == QUEUE || n == WORKERS || n == JOURNAL)
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::server::App;
-use crate::store::paths::{ARCHIVE, BOARD, LOG, PROGRESS, QUEUE, WORKERS};
+use crate::store::paths::{ARCHIVE, BOARD, JOURNAL, LOG, PROGRESS, QUEUE, WORKERS};
 
 /// How long a stream gathers changes before it sends their one event.
 pub const MIN_GAP: Duration = Duration::from_millis(250);
@@ -35,7 +35,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// How often the board files are looked at where the directory cannot be watched.
 const POLL: Duration = Duration::from_secs(1);
 /// The board files whose change a page shows.
-const FILES: &[&str] = &[QUEUE, WORKERS, PROGRESS, LOG, ARCHIVE, BOARD];
+const FILES: &[&str] = &[QUEUE, WORKERS, PROGRESS, LOG, ARCHIVE, BOARD, JOURNAL];
 
 /// Where the board stands: the writer's change count and the directory watch's. A page
 /// carries the version it was made from; its stream reports a change at once if the board has

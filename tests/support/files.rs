@@ -58,6 +58,40 @@ pub fn jsonl_whole(path: &Path) -> Vec<Value> {
     lines
 }
 
+/// How long the JSON files of a board may take to catch up with its journal: a checkpoint
+/// comes at most about a second after a change (`store::local::checkpoint::MAX_AGE`) while
+/// the handle that made it runs; this is that with room for a loaded machine.
+pub const CHECKPOINT_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The records in the board journal of `dir` (0 when it has none): changes the JSON files do
+/// not show yet.
+pub fn journal_records(dir: &Path) -> usize {
+    fs::read(dir.join("board.journal"))
+        .map(|b| {
+            b.split(|&c| c == b'\n')
+                .filter(|l| !l.is_empty())
+                .count()
+                .saturating_sub(1)
+        })
+        .unwrap_or(0)
+}
+
+/// Waits until the JSON files of the board in `dir` hold every change (its journal holds no
+/// record), as a person reading them would after about a second.
+pub fn wait_checkpointed(dir: &Path) {
+    let start = std::time::Instant::now();
+    while journal_records(dir) > 0 {
+        assert!(
+            start.elapsed() < CHECKPOINT_WITHIN,
+            "{}: the journal still holds {} records after {:?}: no checkpoint came",
+            dir.display(),
+            journal_records(dir),
+            CHECKPOINT_WITHIN
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Every board file, parsed and checked for shape.
 #[derive(Debug)]
 pub struct Files {
@@ -80,6 +114,7 @@ impl Files {
     }
 
     fn read_with(dir: &Path, lines: impl Fn(&Path) -> (Vec<Value>, bool)) -> Self {
+        wait_checkpointed(dir);
         let board = read_json_file(&dir.join("board.json"));
         assert!(board["settings"].is_object(), "board.json: {board}");
         let queue = match read_json_file(&dir.join("task-queue.json")) {

@@ -1,54 +1,29 @@
-//! Writing what a batch of changes did: instruction files, progress, workers, the queue (only
-//! touched tasks serialized again), one directory fsync, then the log; and moving finished
-//! tasks to the archive when there are too many (or on `vine compact`).
+//! Committing what a batch of changes did to the live board: instruction files first, then
+//! either one journal record (appended, one fdatasync) followed by the log entries it holds
+//! (appended, their fsync comes with the next checkpoint), or, for a handle that commits to
+//! files while the journal holds nothing, the changed JSON files rewritten as they always
+//! were. Finished tasks beyond the board's `archive_after` then move to the archive.
 
-use crate::store::SOFT_WRITE_EVERY;
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::fs;
 
-use super::LocalStore;
+use super::live::Loaded;
+use super::{Commit, LocalStore, checkpoint};
 use crate::error::{Error, Result};
-use crate::rules::{self, State};
-use crate::store::durable;
-use crate::store::json_file::to_pretty;
-use crate::store::log;
-use crate::store::paths::{ARCHIVE, LOG, PROGRESS, QUEUE, SESSIONS, TASKS_DIR, WORKERS};
-use crate::store::{archive, queue_file};
-use crate::task::Task;
+use crate::message::Message;
+use crate::rules::{self, Dirty, State};
+use crate::store::paths::{ARCHIVE, JOURNAL, LOG, TASKS_DIR, WORKERS};
+use crate::store::{SOFT_WRITE_EVERY, archive, durable, journal, log};
+use crate::task::TaskStatus;
 use crate::time::Timestamp;
 
 impl LocalStore {
-    /// Writes the queue durably (the caller fsyncs the directory): only touched tasks are
-    /// serialized again. The cache then describes the new file.
-    fn write_queue(&self, st: &mut State) -> Result<()> {
-        let _queue = tracing::trace_span!("queue").entered();
-        let mut cache = self.cache();
-        let encoded = tracing::trace_span!("encode")
-            .in_scope(|| queue_file::encode(&st.tasks, &st.touched, &cache))
-            .map_err(|e| Error::Protocol(e.to_string()))?;
-        cache.clear();
-        durable::replace(&self.dir, QUEUE, &encoded.bytes, true)?;
-        cache.set_written(encoded);
-        st.touched.clear();
-        Ok(())
-    }
-
-    /// Gives the tasks of a finished op back to the cache if they are what the file holds.
-    pub(super) fn keep_queue(&self, st: &mut State, file_matches: bool) {
-        let mut cache = self.cache();
-        if file_matches && st.touched.is_empty() {
-            cache.keep(std::mem::take(&mut st.tasks));
-        } else {
-            cache.forget_tasks();
-        }
-    }
-
-    /// Writes what the op changed, archiving finished tasks first when there are too many.
-    pub(super) fn commit(&self, st: &mut State, now: Timestamp) -> Result<()> {
+    /// Commits what the ops applied to `st` did; `b` is the live board `st` was taken from,
+    /// already given its tasks, workers, progress and sessions back.
+    pub(super) fn commit(&self, st: &mut State, b: &mut Loaded, now: Timestamp) -> Result<()> {
         let d = &self.dir;
         // The log's end is read (and checked) before anything is written.
         let log_bytes = log::encode(&d.join(LOG), &mut st.outbox)?;
-        let mut synced_dirs = false;
         if !st.files.is_empty() {
             let _files = tracing::trace_span!("instruction files").entered();
             let tasks_dir = d.join(TASKS_DIR);
@@ -64,91 +39,143 @@ impl LocalStore {
                 durable::sync_dir(parent)?;
             }
         }
-        if st.dirty.progress {
-            let _progress = tracing::trace_span!("progress").entered();
-            durable::replace(d, PROGRESS, &to_pretty(&st.progress)?, true)?;
-            synced_dirs = true;
-        }
-        if st.dirty.sessions {
-            let _sessions = tracing::trace_span!("sessions").entered();
-            durable::replace(d, SESSIONS, &to_pretty(&st.sessions)?, true)?;
-            synced_dirs = true;
-        }
-        let mut changed = false;
-        tracing::trace_span!("workers").in_scope(|| {
-            if st.dirty.workers
-                || (st.dirty.workers_soft
-                    && self.workers_file_older_than(SOFT_WRITE_EVERY.as_secs_f64()))
-            {
-                durable::replace(d, WORKERS, &to_pretty(&st.workers)?, false)?;
-                changed = true;
-            }
-            Ok::<_, Error>(())
-        })?;
-        if st.dirty.tasks {
-            self.write_queue(st)?;
-            synced_dirs = true;
-            changed = true;
-        }
-        if synced_dirs {
-            durable::sync_dir(d)?;
-        }
-        if !log_bytes.is_empty() {
-            let _log = tracing::trace_span!("log").entered();
-            durable::append_lines(&d.join(LOG), &log_bytes, true)?;
-        }
-        if changed {
-            self.changes
-                .fetch_add(1, std::sync::atomic::Ordering::Release);
-        }
-        // Only what is committed may be archived: the op's own change is on disk by now.
-        // The op has succeeded; a compaction that fails here is retried by the next write,
-        // and the board is consistent either way, so its error does not fail the op.
-        if st.dirty.tasks {
-            let (take, _kept) = rules::archivable(&st.tasks);
+        let messages = std::mem::take(&mut st.outbox);
+        self.commit_change(b, &st.touched, &st.dirty, messages, &log_bytes, now)?;
+        // Only what is committed may be archived: the change is on disk by now. The op has
+        // succeeded; an archive move that fails here is tried again by the next change, and
+        // the board is consistent either way, so its error does not fail the op.
+        let finished = st.touched.iter().any(|id| {
+            b.task(*id)
+                .is_some_and(|t| matches!(t.status, TaskStatus::Completed | TaskStatus::Cancelled))
+        });
+        if finished {
+            let (take, _kept) = rules::archivable(&b.tasks);
             if take.len() > st.settings.archive_after {
-                let _ = tracing::trace_span!("archive").in_scope(|| self.compact(st, &take, now));
+                let _ =
+                    tracing::trace_span!("archive").in_scope(|| self.archive(b, &take, now, false));
             }
         }
         Ok(())
     }
 
-    /// Moves the committed tasks at `take` to the archive, then rewrites the queue without them.
-    /// A crash in between leaves identical copies in both places; readers count them once and
-    /// the next compaction does not append them again.
-    pub(super) fn compact(&self, st: &mut State, take: &[usize], now: Timestamp) -> Result<usize> {
-        let archived = self.archive(st, take, now)?;
-        if archived > 0 {
-            // The archived claims and completions leave the queue: keep their facts in the
-            // worker file first (merged at load).
-            durable::replace(&self.dir, WORKERS, &to_pretty(&st.workers)?, false)?;
-            self.write_queue(st)?;
-            durable::sync_dir(&self.dir)?;
+    /// Commits one change to `b` (already applied to it): the tasks in `touched`, what
+    /// `dirty` marks, `messages` (numbered, encoded as `log_bytes`).
+    fn commit_change(
+        &self,
+        b: &mut Loaded,
+        touched: &BTreeSet<u64>,
+        dirty: &Dirty,
+        messages: Vec<Message>,
+        log_bytes: &[u8],
+        now: Timestamp,
+    ) -> Result<()> {
+        let d = &self.dir;
+        b.index_added();
+        let changed = dirty.tasks || dirty.workers || dirty.workers_soft;
+        let files_changed = changed || dirty.progress || dirty.sessions;
+        if self.commit == Commit::Files && b.since.records == 0 && !files_changed {
+            if !log_bytes.is_empty() {
+                durable::append_lines(&d.join(LOG), log_bytes, true)?;
+            }
+        } else if self.commit == Commit::Files && b.since.records == 0 {
+            // The files are the board's only copy of this change.
+            b.touched.extend(touched.iter().copied());
+            b.since.tasks = dirty.tasks;
+            b.since.workers = dirty.workers
+                || (dirty.workers_soft
+                    && workers_file_older_than(d, SOFT_WRITE_EVERY.as_secs_f64()));
+            b.since.progress = dirty.progress;
+            b.since.sessions = dirty.sessions;
+            checkpoint::write_files(d, b, false)?;
+            b.since = Default::default();
+            if b.has_journal() {
+                b.start_journal(d, b.seq + 1)?;
+            } else {
+                b.files_written(d)?;
+            }
+            if !log_bytes.is_empty() {
+                let _log = tracing::trace_span!("log").entered();
+                durable::append_lines(&d.join(LOG), log_bytes, true)?;
+            }
+        } else {
+            if !b.has_journal() {
+                // A board without a journal gets one at its first record.
+                b.start_journal(d, b.seq)?;
+            }
+            let record = b.record_of(
+                touched,
+                dirty.workers || dirty.workers_soft,
+                dirty.progress,
+                dirty.sessions,
+                messages,
+                now.timestamp_millis(),
+            );
+            if !record.is_empty() {
+                let line = journal::line(&record)?;
+                b.append(&line, &d.join(JOURNAL))?;
+                b.appended(&record, line.len() as u64);
+                if !log_bytes.is_empty() {
+                    let _log = tracing::trace_span!("log").entered();
+                    durable::append_lines(&d.join(LOG), log_bytes, false)?;
+                }
+                if checkpoint::due(b, crate::time::now().timestamp_millis()) {
+                    checkpoint::write(d, b, false)?;
+                    self.checkpointer.written();
+                } else if self.commit == Commit::Journal {
+                    self.checkpointer.appended();
+                }
+            }
         }
-        Ok(archived)
+        if changed {
+            self.changes
+                .fetch_add(1, std::sync::atomic::Ordering::Release);
+        }
+        Ok(())
     }
 
-    /// True if `worker-status.json` was last written longer than `secs` ago (or is missing).
-    fn workers_file_older_than(&self, secs: f64) -> bool {
-        fs::metadata(self.dir.join(WORKERS))
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_none_or(|age| age.as_secs_f64() >= secs)
-    }
-
-    /// Appends the tasks at `take` to the archive and drops them from the in-memory queue.
-    fn archive(&self, st: &mut State, take: &[usize], now: Timestamp) -> Result<usize> {
-        let set: HashSet<usize> = take.iter().copied().collect();
-        let moving: Vec<Task> = take.iter().map(|&i| st.tasks[i].clone()).collect();
+    /// Moves the committed tasks at `take` to the archive (appended and fsynced first), then
+    /// commits their leaving the queue; with `checkpoint`, as a checkpoint (`vine compact`).
+    /// A crash in between leaves identical copies in both places; readers count them once
+    /// and the next move does not append them again.
+    pub(super) fn archive(
+        &self,
+        b: &mut Loaded,
+        take: &[usize],
+        now: Timestamp,
+        checkpoint: bool,
+    ) -> Result<usize> {
+        let moving: Vec<_> = take
+            .iter()
+            .filter_map(|&i| b.tasks.get(i).cloned())
+            .collect();
+        if moving.is_empty() {
+            return Ok(0);
+        }
         archive::append(&self.dir.join(ARCHIVE), &moving, now)?;
-        let mut i = 0;
-        st.tasks.retain(|_| {
-            let keep = !set.contains(&i);
-            i += 1;
-            keep
-        });
-        st.dirty.tasks = true;
+        let ids: BTreeSet<u64> = moving.iter().map(|t| t.id).collect();
+        b.tasks.retain(|t| !ids.contains(&t.id));
+        b.reindex();
+        if checkpoint {
+            b.touched.extend(ids.iter().copied());
+            b.since.tasks = true;
+            checkpoint::write(&self.dir, b, true)?;
+            self.checkpointer.written();
+        } else {
+            let dirty = Dirty {
+                tasks: true,
+                ..Dirty::default()
+            };
+            self.commit_change(b, &ids, &dirty, Vec::new(), &[], now)?;
+        }
         Ok(moving.len())
     }
+}
+
+/// True if `worker-status.json` was last written longer than `secs` ago (or is missing).
+fn workers_file_older_than(dir: &std::path::Path, secs: f64) -> bool {
+    fs::metadata(dir.join(WORKERS))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_none_or(|age| age.as_secs_f64() >= secs)
 }

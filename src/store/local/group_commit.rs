@@ -2,11 +2,15 @@
 //! them), each applied as if it had run alone in order. A failed op leaves no change but the
 //! log entries it must keep. Compact and repair, which work on files, are carried out here.
 
-use super::LocalStore;
+use super::live::Live;
+use super::{LocalStore, checkpoint};
 use crate::error::{Error, Result};
 use crate::op::{ClaimedTask, Op, Reply};
+use crate::reply::RepairedFile;
 use crate::rules::{self, Needs};
-use crate::store::{log, paths::LOG, repair};
+use crate::store::damage::Damages;
+use crate::store::paths::{JOURNAL, LOG};
+use crate::store::{log, repair};
 use crate::validate;
 
 impl LocalStore {
@@ -38,54 +42,110 @@ impl LocalStore {
             Ok(l) => l,
             Err(e) => return fail_all(e),
         };
+        let mut live = self.live();
         if n == 1 && matches!(ops[0].0, Op::Repair(_)) {
-            return vec![repair::repair(&self.dir)];
+            let repaired = self.repair(&mut live);
+            live.forget();
+            return vec![repaired];
         }
-        let mut st = match tracing::trace_span!("load").in_scope(|| self.load_change(&ops)) {
+        let loaded = tracing::trace_span!("load").in_scope(|| {
+            live.refresh(&self.dir, true, &mut Damages::refuse())
+                .map(|_| ())
+        });
+        if let Err(e) = loaded {
+            live.forget();
+            return fail_all(e);
+        }
+        let Some(b) = live.loaded() else {
+            return fail_all(Error::Protocol("the board was not loaded".into()));
+        };
+        let mut st = match tracing::trace_span!("load").in_scope(|| self.load_change(b, &ops)) {
             Ok(st) => st,
-            Err(e) => return fail_all(e),
+            Err(e) => {
+                live.forget();
+                return fail_all(e);
+            }
         };
         // The board clock (see `clock`): the file system's time when this process's is off.
         let now = lock.now();
-        let mut replies = Vec::with_capacity(n);
+        let mut replies: Vec<Option<Result<Reply>>> = Vec::with_capacity(n);
+        let mut compacts = Vec::new();
         let mut applied = 0;
-        for (op, key) in ops {
-            if let Op::Compact(_) | Op::Repair(_) = op {
-                let (take, kept) = rules::archivable(&st.tasks);
-                replies.push(match op {
-                    Op::Compact(_) => self
-                        .compact(&mut st, &take, now)
-                        .map(|archived| Reply::Compacted { archived, kept }),
-                    _ => Err(Error::Invalid("repair runs alone, not in a batch".into())),
-                });
-                continue;
+        for (i, (op, key)) in ops.into_iter().enumerate() {
+            match op {
+                // Carried out on the committed board, after the others.
+                Op::Compact(_) => {
+                    compacts.push(i);
+                    replies.push(None);
+                    continue;
+                }
+                Op::Repair(_) => {
+                    replies.push(Some(Err(Error::Invalid(
+                        "repair runs alone, not in a batch".into(),
+                    ))));
+                    continue;
+                }
+                _ => {}
             }
             if let Err(e) = self.precheck(&op.needs()) {
-                replies.push(Err(e));
+                replies.push(Some(Err(e)));
                 continue;
             }
             // Alone, a failed op is simply not committed; in a batch, undo it before the next.
             let reply = rules::apply_in_batch(&mut st, op, key.as_deref(), now, n > 1);
             applied += usize::from(reply.is_ok());
-            replies.push(reply);
+            replies.push(Some(reply));
         }
+        // A failed op alone is not undone: what it may have changed is not kept.
+        let mut spoiled =
+            applied == 0 && n == 1 && (st.dirty != Default::default() || !st.touched.is_empty());
+        b.tasks = std::mem::take(&mut st.tasks);
+        b.workers = std::mem::take(&mut st.workers);
+        b.progress = std::mem::take(&mut st.progress);
+        b.sessions = std::mem::take(&mut st.sessions);
         let committed = tracing::trace_span!("commit").in_scope(|| {
-            if applied > 0 {
-                self.commit(&mut st, now)
+            if spoiled {
+                let mut outbox = std::mem::take(&mut st.outbox);
+                log::append(&self.dir.join(LOG), &mut outbox)
+            } else if applied > 0 || !st.outbox.is_empty() {
+                self.commit(&mut st, b, now)
             } else {
-                log::append(&self.dir.join(LOG), &mut st.outbox)
+                Ok(())
             }
         });
+        if committed.is_ok() {
+            for &i in &compacts {
+                let (take, kept) = rules::archivable(&b.tasks);
+                let done = self
+                    .archive(b, &take, now, true)
+                    .and_then(|archived| {
+                        if archived == 0 && b.since.records > 0 {
+                            checkpoint::write(&self.dir, b, false)?;
+                            self.checkpointer.written();
+                        }
+                        Ok(archived)
+                    })
+                    .map(|archived| Reply::Compacted { archived, kept });
+                // What failed half way is read again from the disk.
+                spoiled |= done.is_err();
+                replies[i] = Some(done);
+            }
+        }
         match &committed {
+            Ok(()) if spoiled => live.forget(),
             Ok(()) => {
                 if applied > 0 {
                     lock.record(now);
                 }
-                self.keep_queue(&mut st, true)
             }
-            Err(_) => self.cache().clear(),
+            Err(_) => live.forget(),
         }
+        drop(live);
         tracing::trace_span!("unlock").in_scope(|| drop(lock));
+        let mut replies: Vec<Result<Reply>> = replies
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::Protocol("an op got no reply".into()))))
+            .collect();
         if let Err(e) = committed {
             let msg = e.to_string();
             return replies
@@ -106,6 +166,34 @@ impl LocalStore {
             }
         }
         replies
+    }
+
+    /// `vine repair`: the JSON files repaired (`store::repair`), then the journal: its good
+    /// records applied over them and written out as a checkpoint, a damaged journal copied
+    /// aside first. The caller holds the lock.
+    fn repair(&self, live: &mut Live) -> Result<Reply> {
+        let Reply::Repaired { mut files } = repair::repair(&self.dir)? else {
+            return Err(Error::Protocol("repair gave another reply".into()));
+        };
+        live.forget();
+        let mut dmg = Damages::salvage();
+        let b = live.refresh(&self.dir, true, &mut dmg)?;
+        let found = dmg.into_found();
+        let damaged = found.iter().find(|d| d.file == JOURNAL);
+        if let Some(d) = damaged {
+            let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
+            files.push(RepairedFile {
+                file: JOURNAL.into(),
+                backup: repair::backup(&self.dir, JOURNAL, &stamp)?,
+                kept: b.since.records as usize,
+                dropped: vec![d.detail.clone()],
+            });
+        }
+        if b.since.records > 0 || damaged.is_some() {
+            checkpoint::write(&self.dir, b, true)?;
+            self.checkpointer.written();
+        }
+        Ok(Reply::Repaired { files })
     }
 
     /// Checks what the rules cannot: that a named instruction file exists on the board, and

@@ -5,12 +5,12 @@
 use std::collections::HashSet;
 
 use super::LocalStore;
+use super::live::Loaded;
 use crate::error::{Error, Result};
 use crate::op::{Op, Reply};
 use crate::rules::{self, LogNeed, Needs, State};
 use crate::store::damage::Damages;
-use crate::store::json_file::read_json;
-use crate::store::paths::{ARCHIVE, LOG, PROGRESS, SESSIONS};
+use crate::store::paths::{ARCHIVE, LOG};
 use crate::store::{archive, log};
 use crate::task::TaskStatus;
 
@@ -18,16 +18,19 @@ use crate::task::TaskStatus;
 const RECENT_KEYED: usize = 1000;
 
 impl LocalStore {
-    /// Loads what the changes in `ops` need (each with its request key, if any): the settings,
-    /// the queue and the workers always, the rest as the ops' [`Needs`] say. A change is never
-    /// made from a damaged file.
-    pub(super) fn load_change(&self, ops: &[(Op, Option<String>)]) -> Result<State> {
+    /// The state the changes in `ops` (each with its request key, if any) are applied to:
+    /// the live board `b` (its tasks, workers, progress and sessions moved in; the caller
+    /// gives them back), the settings, and the rest as the ops' [`Needs`] say. A change is
+    /// never made from a damaged file.
+    pub(super) fn load_change(
+        &self,
+        b: &mut Loaded,
+        ops: &[(Op, Option<String>)],
+    ) -> Result<State> {
         let mut need = Needs::default();
         let mut recent = false;
         for (op, key) in ops {
             let n = op.needs();
-            need.progress |= n.progress;
-            need.sessions |= n.sessions;
             need.next_id |= n.next_id;
             need.next_seq |= n.next_seq;
             // A change reads the whole log, or its recent entries when keyed (filtered reads
@@ -41,27 +44,14 @@ impl LocalStore {
         }
         let dmg = &mut Damages::refuse();
         let settings = tracing::trace_span!("settings").in_scope(|| self.settings_with(dmg))?;
-        let tasks = tracing::trace_span!("queue").in_scope(|| self.take_queue())?;
-        let workers = tracing::trace_span!("workers").in_scope(|| self.workers(dmg))?;
-        let progress = if need.progress {
-            read_json(&self.dir, PROGRESS, dmg)?
-        } else {
-            Default::default()
-        };
-        let sessions = if need.sessions {
-            read_json(&self.dir, SESSIONS, dmg)?
-        } else {
-            Vec::new()
-        };
         let mut st = State {
-            tasks,
-            workers,
-            progress,
-            sessions,
+            tasks: std::mem::take(&mut b.tasks),
+            workers: std::mem::take(&mut b.workers),
+            progress: std::mem::take(&mut b.progress),
+            sessions: std::mem::take(&mut b.sessions),
             settings,
             ..State::default()
         };
-        tracing::trace_span!("merge").in_scope(|| rules::merge_queue_facts(&mut st));
         if need.next_id {
             let max_queue = st.tasks.iter().map(|t| t.id).max().unwrap_or(0);
             let max_arch = archive::totals(&self.dir.join(ARCHIVE), dmg)?.max_id;
@@ -82,21 +72,22 @@ impl LocalStore {
     /// Loads what a read needs, with damaged files reported to `dmg`.
     fn load_read(&self, need: &Needs, dmg: &mut Damages) -> Result<State> {
         let mut st = State::default();
-        if need.queue {
-            st.tasks = self.queue_with(dmg)?;
-            st.workers = self.workers(dmg)?;
-        }
-        if need.progress {
-            st.progress = read_json(&self.dir, PROGRESS, dmg)?;
-        }
-        if need.sessions {
-            st.sessions = read_json(&self.dir, SESSIONS, dmg)?;
+        if need.queue || need.progress || need.sessions {
+            let mut live = self.read_live();
+            let b = live.refresh(&self.dir, false, dmg)?;
+            if need.queue {
+                st.tasks = b.tasks.clone();
+                st.workers = b.workers.clone();
+            }
+            if need.progress {
+                st.progress = b.progress.clone();
+            }
+            if need.sessions {
+                st.sessions = b.sessions.clone();
+            }
         }
         if need.settings {
             st.settings = self.settings_with(dmg)?;
-        }
-        if need.queue {
-            rules::merge_queue_facts(&mut st);
         }
         let archive_path = self.dir.join(ARCHIVE);
         if need.archive_counts {

@@ -9,43 +9,63 @@
 //! and answering reads is in `load.rs`, applying a batch of changes under one lock in
 //! `group_commit.rs`, writing what they changed in `commit.rs`.
 
+mod checkpoint;
 mod commit;
 mod group_commit;
+mod live;
 mod load;
 mod wait;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::damage::{self, Damages};
+use super::damage::Damages;
 use super::history::HistoryCache;
-use super::json_file::{Cached, read_bytes, to_pretty};
+use super::json_file::{Cached, to_pretty};
 pub use super::lock::LockGuard;
 use super::paths::{self, BOARD, LOG, PROGRESS, QUEUE, TASKS_DIR, WORKERS};
-use super::queue_file::{self, QueueCache};
-use super::{Transport, durable, salvage};
+use super::{Transport, durable};
 use crate::error::{Error, Result};
 use crate::op::{Op, Reply};
 use crate::progress::Progress;
 use crate::settings::{BoardFile, Settings};
+#[cfg(test)]
 use crate::task::Task;
-use crate::worker::Worker;
+use live::Live;
+
+/// How a handle commits a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// One record appended to the journal (one fdatasync); the JSON files are rewritten as a
+    /// checkpoint now and then (see `checkpoint.rs`). For handles that live on: `vine serve`,
+    /// `vine pool`, a program's `Board`.
+    Journal,
+    /// The JSON files rewritten at once when the journal holds nothing (as a board without
+    /// a journal always was), a record otherwise. For a process that makes one change and
+    /// exits (a `vine` command): the files are never behind because of it.
+    Files,
+}
 
 /// A board in a local directory.
 #[derive(Debug, Clone)]
 pub struct LocalStore {
+    /// Writes a checkpoint when the board has been quiet, and when the last clone goes
+    /// (declared first: dropped before the live board it writes).
+    checkpointer: Arc<checkpoint::Checkpointer>,
     dir: PathBuf,
-    /// Tasks as last read or written, so unchanged ones are not parsed or serialized again.
-    queue_cache: Arc<Mutex<QueueCache>>,
-    /// `board.json` and `worker-status.json` as last parsed, reused while their bytes match.
+    /// How changes are committed.
+    commit: Commit,
+    /// The live board for changes (under the lock), shared by clones.
+    live: Arc<Mutex<Live>>,
+    /// The live board for reads (no lock), shared by clones.
+    read_live: Arc<Mutex<Live>>,
+    /// `board.json` as last parsed, reused while its bytes match.
     settings_cache: Cached<BoardFile>,
-    workers_cache: Cached<BTreeMap<String, Worker>>,
     /// The board directory, canonical (resolved once).
     canonical: Arc<std::sync::OnceLock<PathBuf>>,
-    /// Commits through this handle (and its clones) that replaced the queue or the workers.
+    /// Commits through this handle (and its clones) that changed the queue or the workers.
     changes: Arc<AtomicU64>,
     /// The history the figures read, brought up to date from what the archive and the log
     /// gained since the last read (shared by clones: a server reads only the new lines).
@@ -54,6 +74,7 @@ pub struct LocalStore {
 
 impl LocalStore {
     /// Opens the board in `dir`, which must exist and hold a board (see [`LocalStore::init`]).
+    /// Changes go to the journal ([`Commit::Journal`]).
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
         if !dir.is_dir() {
@@ -74,15 +95,24 @@ impl LocalStore {
     }
 
     fn at(dir: PathBuf) -> Self {
+        let live: Arc<Mutex<Live>> = Arc::default();
         LocalStore {
+            checkpointer: checkpoint::Checkpointer::new(&dir, &live),
             dir,
-            queue_cache: Arc::default(),
+            commit: Commit::Journal,
+            live,
+            read_live: Arc::default(),
             settings_cache: Cached::default(),
-            workers_cache: Cached::default(),
             canonical: Arc::default(),
             changes: Arc::default(),
             history: Arc::default(),
         }
+    }
+
+    /// The same board, committing changes as `commit` says.
+    pub fn committing(mut self, commit: Commit) -> Self {
+        self.commit = commit;
+        self
     }
 
     /// Creates a board in `dir` (and the directory), keeping any board files already there;
@@ -124,8 +154,8 @@ impl LocalStore {
         &self.dir
     }
 
-    /// How many commits through this handle (and its clones) replaced the queue or the
-    /// workers file: a waiter that saw it change knows the board may have work for it.
+    /// How many commits through this handle (and its clones) changed the queue or the
+    /// workers: a waiter that saw it change knows the board may have work for it.
     pub fn changes(&self) -> u64 {
         self.changes.load(Ordering::Acquire)
     }
@@ -147,12 +177,6 @@ impl LocalStore {
             .settings_cache
             .read(&self.dir.join(BOARD), dmg, |_| BoardFile::default())?;
         Ok(board.settings)
-    }
-
-    /// The workers, as stored.
-    fn workers(&self, dmg: &mut Damages) -> Result<BTreeMap<String, Worker>> {
-        self.workers_cache
-            .read(&self.dir.join(WORKERS), dmg, |b| salvage::workers(b).value)
     }
 
     /// Resolves a board-relative path inside this board (see [`paths::resolve`]).
@@ -184,43 +208,24 @@ impl LocalStore {
         fs::read(&p).map_err(|e| Error::io("reading", p, e))
     }
 
-    /// The tasks on the queue, for reading (the cache keeps its copy).
+    /// The tasks on the queue, for reading.
     #[cfg(test)]
     fn queue(&self) -> Result<Vec<Task>> {
-        self.queue_with(&mut Damages::refuse())
+        let mut live = self.read_live();
+        Ok(live
+            .refresh(&self.dir, false, &mut Damages::refuse())?
+            .tasks
+            .clone())
     }
 
-    /// The tasks on the queue, for reading; a damaged queue is salvaged when `dmg` salvages.
-    fn queue_with(&self, dmg: &mut Damages) -> Result<Vec<Task>> {
-        let Some(bytes) = self.queue_bytes()? else {
-            return Ok(Vec::new());
-        };
-        let decoded = queue_file::decode_shared(&bytes, &mut self.cache());
-        match decoded {
-            Ok(tasks) => Ok(tasks),
-            Err(e) => {
-                dmg.found(&self.dir.join(QUEUE), damage::detail(&bytes, e))?;
-                Ok(salvage::queue(&bytes).value)
-            }
-        }
+    /// The live board for changes.
+    fn live(&self) -> MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The tasks on the queue, for changing under the lock (taken from the cache when the file
-    /// is what this handle last saw; given back by [`LocalStore::keep_queue`]).
-    fn take_queue(&self) -> Result<Vec<Task>> {
-        let Some(bytes) = self.queue_bytes()? else {
-            self.cache().clear();
-            return Ok(Vec::new());
-        };
-        let mut cache = self.cache();
-        queue_file::decode(&bytes, &mut cache).map_err(|e| Error::Damaged {
-            path: self.dir.join(QUEUE),
-            detail: damage::detail(&bytes, e),
-        })
-    }
-
-    fn queue_bytes(&self) -> Result<Option<Vec<u8>>> {
-        read_bytes(&self.dir.join(QUEUE))
+    /// The live board for reads.
+    fn read_live(&self) -> MutexGuard<'_, Live> {
+        self.read_live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The history for the figures, with what the archive and the log gained since the last
@@ -230,10 +235,6 @@ impl LocalStore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .refresh(&self.dir, dmg)
-    }
-
-    fn cache(&self) -> std::sync::MutexGuard<'_, QueueCache> {
-        self.queue_cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Carries out `op` once per request key (see `rules::apply_keyed`): a retried request

@@ -225,6 +225,8 @@ impl PgStore {
         let local = LocalStore::open(dir)?;
         // Nobody changes the file board meanwhile.
         let _lock = local.lock()?;
+        // The journal's changes into the files, which are read from here on.
+        local.checkpoint_held()?;
         let b = FileBoard::read(&local, dir)?;
         let target = &self.inner.target;
         let err = |e| target.error("importing into", e);
