@@ -99,9 +99,15 @@ fn run(dir: &Path, args: &[&str]) -> Run {
     support::run(&mut vine_cmd(dir, args))
 }
 
-/// Runs `vine`, SIGKILLing it after `kill_after` when given (it may have finished by then).
-fn run_killable(dir: &Path, args: &[&str], kill_after: Option<Duration>) -> Run {
-    let mut child = vine_cmd(dir, args)
+/// Runs `vine`, SIGKILLing it after `kill_after` when given (it may have finished by then);
+/// with `journal`, its change goes to the board journal (`VINE_COMMIT=journal`: a record,
+/// and a checkpoint when it exits), so kills also land in appends and checkpoints.
+fn run_killable(dir: &Path, args: &[&str], kill_after: Option<Duration>, journal: bool) -> Run {
+    let mut cmd = vine_cmd(dir, args);
+    if journal {
+        cmd.env("VINE_COMMIT", "journal");
+    }
+    let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {VINE}: {e}"));
     if let Some(d) = kill_after {
@@ -354,6 +360,8 @@ struct Chaos {
     kill_complete: u64,
     /// Kills land uniformly in `0..max_delay_us` after the spawn.
     max_delay_us: u64,
+    /// The workers' changes go to the journal (see [`run_killable`]).
+    journal: bool,
 }
 
 /// A worker loop that SIGKILLs its own `vine` processes at random moments.
@@ -365,7 +373,7 @@ fn chaos_worker(dir: &Path, worker: &str, mut rng: Rng, chaos: Chaos, seen: &Mut
     let mut local = Seen::default();
     for _ in 0..chaos.rounds {
         let k = kill(&mut rng, chaos.kill_claim);
-        let out = run_killable(dir, &["claim", "--worker", worker], k);
+        let out = run_killable(dir, &["claim", "--worker", worker], k, chaos.journal);
         if out.killed() {
             local.kills += 1;
             continue;
@@ -403,6 +411,7 @@ fn chaos_worker(dir: &Path, worker: &str, mut rng: Rng, chaos: Chaos, seen: &Mut
                 &result,
             ],
             k,
+            chaos.journal,
         );
         if out.killed() {
             local.kills += 1;
@@ -663,8 +672,20 @@ fn eight_workers_race_for_a_thousand_tasks() {
 
 #[test]
 fn kill_nine_chaos_loses_and_duplicates_nothing() {
+    kill_nine_chaos("kill_nine_chaos", false);
+}
+
+/// The same with every change a journal record and a checkpoint as each process exits: kills
+/// land in appends (torn records), between a checkpoint's files and its new journal, and
+/// between a record and its log entries.
+#[test]
+fn kill_nine_chaos_on_the_journal_loses_and_duplicates_nothing() {
+    kill_nine_chaos("kill_nine_chaos_journal", true);
+}
+
+fn kill_nine_chaos(name: &str, journal: bool) {
     const TASKS: usize = 300;
-    let seed = seed("kill_nine_chaos");
+    let seed = seed(name);
     // No automatic archiving here (the compaction test covers it): the queue is the board.
     let board = TestBoard::with_init(&["--max-retries", "1000", "--archive-after", "100000"]);
     board.short_backoff();
@@ -678,6 +699,7 @@ fn kill_nine_chaos_loses_and_duplicates_nothing() {
         kill_claim: 35,
         kill_complete: 35,
         max_delay_us: 12_000,
+        journal,
     };
     let seen = run_chaos(&board, 4, chaos, seed);
     eprintln!(
@@ -692,7 +714,17 @@ fn kill_nine_chaos_loses_and_duplicates_nothing() {
         seen.unexpected
     );
 
-    // Right after the chaos: every file parses, every task is there once, and in a whole state.
+    // Right after the chaos: every file parses, every task is there once, and in a whole state
+    // (after the journal, if a killed process left records, is written into the files).
+    if journal {
+        let s = board.status();
+        assert_eq!(
+            s["total"],
+            json!(TASKS),
+            "seed {seed}, from the journal: {s}"
+        );
+        run_ok(&board.dir, &["compact"]);
+    }
     let files = Files::read(&board.dir);
     assert_ids_once(&files, &added, &format!("seed {seed}, after the chaos"));
     let in_progress: Vec<u64> = files
@@ -967,6 +999,7 @@ fn kills_during_compaction_keep_each_task_once() {
         kill_claim: 10,
         kill_complete: 60,
         max_delay_us: 15_000,
+        journal: false,
     };
     let seen = run_chaos(&board, 3, chaos, seed);
     eprintln!(

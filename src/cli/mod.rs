@@ -192,10 +192,20 @@ pub(crate) fn board_dir(dir: Option<&Path>) -> Result<PathBuf> {
 }
 
 /// Opens the board named by `--dir`, `$VINE_DIR`, or the nearest `.vine/` upward, for one
-/// command: its change goes straight to the JSON files when the journal holds nothing.
+/// command: its change goes straight to the JSON files when the journal holds nothing, or
+/// to the journal with `VINE_COMMIT=journal` (then the files are written when it exits).
 fn open_board(dir: Option<&Path>) -> Result<Board> {
-    let store = agentvine::store::local::LocalStore::open(board_dir(dir)?)?
-        .committing(agentvine::store::local::Commit::Files);
+    use agentvine::store::local::{Commit, LocalStore};
+    let commit = match std::env::var("VINE_COMMIT").ok().as_deref() {
+        None | Some("" | "files") => Commit::Files,
+        Some("journal") => Commit::Journal,
+        Some(other) => {
+            return Err(Error::Invalid(format!(
+                "VINE_COMMIT={other:?}: it is `files` (the default: a command writes the JSON files) or `journal`"
+            )));
+        }
+    };
+    let store = LocalStore::open(board_dir(dir)?)?.committing(commit);
     Ok(Board::with_transport(store))
 }
 

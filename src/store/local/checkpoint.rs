@@ -96,6 +96,9 @@ pub(super) struct Checkpointer {
     shared: Arc<Shared>,
     dir: PathBuf,
     live: Weak<Mutex<Live>>,
+    /// Whether the thread writes checkpoints when the board is quiet (tests that count
+    /// records turn it off).
+    quiet: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -123,7 +126,14 @@ impl Checkpointer {
             shared: Arc::default(),
             dir: dir.to_path_buf(),
             live: Arc::downgrade(live),
+            quiet: std::sync::atomic::AtomicBool::new(true),
         })
+    }
+
+    /// Turns the checkpoints of a quiet board on or off.
+    #[cfg(test)]
+    pub fn set_quiet(&self, on: bool) {
+        self.quiet.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Notes that a record was appended (starts the thread if it is not running).
@@ -132,7 +142,7 @@ impl Checkpointer {
         let now = Instant::now();
         p.first.get_or_insert(now);
         p.last = Some(now);
-        if !p.running {
+        if !p.running && self.quiet.load(std::sync::atomic::Ordering::Relaxed) {
             let shared = Arc::clone(&self.shared);
             let (dir, live) = (self.dir.clone(), self.live.clone());
             let started = std::thread::Builder::new()

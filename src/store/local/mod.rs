@@ -295,6 +295,9 @@ impl Transport for LocalStore {
 }
 
 #[cfg(test)]
+mod journal_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::op::{self, NewTask};

@@ -1,0 +1,360 @@
+//! The journal and its checkpoints on real files: what a change writes, what another handle
+//! sees, torn records, a crash between a checkpoint's files and its new journal, log entries
+//! a crashed writer did not append, damage and repair.
+
+use std::fs;
+use std::path::Path;
+
+use super::*;
+use crate::op::{self, NewTask};
+use crate::store::paths::{ARCHIVE, JOURNAL};
+use crate::store::{jsonl, log};
+
+/// A board and a handle that writes checkpoints only when told to or dropped (no thread
+/// racing the test's counts).
+fn board() -> (tempfile::TempDir, LocalStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::init(dir.path(), None).unwrap();
+    store.checkpointer.set_quiet(false);
+    (dir, store)
+}
+
+/// Another handle on the board (another process), without the quiet checkpoints.
+fn open(dir: &Path) -> LocalStore {
+    let store = LocalStore::open(dir).unwrap();
+    store.checkpointer.set_quiet(false);
+    store
+}
+
+fn add(store: &LocalStore, d: &str) -> u64 {
+    let task = NewTask {
+        description: d.into(),
+        ..NewTask::default()
+    };
+    match store.execute(Op::Add(op::Add { task })) {
+        Ok(Reply::Added { tasks }) => tasks[0].id,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn claim(store: &LocalStore, w: &str) -> Option<u64> {
+    match store.execute(Op::Claim(op::Claim { worker: w.into() })) {
+        Ok(Reply::Claimed { claim, .. }) => claim.map(|c| c.task.id),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn send(store: &LocalStore, text: &str) {
+    let op = Op::Send(op::Send {
+        agent: "w1".into(),
+        message: text.into(),
+        task: None,
+    });
+    store.execute(op).unwrap();
+}
+
+/// The descriptions and statuses on the queue, as a fresh handle (another process) reads them.
+fn seen_fresh(dir: &Path) -> Vec<(String, String)> {
+    let fresh = LocalStore::open(dir).unwrap();
+    fresh
+        .queue()
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.description, format!("{:?}", t.status)))
+        .collect()
+}
+
+/// The records the journal holds (lines after the header).
+fn records(dir: &Path) -> usize {
+    let text = fs::read_to_string(dir.join(JOURNAL)).unwrap_or_default();
+    text.lines().count().saturating_sub(1)
+}
+
+fn queue_file(dir: &Path) -> Vec<Task> {
+    serde_json::from_slice(&fs::read(dir.join(QUEUE)).unwrap()).unwrap()
+}
+
+fn log_seqs(dir: &Path) -> Vec<u64> {
+    log::all(&dir.join(LOG), &mut Damages::refuse())
+        .unwrap()
+        .iter()
+        .filter_map(|m| m.seq)
+        .collect()
+}
+
+/// A handle that does not write the checkpoint when dropped: as a process killed after its
+/// changes (the checkpointer's thread and drop are what a kill stops).
+fn killed(store: LocalStore) {
+    std::mem::forget(store);
+}
+
+#[test]
+fn a_change_is_one_record_and_the_files_catch_up_at_a_checkpoint() {
+    let (dir, store) = board();
+    let a = add(&store, "a");
+    add(&store, "b");
+    assert_eq!(claim(&store, "w1"), Some(a));
+    assert_eq!(records(dir.path()), 3, "one record a change");
+    // The files are the checkpoint: not yet written; another handle sees the board anyway.
+    assert!(queue_file(dir.path()).is_empty());
+    assert_eq!(
+        seen_fresh(dir.path()),
+        vec![
+            ("a".into(), "InProgress".into()),
+            ("b".into(), "Pending".into())
+        ]
+    );
+    {
+        let _lock = store.lock().unwrap();
+        store.checkpoint_held().unwrap();
+    }
+    assert_eq!(records(dir.path()), 0);
+    let q = queue_file(dir.path());
+    assert_eq!(q.len(), 2);
+    assert_eq!(q[0].claimed_by.as_deref(), Some("w1"));
+    // The record of a claim is small whatever the queue holds.
+    for i in 0..200 {
+        add(&store, &format!("filler {i}"));
+    }
+    let before = fs::metadata(dir.path().join(JOURNAL)).unwrap().len();
+    claim(&store, "w2").unwrap();
+    let grew = fs::metadata(dir.path().join(JOURNAL)).unwrap().len() - before;
+    assert!(grew < 4096, "a claim appended {grew} bytes");
+}
+
+#[test]
+fn the_last_handle_dropped_writes_the_checkpoint() {
+    let (dir, store) = board();
+    add(&store, "a");
+    let clone = store.clone();
+    drop(store);
+    assert_eq!(records(dir.path()), 1, "a clone still runs");
+    drop(clone);
+    assert_eq!(records(dir.path()), 0);
+    assert_eq!(queue_file(dir.path()).len(), 1);
+}
+
+#[test]
+fn a_quiet_board_is_checkpointed_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::init(dir.path(), None).unwrap();
+    add(&store, "a");
+    let start = std::time::Instant::now();
+    while records(dir.path()) > 0 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "no checkpoint came"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(queue_file(dir.path()).len(), 1);
+    drop(store);
+}
+
+#[test]
+fn a_command_writes_the_files_while_the_journal_is_empty() {
+    let (dir, store) = board();
+    let cli = open(dir.path()).committing(Commit::Files);
+    add(&cli, "direct");
+    assert_eq!(records(dir.path()), 0);
+    assert_eq!(queue_file(dir.path()).len(), 1);
+    // A long-lived handle that wrote records: the command adds a record too (the files would
+    // not hold the records before it).
+    add(&store, "journaled");
+    add(&cli, "after");
+    assert_eq!(records(dir.path()), 2);
+    assert_eq!(seen_fresh(dir.path()).len(), 3);
+    // And the long-lived handle sees the command's change.
+    assert_eq!(store.queue().unwrap().len(), 3);
+    killed(store);
+}
+
+#[test]
+fn a_torn_last_record_is_left_out_by_readers_and_cut_by_the_next_writer() {
+    let (dir, store) = board();
+    add(&store, "kept");
+    killed(store);
+    let jpath = dir.path().join(JOURNAL);
+    let whole = fs::read(&jpath).unwrap();
+    // Half of a record that was being appended when the writer died.
+    let last = whole[..whole.len() - 1]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .unwrap();
+    let record = whole[last + 1..].to_vec();
+    let mut torn = whole.clone();
+    torn.extend_from_slice(&record[..record.len() / 2]);
+    fs::write(&jpath, &torn).unwrap();
+    assert_eq!(
+        seen_fresh(dir.path()),
+        vec![("kept".into(), "Pending".into())]
+    );
+    let writer = open(dir.path());
+    add(&writer, "next");
+    let after = fs::read(&jpath).unwrap();
+    assert!(
+        after.starts_with(&whole),
+        "the torn part was cut, the rest kept"
+    );
+    assert_eq!(records(dir.path()), 2);
+    assert_eq!(
+        seen_fresh(dir.path()),
+        vec![
+            ("kept".into(), "Pending".into()),
+            ("next".into(), "Pending".into())
+        ]
+    );
+    killed(writer);
+}
+
+#[test]
+fn a_crash_between_a_checkpoints_files_and_its_new_journal_applies_nothing_twice() {
+    let (dir, store) = board();
+    let a = add(&store, "a");
+    send(&store, "one");
+    assert_eq!(claim(&store, "w1"), Some(a));
+    send(&store, "two");
+    // The checkpoint's files are written; the process dies before the new journal.
+    {
+        let _lock = store.lock().unwrap();
+        let mut live = store.live();
+        let b = live
+            .refresh(dir.path(), true, &mut Damages::refuse())
+            .unwrap();
+        checkpoint::write_files(dir.path(), b, true).unwrap();
+    }
+    killed(store);
+    assert_eq!(queue_file(dir.path())[0].claimed_by.as_deref(), Some("w1"));
+    assert_eq!(records(dir.path()), 4, "the old journal is still there");
+    // The old journal applied over the new files: the same board, each entry once.
+    assert_eq!(
+        seen_fresh(dir.path()),
+        vec![("a".into(), "InProgress".into())]
+    );
+    let next = open(dir.path());
+    send(&next, "three");
+    let _ = claim(&next, "w2");
+    drop(next);
+    assert_eq!(records(dir.path()), 0);
+    assert_eq!(log_seqs(dir.path()), vec![1, 2, 3]);
+    let q = queue_file(dir.path());
+    assert_eq!((q.len(), q[0].attempts), (1, 1), "{q:?}");
+}
+
+#[test]
+fn log_entries_a_crashed_writer_did_not_append_are_appended_once() {
+    let (dir, store) = board();
+    send(&store, "one");
+    let log_path = dir.path().join(LOG);
+    let with_one = fs::read(&log_path).unwrap();
+    send(&store, "two");
+    killed(store);
+    // The writer died after its record and before the log line.
+    fs::write(&log_path, &with_one).unwrap();
+    let next = open(dir.path());
+    add(&next, "a change");
+    assert_eq!(log_seqs(dir.path()), vec![1, 2]);
+    send(&next, "three");
+    drop(next);
+    let next = open(dir.path());
+    add(&next, "another");
+    drop(next);
+    assert_eq!(log_seqs(dir.path()), vec![1, 2, 3]);
+    let texts: Vec<String> =
+        jsonl::read_all::<crate::message::Message>(&log_path, &mut Damages::refuse())
+            .unwrap()
+            .into_iter()
+            .map(|m| m.message)
+            .collect();
+    assert_eq!(texts, ["one", "two", "three"]);
+}
+
+#[test]
+fn a_damaged_record_refuses_changes_reads_show_what_came_before_and_repair_keeps_it() {
+    let (dir, store) = board();
+    add(&store, "first");
+    add(&store, "second");
+    add(&store, "third");
+    killed(store);
+    let jpath = dir.path().join(JOURNAL);
+    let text = fs::read_to_string(&jpath).unwrap();
+    let damaged = text.replacen("\"second\"", "\"sec0nd\"", 1);
+    assert_ne!(damaged, text);
+    fs::write(&jpath, &damaged).unwrap();
+
+    let next = open(dir.path());
+    let task = NewTask {
+        description: "refused".into(),
+        ..NewTask::default()
+    };
+    match next.execute(Op::Add(op::Add { task })) {
+        Err(Error::Damaged { path, detail }) => {
+            assert!(path.ends_with(JOURNAL), "{path:?}");
+            assert!(detail.contains("followed by good records"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match next.execute(Op::Tasks(op::Tasks {
+        status: None,
+        all: false,
+    })) {
+        Err(Error::DamagedRead { reply, damage }) => {
+            assert_eq!(damage[0].file, JOURNAL);
+            let Reply::Tasks { tasks } = *reply else {
+                panic!("{reply:?}")
+            };
+            let d: Vec<_> = tasks.iter().map(|t| t.task.description.as_str()).collect();
+            assert_eq!(d, ["first"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    match next.execute(Op::Repair(op::Repair)) {
+        Ok(Reply::Repaired { files }) => {
+            let j = files
+                .iter()
+                .find(|f| f.file == JOURNAL)
+                .expect("journal repaired");
+            assert_eq!(j.kept, 1);
+            assert_eq!(
+                fs::read_to_string(dir.path().join(&j.backup)).unwrap(),
+                damaged
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    add(&next, "after repair");
+    drop(next);
+    assert_eq!(
+        seen_fresh(dir.path()),
+        vec![
+            ("first".into(), "Pending".into()),
+            ("after repair".into(), "Pending".into())
+        ]
+    );
+}
+
+#[test]
+fn compact_archives_and_writes_the_checkpoint() {
+    let (dir, store) = board();
+    let a = add(&store, "a");
+    add(&store, "b");
+    assert_eq!(claim(&store, "w1"), Some(a));
+    let done = Op::Complete(op::Complete {
+        task: a,
+        worker: "w1".into(),
+        attempt: None,
+        result: Some("done".into()),
+    });
+    store.execute(done).unwrap();
+    match store.execute(Op::Compact(op::Compact)) {
+        Ok(Reply::Compacted { archived, .. }) => assert_eq!(archived, 1),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(records(dir.path()), 0);
+    let q = queue_file(dir.path());
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].description, "b");
+    let archived = fs::read_to_string(dir.path().join(ARCHIVE)).unwrap();
+    assert_eq!(archived.lines().count(), 1);
+    killed(store);
+}
