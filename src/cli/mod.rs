@@ -192,9 +192,15 @@ pub(crate) fn board_dir(dir: Option<&Path>) -> Result<PathBuf> {
 }
 
 /// Opens the board named by `--dir`, `$VINE_DIR`, or the nearest `.vine/` upward, for one
-/// command: its change goes straight to the JSON files when the journal holds nothing, or
-/// to the journal with `VINE_COMMIT=journal` (then the files are written when it exits).
+/// command (see [`open_store`]).
 fn open_board(dir: Option<&Path>) -> Result<Board> {
+    Ok(Board::with_transport(open_store(board_dir(dir)?)?))
+}
+
+/// Opens the local board in `dir` for one command: its change goes straight to the JSON files
+/// when the journal holds nothing, or to the journal with `VINE_COMMIT=journal` (then the
+/// files are written when it exits).
+pub(crate) fn open_store(dir: PathBuf) -> Result<agentvine::store::local::LocalStore> {
     use agentvine::store::local::{Commit, LocalStore};
     let commit = match std::env::var("VINE_COMMIT").ok().as_deref() {
         None | Some("" | "files") => Commit::Files,
@@ -205,8 +211,7 @@ fn open_board(dir: Option<&Path>) -> Result<Board> {
             )));
         }
     };
-    let store = LocalStore::open(board_dir(dir)?)?.committing(commit);
-    Ok(Board::with_transport(store))
+    Ok(LocalStore::open(dir)?.committing(commit))
 }
 
 /// The worker a command acts for: the global `--worker` (clap also reads `$VINE_WORKER`),

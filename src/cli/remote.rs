@@ -204,8 +204,8 @@ pub fn op(request: &str, dir: Option<&Path>) -> Result<Output> {
         None => std::env::current_dir().map_err(|e| Error::io("reading", ".", e))?,
     };
     // Every outcome, a missing board included, is one JSON body the client can read.
-    let result = agentvine::store::local::LocalStore::open(dir)
-        .and_then(|store| store.execute_keyed(req.op, req.key.as_deref()));
+    let result =
+        super::open_store(dir).and_then(|store| store.execute_keyed(req.op, req.key.as_deref()));
     let exit = match &result {
         Ok(_) => ExitCode::Done,
         Err(e) => e.exit_code(),

@@ -51,8 +51,7 @@ impl LocalStore {
         if finished {
             let (take, _kept) = rules::archivable(&b.tasks);
             if take.len() > st.settings.archive_after {
-                let _ =
-                    tracing::trace_span!("archive").in_scope(|| self.archive(b, &take, now, false));
+                let _ = tracing::trace_span!("archive").in_scope(|| self.archive(b, &take, now));
             }
         }
         Ok(())
@@ -118,7 +117,7 @@ impl LocalStore {
                     let _log = tracing::trace_span!("log").entered();
                     durable::append_lines(&d.join(LOG), log_bytes, false)?;
                 }
-                if checkpoint::due(b, crate::time::now().timestamp_millis()) {
+                if checkpoint::due(b, now.timestamp_millis()) {
                     checkpoint::write(d, b, false)?;
                     self.checkpointer.written();
                 } else if self.commit == Commit::Journal {
@@ -134,16 +133,9 @@ impl LocalStore {
     }
 
     /// Moves the committed tasks at `take` to the archive (appended and fsynced first), then
-    /// commits their leaving the queue; with `checkpoint`, as a checkpoint (`vine compact`).
-    /// A crash in between leaves identical copies in both places; readers count them once
-    /// and the next move does not append them again.
-    pub(super) fn archive(
-        &self,
-        b: &mut Loaded,
-        take: &[usize],
-        now: Timestamp,
-        checkpoint: bool,
-    ) -> Result<usize> {
+    /// commits their leaving the queue. A crash in between leaves identical copies in both
+    /// places; readers count them once and the next move does not append them again.
+    fn archive(&self, b: &mut Loaded, take: &[usize], now: Timestamp) -> Result<usize> {
         let moving: Vec<_> = take
             .iter()
             .filter_map(|&i| b.tasks.get(i).cloned())
@@ -155,18 +147,11 @@ impl LocalStore {
         let ids: BTreeSet<u64> = moving.iter().map(|t| t.id).collect();
         b.tasks.retain(|t| !ids.contains(&t.id));
         b.reindex();
-        if checkpoint {
-            b.touched.extend(ids.iter().copied());
-            b.since.tasks = true;
-            checkpoint::write(&self.dir, b, true)?;
-            self.checkpointer.written();
-        } else {
-            let dirty = Dirty {
-                tasks: true,
-                ..Dirty::default()
-            };
-            self.commit_change(b, &ids, &dirty, Vec::new(), &[], now)?;
-        }
+        let dirty = Dirty {
+            tasks: true,
+            ..Dirty::default()
+        };
+        self.commit_change(b, &ids, &dirty, Vec::new(), &[], now)?;
         Ok(moving.len())
     }
 }

@@ -9,7 +9,7 @@ use crate::op::{ClaimedTask, Op, Reply};
 use crate::reply::RepairedFile;
 use crate::rules::{self, Needs};
 use crate::store::damage::Damages;
-use crate::store::paths::{JOURNAL, LOG};
+use crate::store::paths::{ARCHIVE, JOURNAL, LOG};
 use crate::store::{log, repair};
 use crate::validate;
 
@@ -69,14 +69,16 @@ impl LocalStore {
         // The board clock (see `clock`): the file system's time when this process's is off.
         let now = lock.now();
         let mut replies: Vec<Option<Result<Reply>>> = Vec::with_capacity(n);
-        let mut compacts = Vec::new();
+        let mut compacted = false;
         let mut applied = 0;
-        for (i, (op, key)) in ops.into_iter().enumerate() {
+        for (op, key) in ops {
             match op {
-                // Carried out on the committed board, after the others.
+                // In its place in the batch; the checkpoint follows the batch's commit.
                 Op::Compact(_) => {
-                    compacts.push(i);
-                    replies.push(None);
+                    let done = self.compact_in_batch(&mut st, now);
+                    compacted |= done.is_ok();
+                    applied += usize::from(done.is_ok());
+                    replies.push(Some(done));
                     continue;
                 }
                 Op::Repair(_) => {
@@ -100,6 +102,9 @@ impl LocalStore {
         let mut spoiled =
             applied == 0 && n == 1 && (st.dirty != Default::default() || !st.touched.is_empty());
         b.tasks = std::mem::take(&mut st.tasks);
+        if compacted {
+            b.reindex();
+        }
         b.workers = std::mem::take(&mut st.workers);
         b.progress = std::mem::take(&mut st.progress);
         b.sessions = std::mem::take(&mut st.sessions);
@@ -113,22 +118,12 @@ impl LocalStore {
                 Ok(())
             }
         });
-        if committed.is_ok() {
-            for &i in &compacts {
-                let (take, kept) = rules::archivable(&b.tasks);
-                let done = self
-                    .archive(b, &take, now, true)
-                    .and_then(|archived| {
-                        if archived == 0 && b.since.records > 0 {
-                            checkpoint::write(&self.dir, b, false)?;
-                            self.checkpointer.written();
-                        }
-                        Ok(archived)
-                    })
-                    .map(|archived| Reply::Compacted { archived, kept });
-                // What failed half way is read again from the disk.
-                spoiled |= done.is_err();
-                replies[i] = Some(done);
+        if compacted && committed.is_ok() {
+            // `vine compact` leaves the JSON files as the whole board.
+            let written = checkpoint::write(&self.dir, b, false);
+            spoiled |= written.is_err();
+            if written.is_ok() {
+                self.checkpointer.written();
             }
         }
         match &committed {
@@ -166,6 +161,33 @@ impl LocalStore {
             }
         }
         replies
+    }
+
+    /// `vine compact` in a batch: the finished tasks that may leave the queue are appended
+    /// to the archive (fsynced) and leave the state; the batch's record says they are gone.
+    /// A crash before that record leaves identical copies in both places; readers count
+    /// them once and the next compaction does not append them again.
+    fn compact_in_batch(
+        &self,
+        st: &mut rules::State,
+        now: crate::time::Timestamp,
+    ) -> Result<Reply> {
+        let (take, kept) = rules::archivable(&st.tasks);
+        let moving: Vec<_> = take
+            .iter()
+            .filter_map(|&i| st.tasks.get(i).cloned())
+            .collect();
+        if !moving.is_empty() {
+            crate::store::archive::append(&self.dir.join(ARCHIVE), &moving, now)?;
+            let ids: std::collections::BTreeSet<u64> = moving.iter().map(|t| t.id).collect();
+            st.tasks.retain(|t| !ids.contains(&t.id));
+            st.touched.extend(ids);
+            st.dirty.tasks = true;
+        }
+        Ok(Reply::Compacted {
+            archived: moving.len(),
+            kept,
+        })
     }
 
     /// `vine repair`: the JSON files repaired (`store::repair`), then the journal: its good

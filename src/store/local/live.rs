@@ -138,6 +138,7 @@ impl Loaded {
         let jpath = dir.join(JOURNAL);
         for _ in 0..READ_TRIES {
             let opened = open_journal(&jpath, locked)?;
+            let opened_at = opened.as_ref().map(|(_, at)| *at);
             let (header, start, bytes) = match &opened {
                 Some((f, _)) => {
                     let bytes = journal::read_from(f, 0, &jpath)?;
@@ -175,7 +176,7 @@ impl Loaded {
             }
             // Without the lock, a checkpoint may have replaced the files after the journal was
             // opened: then the journal read is not the one that follows them.
-            if !locked && b.journal.as_ref().map(|j| j.at) != journal_at(&jpath)? {
+            if !locked && opened_at != journal_at(&jpath)? {
                 continue;
             }
             b.merge_queue_facts();
