@@ -17,7 +17,7 @@
 //! shown `stale`) are as the reader sees them, and change nothing on the board.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, Utc};
@@ -88,10 +88,9 @@ const STAMP_LEN: usize = 21;
 
 /// The stamp of the last change, as the lock file records it; `None` when it records none
 /// (a new lock file, or one an older `vine` wrote).
-fn last_stamp(mut lock_file: &File) -> Option<Timestamp> {
+fn last_stamp(lock_file: &File) -> Option<Timestamp> {
     let mut buf = [0u8; STAMP_LEN];
-    lock_file.seek(SeekFrom::Start(0)).ok()?;
-    let n = lock_file.read(&mut buf).ok()?;
+    let n = lock_file.read_at(&mut buf, 0).ok()?;
     let millis: i64 = std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()?;
     DateTime::from_timestamp_millis(millis)
 }
@@ -99,27 +98,24 @@ fn last_stamp(mut lock_file: &File) -> Option<Timestamp> {
 /// Records `stamp` as the time of the last change, once it is committed (best effort: a lock
 /// file that cannot be written only loses the ordering guarantee, never the change). A change
 /// that is refused records nothing, so it leaves the lock file's content as it was.
-pub fn record(mut lock_file: &File, stamp: Timestamp) {
+pub fn record(lock_file: &File, stamp: Timestamp) {
     let text = format!(
         "{:>width$}\n",
         stamp.timestamp_millis(),
         width = STAMP_LEN - 1
     );
-    if lock_file.seek(SeekFrom::Start(0)).is_ok() {
-        let _ = lock_file.write_all(text.as_bytes());
-    }
+    let _ = lock_file.write_all_at(text.as_bytes(), 0);
 }
 
 /// The file system's current time: the modification time of the lock file just after writing
 /// to it (the last stamp, written back unchanged). `None` when the lock file cannot be
 /// written or its time cannot be read.
-fn file_system_time(mut lock_file: &File, last: Option<Timestamp>) -> Option<Timestamp> {
+fn file_system_time(lock_file: &File, last: Option<Timestamp>) -> Option<Timestamp> {
     let text = match last {
         Some(l) => format!("{:>width$}\n", l.timestamp_millis(), width = STAMP_LEN - 1),
         None => "\n".to_owned(),
     };
-    lock_file.seek(SeekFrom::Start(0)).ok()?;
-    lock_file.write_all(text.as_bytes()).ok()?;
+    lock_file.write_all_at(text.as_bytes(), 0).ok()?;
     let modified = lock_file.metadata().ok()?.modified().ok()?;
     let t = DateTime::<Utc>::from(modified);
     DateTime::from_timestamp_millis(t.timestamp_millis())

@@ -64,9 +64,10 @@ impl<T> Clone for Cached<T> {
     }
 }
 
-/// A parse with the bytes it was parsed from.
+/// A parse with the bytes it was parsed from and the file's identity when read.
 #[derive(Debug)]
 struct Parsed<T> {
+    id: Option<super::journal::FileId>,
     bytes: Vec<u8>,
     value: T,
 }
@@ -76,13 +77,22 @@ impl<T: DeserializeOwned + Default + Clone> Cached<T> {
     /// missing file is the default; one that does not parse is reported to `dmg`, and
     /// `salvage` reads what it can.
     pub fn read(&self, path: &Path, dmg: &mut Damages, salvage: fn(&[u8]) -> T) -> Result<T> {
+        // The same file as last time (device, inode, length, modification time): not read.
+        let id = super::journal::file_id(path)?;
+        let mut cached = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = cached.as_ref()
+            && id.is_some()
+            && p.id == id
+        {
+            return Ok(p.value.clone());
+        }
         let Some(bytes) = read_bytes(path)? else {
             return Ok(T::default());
         };
-        let mut cached = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = cached.as_ref()
+        if let Some(p) = cached.as_mut()
             && p.bytes == bytes
         {
+            p.id = id;
             return Ok(p.value.clone());
         }
         let value: T = match serde_json::from_slice(&bytes) {
@@ -93,6 +103,7 @@ impl<T: DeserializeOwned + Default + Clone> Cached<T> {
             }
         };
         *cached = Some(Parsed {
+            id,
             bytes,
             value: value.clone(),
         });

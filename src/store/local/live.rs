@@ -248,15 +248,21 @@ impl Loaded {
     /// Brings the board up to date from the journal; false when it must be read again whole.
     fn follow(&mut self, dir: &Path, locked: bool, dmg: &mut Damages) -> Result<bool> {
         let jpath = dir.join(JOURNAL);
-        let now_at = journal_at(&jpath)?;
+        let now_id = journal::file_id(&jpath)?;
+        let now_at = now_id.map(|id| (id[0], id[1]));
         let Some(j) = &self.journal else {
             // No journal when last read: one now means a writer started one.
             return Ok(now_at.is_none() && self.files_unchanged(dir)?);
         };
-        if now_at != Some(j.at) {
+        if now_at == Some(j.at) {
+            // The same journal: the length just looked at says whether it grew.
+            if !self.read_more(&jpath, locked, dmg, now_id.map(|id| id[2]))? {
+                return Ok(false);
+            }
+        } else {
             // The journal was replaced (a checkpoint): the rest of the old one first, then the
             // new one if its checkpoint is where that leaves this board.
-            if !self.read_more(&jpath, locked, dmg)? {
+            if !self.read_more(&jpath, locked, dmg, None)? {
                 return Ok(false);
             }
             let Some((file, new_at)) = open_journal(&jpath, locked)? else {
@@ -278,24 +284,34 @@ impl Loaded {
                 start,
                 end: start,
             });
-        }
-        if !self.read_more(&jpath, locked, dmg)? {
-            return Ok(false);
+            if !self.read_more(&jpath, locked, dmg, None)? {
+                return Ok(false);
+            }
         }
         self.files_unchanged(dir)
     }
 
     /// Reads the records appended to the journal this board follows since the last look;
-    /// false when the journal is not as this board left it (cut shorter).
-    fn read_more(&mut self, jpath: &Path, locked: bool, dmg: &mut Damages) -> Result<bool> {
+    /// false when the journal is not as this board left it (cut shorter). `len`: its length,
+    /// when the caller just looked.
+    fn read_more(
+        &mut self,
+        jpath: &Path,
+        locked: bool,
+        dmg: &mut Damages,
+        len: Option<u64>,
+    ) -> Result<bool> {
         let Some(j) = &self.journal else {
             return Ok(true);
         };
-        let len = j
-            .file
-            .metadata()
-            .map_err(|e| Error::io("looking at", jpath, e))?
-            .len();
+        let len = match len {
+            Some(l) => l,
+            None => j
+                .file
+                .metadata()
+                .map_err(|e| Error::io("looking at", jpath, e))?
+                .len(),
+        };
         if len < j.end {
             return Ok(false);
         }
