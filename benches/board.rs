@@ -1,17 +1,21 @@
 //! Worker processes on one board: throughput of claim+complete cycles with 1, 4 and 16 worker
-//! processes on a local board and, in the same rounds, through `vine serve` on loopback; the
-//! cost of one `vine` process per op against the same op in-process; and one remote client's
-//! latency against a local handle's, beside a bare HTTP round trip.
+//! processes on a local board, through `vine serve` on loopback and, as a peer, on a minimal
+//! SQLite task queue (WAL, `synchronous=FULL`, one `BEGIN IMMEDIATE` transaction per claim and
+//! per complete; `sqlite_peer`), all in the same interleaved rounds; the same at 16 workers
+//! with 3,000 tasks pending; the cost of one `vine` process per op against the same op
+//! in-process; and one remote client's latency against a local handle's, beside a bare HTTP
+//! round trip.
 //!
-//! Run with `cargo bench --bench board` (about two minutes). BENCHMARKS.md says what the
+//! Run with `cargo bench --bench board` (about four minutes). BENCHMARKS.md says what the
 //! figures mean; docs/benchmark-method.md how they are taken. The claim's latency against the
 //! floor is `benches/claim.rs`.
 //!
 //! When the environment variable `AGENTVINE_BENCH_WORKER` is set, this binary is a worker
-//! process of the throughput test instead (see [`worker_main`]), on a board directory or on
-//! a server URL.
+//! process of the throughput test instead (see [`worker_main`]), on a board directory, a
+//! server URL or a SQLite queue.
 
 mod common;
+mod sqlite_peer;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -23,10 +27,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use agentvine::remote::{Http, HttpOptions};
 use agentvine::{Board, ClaimedTask, Settings};
 use common::{
-    ME, POOL, R, build_board, loadavg, machine, met, new_task, pct, result_of, shared_task, us,
-    vine_binary,
+    ME, POOL, R, build_board, build_board_with, loadavg, machine, met, new_task, pct, result_of,
+    shared_task, us, vine_binary,
 };
 use serde_json::Value;
+use sqlite_peer::SqliteQueue;
 
 /// History of the boards (tasks added, claimed and completed before the measurement).
 const HISTORY: usize = 10_000;
@@ -40,8 +45,15 @@ const PROCESS_CYCLES: usize = 201;
 const VERSION_RUNS: usize = 50;
 /// Worker processes of the throughput test.
 const WORKER_COUNTS: [usize; 3] = [1, 4, 16];
-/// Rounds of throughput runs (each round runs every worker count once, local then remote).
+/// Rounds of throughput runs (each round runs every worker count once on every setup).
 const THROUGHPUT_ROUNDS: usize = 3;
+/// Pending tasks of the backlog runs (the second scenario), at `BACKLOG_WORKERS`.
+const BACKLOG: usize = 3_000;
+const BACKLOG_WORKERS: usize = 16;
+/// The targets: 16 workers through `vine serve` against the SQLite peer's 16, and one local
+/// worker against the peer's one.
+const SERVED_OVER_SQLITE: f64 = 1.0;
+const LOCAL_OVER_SQLITE: f64 = 0.5;
 /// Wall time window of each throughput run.
 const WINDOW_SECS: u64 = 3;
 /// The environment variable that turns this binary into a throughput worker.
@@ -66,21 +78,32 @@ fn main() -> R<()> {
     let history = if quick { 100 } else { HISTORY };
 
     // Two boards built alike: one used through its files (local), one served by `vine serve`
-    // (remote).
+    // (remote); and the SQLite peer's queue with as many finished tasks.
     let local_dir = root.path().join("board-local");
     let served_dir = root.path().join("board-served");
+    let sqlite_db = root.path().join("sqlite-queue.db");
     for dir in [&local_dir, &served_dir] {
-        let built = build_board(dir, history, &Settings::default())?;
-        eprintln!(
-            "{} {}: built in {:.1}s (queue: {} finished + {} pending, archive: {})",
-            at(),
-            dir.display(),
-            built.secs,
-            built.queue_finished,
-            built.pending,
-            built.archived
+        built_line(
+            &at(),
+            dir,
+            &build_board(dir, history, &Settings::default())?,
         );
     }
+    SqliteQueue::create(&sqlite_db, history, POOL)?;
+    // The same three with a backlog and no history.
+    let backlog = if quick { 300 } else { BACKLOG };
+    let backlog_local = root.path().join("backlog-local");
+    let backlog_served = root.path().join("backlog-served");
+    let backlog_db = root.path().join("backlog-sqlite.db");
+    for dir in [&backlog_local, &backlog_served] {
+        built_line(
+            &at(),
+            dir,
+            &build_board_with(dir, 0, backlog, &Settings::default())?,
+        );
+    }
+    SqliteQueue::create(&backlog_db, 0, backlog)?;
+    eprintln!("{} SQLite queues built", at());
     let process = measure_processes(&vine, &local_dir, if quick { 2 } else { PROCESS_CYCLES })?;
     eprintln!("{} vine process cycles done", at());
 
@@ -92,47 +115,83 @@ fn main() -> R<()> {
         if quick { 2 } else { REMOTE_ROUNDS },
     )?;
     eprintln!("{} remote latency done", at());
-    // Rounds of 1, 4, 16 workers in turn, each count local then remote, so a slow period of
-    // the shared machine does not fall on one worker count or one kind of board only.
-    let mut throughput = Vec::new();
+    // Rounds of 1, 4, 16 workers in turn, each count on every setup, so a slow period of the
+    // shared machine does not fall on one worker count or one setup only.
     let (rounds, window) = if quick {
         (1, 1)
     } else {
         (THROUGHPUT_ROUNDS, WINDOW_SECS)
     };
+    let targets = [
+        Target::local(&local_dir),
+        Target::served(&served_dir, &server.url),
+        Target::sqlite(&sqlite_db),
+    ];
+    let mut throughput = Vec::new();
     for round in 1..=rounds {
         for &n in &WORKER_COUNTS {
-            for url in [None, Some(server.url.as_str())] {
-                let dir = if url.is_some() {
-                    &served_dir
-                } else {
-                    &local_dir
-                };
-                let t = measure_throughput(dir, url, n, window)?;
+            for t in &targets {
+                let run = measure_throughput(t, n, window, Backlog::small(t.setup))?;
                 eprintln!(
                     "{} round {round}, {n} {} workers: {:.0} cycles/s",
                     at(),
-                    if t.remote { "remote" } else { "local" },
-                    t.rate()
+                    t.setup.name(),
+                    run.rate()
                 );
-                throughput.push(t);
+                throughput.push(run);
             }
         }
     }
     drop(server);
 
+    let server = Server::start(&vine, &backlog_served)?;
+    let targets = [
+        Target::local(&backlog_local),
+        Target::served(&backlog_served, &server.url),
+        Target::sqlite(&backlog_db),
+    ];
+    let mut backlog_runs = Vec::new();
+    for round in 1..=rounds {
+        for t in &targets {
+            let run =
+                measure_throughput(t, BACKLOG_WORKERS, window, Backlog::large(t.setup, backlog))?;
+            eprintln!(
+                "{} backlog round {round}, {BACKLOG_WORKERS} {} workers, {backlog} pending: {:.0} cycles/s",
+                at(),
+                t.setup.name(),
+                run.rate()
+            );
+            backlog_runs.push(run);
+        }
+    }
+    drop(server);
+
     println!();
-    println!("agentvine worker-process benchmark (boards with history {history})");
+    println!(
+        "agentvine worker-process benchmark (boards with history {history}; backlog runs with {backlog} pending)"
+    );
     for m in machine.iter().chain([&vine_line]) {
         println!("  {m}");
     }
     println!("  load average at end: {}", loadavg());
     report_throughput(&throughput, window);
+    report_backlog(&backlog_runs, backlog, window);
     report_processes(&process);
     report_remote(&remote, &throughput);
     println!();
     println!("total bench time: {:.0} s", total.elapsed().as_secs_f64());
     Ok(())
+}
+
+fn built_line(at: &str, dir: &Path, built: &common::Built) {
+    eprintln!(
+        "{at} {}: built in {:.1}s (queue: {} finished + {} pending, archive: {})",
+        dir.display(),
+        built.secs,
+        built.queue_finished,
+        built.pending,
+        built.archived
+    );
 }
 
 fn check_claim(c: &ClaimedTask) -> R<()> {
@@ -371,6 +430,76 @@ fn measure_remote_latency(local_dir: &Path, url: &str, rounds: usize) -> R<Remot
 // ---------------------------------------------------------------------------------------------
 // Throughput with worker processes
 
+/// What the throughput workers run on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Setup {
+    /// A board's files: every worker process opens the board directory.
+    Local,
+    /// `vine serve` on loopback: every worker process is a `Board::connect` client.
+    Served,
+    /// The SQLite peer: every worker process opens the database.
+    Sqlite,
+}
+
+const SETUPS: [Setup; 3] = [Setup::Local, Setup::Served, Setup::Sqlite];
+
+impl Setup {
+    fn name(self) -> &'static str {
+        match self {
+            Setup::Local => "local",
+            Setup::Served => "served",
+            Setup::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// The prefix of a SQLite queue in a worker's spec.
+const SQLITE_PREFIX: &str = "sqlite:";
+
+/// One setup's board or queue.
+struct Target {
+    setup: Setup,
+    /// The board directory (the feeder reads its status from the files), or the database.
+    path: PathBuf,
+    /// The server's URL for `Setup::Served`.
+    url: Option<String>,
+}
+
+impl Target {
+    fn local(dir: &Path) -> Target {
+        Target {
+            setup: Setup::Local,
+            path: dir.to_path_buf(),
+            url: None,
+        }
+    }
+
+    fn served(dir: &Path, url: &str) -> Target {
+        Target {
+            setup: Setup::Served,
+            path: dir.to_path_buf(),
+            url: Some(url.to_string()),
+        }
+    }
+
+    fn sqlite(db: &Path) -> Target {
+        Target {
+            setup: Setup::Sqlite,
+            path: db.to_path_buf(),
+            url: None,
+        }
+    }
+
+    /// What a worker's spec names: the directory, the URL, or `sqlite:<database>`.
+    fn spec(&self) -> String {
+        match (&self.url, self.setup) {
+            (Some(url), _) => url.clone(),
+            (None, Setup::Sqlite) => format!("{SQLITE_PREFIX}{}", self.path.display()),
+            (None, _) => self.path.display().to_string(),
+        }
+    }
+}
+
 /// A board directory, or the URL of a server (`http://` or `https://`).
 fn open_target(target: &str) -> R<Board> {
     Ok(
@@ -382,9 +511,41 @@ fn open_target(target: &str) -> R<Board> {
     )
 }
 
+/// How the feeder keeps the backlog: whenever fewer than `below` tasks are pending it adds
+/// enough to bring them to `up_to` (in one `add-plan`, or one SQLite transaction); it looks
+/// every `every`.
+#[derive(Clone, Copy)]
+struct Backlog {
+    below: usize,
+    up_to: usize,
+    every: Duration,
+}
+
+impl Backlog {
+    /// 50 to 100 pending, looked at every 10 ms (a `status` read of 50 to 350 tasks), every
+    /// 2 ms on SQLite (an index count; SQLite's single worker can take 50 tasks in 10 ms).
+    fn small(setup: Setup) -> Backlog {
+        Backlog {
+            below: POOL,
+            up_to: 2 * POOL,
+            every: Duration::from_millis(if setup == Setup::Sqlite { 2 } else { 10 }),
+        }
+    }
+
+    /// `n` to `n + 10 %` pending, looked at every 100 ms (a `status` read parses the whole
+    /// queue, which at 3,000 tasks takes milliseconds of the CPU the workers share), every
+    /// 20 ms on SQLite.
+    fn large(setup: Setup, n: usize) -> Backlog {
+        Backlog {
+            below: n,
+            up_to: n + n / 10,
+            every: Duration::from_millis(if setup == Setup::Sqlite { 20 } else { 100 }),
+        }
+    }
+}
+
 struct ThroughputRun {
-    /// Workers went through the server (`Board::connect`) instead of the files.
-    remote: bool,
+    setup: Setup,
     workers: usize,
     window: f64,
     cycles: u64,
@@ -400,28 +561,77 @@ impl ThroughputRun {
     }
 }
 
-/// Starts `workers` copies of this binary as worker processes on the board in `dir` (through
-/// the server at `url` when given, else on the files); they all start at the same instant and
-/// run claim + complete for `window` seconds. A feeder thread in this process keeps 50 to 100
-/// pending tasks on the board (adding 50 with one `add_plan` whenever fewer than 50 are
-/// pending, checked every 10 ms with a `status` read of the board's files, which takes no
-/// lock; the adds go through the server when there is one), so the queue keeps its realistic
-/// size instead of starting with thousands of tasks.
+/// What the feeder adds through, and reads the pending count from.
+enum Feed {
+    /// Adds through `board` (the server for a served board, so only it writes the board);
+    /// counts pending tasks with a `status` read of the board's files (no lock).
+    Board {
+        board: Board,
+        files: Board,
+        n: u64,
+    },
+    Sqlite(SqliteQueue),
+}
+
+impl Feed {
+    /// `setup`'s feed on the board or database at `path`, adding through `spec`.
+    fn open(setup: Setup, path: &Path, spec: &str, first_task: u64) -> R<Feed> {
+        Ok(match setup {
+            Setup::Sqlite => {
+                let mut q = SqliteQueue::open(path)?;
+                q.poll_for_lock()?;
+                Feed::Sqlite(q)
+            }
+            _ => Feed::Board {
+                board: open_target(spec)?,
+                files: Board::open(path)?,
+                n: first_task,
+            },
+        })
+    }
+
+    fn pending(&mut self) -> R<usize> {
+        match self {
+            Feed::Board { files, .. } => Ok(files.status()?.pending),
+            Feed::Sqlite(q) => q.pending(),
+        }
+    }
+
+    fn add(&mut self, count: usize) -> R<()> {
+        match self {
+            Feed::Board { board, n, .. } => {
+                let plan = (0..count)
+                    .map(|_| {
+                        *n += 1;
+                        shared_task(*n)
+                    })
+                    .collect();
+                board.add_plan(plan)?;
+                Ok(())
+            }
+            Feed::Sqlite(q) => q.add(count),
+        }
+    }
+}
+
+/// Starts `workers` copies of this binary as worker processes on `target`; they all start at
+/// the same instant and run claim + complete for `window` seconds. A feeder thread in this
+/// process keeps the backlog (see [`Backlog`]), so the queue keeps its size for the whole
+/// run instead of starting with every task the run will take.
 fn measure_throughput(
-    dir: &Path,
-    url: Option<&str>,
+    target: &Target,
     workers: usize,
     window: u64,
+    backlog: Backlog,
 ) -> R<ThroughputRun> {
     let exe = std::env::current_exe()?;
     let start_at = epoch_ms() + 400 + 20 * workers as u64;
-    let target = url.map_or_else(|| dir.display().to_string(), str::to_string);
+    let spec = target.spec();
     let mut children = Vec::new();
     for w in 1..=workers {
-        let spec = format!("{target}:tp-w{w}:{window}:{start_at}");
         children.push(
             Command::new(&exe)
-                .env(WORKER_ENV, spec)
+                .env(WORKER_ENV, format!("{spec}:tp-w{w}:{window}:{start_at}"))
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()?,
@@ -430,43 +640,40 @@ fn measure_throughput(
     let stop = Arc::new(AtomicBool::new(false));
     let feeder = {
         let stop = stop.clone();
-        let dir: PathBuf = dir.to_path_buf();
-        let target = target.clone();
+        // Task numbers (for the agentvine boards' descriptions) unique per run.
         let first_task = 40_000_000u64
             + 1_000_000 * workers as u64
-            + if url.is_some() { 100_000_000 } else { 0 };
+            + 100_000_000 * target.setup as u64
+            + epoch_ms() % 1_000_000 * 1_000;
+        let (setup, path, spec) = (target.setup, target.path.clone(), spec.clone());
         std::thread::spawn(move || -> Result<(usize, usize), String> {
-            let board = open_target(&target).map_err(|e| e.to_string())?;
-            let files = Board::open(&dir).map_err(|e| e.to_string())?;
-            let mut n = first_task;
+            let mut feed =
+                Feed::open(setup, &path, &spec, first_task).map_err(|e| e.to_string())?;
             let (mut lo, mut hi) = (usize::MAX, 0);
             while !stop.load(Ordering::Relaxed) {
-                let pending = files.status().map_err(|e| e.to_string())?.pending;
+                let pending = feed.pending().map_err(|e| e.to_string())?;
                 if epoch_ms() >= start_at {
                     lo = lo.min(pending);
                     hi = hi.max(pending);
                 }
-                if pending < POOL {
-                    let plan = (0..POOL)
-                        .map(|_| {
-                            n += 1;
-                            shared_task(n)
-                        })
-                        .collect();
-                    board.add_plan(plan).map_err(|e| e.to_string())?;
+                if pending < backlog.below {
+                    feed.add(backlog.up_to - pending)
+                        .map_err(|e| e.to_string())?;
                 }
-                std::thread::sleep(Duration::from_millis(10));
+                std::thread::sleep(backlog.every);
             }
             Ok((lo, hi))
         })
     };
     let mut per_worker = Vec::new();
     let mut empty = 0;
+    let mut failed = None;
     for c in children {
         let out = c.wait_with_output()?;
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
         if !out.status.success() {
-            return Err(format!("worker failed: {text}").into());
+            failed.get_or_insert(format!("a {} worker failed: {text}", target.setup.name()));
+            continue;
         }
         let get = |key: &str| -> R<u64> {
             text.split_whitespace()
@@ -480,8 +687,11 @@ fn measure_throughput(
     }
     stop.store(true, Ordering::Relaxed);
     let (pending_min, pending_max) = feeder.join().map_err(|_| "feeder panicked")??;
+    if let Some(f) = failed {
+        return Err(f.into());
+    }
     Ok(ThroughputRun {
-        remote: url.is_some(),
+        setup: target.setup,
         workers,
         window: window as f64,
         cycles: per_worker.iter().sum(),
@@ -492,20 +702,65 @@ fn measure_throughput(
     })
 }
 
-/// A throughput worker: `AGENTVINE_BENCH_WORKER=<board>:<worker-id>:<seconds>:<start-epoch-ms>`,
-/// where `<board>` is a directory (`Board::open`) or a server URL `http://...`
-/// (`Board::connect`, no key: the bench's server listens on loopback without one).
-/// Reads the settings once (a remote board probes `/test` and opens its connection then),
-/// waits for the common start instant, then claims and completes until the window is over
-/// and prints `cycles=N empty=M` (cycles finished inside the window; claims that found
-/// nothing, which would mean the feeder fell behind).
+/// What a worker claims from and completes on.
+enum Queue {
+    Board(Board),
+    Sqlite(SqliteQueue),
+}
+
+impl Queue {
+    /// One claim + complete; false when nothing was pending.
+    fn cycle(&mut self, me: &str) -> R<bool> {
+        match self {
+            Queue::Board(board) => match board.claim(me)? {
+                Some(c) => {
+                    check_claim(&c)?;
+                    board.complete(c.task.id, me, Some(result_of(c.task.id)))?;
+                    Ok(true)
+                }
+                None => Ok(false),
+            },
+            Queue::Sqlite(q) => match q.claim(me)? {
+                Some(c) => {
+                    if c.instructions.is_empty() || c.description.is_empty() {
+                        return Err(format!("SQLite task {} came without its text", c.id).into());
+                    }
+                    let result = result_of(c.id as u64);
+                    q.complete(c.id, me, result.as_str().unwrap_or_default())?;
+                    Ok(true)
+                }
+                None => Ok(false),
+            },
+        }
+    }
+}
+
+/// A throughput worker: `AGENTVINE_BENCH_WORKER=<target>:<worker-id>:<seconds>:<start-epoch-ms>`,
+/// where `<target>` is a board directory (`Board::open`), a server URL `http://...`
+/// (`Board::connect`, no key: the bench's server listens on loopback without one) or
+/// `sqlite:<database>` (the SQLite peer).
+/// Reads once (a remote board probes `/test` and opens its connection then), waits for the
+/// common start instant, then claims and completes until the window is over and prints
+/// `cycles=N empty=M` (cycles finished inside the window; claims that found nothing, which
+/// would mean the feeder fell behind).
 fn worker_main(spec: &str) -> R<()> {
     let mut parts = spec.rsplitn(4, ':');
     let start_at: u64 = parts.next().ok_or("bad spec")?.parse()?;
     let secs: u64 = parts.next().ok_or("bad spec")?.parse()?;
     let me = parts.next().ok_or("bad spec")?.to_string();
-    let board = open_target(parts.next().ok_or("bad spec")?)?;
-    board.settings()?;
+    let target = parts.next().ok_or("bad spec")?;
+    let mut queue = match target.strip_prefix(SQLITE_PREFIX) {
+        Some(db) => {
+            let q = SqliteQueue::open(Path::new(db))?;
+            q.pending()?;
+            Queue::Sqlite(q)
+        }
+        None => {
+            let board = open_target(target)?;
+            board.settings()?;
+            Queue::Board(board)
+        }
+    };
     let now = epoch_ms();
     if start_at > now {
         std::thread::sleep(Duration::from_millis(start_at - now));
@@ -513,17 +768,13 @@ fn worker_main(spec: &str) -> R<()> {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let (mut cycles, mut empty) = (0u64, 0u64);
     while Instant::now() < deadline {
-        match board.claim(&me)? {
-            Some(c) => {
-                board.complete(c.task.id, &me, Some(result_of(c.task.id)))?;
-                if Instant::now() <= deadline {
-                    cycles += 1;
-                }
+        if queue.cycle(&me)? {
+            if Instant::now() <= deadline {
+                cycles += 1;
             }
-            None => {
-                empty += 1;
-                std::thread::sleep(Duration::from_millis(1));
-            }
+        } else {
+            empty += 1;
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
     println!("cycles={cycles} empty={empty}");
@@ -540,23 +791,24 @@ fn epoch_ms() -> u64 {
 // ---------------------------------------------------------------------------------------------
 // Reports
 
-/// Cycles per second of each round of one kind of board and worker count.
-fn rates(throughput: &[ThroughputRun], remote: bool, n: usize) -> Vec<f64> {
+/// Cycles per second of each round of one setup and worker count.
+fn rates(throughput: &[ThroughputRun], setup: Setup, n: usize) -> Vec<f64> {
     throughput
         .iter()
-        .filter(|t| t.remote == remote && t.workers == n)
+        .filter(|t| t.setup == setup && t.workers == n)
         .map(ThroughputRun::rate)
         .collect()
 }
 
-fn report_throughput(throughput: &[ThroughputRun], window: u64) {
-    println!();
-    println!(
-        "Throughput: claim+complete cycles/s of worker processes, {window} s windows, one per round"
-    );
+/// The median of `rates`.
+fn median(throughput: &[ThroughputRun], setup: Setup, n: usize) -> f64 {
+    pct(&rates(throughput, setup, n), 0.5)
+}
+
+fn throughput_header() {
     println!(
         "{:>7} {:>8} {:>20} {:>9} {:>10} {:>20} {:>7} {:>16}",
-        "board",
+        "setup",
         "workers",
         "cycles/s per round",
         "median",
@@ -565,42 +817,97 @@ fn report_throughput(throughput: &[ThroughputRun], window: u64) {
         "empty",
         "pending min-max"
     );
-    for remote in [false, true] {
+}
+
+fn throughput_row(throughput: &[ThroughputRun], setup: Setup, n: usize) {
+    let ts: Vec<&ThroughputRun> = throughput
+        .iter()
+        .filter(|t| t.setup == setup && t.workers == n)
+        .collect();
+    let r = rates(throughput, setup, n);
+    let median = pct(&r, 0.5);
+    let per_worker = ts.iter().flat_map(|t| t.per_worker.iter().copied());
+    println!(
+        "{:>7} {:>8} {:>20} {:>9.0} {:>10.2} {:>20} {:>7} {:>16}",
+        setup.name(),
+        n,
+        r.iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        median,
+        1000.0 / median,
+        format!(
+            "{}-{}",
+            per_worker.clone().min().unwrap_or(0),
+            per_worker.max().unwrap_or(0)
+        ),
+        ts.iter().map(|t| t.empty).sum::<u64>(),
+        format!(
+            "{}-{}",
+            ts.iter().map(|t| t.pending_min).min().unwrap_or(0),
+            ts.iter().map(|t| t.pending_max).max().unwrap_or(0)
+        ),
+    );
+}
+
+fn report_throughput(throughput: &[ThroughputRun], window: u64) {
+    println!();
+    println!(
+        "Throughput: claim+complete cycles/s of worker processes, {window} s windows, one per round"
+    );
+    throughput_header();
+    for setup in SETUPS {
         for &n in &WORKER_COUNTS {
-            let ts: Vec<&ThroughputRun> = throughput
-                .iter()
-                .filter(|t| t.remote == remote && t.workers == n)
-                .collect();
-            let r = rates(throughput, remote, n);
-            let median = pct(&r, 0.5);
-            let per_worker = ts.iter().flat_map(|t| t.per_worker.iter().copied());
-            println!(
-                "{:>7} {:>8} {:>20} {:>9.0} {:>10.2} {:>20} {:>7} {:>16}",
-                if remote { "remote" } else { "local" },
-                n,
-                r.iter()
-                    .map(|r| format!("{r:.0}"))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                median,
-                1000.0 / median,
-                format!(
-                    "{}-{}",
-                    per_worker.clone().min().unwrap_or(0),
-                    per_worker.max().unwrap_or(0)
-                ),
-                ts.iter().map(|t| t.empty).sum::<u64>(),
-                format!(
-                    "{}-{}",
-                    ts.iter().map(|t| t.pending_min).min().unwrap_or(0),
-                    ts.iter().map(|t| t.pending_max).max().unwrap_or(0)
-                ),
-            );
+            throughput_row(throughput, setup, n);
         }
     }
     println!(
-        "   local: each worker process opens the board's files; remote: each is a Board::connect client of one vine serve (group commit)"
+        "   local: each worker process opens the board's files; served: each is a Board::connect client of one vine serve (group commit);"
     );
+    println!(
+        "   sqlite: each opens the SQLite peer (WAL, synchronous=FULL, one BEGIN IMMEDIATE transaction per claim and per complete)"
+    );
+    println!("   targets (medians, same rounds):");
+    let (served16, sqlite16) = (
+        median(throughput, Setup::Served, 16),
+        median(throughput, Setup::Sqlite, 16),
+    );
+    let ratio = served16 / sqlite16;
+    println!(
+        "     16 workers through vine serve / 16 on SQLite: {served16:.0} / {sqlite16:.0} = {ratio:.2}x (target >= {SERVED_OVER_SQLITE}x): {}",
+        met(ratio >= SERVED_OVER_SQLITE)
+    );
+    let (local1, sqlite1) = (
+        median(throughput, Setup::Local, 1),
+        median(throughput, Setup::Sqlite, 1),
+    );
+    let ratio = local1 / sqlite1;
+    println!(
+        "     1 local worker / 1 on SQLite: {local1:.0} / {sqlite1:.0} = {ratio:.2}x (target >= {LOCAL_OVER_SQLITE}x): {}",
+        met(ratio >= LOCAL_OVER_SQLITE)
+    );
+}
+
+fn report_backlog(runs: &[ThroughputRun], backlog: usize, window: u64) {
+    println!();
+    println!(
+        "With a backlog: {BACKLOG_WORKERS} workers, {backlog} tasks pending (topped up to {} when below {backlog}), no history, {window} s windows",
+        backlog + backlog / 10
+    );
+    throughput_header();
+    for setup in SETUPS {
+        throughput_row(runs, setup, BACKLOG_WORKERS);
+    }
+    let sqlite = median(runs, Setup::Sqlite, BACKLOG_WORKERS);
+    for setup in [Setup::Local, Setup::Served] {
+        let m = median(runs, setup, BACKLOG_WORKERS);
+        println!(
+            "   {} / sqlite: {m:.0} / {sqlite:.0} = {:.2}x",
+            setup.name(),
+            m / sqlite
+        );
+    }
 }
 
 fn report_processes(p: &ProcessRun) {
@@ -690,12 +997,13 @@ fn report_remote(m: &RemoteLatency, throughput: &[ThroughputRun]) {
             met(added <= rtt)
         );
     }
-    let (remote16, local1) = (rates(throughput, true, 16), rates(throughput, false, 1));
-    let ratio = pct(&remote16, 0.5) / pct(&local1, 0.5);
+    let (remote16, local1) = (
+        median(throughput, Setup::Served, 16),
+        median(throughput, Setup::Local, 1),
+    );
+    let ratio = remote16 / local1;
     println!(
-        "     16 remote workers vs 1 local worker: median {:.0} vs {:.0} cycles/s = {ratio:.2}x (target >= 1x): {}",
-        pct(&remote16, 0.5),
-        pct(&local1, 0.5),
+        "     16 remote workers vs 1 local worker: median {remote16:.0} vs {local1:.0} cycles/s = {ratio:.2}x (target >= 1x): {}",
         met(ratio >= 1.0),
     );
 }

@@ -1,7 +1,7 @@
-//! What both benchmarks share: realistic tasks, boards built with a history through the
-//! library's own group commit, the floor (one durable replace of a queue-sized file), the
-//! `vine` binary and numbers; and the tests' throwaway PostgreSQL cluster ([`pg`], the same
-//! file as `tests/support/pg.rs`).
+//! What the benchmarks share: realistic tasks, boards built with a history and a backlog
+//! through the library's own group commit, the floor (one append + fdatasync of a claim-sized
+//! record), the bytes a process has written, the `vine` binary and numbers; and the tests'
+//! throwaway PostgreSQL cluster ([`pg`], the same file as `tests/support/pg.rs`).
 //!
 //! Each bench compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
@@ -108,13 +108,30 @@ pub struct Built {
 }
 
 /// Builds a board in `dir` that has seen `history` tasks added, claimed and completed, with
-/// `POOL` tasks pending, through the library itself: `LocalStore::execute_batch` applies
-/// `HISTORY_BATCH` claim + complete pairs (by `worker-1` to `worker-4` in turn) and one
-/// add-plan of as many new tasks per group commit, and the store archives finished tasks as it
-/// always does (a history longer than `archive_after` is archived at every commit). History
-/// tasks share one instruction file; only the tasks added while measuring write their own.
+/// `POOL` tasks pending: [`build_board_with`] with a backlog of `POOL`.
 pub fn build_board(dir: &Path, history: usize, settings: &Settings) -> R<Built> {
+    build_board_with(dir, history, POOL, settings)
+}
+
+/// Pending tasks per add-plan when a backlog is built.
+const BACKLOG_PLAN: usize = 1_000;
+
+/// Builds a board in `dir` that has seen `history` tasks added, claimed and completed, with
+/// `pending` tasks pending, through the library itself: `LocalStore::execute_batch` applies
+/// up to `HISTORY_BATCH` claim + complete pairs (by `worker-1` to `worker-4` in turn, from a
+/// pool of at most `POOL` pending tasks) and one add-plan of as many new tasks per group
+/// commit, and the store archives finished tasks as it always does (a history longer than
+/// `archive_after` is archived at every commit); then add-plans of up to 1,000 tasks bring the
+/// pool up to `pending`. History and backlog tasks share one instruction file; only the tasks
+/// added while measuring write their own.
+pub fn build_board_with(
+    dir: &Path,
+    history: usize,
+    pending: usize,
+    settings: &Settings,
+) -> R<Built> {
     let t = Instant::now();
+    let pool = pending.min(POOL);
     // A longer history is built with every commit archiving what it finished (a queue of 50
     // to 100 tasks takes half the CPU time of one of up to 300, and the store clones it for
     // every op of a batch); the board gets its own settings back at the end.
@@ -142,16 +159,23 @@ pub fn build_board(dir: &Path, history: usize, settings: &Settings) -> R<Built> 
             .collect();
         Op::AddPlan(op::AddPlan { tasks })
     };
-    let mut pending: VecDeque<u64> = added(one(store.execute_batch(vec![(plan(POOL), None)]))?)?;
+    let mut queued: VecDeque<u64> = if pool > 0 {
+        added(one(store.execute_batch(vec![(plan(pool), None)]))?)?
+    } else {
+        VecDeque::new()
+    };
     let mut done = 0;
     while done < history {
-        let k = HISTORY_BATCH.min(history - done);
+        let k = HISTORY_BATCH.min(pool).min(history - done);
+        if k == 0 {
+            return Err("a history needs at least one pending task".into());
+        }
         let mut ops = Vec::with_capacity(2 * k + 1);
         let mut expected = Vec::with_capacity(k);
         for j in 0..k {
             let worker = format!("worker-{}", (done + j) % HISTORY_WORKERS + 1);
             // A claim takes the oldest pending task (all have the same priority).
-            let id = pending.pop_front().ok_or("the pool ran dry")?;
+            let id = queued.pop_front().ok_or("the pool ran dry")?;
             expected.push(id);
             ops.push((
                 Op::Claim(op::Claim {
@@ -178,14 +202,20 @@ pub fn build_board(dir: &Path, history: usize, settings: &Settings) -> R<Built> 
             }
             replies.next().ok_or("missing reply")??;
         }
-        pending.extend(added(replies.next().ok_or("missing reply")??)?);
+        queued.extend(added(replies.next().ok_or("missing reply")??)?);
         done += k;
+    }
+    let mut left = pending - pool;
+    while left > 0 {
+        let k = BACKLOG_PLAN.min(left);
+        added(one(store.execute_batch(vec![(plan(k), None)]))?)?;
+        left -= k;
     }
     if archive_every_commit {
         Board::init_with(dir, settings.clone())?;
     }
     let status = Board::open(dir)?.status()?;
-    if status.completed != history || status.pending != POOL || status.in_progress != 0 {
+    if status.completed != history || status.pending != pending || status.in_progress != 0 {
         return Err(format!("built board is off: {status:?}").into());
     }
     Ok(Built {
@@ -207,24 +237,74 @@ fn added(reply: Reply) -> R<VecDeque<u64>> {
     }
 }
 
-/// The floor's file: in the board directory, next to `task-queue.json` (the store never reads
-/// it), so that the floor and the claim replace a file in the same directory.
-pub const FLOOR_FILE: &str = "floor.json";
+/// The floor's file: in the board directory, next to the board's own files (the store never
+/// reads it), so that the floor and the claim write to the same file system and directory.
+pub const FLOOR_FILE: &str = "bench-floor.log";
 
-/// The floor: the least a durable change of the queue can cost. One durable replace of
-/// `bytes` as `floor.json` in `dir`, with the syscalls any such store makes: remove a leftover
-/// temp file, create the temp file exclusively, write, fdatasync, rename, fsync the directory.
-pub fn floor(dir: &Path, bytes: &[u8]) -> R<Duration> {
-    let t = Instant::now();
-    let tmp = dir.join(format!(".{FLOOR_FILE}.tmp"));
-    let _ = fs::remove_file(&tmp);
-    let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_data()?;
-    drop(f);
-    fs::rename(&tmp, dir.join(FLOOR_FILE))?;
-    File::open(dir)?.sync_all()?;
-    Ok(t.elapsed())
+/// The floor file is emptied (untimed) once it holds this much, so that a long run on a board
+/// whose claims write megabytes does not fill the disk.
+const FLOOR_LIMIT: u64 = 64 << 20;
+
+/// The floor: the least a durable change can cost when it is one record appended to a log.
+/// A file opened once with `O_APPEND` in the board directory; each [`AppendFloor::append`] is
+/// one `write` of N bytes and one `fdatasync` (`File::sync_data`), nothing else.
+pub struct AppendFloor {
+    file: File,
+    /// Bytes appended since the file was last emptied.
+    len: u64,
+    /// The record: N bytes of text ending in a newline, reused.
+    record: Vec<u8>,
+}
+
+impl AppendFloor {
+    /// Opens (creates, empties) `FLOOR_FILE` in `dir` for appending.
+    pub fn open(dir: &Path) -> R<AppendFloor> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(FLOOR_FILE))?;
+        file.set_len(0)?;
+        file.sync_all()?;
+        Ok(AppendFloor {
+            file,
+            len: 0,
+            record: Vec::new(),
+        })
+    }
+
+    /// Appends a record of `n` bytes (at least 1) and waits for `fdatasync`; returns the time
+    /// of the write and the sync. When the file has grown past its limit it is emptied first,
+    /// outside the timed part.
+    pub fn append(&mut self, n: u64) -> R<Duration> {
+        let n = n.max(1) as usize;
+        if self.len >= FLOOR_LIMIT {
+            self.file.set_len(0)?;
+            self.file.sync_all()?;
+            self.len = 0;
+        }
+        if self.record.len() != n {
+            self.record = vec![b'x'; n];
+            self.record[n - 1] = b'\n';
+        }
+        let t = Instant::now();
+        self.file.write_all(&self.record)?;
+        self.file.sync_data()?;
+        let took = t.elapsed();
+        self.len += n as u64;
+        Ok(took)
+    }
+}
+
+/// Bytes this process has passed to `write` and similar calls so far (`wchar` in
+/// `/proc/self/io`), to every file, pipe and socket, from every thread.
+pub fn written() -> R<u64> {
+    let io = fs::read_to_string("/proc/self/io")?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("wchar:"))
+        .ok_or("/proc/self/io has no wchar line")?
+        .trim()
+        .parse()
+        .map_err(Into::into)
 }
 
 /// The `vine` binary Cargo built for the bench (`cargo bench` builds the package's binaries
@@ -284,13 +364,20 @@ pub fn met(ok: bool) -> &'static str {
     if ok { "MET" } else { "NOT MET" }
 }
 
-/// The history sizes to measure: `AGENTVINE_BENCH_HISTORIES=100,1000` or `default`.
-pub fn histories(default: &[usize]) -> R<Vec<usize>> {
-    match std::env::var("AGENTVINE_BENCH_HISTORIES") {
-        Ok(v) => Ok(v
-            .split(',')
-            .map(|h| h.trim().parse())
-            .collect::<Result<_, _>>()?),
+/// Sizes to measure from the environment variable `var` (`10,1000`), else `default`.
+pub fn sizes_from_env(var: &str, default: &[usize]) -> R<Vec<usize>> {
+    match std::env::var(var) {
+        Ok(v) => {
+            let sizes: Vec<usize> = v
+                .split(',')
+                .map(|h| h.trim().parse())
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("{var}={v:?}: {e}"))?;
+            if sizes.is_empty() {
+                return Err(format!("{var} is empty").into());
+            }
+            Ok(sizes)
+        }
         Err(_) => Ok(default.to_vec()),
     }
 }
