@@ -58,9 +58,9 @@ pub fn jsonl_whole(path: &Path) -> Vec<Value> {
     lines
 }
 
-/// How long the JSON files of a board may take to catch up with its journal: a checkpoint
-/// comes at most about a second after a change (`store::local::checkpoint::MAX_AGE`) while
-/// the handle that made it runs; this is that with room for a loaded machine.
+/// How long the JSON files of a board may take to catch up with its journal once it stops
+/// changing: a checkpoint comes 0.2 s after the last change (`store::local::checkpoint::QUIET`)
+/// while the handle that made it runs; this is that with room for a loaded machine.
 pub const CHECKPOINT_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The records in the board journal of `dir` (0 when it has none): changes the JSON files do
@@ -77,7 +77,7 @@ pub fn journal_records(dir: &Path) -> usize {
 }
 
 /// Waits until the JSON files of the board in `dir` hold every change (its journal holds no
-/// record), as a person reading them would after about a second.
+/// record), as a person reading them would a moment after the board stopped changing.
 pub fn wait_checkpointed(dir: &Path) {
     let start = std::time::Instant::now();
     while journal_records(dir) > 0 {

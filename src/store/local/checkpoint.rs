@@ -3,11 +3,13 @@
 //! the files now hold. A crash before the new journal is in place leaves the old one, whose
 //! records applied again over the new files give the same board (see `store::journal`).
 //!
-//! When: after a change, when the journal holds [`MAX_RECORDS`] records or [`MAX_BYTES`]
-//! bytes or its oldest record is [`MAX_AGE`] old; at `vine compact`; and, for a handle that
-//! lives on, when the board has been quiet for [`QUIET`] (a thread waits for that) and when
-//! its last clone is dropped. So while such a handle runs, the JSON files are at most about
-//! [`MAX_AGE`] behind the board (plus the time a checkpoint takes).
+//! When: after a change, once the journal is as large as the files it follows (at least
+//! [`MIN_BYTES`], at most [`MAX_BYTES`]) — so a checkpoint costs each change about what its
+//! record cost, whatever the size of the board — or its oldest record is [`MAX_AGE`] old;
+//! at `vine compact`; and, for a handle that lives on, when the board has been quiet for
+//! [`QUIET`] (a thread waits for that) and when its last clone is dropped. So while such a
+//! handle runs, the JSON files are [`QUIET`] behind a board that stopped changing (plus the
+//! time a checkpoint takes), and at most [`MAX_AGE`] behind one that keeps changing.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, Weak};
@@ -21,12 +23,13 @@ use crate::store::json_file::to_pretty;
 use crate::store::paths::{LOG, PROGRESS, QUEUE, SESSIONS, WORKERS};
 use crate::store::queue_file;
 
-/// A checkpoint is written once the journal holds this many records.
-pub const MAX_RECORDS: u64 = 2000;
-/// ... or this many bytes.
-pub const MAX_BYTES: u64 = 8 << 20;
+/// A checkpoint is written once the journal is as large as the files it follows, and at least
+/// this large ...
+pub const MIN_BYTES: u64 = 256 << 10;
+/// ... or this large whatever the files (loading a board reads the whole journal) ...
+pub const MAX_BYTES: u64 = 64 << 20;
 /// ... or its oldest record is this old.
-pub const MAX_AGE: Duration = Duration::from_secs(1);
+pub const MAX_AGE: Duration = Duration::from_secs(10);
 /// A handle that lives on writes a checkpoint once no change came for this long.
 pub const QUIET: Duration = Duration::from_millis(200);
 
@@ -81,8 +84,8 @@ pub(super) fn write_files(dir: &Path, b: &mut Loaded, durable_workers: bool) -> 
 
 /// Whether the journal of `b` is due a checkpoint at `now_ms`.
 pub(super) fn due(b: &Loaded, now_ms: i64) -> bool {
-    b.since.records >= MAX_RECORDS
-        || b.journal_bytes() >= MAX_BYTES
+    let bytes = b.journal_bytes();
+    bytes >= b.checkpoint_bytes().clamp(MIN_BYTES, MAX_BYTES)
         || b.since
             .oldest_ms
             .is_some_and(|t| now_ms - t >= MAX_AGE.as_millis() as i64)
@@ -140,6 +143,9 @@ impl Checkpointer {
     pub fn appended(&self) {
         let mut p = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
+        // A thread waiting for a deadline finds the later `last` when it wakes; only one
+        // waiting for the first change needs waking.
+        let idle = p.first.is_none();
         p.first.get_or_insert(now);
         p.last = Some(now);
         if !p.running && self.quiet.load(std::sync::atomic::Ordering::Relaxed) {
@@ -151,7 +157,9 @@ impl Checkpointer {
             p.running = started.is_ok();
         }
         drop(p);
-        self.shared.wake.notify_all();
+        if idle {
+            self.shared.wake.notify_all();
+        }
     }
 
     /// Notes that a checkpoint was written (nothing pending).

@@ -504,6 +504,11 @@ impl Loaded {
         }
     }
 
+    /// The bytes of the checkpoint's files as last read or written.
+    pub fn checkpoint_bytes(&self) -> u64 {
+        self.files.values().flatten().map(|id| id[2]).sum()
+    }
+
     /// The bytes of the records beyond the checkpoint.
     pub fn journal_bytes(&self) -> u64 {
         self.journal.as_ref().map_or(0, |j| j.end - j.start)
