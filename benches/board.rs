@@ -6,7 +6,7 @@
 //! in-process; and one remote client's latency against a local handle's, beside a bare HTTP
 //! round trip.
 //!
-//! Run with `cargo bench --bench board` (about four minutes). BENCHMARKS.md says what the
+//! Run with `cargo bench --bench board` (about three minutes). BENCHMARKS.md says what the
 //! figures mean; docs/benchmark-method.md how they are taken. The claim's latency against the
 //! floor is `benches/claim.rs`.
 //!
