@@ -6,7 +6,7 @@
 //! in-process; and one remote client's latency against a local handle's, beside a bare HTTP
 //! round trip.
 //!
-//! Run with `cargo bench --bench board` (about four minutes). BENCHMARKS.md says what the
+//! Run with `cargo bench --bench board` (about three minutes). BENCHMARKS.md says what the
 //! figures mean; docs/benchmark-method.md how they are taken. The claim's latency against the
 //! floor is `benches/claim.rs`.
 //!
@@ -522,12 +522,14 @@ struct Backlog {
 }
 
 impl Backlog {
-    /// 50 to 100 pending, looked at every 10 ms (a `status` read of 50 to 350 tasks), every
-    /// 2 ms on SQLite (an index count; SQLite's single worker can take 50 tasks in 10 ms).
+    /// 100 to 200 pending, looked at every 10 ms (a `status` read of 100 to 400 tasks), every
+    /// 2 ms on SQLite (an index count; one SQLite worker can take 50 tasks in 10 ms). With 50
+    /// to 100, SQLite ran dry whenever the feeder waited a few ms for a CPU, and local boards
+    /// at 16 workers whenever the feeder waited for the lock.
     fn small(setup: Setup) -> Backlog {
         Backlog {
-            below: POOL,
-            up_to: 2 * POOL,
+            below: 2 * POOL,
+            up_to: 4 * POOL,
             every: Duration::from_millis(if setup == Setup::Sqlite { 2 } else { 10 }),
         }
     }

@@ -21,7 +21,7 @@
 //! and below them; the bench knows no span name), so the time of each step comes from the
 //! code that runs.
 //!
-//! Run with `cargo bench --bench claim` (a few minutes, plus building the boards). Without
+//! Run with `cargo bench --bench claim` (about two minutes with building the boards). Without
 //! `--bench` (as under `cargo test --benches`) every benchmark runs once on small boards, as a
 //! check. docs/benchmark-method.md says more.
 

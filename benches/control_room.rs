@@ -463,8 +463,8 @@ impl Dashboards {
 }
 
 /// Runs `workers` worker processes against the server at `url` for `window` seconds, with a
-/// feeder in this process keeping 50 to 100 tasks pending (as `benches/board.rs` does);
-/// returns the cycles per second.
+/// feeder in this process keeping 50 to 100 tasks pending (as `benches/board.rs` did before
+/// #12); returns the cycles per second.
 fn measure_throughput(dir: &Path, url: &str, workers: usize, window: u64) -> R<f64> {
     let exe = std::env::current_exe()?;
     let start_at = epoch_ms() + 400 + 20 * workers as u64;
