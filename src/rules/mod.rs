@@ -22,7 +22,9 @@ pub(crate) use archive::archivable;
 pub use eligibility::{Ineligible, eligibility};
 pub use leases::{backoff_secs, requeue_expired};
 pub use replay::MAX_KEY;
-pub(crate) use replay::apply_in_batch;
+// The stores' entry point, public (hidden) for `benches/rules.rs`.
+#[doc(hidden)]
+pub use replay::apply_in_batch;
 #[cfg(test)]
 pub(crate) use replay::apply_keyed;
 pub use rule::{LogNeed, Needs, Query, Rule, apply, read};

@@ -18,7 +18,7 @@ pub const MAX_KEY: usize = 128;
 /// entries it wrote join `state.log` (so a later op of the batch, or its retry, sees them);
 /// and, when `undo` (the batch holds more ops), a refused op leaves the state as it was but for
 /// the log entries it must keep (a late result). Every store's batch uses it.
-pub(crate) fn apply_in_batch(
+pub fn apply_in_batch(
     state: &mut State,
     op: crate::op::Op,
     key: Option<&str>,
