@@ -181,9 +181,9 @@ fn build(pending: usize) -> State {
         };
         let mut w = Worker::new(caps, ago(3600));
         w.last_heartbeat = Some(ago(5));
-        if n < IN_PROGRESS {
+        if let Some(&task) = held.get(n) {
             w.last_task_claimed = Some(ago(10));
-            w.current_task = Some(held[n]);
+            w.current_task = Some(task);
         }
         workers.insert(worker(n), w);
     }
@@ -340,9 +340,7 @@ impl Bench {
                 d
             }
             "heartbeat" => {
-                let (_, d) = self.timed(op::Heartbeat {
-                    worker: worker(0),
-                })?;
+                let (_, d) = self.timed(op::Heartbeat { worker: worker(0) })?;
                 d
             }
             "turn-ended" => {
@@ -389,13 +387,14 @@ impl Bench {
                             self.apply(op::Add {
                                 task: new_task(self.next),
                             })?;
-                            let (id, _) = Self::claim_id(&self.apply(op::Claim {
-                                worker: worker(w),
-                            })?)?;
+                            let (id, _) =
+                                Self::claim_id(&self.apply(op::Claim { worker: worker(w) })?)?;
                             let _ = id;
                             self.finished_one();
                         }
-                        Reply::Claimed { claim: Some(c), .. } => self.release(c.task.id, &worker(w))?,
+                        Reply::Claimed { claim: Some(c), .. } => {
+                            self.release(c.task.id, &worker(w))?
+                        }
                         Reply::Claimed { claim: None, .. } => self.empty_claims += 1,
                         other => return Err(format!("unexpected reply {other:?}").into()),
                     }
@@ -443,10 +442,7 @@ fn median(v: &[f64]) -> f64 {
 fn main() -> R<()> {
     let benchmarking = std::env::args().any(|a| a == "--bench");
     let sizes: &[usize] = if benchmarking { &SIZES } else { &SIZES[..1] };
-    let benches: Vec<RefCell<Bench>> = sizes
-        .iter()
-        .map(|&n| RefCell::new(Bench::new(n)))
-        .collect();
+    let benches: Vec<RefCell<Bench>> = sizes.iter().map(|&n| RefCell::new(Bench::new(n))).collect();
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))

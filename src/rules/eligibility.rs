@@ -40,17 +40,32 @@ pub fn eligibility(
     statuses: &HashMap<u64, TaskStatus>,
     now: Timestamp,
 ) -> Result<(), Ineligible> {
+    check(
+        task,
+        worker_id,
+        worker,
+        state,
+        |id| statuses.get(&id).copied(),
+        now,
+    )
+}
+
+/// [`eligibility`], with the status of a queue task by id from `status`.
+fn check(
+    task: &Task,
+    worker_id: &str,
+    worker: Option<&Worker>,
+    state: &State,
+    status: impl Fn(u64) -> Option<TaskStatus>,
+    now: Timestamp,
+) -> Result<(), Ineligible> {
     if task.status != TaskStatus::Pending {
         return Err(Ineligible::NotPending);
     }
     for dep in &task.depends_on {
         // A dependency that is no longer on the queue was archived after completing:
         // the archive never takes a finished task that an unfinished one depends on.
-        match statuses
-            .get(dep)
-            .copied()
-            .or_else(|| state.archived.get(dep).copied())
-        {
+        match status(*dep).or_else(|| state.archived.get(dep).copied()) {
             None | Some(TaskStatus::Completed) => {}
             Some(TaskStatus::Failed | TaskStatus::Cancelled) => return Err(Ineligible::Blocked),
             Some(TaskStatus::Pending | TaskStatus::InProgress) => {
@@ -244,9 +259,17 @@ pub(crate) fn fallback(task: &Task, state: &State, now: Timestamp) -> Option<Fal
 
 /// The index of the best task `worker_id` may claim: priority first, then oldest (ids follow
 /// the order tasks were added in, whatever the clocks of the processes that added them).
+///
+/// On an indexed queue only the candidates are looked at, in claim order, up to the first
+/// eligible one (see [`State::candidates`]); otherwise every task.
 pub(crate) fn best(state: &State, worker_id: &str, now: Timestamp) -> Option<usize> {
-    let statuses: HashMap<u64, TaskStatus> = state.tasks.iter().map(|t| (t.id, t.status)).collect();
     let worker = state.workers.get(worker_id);
+    if let Some(candidates) = state.candidates() {
+        let status = |id| state.status_of(id);
+        return candidates
+            .first(|i| check(&state.tasks[i], worker_id, worker, state, status, now).is_ok());
+    }
+    let statuses: HashMap<u64, TaskStatus> = state.tasks.iter().map(|t| (t.id, t.status)).collect();
     state
         .tasks
         .iter()
