@@ -12,9 +12,10 @@ use super::*;
 use crate::error::Result;
 use crate::op::{self, NewTask, Op, PlanTask, Reminder};
 use crate::reply::Reply;
+use crate::rules::Dirty;
 use crate::rules::eligibility::best;
 use crate::rules::replay::apply_keyed;
-use crate::rules::{Dirty, apply_in_batch, archivable};
+use crate::rules::{apply_in_batch, archivable};
 use crate::task::Priority;
 use crate::time::{Timestamp, add_secs};
 
@@ -67,6 +68,7 @@ enum Kind {
         assign: Option<usize>,
         after: Vec<usize>,
         strict: bool,
+        fallback: Option<u64>,
     },
     Plan(usize),
     Claim(usize),
@@ -82,6 +84,8 @@ enum Kind {
     ShouldContinue(usize),
     Turn(usize, bool, bool),
     RequeueStale,
+    Ask(usize, bool),
+    Answer(usize),
 }
 
 fn priority(n: u8) -> Priority {
@@ -111,6 +115,7 @@ impl Kind {
                 assign,
                 after,
                 strict,
+                fallback,
             } => {
                 let requires: Vec<String> = cap.iter().map(|c| CAPS[c % 2].to_string()).collect();
                 let specialist = !requires.is_empty() || assign.is_some();
@@ -122,6 +127,7 @@ impl Kind {
                         assign: assign.as_ref().map(w),
                         after: after.iter().map(|k| task_ref(st, *k)).collect(),
                         strict: *strict && specialist,
+                        fallback_after_secs: fallback.filter(|_| specialist && !*strict),
                         ..NewTask::default()
                     },
                 })
@@ -206,6 +212,17 @@ impl Kind {
                 })
             }
             Kind::RequeueStale => Op::RequeueStale(op::RequeueStale),
+            Kind::Ask(i, wait) => Op::Ask(op::Ask {
+                agent: w(i),
+                question: "which?".into(),
+                task: None,
+                wait_secs: wait.then_some(100),
+            }),
+            Kind::Answer(k) => Op::Answer(op::Answer {
+                agent: "boss".into(),
+                question: *k as u64 % st.next_seq.max(1),
+                answer: "this one".into(),
+            }),
         }
     }
 }
@@ -215,9 +232,10 @@ fn kind() -> impl Strategy<Value = Kind> {
     let k = 0..16usize;
     prop_oneof![
         4 => (0..3u8, prop::option::of(0..2usize), prop::option::weighted(0.2, 0..4usize),
-              prop::collection::vec(0..16usize, 0..3), any::<bool>())
-            .prop_map(|(priority, cap, assign, after, strict)| Kind::Add {
-                priority, cap, assign, after, strict
+              prop::collection::vec(0..16usize, 0..3), prop::bool::weighted(0.2),
+              prop::option::weighted(0.3, prop_oneof![Just(0u64), Just(30)]))
+            .prop_map(|(priority, cap, assign, after, strict, fallback)| Kind::Add {
+                priority, cap, assign, after, strict, fallback
             }),
         1 => (0..3usize).prop_map(Kind::Plan),
         5 => i.clone().prop_map(Kind::Claim),
@@ -234,6 +252,8 @@ fn kind() -> impl Strategy<Value = Kind> {
         1 => i.clone().prop_map(Kind::ShouldContinue),
         2 => (i, any::<bool>(), any::<bool>()).prop_map(|(i, p, s)| Kind::Turn(i, p, s)),
         1 => Just(Kind::RequeueStale),
+        1 => (0..5usize, any::<bool>()).prop_map(|(i, w)| Kind::Ask(i, w)),
+        1 => (0..8usize).prop_map(Kind::Answer),
     ]
 }
 
@@ -245,7 +265,7 @@ fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         20 => (kind(), key()).prop_map(|(k, key)| Step::Op(k, key)),
         4 => prop::collection::vec((kind(), key()), 2..6).prop_map(Step::Batch),
-        3 => prop_oneof![Just(5u64), Just(30), Just(61), Just(100)].prop_map(Step::Advance),
+        3 => prop_oneof![Just(1u64), Just(5), Just(30), Just(61), Just(100)].prop_map(Step::Advance),
         1 => Just(Step::Archive),
         1 => Just(Step::Replace),
         1 => (0..16usize).prop_map(Step::InPlace),
@@ -308,7 +328,7 @@ fn same_state(a: &State, b: &State) -> std::result::Result<(), String> {
 /// What the rules look up, asked of both states.
 fn same_lookups(a: &State, b: &State, now: Timestamp) -> std::result::Result<(), String> {
     for w in WORKERS {
-        for t in [now, add_secs(now, 11), add_secs(now, 200)] {
+        for t in [0, 1, 11, 31, 91, 200].map(|s| add_secs(now, s)) {
             if best(a, w, t) != best(b, w, t) {
                 return Err(format!("best task for {w} at {t}"));
             }
@@ -337,9 +357,14 @@ fn same_lookups(a: &State, b: &State, now: Timestamp) -> std::result::Result<(),
     Ok(())
 }
 
-/// What a store's commit takes from the state.
+/// What a store's commit takes from the state (the log entries written join the log, as the
+/// store's next load would read them).
 fn committed(st: &mut State) {
-    st.outbox.clear();
+    for m in std::mem::take(&mut st.outbox) {
+        if !st.log.contains(&m) {
+            st.log.push(m);
+        }
+    }
     st.files.clear();
     st.touched.clear();
     st.dirty = Dirty::default();
@@ -437,8 +462,15 @@ fn a_state_used_again_is_indexed_and_one_used_once_is_not() {
     assert!(!st.is_indexed(), "one op: scanned");
     add(&mut st);
     assert!(st.is_indexed(), "two ops on the same queue: indexed");
-    // The store takes a task off: the rules scan until the next op builds the index again.
-    st.tasks.pop();
+    // The store takes tasks off in place: the next op takes them off the index.
+    add(&mut st);
+    st.tasks.remove(1);
+    assert!(!st.is_indexed(), "stale until the next op");
+    add(&mut st);
+    assert!(st.is_indexed(), "brought up to date");
+    st.check_index();
+    // The store replaces the queue: the rules scan until the next op builds the index again.
+    st.tasks = st.tasks.clone();
     assert!(!st.is_indexed());
     add(&mut st);
     assert!(!st.is_indexed());
