@@ -239,9 +239,8 @@ fn add(state: &mut State, plan: Vec<PlanTask>, now: Timestamp) -> Result<Reply> 
         added.push(t);
     }
     state.min_next_id = ids[ids.len() - 1] + 1;
-    state.tasks.extend(added.iter().cloned());
     for t in &added {
-        state.touch(t.id);
+        state.push_task(t.clone());
     }
     Ok(Reply::Added { tasks: added })
 }

@@ -45,18 +45,18 @@ impl Rule for Cancel {
         if matches!(status, TaskStatus::Completed | TaskStatus::Cancelled) {
             return Err(Error::Conflict(format!("task {id} is already {status}")));
         }
-        let claimant = st.tasks[i].claimed_by.take();
-        let t = &mut st.tasks[i];
-        t.status = TaskStatus::Cancelled;
-        t.ended_at = Some(now);
-        t.lease_expires_at = None;
-        t.not_before = None;
-        t.claimed_at = None;
-        if let Some(r) = self.reason {
-            t.last_error = Some(format!("cancelled: {r}"));
-        }
-        let view = TaskView::of(t.clone());
-        st.touch(id);
+        let (claimant, view) = st.change(i, |t, _| {
+            let claimant = t.claimed_by.take();
+            t.status = TaskStatus::Cancelled;
+            t.ended_at = Some(now);
+            t.lease_expires_at = None;
+            t.not_before = None;
+            t.claimed_at = None;
+            if let Some(r) = self.reason {
+                t.last_error = Some(format!("cancelled: {r}"));
+            }
+            (claimant, TaskView::of(t.clone()))
+        });
         if let Some(w) = claimant {
             st.dirty.workers = true;
             refresh_current_task(st, &w);
@@ -81,19 +81,19 @@ impl Rule for Retry {
     fn apply(self, st: &mut State, now: Timestamp) -> Result<Reply> {
         let id = self.task;
         let i = st.task_index(id)?;
-        let t = &mut st.tasks[i];
-        if t.status != TaskStatus::Failed {
+        let status = st.tasks[i].status;
+        if status != TaskStatus::Failed {
             return Err(Error::Conflict(format!(
-                "task {id} is {}; only failed tasks can be retried",
-                t.status
+                "task {id} is {status}; only failed tasks can be retried"
             )));
         }
-        t.status = TaskStatus::Pending;
-        t.attempts = 0;
-        t.not_before = None;
-        t.ended_at = None;
-        let view = TaskView::of(t.clone());
-        st.touch(id);
+        let view = st.change(i, |t, _| {
+            t.status = TaskStatus::Pending;
+            t.attempts = 0;
+            t.not_before = None;
+            t.ended_at = None;
+            TaskView::of(t.clone())
+        });
         requeue_expired(st, now);
         Ok(Reply::Task { task: view })
     }

@@ -40,19 +40,17 @@ fn claim(state: &mut State, worker_id: &str, now: Timestamp) -> Result<Reply> {
             reason: Some(nothing_reason(state, worker_id, now)),
         });
     };
-    let lease = state.tasks[i]
-        .lease_secs
-        .unwrap_or(state.settings.lease_secs);
-    let task = &mut state.tasks[i];
-    task.status = TaskStatus::InProgress;
-    task.claimed_by = Some(worker_id.to_string());
-    task.claimed_at = Some(now);
-    task.first_claimed_at.get_or_insert(now);
-    task.attempts = task.attempts.saturating_add(1);
-    task.lease_expires_at = Some(add_secs(now, lease));
-    task.not_before = None;
-    let claimed = task.clone();
-    state.touch(claimed.id);
+    let claimed = state.change(i, |task, settings| {
+        let lease = task.lease_secs.unwrap_or(settings.lease_secs);
+        task.status = TaskStatus::InProgress;
+        task.claimed_by = Some(worker_id.to_string());
+        task.claimed_at = Some(now);
+        task.first_claimed_at.get_or_insert(now);
+        task.attempts = task.attempts.saturating_add(1);
+        task.lease_expires_at = Some(add_secs(now, lease));
+        task.not_before = None;
+        task.clone()
+    });
 
     // The claim itself is recorded in the queue; the worker file must be written only when
     // the worker is new or comes back from offline (see `merge_queue_facts`).

@@ -84,14 +84,14 @@ impl Rule for Complete {
         });
         let i = claimed_index(st, task, &worker, attempt, body.map(|b| ("result", b)), now)?;
         end_wait(st, &worker);
-        let t = &mut st.tasks[i];
-        t.status = TaskStatus::Completed;
-        t.completed_by = Some(worker.clone());
-        t.completed_at = Some(now);
-        t.result = result;
-        t.lease_expires_at = None;
-        let view = TaskView::of(t.clone());
-        st.touch(task);
+        let view = st.change(i, |t, _| {
+            t.status = TaskStatus::Completed;
+            t.completed_by = Some(worker.clone());
+            t.completed_at = Some(now);
+            t.result = result;
+            t.lease_expires_at = None;
+            TaskView::of(t.clone())
+        });
         if let Some(w) = st.workers.get_mut(&worker) {
             // Recorded in the queue too (completed_by/at): a soft change.
             w.last_task_completed = Some(now);
@@ -137,10 +137,10 @@ impl Rule for Fail {
         } else {
             Again::AfterBackoff
         };
-        let settings = st.settings.clone();
-        end_attempt(&mut st.tasks[i], error, again, &settings, now);
-        let view = TaskView::of(st.tasks[i].clone());
-        st.touch(task);
+        let view = st.change(i, |t, settings| {
+            end_attempt(t, error, again, settings, now);
+            TaskView::of(t.clone())
+        });
         if let Some(w) = st.workers.get_mut(&worker) {
             w.last_heartbeat = Some(now);
             st.dirty.workers = true;

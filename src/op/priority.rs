@@ -29,7 +29,7 @@ impl Rule for SetPriority {
     fn apply(self, st: &mut State, now: Timestamp) -> Result<Reply> {
         let id = self.task;
         let i = st.task_index(id)?;
-        let t = &mut st.tasks[i];
+        let t = &st.tasks[i];
         if t.status.is_terminal() {
             return Err(Error::Conflict(format!(
                 "task {id} is {}; only a task that is not finished can change its priority",
@@ -37,8 +37,7 @@ impl Rule for SetPriority {
             )));
         }
         if t.priority != self.priority {
-            t.priority = self.priority;
-            st.touch(id);
+            st.change(i, |t, _| t.priority = self.priority);
         }
         let view = TaskView::of(st.tasks[i].clone());
         requeue_expired(st, now);

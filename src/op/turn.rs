@@ -21,7 +21,7 @@ use super::{Claim, Fail};
 use crate::error::Result;
 use crate::reply::{Next, Reply, Turn};
 use crate::rules::{Rule, State, replay, requeue_expired};
-use crate::task::{Task, TaskStatus};
+use crate::task::Task;
 use crate::time::{Timestamp, secs_between};
 use crate::validate;
 use crate::worker::{ACTIVE, OFFLINE};
@@ -131,11 +131,7 @@ impl Rule for TurnEnded {
             return Ok(answer(Next::LetGo { reason }, None));
         }
         let mut failed = None;
-        if let Some(t) = st
-            .tasks
-            .iter()
-            .find(|t| t.status == TaskStatus::InProgress && t.claimed_by.as_deref() == Some(me))
-        {
+        if let Some(t) = st.first_held(me).map(|i| &st.tasks[i]) {
             if self.pooled
                 && let Some(q) = st.workers.get(me).and_then(|w| w.waits_on(now))
             {

@@ -6,6 +6,7 @@ use super::*;
 use crate::op::{self, NewTask, Op};
 use crate::rules::{Dirty, apply, apply_keyed};
 use crate::settings::Settings;
+use crate::task::TaskStatus;
 use crate::time::add_secs;
 
 fn t0() -> Timestamp {

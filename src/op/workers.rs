@@ -9,7 +9,6 @@ use crate::rules::eligibility::{best, nothing_reason};
 use crate::rules::leases::{extend_leases, release_at};
 use crate::rules::views::{one_line, worker_view};
 use crate::rules::{Rule, State, refresh_current_task, requeue_expired};
-use crate::task::TaskStatus;
 use crate::time::{Timestamp, format_duration, secs_between};
 use crate::validate;
 use crate::worker::{ACTIVE, OFFLINE, Worker};
@@ -150,12 +149,7 @@ fn deregister(state: &mut State, id: &str, now: Timestamp) -> Result<Reply> {
             "no worker {id:?} is registered; see `vine workers`"
         )));
     }
-    let held: Vec<usize> = (0..state.tasks.len())
-        .filter(|&i| {
-            let t = &state.tasks[i];
-            t.status == TaskStatus::InProgress && t.claimed_by.as_deref() == Some(id)
-        })
-        .collect();
+    let held = state.held_by(id);
     let released: Vec<u64> = held.iter().map(|&i| state.tasks[i].id).collect();
     for i in held {
         release_at(state, i);
@@ -190,11 +184,7 @@ fn should_continue(
     if !state.workers.contains_key(id) {
         return Ok(decision(false, not_registered(id), None));
     }
-    if let Some(t) = state
-        .tasks
-        .iter()
-        .find(|t| t.status == TaskStatus::InProgress && t.claimed_by.as_deref() == Some(id))
-    {
+    if let Some(t) = state.first_held(id).map(|i| &state.tasks[i]) {
         let reason = format!("{id} holds task {}: {}", t.id, one_line(&t.description));
         let task = Some(t.id);
         touch(state, id, now);

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 
 use super::State;
+use super::index::Class;
 use crate::error::Result;
 use crate::reply::Fallback;
 use crate::task::{Task, TaskStatus};
@@ -40,17 +41,32 @@ pub fn eligibility(
     statuses: &HashMap<u64, TaskStatus>,
     now: Timestamp,
 ) -> Result<(), Ineligible> {
+    check(
+        task,
+        worker_id,
+        worker,
+        state,
+        |id| statuses.get(&id).copied(),
+        now,
+    )
+}
+
+/// [`eligibility`], with the status of a queue task by id from `status`.
+fn check(
+    task: &Task,
+    worker_id: &str,
+    worker: Option<&Worker>,
+    state: &State,
+    status: impl Fn(u64) -> Option<TaskStatus>,
+    now: Timestamp,
+) -> Result<(), Ineligible> {
     if task.status != TaskStatus::Pending {
         return Err(Ineligible::NotPending);
     }
     for dep in &task.depends_on {
         // A dependency that is no longer on the queue was archived after completing:
         // the archive never takes a finished task that an unfinished one depends on.
-        match statuses
-            .get(dep)
-            .copied()
-            .or_else(|| state.archived.get(dep).copied())
-        {
+        match status(*dep).or_else(|| state.archived.get(dep).copied()) {
             None | Some(TaskStatus::Completed) => {}
             Some(TaskStatus::Failed | TaskStatus::Cancelled) => return Err(Ineligible::Blocked),
             Some(TaskStatus::Pending | TaskStatus::InProgress) => {
@@ -143,17 +159,22 @@ fn absent_assignee(task: &Task, assigned: &str, state: &State, now: Timestamp) -
 /// The workers able to do `task` as seen by one that is not: the last sign of life of any
 /// live (not offline) worker with every required capability decides when anyone may take it.
 fn absent_capability(task: &Task, state: &State, now: Timestamp) -> Absence {
-    let seen = state
-        .workers
-        .values()
-        .filter(|w| w.status != OFFLINE && w.can_do(&task.requires))
-        .filter_map(|w| w.alive_at(now))
-        .max();
+    let seen = capable_seen(&task.requires, state, now);
     Absence {
         seen,
         offline: false,
         open_at: open_from(task, seen, state),
     }
+}
+
+/// The last sign of life of any live (not offline) worker with every capability in `requires`.
+fn capable_seen(requires: &[String], state: &State, now: Timestamp) -> Option<Timestamp> {
+    state
+        .workers
+        .values()
+        .filter(|w| w.status != OFFLINE && w.can_do(requires))
+        .filter_map(|w| w.alive_at(now))
+        .max()
 }
 
 /// For a pending task meant for a specialist (an assignee or required capabilities): who it
@@ -244,9 +265,19 @@ pub(crate) fn fallback(task: &Task, state: &State, now: Timestamp) -> Option<Fal
 
 /// The index of the best task `worker_id` may claim: priority first, then oldest (ids follow
 /// the order tasks were added in, whatever the clocks of the processes that added them).
+///
+/// On an indexed queue only the candidates are looked at, in claim order, up to the first
+/// eligible one (see [`State::candidates`]); otherwise every task.
 pub(crate) fn best(state: &State, worker_id: &str, now: Timestamp) -> Option<usize> {
-    let statuses: HashMap<u64, TaskStatus> = state.tasks.iter().map(|t| (t.id, t.status)).collect();
     let worker = state.workers.get(worker_id);
+    if let Some(candidates) = state.candidates() {
+        let status = |id| state.status_of(id);
+        return candidates.first(
+            |class| may_be_open(class, worker_id, worker, state, now),
+            |i| check(&state.tasks[i], worker_id, worker, state, status, now).is_ok(),
+        );
+    }
+    let statuses: HashMap<u64, TaskStatus> = state.tasks.iter().map(|t| (t.id, t.status)).collect();
     state
         .tasks
         .iter()
@@ -254,6 +285,42 @@ pub(crate) fn best(state: &State, worker_id: &str, now: Timestamp) -> Option<usi
         .filter(|(_, t)| eligibility(t, worker_id, worker, state, &statuses, now).is_ok())
         .min_by_key(|(_, t)| (t.priority.rank(), t.id))
         .map(|(i, _)| i)
+}
+
+/// False if no pending task of `class` can be eligible for `worker_id` now, whatever its
+/// creation time, dependencies and retry delay: it is meant for another worker, or needs a
+/// capability this one lacks, and the specialist was seen within the fallback time (or the
+/// class is strict). As [`check`] decides for each task of the class.
+fn may_be_open(
+    class: &Class,
+    worker_id: &str,
+    worker: Option<&Worker>,
+    state: &State,
+    now: Timestamp,
+) -> bool {
+    let fallback = class
+        .fallback_after_secs
+        .unwrap_or_else(|| state.settings.fallback_after());
+    // A task opens at max(created, seen) + fallback + 1 (see `open_from`): never before the
+    // specialist's last sign of life + fallback + 1, never when strict.
+    let closed = |seen: Option<Timestamp>| {
+        class.strict || seen.is_some_and(|s| add_secs(s, fallback.saturating_add(1)) > now)
+    };
+    if let Some(a) = class.assignee.as_deref()
+        && a != worker_id
+    {
+        let w = state.workers.get(a);
+        // An offline assignee gives its tasks to anyone at once, unless strict.
+        let offline = w.is_some_and(|w| w.status == OFFLINE);
+        if (class.strict || !offline) && closed(w.and_then(|w| w.alive_at(now))) {
+            return false;
+        }
+    }
+    let caps_ok = match worker {
+        Some(w) => w.can_do(&class.requires),
+        None => class.requires.is_empty(),
+    };
+    caps_ok || !closed(capable_seen(&class.requires, state, now))
 }
 
 /// Explains, in one line, why nothing is claimable for `worker_id`.

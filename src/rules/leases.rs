@@ -57,37 +57,33 @@ pub(crate) fn end_attempt(
 
 /// Puts the claimed task at `i` back to pending, undoing its attempt count.
 pub(crate) fn release_at(state: &mut State, i: usize) {
-    let t = &mut state.tasks[i];
-    t.status = TaskStatus::Pending;
-    t.claimed_by = None;
-    t.claimed_at = None;
-    t.lease_expires_at = None;
-    t.attempts = t.attempts.saturating_sub(1);
-    let id = t.id;
-    state.touch(id);
+    state.change(i, |t, _| {
+        t.status = TaskStatus::Pending;
+        t.claimed_by = None;
+        t.claimed_at = None;
+        t.lease_expires_at = None;
+        t.attempts = t.attempts.saturating_sub(1);
+    });
 }
 
 /// Starts the leases of `id`'s tasks again from `now`: always when `restart`, otherwise (a
 /// heartbeat) only when that moves a lease by a tenth of its length or more.
 pub(crate) fn extend_leases(state: &mut State, id: &str, now: Timestamp, restart: bool) {
     let default_lease = state.settings.lease_secs;
-    for t in state.tasks.iter_mut() {
-        if t.status == TaskStatus::InProgress && t.claimed_by.as_deref() == Some(id) {
-            let lease = t.lease_secs.unwrap_or(default_lease);
-            let new_end = add_secs(now, lease);
-            let due = match t.lease_expires_at {
-                None => true,
-                Some(end) => {
-                    let moved_ms = (new_end - end).num_milliseconds();
-                    let tenth_ms = i64::try_from(lease.saturating_mul(100)).unwrap_or(i64::MAX);
-                    restart || end <= now || moved_ms >= tenth_ms
-                }
-            };
-            if due {
-                t.lease_expires_at = Some(new_end);
-                state.dirty.tasks = true;
-                state.touched.insert(t.id);
+    for i in state.held_by(id) {
+        let t = &state.tasks[i];
+        let lease = t.lease_secs.unwrap_or(default_lease);
+        let new_end = add_secs(now, lease);
+        let due = match t.lease_expires_at {
+            None => true,
+            Some(end) => {
+                let moved_ms = (new_end - end).num_milliseconds();
+                let tenth_ms = i64::try_from(lease.saturating_mul(100)).unwrap_or(i64::MAX);
+                restart || end <= now || moved_ms >= tenth_ms
             }
+        };
+        if due {
+            state.change(i, |t, _| t.lease_expires_at = Some(new_end));
         }
     }
 }
@@ -176,29 +172,25 @@ pub(crate) fn taken_back_why(t: &Task, worker: &str, settings: &Settings) -> Opt
 /// failure. Applied lazily by every write, by `requeue-stale`, and in memory by reads.
 pub fn requeue_expired(state: &mut State, now: Timestamp) -> Vec<u64> {
     let causes: Vec<(usize, TakeBack)> = state
-        .tasks
-        .iter()
-        .enumerate()
-        .filter_map(|(i, t)| take_back_cause(t, state, now).map(|c| (i, c)))
+        .in_progress()
+        .into_iter()
+        .filter_map(|i| take_back_cause(&state.tasks[i], state, now).map(|c| (i, c)))
         .collect();
     if causes.is_empty() {
         return Vec::new();
     }
-    let settings = state.settings.clone();
     let mut ids = Vec::with_capacity(causes.len());
     let mut holders = Vec::with_capacity(causes.len());
     for (i, cause) in causes {
-        let t = &mut state.tasks[i];
-        let who = t.claimed_by.clone().unwrap_or_else(|| "?".into());
-        let error = take_back_error(cause, &who, &settings);
-        end_attempt(t, error, Again::AtOnce, &settings, now);
-        ids.push(t.id);
+        let (id, who) = state.change(i, |t, settings| {
+            let who = t.claimed_by.clone().unwrap_or_else(|| "?".into());
+            let error = take_back_error(cause, &who, settings);
+            end_attempt(t, error, Again::AtOnce, settings, now);
+            (t.id, who)
+        });
+        ids.push(id);
         holders.push(who);
     }
-    for &id in &ids {
-        state.touched.insert(id);
-    }
-    state.dirty.tasks = true;
     // The claims leave the queue's record: persist the merged worker facts.
     state.dirty.workers = true;
     for w in holders {

@@ -6,13 +6,17 @@
 //! Each op's own rule lives with its payload in [`crate::op`]; this module holds what several
 //! ops share: eligibility and fallback (`eligibility.rs`), leases and taking claims back
 //! (`leases.rs`), waits for answers (`waits.rs`), views (`views.rs`), which finished tasks may
-//! be archived (`archive.rs`), and request keys (`replay.rs`).
+//! be archived (`archive.rs`), and request keys (`replay.rs`); and what keeps an op's own work
+//! flat with the backlog: the queue's index (`index.rs`) and undoing a refused op of a batch
+//! without a copy of the state (`undo.rs`).
 
 pub(crate) mod archive;
 pub(crate) mod eligibility;
+pub(crate) mod index;
 pub(crate) mod leases;
 pub(crate) mod replay;
 mod rule;
+mod undo;
 pub(crate) mod views;
 pub(crate) mod waits;
 
@@ -22,7 +26,9 @@ pub(crate) use archive::archivable;
 pub use eligibility::{Ineligible, eligibility};
 pub use leases::{backoff_secs, requeue_expired};
 pub use replay::MAX_KEY;
-pub(crate) use replay::apply_in_batch;
+// The stores' entry point, public (hidden) for `benches/rules.rs`.
+#[doc(hidden)]
+pub use replay::apply_in_batch;
 #[cfg(test)]
 pub(crate) use replay::apply_keyed;
 pub use rule::{LogNeed, Needs, Query, Rule, apply, read};
@@ -55,7 +61,11 @@ pub struct Dirty {
 }
 
 /// Everything an op may look at or change, loaded by the store before [`apply`].
-#[derive(Debug, Clone, Default)]
+///
+/// A store may keep a state between ops. The rules keep an index of the queue in it (see
+/// [`State::tasks_changed`]): a store that changes a task of `tasks` in place, outside the
+/// rules, must call that; replacing the vector, adding or removing tasks is seen without it.
+#[derive(Debug, Default)]
 pub struct State {
     /// The queue (active tasks and recently finished ones).
     pub tasks: Vec<Task>,
@@ -96,27 +106,50 @@ pub struct State {
     /// Ids of the queue tasks this op changed or added. The store re-serializes only these
     /// (unchanged tasks keep their bytes), so every change to a task must record it here.
     pub touched: BTreeSet<u64>,
+    /// What the rules keep beside the state: the queue's index, the undo journal of the op
+    /// being applied. Not for stores (public only so that a state can be built with
+    /// `..State::default()`).
+    #[doc(hidden)]
+    pub derived: Derived,
+}
+
+/// What the rules keep beside a [`State`] (see [`State::derived`]).
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct Derived {
+    index: index::TaskIndex,
+    undo: Option<Box<undo::Undo>>,
+}
+
+impl Clone for State {
+    /// A copy with its own index of its own queue (and no op being undone).
+    fn clone(&self) -> Self {
+        let tasks = self.tasks.clone();
+        let index = self.derived.index.clone_for(&self.tasks, &tasks);
+        State {
+            tasks,
+            workers: self.workers.clone(),
+            progress: self.progress.clone(),
+            sessions: self.sessions.clone(),
+            settings: self.settings.clone(),
+            next_seq: self.next_seq,
+            min_next_id: self.min_next_id,
+            archived: self.archived.clone(),
+            archived_tasks: self.archived_tasks.clone(),
+            archived_counts: self.archived_counts.clone(),
+            archive_tail: self.archive_tail.clone(),
+            history: self.history.clone(),
+            log: self.log.clone(),
+            outbox: self.outbox.clone(),
+            files: self.files.clone(),
+            dirty: self.dirty,
+            touched: self.touched.clone(),
+            derived: Derived { index, undo: None },
+        }
+    }
 }
 
 impl State {
-    /// The index of task `id` on the queue.
-    pub fn position(&self, id: u64) -> Option<usize> {
-        self.tasks.iter().position(|t| t.id == id)
-    }
-
-    /// Records that task `id` changed: the queue must be written and its line re-serialized.
-    pub(crate) fn touch(&mut self, id: u64) {
-        self.touched.insert(id);
-        self.dirty.tasks = true;
-    }
-
-    /// True if `worker` holds at least one task.
-    pub fn holds_task(&self, worker: &str) -> bool {
-        self.tasks
-            .iter()
-            .any(|t| t.status == TaskStatus::InProgress && t.claimed_by.as_deref() == Some(worker))
-    }
-
     /// Queues a log entry, giving it the next sequence number.
     pub(crate) fn log(&mut self, mut m: Message) -> Message {
         m.seq = Some(self.next_seq);
@@ -142,9 +175,9 @@ impl State {
 /// Sets the worker's `current_task` to the latest task it still holds.
 pub(crate) fn refresh_current_task(state: &mut State, worker: &str) {
     let current = state
-        .tasks
-        .iter()
-        .filter(|t| t.status == TaskStatus::InProgress && t.claimed_by.as_deref() == Some(worker))
+        .held_by(worker)
+        .into_iter()
+        .map(|i| &state.tasks[i])
         .max_by_key(|t| (t.claimed_at, t.id))
         .map(|t| t.id);
     if let Some(w) = state.workers.get_mut(worker)

@@ -18,18 +18,27 @@ pub const MAX_KEY: usize = 128;
 /// entries it wrote join `state.log` (so a later op of the batch, or its retry, sees them);
 /// and, when `undo` (the batch holds more ops), a refused op leaves the state as it was but for
 /// the log entries it must keep (a late result). Every store's batch uses it.
-pub(crate) fn apply_in_batch(
+///
+/// The undo keeps only what the op changes (see `undo.rs`), not a copy of the state, so it
+/// costs about as much as the op itself.
+pub fn apply_in_batch(
     state: &mut State,
     op: crate::op::Op,
     key: Option<&str>,
     now: Timestamp,
     undo: bool,
 ) -> Result<Reply> {
-    let snapshot = undo.then(|| state.clone());
+    // Debug builds check the undo against a copy of the whole state.
+    #[cfg(debug_assertions)]
+    let copy = undo.then(|| state.clone());
+    if undo {
+        state.begin_undo();
+    }
     let logged = state.outbox.len();
     let applied = tracing::trace_span!("apply").in_scope(|| apply_keyed(state, op, key, now));
     match applied {
         Ok(reply) => {
+            state.keep_op();
             if !state.log.is_empty() || key.is_some() {
                 let new: Vec<_> = state.outbox[logged..].to_vec();
                 state.log.extend(new);
@@ -37,10 +46,11 @@ pub(crate) fn apply_in_batch(
             Ok(reply)
         }
         Err(e) => {
-            if let Some(mut before) = snapshot {
-                before.outbox = std::mem::take(&mut state.outbox);
-                before.next_seq = state.next_seq;
-                *state = before;
+            state.undo();
+            state.check_index();
+            #[cfg(debug_assertions)]
+            if let Some(copy) = copy {
+                super::undo::assert_undone(&copy, state);
             }
             Err(e)
         }
@@ -55,8 +65,11 @@ pub(crate) fn apply_keyed(
     key: Option<&str>,
     now: Timestamp,
 ) -> Result<Reply> {
+    state.sync_index();
     let Some(key) = key else {
-        return op.apply(state, now);
+        let reply = op.apply(state, now);
+        state.check_index();
+        return reply;
     };
     if key.is_empty() || key.len() > MAX_KEY {
         return Err(Error::Invalid(format!(
@@ -68,25 +81,26 @@ pub(crate) fn apply_keyed(
     }
     let mut reply = op.apply(state, now)?;
     stamp(state, &mut reply, key);
+    state.check_index();
     Ok(reply)
-}
-
-fn keyed<'a>(key: &'a str) -> impl Fn(&&Task) -> bool + 'a {
-    move |t| t.request_key.as_deref() == Some(key)
 }
 
 /// The reply of an add (or add-plan) applied with `key`: the tasks it added.
 pub(crate) fn added(state: &State, key: &str) -> Option<Reply> {
-    let tasks: Vec<_> = state.tasks.iter().filter(keyed(key)).cloned().collect();
+    let tasks: Vec<_> = state
+        .with_key(key)
+        .into_iter()
+        .map(|i| state.tasks[i].clone())
+        .collect();
     (!tasks.is_empty()).then_some(Reply::Added { tasks })
 }
 
 /// The reply of a claim by `worker` applied with `key`: the task it still holds.
 pub(crate) fn claimed(state: &State, worker: &str, key: &str) -> Option<Reply> {
     state
-        .tasks
-        .iter()
-        .filter(keyed(key))
+        .with_key(key)
+        .into_iter()
+        .map(|i| &state.tasks[i])
         .find(|t| t.status == TaskStatus::InProgress && t.claimed_by.as_deref() == Some(worker))
         .map(|t| Reply::Claimed {
             claim: Some(ClaimedTask {
@@ -100,8 +114,13 @@ pub(crate) fn claimed(state: &State, worker: &str, key: &str) -> Option<Reply> {
 
 /// The reply of an op on task `id` applied with `key`: the task, on the queue or archived.
 pub(crate) fn task(state: &State, id: u64, key: &str) -> Option<Reply> {
-    let on_queue = state.tasks.iter().filter(keyed(key)).find(|t| t.id == id);
-    let archived = state.archived_tasks.get(&id).filter(keyed(key));
+    let keyed = |t: &&Task| t.request_key.as_deref() == Some(key);
+    let on_queue = if state.is_indexed() {
+        state.position(id).map(|i| &state.tasks[i]).filter(keyed)
+    } else {
+        state.tasks.iter().filter(keyed).find(|t| t.id == id)
+    };
+    let archived = state.archived_tasks.get(&id).filter(keyed);
     on_queue
         .map(|t| (t, false))
         .or(archived.map(|t| (t, true)))
@@ -164,9 +183,7 @@ fn stamp(state: &mut State, reply: &mut Reply, key: &str) {
         }
         _ => {}
     }
-    for t in state.tasks.iter_mut().filter(|t| ids.contains(&t.id)) {
-        t.request_key.clone_from(&key);
-        state.dirty.tasks = true;
-        state.touched.insert(t.id);
+    for i in state.positions_of(&ids) {
+        state.change(i, |t, _| t.request_key.clone_from(&key));
     }
 }

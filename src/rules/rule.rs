@@ -106,7 +106,10 @@ pub trait Query {
 /// Applies the change `op` to `state` at time `now` (see [`Rule::apply`]). A read or an op the
 /// store carries out itself (compact, repair) is refused.
 pub fn apply(state: &mut State, op: impl Rule, now: Timestamp) -> Result<Reply> {
-    op.apply(state, now)
+    state.sync_index();
+    let reply = op.apply(state, now);
+    state.check_index();
+    reply
 }
 
 /// Answers the read `op` from `state` at time `now` (see [`Query::answer`]). A change is

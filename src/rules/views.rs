@@ -62,10 +62,9 @@ pub fn task_views(state: &State, status: Option<StatusFilter>, now: Timestamp) -
 /// The view of one worker.
 pub(crate) fn worker_view(state: &State, id: &str, now: Timestamp) -> WorkerView {
     let tasks: Vec<u64> = state
-        .tasks
-        .iter()
-        .filter(|t| t.status == TaskStatus::InProgress && t.claimed_by.as_deref() == Some(id))
-        .map(|t| t.id)
+        .held_by(id)
+        .into_iter()
+        .map(|i| state.tasks[i].id)
         .collect();
     let worker = state
         .workers
