@@ -102,6 +102,7 @@ impl LocalStore {
         let mut spoiled =
             applied == 0 && n == 1 && (st.dirty != Default::default() || !st.touched.is_empty());
         b.tasks = std::mem::take(&mut st.tasks);
+        b.derived = std::mem::take(&mut st.derived);
         if compacted {
             b.reindex();
         }

@@ -37,6 +37,9 @@ const READ_TRIES: usize = 50;
 pub(super) struct Loaded {
     /// The queue.
     pub tasks: Vec<Task>,
+    /// The rules' index of `tasks`, kept between ops with it (so an op does not scan the
+    /// queue); dropped when a record from elsewhere changes tasks in place.
+    pub derived: rules::Derived,
     /// Task id → index in `tasks`.
     index: HashMap<u64, usize>,
     /// The workers (with what the queue records about them merged in).
@@ -230,6 +233,7 @@ impl Loaded {
         let index = tasks.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
         Ok(Loaded {
             tasks,
+            derived: rules::Derived::default(),
             index,
             workers,
             recorded_workers: BTreeMap::new(),
@@ -365,6 +369,10 @@ impl Loaded {
         self.since.records += 1;
         self.since.oldest_ms.get_or_insert(r.at);
         self.since.messages |= !r.messages.is_empty();
+        if !r.tasks.is_empty() {
+            // Changed in place outside the rules: their index is built again.
+            self.derived = rules::Derived::default();
+        }
         for t in r.tasks {
             self.touched.insert(t.id);
             self.since.tasks = true;

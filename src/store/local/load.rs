@@ -50,6 +50,7 @@ impl LocalStore {
             progress: std::mem::take(&mut b.progress),
             sessions: std::mem::take(&mut b.sessions),
             settings,
+            derived: std::mem::take(&mut b.derived),
             ..State::default()
         };
         if need.next_id {
