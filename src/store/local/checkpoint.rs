@@ -196,6 +196,8 @@ fn run(shared: &Shared, dir: &Path, live: &Weak<Mutex<Live>>) {
             p = shared.wake.wait(p).unwrap_or_else(|e| e.into_inner());
             continue;
         };
+        // Quiet means no record from anyone: another process's last append counts too.
+        let last = last.max(last_append_anywhere(dir).unwrap_or(last));
         let due = (last + QUIET).min(first + MAX_AGE);
         let now = Instant::now();
         if now < due {
@@ -220,6 +222,16 @@ fn run(shared: &Shared, dir: &Path, live: &Weak<Mutex<Live>>) {
         drop(live);
         p = shared.state.lock().unwrap_or_else(|e| e.into_inner());
     }
+}
+
+/// When the journal was last appended to, by any process, as an instant of this process's
+/// clock (`None` when it cannot be told).
+fn last_append_anywhere(dir: &Path) -> Option<Instant> {
+    let modified = std::fs::metadata(dir.join(crate::store::paths::JOURNAL))
+        .and_then(|m| m.modified())
+        .ok()?;
+    let ago = modified.elapsed().unwrap_or_default();
+    Instant::now().checked_sub(ago)
 }
 
 /// Takes the board lock and writes a checkpoint if the journal holds records.
