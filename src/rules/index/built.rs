@@ -129,7 +129,7 @@ fn count(n: usize) -> u32 {
 }
 
 /// The index of one queue.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, PartialEq)]
 pub(super) struct Built {
     /// The vector it describes.
     pub(super) shape: Shape,

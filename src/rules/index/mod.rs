@@ -51,14 +51,13 @@ impl Shape {
     }
 }
 
-/// The index of a state's queue (see the module's doc). Cloning a [`State`] gives the clone
-/// an index of its own queue.
-#[derive(Clone, Default)]
+/// The index of a state's queue (see the module's doc). A copy of a [`State`] builds its own
+/// at its first op.
+#[derive(Default)]
 pub struct TaskIndex {
     inner: Inner,
 }
 
-#[derive(Clone)]
 enum Inner {
     /// Not built. `seen`: the queue was looked at by an op at this shape (the next op builds
     /// the index if the queue is still the same).
@@ -199,16 +198,13 @@ impl TaskIndex {
         }
     }
 
-    /// The index of `to`, a clone of `from` (which this index describes, or not).
-    pub(super) fn clone_for(&self, from: &Vec<Task>, to: &Vec<Task>) -> TaskIndex {
+    /// The index for `to`, a copy of `from`: none yet, but built at the copy's first op if
+    /// this one describes `from` (a copy made for a read never needs one).
+    pub(super) fn for_copy(&self, from: &Vec<Task>, to: &Vec<Task>) -> TaskIndex {
         let (old, new) = (Shape::of(from), Shape::of(to));
         let inner = match &self.inner {
-            Inner::Built(b) if b.shape == old => {
-                let mut b = b.clone();
-                b.shape = new;
-                Inner::Built(b)
-            }
             Inner::Duplicates(s) if *s == old => Inner::Duplicates(new),
+            Inner::Built(b) if b.shape == old => Inner::Unbuilt { seen: Some(new) },
             Inner::Unbuilt { seen: Some(s) } if *s == old => Inner::Unbuilt { seen: Some(new) },
             _ => Inner::default(),
         };
