@@ -30,6 +30,7 @@ use built::{Built, Rank, key_hash};
 use super::State;
 use crate::settings::Settings;
 use crate::task::{Task, TaskStatus};
+use crate::time::Timestamp;
 
 /// The vector an index describes: its buffer's address, its length and its capacity. Two live
 /// vectors never share a buffer, so a vector put in the place of another is seen (an empty
@@ -412,19 +413,21 @@ pub(crate) struct Candidates<'a> {
 
 impl Candidates<'_> {
     /// The position of the first candidate in claim order that `ok` accepts, passing over
-    /// the classes that `open` says none of whose tasks it would accept.
+    /// the classes that `open` (given the class and its earliest creation time) says none of
+    /// whose tasks it would accept.
     pub(crate) fn first(
         &self,
-        mut open: impl FnMut(&Class) -> bool,
+        mut open: impl FnMut(&Class, Option<Timestamp>) -> bool,
         mut ok: impl FnMut(usize) -> bool,
     ) -> Option<usize> {
         let b = self.index;
         let mut accept = |r: &&Rank| b.position(r.1).is_some_and(&mut ok);
         let mut found: Option<Rank> = b.plain.iter().find(&mut accept).copied();
-        for (class, set) in &b.special {
-            if !open(class) {
+        for (class, tasks) in &b.special {
+            if !open(class, tasks.earliest()) {
                 continue;
             }
+            let set = &tasks.ranks;
             let hit = match found {
                 Some(bound) => set.range(..bound).find(&mut accept),
                 None => set.iter().find(&mut accept),
