@@ -273,7 +273,7 @@ pub(crate) fn best(state: &State, worker_id: &str, now: Timestamp) -> Option<usi
     if let Some(candidates) = state.candidates() {
         let status = |id| state.status_of(id);
         return candidates.first(
-            |class| may_be_open(class, worker_id, worker, state, now),
+            |class, earliest| may_be_open(class, earliest, worker_id, worker, state, now),
             |i| check(&state.tasks[i], worker_id, worker, state, status, now).is_ok(),
         );
     }
@@ -287,12 +287,14 @@ pub(crate) fn best(state: &State, worker_id: &str, now: Timestamp) -> Option<usi
         .map(|(i, _)| i)
 }
 
-/// False if no pending task of `class` can be eligible for `worker_id` now, whatever its
-/// creation time, dependencies and retry delay: it is meant for another worker, or needs a
-/// capability this one lacks, and the specialist was seen within the fallback time (or the
-/// class is strict). As [`check`] decides for each task of the class.
+/// False if no pending task of `class` (the earliest created at `earliest`) can be eligible
+/// for `worker_id` now, whatever its dependencies and retry delay: it is meant for another
+/// worker, or needs a capability this one lacks, and the specialist was seen, or the earliest
+/// task created, within the fallback time (or the class is strict). As [`check`] decides for
+/// each task of the class.
 fn may_be_open(
     class: &Class,
+    earliest: Option<Timestamp>,
     worker_id: &str,
     worker: Option<&Worker>,
     state: &State,
@@ -301,10 +303,13 @@ fn may_be_open(
     let fallback = class
         .fallback_after_secs
         .unwrap_or_else(|| state.settings.fallback_after());
-    // A task opens at max(created, seen) + fallback + 1 (see `open_from`): never before the
-    // specialist's last sign of life + fallback + 1, never when strict.
+    // A task opens at max(created, seen) + fallback + 1 (see `open_from`; none is before
+    // any): never before max(earliest, seen) + fallback + 1, never when strict.
     let closed = |seen: Option<Timestamp>| {
-        class.strict || seen.is_some_and(|s| add_secs(s, fallback.saturating_add(1)) > now)
+        class.strict
+            || earliest
+                .max(seen)
+                .is_some_and(|s| add_secs(s, fallback.saturating_add(1)) > now)
     };
     if let Some(a) = class.assignee.as_deref()
         && a != worker_id

@@ -122,10 +122,10 @@ pub struct Derived {
 }
 
 impl Clone for State {
-    /// A copy with its own index of its own queue (and no op being undone).
+    /// A copy (its queue's index is built at its first op; no op is being undone).
     fn clone(&self) -> Self {
         let tasks = self.tasks.clone();
-        let index = self.derived.index.clone_for(&self.tasks, &tasks);
+        let index = self.derived.index.for_copy(&self.tasks, &tasks);
         State {
             tasks,
             workers: self.workers.clone(),

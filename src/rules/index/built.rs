@@ -7,6 +7,7 @@ use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
 
 use super::Shape;
 use crate::task::{Task, TaskStatus};
+use crate::time::Timestamp;
 
 /// Hashes task ids fast (FxHash's step: rotate, xor, multiply). Ids come from the board's own
 /// files; a board's writer can slow it down by choosing them, no more.
@@ -34,6 +35,31 @@ type Ids<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 
 /// A place in the claim order: priority rank, then id.
 pub(super) type Rank = (u8, u64);
+
+/// The candidates of one [`Class`]: in claim order, and by creation time (the earliest decides
+/// when the first of them may fall back to any worker).
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct ClassTasks {
+    pub(super) ranks: BTreeSet<Rank>,
+    created: BTreeSet<(Option<Timestamp>, u64)>,
+}
+
+impl ClassTasks {
+    fn insert(&mut self, r: Rank, created: Option<Timestamp>) {
+        self.ranks.insert(r);
+        self.created.insert((created, r.1));
+    }
+
+    fn remove(&mut self, r: Rank, created: Option<Timestamp>) {
+        self.ranks.remove(&r);
+        self.created.remove(&(created, r.1));
+    }
+
+    /// The earliest creation time (none first: a task without one).
+    pub(super) fn earliest(&self) -> Option<Timestamp> {
+        self.created.first().and_then(|c| c.0)
+    }
+}
 
 /// Whom a pending task is meant for: its assignee, the capabilities it requires, whether it is
 /// strict and after how long without a live specialist it falls back to any worker. Tasks of
@@ -76,6 +102,7 @@ struct Entry {
     holder: Option<String>,
     /// The hash of its request key.
     key: Option<u64>,
+    created_at: Option<Timestamp>,
     depends_on: Vec<u64>,
     /// Its dependencies on the queue that have not completed.
     unmet: u32,
@@ -96,6 +123,7 @@ impl Entry {
                 None
             },
             key: t.request_key.as_deref().map(key_hash),
+            created_at: t.created_at,
             depends_on: t.depends_on.clone(),
             unmet,
         }
@@ -129,7 +157,7 @@ fn count(n: usize) -> u32 {
 }
 
 /// The index of one queue.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, PartialEq)]
 pub(super) struct Built {
     /// The vector it describes.
     pub(super) shape: Shape,
@@ -145,7 +173,7 @@ pub(super) struct Built {
     pub(super) plain: BTreeSet<Rank>,
     /// The other pending tasks no dependency on the queue holds back (meant for a
     /// specialist), by class.
-    pub(super) special: HashMap<Class, BTreeSet<Rank>>,
+    pub(super) special: HashMap<Class, ClassTasks>,
     /// Tasks carrying a request key: (the key's hash, id).
     keys: BTreeSet<(u64, u64)>,
     /// Dependencies: (the id depended on, the dependent's id).
@@ -165,7 +193,7 @@ impl Built {
         }
         let mut entries = Vec::with_capacity(tasks.len());
         let mut plain = Vec::new();
-        let mut special: HashMap<Class, Vec<Rank>> = HashMap::new();
+        let mut special: HashMap<Class, ClassTasks> = HashMap::new();
         let mut held: HashMap<String, BTreeSet<u64>> = HashMap::new();
         let mut in_progress = Vec::new();
         let mut keys = Vec::new();
@@ -182,9 +210,11 @@ impl Built {
                 match &e.class {
                     None => plain.push(r),
                     Some(c) => match special.get_mut(c) {
-                        Some(v) => v.push(r),
+                        Some(v) => v.insert(r, e.created_at),
                         None => {
-                            special.insert(c.clone(), vec![r]);
+                            let mut v = ClassTasks::default();
+                            v.insert(r, e.created_at);
+                            special.insert(c.clone(), v);
                         }
                     },
                 }
@@ -209,10 +239,7 @@ impl Built {
             held,
             in_progress: in_progress.into_iter().collect(),
             plain: plain.into_iter().collect(),
-            special: special
-                .into_iter()
-                .map(|(c, v)| (c, v.into_iter().collect()))
-                .collect(),
+            special,
             keys: keys.into_iter().collect(),
             dependents: dependents.into_iter().collect(),
             finished,
@@ -281,7 +308,10 @@ impl Built {
                     self.plain.insert(r);
                 }
                 Some(c) => {
-                    self.special.entry(c.clone()).or_default().insert(r);
+                    self.special
+                        .entry(c.clone())
+                        .or_default()
+                        .insert(r, e.created_at);
                 }
             }
         }
@@ -314,8 +344,8 @@ impl Built {
                 }
                 Some(c) => {
                     if let Some(s) = self.special.get_mut(c) {
-                        s.remove(&r);
-                        if s.is_empty() {
+                        s.remove(r, e.created_at);
+                        if s.ranks.is_empty() {
                             self.special.remove(c);
                         }
                     }

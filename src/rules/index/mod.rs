@@ -30,6 +30,7 @@ use built::{Built, Rank, key_hash};
 use super::State;
 use crate::settings::Settings;
 use crate::task::{Task, TaskStatus};
+use crate::time::Timestamp;
 
 /// The vector an index describes: its buffer's address, its length and its capacity. Two live
 /// vectors never share a buffer, so a vector put in the place of another is seen (an empty
@@ -51,14 +52,13 @@ impl Shape {
     }
 }
 
-/// The index of a state's queue (see the module's doc). Cloning a [`State`] gives the clone
-/// an index of its own queue.
-#[derive(Clone, Default)]
+/// The index of a state's queue (see the module's doc). A copy of a [`State`] builds its own
+/// at its first op.
+#[derive(Default)]
 pub struct TaskIndex {
     inner: Inner,
 }
 
-#[derive(Clone)]
 enum Inner {
     /// Not built. `seen`: the queue was looked at by an op at this shape (the next op builds
     /// the index if the queue is still the same).
@@ -199,16 +199,13 @@ impl TaskIndex {
         }
     }
 
-    /// The index of `to`, a clone of `from` (which this index describes, or not).
-    pub(super) fn clone_for(&self, from: &Vec<Task>, to: &Vec<Task>) -> TaskIndex {
+    /// The index for `to`, a copy of `from`: none yet, but built at the copy's first op if
+    /// this one describes `from` (a copy made for a read never needs one).
+    pub(super) fn for_copy(&self, from: &Vec<Task>, to: &Vec<Task>) -> TaskIndex {
         let (old, new) = (Shape::of(from), Shape::of(to));
         let inner = match &self.inner {
-            Inner::Built(b) if b.shape == old => {
-                let mut b = b.clone();
-                b.shape = new;
-                Inner::Built(b)
-            }
             Inner::Duplicates(s) if *s == old => Inner::Duplicates(new),
+            Inner::Built(b) if b.shape == old => Inner::Unbuilt { seen: Some(new) },
             Inner::Unbuilt { seen: Some(s) } if *s == old => Inner::Unbuilt { seen: Some(new) },
             _ => Inner::default(),
         };
@@ -416,19 +413,21 @@ pub(crate) struct Candidates<'a> {
 
 impl Candidates<'_> {
     /// The position of the first candidate in claim order that `ok` accepts, passing over
-    /// the classes that `open` says none of whose tasks it would accept.
+    /// the classes that `open` (given the class and its earliest creation time) says none of
+    /// whose tasks it would accept.
     pub(crate) fn first(
         &self,
-        mut open: impl FnMut(&Class) -> bool,
+        mut open: impl FnMut(&Class, Option<Timestamp>) -> bool,
         mut ok: impl FnMut(usize) -> bool,
     ) -> Option<usize> {
         let b = self.index;
         let mut accept = |r: &&Rank| b.position(r.1).is_some_and(&mut ok);
         let mut found: Option<Rank> = b.plain.iter().find(&mut accept).copied();
-        for (class, set) in &b.special {
-            if !open(class) {
+        for (class, tasks) in &b.special {
+            if !open(class, tasks.earliest()) {
                 continue;
             }
+            let set = &tasks.ranks;
             let hit = match found {
                 Some(bound) => set.range(..bound).find(&mut accept),
                 None => set.iter().find(&mut accept),

@@ -476,9 +476,12 @@ fn a_state_used_again_is_indexed_and_one_used_once_is_not() {
     assert!(!st.is_indexed());
     add(&mut st);
     assert!(st.is_indexed());
-    // A copy has its own index.
-    let copy = st.clone();
+    // A copy builds its own at its first op.
+    let mut copy = st.clone();
+    assert!(!copy.is_indexed());
+    copy.sync_index();
     assert!(copy.is_indexed());
+    copy.check_index();
 }
 
 #[test]
