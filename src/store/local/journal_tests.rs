@@ -5,6 +5,7 @@
 use std::fs;
 use std::path::Path;
 
+use super::tests::add;
 use super::*;
 use crate::op::{self, NewTask};
 use crate::store::paths::{ARCHIVE, JOURNAL};
@@ -24,17 +25,6 @@ fn open(dir: &Path) -> LocalStore {
     let store = LocalStore::open(dir).unwrap();
     store.checkpointer.set_quiet(false);
     store
-}
-
-fn add(store: &LocalStore, d: &str) -> u64 {
-    let task = NewTask {
-        description: d.into(),
-        ..NewTask::default()
-    };
-    match store.execute(Op::Add(op::Add { task })) {
-        Ok(Reply::Added { tasks }) => tasks[0].id,
-        other => panic!("{other:?}"),
-    }
 }
 
 fn claim(store: &LocalStore, w: &str) -> Option<u64> {

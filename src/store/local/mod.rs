@@ -303,7 +303,8 @@ mod tests {
     use crate::op::{self, NewTask};
     use crate::store::log;
 
-    fn add(store: &LocalStore, d: &str) -> u64 {
+    /// Adds a task described `d`; its id.
+    pub(super) fn add(store: &LocalStore, d: &str) -> u64 {
         let task = NewTask {
             description: d.into(),
             ..NewTask::default()
