@@ -360,7 +360,6 @@ mod tests {
     fn a_finished_tasks_run_is_still_recorded() {
         let (mut st, id) = board_with_task();
         st.tasks[0].status = TaskStatus::Completed;
-        st.tasks_changed();
         apply(&mut st, run("s1", "w1", id, 0.5, 3), at(10)).unwrap();
         // Archived: known only to the archive.
         st.tasks.clear();
