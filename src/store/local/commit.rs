@@ -147,8 +147,10 @@ impl LocalStore {
         let ids: BTreeSet<u64> = moving.iter().map(|t| t.id).collect();
         b.tasks.retain(|t| !ids.contains(&t.id));
         b.reindex();
+        // Their claims and completions leave the queue: the workers keep them.
         let dirty = Dirty {
             tasks: true,
+            workers: true,
             ..Dirty::default()
         };
         self.commit_change(b, &ids, &dirty, Vec::new(), &[], now)?;

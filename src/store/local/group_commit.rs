@@ -184,6 +184,8 @@ impl LocalStore {
             st.tasks.retain(|t| !ids.contains(&t.id));
             st.touched.extend(ids);
             st.dirty.tasks = true;
+            // Their claims and completions leave the queue: the workers keep them.
+            st.dirty.workers = true;
         }
         Ok(Reply::Compacted {
             archived: moving.len(),

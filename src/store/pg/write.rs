@@ -764,7 +764,9 @@ fn move_to_archive(st: &mut State, take: &[usize], archived: &mut Vec<Task>) -> 
     st.tasks = kept;
     st.dirty.tasks = true;
     // The archived claims and completions leave the queue: the worker entries keep the
-    // merged facts (written with the workers that changed).
+    // merged facts, so they are written now (not left for a second, as facts the queue
+    // still records are).
+    st.dirty.workers = true;
     take.len()
 }
 
