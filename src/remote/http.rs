@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::resolve::KeptResolver;
 use crate::apikey::ApiKey;
 use crate::error::{Error, Result};
 
@@ -171,7 +172,11 @@ impl Http {
             current: preferred(&servers),
             servers,
             key,
-            agent: cfg.build().into(),
+            agent: ureq::Agent::with_parts(
+                cfg.build(),
+                ureq::unversioned::transport::DefaultConnector::new(),
+                KeptResolver::default(),
+            ),
             opts,
         })
     }

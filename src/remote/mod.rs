@@ -5,6 +5,7 @@
 //! command helpers.
 
 mod http;
+mod resolve;
 mod vps;
 
 use std::sync::OnceLock;

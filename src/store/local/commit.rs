@@ -19,8 +19,16 @@ use crate::time::Timestamp;
 
 impl LocalStore {
     /// Commits what the ops applied to `st` did; `b` is the live board `st` was taken from,
-    /// already given its tasks, workers, progress and sessions back.
-    pub(super) fn commit(&self, st: &mut State, b: &mut Loaded, now: Timestamp) -> Result<()> {
+    /// already given its tasks, workers, progress and sessions back. `finished_on_queue` is
+    /// `st`'s [`State::finished_on_queue`] before that: while it is within `archive_after`
+    /// nothing can move to the archive, and the queue is not searched.
+    pub(super) fn commit(
+        &self,
+        st: &mut State,
+        b: &mut Loaded,
+        now: Timestamp,
+        finished_on_queue: usize,
+    ) -> Result<()> {
         let d = &self.dir;
         // The log's end is read (and checked) before anything is written.
         let log_bytes = log::encode(&d.join(LOG), &mut st.outbox)?;
@@ -44,10 +52,12 @@ impl LocalStore {
         // Only what is committed may be archived: the change is on disk by now. The op has
         // succeeded; an archive move that fails here is tried again by the next change, and
         // the board is consistent either way, so its error does not fail the op.
-        let finished = st.touched.iter().any(|id| {
-            b.task(*id)
-                .is_some_and(|t| matches!(t.status, TaskStatus::Completed | TaskStatus::Cancelled))
-        });
+        let finished = finished_on_queue > st.settings.archive_after
+            && st.touched.iter().any(|id| {
+                b.task(*id).is_some_and(|t| {
+                    matches!(t.status, TaskStatus::Completed | TaskStatus::Cancelled)
+                })
+            });
         if finished {
             let (take, _kept) = rules::archivable(&b.tasks);
             if take.len() > st.settings.archive_after {

@@ -101,6 +101,7 @@ impl LocalStore {
         // A failed op alone is not undone: what it may have changed is not kept.
         let mut spoiled =
             applied == 0 && n == 1 && (st.dirty != Default::default() || !st.touched.is_empty());
+        let finished_on_queue = st.finished_on_queue();
         b.tasks = std::mem::take(&mut st.tasks);
         b.derived = std::mem::take(&mut st.derived);
         if compacted {
@@ -114,7 +115,7 @@ impl LocalStore {
                 let mut outbox = std::mem::take(&mut st.outbox);
                 log::append(&self.dir.join(LOG), &mut outbox)
             } else if applied > 0 || !st.outbox.is_empty() {
-                self.commit(&mut st, b, now)
+                self.commit(&mut st, b, now, finished_on_queue)
             } else {
                 Ok(())
             }
