@@ -15,6 +15,9 @@
 //! in turn (so slow periods of the shared disk hit every backlog alike): claim p50 against
 //! floor p50 over the same cycles, claim p50 at the largest backlog against the smallest, and
 //! the bytes a claim writes (over every claim of the run, occasional checkpoints included).
+//! Then 4,000 cycles back to back on each board: every byte the process wrote over them
+//! (records, log lines, instruction files, and the checkpoints the changes made due) per
+//! change, which is what a board under steady work writes per change.
 //!
 //! Then a breakdown: more rounds with a `tracing` subscriber that records whatever spans the
 //! store opens (today `write` > `lock`, `load`, `apply`, `commit`, `unlock`, `instructions`,
@@ -60,6 +63,25 @@ const BREAKDOWN_ROUNDS: usize = 101;
 const CLAIM_OVER_FLOOR: f64 = 1.2;
 const LARGEST_OVER_SMALLEST: f64 = 1.3;
 const BYTES_PER_CLAIM: f64 = 4096.0;
+
+/// Cycles run back to back on one board: what the process wrote over them.
+struct Sustained {
+    pending: usize,
+    cycles: usize,
+    secs: f64,
+    bytes: u64,
+}
+
+impl Sustained {
+    /// Bytes per change (each cycle makes three: claim, complete, add).
+    fn per_change(&self) -> f64 {
+        self.bytes as f64 / (3 * self.cycles.max(1)) as f64
+    }
+}
+
+/// Cycles back to back per board for the sustained bytes: at 10,000 pending the journal
+/// reaches the files' size (the checkpoint's trigger) about every 1,500 cycles.
+const SUSTAINED_CYCLES: usize = 4_000;
 
 /// One cycle's figures.
 struct Cycle {
@@ -159,6 +181,27 @@ impl LatencyBoard {
         self.rest_bytes
             .push(written()?.saturating_sub(before) as f64);
         Ok(())
+    }
+
+    /// `n` cycles back to back (claim, complete, add) with nothing else between them: every
+    /// byte the process wrote meanwhile (records, log lines, instruction files and the
+    /// checkpoints the changes made due) and the time taken.
+    fn sustained(&mut self, n: usize) -> R<Sustained> {
+        let before = written()?;
+        let t = Instant::now();
+        for _ in 0..n {
+            let c = self.board.claim(ME)?.ok_or("the backlog ran dry")?;
+            self.board
+                .complete(c.task.id, ME, Some(result_of(c.task.id)))?;
+            self.next_task += 1;
+            self.board.add(new_task(self.next_task))?;
+        }
+        Ok(Sustained {
+            pending: self.pending,
+            cycles: n,
+            secs: t.elapsed().as_secs_f64(),
+            bytes: written()?.saturating_sub(before),
+        })
     }
 
     /// The median bytes of this board's claims so far (what the criterion floor appends).
@@ -277,6 +320,12 @@ fn main() -> R<()> {
     let breakdown_rounds = if benchmarking { BREAKDOWN_ROUNDS } else { 3 };
     eprintln!("{breakdown_rounds} rounds with the store's spans traced");
     let breakdown = breakdown(&mut boards, breakdown_rounds)?;
+    let n = if benchmarking { SUSTAINED_CYCLES } else { 20 };
+    eprintln!("{n} cycles back to back on each board");
+    let sustained: Vec<Sustained> = boards
+        .iter_mut()
+        .map(|b| b.sustained(n))
+        .collect::<R<_>>()?;
     println!();
     println!("agentvine claim benchmark (each board with history {history})");
     for m in &machine {
@@ -284,6 +333,7 @@ fn main() -> R<()> {
     }
     println!("  load average at end: {}", loadavg());
     report_targets(&boards, rounds);
+    report_sustained(&sustained);
     breakdown.report(&boards);
     Ok(())
 }
@@ -383,6 +433,38 @@ fn report_targets(boards: &[LatencyBoard], rounds: usize) {
             "     pending {:>6}: bytes per claim p50 {p50:.0}, mean {avg:.0} (target <= {BYTES_PER_CLAIM:.0}, both): {}",
             b.pending,
             met(p50 <= BYTES_PER_CLAIM && avg <= BYTES_PER_CLAIM)
+        );
+    }
+}
+
+/// Bytes per change over cycles run back to back, checkpoints included.
+fn report_sustained(runs: &[Sustained]) {
+    println!();
+    println!(
+        "Bytes written per change, sustained: cycles back to back (claim, complete, add: three changes each), every byte the process wrote over them, checkpoints included"
+    );
+    println!(
+        "{:>8} {:>8} {:>8} {:>10} {:>14} {:>14}",
+        "pending", "cycles", "s", "cycles/s", "bytes/cycle", "bytes/change"
+    );
+    for r in runs {
+        println!(
+            "{:>8} {:>8} {:>8.1} {:>10.0} {:>14.0} {:>14.0}",
+            r.pending,
+            r.cycles,
+            r.secs,
+            r.cycles as f64 / r.secs.max(1e-9),
+            r.bytes as f64 / r.cycles.max(1) as f64,
+            r.per_change()
+        );
+    }
+    println!("   targets:");
+    for r in runs {
+        println!(
+            "     pending {:>6}: bytes per change, sustained, {:.0} (target <= {BYTES_PER_CLAIM:.0}): {}",
+            r.pending,
+            r.per_change(),
+            met(r.per_change() <= BYTES_PER_CLAIM)
         );
     }
 }

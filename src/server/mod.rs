@@ -175,11 +175,11 @@ impl App {
     /// in its base directory since it started, if there is one; with no board there is no
     /// other writer to exclude. A board not kept in files has no lock file (the caller
     /// refuses such writes first, see `files::deploy`).
-    pub(crate) fn board_lock(&self) -> Result<Option<LockGuard>> {
+    pub(crate) fn board_lock(&self) -> Result<Option<LockGuard<'_>>> {
         match &self.store {
             Some(s) => s.files().map(LocalStore::lock).transpose(),
             None => match LocalStore::open(&self.root) {
-                Ok(s) => s.lock().map(Some),
+                Ok(s) => crate::store::lock::lock(s.dir()).map(Some),
                 Err(Error::NoBoard(_)) => Ok(None),
                 Err(e) => Err(e),
             },

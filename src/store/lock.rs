@@ -11,9 +11,14 @@
 //!    it, the locked file is checked to still be the file at `board.lock` (same device and
 //!    inode); if it was removed or replaced while we waited, the lock guards nothing and is
 //!    taken again on the file now at the path.
+//!
+//! A long-lived handle keeps both files open between changes ([`KeptLock`]): a change then
+//! locks and unlocks them instead of opening and closing them, and the check of step 2 still
+//! runs every time.
 
 use std::fs::{File, OpenOptions};
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 
 use super::paths::LOCK;
 use crate::error::{Error, Result};
@@ -21,30 +26,124 @@ use crate::time::Timestamp;
 
 /// The exclusive board lock; released when dropped.
 #[derive(Debug)]
-pub struct LockGuard {
-    file: File,
-    _dir: Option<File>,
+pub struct LockGuard<'a> {
+    held: Held<'a>,
 }
 
-impl LockGuard {
+/// The files a lock holds: its own (closed when it is dropped), or a handle's kept ones.
+#[derive(Debug)]
+enum Held<'a> {
+    Own(Files),
+    /// The kept files, taken out of their place (given back, unlocked, when dropped).
+    Kept {
+        files: Option<Files>,
+        place: MutexGuard<'a, Option<Files>>,
+    },
+}
+
+/// The locked lock file, and the board directory where it could be locked.
+#[derive(Debug)]
+struct Files {
+    lock: File,
+    dir: Option<File>,
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        if let Held::Kept { files, place } = &mut self.held {
+            // Unlocked in the reverse order; files that cannot be unlocked are closed, which
+            // unlocks them.
+            let files = files.take().filter(|f| {
+                f.lock.unlock().is_ok() && f.dir.as_ref().is_none_or(|d| d.unlock().is_ok())
+            });
+            **place = files;
+        }
+    }
+}
+
+/// The board lock's files kept open between changes (see the module doc). One per handle,
+/// shared by its clones; a change in this process waits here for another one's turn.
+#[derive(Debug, Default)]
+pub struct KeptLock {
+    files: Mutex<Option<Files>>,
+}
+
+impl KeptLock {
+    /// Takes the exclusive lock of the board in `dir` through the kept files (opened the
+    /// first time, and again when the lock file was removed or replaced).
+    pub fn lock(&self, dir: &Path) -> Result<LockGuard<'_>> {
+        let mut place = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        let path = dir.join(LOCK);
+        if let Some(mut f) = place.take() {
+            if f.dir.is_none() {
+                f.dir = open_dir(dir);
+            }
+            let dir_locked = f.dir.as_ref().is_some_and(|d| d.lock().is_ok());
+            if !dir_locked {
+                f.dir = None;
+            }
+            f.lock.lock().map_err(|e| Error::io("locking", &path, e))?;
+            if is_at(&f.lock, &path)? {
+                return Ok(LockGuard {
+                    held: Held::Kept {
+                        files: Some(f),
+                        place,
+                    },
+                });
+            }
+            // Removed or replaced since: closing the old files lets go of their locks.
+            drop(f);
+        }
+        let files = lock_files(dir)?;
+        Ok(LockGuard {
+            held: Held::Kept {
+                files: Some(files),
+                place,
+            },
+        })
+    }
+}
+
+impl LockGuard<'_> {
+    /// The locked lock file.
+    fn file(&self) -> Option<&File> {
+        match &self.held {
+            Held::Own(f) => Some(&f.lock),
+            Held::Kept { files, .. } => files.as_ref().map(|f| &f.lock),
+        }
+    }
+
     /// The board clock: the time of this change (see [`super::clock`]).
     pub fn now(&self) -> Timestamp {
-        super::clock::now(&self.file)
+        // (The guard holds its file until it is dropped.)
+        self.file().map_or_else(crate::time::now, super::clock::now)
     }
 
     /// Gives a lock file without a recorded time one (see [`super::clock::start`]).
     pub fn start_clock(&self) {
-        super::clock::start(&self.file);
+        if let Some(f) = self.file() {
+            super::clock::start(f);
+        }
     }
 
     /// Records `stamp` as the time of the last committed change (see [`super::clock`]).
     pub fn record(&self, stamp: Timestamp) {
-        super::clock::record(&self.file, stamp);
+        if let Some(f) = self.file() {
+            super::clock::record(f, stamp);
+        }
     }
 }
 
-/// Takes the exclusive lock of the board in `dir` (blocks until it is free).
-pub fn lock(dir: &Path) -> Result<LockGuard> {
+/// Takes the exclusive lock of the board in `dir` (blocks until it is free), on files of its
+/// own.
+pub fn lock(dir: &Path) -> Result<LockGuard<'static>> {
+    Ok(LockGuard {
+        held: Held::Own(lock_files(dir)?),
+    })
+}
+
+/// Opens and locks the directory (where it can be) and the lock file, in that order.
+fn lock_files(dir: &Path) -> Result<Files> {
     let dir_lock = lock_dir(dir);
     let path = dir.join(LOCK);
     loop {
@@ -57,9 +156,9 @@ pub fn lock(dir: &Path) -> Result<LockGuard> {
             .map_err(|e| Error::io("opening the lock", &path, e))?;
         file.lock().map_err(|e| Error::io("locking", &path, e))?;
         if is_at(&file, &path)? {
-            return Ok(LockGuard {
-                file,
-                _dir: dir_lock,
+            return Ok(Files {
+                lock: file,
+                dir: dir_lock,
             });
         }
         // Removed or replaced while we waited for it: lock the file that is there now.
@@ -69,9 +168,14 @@ pub fn lock(dir: &Path) -> Result<LockGuard> {
 /// Locks the board directory, or `None` where the file system cannot lock a directory (the
 /// lock file alone then excludes other writers, as it always has).
 fn lock_dir(dir: &Path) -> Option<File> {
-    let d = File::open(dir).ok()?;
+    let d = open_dir(dir)?;
     d.lock().ok()?;
     Some(d)
+}
+
+/// The board directory, opened for locking.
+fn open_dir(dir: &Path) -> Option<File> {
+    File::open(dir).ok()
 }
 
 /// Whether `file` is the file at `path` (same device and inode).
@@ -134,5 +238,52 @@ mod tests {
         assert!(!is_at(&f, &path).unwrap());
         std::fs::remove_file(&path).unwrap();
         assert!(!is_at(&f, &path).unwrap());
+    }
+
+    /// Whether `lock` can be taken within 300 ms by another thread while `held` is held.
+    fn second_gets_in(dir: &Path, second: impl FnOnce(&Path) + Send + 'static) -> bool {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let d = dir.to_path_buf();
+        std::thread::spawn(move || {
+            second(&d);
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(std::time::Duration::from_millis(300))
+            .is_ok()
+    }
+
+    #[test]
+    fn kept_files_exclude_other_handles_and_are_locked_again_after_the_lock_file_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = std::sync::Arc::new(KeptLock::default());
+        for round in 0..3 {
+            if round == 2 {
+                // Replaced while nobody held it: the kept files are stale and are reopened.
+                std::fs::remove_file(dir.path().join(LOCK)).unwrap();
+            }
+            let held = kept.lock(dir.path()).unwrap();
+            assert!(
+                !second_gets_in(dir.path(), |d| drop(lock(d).unwrap())),
+                "round {round}: a lock of its own got in while the kept one was held"
+            );
+            let other = std::sync::Arc::new(KeptLock::default());
+            assert!(
+                !second_gets_in(dir.path(), move |d| drop(other.lock(d).unwrap())),
+                "round {round}: another handle's kept lock got in"
+            );
+            let same = kept.clone();
+            assert!(
+                !second_gets_in(dir.path(), move |d| drop(same.lock(d).unwrap())),
+                "round {round}: another thread of the same handle got in"
+            );
+            drop(held);
+            // Every waiter above gets in once it is let go; then a fresh lock can be taken.
+            let t = std::time::Instant::now();
+            drop(lock(dir.path()).unwrap());
+            assert!(t.elapsed() < std::time::Duration::from_secs(10));
+        }
+        let files = kept.files.lock().unwrap();
+        let f = files.as_ref().expect("the files are kept between changes");
+        assert!(is_at(&f.lock, &dir.path().join(LOCK)).unwrap());
     }
 }

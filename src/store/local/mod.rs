@@ -67,6 +67,8 @@ pub struct LocalStore {
     canonical: Arc<std::sync::OnceLock<PathBuf>>,
     /// Commits through this handle (and its clones) that changed the queue or the workers.
     changes: Arc<AtomicU64>,
+    /// The lock's files, kept open between changes.
+    kept_lock: Arc<super::lock::KeptLock>,
     /// The history the figures read, brought up to date from what the archive and the log
     /// gained since the last read (shared by clones: a server reads only the new lines).
     history: Arc<Mutex<HistoryCache>>,
@@ -105,6 +107,7 @@ impl LocalStore {
             settings_cache: Cached::default(),
             canonical: Arc::default(),
             changes: Arc::default(),
+            kept_lock: Arc::default(),
             history: Arc::default(),
         }
     }
@@ -146,6 +149,7 @@ impl LocalStore {
             durable::append_lines(&d.join(LOG), b"", true)?;
         }
         durable::sync_dir(d)?;
+        drop(lock);
         Ok(store)
     }
 
@@ -160,9 +164,10 @@ impl LocalStore {
         self.changes.load(Ordering::Acquire)
     }
 
-    /// Takes the board's exclusive lock (blocks until it is free). See [`crate::store::lock::lock`].
-    pub fn lock(&self) -> Result<LockGuard> {
-        super::lock::lock(&self.dir)
+    /// Takes the board's exclusive lock (blocks until it is free), through the lock files this
+    /// handle and its clones keep open. See [`crate::store::lock`].
+    pub fn lock(&self) -> Result<LockGuard<'_>> {
+        self.kept_lock.lock(&self.dir)
     }
 
     /// The board's settings (defaults when `board.json` is absent).
