@@ -36,6 +36,8 @@ impl LocalStore {
             let _files = tracing::trace_span!("instruction files").entered();
             let tasks_dir = d.join(TASKS_DIR);
             fs::create_dir_all(&tasks_dir).map_err(|e| Error::io("creating", &tasks_dir, e))?;
+            // Each file replaced durably, then each directory they are in synced once.
+            let mut parents = BTreeSet::new();
             for (rel, text) in &st.files {
                 let p = self.resolve(rel)?;
                 let (Some(parent), Some(name)) =
@@ -44,6 +46,10 @@ impl LocalStore {
                     return Err(Error::Invalid(format!("bad instruction path {rel:?}")));
                 };
                 durable::replace(parent, name, text.as_bytes(), true)?;
+                parents.insert(parent.to_path_buf());
+                self.texts.keep(rel, &p, text);
+            }
+            for parent in &parents {
                 durable::sync_dir(parent)?;
             }
         }

@@ -244,7 +244,7 @@ impl LocalStore {
     /// Gives a claim the text of its instruction file, or why it could not be read.
     fn add_instructions(&self, c: &mut ClaimedTask) {
         if let Some(f) = c.task.instruction_file.clone() {
-            match self.read_board_file(&f) {
+            match self.read_instructions(&f) {
                 Ok(text) => c.instructions = Some(text),
                 Err(e) => c.instructions_error = Some(e.to_string()),
             }

@@ -14,6 +14,7 @@ mod commit;
 mod group_commit;
 mod live;
 mod load;
+mod texts;
 mod wait;
 
 use std::fs;
@@ -69,6 +70,8 @@ pub struct LocalStore {
     changes: Arc<AtomicU64>,
     /// The lock's files, kept open between changes.
     kept_lock: Arc<super::lock::KeptLock>,
+    /// Instruction texts this handle wrote or read, for the claims that hand them out.
+    texts: Arc<texts::Texts>,
     /// The history the figures read, brought up to date from what the archive and the log
     /// gained since the last read (shared by clones: a server reads only the new lines).
     history: Arc<Mutex<HistoryCache>>,
@@ -108,6 +111,7 @@ impl LocalStore {
             canonical: Arc::default(),
             changes: Arc::default(),
             kept_lock: Arc::default(),
+            texts: Arc::default(),
             history: Arc::default(),
         }
     }
@@ -186,17 +190,35 @@ impl LocalStore {
 
     /// Resolves a board-relative path inside this board (see [`paths::resolve`]).
     fn resolve(&self, rel: &str) -> Result<PathBuf> {
-        let root = match self.canonical.get() {
-            Some(r) => r,
+        paths::resolve_in(self.root()?, rel)
+    }
+
+    /// The board directory, canonical.
+    fn root(&self) -> Result<&PathBuf> {
+        match self.canonical.get() {
+            Some(r) => Ok(r),
             None => {
                 let r = self
                     .dir
                     .canonicalize()
                     .map_err(|e| Error::io("opening the board", &self.dir, e))?;
-                self.canonical.get_or_init(|| r)
+                Ok(self.canonical.get_or_init(|| r))
             }
-        };
-        paths::resolve_in(root, rel)
+        }
+    }
+
+    /// Reads a task's instruction file by board path, confined to the board, as
+    /// [`LocalStore::read_board_file`] does; a text this handle wrote or read before is used
+    /// while its file is unchanged (see `texts`).
+    fn read_instructions(&self, rel: &str) -> Result<String> {
+        let root = self.root()?;
+        if let Some(text) = self.texts.get(rel, &root.join(rel)) {
+            return Ok(text);
+        }
+        let p = paths::resolve_in(root, rel)?;
+        self.texts
+            .read(rel, &p)
+            .map_err(|e| Error::io("reading", p, e))
     }
 
     /// Reads a board file by board-relative path, confined to the board.
@@ -318,6 +340,73 @@ mod tests {
             Ok(Reply::Added { tasks }) => tasks[0].id,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_claim_gets_its_instruction_file_as_it_is_now_even_when_this_handle_wrote_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::init(dir.path(), None).unwrap();
+        let add_with = |text: &str| {
+            let task = NewTask {
+                description: "d".into(),
+                instructions: Some(text.into()),
+                ..NewTask::default()
+            };
+            match store.execute(Op::Add(op::Add { task })) {
+                Ok(Reply::Added { tasks }) => tasks[0].clone(),
+                other => panic!("{other:?}"),
+            }
+        };
+        let claim = || match store.execute(Op::Claim(op::Claim { worker: "w".into() })) {
+            Ok(Reply::Claimed { claim: Some(c), .. }) => c,
+            other => panic!("{other:?}"),
+        };
+        let done = |id: u64| {
+            store
+                .execute(Op::Complete(op::Complete {
+                    task: id,
+                    worker: "w".into(),
+                    attempt: None,
+                    result: None,
+                }))
+                .unwrap();
+        };
+        // Written and handed out by the same handle.
+        let t = add_with("as written");
+        let c = claim();
+        assert_eq!(c.instructions.as_deref(), Some("as written"));
+        done(c.task.id);
+        // Edited by hand after it was written: the claim reads the edit.
+        let t2 = add_with("before the edit");
+        let file = t2.instruction_file.clone().unwrap();
+        std::fs::write(dir.path().join(&file), "after the edit, longer").unwrap();
+        let c = claim();
+        assert_eq!(c.instructions.as_deref(), Some("after the edit, longer"));
+        done(c.task.id);
+        // The tasks directory swapped for a symlink to a directory outside the board that
+        // holds a file of the same name and length: refused, not served from memory.
+        #[cfg(unix)]
+        {
+            let t3 = add_with("inside");
+            let rel = t3.instruction_file.clone().unwrap();
+            let outside = tempfile::tempdir().unwrap();
+            let name = Path::new(&rel).file_name().unwrap();
+            std::fs::write(outside.path().join(name), "insidE").unwrap();
+            let tasks = dir.path().join(TASKS_DIR);
+            std::fs::rename(&tasks, dir.path().join("tasks-moved")).unwrap();
+            std::os::unix::fs::symlink(outside.path(), &tasks).unwrap();
+            let c = claim();
+            assert_eq!(c.task.id, t3.id);
+            assert_eq!(c.instructions, None, "{:?}", c.instructions);
+            assert!(
+                c.instructions_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("outside the board")),
+                "{:?}",
+                c.instructions_error
+            );
+        }
+        let _ = t;
     }
 
     #[test]
