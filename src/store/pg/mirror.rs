@@ -14,6 +14,7 @@ use super::conn::Target;
 use super::sql::Conn;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
+use crate::rules;
 use crate::sessions::SessionRecord;
 use crate::settings::Settings;
 use crate::task::Task;
@@ -41,7 +42,7 @@ pub(crate) struct BoardRow {
 }
 
 /// The live part of the board at `board.version`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Mirror {
     /// The board row.
     pub board: BoardRow,
@@ -54,6 +55,24 @@ pub(crate) struct Mirror {
     pub workers_written: Option<std::time::Instant>,
     /// The sessions, in the order they were first recorded.
     pub sessions: Vec<SessionRecord>,
+    /// What the rules keep beside `tasks` between batches (the queue's index, so a claim
+    /// does not scan the queue), as `LocalStore` keeps it; dropped when a load changes tasks
+    /// in place.
+    pub derived: rules::Derived,
+}
+
+impl Clone for Mirror {
+    /// A copy (the rules build the copy's index again).
+    fn clone(&self) -> Self {
+        Mirror {
+            board: self.board.clone(),
+            tasks: self.tasks.clone(),
+            workers: self.workers.clone(),
+            workers_written: self.workers_written,
+            sessions: self.sessions.clone(),
+            derived: rules::Derived::default(),
+        }
+    }
 }
 
 /// What changed since a version (or everything, for a full load).
@@ -161,6 +180,7 @@ impl Mirror {
             workers: BTreeMap::new(),
             workers_written: None,
             sessions: Vec::new(),
+            derived: rules::Derived::default(),
         };
         m.apply(d);
         m
@@ -177,6 +197,8 @@ impl Mirror {
     pub(crate) fn apply(&mut self, d: Delta) {
         self.board = d.board;
         if !d.tasks.is_empty() {
+            // Tasks replaced in place, outside the rules: the index is built again.
+            self.derived = rules::Derived::default();
             let mut at: HashMap<u64, usize> = self
                 .tasks
                 .iter()

@@ -443,6 +443,7 @@ fn step(
         },
         settings: m.board.settings.clone(),
         next_seq: u64::try_from(lock.next_seq).unwrap_or(1),
+        derived: std::mem::take(&mut m.derived),
         ..State::default()
     };
     prepare(&mut st, lock);
@@ -517,6 +518,7 @@ fn step(
         // A failed op alone may have changed the tasks in memory: then they are loaded again.
         if kept {
             m.tasks = st.tasks;
+            m.derived = st.derived;
         }
         return Ok(Step::Done {
             outcome: Outcome {
@@ -600,9 +602,11 @@ fn step(
             m.workers_written = Some(std::time::Instant::now());
         }
         m.tasks = std::mem::take(&mut st.tasks);
+        m.derived = std::mem::take(&mut st.derived);
         true
     } else if kept {
         m.tasks = std::mem::take(&mut st.tasks);
+        m.derived = std::mem::take(&mut st.derived);
         true
     } else {
         false
