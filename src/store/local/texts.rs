@@ -18,51 +18,36 @@ const MOST_TEXTS: usize = 4096;
 /// Most bytes of text kept.
 const MOST_BYTES: usize = 16 * 1024 * 1024;
 
-/// What identifies a file's content without reading it.
+/// What identifies a file's content without reading it: the board files' identity (device,
+/// inode, length, modification time) and the change time, which any write moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FileId {
-    dev: u64,
-    ino: u64,
-    len: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
+    file: crate::store::journal::FileId,
+    ctime: (i64, i64),
 }
 
 impl FileId {
+    fn from(m: &std::fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        FileId {
+            file: crate::store::journal::id_of(m),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+
     /// The identity of the file at `path` (symlinks followed), if it can be read.
-    #[cfg(unix)]
     fn of(path: &Path) -> Option<FileId> {
         Some(FileId::from(&std::fs::metadata(path).ok()?))
     }
 
     /// The identity of an open file.
-    #[cfg(unix)]
     fn of_file(file: &std::fs::File) -> Option<FileId> {
         Some(FileId::from(&file.metadata().ok()?))
     }
 
-    #[cfg(unix)]
-    fn from(m: &std::fs::Metadata) -> FileId {
-        use std::os::unix::fs::MetadataExt;
-        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
-        FileId {
-            dev: m.dev(),
-            ino: m.ino(),
-            len: m.len(),
-            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
-            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
-        }
-    }
-
-    /// Elsewhere nothing is kept.
-    #[cfg(not(unix))]
-    fn of(_path: &Path) -> Option<FileId> {
-        None
-    }
-
-    #[cfg(not(unix))]
-    fn of_file(_file: &std::fs::File) -> Option<FileId> {
-        None
+    /// The file's length.
+    fn len(&self) -> u64 {
+        self.file[2]
     }
 }
 
@@ -98,7 +83,7 @@ impl Texts {
         use std::io::Read;
         let mut file = std::fs::File::open(path)?;
         let before = FileId::of_file(&file);
-        let mut text = String::with_capacity(before.map_or(0, |b| b.len as usize));
+        let mut text = String::with_capacity(before.map_or(0, |b| b.len() as usize));
         // (`take` reads without asking the size again.)
         (&mut file).take(u64::MAX).read_to_string(&mut text)?;
         if let Some(id) = before
@@ -117,7 +102,7 @@ impl Texts {
     }
 
     fn keep_as(&self, rel: &str, id: FileId, text: &str) {
-        if id.len != text.len() as u64 || text.len() > MOST_BYTES / 4 {
+        if id.len() != text.len() as u64 || text.len() > MOST_BYTES / 4 {
             return;
         }
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
