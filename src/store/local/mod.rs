@@ -372,7 +372,7 @@ mod tests {
                 .unwrap();
         };
         // Written and handed out by the same handle.
-        let t = add_with("as written");
+        add_with("as written");
         let c = claim();
         assert_eq!(c.instructions.as_deref(), Some("as written"));
         done(c.task.id);
@@ -406,7 +406,6 @@ mod tests {
                 c.instructions_error
             );
         }
-        let _ = t;
     }
 
     #[test]
