@@ -39,6 +39,8 @@ pub const INSTALL_HINT: &str =
 const DRIVER_START: Duration = Duration::from_secs(15);
 /// How long one WebDriver command (including starting Chromium) may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Tries of a click or a submit whose element a live update replaced under it.
+const STALE_TRIES: usize = 5;
 /// How long reading the page for a failure message may take.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long closing the session may take when the browser is dropped.
@@ -345,10 +347,31 @@ impl Browser {
         )
     }
 
-    /// Clicks the first element matching `css`.
+    /// Clicks the first element matching `css`. A live update may replace the page's main
+    /// part between finding the element and clicking it (the element goes stale); the click
+    /// is then made on the element now there, as a person's click lands on what is shown.
     pub fn click(&self, css: &str) {
-        let element = self.find(css);
-        self.run(&format!("clicking {css:?}"), element.click());
+        self.on_fresh(&format!("clicking {css:?}"), || async {
+            self.client().find(Locator::Css(css)).await?.click().await
+        });
+    }
+
+    /// Runs `act` (which finds its element itself), again while it fails only because a live
+    /// update replaced the element it found; fails the test on any other error, or after
+    /// [`STALE_TRIES`] stale ones.
+    fn on_fresh<T, F: Future<Output = Result<T, fantoccini::error::CmdError>>>(
+        &self,
+        what: &str,
+        act: impl Fn() -> F,
+    ) -> T {
+        let mut tries = 0;
+        loop {
+            match self.try_run(act()) {
+                Ok(value) => return value,
+                Err(e) if e.contains("stale element") && tries + 1 < STALE_TRIES => tries += 1,
+                Err(e) => panic!("browser: {what} failed: {e}\n{}", self.page_report()),
+            }
+        }
     }
 
     /// Types `text` into the field matching `css` (after what it already holds), key by key.
@@ -363,13 +386,12 @@ impl Browser {
         self.run(&format!("clearing {css:?}"), element.clear());
     }
 
-    /// Submits the form matching `css` by clicking its submit button, as a person would.
+    /// Submits the form matching `css` by clicking its submit button, as a person would (on
+    /// the form now shown, if a live update replaced it meanwhile: see [`Browser::click`]).
     pub fn submit(&self, css: &str) {
-        let form = self.run(
-            &format!("finding form {css:?}"),
-            self.client().form(Locator::Css(css)),
-        );
-        self.run(&format!("submitting {css:?}"), form.submit());
+        self.on_fresh(&format!("submitting {css:?}"), || async {
+            self.client().form(Locator::Css(css)).await?.submit().await
+        });
     }
 
     /// Runs JavaScript in the page and returns what it `return`s (as JSON).
