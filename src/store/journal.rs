@@ -204,6 +204,68 @@ pub fn header(bytes: &[u8]) -> std::result::Result<(Header, u64), Damage> {
     Ok((h, nl as u64 + 1))
 }
 
+/// The header of the journal at `path` and the number of the last change the journal holds:
+/// its last good record's, or the header's `base` when it has none (a line cut short or
+/// failing its CRC at the end is left out, as readers leave it). `None` when there is no
+/// journal. Reads the header and the journal's end only, not the records between.
+pub fn last_change(path: &Path) -> Result<Option<(Header, u64)>> {
+    use std::os::unix::fs::FileExt;
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("opening", path, e)),
+    };
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("looking at", path, e))?
+        .len();
+    let range = |from: u64, to: u64| -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; (to - from) as usize];
+        file.read_exact_at(&mut buf, from)
+            .map_err(|e| Error::io("reading", path, e))?;
+        Ok(buf)
+    };
+    const SPAN: u64 = 16 << 10;
+    let mut head = range(0, len.min(SPAN))?;
+    if !head.contains(&b'\n') && len > SPAN {
+        head = range(0, len)?;
+    }
+    let (h, start) = header(&head).map_err(|detail| Error::Damaged {
+        path: path.to_path_buf(),
+        detail,
+    })?;
+    let mut span = SPAN;
+    loop {
+        let from = len.saturating_sub(span).max(start);
+        let bytes = range(from, len)?;
+        let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+        // What follows the last newline is not a whole line; what precedes the first may be
+        // the end of one that started before `from`.
+        lines.pop();
+        if from > start && !lines.is_empty() {
+            lines.remove(0);
+        }
+        let last = lines.iter().rev().find_map(|l| {
+            let json = body(l)?;
+            serde_json::from_slice::<Numbered>(json).ok().map(|n| n.seq)
+        });
+        if let Some(seq) = last {
+            return Ok(Some((h, seq)));
+        }
+        if from == start {
+            let base = h.base;
+            return Ok(Some((h, base)));
+        }
+        span = span.saturating_mul(4);
+    }
+}
+
+/// A record's number alone (the rest of it is skipped).
+#[derive(Deserialize)]
+struct Numbered {
+    seq: u64,
+}
+
 /// The bytes of `file` from `offset` to its end.
 pub fn read_from(mut file: &File, offset: u64, path: &Path) -> Result<Vec<u8>> {
     let mut buf = Vec::new();

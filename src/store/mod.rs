@@ -20,6 +20,7 @@ pub mod pg;
 pub(crate) mod queue_file;
 pub(crate) mod repair;
 pub(crate) mod salvage;
+pub(crate) mod stamp;
 pub(crate) mod watch;
 
 use crate::error::Result;

@@ -6,8 +6,11 @@
 //! the workers (`server/board.rs`), and one watch of the board directory per server (inotify,
 //! through `notify`) for everything else — a question or answer appended to the log, the
 //! progress record, and changes made beside the server (a local board under
-//! `vine dashboard`, where workers write the files themselves). Where the directory cannot be
-//! watched, one thread looks at the board files' sizes and times once a second instead.
+//! `vine dashboard`, where workers write the files themselves). The directory watch counts
+//! changes of the board, not writes of its files: [`SETTLE`] after a write it stamps the board
+//! (`store::stamp`) and moves on only if the stamp moved, so the checkpoint that rewrites the
+//! files after a change (the same board) does not make every page fetch itself again. Where
+//! the directory cannot be watched, one thread stamps the board once a second instead.
 //!
 //! A stream sends one event [`MIN_GAP`] after a change, for every change within that gap
 //! (coalesced by the watch channels), and a keep-alive comment every 15 s.
@@ -16,7 +19,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -27,13 +30,17 @@ use tokio::sync::watch;
 
 use crate::server::App;
 use crate::store::paths::{ARCHIVE, BOARD, JOURNAL, LOG, PROGRESS, QUEUE, WORKERS};
+use crate::store::stamp::{self, Stamp};
 
 /// How long a stream gathers changes before it sends their one event.
 pub const MIN_GAP: Duration = Duration::from_millis(250);
 /// A comment is sent this often on a quiet stream, so proxies keep it open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
-/// How often the board files are looked at where the directory cannot be watched.
+/// How often the board is stamped where the directory cannot be watched.
 const POLL: Duration = Duration::from_secs(1);
+/// How long after a board file's write the board is stamped (the writes of one change or one
+/// checkpoint come together; the stamp is taken once for them).
+pub const SETTLE: Duration = Duration::from_millis(25);
 /// The board files whose change a page shows.
 const FILES: &[&str] = &[QUEUE, WORKERS, PROGRESS, LOG, ARCHIVE, BOARD, JOURNAL];
 
@@ -133,38 +140,45 @@ fn is_a_change(ev: &notify::Event) -> bool {
 }
 
 fn watch_dir(dir: &Path, tx: watch::Sender<u64>) -> Option<notify::RecommendedWatcher> {
+    let (wrote, writes) = std::sync::mpsc::channel::<()>();
     let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        // A failed watch (its queue overflowed) may have missed anything.
+        // A failed watch (its queue overflowed) may have missed anything: the stamp tells.
         if res.as_ref().map_or(true, is_a_change) {
-            tx.send_modify(|n| *n = n.wrapping_add(1));
+            let _ = wrote.send(());
         }
     })
     .ok()?;
     w.watch(dir, RecursiveMode::NonRecursive).ok()?;
+    let dir = dir.to_path_buf();
+    // Taken before `start` returns: every change after it is seen as one.
+    let mut seen = stamp::look(&dir);
+    // Ends when the watcher (and with it the sender) is dropped.
+    std::thread::spawn(move || {
+        while writes.recv().is_ok() {
+            std::thread::sleep(SETTLE);
+            while writes.try_recv().is_ok() {}
+            moved_on(&tx, &mut seen, stamp::look(&dir));
+        }
+    });
     Some(w)
 }
 
-/// Where the directory cannot be watched: one thread compares the board files' sizes and
-/// modification times once a second, while the server lives.
+/// Moves the file signal on if the board's stamp is not the one seen last.
+fn moved_on(tx: &watch::Sender<u64>, seen: &mut Stamp, now: Stamp) {
+    if now != *seen {
+        *seen = now;
+        tx.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// Where the directory cannot be watched: one thread stamps the board once a second, while
+/// the server lives.
 fn poll_dir(dir: PathBuf, tx: watch::Sender<u64>, alive: std::sync::Weak<()>) {
-    let look = move |dir: &Path| -> Vec<Option<(u64, SystemTime)>> {
-        FILES
-            .iter()
-            .map(|f| {
-                let m = std::fs::metadata(dir.join(f)).ok()?;
-                Some((m.len(), m.modified().ok()?))
-            })
-            .collect()
-    };
+    let mut seen = stamp::look(&dir);
     std::thread::spawn(move || {
-        let mut seen = look(&dir);
         while alive.strong_count() > 0 {
             std::thread::sleep(POLL);
-            let now = look(&dir);
-            if now != seen {
-                seen = now;
-                tx.send_modify(|n| *n = n.wrapping_add(1));
-            }
+            moved_on(&tx, &mut seen, stamp::look(&dir));
         }
     });
 }

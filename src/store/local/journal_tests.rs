@@ -9,7 +9,7 @@ use super::tests::add;
 use super::*;
 use crate::op::{self, NewTask};
 use crate::store::paths::{ARCHIVE, JOURNAL};
-use crate::store::{jsonl, log};
+use crate::store::{journal, jsonl, log};
 
 /// A board and a handle that writes checkpoints only when told to or dropped (no thread
 /// racing the test's counts).
@@ -346,5 +346,87 @@ fn compact_archives_and_writes_the_checkpoint() {
     assert_eq!(q[0].description, "b");
     let archived = fs::read_to_string(dir.path().join(ARCHIVE)).unwrap();
     assert_eq!(archived.lines().count(), 1);
+    killed(store);
+}
+
+#[test]
+fn a_checkpoint_leaves_the_boards_stamp_as_it_is_and_a_change_moves_it() {
+    use crate::store::stamp;
+    let (dir, store) = board();
+    let d = dir.path();
+    add(&store, "a");
+    add(&store, "b");
+    send(&store, "hello");
+    let before = stamp::look(d);
+    let journal_before = journal::file_id(&d.join(JOURNAL)).unwrap();
+    match store.execute(Op::Compact(op::Compact)) {
+        Ok(Reply::Compacted { archived, .. }) => assert_eq!(archived, 0),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(records(d), 0, "the checkpoint started the journal again");
+    assert_ne!(journal::file_id(&d.join(JOURNAL)).unwrap(), journal_before);
+    assert_eq!(stamp::look(d), before, "a checkpoint is not a change");
+    // Each kind of change moves it: a record, a log entry, a file a person rewrote.
+    add(&store, "c");
+    let after_add = stamp::look(d);
+    assert_ne!(after_add, before);
+    store.execute(Op::Compact(op::Compact)).unwrap();
+    assert_eq!(stamp::look(d), after_add);
+    send(&store, "again");
+    let after_send = stamp::look(d);
+    assert_ne!(after_send, after_add);
+    let queue = fs::read(d.join(QUEUE)).unwrap();
+    crate::store::durable::replace(d, QUEUE, &queue, true).unwrap();
+    assert_ne!(
+        stamp::look(d),
+        after_send,
+        "a queue file written beside the board"
+    );
+    killed(store);
+}
+
+#[test]
+fn the_last_change_is_read_from_the_journals_end_past_a_torn_tail() {
+    let (dir, store) = board();
+    let d = dir.path();
+    add(&store, "first");
+    assert_eq!(
+        journal::last_change(&d.join(JOURNAL)).unwrap().unwrap().1,
+        1
+    );
+    store.execute(Op::Compact(op::Compact)).unwrap();
+    let (header, last) = journal::last_change(&d.join(JOURNAL)).unwrap().unwrap();
+    assert_eq!(
+        (header.base, last),
+        (1, 1),
+        "a journal with its header alone"
+    );
+    for i in 0..40 {
+        // Records larger than the first look at the journal's end.
+        add(&store, &"x".repeat(1000 + i));
+    }
+    let (_, last) = journal::last_change(&d.join(JOURNAL)).unwrap().unwrap();
+    assert_eq!(last, 41);
+    // A last record longer than the first look (16 KiB): the look widens.
+    let big = journal::Record {
+        seq: 42,
+        gone: (1_000_000..1_010_000).collect(),
+        ..journal::Record::default()
+    };
+    let line = journal::line(&big).unwrap();
+    assert!(line.len() > 40 << 10);
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(d.join(JOURNAL))
+        .unwrap();
+    std::io::Write::write_all(&mut f, &line).unwrap();
+    let (_, last) = journal::last_change(&d.join(JOURNAL)).unwrap().unwrap();
+    assert_eq!(last, 42);
+    std::io::Write::write_all(&mut f, b"0000abcd {\"seq\":43,").unwrap();
+    assert_eq!(
+        journal::last_change(&d.join(JOURNAL)).unwrap().unwrap().1,
+        42
+    );
+    assert!(journal::last_change(&d.join("nothing")).unwrap().is_none());
     killed(store);
 }
