@@ -63,12 +63,23 @@ pub fn totals(path: &Path, dmg: &mut Damages) -> Result<Totals> {
 /// Appends `tasks` to the archive durably. Tasks already at the archive's tail (left there by a
 /// compaction that crashed before rewriting the queue) are not written twice.
 pub fn append(path: &Path, tasks: &[Task], now: Timestamp) -> Result<usize> {
+    append_after(path, tasks, now, false)
+}
+
+/// [`append`]; `tail_known`: the caller knows the archive's tail holds none of `tasks` (it is
+/// as the caller's last committed move left it), so only its last line is read.
+pub fn append_after(
+    path: &Path,
+    tasks: &[Task],
+    now: Timestamp,
+    tail_known: bool,
+) -> Result<usize> {
     if tasks.is_empty() {
         return Ok(0);
     }
     let mut totals = None;
     let mut tail_ids = HashSet::new();
-    let want = tasks.len();
+    let want = if tail_known { 1 } else { tasks.len() };
     let mut seen = 0;
     jsonl::each_back::<ArchiveLine>(path, &mut Damages::refuse(), |l| {
         if totals.is_none() {

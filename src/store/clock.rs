@@ -16,9 +16,11 @@
 //! Reads take no lock and keep the reader's own clock: states derived from time (a worker
 //! shown `stale`) are as the reader sees them, and change nothing on the board.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
@@ -32,12 +34,57 @@ pub const TOLERANCE_MS: i64 = 2000;
 /// The time of a change made under the lock held through `lock_file`: no earlier than the
 /// last [`record`]ed one.
 pub fn now(lock_file: &File) -> Timestamp {
+    now_kept(lock_file, &Cell::new(None))
+}
+
+/// How long a comparison of this process's clock with the file system's is trusted.
+pub const RECHECK: Duration = Duration::from_secs(1);
+/// How far this process's clock may move apart from its monotonic clock between two changes
+/// before the file system's clock is compared again (a clock set, or one that jumped).
+const JUMP_MS: i64 = 100;
+/// The file system's clock, as notes name it.
+const FS_CLOCK: &str = "the board's file system";
+
+/// When this process's clock last agreed with the file system's, and by how much they were
+/// apart (see [`now_kept`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Agreement {
+    /// When, by the monotonic clock.
+    at: Instant,
+    /// This process's time then.
+    own: Timestamp,
+    /// The file system's time minus this process's, in milliseconds.
+    fs_ahead_ms: i64,
+}
+
+/// [`now`] for a lock file kept open between changes: the file system's clock (a write and a
+/// look at the lock file) is compared with this process's at most once every [`RECHECK`]
+/// while they agree, and at once when this process's clock moved apart from its monotonic
+/// clock (set, or jumped) since. `agreed` keeps the last comparison.
+pub fn now_kept(lock_file: &File, agreed: &Cell<Option<Agreement>>) -> Timestamp {
     let last = last_stamp(lock_file);
     let own = crate::time::now();
+    let mono = Instant::now();
+    if let Some(a) = agreed.get() {
+        let ran = mono.saturating_duration_since(a.at);
+        let moved_ms = (own - a.own).num_milliseconds();
+        let ran_ms = i64::try_from(ran.as_millis()).unwrap_or(i64::MAX);
+        if ran < RECHECK && (moved_ms - ran_ms).abs() <= JUMP_MS {
+            let fs = own + chrono::Duration::milliseconds(a.fs_ahead_ms);
+            return change_time(own, fs, FS_CLOCK, last);
+        }
+    }
     let Some(fs) = file_system_time(lock_file, last) else {
+        agreed.set(None);
         return own;
     };
-    change_time(own, fs, "the board's file system", last)
+    let fs_ahead_ms = (fs - own).num_milliseconds();
+    agreed.set((fs_ahead_ms.abs() <= TOLERANCE_MS).then_some(Agreement {
+        at: mono,
+        own,
+        fs_ahead_ms,
+    }));
+    change_time(own, fs, FS_CLOCK, last)
 }
 
 /// The time of a change: this process's time `own` while it agrees with the `reference`
@@ -170,6 +217,37 @@ mod tests {
         assert_eq!(last_stamp(&f), Some(ahead));
         record(&f, next);
         assert_eq!(last_stamp(&f), Some(next));
+    }
+
+    #[test]
+    fn a_kept_lock_file_is_looked_at_for_the_time_once_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = lock_file(dir.path());
+        let agreed = Cell::new(None);
+        let mtime = || f.metadata().unwrap().modified().unwrap();
+        let first = now_kept(&f, &agreed);
+        assert!(agreed.get().is_some(), "the clocks agree here");
+        record(&f, first);
+        // The time of the next change comes from the comparison kept, so it writes nothing
+        // to the lock file; it is still no earlier than the last recorded.
+        std::thread::sleep(Duration::from_millis(30));
+        let ahead = first + chrono::Duration::milliseconds(500);
+        f.write_all_at(format!("{:>20}\n", ahead.timestamp_millis()).as_bytes(), 0)
+            .unwrap();
+        let written = mtime();
+        std::thread::sleep(Duration::from_millis(30));
+        let second = now_kept(&f, &agreed);
+        assert_eq!(
+            mtime(),
+            written,
+            "the file system's clock was looked at again"
+        );
+        assert!(second >= ahead, "{second} < {ahead}");
+        // After RECHECK it is looked at again (the lock file is written to read its time).
+        std::thread::sleep(RECHECK + Duration::from_millis(50));
+        let third = now_kept(&f, &agreed);
+        assert_ne!(mtime(), written);
+        assert!(third >= second);
     }
 
     #[test]

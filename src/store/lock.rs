@@ -46,6 +46,8 @@ enum Held<'a> {
 struct Files {
     lock: File,
     dir: Option<File>,
+    /// The board clock's last comparison with the file system's (see `clock::now_kept`).
+    agreed: std::cell::Cell<Option<super::clock::Agreement>>,
 }
 
 impl Drop for LockGuard<'_> {
@@ -105,18 +107,25 @@ impl KeptLock {
 }
 
 impl LockGuard<'_> {
+    /// The locked files.
+    fn files(&self) -> Option<&Files> {
+        match &self.held {
+            Held::Own(f) => Some(f),
+            Held::Kept { files, .. } => files.as_ref(),
+        }
+    }
+
     /// The locked lock file.
     fn file(&self) -> Option<&File> {
-        match &self.held {
-            Held::Own(f) => Some(&f.lock),
-            Held::Kept { files, .. } => files.as_ref().map(|f| &f.lock),
-        }
+        self.files().map(|f| &f.lock)
     }
 
     /// The board clock: the time of this change (see [`super::clock`]).
     pub fn now(&self) -> Timestamp {
         // (The guard holds its file until it is dropped.)
-        self.file().map_or_else(crate::time::now, super::clock::now)
+        self.files().map_or_else(crate::time::now, |f| {
+            super::clock::now_kept(&f.lock, &f.agreed)
+        })
     }
 
     /// Gives a lock file without a recorded time one (see [`super::clock::start`]).
@@ -159,6 +168,7 @@ fn lock_files(dir: &Path) -> Result<Files> {
             return Ok(Files {
                 lock: file,
                 dir: dir_lock,
+                agreed: std::cell::Cell::new(None),
             });
         }
         // Removed or replaced while we waited for it: lock the file that is there now.

@@ -159,7 +159,12 @@ impl LocalStore {
         if moving.is_empty() {
             return Ok(0);
         }
-        archive::append(&self.dir.join(ARCHIVE), &moving, now)?;
+        let path = self.dir.join(ARCHIVE);
+        // An archive as this board's last committed move left it holds none of these at its
+        // tail: that move's tasks left the queue.
+        let tail_known = b.archive_left.is_some() && b.archive_left == journal::file_id(&path)?;
+        b.archive_left = None;
+        archive::append_after(&path, &moving, now, tail_known)?;
         let ids: BTreeSet<u64> = moving.iter().map(|t| t.id).collect();
         b.tasks.retain(|t| !ids.contains(&t.id));
         b.reindex();
@@ -170,6 +175,7 @@ impl LocalStore {
             ..Dirty::default()
         };
         self.commit_change(b, &ids, &dirty, Vec::new(), &[], now)?;
+        b.archive_left = journal::file_id(&path)?;
         Ok(moving.len())
     }
 }

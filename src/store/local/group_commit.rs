@@ -38,6 +38,16 @@ impl LocalStore {
         // Spans name each step of a change (trace level: free without a subscriber); the
         // benchmark's breakdown of a claim is read from them.
         let _write = tracing::trace_span!("write", ops = n).entered();
+        // What the rules cannot check (files on the board, symlinks) is looked at before the
+        // lock: the lock does not guard the file system, and other changes need not wait
+        // while an add's instruction and context files are looked at.
+        let refused: Vec<Option<Error>> = ops
+            .iter()
+            .map(|(op, _)| match op {
+                Op::Compact(_) | Op::Repair(_) => None,
+                _ => self.precheck(&op.needs()).err(),
+            })
+            .collect();
         let lock = match tracing::trace_span!("lock").in_scope(|| self.lock()) {
             Ok(l) => l,
             Err(e) => return fail_all(e),
@@ -71,7 +81,7 @@ impl LocalStore {
         let mut replies: Vec<Option<Result<Reply>>> = Vec::with_capacity(n);
         let mut compacted = false;
         let mut applied = 0;
-        for (op, key) in ops {
+        for ((op, key), refused) in ops.into_iter().zip(refused) {
             match op {
                 // In its place in the batch; the checkpoint follows the batch's commit.
                 Op::Compact(_) => {
@@ -89,7 +99,7 @@ impl LocalStore {
                 }
                 _ => {}
             }
-            if let Err(e) = self.precheck(&op.needs()) {
+            if let Some(e) = refused {
                 replies.push(Some(Err(e)));
                 continue;
             }

@@ -430,3 +430,107 @@ fn the_last_change_is_read_from_the_journals_end_past_a_torn_tail() {
     assert!(journal::last_change(&d.join("nothing")).unwrap().is_none());
     killed(store);
 }
+
+#[test]
+fn log_entries_of_records_a_read_took_first_are_appended_at_the_next_change() {
+    let (dir, store) = board();
+    let log_path = dir.path().join(LOG);
+    // Another handle that has made a change: its reads bring its change board up to date.
+    let other = open(dir.path());
+    add(&other, "loaded");
+    send(&store, "one");
+    let with_one = fs::read(&log_path).unwrap();
+    send(&store, "two");
+    killed(store);
+    // The writer died after its record and before the log line.
+    fs::write(&log_path, &with_one).unwrap();
+    // A read takes the record (without the lock: it appends nothing) ...
+    let seen = other.read(Op::Status(op::Status)).unwrap();
+    assert!(matches!(seen, Reply::Status { .. }), "{seen:?}");
+    assert_eq!(log_seqs(dir.path()), vec![1]);
+    // ... and the next change, under the lock, appends the log line the record holds.
+    add(&other, "a change");
+    assert_eq!(log_seqs(dir.path()), vec![1, 2]);
+    add(&other, "another");
+    assert_eq!(log_seqs(dir.path()), vec![1, 2]);
+    killed(other);
+}
+
+#[test]
+fn a_read_after_this_handles_change_reads_nothing_and_a_change_after_a_read_appends() {
+    let (dir, store) = board();
+    add(&store, "a");
+    let journal_len = || fs::metadata(dir.path().join(JOURNAL)).unwrap().len();
+    let before = journal_len();
+    // Reads between changes use the board the changes use (opened for appending).
+    for _ in 0..3 {
+        assert_eq!(store.queue().unwrap().len(), 1);
+    }
+    add(&store, "b");
+    assert!(journal_len() > before);
+    // Another handle's change is seen by the next read, and this handle's next change
+    // follows it.
+    let other = open(dir.path());
+    add(&other, "c");
+    assert_eq!(store.queue().unwrap().len(), 3);
+    add(&store, "d");
+    assert_eq!(seen_fresh(dir.path()).len(), 4);
+    killed(other);
+    killed(store);
+}
+
+#[test]
+fn a_move_to_the_archive_checks_its_tail_again_when_another_process_wrote_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = crate::settings::Settings {
+        archive_after: 2,
+        ..crate::settings::Settings::default()
+    };
+    let store = LocalStore::init(dir.path(), Some(settings)).unwrap();
+    store.checkpointer.set_quiet(false);
+    let finish = |store: &LocalStore, n: usize| {
+        for i in 0..n {
+            add(store, &format!("t{i}"));
+            let id = claim(store, "w1").unwrap();
+            let done = Op::Complete(op::Complete {
+                task: id,
+                worker: "w1".into(),
+                attempt: None,
+                result: None,
+            });
+            store.execute(done).unwrap();
+        }
+    };
+    let archived_ids = || -> Vec<u64> {
+        jsonl::read_all::<crate::store::archive::ArchiveLine>(
+            &dir.path().join(ARCHIVE),
+            &mut Damages::refuse(),
+        )
+        .unwrap()
+        .into_iter()
+        .map(|l| l.task.id)
+        .collect()
+    };
+    // A move of this handle's own: three finished, more than two, all move.
+    finish(&store, 3);
+    assert_eq!(archived_ids().len(), 3);
+    // Two more finished stay on the queue; a compaction elsewhere appended them to the
+    // archive and died before the queue said they were gone.
+    finish(&store, 2);
+    let finished: Vec<Task> = store
+        .queue()
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.status == crate::task::TaskStatus::Completed)
+        .collect();
+    assert_eq!(finished.len(), 2);
+    crate::store::archive::append(&dir.path().join(ARCHIVE), &finished, crate::time::now())
+        .unwrap();
+    // The next move finds them at the tail and does not write them twice.
+    finish(&store, 1);
+    let ids = archived_ids();
+    let unique: std::collections::BTreeSet<u64> = ids.iter().copied().collect();
+    assert_eq!(ids.len(), 6, "{ids:?}");
+    assert_eq!(unique.len(), 6, "{ids:?}");
+    killed(store);
+}

@@ -63,8 +63,16 @@ pub(super) struct Loaded {
     pub touched: BTreeSet<u64>,
     /// What changed since the checkpoint.
     pub since: Since,
-    /// Read with damage salvaged: read again at the next look, so the damage is seen again.
+    /// Read again whole at the next look: read with damage salvaged (so the damage is seen
+    /// again), or holding more log entries to check than are kept.
     damaged: bool,
+    /// The archive (its identity) as this board's last committed move to it left it: while
+    /// it is still so, its tail holds no task of the queue.
+    pub archive_left: Option<FileId>,
+    /// The log entries of the records read from others since the last locked look: a writer
+    /// that crashed after its record and before the log lacks them, and the next look under
+    /// the lock appends those the log lacks.
+    unrecovered: Vec<Message>,
 }
 
 /// The journal a handle reads and appends to.
@@ -100,21 +108,41 @@ pub(super) struct Since {
 #[derive(Debug, Default)]
 pub(super) struct Live {
     board: Option<Loaded>,
+    /// Changes use this board: its journal is opened for appending whoever looks.
+    for_changes: bool,
 }
 
+/// How many log entries a board brought up to date without the lock may hold for the next
+/// locked look to check; beyond, it is forgotten (the next change reads the board whole).
+const UNRECOVERED_MAX: usize = 4096;
+
 impl Live {
+    /// The live board that changes use (its journal opened for appending, also when a read
+    /// brought it up to date).
+    pub fn for_changes() -> Live {
+        Live {
+            board: None,
+            for_changes: true,
+        }
+    }
+
     /// Forgets the board (after a failed write the disk and memory may differ).
     pub fn forget(&mut self) {
         self.board = None;
     }
 
     /// The board brought up to date with what is on disk. `locked`: the caller holds the
-    /// board lock (a torn tail is cut, a crashed writer's log entries appended); otherwise
-    /// nothing is written. Damage goes to `dmg`.
+    /// board lock (a torn tail is cut, a crashed writer's log entries appended, also those of
+    /// records read before without the lock); otherwise nothing is written. Damage goes to
+    /// `dmg`.
     pub fn refresh(&mut self, dir: &Path, locked: bool, dmg: &mut Damages) -> Result<&mut Loaded> {
         let had = dmg.any();
+        let open = Open {
+            locked,
+            append: locked || self.for_changes,
+        };
         let current = match self.board.take() {
-            Some(mut b) if !b.damaged => match b.follow(dir, locked, dmg)? {
+            Some(mut b) if !b.damaged => match b.follow(dir, open, dmg)? {
                 true => Some(b),
                 false => None,
             },
@@ -122,10 +150,22 @@ impl Live {
         };
         let mut board = match current {
             Some(b) => b,
-            None => Loaded::read(dir, locked, dmg)?,
+            None => Loaded::read(dir, open, dmg)?,
         };
-        board.damaged = dmg.any() && !had;
+        // Read again whole at the next look: damage (so it is seen again), or more log
+        // entries to check than are kept (the whole read checks them all).
+        board.damaged =
+            (dmg.any() && !had) || (!locked && board.unrecovered.len() > UNRECOVERED_MAX);
+        if locked {
+            recover_log(dir, &board.unrecovered)?;
+            board.unrecovered.clear();
+        }
         Ok(self.board.insert(board))
+    }
+
+    /// Whether a board is loaded (a read may then bring it up to date instead of its own).
+    pub fn is_loaded(&self) -> bool {
+        self.board.is_some()
     }
 
     /// The board as loaded, without looking at the disk (after [`Live::refresh`]).
@@ -134,13 +174,23 @@ impl Live {
     }
 }
 
+/// How a look at the board opens and treats the journal.
+#[derive(Debug, Clone, Copy)]
+struct Open {
+    /// The caller holds the lock: a torn tail may be cut.
+    locked: bool,
+    /// The journal is opened for appending (the board changes use).
+    append: bool,
+}
+
 impl Loaded {
     /// Reads the whole board: the journal's header, the checkpoint's files, the journal's
     /// records. Without the lock, again if a checkpoint moved the journal meanwhile.
-    fn read(dir: &Path, locked: bool, dmg: &mut Damages) -> Result<Loaded> {
+    fn read(dir: &Path, open: Open, dmg: &mut Damages) -> Result<Loaded> {
+        let locked = open.locked;
         let jpath = dir.join(JOURNAL);
         for _ in 0..READ_TRIES {
-            let opened = open_journal(&jpath, locked)?;
+            let opened = open_journal(&jpath, open.append)?;
             let opened_at = opened.as_ref().map(|(_, at)| *at);
             let (header, start, bytes) = match &opened {
                 Some((f, _)) => {
@@ -184,9 +234,7 @@ impl Loaded {
             }
             b.merge_queue_facts();
             b.recorded_workers = b.workers.clone();
-            if locked {
-                recover_log(dir, &foreign)?;
-            }
+            b.unrecovered = foreign;
             return Ok(b);
         }
         Err(Error::io(
@@ -246,11 +294,14 @@ impl Loaded {
             touched: BTreeSet::new(),
             since: Since::default(),
             damaged: false,
+            archive_left: None,
+            unrecovered: Vec::new(),
         })
     }
 
     /// Brings the board up to date from the journal; false when it must be read again whole.
-    fn follow(&mut self, dir: &Path, locked: bool, dmg: &mut Damages) -> Result<bool> {
+    fn follow(&mut self, dir: &Path, open: Open, dmg: &mut Damages) -> Result<bool> {
+        let locked = open.locked;
         let jpath = dir.join(JOURNAL);
         let now_id = journal::file_id(&jpath)?;
         let now_at = now_id.map(|id| (id[0], id[1]));
@@ -269,7 +320,7 @@ impl Loaded {
             if !self.read_more(&jpath, locked, dmg, None)? {
                 return Ok(false);
             }
-            let Some((file, new_at)) = open_journal(&jpath, locked)? else {
+            let Some((file, new_at)) = open_journal(&jpath, open.append)? else {
                 return Ok(false);
             };
             let bytes = journal::read_from(&file, 0, &jpath)?;
@@ -330,16 +381,12 @@ impl Loaded {
         if locked && scan.torn > 0 && scan.damage.is_none() {
             cut(&j.file, scan.end, jpath)?;
         }
-        let mut foreign = Vec::new();
         for r in scan.records {
-            foreign.extend(r.messages.iter().cloned());
+            self.unrecovered.extend(r.messages.iter().cloned());
             self.apply(r);
         }
         if let Some(j) = &mut self.journal {
             j.end = scan.end;
-        }
-        if locked && let Some(dir) = jpath.parent() {
-            recover_log(dir, &foreign)?;
         }
         Ok(true)
     }
@@ -608,10 +655,10 @@ impl Loaded {
     }
 }
 
-/// Opens the journal (for appending too when `locked`); `None` when the board has none.
-fn open_journal(path: &Path, locked: bool) -> Result<Option<(File, (u64, u64))>> {
+/// Opens the journal (for appending too when `append`); `None` when the board has none.
+fn open_journal(path: &Path, append: bool) -> Result<Option<(File, (u64, u64))>> {
     use std::os::unix::fs::MetadataExt;
-    let opened = OpenOptions::new().read(true).append(locked).open(path);
+    let opened = OpenOptions::new().read(true).append(append).open(path);
     match opened {
         Ok(f) => {
             let m = f.metadata().map_err(|e| Error::io("looking at", path, e))?;

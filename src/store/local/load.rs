@@ -74,7 +74,7 @@ impl LocalStore {
     fn load_read(&self, need: &Needs, dmg: &mut Damages) -> Result<State> {
         let mut st = State::default();
         if need.queue || need.progress || need.sessions {
-            let mut live = self.read_live();
+            let mut live = self.live_for_read();
             let b = live.refresh(&self.dir, false, dmg)?;
             if need.queue {
                 st.tasks = b.tasks.clone();

@@ -100,7 +100,7 @@ impl LocalStore {
     }
 
     fn at(dir: PathBuf) -> Self {
-        let live: Arc<Mutex<Live>> = Arc::default();
+        let live = Arc::new(Mutex::new(Live::for_changes()));
         LocalStore {
             checkpointer: checkpoint::Checkpointer::new(&dir, &live),
             dir,
@@ -238,7 +238,7 @@ impl LocalStore {
     /// The tasks on the queue, for reading.
     #[cfg(test)]
     fn queue(&self) -> Result<Vec<Task>> {
-        let mut live = self.read_live();
+        let mut live = self.live_for_read();
         Ok(live
             .refresh(&self.dir, false, &mut Damages::refuse())?
             .tasks
@@ -253,6 +253,24 @@ impl LocalStore {
     /// The live board for reads.
     fn read_live(&self) -> MutexGuard<'_, Live> {
         self.read_live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The live board a read brings up to date: the one changes use, when it is loaded and no
+    /// change holds it (so a handle that reads and changes the board follows the journal
+    /// once, and a read after this handle's own change has nothing to read); else the
+    /// reads' own, so a read never waits for a change in progress.
+    fn live_for_read(&self) -> MutexGuard<'_, Live> {
+        let changes = match self.live.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        if let Some(g) = changes
+            && g.is_loaded()
+        {
+            return g;
+        }
+        self.read_live()
     }
 
     /// The history for the figures, with what the archive and the log gained since the last
