@@ -252,6 +252,27 @@ pub fn to_value(outcome: &Result<Reply>) -> serde_json::Result<Value> {
 }
 
 /// The op's outcome from the body of a `/v1/op` (or `vine op`) reply.
+/// The reply of a successful op answer (HTTP 200, `"status": "success"`), read straight from
+/// the body into its type; `None` for any other answer, which [`parse_reply`] reads.
+pub(crate) fn read_success(status: u16, text: &str) -> Option<Reply> {
+    /// Only `"success"`: any other status fails the read.
+    #[derive(Deserialize)]
+    enum Success {
+        #[serde(rename = "success")]
+        Success,
+    }
+    #[derive(Deserialize)]
+    struct Answer {
+        #[serde(rename = "status")]
+        _status: Success,
+        reply: Reply,
+    }
+    if status != 200 {
+        return None;
+    }
+    serde_json::from_str::<Answer>(text).ok().map(|a| a.reply)
+}
+
 pub(crate) fn parse_reply(v: Value) -> Result<Reply> {
     match v.get("status").and_then(Value::as_str) {
         Some("success") => {
@@ -267,6 +288,22 @@ pub(crate) fn parse_reply(v: Value) -> Result<Reply> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_success_is_read_straight_into_its_reply_and_anything_else_is_left_to_parse_reply() {
+        let body = r#"{"status":"success","reply":{"reply":"progress","progress":{"current_step":1,"total_steps":3}},"extra":1}"#;
+        let value: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(read_success(200, body), Some(parse_reply(value).unwrap()));
+        assert_eq!(read_success(200, body), Some(progress_reply()));
+        let error = r#"{"status":"error","kind":"conflict","message":"task 7 is claimed by w2"}"#;
+        assert_eq!(read_success(200, error), None);
+        assert_eq!(read_success(409, body), None);
+        assert_eq!(
+            read_success(200, r#"{"status":"success","reply":{"reply":"nonsense"}}"#),
+            None
+        );
+        assert_eq!(read_success(200, "not json"), None);
+    }
 
     /// A reply, as a server sends it.
     fn progress_reply() -> Reply {

@@ -185,7 +185,17 @@ impl RemoteStore {
                     to_json(&held).unwrap_or(Value::Null)
                 })?
             }
-            _ => self.http.post("/v1/op", &to_json(req)?)?,
+            _ => {
+                let json =
+                    serde_json::to_string(req).map_err(|e| Error::Protocol(e.to_string()))?;
+                match self
+                    .http
+                    .post_encoded("/v1/op", &json, crate::wire::read_success)?
+                {
+                    Ok(reply) => return Ok(Some(Ok(reply))),
+                    Err(r) => r,
+                }
+            }
         };
         if r.status == 404 && r.body.get("kind").is_none() {
             return Ok(None);
