@@ -551,9 +551,20 @@ impl Loaded {
         self.since.sessions |= r.sessions.is_some();
         self.touched.extend(r.tasks.iter().map(|t| t.id));
         self.touched.extend(r.gone.iter().copied());
-        if !r.gone.is_empty() {
+        // Tasks left the queue: the index is built again, unless the caller did so already
+        // (an index not built since still holds the ids that left).
+        if r.gone.iter().any(|id| self.index.contains_key(id)) {
             self.reindex();
         }
+        debug_assert!(
+            self.index.len() == self.tasks.len()
+                && self
+                    .tasks
+                    .iter()
+                    .enumerate()
+                    .all(|(i, t)| self.index.get(&t.id) == Some(&i)),
+            "the queue's index is not the queue's"
+        );
         if let Some(j) = &mut self.journal {
             j.end += n;
         }
