@@ -1,16 +1,20 @@
 //! Watching a local board for changes: the queue or the workers file replaced (the rename
-//! that puts a new version in place), seen through the file system's change notifications
-//! (inotify on Linux, through the `notify` crate). A waiter asks [`Changes::wait`] to return
-//! at the next change or after a time, whichever comes first. Where the directory cannot be
-//! watched (no inotify, too many watches), it returns after a short poll instead.
+//! that puts a new version in place) or the journal grown, seen through the file system's
+//! change notifications (inotify on Linux, through the `notify` crate). A waiter asks
+//! [`Changes::wait`] to return at the next change or after a time, whichever comes first. A
+//! write is a change only if it moved the board's stamp (`store::stamp`): the checkpoint that
+//! rewrites the files after a change holds the same board and does not wake the waiter. Where
+//! the directory cannot be watched (no inotify, too many watches), it returns after a short
+//! poll instead.
 
-use std::path::Path;
-use std::sync::mpsc;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 
 use super::paths::{JOURNAL, QUEUE, WORKERS};
+use super::stamp::{self, Stamp};
 
 /// How long a wait lasts at most where the board cannot be watched.
 pub const UNWATCHED_POLL: Duration = Duration::from_millis(250);
@@ -19,6 +23,10 @@ pub const UNWATCHED_POLL: Duration = Duration::from_millis(250);
 pub struct Changes {
     /// The watcher (events stop when it is dropped) and the channel its events arrive on.
     watch: Option<(notify::RecommendedWatcher, mpsc::Receiver<()>)>,
+    /// The board directory.
+    dir: PathBuf,
+    /// The board's stamp when last looked at (from when watching started).
+    seen: Mutex<Stamp>,
 }
 
 impl Changes {
@@ -43,7 +51,11 @@ impl Changes {
             .and_then(|mut w| w.watch(dir, RecursiveMode::NonRecursive).map(|()| w))
             .ok()
             .map(|w| (w, rx));
-        Changes { watch }
+        Changes {
+            watch,
+            dir: dir.to_path_buf(),
+            seen: Mutex::new(stamp::look(dir)),
+        }
     }
 
     /// True if changes are seen as they happen (not by polling).
@@ -53,15 +65,26 @@ impl Changes {
     }
 
     /// Returns at the next change since the last call (at once if one came meanwhile), or
-    /// after `at_most`.
+    /// after `at_most`. The caller must not hold the board lock (the stamp is taken under it).
     pub fn wait(&self, at_most: Duration) {
-        match &self.watch {
-            Some((_, rx)) => {
-                let _ = rx.recv_timeout(at_most);
-                // One look after a burst of changes is enough: what came before it is seen.
-                while rx.try_recv().is_ok() {}
+        let Some((_, rx)) = &self.watch else {
+            std::thread::sleep(at_most.min(UNWATCHED_POLL));
+            return;
+        };
+        let until = Instant::now() + at_most;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if rx.recv_timeout(left).is_err() {
+                return;
             }
-            None => std::thread::sleep(at_most.min(UNWATCHED_POLL)),
+            // One look after a burst of writes is enough: what came before it is seen.
+            while rx.try_recv().is_ok() {}
+            let now = stamp::look(&self.dir);
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if *seen != now {
+                *seen = now;
+                return;
+            }
         }
     }
 }
@@ -109,6 +132,54 @@ mod tests {
             "woken by a read of the queue"
         );
         reader.join().unwrap();
+    }
+
+    #[test]
+    fn a_checkpoint_does_not_wake_the_waiter_and_a_change_does() {
+        use crate::op::{self, NewTask, Op};
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::local::LocalStore::init(dir.path(), None).unwrap();
+        let add = |d: &str| {
+            let task = NewTask {
+                description: d.into(),
+                ..NewTask::default()
+            };
+            store
+                .execute_keyed(Op::Add(op::Add { task }), None)
+                .unwrap();
+        };
+        add("a");
+        let changes = Changes::watch(dir.path());
+        assert!(changes.is_watched(), "inotify is available here");
+        let d = dir.path().to_path_buf();
+        let compact = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let other = crate::store::local::LocalStore::open(&d).unwrap();
+            other.execute_keyed(Op::Compact(op::Compact), None).unwrap();
+        });
+        let started = Instant::now();
+        changes.wait(Duration::from_millis(600));
+        assert!(
+            started.elapsed() >= Duration::from_millis(550),
+            "woken by a checkpoint after {:?}",
+            started.elapsed()
+        );
+        compact.join().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(JOURNAL))
+                .unwrap()
+                .lines()
+                .count(),
+            1,
+            "the compaction left the journal with its header alone"
+        );
+        add("b");
+        let started = Instant::now();
+        changes.wait(Duration::from_secs(20));
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not woken by a change"
+        );
     }
 
     #[test]
