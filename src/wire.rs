@@ -251,7 +251,6 @@ pub fn to_value(outcome: &Result<Reply>) -> serde_json::Result<Value> {
     }
 }
 
-/// The op's outcome from the body of a `/v1/op` (or `vine op`) reply.
 /// The reply of a successful op answer (HTTP 200, `"status": "success"`), read straight from
 /// the body into its type; `None` for any other answer, which [`parse_reply`] reads.
 pub(crate) fn read_success(status: u16, text: &str) -> Option<Reply> {
@@ -273,6 +272,7 @@ pub(crate) fn read_success(status: u16, text: &str) -> Option<Reply> {
     serde_json::from_str::<Answer>(text).ok().map(|a| a.reply)
 }
 
+/// The op's outcome from the body of a `/v1/op` (or `vine op`) reply.
 pub(crate) fn parse_reply(v: Value) -> Result<Reply> {
     match v.get("status").and_then(Value::as_str) {
         Some("success") => {

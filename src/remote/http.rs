@@ -207,10 +207,7 @@ impl Http {
             for (k, v) in query {
                 req = req.query(*k, *v);
             }
-            if let Some(key) = &self.key {
-                req = req.header("X-API-Key", key.secret());
-            }
-            req.call()
+            self.keyed(req).call()
         })
     }
 
@@ -236,14 +233,11 @@ impl Http {
         fast: impl Fn(u16, &str) -> Option<T>,
     ) -> Result<std::result::Result<T, HttpReply>> {
         let call = |base: &str| {
-            let mut req = self
+            let req = self
                 .agent
                 .post(format!("{base}{path}"))
                 .content_type("application/json");
-            if let Some(key) = &self.key {
-                req = req.header("X-API-Key", key.secret());
-            }
-            req.send(json)
+            self.keyed(req).send(json)
         };
         self.send_then(true, false, call, |base, status, text| {
             match fast(status, text) {
@@ -255,12 +249,17 @@ impl Http {
 
     fn post_with(&self, path: &str, body: &Value, idempotent: bool) -> Result<HttpReply> {
         self.send(idempotent, false, |base| {
-            let mut req = self.agent.post(format!("{base}{path}"));
-            if let Some(key) = &self.key {
-                req = req.header("X-API-Key", key.secret());
-            }
-            req.send_json(body)
+            self.keyed(self.agent.post(format!("{base}{path}")))
+                .send_json(body)
         })
+    }
+
+    /// `req` with the API key's header, when there is a key.
+    fn keyed<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.key {
+            Some(key) => req.header("X-API-Key", key.secret()),
+            None => req,
+        }
     }
 
     /// `POST path` for a request the server may hold open until `until` (a long-poll), retried
@@ -278,16 +277,13 @@ impl Http {
     ) -> Result<HttpReply> {
         self.send(true, true, |base| {
             let left = until.saturating_duration_since(Instant::now());
-            let mut req = self
+            let req = self
                 .agent
                 .post(format!("{base}{path}"))
                 .config()
                 .timeout_global(Some(left + self.opts.timeout))
                 .build();
-            if let Some(key) = &self.key {
-                req = req.header("X-API-Key", key.secret());
-            }
-            req.send_json(body(left))
+            self.keyed(req).send_json(body(left))
         })
     }
 
