@@ -46,7 +46,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// A board on a server (`vine serve`), e.g. https://vps.example.com:5555 (default: $VINE_URL).
+    /// A board on a server (`vine serve`), e.g. `https://vps.example.com:5555` (default: $VINE_URL).
     /// Several servers of one board, comma-separated (https://a:5555,https://b:5555): a request
     /// one cannot answer (no connection, a timeout, 502/503/504) goes to the next with the same
     /// request key, so it is still applied once; the server that answered last is tried first.
@@ -594,7 +594,7 @@ pub struct AddArgs {
     /// Add every task of a plan file, all or nothing.
     #[arg(long, value_name = "FILE")]
     pub plan: Option<PathBuf>,
-    /// Instruction text (stored as tasks/task-<id>-instructions.md).
+    /// Instruction text (stored as `tasks/task-<id>-instructions.md`).
     #[arg(long, group = "instr")]
     pub instructions: Option<String>,
     /// Read the instruction text from a local file.

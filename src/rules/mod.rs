@@ -52,7 +52,7 @@ pub struct Dirty {
     /// `worker-status.json` must be written (soft state: atomic rename, not fsynced).
     pub workers: bool,
     /// Worker entries changed only in what the queue also records (claim and completion
-    /// times, current task): the store may defer the write, see [`merge_queue_facts`].
+    /// times, current task): the store may defer the write, see `merge_queue_facts`.
     pub workers_soft: bool,
     /// `progress.json`.
     pub progress: bool,

@@ -14,7 +14,7 @@ use crate::time::Timestamp;
 /// Longest request key, in bytes.
 pub const MAX_KEY: usize = 128;
 
-/// Applies one op of a group commit as if it ran alone: keyed ([`apply_keyed`]); the log
+/// Applies one op of a group commit as if it ran alone: keyed (`apply_keyed`); the log
 /// entries it wrote join `state.log` (so a later op of the batch, or its retry, sees them);
 /// and, when `undo` (the batch holds more ops), a refused op leaves the state as it was but for
 /// the log entries it must keep (a late result). Every store's batch uses it.

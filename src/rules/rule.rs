@@ -87,7 +87,7 @@ pub trait Rule {
     fn apply(self, st: &mut State, now: Timestamp) -> Result<Reply>;
 
     /// The reply of an earlier application that carried request key `key`, found on the board
-    /// (see [`super::apply_keyed`]); `None` for an op that was not applied with it.
+    /// (see `apply_keyed`); `None` for an op that was not applied with it.
     fn replay(&self, _st: &State, _key: &str) -> Option<Reply> {
         None
     }

@@ -4,8 +4,9 @@
 //! files while the journal holds nothing, the changed JSON files rewritten as they always
 //! were. Finished tasks beyond the board's `archive_after` then move to the archive.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::path::PathBuf;
 
 use super::live::Loaded;
 use super::{Commit, LocalStore, checkpoint};
@@ -36,18 +37,31 @@ impl LocalStore {
             let _files = tracing::trace_span!("instruction files").entered();
             let tasks_dir = d.join(TASKS_DIR);
             fs::create_dir_all(&tasks_dir).map_err(|e| Error::io("creating", &tasks_dir, e))?;
-            // Each file replaced durably, then each directory they are in synced once.
-            let mut parents = BTreeSet::new();
-            for (rel, text) in &st.files {
+            // Every file replaced durably (all written, then all fsynced, then renamed), then
+            // each directory they are in synced once. The last text of a path wins.
+            let mut paths = Vec::with_capacity(st.files.len());
+            let mut last: BTreeMap<PathBuf, usize> = BTreeMap::new();
+            for (i, (rel, _)) in st.files.iter().enumerate() {
                 let p = self.resolve(rel)?;
-                let (Some(parent), Some(name)) =
-                    (p.parent(), p.file_name().and_then(|n| n.to_str()))
-                else {
+                if p.parent().is_none() || p.file_name().and_then(|n| n.to_str()).is_none() {
                     return Err(Error::Invalid(format!("bad instruction path {rel:?}")));
-                };
-                durable::replace(parent, name, text.as_bytes(), true)?;
-                parents.insert(parent.to_path_buf());
-                self.texts.keep(rel, &p, text);
+                }
+                last.insert(p.clone(), i);
+                paths.push(p);
+            }
+            let mut parents = BTreeSet::new();
+            let mut writes = Vec::with_capacity(last.len());
+            for (p, &i) in &last {
+                if let (Some(parent), Some(name)) =
+                    (p.parent(), p.file_name().and_then(|n| n.to_str()))
+                {
+                    writes.push((parent, name, st.files[i].1.as_bytes()));
+                    parents.insert(parent.to_path_buf());
+                }
+            }
+            durable::replace_all(&writes)?;
+            for ((rel, text), p) in st.files.iter().zip(&paths) {
+                self.texts.keep(rel, p, text);
             }
             for parent in &parents {
                 durable::sync_dir(parent)?;
