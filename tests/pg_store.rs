@@ -868,6 +868,73 @@ fn as_json(name: &str, bytes: &[u8]) -> Value {
     }
 }
 
+/// The time `board.lock` records as the last change's (epoch ms).
+fn lock_stamp(dir: &Path) -> i64 {
+    let text = std::fs::read_to_string(dir.join("board.lock")).unwrap();
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("board.lock holds {text:?}"))
+}
+
+fn epoch_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[test]
+fn the_board_clock_goes_on_across_a_move_never_back() {
+    let pg = Cluster::start();
+    let db = pg.create_db("clock");
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let (code, v) = vine_dir(&src, &["init"]);
+    assert_eq!(code, 0, "{v}");
+    let (code, v) = vine_dir(&src, &["add", "one"]);
+    assert_eq!(code, 0, "{v}");
+    // The file board's last change is stamped 1.8 s ahead of this clock (within the 2 s
+    // the board allows between clocks): the board in the database goes on from there.
+    let ahead = epoch_ms() + 1800;
+    std::fs::write(src.join("board.lock"), format!("{ahead:>20}\n")).unwrap();
+    let (code, v) = vine_plain(&[
+        "board",
+        "import",
+        "--store",
+        &db,
+        &src.display().to_string(),
+    ]);
+    assert_eq!(code, 0, "{v}");
+    let mut c = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    let clock: i64 = c
+        .query_one("SELECT clock_ms FROM board WHERE id = 1", &[])
+        .unwrap()
+        .get(0);
+    assert!(
+        clock >= ahead,
+        "the database's board clock {clock} is before the file board's last change {ahead}"
+    );
+    // And back: the database's last change, ahead of this clock, is where the exported file
+    // board's clock goes on from.
+    let ahead = epoch_ms() + 1800;
+    c.execute("UPDATE board SET clock_ms = $1 WHERE id = 1", &[&ahead])
+        .unwrap();
+    let out = tmp.path().join("out");
+    let (code, v) = vine_plain(&[
+        "board",
+        "export",
+        "--store",
+        &db,
+        &out.display().to_string(),
+    ]);
+    assert_eq!(code, 0, "{v}");
+    let stamp = lock_stamp(&out);
+    assert!(
+        stamp >= ahead,
+        "the exported board's clock {stamp} is before the database's last change {ahead}"
+    );
+}
+
 #[test]
 fn a_file_board_moves_to_postgresql_and_back_without_loss() {
     let pg = Cluster::start();

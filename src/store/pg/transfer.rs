@@ -117,21 +117,41 @@ impl PgStore {
         if !archive.is_empty() {
             durable::replace(dir, ARCHIVE, &archive, true)?;
         }
-        for (rel, content) in &s.files {
+        let mut places = Vec::with_capacity(s.files.len());
+        let mut parents = std::collections::BTreeSet::new();
+        for (rel, _) in &s.files {
             crate::validate::board_path("board file", rel)?;
             let p = dir.join(rel);
-            let (Some(parent), Some(name)) = (p.parent(), p.file_name().and_then(|n| n.to_str()))
-            else {
+            let Some(parent) = p.parent() else {
                 return Err(Error::Invalid(format!("bad board file path {rel:?}")));
             };
             std::fs::create_dir_all(parent).map_err(|e| Error::io("creating", parent, e))?;
             // Created inside the new board only (no symlink there can lead out).
             paths::resolve(dir, rel)?;
-            durable::replace(parent, name, content, true)?;
+            parents.insert(parent.to_path_buf());
+            places.push(p);
+        }
+        let mut writes = Vec::with_capacity(places.len());
+        for (p, (rel, content)) in places.iter().zip(&s.files) {
+            let (Some(parent), Some(name)) = (p.parent(), p.file_name().and_then(|n| n.to_str()))
+            else {
+                return Err(Error::Invalid(format!("bad board file path {rel:?}")));
+            };
+            writes.push((parent, name, content.as_slice()));
+        }
+        // All written, then fsynced together, then renamed.
+        durable::replace_all(&writes)?;
+        for parent in parents.iter().filter(|p| p.as_path() != dir) {
+            durable::sync_dir(parent)?;
         }
         durable::sync_dir(dir)?;
-        // The lock file and anything else a board has.
-        LocalStore::init(dir, None)?;
+        // The lock file and anything else a board has; the board clock goes on from the
+        // database's last change (it never runs backwards).
+        let local = LocalStore::init(dir, None)?;
+        if let Some(last) = s.clock {
+            let lock = local.lock()?;
+            lock.record(std::cmp::max(lock.now(), last));
+        }
         Ok(Moved {
             tasks: s.tasks.len(),
             archived: s.archived.len(),
@@ -156,13 +176,18 @@ impl PgStore {
                 .start()
                 .map_err(err)?;
             let b = tx
-                .query_one("SELECT settings, progress FROM board WHERE id = 1", &[])
+                .query_one(
+                    "SELECT settings, progress, clock_ms FROM board WHERE id = 1",
+                    &[],
+                )
                 .map_err(err)?;
             let settings: Json<Settings> = b.try_get(0).map_err(err)?;
             let progress: Json<Progress> = b.try_get(1).map_err(err)?;
+            let clock_ms: Option<i64> = b.try_get(2).map_err(err)?;
             let mut s = Snapshot {
                 settings: settings.0,
                 progress: progress.0,
+                clock: clock_ms.and_then(chrono::DateTime::from_timestamp_millis),
                 ..Snapshot::default()
             };
             for r in tx
@@ -224,7 +249,7 @@ impl PgStore {
     pub fn import(&self, dir: &Path) -> Result<Moved> {
         let local = LocalStore::open(dir)?;
         // Nobody changes the file board meanwhile.
-        let _lock = local.lock()?;
+        let lock = local.lock()?;
         // The journal's changes into the files, which are read from here on.
         local.checkpoint_held()?;
         let b = FileBoard::read(&local, dir)?;
@@ -343,7 +368,7 @@ impl PgStore {
                 &big("log entry", b.next_seq)?,
                 &Json(&b.settings),
                 &Json(&b.progress),
-                &crate::time::now().timestamp_millis(),
+                &lock.now().timestamp_millis(),
                 &count(TaskStatus::Completed),
                 &count(TaskStatus::Cancelled),
             ],
@@ -379,6 +404,8 @@ struct Snapshot {
     /// Each log entry's text as stored.
     log: Vec<String>,
     files: Vec<(String, Vec<u8>)>,
+    /// The board clock's last time (its last change's).
+    clock: Option<crate::time::Timestamp>,
 }
 
 /// A file board read whole, damage refused.
