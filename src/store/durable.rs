@@ -5,6 +5,8 @@
 //! the directory is fsynced after the renames; soft files (worker status) skip the fsyncs:
 //! a process crash cannot tear them, only a power loss can make them older.
 
+use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,91 +20,97 @@ pub fn replace(dir: &Path, name: &str, bytes: &[u8], durable: bool) -> Result<()
     let _replace = tracing::trace_span!("replace").entered();
     let tmp = dir.join(format!(".{name}.tmp"));
     let target = dir.join(name);
-    // A leftover temp file (or anything planted at its name, such as a symlink) is removed,
-    // and the new one is created exclusively, which never follows a symlink.
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .map_err(|e| Error::io("creating", &tmp, e))?;
-    let written = f
-        .write_all(bytes)
-        .map_err(|e| Error::io("writing", &tmp, e))
-        .and_then(|()| match durable {
-            true => tracing::trace_span!("fsync")
-                .in_scope(|| f.sync_data().map_err(|e| Error::io("syncing", &tmp, e))),
-            false => Ok(()),
-        });
+    let f = write_temp(&tmp, bytes)?;
+    let synced = match durable {
+        true => tracing::trace_span!("fsync")
+            .in_scope(|| f.sync_data().map_err(|e| Error::io("syncing", &tmp, e))),
+        false => Ok(()),
+    };
     drop(f);
-    let done = written.and_then(|()| {
+    let done = synced.and_then(|()| {
         fs::rename(&tmp, &target).map_err(|e| Error::io("renaming into place", &target, e))
     });
     if done.is_err() {
-        // Ours (created exclusively above), and not renamed into place.
+        // Ours (created exclusively), and not renamed into place.
         let _ = fs::remove_file(&tmp);
     }
     done
+}
+
+/// Writes `bytes` to a new file at `tmp`, not fsynced. A leftover temp file (or anything
+/// planted at its name, such as a symlink) is removed first, and the new one is created
+/// exclusively, which never follows a symlink. A write that fails removes the file again.
+fn write_temp(tmp: &Path, bytes: &[u8]) -> Result<File> {
+    let _ = fs::remove_file(tmp);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(tmp)
+        .map_err(|e| Error::io("creating", tmp, e))?;
+    if let Err(e) = f.write_all(bytes) {
+        drop(f);
+        let _ = fs::remove_file(tmp);
+        return Err(Error::io("writing", tmp, e));
+    }
+    Ok(f)
 }
 
 /// How many threads fsync the files of one [`replace_all`] (the disk takes several flushes
 /// at once faster than one after another).
 const SYNC_THREADS: usize = 4;
 
-/// Replaces many files durably, as [`replace`] does each: every temp file is written first,
-/// then all are fsynced (by up to [`SYNC_THREADS`] threads), then each is renamed over its
-/// target. The caller fsyncs the directories. A write or fsync that fails leaves every
-/// target as it was and no temp file behind; a rename that fails leaves the files renamed
-/// before it (each whole) and removes the rest.
-pub fn replace_all(files: &[(&Path, &str, &[u8])]) -> Result<()> {
+/// Replaces many files durably (`(path, bytes)`; each path once), as [`replace`] does each:
+/// every temp file is written first, then all are fsynced (by up to [`SYNC_THREADS`]
+/// threads), then each is renamed over its path, and then each directory they are in is
+/// fsynced once. A write or fsync that fails leaves every file as it was and no temp file
+/// behind; a rename that fails leaves the files renamed before it (each whole) and removes the
+/// rest.
+pub fn replace_all(files: &[(&Path, &[u8])]) -> Result<()> {
     let _replace = tracing::trace_span!("replace all", files = files.len()).entered();
-    let tmps: Vec<PathBuf> = files
-        .iter()
-        .map(|(dir, name, _)| dir.join(format!(".{name}.tmp")))
-        .collect();
-    let mut made: Vec<File> = Vec::with_capacity(files.len());
-    let clean = |made: usize| {
-        for t in &tmps[..made] {
+    let mut tmps: Vec<PathBuf> = Vec::with_capacity(files.len());
+    let mut dirs: BTreeSet<&Path> = BTreeSet::new();
+    for (path, _) in files {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(Error::Invalid(format!(
+                "{} is not a file's path",
+                path.display()
+            )));
+        };
+        let mut tmp = OsString::from(".");
+        tmp.push(name);
+        tmp.push(".tmp");
+        tmps.push(dir.join(tmp));
+        dirs.insert(dir);
+    }
+    let clean = |tmps: &[PathBuf]| {
+        for t in tmps {
             let _ = fs::remove_file(t);
         }
     };
-    for ((_, _, bytes), tmp) in files.iter().zip(&tmps) {
-        // As in `replace`: whatever is at the temp name goes, and the new file is created
-        // exclusively, which never follows a symlink.
-        let _ = fs::remove_file(tmp);
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(tmp)
-            .map_err(|e| Error::io("creating", tmp, e));
-        let mut f = match f {
-            Ok(f) => f,
+    let mut made: Vec<File> = Vec::with_capacity(files.len());
+    for ((_, bytes), tmp) in files.iter().zip(&tmps) {
+        match write_temp(tmp, bytes) {
+            Ok(f) => made.push(f),
             Err(e) => {
-                clean(made.len());
+                clean(&tmps[..made.len()]);
                 return Err(e);
             }
-        };
-        if let Err(e) = f.write_all(bytes) {
-            made.push(f);
-            clean(made.len());
-            return Err(Error::io("writing", tmp, e));
         }
-        made.push(f);
     }
     let synced = tracing::trace_span!("fsync").in_scope(|| sync_files(&made, &tmps));
     drop(made);
     if let Err(e) = synced {
-        clean(tmps.len());
+        clean(&tmps);
         return Err(e);
     }
-    for (i, ((dir, name, _), tmp)) in files.iter().zip(&tmps).enumerate() {
-        let target = dir.join(name);
-        if let Err(e) = fs::rename(tmp, &target) {
-            for t in &tmps[i..] {
-                let _ = fs::remove_file(t);
-            }
-            return Err(Error::io("renaming into place", &target, e));
+    for (i, ((path, _), tmp)) in files.iter().zip(&tmps).enumerate() {
+        if let Err(e) = fs::rename(tmp, path) {
+            clean(&tmps[i..]);
+            return Err(Error::io("renaming into place", path, e));
         }
+    }
+    for dir in dirs {
+        sync_dir(dir)?;
     }
     Ok(())
 }
@@ -235,10 +243,11 @@ mod tests {
         fs::write(dir.join("task-3-instructions.md"), "old").unwrap();
         let names = names(3 * SYNC_THREADS + 1);
         let texts: Vec<String> = (0..names.len()).map(|i| format!("text {i}")).collect();
-        let files: Vec<(&Path, &str, &[u8])> = names
+        let paths: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
+        let files: Vec<(&Path, &[u8])> = paths
             .iter()
             .zip(&texts)
-            .map(|(n, t)| (dir, n.as_str(), t.as_bytes()))
+            .map(|(p, t)| (p.as_path(), t.as_bytes()))
             .collect();
         replace_all(&files).unwrap();
         for (n, t) in names.iter().zip(&texts) {
@@ -262,9 +271,10 @@ mod tests {
         }
         // The eighth file's temp name is taken by a directory: it cannot be created.
         fs::create_dir(dir.join(format!(".{}.tmp", names[7]))).unwrap();
-        let files: Vec<(&Path, &str, &[u8])> = names
+        let paths: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
+        let files: Vec<(&Path, &[u8])> = paths
             .iter()
-            .map(|n| (dir, n.as_str(), b"new".as_slice()))
+            .map(|p| (p.as_path(), b"new".as_slice()))
             .collect();
         let err = replace_all(&files).unwrap_err().to_string();
         assert!(err.contains(&names[7]), "{err}");

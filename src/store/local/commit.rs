@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::live::Loaded;
 use super::{Commit, LocalStore, checkpoint};
@@ -38,33 +38,21 @@ impl LocalStore {
             let tasks_dir = d.join(TASKS_DIR);
             fs::create_dir_all(&tasks_dir).map_err(|e| Error::io("creating", &tasks_dir, e))?;
             // Every file replaced durably (all written, then all fsynced, then renamed), then
-            // each directory they are in synced once. The last text of a path wins.
-            let mut paths = Vec::with_capacity(st.files.len());
-            let mut last: BTreeMap<PathBuf, usize> = BTreeMap::new();
-            for (i, (rel, _)) in st.files.iter().enumerate() {
-                let p = self.resolve(rel)?;
-                if p.parent().is_none() || p.file_name().and_then(|n| n.to_str()).is_none() {
-                    return Err(Error::Invalid(format!("bad instruction path {rel:?}")));
-                }
-                last.insert(p.clone(), i);
-                paths.push(p);
-            }
-            let mut parents = BTreeSet::new();
-            let mut writes = Vec::with_capacity(last.len());
-            for (p, &i) in &last {
-                if let (Some(parent), Some(name)) =
-                    (p.parent(), p.file_name().and_then(|n| n.to_str()))
-                {
-                    writes.push((parent, name, st.files[i].1.as_bytes()));
-                    parents.insert(parent.to_path_buf());
-                }
-            }
-            durable::replace_all(&writes)?;
+            // each directory they are in synced once.
+            let paths = st
+                .files
+                .iter()
+                .map(|(rel, _)| self.resolve(rel))
+                .collect::<Result<Vec<PathBuf>>>()?;
+            // The last text of a path wins.
+            let last: BTreeMap<&Path, &[u8]> = paths
+                .iter()
+                .zip(&st.files)
+                .map(|(p, (_, text))| (p.as_path(), text.as_bytes()))
+                .collect();
+            durable::replace_all(&last.into_iter().collect::<Vec<_>>())?;
             for ((rel, text), p) in st.files.iter().zip(&paths) {
                 self.texts.keep(rel, p, text);
-            }
-            for parent in &parents {
-                durable::sync_dir(parent)?;
             }
         }
         let messages = std::mem::take(&mut st.outbox);

@@ -118,7 +118,6 @@ impl PgStore {
             durable::replace(dir, ARCHIVE, &archive, true)?;
         }
         let mut places = Vec::with_capacity(s.files.len());
-        let mut parents = std::collections::BTreeSet::new();
         for (rel, _) in &s.files {
             crate::validate::board_path("board file", rel)?;
             let p = dir.join(rel);
@@ -128,22 +127,15 @@ impl PgStore {
             std::fs::create_dir_all(parent).map_err(|e| Error::io("creating", parent, e))?;
             // Created inside the new board only (no symlink there can lead out).
             paths::resolve(dir, rel)?;
-            parents.insert(parent.to_path_buf());
             places.push(p);
         }
-        let mut writes = Vec::with_capacity(places.len());
-        for (p, (rel, content)) in places.iter().zip(&s.files) {
-            let (Some(parent), Some(name)) = (p.parent(), p.file_name().and_then(|n| n.to_str()))
-            else {
-                return Err(Error::Invalid(format!("bad board file path {rel:?}")));
-            };
-            writes.push((parent, name, content.as_slice()));
-        }
         // All written, then fsynced together, then renamed.
+        let writes: Vec<(&Path, &[u8])> = places
+            .iter()
+            .zip(&s.files)
+            .map(|(p, (_, content))| (p.as_path(), content.as_slice()))
+            .collect();
         durable::replace_all(&writes)?;
-        for parent in parents.iter().filter(|p| p.as_path() != dir) {
-            durable::sync_dir(parent)?;
-        }
         durable::sync_dir(dir)?;
         // The lock file and anything else a board has; the board clock goes on from the
         // database's last change (it never runs backwards).
