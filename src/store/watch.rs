@@ -168,6 +168,7 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(dir.path().join(JOURNAL))
                 .unwrap()
+                .trim_end_matches('\0')
                 .lines()
                 .count(),
             1,

@@ -64,11 +64,13 @@ pub fn jsonl_whole(path: &Path) -> Vec<Value> {
 pub const CHECKPOINT_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The records in the board journal of `dir` (0 when it has none): changes the JSON files do
-/// not show yet.
+/// not show yet. The lines before its first zero byte (the room made for records after them).
 pub fn journal_records(dir: &Path) -> usize {
     fs::read(dir.join("board.journal"))
         .map(|b| {
-            b.split(|&c| c == b'\n')
+            let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+            b[..end]
+                .split(|&c| c == b'\n')
                 .filter(|l| !l.is_empty())
                 .count()
                 .saturating_sub(1)

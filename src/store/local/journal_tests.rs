@@ -54,10 +54,29 @@ fn seen_fresh(dir: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The records the journal holds (lines after the header).
+/// The records the journal holds (lines after the header, before the room for more).
 fn records(dir: &Path) -> usize {
     let text = fs::read_to_string(dir.join(JOURNAL)).unwrap_or_default();
-    text.lines().count().saturating_sub(1)
+    text.trim_end_matches('\0')
+        .lines()
+        .count()
+        .saturating_sub(1)
+}
+
+/// Where the journal's records end: its first zero byte (the room after them), else its end.
+fn records_end(dir: &Path) -> u64 {
+    let bytes = fs::read(dir.join(JOURNAL)).unwrap();
+    bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len()) as u64
+}
+
+/// Writes `bytes` where the journal's records end, as an append does.
+fn write_at_end(dir: &Path, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join(JOURNAL))
+        .unwrap();
+    f.write_all_at(bytes, records_end(dir)).unwrap();
 }
 
 fn queue_file(dir: &Path) -> Vec<Task> {
@@ -106,9 +125,9 @@ fn a_change_is_one_record_and_the_files_catch_up_at_a_checkpoint() {
     for i in 0..200 {
         add(&store, &format!("filler {i}"));
     }
-    let before = fs::metadata(dir.path().join(JOURNAL)).unwrap().len();
+    let before = records_end(dir.path());
     claim(&store, "w2").unwrap();
-    let grew = fs::metadata(dir.path().join(JOURNAL)).unwrap().len() - before;
+    let grew = records_end(dir.path()) - before;
     assert!(grew < 4096, "a claim appended {grew} bytes");
 }
 
@@ -165,16 +184,20 @@ fn a_torn_last_record_is_left_out_by_readers_and_cut_by_the_next_writer() {
     add(&store, "kept");
     killed(store);
     let jpath = dir.path().join(JOURNAL);
-    let whole = fs::read(&jpath).unwrap();
+    let file = fs::read(&jpath).unwrap();
+    let end = records_end(dir.path()) as usize;
+    assert!(
+        file.len() > end && file[end..].iter().all(|&b| b == 0),
+        "the journal has room after its records"
+    );
+    let whole = file[..end].to_vec();
     // Half of a record that was being appended when the writer died.
     let last = whole[..whole.len() - 1]
         .iter()
         .rposition(|&b| b == b'\n')
         .unwrap();
     let record = whole[last + 1..].to_vec();
-    let mut torn = whole.clone();
-    torn.extend_from_slice(&record[..record.len() / 2]);
-    fs::write(&jpath, &torn).unwrap();
+    write_at_end(dir.path(), &record[..record.len() / 2]);
     assert_eq!(
         seen_fresh(dir.path()),
         vec![("kept".into(), "Pending".into())]
@@ -189,6 +212,55 @@ fn a_torn_last_record_is_left_out_by_readers_and_cut_by_the_next_writer() {
     assert_eq!(records(dir.path()), 2);
     assert_eq!(
         seen_fresh(dir.path()),
+        vec![
+            ("kept".into(), "Pending".into()),
+            ("next".into(), "Pending".into())
+        ]
+    );
+    killed(writer);
+}
+
+#[test]
+fn what_a_machine_crash_left_in_the_room_after_the_records_is_cut_before_the_next_append() {
+    let (dir, store) = board();
+    add(&store, "kept");
+    killed(store);
+    let d = dir.path();
+    let end = records_end(d);
+    // A crash of the machine during an append can leave its later pages written and an
+    // earlier one not: zeros, then the rest of a record (here a whole one, numbered as the
+    // next change will be).
+    let ghost = journal::line(&journal::Record {
+        seq: 2,
+        at: 1,
+        gone: vec![1],
+        ..journal::Record::default()
+    })
+    .unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(d.join(JOURNAL))
+            .unwrap();
+        f.write_all_at(&ghost, end + 100).unwrap();
+    }
+    // Readers stop at the first zero byte: the ghost is not a change.
+    assert_eq!(seen_fresh(d), vec![("kept".into(), "Pending".into())]);
+    // A reader first, then a change from the same handle: its first look under the lock
+    // clears the room, so no later record can end where the ghost starts.
+    let writer = open(d);
+    assert_eq!(writer.queue().unwrap().len(), 1);
+    add(&writer, "next");
+    let bytes = fs::read(d.join(JOURNAL)).unwrap();
+    let now_end = records_end(d) as usize;
+    assert!(
+        bytes[now_end..].iter().all(|&b| b == 0),
+        "nothing but zeros after the records"
+    );
+    assert_eq!(records(d), 2);
+    assert_eq!(
+        seen_fresh(d),
         vec![
             ("kept".into(), "Pending".into()),
             ("next".into(), "Pending".into())
@@ -415,14 +487,10 @@ fn the_last_change_is_read_from_the_journals_end_past_a_torn_tail() {
     };
     let line = journal::line(&big).unwrap();
     assert!(line.len() > 40 << 10);
-    let mut f = fs::OpenOptions::new()
-        .append(true)
-        .open(d.join(JOURNAL))
-        .unwrap();
-    std::io::Write::write_all(&mut f, &line).unwrap();
+    write_at_end(d, &line);
     let (_, last) = journal::last_change(&d.join(JOURNAL)).unwrap().unwrap();
     assert_eq!(last, 42);
-    std::io::Write::write_all(&mut f, b"0000abcd {\"seq\":43,").unwrap();
+    write_at_end(d, b"0000abcd {\"seq\":43,");
     assert_eq!(
         journal::last_change(&d.join(JOURNAL)).unwrap().unwrap().1,
         42
@@ -460,7 +528,7 @@ fn log_entries_of_records_a_read_took_first_are_appended_at_the_next_change() {
 fn a_read_after_this_handles_change_reads_nothing_and_a_change_after_a_read_appends() {
     let (dir, store) = board();
     add(&store, "a");
-    let journal_len = || fs::metadata(dir.path().join(JOURNAL)).unwrap().len();
+    let journal_len = || records_end(dir.path());
     let before = journal_len();
     // Reads between changes use the board the changes use (opened for appending).
     for _ in 0..3 {

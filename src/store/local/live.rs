@@ -86,6 +86,11 @@ struct Opened {
     start: u64,
     /// Where its last good record ends.
     end: u64,
+    /// Its size as this handle last knew it: the room for records ends there.
+    len: u64,
+    /// Whether the room after `end` is known to hold only zeros (checked once under the lock:
+    /// a crash of the machine can leave parts of a torn append there).
+    clear: bool,
 }
 
 /// What the journal holds beyond the checkpoint.
@@ -191,9 +196,9 @@ impl Loaded {
         let jpath = dir.join(JOURNAL);
         for _ in 0..READ_TRIES {
             let opened = open_journal(&jpath, open.append)?;
-            let opened_at = opened.as_ref().map(|(_, at)| *at);
+            let opened_at = opened.as_ref().map(|(_, at, _)| *at);
             let (header, start, bytes) = match &opened {
-                Some((f, _)) => {
+                Some((f, _, _)) => {
                     let bytes = journal::read_from(f, 0, &jpath)?;
                     match journal::header(&bytes) {
                         Ok((h, start)) => (Some(h), start, bytes),
@@ -208,24 +213,27 @@ impl Loaded {
             let mut b = Loaded::read_checkpoint(dir, dmg)?;
             b.seq = header.as_ref().map_or(0, |h| h.base);
             let mut foreign = Vec::new();
-            if let (Some((file, at)), Some(h)) = (opened, header.as_ref()) {
+            if let (Some((file, at, len)), Some(h)) = (opened, header.as_ref()) {
                 let scan = journal::scan(&bytes[start as usize..], start, h.base + 1);
                 if let Some(detail) = &scan.damage {
                     dmg.found(&jpath, detail.clone())?;
-                }
-                if locked && scan.torn > 0 && scan.damage.is_none() {
-                    cut(&file, scan.end, &jpath)?;
                 }
                 for r in scan.records {
                     foreign.extend(r.messages.iter().cloned());
                     b.apply(r);
                 }
-                b.journal = Some(Opened {
+                let mut j = Opened {
                     file,
                     at,
                     start,
                     end: scan.end,
-                });
+                    len,
+                    clear: false,
+                };
+                if locked && scan.damage.is_none() {
+                    j.tidy(scan.torn, &jpath)?;
+                }
+                b.journal = Some(j);
             }
             // Without the lock, a checkpoint may have replaced the files after the journal was
             // opened: then the journal read is not the one that follows them.
@@ -320,7 +328,7 @@ impl Loaded {
             if !self.read_more(&jpath, locked, dmg, None)? {
                 return Ok(false);
             }
-            let Some((file, new_at)) = open_journal(&jpath, open.append)? else {
+            let Some((file, new_at, len)) = open_journal(&jpath, open.append)? else {
                 return Ok(false);
             };
             let bytes = journal::read_from(&file, 0, &jpath)?;
@@ -338,6 +346,8 @@ impl Loaded {
                 at: new_at,
                 start,
                 end: start,
+                len,
+                clear: false,
             });
             if !self.read_more(&jpath, locked, dmg, None)? {
                 return Ok(false);
@@ -370,16 +380,15 @@ impl Loaded {
         if len < j.end {
             return Ok(false);
         }
-        if len == j.end {
-            return Ok(true);
-        }
-        let bytes = journal::read_from(&j.file, j.end, jpath)?;
+        // The journal's size does not say whether records came (they fill room the file
+        // had): what follows the last record read does.
+        let bytes = match len == j.end {
+            true => Vec::new(),
+            false => journal::read_from(&j.file, j.end, jpath)?,
+        };
         let scan = journal::scan(&bytes, j.end, self.seq + 1);
         if let Some(detail) = &scan.damage {
             dmg.found(jpath, detail.clone())?;
-        }
-        if locked && scan.torn > 0 && scan.damage.is_none() {
-            cut(&j.file, scan.end, jpath)?;
         }
         for r in scan.records {
             self.unrecovered.extend(r.messages.iter().cloned());
@@ -387,6 +396,10 @@ impl Loaded {
         }
         if let Some(j) = &mut self.journal {
             j.end = scan.end;
+            j.len = len;
+            if locked && scan.damage.is_none() {
+                j.tidy(scan.torn, jpath)?;
+            }
         }
         Ok(true)
     }
@@ -600,18 +613,26 @@ impl Loaded {
         self.journal.is_some()
     }
 
-    /// Appends `bytes` (whole records) to the journal and fdatasyncs it. On failure the
-    /// journal is cut back to where it ended.
+    /// Appends `bytes` (whole records) to the journal: writes them where its records end,
+    /// into the room the file has, making [`journal::ROOM`] more beyond them when it has too
+    /// little, and fdatasyncs it. On failure the journal is cut back to where it ended.
     pub fn append(&mut self, bytes: &[u8], jpath: &Path) -> Result<()> {
-        use std::io::Write;
+        use std::os::unix::fs::FileExt;
         let Some(j) = &mut self.journal else {
             return Err(Error::Protocol(
                 "a change was recorded without a journal".into(),
             ));
         };
         let _append = tracing::trace_span!("append").entered();
-        let written = (&j.file)
-            .write_all(bytes)
+        let end = j.end + bytes.len() as u64;
+        let grow = end > j.len;
+        let written = j
+            .file
+            .write_all_at(bytes, j.end)
+            .and_then(|()| match grow {
+                true => j.file.write_all_at(&vec![0u8; journal::ROOM as usize], end),
+                false => Ok(()),
+            })
             .map_err(|e| Error::io("appending to", jpath, e))
             .and_then(|()| {
                 tracing::trace_span!("fsync").in_scope(|| {
@@ -620,15 +641,22 @@ impl Loaded {
                         .map_err(|e| Error::io("syncing", jpath, e))
                 })
             });
-        if written.is_err() {
-            let _ = j.file.set_len(j.end);
+        match written {
+            Ok(()) if grow => j.len = end + journal::ROOM,
+            Ok(()) => {}
+            Err(_) => {
+                let _ = j.file.set_len(j.end);
+                j.len = j.end;
+            }
         }
         written
     }
 
     /// Replaces the journal with an empty one that follows a checkpoint at change `base`
     /// whose files are as they are now (the caller holds the lock and has written them).
-    pub fn start_journal(&mut self, dir: &Path, base: u64) -> Result<()> {
+    /// `room`: it is written with [`journal::ROOM`] for records (else the first record makes
+    /// it: a `vine` command that writes the files, and may be the journal's only writer).
+    pub fn start_journal(&mut self, dir: &Path, base: u64, room: bool) -> Result<()> {
         let files = self.current_files(dir)?;
         let header = Header {
             journal: journal::FORMAT,
@@ -636,10 +664,14 @@ impl Loaded {
             files: files.clone(),
         };
         let line = journal::line(&header)?;
-        durable::replace(dir, JOURNAL, &line, true)?;
+        let mut bytes = line.clone();
+        if room {
+            bytes.resize(line.len() + journal::ROOM as usize, 0);
+        }
+        durable::replace(dir, JOURNAL, &bytes, true)?;
         durable::sync_dir(dir)?;
         let jpath = dir.join(JOURNAL);
-        let Some((file, at)) = open_journal(&jpath, true)? else {
+        let Some((file, at, _)) = open_journal(&jpath, true)? else {
             return Err(Error::io(
                 "opening",
                 &jpath,
@@ -651,6 +683,8 @@ impl Loaded {
             at,
             start: line.len() as u64,
             end: line.len() as u64,
+            len: bytes.len() as u64,
+            clear: true,
         });
         self.seq = base;
         self.files = files;
@@ -666,14 +700,17 @@ impl Loaded {
     }
 }
 
-/// Opens the journal (for appending too when `append`); `None` when the board has none.
-fn open_journal(path: &Path, append: bool) -> Result<Option<(File, (u64, u64))>> {
+/// An opened journal, its device and inode, and its size.
+type OpenedFile = (File, (u64, u64), u64);
+
+/// Opens the journal (for writing too when `append`); `None` when the board has none.
+fn open_journal(path: &Path, append: bool) -> Result<Option<OpenedFile>> {
     use std::os::unix::fs::MetadataExt;
-    let opened = OpenOptions::new().read(true).append(append).open(path);
+    let opened = OpenOptions::new().read(true).write(append).open(path);
     match opened {
         Ok(f) => {
             let m = f.metadata().map_err(|e| Error::io("looking at", path, e))?;
-            Ok(Some((f, (m.dev(), m.ino()))))
+            Ok(Some((f, (m.dev(), m.ino()), m.len())))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io("opening", path, e)),
@@ -685,11 +722,27 @@ fn journal_at(path: &Path) -> Result<Option<(u64, u64)>> {
     Ok(journal::file_id(path)?.map(|id| (id[0], id[1])))
 }
 
-/// Cuts a torn last record off (durably, so it stays cut).
-fn cut(file: &File, end: u64, path: &Path) -> Result<()> {
-    file.set_len(end)
-        .and_then(|()| file.sync_data())
-        .map_err(|e| Error::io("cutting a torn record off", path, e))
+impl Opened {
+    /// Under the lock, once per journal opened: cuts off a torn last record (`torn` bytes
+    /// after `end`) and whatever else a crash left in the room after the records, with the
+    /// room (the next append makes room again). Durably, so it stays cut.
+    fn tidy(&mut self, torn: u64, path: &Path) -> Result<()> {
+        if torn == 0 && self.clear {
+            return Ok(());
+        }
+        let clear = torn == 0
+            && journal::room_is_clear(&self.file, self.end, self.len)
+                .map_err(|e| Error::io("reading", path, e))?;
+        if !clear {
+            self.file
+                .set_len(self.end)
+                .and_then(|()| self.file.sync_data())
+                .map_err(|e| Error::io("cutting a torn record off", path, e))?;
+            self.len = self.end;
+        }
+        self.clear = true;
+        Ok(())
+    }
 }
 
 /// Appends to the log the entries of `records` it lacks: a writer that crashed after its
