@@ -40,6 +40,7 @@ use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::progress::Progress;
 use crate::sessions::SessionRecord;
+use crate::store::inode;
 use crate::task::Task;
 use crate::worker::Worker;
 
@@ -228,10 +229,7 @@ pub fn last_change(path: &Path) -> Result<Option<(Header, u64)>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("opening", path, e)),
     };
-    let size = file
-        .metadata()
-        .map_err(|e| Error::io("looking at", path, e))?
-        .len();
+    let (_, size) = inode::look_open(&file, path)?;
     let len = records_end(&file, size).map_err(|e| Error::io("reading", path, e))?;
     let range = |from: u64, to: u64| -> Result<Vec<u8>> {
         let mut buf = vec![0u8; (to - from) as usize];

@@ -191,15 +191,9 @@ fn open_dir(dir: &Path) -> Option<File> {
 /// Whether `file` is the file at `path` (same device and inode).
 #[cfg(unix)]
 fn is_at(file: &File, path: &Path) -> Result<bool> {
-    use std::os::unix::fs::MetadataExt;
-    let held = file
-        .metadata()
-        .map_err(|e| Error::io("checking the lock", path, e))?;
-    match std::fs::metadata(path) {
-        Ok(m) => Ok(m.dev() == held.dev() && m.ino() == held.ino()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(Error::io("checking the lock", path, e)),
-    }
+    // Without reading the lock file's times: every change writes it (`store::inode`).
+    let (held, _) = super::inode::look_open(file, path)?;
+    Ok(super::inode::look(path)?.is_some_and(|(at, _)| at == held))
 }
 
 /// Elsewhere an open file cannot be removed or replaced, so the locked file is the one there.

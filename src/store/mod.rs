@@ -8,6 +8,7 @@ pub mod clock;
 pub(crate) mod damage;
 pub(crate) mod durable;
 pub(crate) mod history;
+pub(crate) mod inode;
 pub(crate) mod journal;
 pub(crate) mod json_file;
 pub(crate) mod jsonl;

@@ -24,7 +24,7 @@ use crate::store::journal::{self, FileId, Header, Record};
 use crate::store::json_file::{read_bytes, read_json};
 use crate::store::paths::{CHECKPOINT_FILES, JOURNAL, LOG, PROGRESS, QUEUE, SESSIONS, WORKERS};
 use crate::store::queue_file::{self, QueueCache};
-use crate::store::{durable, log, salvage};
+use crate::store::{durable, inode, log, salvage};
 use crate::task::Task;
 use crate::worker::Worker;
 
@@ -311,15 +311,15 @@ impl Loaded {
     fn follow(&mut self, dir: &Path, open: Open, dmg: &mut Damages) -> Result<bool> {
         let locked = open.locked;
         let jpath = dir.join(JOURNAL);
-        let now_id = journal::file_id(&jpath)?;
-        let now_at = now_id.map(|id| (id[0], id[1]));
+        let now = inode::look(&jpath)?;
+        let now_at = now.map(|(at, _)| at);
         let Some(j) = &self.journal else {
             // No journal when last read: one now means a writer started one.
             return Ok(now_at.is_none() && self.files_unchanged(dir)?);
         };
         if now_at == Some(j.at) {
             // The same journal: the length just looked at says whether it grew.
-            if !self.read_more(&jpath, locked, dmg, now_id.map(|id| id[2]))? {
+            if !self.read_more(&jpath, locked, dmg, now.map(|(_, len)| len))? {
                 return Ok(false);
             }
         } else {
@@ -371,11 +371,7 @@ impl Loaded {
         };
         let len = match len {
             Some(l) => l,
-            None => j
-                .file
-                .metadata()
-                .map_err(|e| Error::io("looking at", jpath, e))?
-                .len(),
+            None => inode::look_open(&j.file, jpath)?.1,
         };
         if len < j.end {
             return Ok(false);
@@ -705,12 +701,11 @@ type OpenedFile = (File, (u64, u64), u64);
 
 /// Opens the journal (for writing too when `append`); `None` when the board has none.
 fn open_journal(path: &Path, append: bool) -> Result<Option<OpenedFile>> {
-    use std::os::unix::fs::MetadataExt;
     let opened = OpenOptions::new().read(true).write(append).open(path);
     match opened {
         Ok(f) => {
-            let m = f.metadata().map_err(|e| Error::io("looking at", path, e))?;
-            Ok(Some((f, (m.dev(), m.ino()), m.len())))
+            let (at, len) = inode::look_open(&f, path)?;
+            Ok(Some((f, at, len)))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io("opening", path, e)),
@@ -719,7 +714,7 @@ fn open_journal(path: &Path, append: bool) -> Result<Option<OpenedFile>> {
 
 /// Device and inode of the journal at `path`, if there is one.
 fn journal_at(path: &Path) -> Result<Option<(u64, u64)>> {
-    Ok(journal::file_id(path)?.map(|id| (id[0], id[1])))
+    Ok(inode::look(path)?.map(|(at, _)| at))
 }
 
 impl Opened {

@@ -1,0 +1,66 @@
+//! A file's device, inode and size, looked at without asking for its times.
+//!
+//! On Linux 6.13 and later, file systems with fine-grained timestamps (ext4, xfs, btrfs ...)
+//! give a file a new modification time at its next write once something has read its times,
+//! and that update is metadata the next fdatasync on the file system may have to commit. On
+//! this project's ext4, reading the times of `board.lock` (which every change writes) or of
+//! the journal before each record made a record's fdatasync into room the journal already
+//! had cost as much as an append that grows the file (~200–250 µs against ~120–150 µs;
+//! `BENCHMARKS.md`). The board's hot path looks at those two files through here.
+
+use std::fs::File;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// A file's device and inode, and its size.
+pub type Look = ((u64, u64), u64);
+
+/// The device, inode and size of the file at `path` (`None` when there is none), looked at
+/// without asking for its times (statx with the inode and size alone).
+pub fn look(path: &Path) -> Result<Option<Look>> {
+    match look_at(path, None) {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("looking at", path, e)),
+    }
+}
+
+/// [`look`] of an open file.
+pub fn look_open(file: &File, path: &Path) -> Result<Look> {
+    look_at(path, Some(file)).map_err(|e| Error::io("looking at", path, e))
+}
+
+#[cfg(target_os = "linux")]
+fn look_at(path: &Path, file: Option<&File>) -> std::io::Result<Look> {
+    use rustix::fs::{AtFlags, CWD, StatxFlags, makedev, statx};
+    let mask = StatxFlags::INO | StatxFlags::SIZE;
+    let got = match file {
+        Some(f) => statx(f, "", AtFlags::EMPTY_PATH, mask),
+        None => statx(CWD, path, AtFlags::empty(), mask),
+    };
+    match got {
+        Ok(s) => Ok((
+            (makedev(s.stx_dev_major, s.stx_dev_minor), s.stx_ino),
+            s.stx_size,
+        )),
+        // A kernel without statx (before 4.11): a plain stat.
+        Err(rustix::io::Errno::NOSYS) => look_by_stat(path, file),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn look_at(path: &Path, file: Option<&File>) -> std::io::Result<Look> {
+    look_by_stat(path, file)
+}
+
+/// A plain stat (which reads the times too).
+fn look_by_stat(path: &Path, file: Option<&File>) -> std::io::Result<Look> {
+    use std::os::unix::fs::MetadataExt;
+    let m = match file {
+        Some(f) => f.metadata()?,
+        None => std::fs::metadata(path)?,
+    };
+    Ok(((m.dev(), m.ino()), m.len()))
+}
