@@ -55,6 +55,23 @@ fn look_at(path: &Path, file: Option<&File>) -> std::io::Result<Look> {
     look_by_stat(path, file)
 }
 
+/// Opens `path` with `options` so that reading it does not update its access time (a change
+/// of metadata, like a new modification time above), where the file system and the file's
+/// owner allow (`O_NOATIME`: the file is this user's); else as `options` say.
+pub fn open_without_atime(options: &std::fs::OpenOptions, path: &Path) -> std::io::Result<File> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut noatime = options.clone();
+        noatime.custom_flags(rustix::fs::OFlags::NOATIME.bits() as i32);
+        match noatime.open(path) {
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => {}
+            other => return other,
+        }
+    }
+    options.open(path)
+}
+
 /// A plain stat (which reads the times too).
 fn look_by_stat(path: &Path, file: Option<&File>) -> std::io::Result<Look> {
     use std::os::unix::fs::MetadataExt;

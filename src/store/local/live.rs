@@ -701,7 +701,9 @@ type OpenedFile = (File, (u64, u64), u64);
 
 /// Opens the journal (for writing too when `append`); `None` when the board has none.
 fn open_journal(path: &Path, append: bool) -> Result<Option<OpenedFile>> {
-    let opened = OpenOptions::new().read(true).write(append).open(path);
+    let mut options = OpenOptions::new();
+    options.read(true).write(append);
+    let opened = inode::open_without_atime(&options, path);
     match opened {
         Ok(f) => {
             let (at, len) = inode::look_open(&f, path)?;
