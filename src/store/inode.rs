@@ -81,3 +81,31 @@ fn look_by_stat(path: &Path, file: Option<&File>) -> std::io::Result<Look> {
     };
     Ok(((m.dev(), m.ino()), m.len()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn a_look_names_the_same_file_as_a_stat_and_none_when_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"twelve bytes").unwrap();
+        let m = std::fs::metadata(&path).unwrap();
+        let want = ((m.dev(), m.ino()), 12);
+        assert_eq!(look(&path).unwrap(), Some(want));
+        let f = open_without_atime(std::fs::OpenOptions::new().read(true), &path).unwrap();
+        assert_eq!(look_open(&f, &path).unwrap(), want);
+        assert_eq!(look_by_stat(&path, None).unwrap(), want);
+        assert_eq!(look(&dir.path().join("missing")).unwrap(), None);
+        // Replaced by another file: another inode.
+        std::fs::write(dir.path().join("g"), b"x").unwrap();
+        std::fs::rename(dir.path().join("g"), &path).unwrap();
+        let (at, len) = look(&path).unwrap().unwrap();
+        assert_ne!(at, want.0);
+        assert_eq!(len, 1);
+        // The file opened before is still the old one.
+        assert_eq!(look_open(&f, &path).unwrap(), want);
+    }
+}

@@ -20,8 +20,8 @@
 //! gives what applying it once gives, and log entries are numbered, so a crash at any point of
 //! a checkpoint never applies a change twice in effect.
 //!
-//! After the last record the file holds zero bytes up to its length: room made ahead of time
-//! (see [`ROOM`]), so that an append writes over blocks that are already the file's and its
+//! After the last record the file may hold zero bytes up to its length: room made ahead of
+//! time (see [`ROOM`]), so that an append writes over blocks that are already the file's and its
 //! fdatasync flushes the record alone, with no change to the file's size or allocation to
 //! commit as well. No line holds a zero byte (JSON writes one as `\u0000`), so the records end
 //! where the first zero byte is. Readers read up to it, not to the file's end.
@@ -47,8 +47,8 @@ use crate::worker::Worker;
 /// The journal's format, in its header; a newer one is refused.
 pub const FORMAT: u32 = 1;
 
-/// Room for records made ahead of time: a new journal is written with this many zero bytes
-/// after its header, and an append that needs more makes this much again beyond its record.
+/// Room for records made ahead of time: an append that finds too little (the first after a
+/// checkpoint, then about one in every 64 KiB of records) makes this much beyond its record.
 /// An append into room the file already has does not change the file's size, so its
 /// fdatasync has no metadata to commit (measured on ext4 here: about three quarters of an
 /// append's). Making room costs its bytes once, and one fdatasync that commits the new size.
@@ -224,7 +224,7 @@ pub fn header(bytes: &[u8]) -> std::result::Result<(Header, u64), Damage> {
 /// journal. Reads the header and the journal's end only, not the records between.
 pub fn last_change(path: &Path) -> Result<Option<(Header, u64)>> {
     use std::os::unix::fs::FileExt;
-    let file = match File::open(path) {
+    let file = match inode::open_without_atime(std::fs::OpenOptions::new().read(true), path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("opening", path, e)),

@@ -48,7 +48,7 @@ pub(super) fn write(dir: &Path, b: &mut Loaded, bump: bool) -> Result<()> {
     write_files(dir, b, true)?;
     let base = b.seq + u64::from(bump);
     if b.has_journal() {
-        b.start_journal(dir, base, true)?;
+        b.start_journal(dir, base)?;
     } else {
         b.files_written(dir)?;
     }

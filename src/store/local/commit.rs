@@ -106,7 +106,7 @@ impl LocalStore {
             checkpoint::write_files(d, b, false)?;
             b.since = Default::default();
             if b.has_journal() {
-                b.start_journal(d, b.seq + 1, false)?;
+                b.start_journal(d, b.seq + 1)?;
             } else {
                 b.files_written(d)?;
             }
@@ -117,7 +117,7 @@ impl LocalStore {
         } else {
             if !b.has_journal() {
                 // A board without a journal gets one at its first record.
-                b.start_journal(d, b.seq, true)?;
+                b.start_journal(d, b.seq)?;
             }
             let record = b.record_of(
                 touched,

@@ -649,10 +649,10 @@ impl Loaded {
     }
 
     /// Replaces the journal with an empty one that follows a checkpoint at change `base`
-    /// whose files are as they are now (the caller holds the lock and has written them).
-    /// `room`: it is written with [`journal::ROOM`] for records (else the first record makes
-    /// it: a `vine` command that writes the files, and may be the journal's only writer).
-    pub fn start_journal(&mut self, dir: &Path, base: u64, room: bool) -> Result<()> {
+    /// whose files are as they are now (the caller holds the lock and has written them). It
+    /// has no room yet: the first record makes it, so a checkpoint of a board that then stays
+    /// quiet writes none.
+    pub fn start_journal(&mut self, dir: &Path, base: u64) -> Result<()> {
         let files = self.current_files(dir)?;
         let header = Header {
             journal: journal::FORMAT,
@@ -660,11 +660,7 @@ impl Loaded {
             files: files.clone(),
         };
         let line = journal::line(&header)?;
-        let mut bytes = line.clone();
-        if room {
-            bytes.resize(line.len() + journal::ROOM as usize, 0);
-        }
-        durable::replace(dir, JOURNAL, &bytes, true)?;
+        durable::replace(dir, JOURNAL, &line, true)?;
         durable::sync_dir(dir)?;
         let jpath = dir.join(JOURNAL);
         let Some((file, at, _)) = open_journal(&jpath, true)? else {
@@ -679,7 +675,7 @@ impl Loaded {
             at,
             start: line.len() as u64,
             end: line.len() as u64,
-            len: bytes.len() as u64,
+            len: line.len() as u64,
             clear: true,
         });
         self.seq = base;
