@@ -4,9 +4,10 @@
 //! give a file a new modification time at its next write once something has read its times,
 //! and that update is metadata the next fdatasync on the file system may have to commit. On
 //! this project's ext4, reading the times of `board.lock` (which every change writes) or of
-//! the journal before each record made a record's fdatasync into room the journal already
-//! had cost as much as an append that grows the file (~200–250 µs against ~120–150 µs;
-//! `BENCHMARKS.md`). The board's hot path looks at those two files through here.
+//! the journal before each record took away what writing records into room the journal
+//! already has saves; without those reads one local worker did 1.4× the cycles of before
+//! (`BENCHMARKS.md`, "Room in the journal"). The board's hot path looks at those two files
+//! through here.
 
 use std::fs::File;
 use std::path::Path;
