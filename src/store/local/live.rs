@@ -318,7 +318,8 @@ impl Loaded {
             return Ok(now_at.is_none() && self.files_unchanged(dir)?);
         };
         if now_at == Some(j.at) {
-            // The same journal: the length just looked at says whether it grew.
+            // The same journal: what follows the last record read says whether it grew (the
+            // size just looked at only whether it was cut).
             if !self.read_more(&jpath, locked, dmg, now.map(|(_, len)| len))? {
                 return Ok(false);
             }
