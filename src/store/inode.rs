@@ -5,7 +5,7 @@
 //! and that update is metadata the next fdatasync on the file system may have to commit. On
 //! this project's ext4, reading the times of `board.lock` (which every change writes) or of
 //! the journal before each record took away what writing records into room the journal
-//! already has saves; without those reads one local worker did 1.4× the cycles of before
+//! already has saves; without those reads one local worker did 1.26–1.38× the cycles of before
 //! (`BENCHMARKS.md`, "Room in the journal"). The board's hot path looks at those two files
 //! through here.
 

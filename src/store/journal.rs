@@ -50,8 +50,8 @@ pub const FORMAT: u32 = 1;
 /// Room for records made ahead of time: an append that finds too little (the first after a
 /// checkpoint, then about one in every 64 KiB of records) makes this much beyond its record.
 /// An append into room the file already has does not change the file's size, so its
-/// fdatasync has no size to commit (with `store::inode`'s looks, one local worker did 1.4×
-/// the cycles of before: BENCHMARKS.md). Making room costs its bytes once, and one fdatasync
+/// fdatasync has no size to commit (with `store::inode`'s looks, one local worker did
+/// 1.26–1.38× the cycles of before: BENCHMARKS.md). Making room costs its bytes once, and one fdatasync
 /// that commits the new size.
 pub const ROOM: u64 = 64 << 10;
 
