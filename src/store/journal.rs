@@ -21,8 +21,8 @@
 //! a checkpoint never applies a change twice in effect.
 //!
 //! After the last record the file may hold zero bytes up to its length: room made ahead of
-//! time (see [`ROOM`]), so that an append writes over blocks that are already the file's and its
-//! fdatasync flushes the record alone, with no change to the file's size or allocation to
+//! time (see [`ROOM`]), so that an append writes over blocks that are already the file's and
+//! its fdatasync flushes the record alone, with no change to the file's size or allocation to
 //! commit as well. No line holds a zero byte (JSON writes one as `\u0000`), so the records end
 //! where the first zero byte is. Readers read up to it, not to the file's end.
 //!
@@ -51,8 +51,8 @@ pub const FORMAT: u32 = 1;
 /// checkpoint, then about one in every 64 KiB of records) makes this much beyond its record.
 /// An append into room the file already has does not change the file's size, so its
 /// fdatasync has no size to commit (with `store::inode`'s looks, one local worker did
-/// 1.26–1.38× the cycles of before: BENCHMARKS.md). Making room costs its bytes once, and one fdatasync
-/// that commits the new size.
+/// 1.26–1.38× the cycles of before: BENCHMARKS.md). Making room costs its bytes once, and one
+/// fdatasync that commits the new size.
 pub const ROOM: u64 = 64 << 10;
 
 /// Where a file of the checkpoint stands: device, inode, length and modification time (ns).
@@ -281,7 +281,7 @@ struct Numbered {
 
 /// `bytes` up to their first zero byte: the records' part of what was read (the rest is room,
 /// or what a crash left after a torn record).
-pub fn records_part(bytes: &[u8]) -> &[u8] {
+fn records_part(bytes: &[u8]) -> &[u8] {
     match bytes.iter().position(|&b| b == 0) {
         Some(i) => &bytes[..i],
         None => bytes,
