@@ -55,6 +55,9 @@ pub fn resolve_in(root: &Path, rel: &str) -> Result<PathBuf> {
             }
         }
     }
+    if let Some(real) = without_links(root, &full) {
+        return Ok(real);
+    }
     // Canonicalize the longest existing prefix, so a symlink anywhere on the way is seen. A
     // symlink counts as existing even when its target does not (`symlink_metadata`): a
     // dangling link is refused below instead of being walked past, since whatever later
@@ -90,6 +93,37 @@ pub fn resolve_in(root: &Path, rel: &str) -> Result<PathBuf> {
     Ok(real)
 }
 
+/// `full` itself when neither the canonical `root` nor any part of `full` below it is a
+/// symlink: each is looked at in turn (`lstat`) from the root down, and what follows a part
+/// that does not exist cannot be a link. `None` when one is a symlink or cannot be looked at
+/// (the caller then canonicalizes). One `lstat` per part from the root down, where
+/// canonicalizing reads every part from `/` down: the folders above the board were resolved
+/// when the board was opened and are not looked at again.
+fn without_links(root: &Path, full: &Path) -> Option<PathBuf> {
+    let below = full.strip_prefix(root).ok()?;
+    if root.symlink_metadata().ok()?.file_type().is_symlink() {
+        return None;
+    }
+    let mut at = root.to_path_buf();
+    for part in below.components() {
+        at.push(part);
+        match at.symlink_metadata() {
+            Ok(m) if m.file_type().is_symlink() => return None,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return Some(full.to_path_buf());
+            }
+            Err(_) => return None,
+        }
+    }
+    Some(full.to_path_buf())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +148,47 @@ mod tests {
             resolve_in(&root, "new/dir/file.md").unwrap(),
             root.join("new/dir/file.md")
         );
+    }
+
+    #[test]
+    fn a_path_resolves_as_canonicalizing_it_would_with_links_inside_or_without() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("board");
+        std::fs::create_dir_all(root.join("tasks/deep")).unwrap();
+        std::fs::write(root.join("tasks/deep/a.md"), "a").unwrap();
+        std::fs::write(root.join("file.md"), "f").unwrap();
+        // A link that stays inside the board resolves to where it leads.
+        std::os::unix::fs::symlink(root.join("tasks"), root.join("inner")).unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("tasks/out")).unwrap();
+        let root = root.canonicalize().unwrap();
+        let cases = [
+            ("tasks/deep/a.md", Some("tasks/deep/a.md")),
+            ("tasks/deep/new.md", Some("tasks/deep/new.md")),
+            ("tasks/new/dir/x.md", Some("tasks/new/dir/x.md")),
+            ("./tasks/deep/a.md", Some("tasks/deep/a.md")),
+            ("file.md/under-a-file", Some("file.md/under-a-file")),
+            ("inner/deep/a.md", Some("tasks/deep/a.md")),
+            ("inner/new.md", Some("tasks/new.md")),
+            ("tasks/out/x.md", None),
+            ("tasks/out", None),
+        ];
+        for (rel, want) in cases {
+            match (resolve_in(&root, rel), want) {
+                (Ok(p), Some(w)) => assert_eq!(p, root.join(w), "{rel}"),
+                (Err(Error::Invalid(m)), None) => assert!(m.contains("outside"), "{rel}: {m}"),
+                (got, want) => panic!("{rel}: {got:?}, wanted {want:?}"),
+            }
+        }
+        // The board itself swapped for a link to another folder: refused, as canonicalizing
+        // the path would.
+        let moved = tmp.path().join("board-moved");
+        std::fs::rename(&root, &moved).unwrap();
+        std::os::unix::fs::symlink(&moved, &root).unwrap();
+        match resolve_in(&root, "tasks/deep/a.md") {
+            Err(Error::Invalid(m)) => assert!(m.contains("outside"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 }
