@@ -1220,6 +1220,35 @@ fn repair_on_a_healthy_board_changes_nothing() {
     assert_unchanged(&before, &b, "repair of a healthy board");
 }
 
+#[test]
+fn repair_removes_the_temp_files_a_killed_writer_left_beside_board_and_instruction_files() {
+    let b = TestBoard::new();
+    let a = b.add("a", &["--instructions", "text"]);
+    // What a writer killed between writing a temp file and renaming it leaves behind.
+    let left = [
+        ".task-queue.json.tmp".to_string(),
+        format!("tasks/.task-{a}-instructions.md.tmp"),
+    ];
+    for name in &left {
+        fs::write(b.path(name), "half").unwrap();
+    }
+    // Files that only look alike are kept: a visible one, one in a folder below `tasks/`.
+    fs::create_dir_all(b.path("tasks/notes")).unwrap();
+    for name in ["tasks/plan.tmp", "tasks/notes/.draft.md.tmp"] {
+        fs::write(b.path(name), "mine").unwrap();
+    }
+    b.ok(&["repair"]);
+    for name in &left {
+        assert!(!b.path(name).exists(), "{name} is still there");
+    }
+    for name in ["tasks/plan.tmp", "tasks/notes/.draft.md.tmp"] {
+        assert_eq!(fs::read_to_string(b.path(name)).unwrap(), "mine", "{name}");
+    }
+    let c = b.ok(&["claim", "--worker", "w1"]);
+    assert_eq!(c["claim"]["task"]["id"], json!(a), "{c}");
+    assert_eq!(c["claim"]["instructions"], json!("text"), "{c}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Board discovery
 // ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ use chrono::Utc;
 use serde::de::DeserializeOwned;
 
 use super::json_file::{read_bytes, to_pretty};
-use super::paths::{ARCHIVE, BOARD, LOG, PROGRESS, QUEUE, SESSIONS, WORKERS};
+use super::paths::{ARCHIVE, BOARD, LOG, PROGRESS, QUEUE, SESSIONS, TASKS_DIR, WORKERS};
 use super::{archive::ArchiveLine, durable, jsonl, queue_file, salvage};
 use crate::error::{Error, Result};
 use crate::message::Message;
@@ -56,17 +56,29 @@ pub fn repair(dir: &Path) -> Result<Reply> {
     if let Some(r) = repair_lines::<ArchiveLine>(dir, ARCHIVE, &stamp)? {
         files.push(r);
     }
-    // Temp files a killed writer left behind.
+    // Temp files a killed writer left behind: beside the board files, and beside the
+    // instruction files the board writes (in `tasks/`, when that is a folder of the board's
+    // own, not a link that could lead elsewhere).
+    remove_temps(dir)?;
+    let tasks = dir.join(TASKS_DIR);
+    if fs::symlink_metadata(&tasks).is_ok_and(|m| m.is_dir()) {
+        remove_temps(&tasks)?;
+    }
+    Ok(Reply::Repaired { files })
+}
+
+/// Removes the `.NAME.tmp` files in `dir` (not in its subfolders), then syncs `dir`.
+fn remove_temps(dir: &Path) -> Result<()> {
     if let Ok(entries) = fs::read_dir(dir) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            if name.starts_with('.') && name.ends_with(".tmp") {
+            let file = e.file_type().is_ok_and(|t| t.is_file());
+            if file && name.starts_with('.') && name.ends_with(".tmp") {
                 let _ = fs::remove_file(e.path());
             }
         }
     }
-    durable::sync_dir(dir)?;
-    Ok(Reply::Repaired { files })
+    durable::sync_dir(dir)
 }
 
 fn parses<T: DeserializeOwned>(dir: &Path, name: &str) -> bool {
