@@ -115,6 +115,22 @@ impl Rule for Add {
     }
 }
 
+impl super::Op {
+    /// The instruction texts this op writes as files when it is applied (an add's and a
+    /// plan's), which a store may write ahead of the op's change (`BatchStore::stage`).
+    pub fn instruction_texts(&self) -> Vec<&str> {
+        match self {
+            super::Op::Add(a) => a.task.instructions.iter().map(String::as_str).collect(),
+            super::Op::AddPlan(p) => p
+                .tasks
+                .iter()
+                .filter_map(|t| t.task.instructions.as_deref())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
 impl Rule for AddPlan {
     fn needs(&self) -> Needs {
         needs(self.tasks.iter().map(|p| &p.task))

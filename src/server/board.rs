@@ -40,6 +40,8 @@ struct Job {
 pub struct Batcher {
     tx: Mutex<mpsc::Sender<Job>>,
     changed: tokio::sync::watch::Sender<u64>,
+    /// The store, for what a request does before its op is queued (`BatchStore::stage`).
+    store: Arc<dyn BatchStore>,
 }
 
 impl Batcher {
@@ -53,7 +55,9 @@ impl Batcher {
             outside.send_if_modified(|seen| moved(seen, now));
         }));
         let signal = changed.clone();
+        let writer = Arc::clone(&store);
         std::thread::spawn(move || {
+            let store = writer;
             // The store runs a repair only alone, so a repair is never batched with other ops.
             let alone = |j: &Job| matches!(j.op, Op::Repair(_));
             let mut held: Option<Job> = None;
@@ -82,6 +86,7 @@ impl Batcher {
         Batcher {
             tx: Mutex::new(tx),
             changed,
+            store,
         }
     }
 
@@ -119,8 +124,21 @@ impl Batcher {
         self.changed.subscribe()
     }
 
-    /// Applies a changing op in the next group commit.
+    /// Applies a changing op in the next group commit. An add's instruction texts are first
+    /// written ahead on a blocking thread (`BatchStore::stage`), so that the writer thread
+    /// only renames them.
     pub async fn apply(&self, op: Op, key: Option<String>) -> Result<Reply> {
+        let op = if !op.instruction_texts().is_empty() {
+            let store = Arc::clone(&self.store);
+            tokio::task::spawn_blocking(move || {
+                store.stage(&op);
+                op
+            })
+            .await
+            .map_err(|e| Error::Protocol(format!("staging the op failed: {e}")))?
+        } else {
+            op
+        };
         let (done, wait) = tokio::sync::oneshot::channel();
         let sent = self
             .tx

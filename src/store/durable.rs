@@ -115,6 +115,48 @@ pub fn replace_all(files: &[(&Path, &[u8])]) -> Result<()> {
     Ok(())
 }
 
+/// Writes new files (`(path, bytes)`; no path may exist yet), all written first, then all
+/// fsynced as [`replace_all`] does. Their directories are not synced: the files are temp
+/// files, made durable under their names by a rename and a directory sync later. A write or
+/// fsync that fails leaves none of them.
+pub fn write_new(files: &[(&Path, &[u8])]) -> Result<()> {
+    let names: Vec<PathBuf> = files.iter().map(|(p, _)| p.to_path_buf()).collect();
+    let mut made: Vec<File> = Vec::with_capacity(files.len());
+    let clean = |names: &[PathBuf]| {
+        for n in names {
+            let _ = fs::remove_file(n);
+        }
+    };
+    for (path, bytes) in files {
+        let created = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| Error::io("creating", path, e))
+            .and_then(|mut f| match f.write_all(bytes) {
+                Ok(()) => Ok(f),
+                Err(e) => {
+                    drop(f);
+                    let _ = fs::remove_file(path);
+                    Err(Error::io("writing", path, e))
+                }
+            });
+        match created {
+            Ok(f) => made.push(f),
+            Err(e) => {
+                clean(&names[..made.len()]);
+                return Err(e);
+            }
+        }
+    }
+    let synced = sync_files(&made, &names);
+    drop(made);
+    if synced.is_err() {
+        clean(&names);
+    }
+    synced
+}
+
 /// Fsyncs `files` (named `names`), spread over up to [`SYNC_THREADS`] threads.
 fn sync_files(files: &[File], names: &[PathBuf]) -> Result<()> {
     let sync = |chunk: &[File], names: &[PathBuf]| -> Result<()> {

@@ -81,6 +81,11 @@ pub trait BatchStore: Transport {
     /// are given only once the batch is committed.
     fn execute_batch(&self, ops: Vec<(Op, Option<String>)>) -> Vec<Result<Reply>>;
 
+    /// Does ahead of `op`'s batch, on the request's own thread, what the batch would do for it
+    /// that needs no lock: a board kept in files writes an add's instruction texts to temp
+    /// files its batch then renames. Nothing by default.
+    fn stage(&self, _op: &Op) {}
+
     /// A count that moves whenever the board changed in a way a waiter may care about: a
     /// waiter that saw it move looks again. It never goes down.
     fn changes(&self) -> u64;

@@ -9,6 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::live::Loaded;
+use super::staged::Reserved;
 use super::{Commit, LocalStore, checkpoint};
 use crate::error::{Error, Result};
 use crate::message::Message;
@@ -29,6 +30,7 @@ impl LocalStore {
         b: &mut Loaded,
         now: Timestamp,
         finished_on_queue: usize,
+        reserved: &mut Reserved,
     ) -> Result<()> {
         let d = &self.dir;
         // The log's end is read (and checked) before anything is written.
@@ -45,12 +47,12 @@ impl LocalStore {
                 .map(|(rel, _)| self.resolve(rel))
                 .collect::<Result<Vec<PathBuf>>>()?;
             // The last text of a path wins.
-            let last: BTreeMap<&Path, &[u8]> = paths
+            let last: BTreeMap<&Path, &str> = paths
                 .iter()
                 .zip(&st.files)
-                .map(|(p, (_, text))| (p.as_path(), text.as_bytes()))
+                .map(|(p, (_, text))| (p.as_path(), text.as_str()))
                 .collect();
-            durable::replace_all(&last.into_iter().collect::<Vec<_>>())?;
+            self.write_instructions(last, reserved)?;
             for ((rel, text), p) in st.files.iter().zip(&paths) {
                 self.texts.keep(rel, p, text);
             }
@@ -71,6 +73,47 @@ impl LocalStore {
             if take.len() > st.settings.archive_after {
                 let _ = tracing::trace_span!("archive").in_scope(|| self.archive(b, &take, now));
             }
+        }
+        Ok(())
+    }
+
+    /// Writes instruction files durably: a text staged ahead (see `staged`) by renaming its
+    /// temp file to the file's name, the others written now (all written, then all fsynced,
+    /// then renamed); then each folder they are in synced once.
+    fn write_instructions(
+        &self,
+        files: BTreeMap<&Path, &str>,
+        reserved: &mut Reserved,
+    ) -> Result<()> {
+        let mut moves = Vec::new();
+        let mut written = Vec::new();
+        for (path, text) in files {
+            match reserved.take(&self.staged, text) {
+                Some(tmp) => moves.push((tmp, path, text)),
+                None => written.push((path, text.as_bytes())),
+            }
+        }
+        let mut dirs = BTreeSet::new();
+        let renamed = durable::replace_all(&written).and_then(|()| {
+            for (tmp, path, text) in &moves {
+                if let Err(e) = fs::rename(tmp, path) {
+                    // Written again as the others were (the temp is gone or elsewhere).
+                    let _ = fs::remove_file(tmp);
+                    tracing::debug!("a staged text could not be moved into place: {e}");
+                    durable::replace_all(&[(path, text.as_bytes())])?;
+                }
+                dirs.extend(path.parent());
+            }
+            Ok(())
+        });
+        if let Err(e) = renamed {
+            for (tmp, ..) in &moves {
+                let _ = fs::remove_file(tmp);
+            }
+            return Err(e);
+        }
+        for dir in dirs {
+            durable::sync_dir(dir)?;
         }
         Ok(())
     }

@@ -3,13 +3,14 @@
 //! log entries it must keep. Compact and repair, which work on files, are carried out here.
 
 use super::live::Live;
+use super::staged::Reserved;
 use super::{LocalStore, checkpoint};
 use crate::error::{Error, Result};
 use crate::op::{ClaimedTask, Op, Reply};
 use crate::reply::RepairedFile;
 use crate::rules::{self, Needs};
 use crate::store::damage::Damages;
-use crate::store::paths::{ARCHIVE, JOURNAL, LOG};
+use crate::store::paths::{ARCHIVE, JOURNAL, LOG, TASKS_DIR};
 use crate::store::{log, repair};
 use crate::validate;
 
@@ -48,6 +49,35 @@ impl LocalStore {
                 _ => self.precheck(&op.needs()).err(),
             })
             .collect();
+        // Instruction texts are written to temp files before the lock (unless `vine serve`
+        // staged them already); the commit renames them (see `staged`).
+        let mut reserved = Reserved::of(ops.iter().flat_map(|(op, _)| op.instruction_texts()));
+        if !reserved.is_empty() {
+            let texts: Vec<&str> = ops
+                .iter()
+                .zip(&refused)
+                .filter(|(_, r)| r.is_none())
+                .flat_map(|((op, _), _)| op.instruction_texts())
+                .collect();
+            if let Ok(dir) = self.resolve(TASKS_DIR) {
+                self.staged.stage_missing(&dir, &texts);
+            }
+        }
+        let replies = self.write_reserved(ops, refused, &mut reserved, fail_all);
+        reserved.release(&self.staged);
+        replies
+    }
+
+    /// [`LocalStore::write_batch`] from the lock on: `refused` holds what the look before the
+    /// lock refused, `reserved` the staged texts the batch may take.
+    fn write_reserved(
+        &self,
+        ops: Vec<(Op, Option<String>)>,
+        refused: Vec<Option<Error>>,
+        reserved: &mut Reserved,
+        fail_all: impl Fn(Error) -> Vec<Result<Reply>>,
+    ) -> Vec<Result<Reply>> {
+        let n = ops.len();
         let lock = match tracing::trace_span!("lock").in_scope(|| self.lock()) {
             Ok(l) => l,
             Err(e) => return fail_all(e),
@@ -125,7 +155,7 @@ impl LocalStore {
                 let mut outbox = std::mem::take(&mut st.outbox);
                 log::append(&self.dir.join(LOG), &mut outbox)
             } else if applied > 0 || !st.outbox.is_empty() {
-                self.commit(&mut st, b, now, finished_on_queue)
+                self.commit(&mut st, b, now, finished_on_queue, reserved)
             } else {
                 Ok(())
             }

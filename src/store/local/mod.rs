@@ -14,6 +14,7 @@ mod commit;
 mod group_commit;
 mod live;
 mod load;
+mod staged;
 mod texts;
 mod wait;
 
@@ -72,6 +73,8 @@ pub struct LocalStore {
     kept_lock: Arc<super::lock::KeptLock>,
     /// Instruction texts this handle wrote or read, for the claims that hand them out.
     texts: Arc<texts::Texts>,
+    /// Instruction texts written ahead of the changes that add them (see `staged`).
+    staged: Arc<staged::Staged>,
     /// The history the figures read, brought up to date from what the archive and the log
     /// gained since the last read (shared by clones: a server reads only the new lines).
     history: Arc<Mutex<HistoryCache>>,
@@ -112,6 +115,7 @@ impl LocalStore {
             changes: Arc::default(),
             kept_lock: Arc::default(),
             texts: Arc::default(),
+            staged: Arc::default(),
             history: Arc::default(),
         }
     }
@@ -282,6 +286,19 @@ impl LocalStore {
             .refresh(&self.dir, dmg)
     }
 
+    /// Writes the instruction texts `op` will write as files ahead of its change, outside the
+    /// lock (see `staged`); its batch then only renames them. Does nothing for other ops, or
+    /// when the texts cannot be written (the commit writes them then).
+    pub fn stage(&self, op: &Op) {
+        let texts = op.instruction_texts();
+        if texts.is_empty() {
+            return;
+        }
+        if let Ok(dir) = self.resolve(TASKS_DIR) {
+            let _ = self.staged.stage(&dir, &texts);
+        }
+    }
+
     /// Carries out `op` once per request key (see `rules::apply_keyed`): a retried request
     /// gets the reply of its first application. A turn-ended op that asks for a wait is held
     /// while it would only wait (see `wait.rs`).
@@ -308,6 +325,10 @@ impl LocalStore {
 impl super::BatchStore for LocalStore {
     fn execute_batch(&self, ops: Vec<(Op, Option<String>)>) -> Vec<Result<Reply>> {
         LocalStore::execute_batch(self, ops)
+    }
+
+    fn stage(&self, op: &Op) {
+        self.stage(op);
     }
 
     fn changes(&self) -> u64 {
@@ -358,6 +379,100 @@ mod tests {
             Ok(Reply::Added { tasks }) => tasks[0].id,
             other => panic!("{other:?}"),
         }
+    }
+
+    /// The staged temp files in the board's `tasks/`.
+    fn staged_temps(dir: &Path) -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(dir.join(TASKS_DIR))
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        v.retain(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".staged-"))
+        });
+        v
+    }
+
+    fn add_with_text(text: &str) -> Op {
+        Op::Add(op::Add {
+            task: NewTask {
+                description: "d".into(),
+                instructions: Some(text.into()),
+                ..NewTask::default()
+            },
+        })
+    }
+
+    #[test]
+    fn an_instruction_text_staged_ahead_becomes_the_file_by_a_rename() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::init(dir.path(), None).unwrap();
+        let op = add_with_text("staged text");
+        store.stage(&op);
+        let temps = staged_temps(dir.path());
+        assert_eq!(temps.len(), 1, "{temps:?}");
+        assert_eq!(std::fs::read_to_string(&temps[0]).unwrap(), "staged text");
+        let staged_inode = std::fs::metadata(&temps[0]).unwrap().ino();
+        let task = match store.execute(op) {
+            Ok(Reply::Added { tasks }) => tasks[0].clone(),
+            other => panic!("{other:?}"),
+        };
+        let file = dir.path().join(task.instruction_file.unwrap());
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "staged text");
+        assert_eq!(std::fs::metadata(&file).unwrap().ino(), staged_inode);
+        assert_eq!(staged_temps(dir.path()), Vec::<std::path::PathBuf>::new());
+        // Not staged ahead (the library's own path): written all the same, nothing left over.
+        let task = match store.execute(add_with_text("written in the batch")) {
+            Ok(Reply::Added { tasks }) => tasks[0].clone(),
+            other => panic!("{other:?}"),
+        };
+        let file = dir.path().join(task.instruction_file.unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            "written in the batch"
+        );
+        assert_eq!(staged_temps(dir.path()), Vec::<std::path::PathBuf>::new());
+    }
+
+    #[test]
+    fn texts_staged_for_a_refused_op_or_one_that_never_came_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::init(dir.path(), None).unwrap();
+        // A plan refused by its rule (an entry after a key no entry has).
+        let refused = Op::AddPlan(op::AddPlan {
+            tasks: vec![op::PlanTask {
+                key: Some("a".into()),
+                task: NewTask {
+                    description: "d".into(),
+                    instructions: Some("never written".into()),
+                    ..NewTask::default()
+                },
+                after_keys: vec!["nobody".into()],
+            }],
+        });
+        store.stage(&refused);
+        assert_eq!(staged_temps(dir.path()).len(), 1);
+        assert!(store.execute(refused).is_err());
+        assert_eq!(staged_temps(dir.path()), Vec::<std::path::PathBuf>::new());
+        // An add refused before the lock (a context file outside the board).
+        let outside = Op::Add(op::Add {
+            task: NewTask {
+                description: "d".into(),
+                instructions: Some("not written either".into()),
+                context_files: vec!["../elsewhere.md".into()],
+                ..NewTask::default()
+            },
+        });
+        store.stage(&outside);
+        assert_eq!(staged_temps(dir.path()).len(), 1);
+        assert!(store.execute(outside).is_err());
+        assert_eq!(staged_temps(dir.path()), Vec::<std::path::PathBuf>::new());
+        // Staged by a request whose op never reached a batch: gone with the handle.
+        store.stage(&add_with_text("orphan"));
+        assert_eq!(staged_temps(dir.path()).len(), 1);
+        drop(store);
+        assert_eq!(staged_temps(dir.path()), Vec::<std::path::PathBuf>::new());
     }
 
     #[test]
