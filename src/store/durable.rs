@@ -82,27 +82,17 @@ pub fn replace_all(files: &[(&Path, &[u8])]) -> Result<()> {
         tmps.push(dir.join(tmp));
         dirs.insert(dir);
     }
+    let temps: Vec<(&Path, &[u8])> = tmps
+        .iter()
+        .zip(files)
+        .map(|(tmp, (_, bytes))| (tmp.as_path(), *bytes))
+        .collect();
+    write_temps(&temps)?;
     let clean = |tmps: &[PathBuf]| {
         for t in tmps {
             let _ = fs::remove_file(t);
         }
     };
-    let mut made: Vec<File> = Vec::with_capacity(files.len());
-    for ((_, bytes), tmp) in files.iter().zip(&tmps) {
-        match write_temp(tmp, bytes) {
-            Ok(f) => made.push(f),
-            Err(e) => {
-                clean(&tmps[..made.len()]);
-                return Err(e);
-            }
-        }
-    }
-    let synced = tracing::trace_span!("fsync").in_scope(|| sync_files(&made, &tmps));
-    drop(made);
-    if let Err(e) = synced {
-        clean(&tmps);
-        return Err(e);
-    }
     for (i, ((path, _), tmp)) in files.iter().zip(&tmps).enumerate() {
         if let Err(e) = fs::rename(tmp, path) {
             clean(&tmps[i..]);
@@ -115,33 +105,21 @@ pub fn replace_all(files: &[(&Path, &[u8])]) -> Result<()> {
     Ok(())
 }
 
-/// Writes new files (`(path, bytes)`; no path may exist yet), all written first, then all
-/// fsynced as [`replace_all`] does. Their directories are not synced: the files are temp
-/// files, made durable under their names by a rename and a directory sync later. A write or
-/// fsync that fails leaves none of them.
-pub fn write_new(files: &[(&Path, &[u8])]) -> Result<()> {
+/// Writes temp files (`(path, bytes)`; a file left at one of the paths is replaced), all
+/// written first, then all fsynced by up to [`SYNC_THREADS`] threads. Their directories are not
+/// synced: a rename and a directory sync make them durable under their names later
+/// ([`replace_all`], or a commit renaming texts staged ahead). A write or fsync that fails
+/// leaves none of them.
+pub fn write_temps(files: &[(&Path, &[u8])]) -> Result<()> {
     let names: Vec<PathBuf> = files.iter().map(|(p, _)| p.to_path_buf()).collect();
-    let mut made: Vec<File> = Vec::with_capacity(files.len());
     let clean = |names: &[PathBuf]| {
         for n in names {
             let _ = fs::remove_file(n);
         }
     };
-    for (path, bytes) in files {
-        let created = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(|e| Error::io("creating", path, e))
-            .and_then(|mut f| match f.write_all(bytes) {
-                Ok(()) => Ok(f),
-                Err(e) => {
-                    drop(f);
-                    let _ = fs::remove_file(path);
-                    Err(Error::io("writing", path, e))
-                }
-            });
-        match created {
+    let mut made: Vec<File> = Vec::with_capacity(files.len());
+    for ((_, bytes), name) in files.iter().zip(&names) {
+        match write_temp(name, bytes) {
             Ok(f) => made.push(f),
             Err(e) => {
                 clean(&names[..made.len()]);
@@ -149,7 +127,7 @@ pub fn write_new(files: &[(&Path, &[u8])]) -> Result<()> {
             }
         }
     }
-    let synced = sync_files(&made, &names);
+    let synced = tracing::trace_span!("fsync").in_scope(|| sync_files(&made, &names));
     drop(made);
     if synced.is_err() {
         clean(&names);

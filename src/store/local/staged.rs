@@ -59,7 +59,7 @@ impl Staged {
             .zip(texts)
             .map(|(n, t)| (n.as_path(), t.as_bytes()))
             .collect();
-        durable::write_new(&files)?;
+        durable::write_temps(&files)?;
         let mut ready = self.ready();
         for (name, text) in names.into_iter().zip(texts) {
             ready.entry((*text).to_string()).or_default().push(name);
