@@ -231,6 +231,40 @@ mod tests {
         }
     }
 
+    /// Writes an executable stand-in for `claude` at `dir/claude` running `script`.
+    fn fake_claude(dir: &Path, script: &str) -> std::path::PathBuf {
+        let fake = dir.join("claude");
+        std::fs::write(&fake, script).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        fake
+    }
+
+    /// [`run`], started again while the stand-in is "busy": another test's thread that forked
+    /// while the file was open for writing holds it until that child execs (ETXTBSY).
+    fn run_fake(
+        spec: &RunSpec,
+        beat_every: Duration,
+        beat: &dyn Fn(),
+        stop: &AtomicBool,
+    ) -> Result<Finished> {
+        let mut tries = 0;
+        loop {
+            match run(spec, beat_every, beat, stop) {
+                Err(Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
     #[test]
     fn arguments_are_quoted_for_the_shell() {
         assert_eq!(sh_quote("it's $HOME"), "'it'\\''s $HOME'");
@@ -272,20 +306,13 @@ mod tests {
     #[test]
     fn a_run_is_read_back_with_its_environment_and_beats() {
         let dir = tempfile::tempdir().unwrap();
-        let fake = dir.path().join("claude");
-        std::fs::write(
-            &fake,
+        let fake = fake_claude(
+            dir.path(),
             "#!/bin/sh\nsleep 0.5\necho \"{\\\"type\\\":\\\"result\\\",\\\"subtype\\\":\\\"success\\\",\\\"session_id\\\":\\\"s-$VINE_TASK\\\",\\\"num_turns\\\":2}\"\necho oops >&2\n",
-        )
-        .unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
+        );
         let beats = std::sync::atomic::AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
-        let f = run(
+        let f = run_fake(
             &spec(&fake, Start::Fresh),
             Duration::from_millis(100),
             &|| {
@@ -305,24 +332,17 @@ mod tests {
     #[test]
     fn a_stopped_run_is_killed_with_what_it_started() {
         let dir = tempfile::tempdir().unwrap();
-        let fake = dir.path().join("claude");
         let marker = dir.path().join("child-alive");
-        std::fs::write(
-            &fake,
-            format!(
+        let fake = fake_claude(
+            dir.path(),
+            &format!(
                 "#!/bin/sh\n(sleep 3; touch {}) &\nsleep 30\n",
                 marker.display()
             ),
-        )
-        .unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
+        );
         let stop = AtomicBool::new(true);
         let started = Instant::now();
-        let f = run(
+        let f = run_fake(
             &spec(&fake, Start::Fresh),
             Duration::from_secs(60),
             &|| {},
