@@ -513,11 +513,16 @@ impl Run {
     }
 }
 
+/// The feeder's plan size: it adds one whenever fewer than twice this many are pending (with
+/// 50, the PostgreSQL-backed servers' 16 workers found the queue empty thousands of times
+/// in a run: the feeder, not the servers, set their pace).
+const FEED: usize = 200;
+
 /// `workers` copies of this binary, each a `Board::connect` client of the setup's servers
 /// (worker `w` given the list starting at server `w % n`), start at one instant and claim +
-/// complete for `window` seconds. A feeder thread keeps 50 to 150 tasks pending (a `status`
-/// read through the first server every 2 ms, a plan of 50 whenever fewer than 100 are
-/// pending; with fewer, the faster setups ran dry, which the `empty` column counts).
+/// complete for `window` seconds. A feeder thread keeps 200 to 600 tasks pending (a `status`
+/// read through the first server every 2 ms, a plan of [`FEED`] whenever fewer than twice
+/// that are pending; when the setups still run dry, the `empty` column counts it).
 fn measure_throughput(setup: &Setup, workers: usize, window: u64) -> R<Run> {
     let exe = std::env::current_exe()?;
     let start_at = epoch_ms() + 400 + 20 * workers as u64;
@@ -542,9 +547,9 @@ fn measure_throughput(setup: &Setup, workers: usize, window: u64) -> R<Run> {
             let mut n = first;
             while !stop.load(Ordering::Relaxed) {
                 let pending = board.status().map_err(|e| e.to_string())?.pending;
-                if pending < 2 * POOL {
+                if pending < 2 * FEED {
                     board
-                        .add_plan(plan_of(POOL, &mut n))
+                        .add_plan(plan_of(FEED, &mut n))
                         .map_err(|e| e.to_string())?;
                 }
                 std::thread::sleep(Duration::from_millis(2));

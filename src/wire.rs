@@ -23,6 +23,71 @@ pub struct OpRequest {
     pub key: Option<String>,
 }
 
+/// The body of `POST /v1/batch`: several op requests, each applied as if sent alone to
+/// `/v1/op` (a server hands the changes it does not commit itself to the server that leads
+/// this way, see `server/forward.rs`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct BatchRequest {
+    /// The op requests, in order.
+    pub ops: Vec<OpRequest>,
+}
+
+/// A [`BatchRequest`] as sent, borrowing its ops.
+#[derive(Serialize)]
+pub(crate) struct BatchOut<'a> {
+    pub(crate) ops: Vec<OpRef<'a>>,
+}
+
+/// One op request of a [`BatchOut`].
+#[derive(Serialize)]
+pub(crate) struct OpRef<'a> {
+    pub(crate) op: &'a Op,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) key: Option<&'a str>,
+}
+
+/// The body of a `/v1/batch` answer: `{"status":"success","changes":N,"replies":[...]}`, each
+/// reply the body `/v1/op` would have answered that op with; `changes` is the server's change
+/// count once the ops were committed.
+pub(crate) fn batch_to_bytes(
+    changes: u64,
+    outcomes: &[Result<Reply>],
+) -> serde_json::Result<Vec<u8>> {
+    let mut out = format!(r#"{{"status":"success","changes":{changes},"replies":["#).into_bytes();
+    for (i, outcome) in outcomes.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend(to_bytes(outcome)?);
+    }
+    out.extend_from_slice(b"]}");
+    Ok(out)
+}
+
+/// The outcomes and change count of a successful `/v1/batch` answer (HTTP 200); `None` for
+/// any other answer.
+pub(crate) fn read_batch(status: u16, text: &str) -> Option<(Vec<Result<Reply>>, u64)> {
+    #[derive(Deserialize)]
+    struct Answer<'a> {
+        changes: u64,
+        #[serde(borrow)]
+        replies: Vec<&'a serde_json::value::RawValue>,
+    }
+    if status != 200 {
+        return None;
+    }
+    let answer: Answer = serde_json::from_str(text).ok()?;
+    let mut outcomes = Vec::with_capacity(answer.replies.len());
+    for raw in answer.replies {
+        let outcome = match read_success(200, raw.get()) {
+            Some(reply) => Ok(reply),
+            None => parse_reply(serde_json::from_str(raw.get()).ok()?),
+        };
+        outcomes.push(outcome);
+    }
+    Some((outcomes, answer.changes))
+}
+
 /// The body of a successful op: `{"status":"success","reply":...}`.
 #[derive(Serialize)]
 struct ReplyBody<'a> {

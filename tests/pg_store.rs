@@ -560,6 +560,205 @@ fn workers_on_two_servers_claim_every_task_exactly_once() {
         serve(tmp.path(), "a", Some(&db)),
         serve(tmp.path(), "b", Some(&db)),
     ];
+    // B hands its changes to A once it knows A leads.
+    wait_for(&servers[1], |t| t["leader"] == json!(servers[0].url));
+    race_over_two_servers(&servers);
+    assert!(handed(&servers[1]) > 0, "B handed changes to A");
+}
+
+#[test]
+fn workers_on_two_servers_that_both_commit_claim_every_task_exactly_once() {
+    let pg = Cluster::start();
+    let db = pg.create_db("race");
+    let tmp = tempfile::tempdir().unwrap();
+    // Neither leads: both commit, and their commits collide.
+    let never = |name| {
+        Server::start(
+            &tmp.path().join(name),
+            &["--no-exec", "--store", &db, "--advertise", "none"],
+            &[],
+        )
+    };
+    let servers = [never("a"), never("b")];
+    race_over_two_servers(&servers);
+    for s in &servers {
+        assert_eq!(handed(s), 0, "nothing was handed over");
+        assert_eq!(lead_of(s)["leading"], json!(false));
+    }
+}
+
+/// What `GET /test` says of a server's lead: `{"leading": bool, "leader": URL or null}`.
+fn lead_of(s: &Server) -> Value {
+    let r = send(
+        s.addr,
+        &format!(
+            "GET /test HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            s.addr
+        ),
+    );
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    json!({"leading": v["agentvine"]["leading"], "leader": v["agentvine"]["leader"]})
+}
+
+/// Waits (up to 15 s) until what `GET /test` says of `s`'s lead passes `ok`.
+fn wait_for(s: &Server, ok: impl Fn(&Value) -> bool) {
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let lead = lead_of(s);
+        if ok(&lead) {
+            return;
+        }
+        assert!(Instant::now() < until, "{} says {lead}", s.url);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A figure of `s`'s `/metrics` (a count, or a gauge of whole numbers).
+fn counter(s: &Server, name: &str) -> u64 {
+    let r = send(
+        s.addr,
+        &format!(
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            s.addr
+        ),
+    );
+    r.body
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in {}", r.body))
+        .trim()
+        .parse::<f64>()
+        .unwrap() as u64
+}
+
+/// The ops `s` handed to the server that leads.
+fn handed(s: &Server) -> u64 {
+    counter(s, "vine_ops_handed_to_leader_total")
+}
+
+#[test]
+fn a_server_hands_its_changes_to_the_one_that_leads_and_commits_them_itself_when_it_is_gone() {
+    let pg = Cluster::start();
+    let db = pg.create_db("lead");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut a = serve(tmp.path(), "a", Some(&db));
+    wait_for(&a, |t| t["leading"] == json!(true));
+    let b = serve(tmp.path(), "b", Some(&db));
+    wait_for(&b, |t| t == &json!({"leading": false, "leader": a.url}));
+    // Changes through B are committed by A; reads through B see them at once.
+    let (status, added) = post_op(
+        b.addr,
+        &json!({"op": "add", "task": {"description": "through b"}}),
+        None,
+    );
+    assert_eq!(status, 200, "{added}");
+    let id = added["reply"]["tasks"][0]["id"].as_u64().unwrap();
+    let claim = json!({"op": "claim", "worker": "w1"});
+    let (status, c) = post_op(b.addr, &claim, Some("claim-1"));
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["reply"]["claim"]["task"]["id"], json!(id), "{c}");
+    // Sent again with its key, through either server: the same claim, not another.
+    for s in [&b, &a] {
+        let (_, again) = post_op(s.addr, &claim, Some("claim-1"));
+        assert_eq!(again["reply"], c["reply"], "{again}");
+    }
+    assert_eq!(
+        handed(&b),
+        3,
+        "B handed over the add and both claims it was sent"
+    );
+    assert_eq!(
+        counter(&b, "vine_ops_committed_when_leader_failed_total"),
+        0
+    );
+    assert_eq!(counter(&a, "vine_leading"), 1);
+    assert_eq!(counter(&b, "vine_leading"), 0);
+    let (_, shown) = vine_at(&b.url, &["show", &id.to_string()]);
+    assert_eq!(shown["task"]["claimed_by"], json!("w1"), "{shown}");
+    // A is killed: B commits its changes itself, at once, and then leads.
+    a.kill();
+    let (status, d) = post_op(
+        b.addr,
+        &json!({"op": "complete", "task": id, "worker": "w1", "result": "r"}),
+        Some("done-1"),
+    );
+    assert_eq!(status, 200, "{d}");
+    assert!(
+        counter(&b, "vine_ops_committed_when_leader_failed_total") >= 1,
+        "{}",
+        b.stderr()
+    );
+    assert!(
+        b.stderr().contains(&format!(
+            "could not hand changes to the leading server {}",
+            a.url
+        )),
+        "{}",
+        b.stderr()
+    );
+    wait_for(&b, |t| t == &json!({"leading": true, "leader": null}));
+    // A server started again follows B.
+    let c2 = serve(tmp.path(), "c", Some(&db));
+    wait_for(&c2, |t| t == &json!({"leading": false, "leader": b.url}));
+    let (status, v) = post_op(
+        c2.addr,
+        &json!({"op": "add", "task": {"description": "through c"}}),
+        Some("add-c"),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(handed(&c2), 1);
+    let (_, tasks) = vine_at(&c2.url, &["tasks", "--all"]);
+    let summary: Vec<(String, String)> = tasks["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["description"].as_str().unwrap().to_string(),
+                t["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("through b".to_string(), "completed".to_string()),
+            ("through c".to_string(), "pending".to_string()),
+        ],
+        "{tasks}"
+    );
+}
+
+#[test]
+fn advertise_is_refused_without_a_database_and_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (args, says) in [
+        (vec!["--advertise", "http://10.0.0.1:5555"], "--store"),
+        (
+            vec![
+                "--store",
+                "postgres://x@127.0.0.1:1/x",
+                "--advertise",
+                "10.0.0.1:5555",
+            ],
+            "http://",
+        ),
+    ] {
+        let out = vine_without(ISOLATED)
+            .args(["serve", "--no-exec", "--listen", "127.0.0.1:0", "--root"])
+            .arg(tmp.path())
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+/// Eight workers, four on each server, claim and complete 120 tasks: each once.
+fn race_over_two_servers(servers: &[Server; 2]) {
     const TASKS: usize = 120;
     let plan: Vec<Value> = (0..TASKS)
         .map(|i| json!({"task": {"description": format!("task {i}")}}))
@@ -640,17 +839,24 @@ fn a_newer_schema_is_refused_untouched() {
     let mut c = postgres::Client::connect(&db, postgres::NoTls).unwrap();
     c.batch_execute("INSERT INTO vine_schema (version) VALUES (999)")
         .unwrap();
+    let count = |c: &mut postgres::Client| -> i64 {
+        c.query_one("SELECT count(*) FROM vine_schema", &[])
+            .unwrap()
+            .get(0)
+    };
+    let before = count(&mut c);
+    assert_eq!(
+        before,
+        i64::from(agentvine::store::pg::SCHEMA_VERSION) + 1,
+        "each migration, and the newer one"
+    );
     let (code, stderr) = refused_start(&tmp.path().join("second"), &db);
     assert_eq!(code, 9, "{stderr}");
     assert!(
         stderr.contains("schema version 999") && stderr.contains("newer"),
         "{stderr}"
     );
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM vine_schema", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(n, 2, "nothing was changed");
+    assert_eq!(count(&mut c), before, "nothing was changed");
 }
 
 #[test]

@@ -1012,6 +1012,55 @@ fn openapi_is_served_and_every_route_answers() {
 }
 
 #[test]
+fn a_batch_answers_each_op_as_v1_op_would_and_replays_keyed_ops() {
+    let mut s = Server::start();
+    let adds = json!({"ops": [
+        {"op": {"op": "add", "task": {"description": "one"}}, "key": "b-1"},
+        {"op": {"op": "complete", "task": 1, "worker": "w1"}},
+        {"op": {"op": "add", "task": {"description": "two"}}, "key": "b-2"},
+    ]});
+    let v = s.post("/v1/batch", &adds).ok();
+    let r = v["replies"].as_array().unwrap();
+    assert_eq!(r.len(), 3, "{v}");
+    assert!(v["changes"].as_u64().is_some(), "{v}");
+    assert_eq!(r[0]["reply"]["tasks"][0]["description"], "one", "{v}");
+    // Each op's outcome is its own: an error does not fail the batch.
+    assert_eq!(r[1]["status"], "error", "{v}");
+    assert_eq!(r[1]["kind"], "unknown-task", "{v}");
+    assert_eq!(r[2]["reply"]["tasks"][0]["description"], "two", "{v}");
+    // The same batch again: the keyed ops are answered, not applied again.
+    let again = s.post("/v1/batch", &adds).ok();
+    assert_eq!(again["replies"][0], r[0], "{again}");
+    assert_eq!(again["replies"][2], r[2], "{again}");
+    let claims = json!({"ops": [
+        {"op": {"op": "claim", "worker": "w1"}, "key": "c-1"},
+        {"op": {"op": "claim", "worker": "w2"}, "key": "c-2"},
+    ]});
+    let c = s.post("/v1/batch", &claims).ok();
+    let got = |v: &Value, i: usize| v["replies"][i]["reply"]["claim"]["task"]["id"].clone();
+    assert_ne!(got(&c, 0), got(&c, 1), "{c}");
+    let again = s.post("/v1/batch", &claims).ok();
+    assert_eq!(again["replies"], c["replies"], "{again}");
+    let tasks = s.op_ok(json!({"op": "tasks", "all": true}), "tasks");
+    assert_eq!(tasks["tasks"].as_array().unwrap().len(), 2, "{tasks}");
+    // Too many ops at once, a read, or a bad key: the batch is refused whole.
+    let many: Vec<Value> = (0..1025)
+        .map(|_| json!({"op": {"op": "heartbeat", "worker": "w1"}}))
+        .collect();
+    let m = s.post("/v1/batch", &json!({ "ops": many })).error(400);
+    assert!(
+        m["message"].as_str().unwrap().contains("at most 1024"),
+        "{m}"
+    );
+    let read = json!({"ops": [{"op": {"op": "status"}}]});
+    let m = s.post("/v1/batch", &read).error(400);
+    assert!(m["message"].as_str().unwrap().contains("/v1/op"), "{m}");
+    let bad = json!({"ops": [{"op": {"op": "heartbeat", "worker": "w1"}, "key": "has space"}]});
+    s.post("/v1/batch", &bad).error(400);
+    s.assert_alive();
+}
+
+#[test]
 fn openapi_required_parameters_and_body_fields_are_required() {
     let mut s = Server::start();
     std::fs::write(s.base().join("f.txt"), "hello\n").unwrap();
@@ -1024,6 +1073,7 @@ fn openapi_required_parameters_and_body_fields_are_required() {
             "content" => json!("hello\n"),
             "command" => json!("true"),
             "op" => json!({"op": "status"}),
+            "ops" => json!([{"op": {"op": "heartbeat", "worker": "w1"}}]),
             other => panic!("no sample value for {other}"),
         }
     };
@@ -1119,6 +1169,7 @@ fn openapi_length_limits_are_what_the_server_enforces() {
             "content" => json!("hello\n"),
             "command" => json!("true"),
             "op" => json!({"op": "status"}),
+            "ops" => json!([{"op": {"op": "heartbeat", "worker": "w1"}}]),
             other => panic!("no sample value for {other}"),
         }
     };

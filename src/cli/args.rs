@@ -520,6 +520,13 @@ pub struct ServeArgs {
     /// at start. `vine board import` and `vine board export` move a board in and out.
     #[arg(long, env = "VINE_STORE", value_name = "URL", hide_env_values = true)]
     pub store: Option<String>,
+    /// With --store: the URL the other servers of the same database reach this server at, so
+    /// that it can lead them (one server leads; the others hand it their changes, which spares
+    /// the servers from colliding on the database). Default: the --listen address when it is
+    /// one address (not 0.0.0.0); `none`: this server never leads (it still hands its changes
+    /// to one that does). The servers must share the API key.
+    #[arg(long, env = "VINE_ADVERTISE", value_name = "URL", value_parser = advertise)]
+    pub advertise: Option<agentvine::server::Advertise>,
 }
 
 /// Arguments of `vine dashboard`.
@@ -813,6 +820,19 @@ fn duration(s: &str) -> Result<Duration, String> {
 /// A time flag: RFC 3339, or ISO 8601 without an offset (read as UTC).
 fn timestamp(s: &str) -> Result<Timestamp, String> {
     parse_timestamp(s).ok_or_else(|| "not a time; use e.g. 2026-11-21T08:00:00Z".into())
+}
+
+/// `--advertise`: `none`, or an http(s) URL.
+fn advertise(s: &str) -> Result<agentvine::server::Advertise, String> {
+    use agentvine::server::Advertise;
+    if s.trim().eq_ignore_ascii_case("none") {
+        return Ok(Advertise::Never);
+    }
+    match agentvine::remote::parse_servers(s) {
+        Ok(urls) if urls.len() == 1 => Ok(Advertise::At(urls[0].clone())),
+        Ok(_) => Err("one URL only: where the other servers reach this one".into()),
+        Err(e) => Err(format!("{e}; or `none`")),
+    }
 }
 
 /// An address to listen on: IP:PORT.

@@ -121,6 +121,14 @@ fn serve(a: args::ServeArgs, key_file: Option<&Path>) -> Result<Output> {
     cfg.original_only = a.original_only;
     cfg.open_browser = a.open;
     cfg.store = a.store.filter(|s| !s.trim().is_empty());
+    if let Some(advertise) = a.advertise {
+        if cfg.store.is_none() {
+            return Err(Error::Invalid(
+                "--advertise is for servers sharing a board in PostgreSQL (--store); a board in files has one server".into(),
+            ));
+        }
+        cfg.advertise = advertise;
+    }
     agentvine::server::serve(cfg)?;
     Ok(Output {
         json: json!({}),

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::App;
+use super::forward::Forwarder;
 use super::reply::{ErrorReply, board_status, parse_body, success};
 use crate::error::{Error, Result};
 use crate::op::turn::{RECHECK, wait_more};
@@ -27,12 +28,15 @@ use crate::wire::{self, OpRequest};
 const MAX_BATCH: usize = 256;
 
 /// Largest `/v1/op` reply, in bytes (a read of a huge archive is refused, not sent).
-const MAX_REPLY: usize = 32 * 1024 * 1024;
+pub(crate) const MAX_REPLY: usize = 32 * 1024 * 1024;
 
 struct Job {
     op: Op,
     key: Option<String>,
     done: tokio::sync::oneshot::Sender<Result<Reply>>,
+    /// Committed by this server, never handed to a leader (it came in a batch, maybe from a
+    /// server that took this one for the leader).
+    here: bool,
 }
 
 /// The writer thread's mailbox, and the signal it gives after each batch that changed the
@@ -46,8 +50,10 @@ pub struct Batcher {
 
 impl Batcher {
     /// Starts the writer thread for `store`. Changes the store reports from elsewhere (another
-    /// server on the same database) give the same signal as the writer's own batches.
-    pub fn start(store: Arc<dyn BatchStore>) -> Self {
+    /// server on the same database) give the same signal as the writer's own batches. With a
+    /// `forwarder`, a batch is handed to the server that leads when another does
+    /// (`forward.rs`).
+    pub fn start(store: Arc<dyn BatchStore>, forwarder: Option<Forwarder>) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         let changed = tokio::sync::watch::Sender::new(store.changes());
         let outside = changed.clone();
@@ -58,6 +64,7 @@ impl Batcher {
         let writer = Arc::clone(&store);
         std::thread::spawn(move || {
             let store = writer;
+            let mut forwarder = forwarder;
             // The store runs a repair only alone, so a repair is never batched with other ops.
             let alone = |j: &Job| matches!(j.op, Op::Repair(_));
             let mut held: Option<Job> = None;
@@ -73,9 +80,20 @@ impl Batcher {
                         Err(_) => break,
                     }
                 }
-                let (ops, dones): (Vec<_>, Vec<_>) =
+                let here = jobs.iter().any(|j| j.here);
+                let (mut ops, dones): (Vec<_>, Vec<_>) =
                     jobs.into_iter().map(|j| ((j.op, j.key), j.done)).unzip();
-                let replies = store.execute_batch(ops);
+                let handed = match (&mut forwarder, here) {
+                    (Some(f), false) => store.leader().and_then(|url| f.send(&url, &mut ops)),
+                    _ => None,
+                };
+                let replies = match handed {
+                    Some((replies, changes)) => {
+                        store.saw_change(changes);
+                        replies
+                    }
+                    None => store.execute_batch(ops),
+                };
                 // Waiters look again once the batch is committed, before its replies go out.
                 signal.send_if_modified(|seen| moved(seen, store.changes()));
                 for (reply, done) in replies.into_iter().zip(dones) {
@@ -128,7 +146,73 @@ impl Batcher {
     /// written ahead on a blocking thread (`BatchStore::stage`), so that the writer thread
     /// only renames them.
     pub async fn apply(&self, op: Op, key: Option<String>) -> Result<Reply> {
-        let op = if !op.instruction_texts().is_empty() {
+        let op = self.staged(op).await?;
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.send(vec![Job {
+            op,
+            key,
+            done,
+            here: false,
+        }])?;
+        wait.await
+            .map_err(|_| Error::Protocol("the board writer dropped the op".into()))?
+    }
+
+    /// Applies changing ops in this server's next group commit, never handing them to another
+    /// server (`/v1/batch`): each op's outcome, in order.
+    pub async fn apply_here(&self, ops: Vec<(Op, Option<String>)>) -> Vec<Result<Reply>> {
+        let mut jobs = Vec::with_capacity(ops.len());
+        let mut waits = Vec::with_capacity(ops.len());
+        let mut outcomes: Vec<Option<Result<Reply>>> = Vec::with_capacity(ops.len());
+        for (op, key) in ops {
+            match self.staged(op).await {
+                Ok(op) => {
+                    let (done, wait) = tokio::sync::oneshot::channel();
+                    jobs.push(Job {
+                        op,
+                        key,
+                        done,
+                        here: true,
+                    });
+                    waits.push(Some(wait));
+                    outcomes.push(None);
+                }
+                Err(e) => {
+                    waits.push(None);
+                    outcomes.push(Some(Err(e)));
+                }
+            }
+        }
+        let sent = self.send(jobs);
+        let mut out = Vec::with_capacity(outcomes.len());
+        for (outcome, wait) in outcomes.into_iter().zip(waits) {
+            out.push(match (outcome, wait, &sent) {
+                (Some(o), _, _) => o,
+                (None, _, Err(e)) => Err(Error::Protocol(e.to_string())),
+                (None, Some(wait), Ok(())) => wait.await.unwrap_or_else(|_| {
+                    Err(Error::Protocol("the board writer dropped the op".into()))
+                }),
+                (None, None, Ok(())) => Err(Error::Protocol("an op got no reply".into())),
+            });
+        }
+        out
+    }
+
+    /// Queues jobs for the writer thread, together.
+    fn send(&self, jobs: Vec<Job>) -> Result<()> {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        for job in jobs {
+            if tx.send(job).is_err() {
+                return Err(Error::Protocol("the board writer has stopped".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// `op`, with its instruction texts first written ahead on a blocking thread
+    /// (`BatchStore::stage`) when it has any.
+    async fn staged(&self, op: Op) -> Result<Op> {
+        Ok(if !op.instruction_texts().is_empty() {
             let store = Arc::clone(&self.store);
             tokio::task::spawn_blocking(move || {
                 store.stage(&op);
@@ -138,18 +222,22 @@ impl Batcher {
             .map_err(|e| Error::Protocol(format!("staging the op failed: {e}")))?
         } else {
             op
-        };
-        let (done, wait) = tokio::sync::oneshot::channel();
-        let sent = self
-            .tx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(Job { op, key, done });
-        if sent.is_err() {
-            return Err(Error::Protocol("the board writer has stopped".into()));
+        })
+    }
+}
+
+/// Refuses a request key that is empty, too long, or not visible ASCII.
+pub(crate) fn check_key(key: Option<&str>) -> std::result::Result<(), ErrorReply> {
+    match key {
+        Some(key)
+            if !(1..=MAX_KEY).contains(&key.len())
+                || !key.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Err(ErrorReply::bad_request(format!(
+                "the request key must be 1 to {MAX_KEY} visible ASCII characters (no spaces)"
+            )))
         }
-        wait.await
-            .map_err(|_| Error::Protocol("the board writer dropped the op".into()))?
+        _ => Ok(()),
     }
 }
 
@@ -173,6 +261,10 @@ pub(crate) async fn test(State(app): State<Arc<App>>) -> Response {
             "exec": app.exec.enabled,
             "openapi": "/openapi.json",
         });
+        if let Some(store) = &app.store {
+            fields["agentvine"]["leading"] = json!(store.leading());
+            fields["agentvine"]["leader"] = json!(store.leader());
+        }
     }
     success(fields)
 }
@@ -197,13 +289,7 @@ pub(crate) async fn op(
         return Err(super::reply::not_found().await);
     };
     let req: OpRequest = parse_body(body)?;
-    if let Some(key) = &req.key
-        && (!(1..=MAX_KEY).contains(&key.len()) || !key.bytes().all(|b| b.is_ascii_graphic()))
-    {
-        return Err(ErrorReply::bad_request(format!(
-            "the request key must be 1 to {MAX_KEY} visible ASCII characters (no spaces)"
-        )));
-    }
+    check_key(req.key.as_deref())?;
     let result = match req.op {
         op if op.is_read_only() => tokio::task::spawn_blocking(move || store.execute(op))
             .await

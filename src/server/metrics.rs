@@ -4,6 +4,7 @@
 //! API (Prometheus sends it as a bearer token).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -46,17 +47,65 @@ pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Result<Response, Err
         Ok(other) => return Err(ErrorReply::internal(format!("metrics got {other:?}"))),
         Err(e) => return Err(ErrorReply::board(&e)),
     };
-    let text = exposition(*report).map_err(ErrorReply::internal)?;
+    let lead = Lead {
+        leading: app.store.as_ref().is_some_and(|s| s.leading()),
+        handed: app.handed.ops.load(Ordering::Relaxed),
+        failed: app.handed.failed.load(Ordering::Relaxed),
+    };
+    let text = exposition(*report, Some(lead)).map_err(ErrorReply::internal)?;
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response())
 }
 
-/// The figures in the OpenMetrics text format.
-pub fn exposition(report: Report) -> Result<String, std::fmt::Error> {
+/// The figures in the OpenMetrics text format (with this server's part among the servers of
+/// one board, when given).
+pub fn exposition(report: Report, lead: Option<Lead>) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Figures(report)));
+    if let Some(lead) = lead {
+        registry.register_collector(Box::new(lead));
+    }
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry)?;
     Ok(out)
+}
+
+/// This server's part among the servers of one board (in PostgreSQL): whether it leads, the
+/// ops it handed to the server that leads, and those it committed itself when that failed.
+#[derive(Debug)]
+pub struct Lead {
+    /// Whether this server leads.
+    pub leading: bool,
+    /// Ops the leading server committed for this one.
+    pub handed: u64,
+    /// Ops this server committed itself after handing them over failed.
+    pub failed: u64,
+}
+
+impl Collector for Lead {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        gauge(
+            &mut enc,
+            "vine_leading",
+            "1 if this server leads the servers of its board (they hand it their changes), else 0.",
+            if self.leading { 1.0 } else { 0.0 },
+        )?;
+        for (name, help, n) in [
+            (
+                "vine_ops_handed_to_leader",
+                "Changing ops this server handed to the server that leads, which committed them.",
+                self.handed,
+            ),
+            (
+                "vine_ops_committed_when_leader_failed",
+                "Changing ops this server committed itself because handing them to the leader failed.",
+                self.failed,
+            ),
+        ] {
+            let c = ConstCounter::new(n);
+            c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        Ok(())
+    }
 }
 
 /// The board's figures as collected metrics (computed before the scrape is encoded).

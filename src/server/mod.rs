@@ -4,8 +4,9 @@
 //! Routes (see `openapi.json`, served at `/openapi.json`):
 //! `GET /test`, `GET /list`, `GET /read`, `POST /deploy`, `POST /execute` (the original API),
 //! `GET /search/files`, `GET /search/content`, `POST /v1/op` (one board op per request,
-//! atomic on the server, batched into group commits), and `GET /metrics` (the board's figures
-//! for Prometheus). The control room (`crate::web`: `/`,
+//! atomic on the server, batched into group commits), `POST /v1/batch` (several, as the
+//! servers of one PostgreSQL board hand their changes to the one that leads), and
+//! `GET /metrics` (the board's figures for Prometheus). The control room (`crate::web`: `/`,
 //! `/questions`, `/login`, `/events`, `/assets/...`) is merged in beside them, behind its own
 //! login.
 
@@ -14,6 +15,7 @@ mod board;
 mod body;
 mod exec;
 mod files;
+mod forward;
 pub mod metrics;
 mod reply;
 mod supervisor;
@@ -49,6 +51,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/search/files"),
     ("GET", "/search/content"),
     ("POST", "/v1/op"),
+    ("POST", "/v1/batch"),
     ("GET", "/metrics"),
 ];
 
@@ -129,6 +132,34 @@ pub struct ServeConfig {
     /// Where the board is kept when not in files at the top of `root`: a PostgreSQL
     /// connection string (`--store`, `$VINE_STORE`).
     pub store: Option<String>,
+    /// Where the other servers of a board in PostgreSQL reach this one, so it can lead them
+    /// (`--advertise`).
+    pub advertise: Advertise,
+}
+
+/// Where the other servers of the same board (in PostgreSQL) reach this one: the server that
+/// leads commits the changes the others hand it (`forward.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Advertise {
+    /// At the address it listens on, when that is one address (not 0.0.0.0 or ::).
+    #[default]
+    Listen,
+    /// At this URL (`--advertise URL`).
+    At(String),
+    /// Nowhere: it never leads (it still hands its changes to a server that does).
+    Never,
+}
+
+impl Advertise {
+    /// The URL to stand for the lead with, for a server listening at `local`.
+    fn url(&self, scheme: &str, local: SocketAddr) -> Option<String> {
+        match self {
+            Advertise::Listen if local.ip().is_unspecified() => None,
+            Advertise::Listen => Some(format!("{scheme}://{local}")),
+            Advertise::At(url) => Some(url.clone()),
+            Advertise::Never => None,
+        }
+    }
 }
 
 impl ServeConfig {
@@ -146,6 +177,7 @@ impl ServeConfig {
             original_only: false,
             open_browser: false,
             store: None,
+            advertise: Advertise::Listen,
         }
     }
 }
@@ -167,6 +199,8 @@ pub(crate) struct App {
     pub(crate) original_only: bool,
     /// The control room's sessions and change signals.
     pub(crate) web: crate::web::ControlRoom,
+    /// Ops handed to the server that leads (a board in PostgreSQL).
+    pub(crate) handed: Arc<forward::Handed>,
 }
 
 impl App {
@@ -223,7 +257,17 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
     let local = listener
         .local_addr()
         .map_err(|e| Error::io("listening on", cfg.listen.to_string(), e))?;
-    let batcher = store.clone().map(board::Batcher::start);
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+    let handed = Arc::new(forward::Handed::default());
+    if let Some(s) = &store
+        && let Some(url) = cfg.advertise.url(scheme, local)
+    {
+        s.stand_for_lead(&url);
+    }
+    let batcher = store.clone().map(|s| {
+        let forwarder = forward::Forwarder::new(cfg.key.clone(), handed.clone());
+        board::Batcher::start(s, Some(forwarder))
+    });
     let web = crate::web::ControlRoom::new(
         store.as_ref().and_then(|s| s.files()).map(LocalStore::dir),
         batcher.as_ref().map(board::Batcher::subscribe),
@@ -242,9 +286,9 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
         body_timeout: cfg.body_timeout,
         original_only: cfg.original_only,
         web,
+        handed,
     });
     let router = router(app.clone(), cfg.max_body);
-    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     runtime.block_on(async move {
         let make = router.into_make_service_with_connect_info::<SocketAddr>();
         let mut ready = format!("listening on {scheme}://{local}\n");
@@ -356,6 +400,7 @@ fn router(app: Arc<App>, max_body: usize) -> Router {
             .route("/search/files", get(files::search_files))
             .route("/search/content", get(files::search_content))
             .route("/v1/op", post(board::op))
+            .route("/v1/batch", post(forward::batch))
             .route("/metrics", get(metrics::metrics))
             .merge(crate::web::router(app.clone()));
     }

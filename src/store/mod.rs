@@ -115,6 +115,30 @@ pub trait BatchStore: Transport {
         Ok(())
     }
 
+    /// Offers this server to lead the other servers of the same board (a board in
+    /// PostgreSQL): `url` is where they reach it. Nothing by default (a board in files has one
+    /// server).
+    fn stand_for_lead(&self, url: &str) {
+        let _ = url;
+    }
+
+    /// The URL of another server of the same board that leads, if one does: this server hands
+    /// it its changes (`server/forward.rs`) instead of committing them itself.
+    fn leader(&self) -> Option<String> {
+        None
+    }
+
+    /// Told the change count another server reached committing what this one handed it, so
+    /// that this server's waiters look again at once.
+    fn saw_change(&self, changes: u64) {
+        let _ = changes;
+    }
+
+    /// Whether this server leads the others of its board.
+    fn leading(&self) -> bool {
+        false
+    }
+
     /// Replaces the board's settings, for a board not kept in files (a `/deploy` of
     /// `board.json`, which is how `vine --url URL init` sets them).
     fn set_settings(&self, settings: crate::settings::Settings) -> Result<()>;

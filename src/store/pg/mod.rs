@@ -14,12 +14,16 @@
 //! notifications (`listen.rs`) wakes the server's long-polls and live pages on changes made
 //! through other servers.
 //!
+//! One server leads (`lead.rs`): the others hand it their batches (`server/forward.rs`), so
+//! that the servers' copies do not keep colliding.
+//!
 //! The module's parts: `conn.rs` (connection strings, connecting, what an error means),
 //! `schema.rs` (migrations), `sql.rs` (the statements), `mirror.rs`, `write.rs`, `read.rs`,
-//! `listen.rs`, `pool.rs` (read connections), `tls.rs` (`sslmode=require`), `transfer.rs`
-//! (export and import).
+//! `listen.rs`, `lead.rs`, `pool.rs` (read connections), `tls.rs` (`sslmode=require`),
+//! `transfer.rs` (export and import).
 
 mod conn;
+mod lead;
 mod listen;
 mod mirror;
 mod pool;
@@ -75,6 +79,8 @@ struct Inner {
     changes: AtomicU64,
     /// Called with the new version when another server changed the board.
     wakers: Mutex<Vec<Waker>>,
+    /// Which server leads (see `lead.rs`).
+    lead: lead::Lead,
 }
 
 /// Told the new change count when the board changed other than through this handle.
@@ -113,9 +119,11 @@ impl PgStore {
                 history: Mutex::default(),
                 changes: AtomicU64::new(0),
                 wakers: Mutex::new(Vec::new()),
+                lead: lead::Lead::default(),
             }),
         };
         listen::start(Arc::downgrade(&store.inner), store.inner.target.clone());
+        lead::start(Arc::downgrade(&store.inner), store.inner.target.clone());
         Ok(store)
     }
 
@@ -206,6 +214,22 @@ impl BatchStore for PgStore {
 
     fn set_settings(&self, settings: Settings) -> Result<()> {
         self.write_settings(settings)
+    }
+
+    fn stand_for_lead(&self, url: &str) {
+        self.inner.lead.stand(url);
+    }
+
+    fn leader(&self) -> Option<String> {
+        self.inner.lead.other()
+    }
+
+    fn leading(&self) -> bool {
+        self.inner.lead.leading()
+    }
+
+    fn saw_change(&self, changes: u64) {
+        self.saw(i64::try_from(changes).unwrap_or(i64::MAX));
     }
 
     fn put_board_file(&self, rel: &str, content: &[u8]) -> Result<()> {

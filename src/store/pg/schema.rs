@@ -12,10 +12,13 @@ use crate::progress::Progress;
 use crate::settings::Settings;
 
 /// Every migration, in order: (the version it brings the schema to, its SQL).
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/0001_board.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("migrations/0001_board.sql")),
+    (2, include_str!("migrations/0002_leader.sql")),
+];
 
 /// The schema version this binary writes.
-pub(crate) const LATEST: i32 = 1;
+pub(crate) const LATEST: i32 = 2;
 
 /// The advisory lock key that serializes migrations (any servers, one database).
 const MIGRATION_LOCK: i64 = 0x7669_6e65_5f73_6368; // "vine_sch"
