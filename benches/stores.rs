@@ -139,10 +139,27 @@ fn main() -> R<()> {
     } else {
         (ROUNDS, WINDOW_SECS)
     };
+    // `AGENTVINE_BENCH_STORES_ONLY=c:16` runs one setup's throughput at one worker count, one
+    // 15 s round, after the latency rounds (to profile it, e.g. with `perf record -a`).
+    let only = std::env::var("AGENTVINE_BENCH_STORES_ONLY").ok();
+    let only = only
+        .as_deref()
+        .and_then(|v| v.split_once(':'))
+        .map(|(s, n)| (format!("({s})"), n.parse::<usize>().unwrap_or(16)));
+    let (rounds, window) = if only.is_some() {
+        (1, 15)
+    } else {
+        (rounds, window)
+    };
     let mut runs = Vec::new();
     for round in 1..=rounds {
         for &n in &WORKER_COUNTS {
             for s in &setups {
+                if let Some((setup, workers)) = &only
+                    && !(s.name.starts_with(setup.as_str()) && n == *workers)
+                {
+                    continue;
+                }
                 let r = measure_throughput(s, n, window)?;
                 eprintln!(
                     "{} round {round}, {} with {n} workers: {:.0} cycles/s",

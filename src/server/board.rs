@@ -50,10 +50,11 @@ pub struct Batcher {
 
 impl Batcher {
     /// Starts the writer thread for `store`. Changes the store reports from elsewhere (another
-    /// server on the same database) give the same signal as the writer's own batches. With a
-    /// `forwarder`, a batch is handed to the server that leads when another does
-    /// (`forward.rs`).
-    pub fn start(store: Arc<dyn BatchStore>, forwarder: Option<Forwarder>) -> Self {
+    /// server on the same database) give the same signal as the writer's own batches. With
+    /// `forwarders`, a batch is handed to the server that leads when another does
+    /// (`forward.rs`), by one thread per forwarder, so that several batches can be on their
+    /// way at once while the writer gathers the next.
+    pub fn start(store: Arc<dyn BatchStore>, forwarders: Vec<Forwarder>) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         let changed = tokio::sync::watch::Sender::new(store.changes());
         let outside = changed.clone();
@@ -61,18 +62,27 @@ impl Batcher {
             outside.send_if_modified(|seen| moved(seen, now));
         }));
         let signal = changed.clone();
+        let hands = Hands::start(forwarders, &store, &signal);
         let writer = Arc::clone(&store);
         std::thread::spawn(move || {
             let store = writer;
-            let mut forwarder = forwarder;
             // The store runs a repair only alone, so a repair is never batched with other ops.
             let alone = |j: &Job| matches!(j.op, Op::Repair(_));
             let mut held: Option<Job> = None;
             while let Some(first) = held.take().or_else(|| rx.recv().ok()) {
+                // Handed over when another server leads: once a hand is free (meanwhile more
+                // jobs gather), and without the jobs that must be committed here.
+                let lead = match &hands {
+                    Some(h) if !first.here && !alone(&first) => {
+                        store.leader().map(|url| (url, h.free()))
+                    }
+                    _ => None,
+                };
+                let fits = |j: &Job| !alone(j) && (lead.is_none() || !j.here);
                 let mut jobs = vec![first];
                 while jobs.len() < MAX_BATCH && !alone(&jobs[0]) {
                     match rx.try_recv() {
-                        Ok(j) if alone(&j) => {
+                        Ok(j) if !fits(&j) => {
                             held = Some(j);
                             break;
                         }
@@ -80,24 +90,14 @@ impl Batcher {
                         Err(_) => break,
                     }
                 }
-                let here = jobs.iter().any(|j| j.here);
-                let (mut ops, dones): (Vec<_>, Vec<_>) =
+                let (ops, dones): (Vec<_>, Vec<_>) =
                     jobs.into_iter().map(|j| ((j.op, j.key), j.done)).unzip();
-                let handed = match (&mut forwarder, here) {
-                    (Some(f), false) => store.leader().and_then(|url| f.send(&url, &mut ops)),
-                    _ => None,
-                };
-                let replies = match handed {
-                    Some((replies, changes)) => {
-                        store.saw_change(changes);
-                        replies
+                match (lead, &hands) {
+                    (Some((url, hand)), Some(h)) => h.give(hand, Handoff { url, ops, dones }),
+                    _ => {
+                        let replies = store.execute_batch(ops);
+                        finish(store.as_ref(), &signal, replies, dones);
                     }
-                    None => store.execute_batch(ops),
-                };
-                // Waiters look again once the batch is committed, before its replies go out.
-                signal.send_if_modified(|seen| moved(seen, store.changes()));
-                for (reply, done) in replies.into_iter().zip(dones) {
-                    let _ = done.send(reply);
                 }
             }
         });
@@ -223,6 +223,93 @@ impl Batcher {
         } else {
             op
         })
+    }
+}
+
+/// Sends each op of a committed batch its reply, once the change signal was given: waiters
+/// look again once the batch is committed, before its replies go out.
+fn finish(
+    store: &dyn BatchStore,
+    signal: &tokio::sync::watch::Sender<u64>,
+    replies: Vec<Result<Reply>>,
+    dones: Vec<Done>,
+) {
+    signal.send_if_modified(|seen| moved(seen, store.changes()));
+    for (reply, done) in replies.into_iter().zip(dones) {
+        let _ = done.send(reply);
+    }
+}
+
+/// Where an op's reply goes.
+type Done = tokio::sync::oneshot::Sender<Result<Reply>>;
+
+/// A batch for a hand to give the server that leads.
+struct Handoff {
+    url: String,
+    ops: Vec<(Op, Option<String>)>,
+    dones: Vec<Done>,
+}
+
+/// The threads that hand batches to the server that leads, one per forwarder: the writer
+/// takes a free one ([`Hands::free`], waiting while all are busy) and gives it a batch.
+struct Hands {
+    give: Vec<mpsc::Sender<Handoff>>,
+    free: mpsc::Receiver<usize>,
+}
+
+impl Hands {
+    /// Starts one thread per forwarder (none without forwarders). A batch the leader does
+    /// not take is committed here, by the thread that tried.
+    fn start(
+        forwarders: Vec<Forwarder>,
+        store: &Arc<dyn BatchStore>,
+        signal: &tokio::sync::watch::Sender<u64>,
+    ) -> Option<Hands> {
+        if forwarders.is_empty() {
+            return None;
+        }
+        let (free_tx, free) = mpsc::channel();
+        let mut give = Vec::new();
+        for (i, mut f) in forwarders.into_iter().enumerate() {
+            let (tx, rx) = mpsc::channel::<Handoff>();
+            give.push(tx);
+            let _ = free_tx.send(i);
+            let (store, signal, free_tx) = (Arc::clone(store), signal.clone(), free_tx.clone());
+            std::thread::spawn(move || {
+                while let Ok(Handoff {
+                    url,
+                    mut ops,
+                    dones,
+                }) = rx.recv()
+                {
+                    let replies = match f.send(&url, &mut ops) {
+                        Some((replies, changes)) => {
+                            store.saw_change(changes);
+                            replies
+                        }
+                        None => store.execute_batch(ops),
+                    };
+                    finish(store.as_ref(), &signal, replies, dones);
+                    if free_tx.send(i).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        Some(Hands { give, free })
+    }
+
+    /// A free hand, once there is one.
+    fn free(&self) -> usize {
+        self.free.recv().unwrap_or(0)
+    }
+
+    /// Gives hand `i` a batch. Should its thread be gone, the ops are dropped unanswered
+    /// (their requests fail as "dropped"), as when the writer itself stops.
+    fn give(&self, i: usize, h: Handoff) {
+        if let Some(tx) = self.give.get(i) {
+            let _ = tx.send(h);
+        }
     }
 }
 

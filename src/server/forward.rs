@@ -35,6 +35,9 @@ const PAUSE: Duration = Duration::from_secs(5);
 /// Longest wait for a leader's answer (a batch may hold a large plan).
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Batches a server may have on their way to the leader at once.
+pub(crate) const HANDS: usize = 2;
+
 /// Most ops one `/v1/batch` request may carry.
 pub(crate) const MAX_OPS: usize = 1024;
 

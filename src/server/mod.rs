@@ -265,8 +265,14 @@ pub fn serve(cfg: ServeConfig) -> Result<()> {
         s.stand_for_lead(&url);
     }
     let batcher = store.clone().map(|s| {
-        let forwarder = forward::Forwarder::new(cfg.key.clone(), handed.clone());
-        board::Batcher::start(s, Some(forwarder))
+        // Only a board in a database has other servers to hand changes to.
+        let hands = match &cfg.store {
+            Some(_) => (0..forward::HANDS)
+                .map(|_| forward::Forwarder::new(cfg.key.clone(), handed.clone()))
+                .collect(),
+            None => Vec::new(),
+        };
+        board::Batcher::start(s, hands)
     });
     let web = crate::web::ControlRoom::new(
         store.as_ref().and_then(|s| s.files()).map(LocalStore::dir),
