@@ -247,6 +247,10 @@ pub struct Task {
     /// answered instead of applied twice (see `rules::apply_keyed`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_key: Option<String>,
+    /// The request key of the add that made this task, kept when later ops change it, so a
+    /// retried add is answered with this task even after a worker claimed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub added_key: Option<String>,
     /// Fields this version does not know; kept as they were.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -283,6 +287,7 @@ impl Task {
             ended_at: None,
             first_claimed_at: None,
             request_key: None,
+            added_key: None,
             extra: Map::new(),
         }
     }
@@ -357,6 +362,7 @@ impl<'de> serde::de::Visitor<'de> for TaskVisitor {
                 "ended_at" => t.ended_at = map.next_value::<OptTs>()?.0,
                 "first_claimed_at" => t.first_claimed_at = map.next_value::<OptTs>()?.0,
                 "request_key" => t.request_key = map.next_value()?,
+                "added_key" => t.added_key = map.next_value()?,
                 _ => {
                     let v: Value = map.next_value()?;
                     t.extra.insert(key.into_owned(), v);
@@ -464,6 +470,7 @@ mod tests {
             ended_at: Some(at("2026-03-01T12:00:04Z")),
             first_claimed_at: Some(at("2026-03-01T11:59:00Z")),
             request_key: Some("k".into()),
+            added_key: Some("a".into()),
             extra: Map::from_iter([("custom".to_string(), serde_json::json!(1))]),
         };
         let json = serde_json::to_value(&full).unwrap();

@@ -105,7 +105,7 @@ impl Mask {
                 m.iter()
                     .map(|(k, v)| {
                         let masked = match k.as_str() {
-                            "request_key" | "key" if v.is_string() => json!("<key>"),
+                            "request_key" | "added_key" | "key" if v.is_string() => json!("<key>"),
                             _ => self.apply(v),
                         };
                         (self.text(k), masked)

@@ -172,14 +172,14 @@ impl Masks {
         mask_times(&s)
     }
 
-    /// Masks a `--json` reply: ids, timestamps and board names; request keys are dropped
-    /// (only keyed remote writes carry them).
+    /// Masks a `--json` reply: ids, timestamps and board names; request keys and adds' keys
+    /// are dropped (only keyed remote writes carry them).
     fn json(&self, v: &Value) -> Value {
         match v {
             Value::Object(m) => {
                 let mut out = Map::new();
                 for (k, v) in m {
-                    if k == "request_key" || k == "key" {
+                    if k == "request_key" || k == "added_key" || k == "key" {
                         continue;
                     }
                     out.insert(k.clone(), self.json(v));
@@ -413,13 +413,15 @@ impl Compare {
                     for side in &mut self.sides {
                         side.learn_ids();
                     }
-                    // Remote writes carry a request key (masked in the comparison).
+                    // Remote writes carry a request key, kept as the add's too (masked in the
+                    // comparison).
                     for (side, r) in self.sides.iter().zip(&runs) {
                         if self.json && r.code == 0 && matches!(side.target, Target::Remote(..)) {
                             let v = r.json();
                             let tasks = v["tasks"].as_array().unwrap();
                             assert!(
-                                tasks.iter().all(|t| t["request_key"].is_string()),
+                                tasks.iter().all(|t| t["request_key"].is_string()
+                                    && t["added_key"] == t["request_key"]),
                                 "{}: an add without request key: {v}",
                                 side.name
                             );

@@ -3,7 +3,9 @@
 //! twice: a retried add creates one task, a retried claim returns the same task.
 //!
 //! The key is kept where the op left its mark, committed with it: on the task an op changed
-//! (`Task::request_key`) or on the log entry it wrote (`Message::key`).
+//! (`Task::request_key`, the last op's; an add's also in `Task::added_key`, which later ops
+//! leave alone, so a retried add is answered after a worker claimed its task) or on the log
+//! entry it wrote (`Message::key`).
 
 use super::{Rule, State};
 use crate::error::{Error, Result};
@@ -147,14 +149,17 @@ pub(crate) fn message(state: &State, key: &str) -> Option<Reply> {
 fn stamp(state: &mut State, reply: &mut Reply, key: &str) {
     let key = Some(key.to_string());
     let mut ids = Vec::new();
+    let mut added = false;
     if let Some(c) = reply.claimed_task_mut() {
         c.task.request_key.clone_from(&key);
         ids.push(c.task.id);
     }
     match reply {
         Reply::Added { tasks } => {
+            added = true;
             for t in tasks {
                 t.request_key.clone_from(&key);
+                t.added_key.clone_from(&key);
                 ids.push(t.id);
             }
         }
@@ -184,6 +189,11 @@ fn stamp(state: &mut State, reply: &mut Reply, key: &str) {
         _ => {}
     }
     for i in state.positions_of(&ids) {
-        state.change(i, |t, _| t.request_key.clone_from(&key));
+        state.change(i, |t, _| {
+            t.request_key.clone_from(&key);
+            if added {
+                t.added_key.clone_from(&key);
+            }
+        });
     }
 }

@@ -2185,6 +2185,34 @@ fn a_retried_add_creates_one_task() {
 }
 
 #[test]
+fn a_retried_add_is_answered_after_a_worker_claimed_its_task() {
+    // The add's reply was lost; before the retry came, a waiting worker claimed the task
+    // (with a key of its own, which the task now carries as its last op's).
+    let mut st = board();
+    let op = Op::Add(op::Add { task: nt("once") });
+    let Reply::Added { tasks } = keyed(&mut st, op.clone(), "add-1", t0()).unwrap() else {
+        panic!("not added");
+    };
+    let claim = Op::Claim(op::Claim {
+        worker: "w1".into(),
+    });
+    keyed(&mut st, claim, "claim-1", at(1)).unwrap();
+    assert_eq!(st.tasks[0].request_key.as_deref(), Some("claim-1"));
+    let again = keyed(&mut st, op, "add-1", at(2)).unwrap();
+    assert_eq!(st.tasks.len(), 1, "the retry added no second task");
+    let Reply::Added { tasks: replayed } = again else {
+        panic!("not answered as an add: {again:?}");
+    };
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(replayed[0].id, tasks[0].id);
+    assert_eq!(
+        replayed[0].claimed_by.as_deref(),
+        Some("w1"),
+        "the task as it is now"
+    );
+}
+
+#[test]
 fn a_retried_claim_returns_the_same_task_and_claims_no_second() {
     let mut st = board();
     let a = add(&mut st, "a", t0());

@@ -100,8 +100,8 @@ struct Entry {
     class: Option<Class>,
     /// The holder of a task in progress.
     holder: Option<String>,
-    /// The hash of its request key.
-    key: Option<u64>,
+    /// The hashes of its request key and of the key of the add that made it.
+    keys: [Option<u64>; 2],
     created_at: Option<Timestamp>,
     depends_on: Vec<u64>,
     /// Its dependencies on the queue that have not completed.
@@ -122,7 +122,13 @@ impl Entry {
             } else {
                 None
             },
-            key: t.request_key.as_deref().map(key_hash),
+            keys: [
+                t.request_key.as_deref().map(key_hash),
+                t.added_key
+                    .as_deref()
+                    .filter(|k| t.request_key.as_deref() != Some(*k))
+                    .map(key_hash),
+            ],
             created_at: t.created_at,
             depends_on: t.depends_on.clone(),
             unmet,
@@ -174,7 +180,7 @@ pub(super) struct Built {
     /// The other pending tasks no dependency on the queue holds back (meant for a
     /// specialist), by class.
     pub(super) special: HashMap<Class, ClassTasks>,
-    /// Tasks carrying a request key: (the key's hash, id).
+    /// Tasks carrying a request key or an add's key: (the key's hash, id).
     keys: BTreeSet<(u64, u64)>,
     /// Dependencies: (the id depended on, the dependent's id).
     dependents: BTreeSet<(u64, u64)>,
@@ -226,9 +232,7 @@ impl Built {
                 }
             }
             finished += usize::from(e.finished());
-            if let Some(k) = e.key {
-                keys.push((k, e.id));
-            }
+            keys.extend(e.keys.iter().flatten().map(|&k| (k, e.id)));
             dependents.extend(e.depends_on.iter().map(|&d| (d, e.id)));
             entries.push(e);
         }
@@ -315,7 +319,7 @@ impl Built {
                 }
             }
         }
-        if let Some(k) = e.key {
+        for &k in e.keys.iter().flatten() {
             self.keys.insert((k, e.id));
         }
         for &d in &e.depends_on {
@@ -352,7 +356,7 @@ impl Built {
                 }
             }
         }
-        if let Some(k) = e.key {
+        for &k in e.keys.iter().flatten() {
             self.keys.remove(&(k, e.id));
         }
         for &d in &e.depends_on {

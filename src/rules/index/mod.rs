@@ -329,7 +329,7 @@ impl State {
     /// Positions of the tasks carrying request key `key`, in queue order.
     pub(crate) fn with_key(&self, key: &str) -> Vec<usize> {
         self.picked(self.index().map(|b| b.with_key(key_hash(key))), |t| {
-            t.request_key.as_deref() == Some(key)
+            t.request_key.as_deref() == Some(key) || t.added_key.as_deref() == Some(key)
         })
     }
 
