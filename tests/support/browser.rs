@@ -308,6 +308,14 @@ impl Browser {
 
     /// The visible text of the first element matching `css` (as a person sees it).
     pub fn text_of(&self, css: &str) -> String {
+        // A live update may replace the element between finding and reading it (a stale
+        // element): it is found again, a few times, before a failure is reported.
+        for _ in 0..5 {
+            if let Some(text) = self.try_text_of(css) {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let element = self.find(css);
         self.run(&format!("reading the text of {css:?}"), element.text())
     }
