@@ -162,10 +162,9 @@ impl Batcher {
     /// server (`/v1/batch`): each op's outcome, in order.
     pub async fn apply_here(&self, ops: Vec<(Op, Option<String>)>) -> Vec<Result<Reply>> {
         let mut jobs = Vec::with_capacity(ops.len());
-        let mut waits = Vec::with_capacity(ops.len());
-        let mut outcomes: Vec<Option<Result<Reply>>> = Vec::with_capacity(ops.len());
+        let mut outcomes = Vec::with_capacity(ops.len());
         for (op, key) in ops {
-            match self.staged(op).await {
+            outcomes.push(match self.staged(op).await {
                 Ok(op) => {
                     let (done, wait) = tokio::sync::oneshot::channel();
                     jobs.push(Job {
@@ -174,25 +173,20 @@ impl Batcher {
                         done,
                         here: true,
                     });
-                    waits.push(Some(wait));
-                    outcomes.push(None);
+                    Outcome::Waiting(wait)
                 }
-                Err(e) => {
-                    waits.push(None);
-                    outcomes.push(Some(Err(e)));
-                }
-            }
+                Err(e) => Outcome::Failed(e),
+            });
         }
-        let sent = self.send(jobs);
+        // A job that could not be queued is dropped, and its wait below says so.
+        let _ = self.send(jobs);
         let mut out = Vec::with_capacity(outcomes.len());
-        for (outcome, wait) in outcomes.into_iter().zip(waits) {
-            out.push(match (outcome, wait, &sent) {
-                (Some(o), _, _) => o,
-                (None, _, Err(e)) => Err(Error::Protocol(e.to_string())),
-                (None, Some(wait), Ok(())) => wait.await.unwrap_or_else(|_| {
+        for outcome in outcomes {
+            out.push(match outcome {
+                Outcome::Failed(e) => Err(e),
+                Outcome::Waiting(wait) => wait.await.unwrap_or_else(|_| {
                     Err(Error::Protocol("the board writer dropped the op".into()))
                 }),
-                (None, None, Ok(())) => Err(Error::Protocol("an op got no reply".into())),
             });
         }
         out
@@ -242,6 +236,13 @@ fn finish(
 
 /// Where an op's reply goes.
 type Done = tokio::sync::oneshot::Sender<Result<Reply>>;
+
+/// An op of a `/v1/batch`: failed before its group commit (staging its texts), or waiting
+/// for it.
+enum Outcome {
+    Failed(Error),
+    Waiting(tokio::sync::oneshot::Receiver<Result<Reply>>),
+}
 
 /// A batch for a hand to give the server that leads.
 struct Handoff {

@@ -51,8 +51,8 @@ pub(crate) struct Handed {
     pub(crate) failed: AtomicU64,
 }
 
-/// The writer thread's way to a leader: one HTTP client per leader URL (its connections kept
-/// alive), and the leader it does not try for now.
+/// A hand's way to a leader (`board.rs`): an HTTP client for the leader's URL (its connection
+/// kept alive), and the leader it does not try for now.
 pub(crate) struct Forwarder {
     key: Option<ApiKey>,
     client: Option<(String, Http)>,
@@ -151,22 +151,23 @@ impl Forwarder {
         }
     }
 
-    /// The client for `url`, made at first use.
+    /// The client for `url`, made at first use (trusting what a client of this server would,
+    /// `$VINE_CA_CERT` included; one try per batch: a failure is committed here instead).
     fn client_for(&mut self, url: &str) -> Result<&Http> {
-        if self.client.as_ref().is_none_or(|(u, _)| u != url) {
-            let opts = HttpOptions {
-                timeout: TIMEOUT,
-                retry_for: Duration::ZERO,
-                ca_cert: std::env::var_os("VINE_CA_CERT")
-                    .filter(|v| !v.is_empty())
-                    .map(Into::into),
-            };
-            self.client = Some((url.to_string(), Http::new(url, self.key.clone(), opts)?));
-        }
-        match &self.client {
-            Some((_, http)) => Ok(http),
-            None => Err(crate::error::Error::Protocol("no client".into())),
-        }
+        let kept = self.client.take().filter(|(u, _)| u == url);
+        let (_, http) = match kept {
+            Some(c) => self.client.insert(c),
+            None => {
+                let opts = HttpOptions {
+                    timeout: TIMEOUT,
+                    retry_for: Duration::ZERO,
+                    ..HttpOptions::from_env()?
+                };
+                let http = Http::new(url, self.key.clone(), opts)?;
+                self.client.insert((url.to_string(), http))
+            }
+        };
+        Ok(http)
     }
 }
 
@@ -202,7 +203,8 @@ pub(crate) async fn batch(
     let bytes = wire::batch_to_bytes(store.changes(), &outcomes).map_err(ErrorReply::internal)?;
     if bytes.len() > super::board::MAX_REPLY {
         return Err(ErrorReply::bad_request(format!(
-            "the replies would be {} bytes, over this server's limit of {}; send fewer ops at once",
+            "the ops were applied, but their replies would be {} bytes, over this server's limit of {}; \
+             send fewer ops at once (sent again with the same keys, they are answered, not applied twice)",
             bytes.len(),
             super::board::MAX_REPLY
         )));

@@ -116,45 +116,35 @@ fn connect(target: &Target) -> Option<Client> {
     Some(c)
 }
 
-/// One look: takes the lead if this server stands for it and no one holds it, then reads who
-/// leads.
+/// One look: takes the lead if this server stands for it and no one holds it (a leader makes
+/// sure the row still names it, should it have been changed by hand), else reads who leads.
 fn look(c: &mut Client, lead: &Lead) -> Result<(), postgres::Error> {
     let own = locked(&lead.own).clone();
-    if let Some(url) = &own
-        && !lead.leading()
-    {
-        let got: bool = c
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&LEAD_LOCK])?
-            .get(0);
-        if got {
+    if let Some(url) = &own {
+        // The lock is this session's for as long as the session lasts: taken once.
+        let held = lead.leading()
+            || c.query_one("SELECT pg_try_advisory_lock($1)", &[&LEAD_LOCK])?
+                .get::<_, bool>(0);
+        if held {
             c.execute(
                 "INSERT INTO leader (id, url, pid) VALUES (1, $1, pg_backend_pid()) \
-                 ON CONFLICT (id) DO UPDATE SET url = EXCLUDED.url, pid = EXCLUDED.pid, since = now()",
+                 ON CONFLICT (id) DO UPDATE SET url = EXCLUDED.url, pid = EXCLUDED.pid, since = now() \
+                 WHERE leader.url <> EXCLUDED.url OR leader.pid <> EXCLUDED.pid",
                 &[url],
             )?;
             lead.leading.store(true, Ordering::Release);
+            *locked(&lead.other) = None;
+            return Ok(());
         }
     }
     let row = c.query_opt(
-        "SELECT l.url, l.pid = pg_backend_pid() FROM leader l \
+        "SELECT l.url FROM leader l \
          JOIN pg_locks k ON k.pid = l.pid AND k.locktype = 'advisory' AND k.granted \
            AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
            AND k.classid::bigint = $1 AND k.objid::bigint = $2 AND k.objsubid = 1 \
          WHERE l.id = 1",
         &[&(LEAD_LOCK >> 32), &(LEAD_LOCK & 0xffff_ffff)],
     )?;
-    let (other, mine) = match row {
-        Some(r) => {
-            let mine: bool = r.get(1);
-            (if mine { None } else { Some(r.get(0)) }, mine)
-        }
-        None => (None, false),
-    };
-    // The lock is this session's for as long as it lasts: what the row says of it is news
-    // only when the lock was taken elsewhere (it cannot be, while held here).
-    if lead.leading() && !mine {
-        lead.leading.store(false, Ordering::Release);
-    }
-    *locked(&lead.other) = other;
+    *locked(&lead.other) = row.map(|r| r.get(0));
     Ok(())
 }
